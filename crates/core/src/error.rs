@@ -1,0 +1,79 @@
+//! The errors of the session domain, with the variants a caller acts on.
+
+use std::fmt;
+
+use crate::store::StoreError;
+use crate::token::TokenError;
+
+/// Why a refresh token was refused. Every variant answers the same way on the wire except for
+/// its `reason`, so a caller learns nothing about tokens it does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRejection {
+    /// No such token was ever issued (or its session was purged), whatever its shape.
+    Unknown,
+    /// The session ran past its idle timeout or absolute lifetime.
+    Expired,
+    /// The session was revoked.
+    Revoked,
+    /// A spent token was presented again outside the grace window: the session is now revoked.
+    ReuseDetected,
+}
+
+impl RefreshRejection {
+    /// The `reason` of the wire contract.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::ReuseDetected => "reuse_detected",
+        }
+    }
+}
+
+impl fmt::Display for RefreshRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error of a session operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of the request is missing or invalid.
+    #[error("invalid {field}: {message}")]
+    InvalidInput {
+        /// The field, as named on the wire.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The refresh token is not live.
+    #[error("refresh token refused: {0}")]
+    RefreshRejected(RefreshRejection),
+    /// The access token is not valid.
+    #[error("access token refused: {0}")]
+    Unauthenticated(#[from] TokenError),
+    /// The caller may not act on this resource.
+    #[error("not allowed")]
+    Forbidden,
+    /// The resource does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Storage failed; nothing was half-written.
+    #[error("storage failed")]
+    Store(#[from] StoreError),
+    /// A stored value could not be decoded or decrypted.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`] for `field`.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The session domain of sessiond: sessions, token pairs, rotation, expiry, revocation and policy.
+//!
+//! This crate performs no I/O of its own. Storage sits behind the [`store::Store`] trait and time
+//! behind the [`time::Clock`] trait, so every rule here can be tested in microseconds with a clock
+//! the test moves. The only outside resource it touches is the operating system's CSPRNG, through
+//! `getrandom`, when it mints secrets.
+
+pub mod audit;
+pub mod device;
+pub mod error;
+pub mod ids;
+pub mod policy;
+pub mod refresh;
+pub mod revocation;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod time;
+pub mod token;
+
+pub use error::Error;
+pub use ids::{DeviceId, SessionId, TenantId, UserId};
+pub use policy::Policy;
+pub use service::SessionService;
+pub use session::{Device, DeviceType, RevokeReason, Session};
+pub use time::{Clock, ManualClock, Timestamp};

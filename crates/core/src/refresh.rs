@@ -1,0 +1,375 @@
+//! Refresh tokens: minting, hashing, sealing the successor pair, and the rotation rule.
+//!
+//! A refresh token is `sdr_` followed by 256 bits from the OS CSPRNG in base64url. Only its
+//! SHA-256 hash is stored, and lookups go by that hash, so a copy of the database yields no
+//! usable token.
+//!
+//! For the reuse grace window the successor pair must be handed out again, yet it must not be
+//! stored in the clear. It is sealed with AES-256-GCM under a key derived from the *presented*
+//! token, which the store never sees: only a caller holding the spent token can open its
+//! successor, and a database dump alone cannot.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, RefreshRejection};
+use crate::policy::Policy;
+use crate::session::Session;
+use crate::time::Timestamp;
+
+const PREFIX: &str = "sdr_";
+const SECRET_BYTES: usize = 32;
+/// Length of a well-formed token: the prefix and 43 base64url characters.
+const TOKEN_LEN: usize = PREFIX.len() + 43;
+const NONCE_LEN: usize = 12;
+
+/// A refresh token in the clear. Never logged: its `Debug` output is redacted.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct RefreshToken(String);
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken(<redacted>)")
+    }
+}
+
+impl RefreshToken {
+    /// Mints a new token from the OS CSPRNG.
+    ///
+    /// # Panics
+    /// When the operating system cannot provide randomness, which leaves nothing safe to do.
+    pub fn generate() -> Self {
+        let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
+        #[allow(clippy::expect_used)]
+        getrandom::fill(secret.as_mut()).expect("the OS CSPRNG is unavailable");
+        let mut text = String::with_capacity(TOKEN_LEN);
+        text.push_str(PREFIX);
+        URL_SAFE_NO_PAD.encode_string(secret.as_ref(), &mut text);
+        Self(text)
+    }
+
+    /// Accepts a token as presented by a client, if it has the shape of one of ours.
+    ///
+    /// A token of any other shape cannot have been issued, so it is refused as unknown without
+    /// a lookup.
+    ///
+    /// # Errors
+    /// [`RefreshRejection::Unknown`] when the shape is wrong.
+    pub fn parse(presented: &str) -> Result<Self, Error> {
+        let well_formed = presented.len() == TOKEN_LEN
+            && presented.starts_with(PREFIX)
+            && presented[PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if well_formed {
+            Ok(Self(presented.to_owned()))
+        } else {
+            Err(Error::RefreshRejected(RefreshRejection::Unknown))
+        }
+    }
+
+    /// The token text, to hand to its client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash under which the token is stored and looked up.
+    pub fn hash(&self) -> RefreshTokenHash {
+        RefreshTokenHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+
+    fn sealing_key(&self) -> Zeroizing<[u8; 32]> {
+        // Domain-separated from the lookup hash, so knowing a stored hash reveals no key.
+        let mut hasher = Sha256::new();
+        hasher.update(b"sessiond/successor-seal/v1\0");
+        hasher.update(self.0.as_bytes());
+        Zeroizing::new(hasher.finalize().into())
+    }
+
+    /// Encrypts `pair`, the successor issued when this token was spent, so that only a holder
+    /// of this token can open it. The token's hash is bound as associated data, so a sealed
+    /// value moved to another token's row fails to open.
+    pub fn seal_successor(&self, pair: &IssuedPair) -> Vec<u8> {
+        let key = self.sealing_key();
+        let cipher = Aes256Gcm::new(key.as_ref().into());
+        let mut nonce = [0u8; NONCE_LEN];
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut nonce).expect("the OS CSPRNG is unavailable");
+        let plaintext = Zeroizing::new(serde_json::to_vec(pair).unwrap_or_default());
+        let aad = self.hash();
+        #[allow(clippy::expect_used)]
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad.0,
+                },
+            )
+            .expect("AES-GCM encryption of a short message cannot fail");
+        let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens a successor sealed by [`RefreshToken::seal_successor`] of this same token.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the value was not sealed for this token or was altered.
+    pub fn open_successor(&self, sealed: &[u8]) -> Result<IssuedPair, Error> {
+        if sealed.len() < NONCE_LEN {
+            return Err(Error::Corrupt("sealed successor is truncated".into()));
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let key = self.sealing_key();
+        let cipher = Aes256Gcm::new(key.as_ref().into());
+        let aad = self.hash();
+        let plaintext = Zeroizing::new(
+            cipher
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad.0,
+                    },
+                )
+                .map_err(|_| Error::Corrupt("sealed successor does not open".into()))?,
+        );
+        serde_json::from_slice(&plaintext)
+            .map_err(|_| Error::Corrupt("sealed successor is not a token pair".into()))
+    }
+}
+
+/// The SHA-256 hash of a refresh token: all that storage ever sees of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefreshTokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for RefreshTokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A prefix is enough to tell hashes apart in a debugger without printing lookup keys.
+        write!(f, "RefreshTokenHash({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+/// A token pair as issued: what a grace-window replay must return unchanged.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct IssuedPair {
+    /// The signed access token.
+    pub access_token: String,
+    /// Its `exp`, in milliseconds since the epoch.
+    pub access_expires_at_ms: i64,
+    /// The refresh token in the clear.
+    pub refresh_token: String,
+    /// When the refresh token stops working by time alone, in milliseconds since the epoch.
+    pub refresh_expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for IssuedPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedPair")
+            .field("access_expires_at_ms", &self.access_expires_at_ms)
+            .field("refresh_expires_at_ms", &self.refresh_expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored refresh token, as read back for a refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    /// Its hash.
+    pub hash: RefreshTokenHash,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it was spent by a rotation, if it was.
+    pub spent_at: Option<Timestamp>,
+    /// The successor pair issued when it was spent, sealed under the token itself.
+    pub sealed_successor: Option<Vec<u8>>,
+    /// Whether that successor has itself been spent.
+    pub successor_spent: bool,
+}
+
+/// What to do with a presented refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshDecision {
+    /// Spend it and issue a successor.
+    Rotate,
+    /// Hand out the successor issued when it was spent moments ago (two tabs, a retry).
+    ReplaySuccessor,
+    /// It was spent and is presented again outside the rules: revoke the whole session.
+    RevokeForReuse,
+    /// Refuse it; the session is already dead.
+    Refuse(RefreshRejection),
+}
+
+/// The rotation rule: decides what a refresh with `token` of `session` at `now` does.
+pub fn decide_refresh(
+    token: &RefreshTokenRecord,
+    session: &Session,
+    now: Timestamp,
+    policy: &Policy,
+) -> RefreshDecision {
+    if session.revoked_at.is_some() {
+        return RefreshDecision::Refuse(RefreshRejection::Revoked);
+    }
+    if session.is_expired(now) {
+        return RefreshDecision::Refuse(RefreshRejection::Expired);
+    }
+    let Some(spent_at) = token.spent_at else {
+        return RefreshDecision::Rotate;
+    };
+    let within_grace = !policy.reuse_grace.is_zero() && now <= spent_at.plus(policy.reuse_grace);
+    if within_grace && !token.successor_spent && token.sealed_successor.is_some() {
+        RefreshDecision::ReplaySuccessor
+    } else {
+        RefreshDecision::RevokeForReuse
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::tests::session_at;
+    use std::time::Duration;
+
+    fn pair() -> IssuedPair {
+        IssuedPair {
+            access_token: "a.b.c".into(),
+            access_expires_at_ms: 1,
+            refresh_token: RefreshToken::generate().expose().to_owned(),
+            refresh_expires_at_ms: 2,
+        }
+    }
+
+    fn record(spent_at: Option<Timestamp>, successor_spent: bool) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            hash: RefreshToken::generate().hash(),
+            issued_at: Timestamp::from_unix_millis(0),
+            spent_at,
+            sealed_successor: spent_at.map(|_| vec![0; 40]),
+            successor_spent,
+        }
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_parse_back() {
+        let first = RefreshToken::generate();
+        let second = RefreshToken::generate();
+        assert_ne!(first.expose(), second.expose());
+        assert_eq!(first.expose().len(), TOKEN_LEN);
+        let parsed = RefreshToken::parse(first.expose()).unwrap();
+        assert_eq!(parsed.hash(), first.hash());
+        assert!(!format!("{first:?}").contains(&first.expose()[4..]));
+    }
+
+    #[test]
+    fn tokens_of_the_wrong_shape_are_unknown() {
+        for bad in ["", "sdr_", "abc", &"x".repeat(10_000), "sdr_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"] {
+            assert!(matches!(
+                RefreshToken::parse(bad),
+                Err(Error::RefreshRejected(RefreshRejection::Unknown))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_its_own_token() {
+        let token = RefreshToken::generate();
+        let sealed = token.seal_successor(&pair());
+        assert!(token.open_successor(&sealed).is_ok());
+        let other = RefreshToken::generate();
+        assert!(matches!(
+            other.open_successor(&sealed),
+            Err(Error::Corrupt(_))
+        ));
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(token.open_successor(&tampered).is_err());
+        assert!(token.open_successor(&sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn an_unspent_token_of_a_live_session_rotates() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        assert_eq!(
+            decide_refresh(&record(None, false), &session, now, &policy),
+            RefreshDecision::Rotate
+        );
+    }
+
+    #[test]
+    fn a_replay_inside_the_grace_window_gets_the_successor() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        let spent = record(Some(now), false);
+        let later = now.plus(policy.reuse_grace);
+        assert_eq!(
+            decide_refresh(&spent, &session, later, &policy),
+            RefreshDecision::ReplaySuccessor
+        );
+    }
+
+    #[test]
+    fn a_replay_after_the_grace_window_revokes_the_session() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        let spent = record(Some(now), false);
+        let later = now.plus(policy.reuse_grace + Duration::from_millis(1));
+        assert_eq!(
+            decide_refresh(&spent, &session, later, &policy),
+            RefreshDecision::RevokeForReuse
+        );
+    }
+
+    #[test]
+    fn a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        assert_eq!(
+            decide_refresh(&record(Some(now), true), &session, now, &policy),
+            RefreshDecision::RevokeForReuse
+        );
+    }
+
+    #[test]
+    fn a_zero_grace_window_turns_replays_off() {
+        let policy = Policy {
+            reuse_grace: Duration::ZERO,
+            ..Policy::default()
+        };
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        assert_eq!(
+            decide_refresh(&record(Some(now), false), &session, now, &policy),
+            RefreshDecision::RevokeForReuse
+        );
+    }
+
+    #[test]
+    fn revoked_and_expired_sessions_refuse_before_anything_else() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let mut session = session_at(now, &policy);
+        let expired_at = session.idle_expires_at;
+        assert_eq!(
+            decide_refresh(&record(None, false), &session, expired_at, &policy),
+            RefreshDecision::Refuse(RefreshRejection::Expired)
+        );
+        session.revoked_at = Some(now);
+        assert_eq!(
+            decide_refresh(&record(Some(now), false), &session, now, &policy),
+            RefreshDecision::Refuse(RefreshRejection::Revoked)
+        );
+    }
+}

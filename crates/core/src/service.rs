@@ -1,0 +1,539 @@
+//! The session service: the operations of the API, each a rule of this crate applied over the
+//! store.
+//!
+//! Every operation reads the clock once and passes that instant down, so a single operation
+//! never sees time move under it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::audit::{NewAuditEvent, Severity};
+use crate::device;
+use crate::error::{Error, RefreshRejection};
+use crate::ids::{SessionId, TenantId, UserId};
+use crate::policy::Policy;
+use crate::refresh::{IssuedPair, RefreshDecision, RefreshToken, decide_refresh};
+use crate::revocation::RevokedSessions;
+use crate::session::{RevokeReason, Session};
+use crate::store::{Revocation, Rotation, RotationOutcome, Store};
+use crate::time::{Clock, Timestamp};
+use crate::token::{
+    AccessTokenIssuer, AccessTokenValidator, Keyring, RESERVED_CLAIMS, SigningAlgorithm,
+    StoredKey, TokenError, ValidatedToken, ValidationRules,
+};
+
+/// Largest serialized `claims` object accepted: they travel in every access token.
+pub const MAX_CLAIMS_BYTES: usize = 4 * 1024;
+/// Largest serialized `metadata` object accepted.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// How often a refresh re-reads after losing a race before giving up.
+const ROTATION_ATTEMPTS: usize = 4;
+
+/// Settings of the service that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Lifetimes and limits.
+    pub policy: Policy,
+    /// `iss`, `aud` and `client_id` of access tokens.
+    pub tokens: AccessTokenIssuer,
+    /// The algorithm new access tokens are signed with.
+    pub signing_algorithm: SigningAlgorithm,
+}
+
+/// What the application backend sends to create a session.
+#[derive(Debug, Clone, Default)]
+pub struct NewSessionRequest {
+    /// The authenticated user.
+    pub user_id: String,
+    /// The user's tenant.
+    pub tenant_id: Option<String>,
+    /// The client's device id, if it has one.
+    pub device_id: Option<String>,
+    /// A name for the device.
+    pub device_name: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// Claims for every access token (`roles`, `permissions`, custom).
+    pub claims: Map<String, Value>,
+    /// Application data kept with the session.
+    pub metadata: Map<String, Value>,
+}
+
+/// A session together with a token pair just issued (or re-issued) for it.
+#[derive(Debug)]
+pub struct IssuedSession {
+    /// The tokens.
+    pub pair: IssuedPair,
+    /// The session as it is now.
+    pub session: Session,
+    /// Whether this pair is a grace-window replay of one issued before.
+    pub replayed: bool,
+}
+
+/// Who asks for a revocation.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// The user, through one of their access tokens.
+    User(&'a ValidatedToken),
+    /// The application backend or an operator, through an admin key.
+    Admin,
+}
+
+/// The operations of sessiond over a store.
+#[derive(Debug)]
+pub struct SessionService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: ServiceSettings,
+    keyring: Keyring,
+    validator: AccessTokenValidator,
+    revoked: RevokedSessions,
+}
+
+impl SessionService {
+    /// Opens the service: loads the signing keys (generating one on first start) and the
+    /// sessions whose access tokens must be refused.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when storage fails, [`Error::Corrupt`] when stored keys are unusable.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: ServiceSettings,
+    ) -> Result<Self, Error> {
+        let algorithm = settings.signing_algorithm;
+        let mut keys = store.signing_keys().await?;
+        if !keys.iter().any(|key| key.algorithm == algorithm) {
+            let key = StoredKey::generate(algorithm, clock.now());
+            tracing::info!(kid = %key.kid, alg = algorithm.jose_name(), "generated a signing key");
+            store.insert_signing_key(&key).await?;
+            keys = store.signing_keys().await?;
+        }
+        let keyring = Keyring::from_stored(&keys, algorithm)
+            .map_err(|error| Error::Corrupt(error.to_string()))?;
+        let validator = AccessTokenValidator::new(ValidationRules {
+            issuer: settings.tokens.issuer.clone(),
+            audience: settings.tokens.audience.clone(),
+            leeway_seconds: i64::try_from(settings.policy.leeway.as_secs()).unwrap_or(0),
+        });
+        let service = Self {
+            store,
+            clock,
+            settings,
+            keyring,
+            validator,
+            revoked: RevokedSessions::new(),
+        };
+        service.sync_revocations(Timestamp::from_unix_millis(0)).await?;
+        Ok(service)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.settings.policy
+    }
+
+    /// The current time of the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The keyring (for the JWKS).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The revoked-session set.
+    pub fn revoked(&self) -> &RevokedSessions {
+        &self.revoked
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates a session for an authenticated user and issues its first token pair.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the bad field; [`Error::Store`].
+    #[tracing::instrument(skip_all)]
+    pub async fn create_session(&self, request: NewSessionRequest) -> Result<IssuedSession, Error> {
+        let user_id = UserId::parse(request.user_id, "user_id")?;
+        let tenant_id = request
+            .tenant_id
+            .map(|tenant| TenantId::parse(tenant, "tenant_id"))
+            .transpose()?;
+        let ip = request.ip.map(|ip| check_ip(&ip)).transpose()?;
+        let user_agent = request
+            .user_agent
+            .map(|agent| device::check_text(agent, "device.user_agent"))
+            .transpose()?;
+        let device = device::recognise(
+            request.device_id,
+            request.device_name,
+            user_agent.as_deref(),
+        )?;
+        check_claims(&request.claims)?;
+        check_size(&request.metadata, MAX_METADATA_BYTES, "metadata")?;
+
+        let now = self.clock.now();
+        let policy = &self.settings.policy;
+        let mut session = Session {
+            id: SessionId::generate(),
+            user_id,
+            tenant_id,
+            device,
+            ip: ip.clone(),
+            user_agent,
+            claims: request.claims,
+            metadata: request.metadata,
+            created_at: now,
+            last_active_at: now,
+            idle_expires_at: now.plus(policy.idle_timeout).min(now.plus(policy.absolute_timeout)),
+            expires_at: now.plus(policy.absolute_timeout),
+            access_expires_at: now,
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let access = self.settings.tokens.issue(
+            &self.keyring,
+            &session,
+            now,
+            session.access_token_expiry(now, policy),
+        );
+        session.access_expires_at = access.expires_at;
+        let refresh = RefreshToken::generate();
+        let created = audit_event("session.created", Severity::Info, &session, now, ip, json!({
+            "device_id": session.device.id.as_str(),
+        }));
+        let evicted = self
+            .store
+            .create_session(
+                &session,
+                &refresh.hash(),
+                policy.max_sessions_per_user,
+                &created,
+                &|evicted: &Session| revoked_event(evicted, now, RevokeReason::SessionLimit, "system"),
+            )
+            .await?;
+        for evicted in &evicted {
+            self.revoked.insert(evicted.id, evicted.access_expires_at);
+        }
+        Ok(IssuedSession {
+            pair: IssuedPair {
+                access_token: access.token,
+                access_expires_at_ms: access.expires_at.unix_millis(),
+                refresh_token: refresh.expose().to_owned(),
+                refresh_expires_at_ms: session.refresh_expires_at().unix_millis(),
+            },
+            session,
+            replayed: false,
+        })
+    }
+
+    /// Spends a refresh token and issues its successor, or replays the successor inside the
+    /// grace window, or revokes the session when a spent token comes back.
+    ///
+    /// # Errors
+    /// [`Error::RefreshRejected`] with the reason; [`Error::Store`].
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<IssuedSession, Error> {
+        let token = RefreshToken::parse(presented)?;
+        let hash = token.hash();
+        for _ in 0..ROTATION_ATTEMPTS {
+            let Some((record, mut session)) = self.store.find_refresh_token(&hash).await? else {
+                return Err(Error::RefreshRejected(RefreshRejection::Unknown));
+            };
+            let now = self.clock.now();
+            let policy = &self.settings.policy;
+            match decide_refresh(&record, &session, now, policy) {
+                RefreshDecision::Refuse(reason) => return Err(Error::RefreshRejected(reason)),
+                RefreshDecision::ReplaySuccessor => {
+                    let sealed = record.sealed_successor.as_deref().unwrap_or_default();
+                    let pair = token.open_successor(sealed)?;
+                    return Ok(IssuedSession {
+                        pair,
+                        session,
+                        replayed: true,
+                    });
+                }
+                RefreshDecision::RevokeForReuse => {
+                    self.revoke_for_reuse(&session, now).await?;
+                    return Err(Error::RefreshRejected(RefreshRejection::ReuseDetected));
+                }
+                RefreshDecision::Rotate => {
+                    let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
+                    let access_expires_at = session.access_token_expiry(now, policy);
+                    let access =
+                        self.settings
+                            .tokens
+                            .issue(&self.keyring, &session, now, access_expires_at);
+                    let successor = RefreshToken::generate();
+                    let pair = IssuedPair {
+                        access_token: access.token,
+                        access_expires_at_ms: access.expires_at.unix_millis(),
+                        refresh_token: successor.expose().to_owned(),
+                        refresh_expires_at_ms: idle_expires_at.min(session.expires_at).unix_millis(),
+                    };
+                    let rotation = Rotation {
+                        presented: hash,
+                        session_id: session.id,
+                        successor: successor.hash(),
+                        sealed_successor: token.seal_successor(&pair),
+                        now,
+                        idle_expires_at,
+                        access_expires_at: access.expires_at,
+                    };
+                    match self.store.rotate_refresh_token(&rotation).await? {
+                        RotationOutcome::Rotated => {
+                            session.last_active_at = now;
+                            session.idle_expires_at = idle_expires_at;
+                            session.access_expires_at =
+                                session.access_expires_at.max(access.expires_at);
+                            return Ok(IssuedSession {
+                                pair,
+                                session,
+                                replayed: false,
+                            });
+                        }
+                        // Another request won the race; read again and follow its outcome.
+                        RotationOutcome::AlreadySpent | RotationOutcome::SessionRevoked => {}
+                    }
+                }
+            }
+        }
+        Err(Error::Corrupt(
+            "refresh token changed state on every attempt".into(),
+        ))
+    }
+
+    async fn revoke_for_reuse(&self, session: &Session, now: Timestamp) -> Result<(), Error> {
+        tracing::warn!(session_id = %session.id, "spent refresh token presented again; revoking the session");
+        let revoked = self
+            .store
+            .revoke_session(
+                session.id,
+                Revocation {
+                    at: now,
+                    reason: RevokeReason::ReuseDetected,
+                },
+                &|session: &Session| {
+                    let mut event = revoked_event(session, now, RevokeReason::ReuseDetected, "system");
+                    event.kind = "security.reuse_detected";
+                    event.severity = Severity::Critical;
+                    event
+                },
+            )
+            .await?;
+        let access_expires_at = revoked
+            .map(|(session, _)| session.access_expires_at)
+            .unwrap_or(session.access_expires_at);
+        self.revoked.insert(session.id, access_expires_at);
+        Ok(())
+    }
+
+    /// Validates an access token: no I/O.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] with the reason.
+    pub fn authenticate(&self, access_token: &str) -> Result<ValidatedToken, Error> {
+        Ok(self.validator.validate(
+            access_token,
+            &self.keyring,
+            &self.revoked,
+            self.clock.now(),
+        )?)
+    }
+
+    /// The session an access token belongs to.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when the session is gone or revoked; [`Error::Store`].
+    pub async fn current_session(&self, caller: &ValidatedToken) -> Result<Session, Error> {
+        match self.store.session(caller.session_id).await? {
+            Some(session) if session.revoked_at.is_none() => Ok(session),
+            Some(session) => {
+                self.revoked.insert(session.id, session.access_expires_at);
+                Err(Error::Unauthenticated(TokenError::Revoked))
+            }
+            None => Err(Error::Unauthenticated(TokenError::Revoked)),
+        }
+    }
+
+    /// The active sessions of `user`, most recently active first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad user id; [`Error::Store`].
+    pub async fn list_sessions(&self, user: &str) -> Result<Vec<Session>, Error> {
+        let user = UserId::parse(user, "user_id")?;
+        Ok(self.store.active_sessions(&user, self.clock.now()).await?)
+    }
+
+    /// Revokes session `id` on behalf of `actor`. Revoking an already revoked session succeeds.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Forbidden`] when a user asks for another user's session;
+    /// [`Error::Store`].
+    pub async fn revoke_session(&self, actor: Actor<'_>, id: SessionId) -> Result<(), Error> {
+        let reason = match actor {
+            Actor::User(caller) if caller.session_id == id => RevokeReason::Logout,
+            Actor::User(_) => RevokeReason::RevokedByUser,
+            Actor::Admin => RevokeReason::RevokedByAdmin,
+        };
+        if let Actor::User(caller) = actor {
+            // Ownership is checked before anything is written.
+            let session = self.store.session(id).await?.ok_or(Error::NotFound)?;
+            if session.user_id.as_str() != caller.user_id {
+                return Err(Error::Forbidden);
+            }
+        }
+        let now = self.clock.now();
+        let actor_name = actor_name(actor);
+        let revoked = self
+            .store
+            .revoke_session(id, Revocation { at: now, reason }, &|session: &Session| {
+                revoked_event(session, now, reason, actor_name)
+            })
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.revoked.insert(id, revoked.0.access_expires_at);
+        Ok(())
+    }
+
+    /// Revokes every active session of `user`, except `except`; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad user id; [`Error::Store`].
+    pub async fn revoke_all(
+        &self,
+        actor: Actor<'_>,
+        user: &str,
+        except: Option<SessionId>,
+    ) -> Result<usize, Error> {
+        let user = UserId::parse(user, "user_id")?;
+        let reason = match actor {
+            Actor::User(_) => RevokeReason::RevokedByUser,
+            Actor::Admin => RevokeReason::RevokedByAdmin,
+        };
+        let now = self.clock.now();
+        let actor_name = actor_name(actor);
+        let revoked = self
+            .store
+            .revoke_user_sessions(&user, except, Revocation { at: now, reason }, &|session: &Session| {
+                revoked_event(session, now, reason, actor_name)
+            })
+            .await?;
+        for session in &revoked {
+            self.revoked.insert(session.id, session.access_expires_at);
+        }
+        Ok(revoked.len())
+    }
+
+    /// Adds sessions revoked since `since` (by this or any other process sharing the store) to
+    /// the revoked set, and forgets those whose tokens have all expired. Returns the latest
+    /// revocation time seen, or `since`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn sync_revocations(&self, since: Timestamp) -> Result<Timestamp, Error> {
+        let now = self.clock.now();
+        let revoked = self.store.revoked_since(since, now).await?;
+        let mut latest = since;
+        for session in revoked {
+            self.revoked.insert(session.id, session.access_expires_at);
+            latest = latest.max(session.revoked_at);
+        }
+        self.revoked.prune(now);
+        Ok(latest)
+    }
+
+    /// Deletes one batch of sessions past retention; returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn purge_batch(&self, batch: u32) -> Result<u64, Error> {
+        let now = self.clock.now();
+        let cutoff = now.minus(self.settings.policy.retention);
+        Ok(self.store.purge(cutoff, now, batch).await?)
+    }
+}
+
+fn actor_name(actor: Actor<'_>) -> &'static str {
+    match actor {
+        Actor::User(_) => "user",
+        Actor::Admin => "admin",
+    }
+}
+
+fn audit_event(
+    kind: &'static str,
+    severity: Severity,
+    session: &Session,
+    at: Timestamp,
+    ip: Option<String>,
+    details: Value,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        kind,
+        severity,
+        user_id: Some(session.user_id.clone()),
+        session_id: Some(session.id),
+        ip,
+        at,
+        details: match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+    }
+}
+
+fn revoked_event(session: &Session, at: Timestamp, reason: RevokeReason, actor: &str) -> NewAuditEvent {
+    audit_event(
+        "session.revoked",
+        Severity::Info,
+        session,
+        at,
+        None,
+        json!({ "reason": reason.as_str(), "actor": actor }),
+    )
+}
+
+fn check_ip(ip: &str) -> Result<String, Error> {
+    ip.parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| Error::invalid("device.ip", "must be an IPv4 or IPv6 address"))
+}
+
+fn check_size(value: &Map<String, Value>, limit: usize, field: &'static str) -> Result<(), Error> {
+    let size = serde_json::to_vec(value).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(Error::invalid(field, format!("must serialize to at most {limit} bytes")));
+    }
+    Ok(())
+}
+
+fn check_claims(claims: &Map<String, Value>) -> Result<(), Error> {
+    check_size(claims, MAX_CLAIMS_BYTES, "claims")?;
+    if let Some(reserved) = claims.keys().find(|name| RESERVED_CLAIMS.contains(&name.as_str())) {
+        return Err(Error::invalid(
+            "claims",
+            format!("`{reserved}` is set by sessiond and cannot be given"),
+        ));
+    }
+    for (name, field) in [("roles", "claims.roles"), ("permissions", "claims.permissions")] {
+        if let Some(value) = claims.get(name) {
+            let all_strings = value
+                .as_array()
+                .is_some_and(|items| items.iter().all(Value::is_string));
+            if !all_strings {
+                return Err(Error::invalid(field, "must be an array of strings"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The storage boundary: what a store must persist and which atomic operations the rules need.
+//!
+//! Stores persist; the core decides. A store sees refresh tokens only as hashes, answers a
+//! missing row with `Ok(None)`, and makes each method below atomic: either everything it
+//! describes is durable when it returns `Ok`, or nothing is.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::audit::NewAuditEvent;
+use crate::ids::{SessionId, UserId};
+use crate::refresh::{RefreshTokenHash, RefreshTokenRecord};
+use crate::session::{RevokeReason, Session};
+use crate::time::Timestamp;
+use crate::token::StoredKey;
+
+/// A boxed error of a storage backend, kept as the source of a [`StoreError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage operation failed. In every case nothing was half-written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or is overloaded; the operation may succeed if retried.
+    #[error("storage is unavailable")]
+    Unavailable(#[source] BackendError),
+    /// The backend refused the operation.
+    #[error("storage operation failed")]
+    Backend(#[source] BackendError),
+    /// A stored row cannot be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Builds the audit event for each session an operation revokes, written in the same
+/// transaction as the revocation.
+pub type AuditFor<'a> = &'a (dyn Fn(&Session) -> NewAuditEvent + Send + Sync);
+
+/// A refresh token spent for a successor.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The token being spent.
+    pub presented: RefreshTokenHash,
+    /// Its session.
+    pub session_id: SessionId,
+    /// The successor token.
+    pub successor: RefreshTokenHash,
+    /// The successor pair, sealed under the presented token (see [`crate::refresh`]).
+    pub sealed_successor: Vec<u8>,
+    /// When the rotation happens.
+    pub now: Timestamp,
+    /// The session's new idle expiry.
+    pub idle_expires_at: Timestamp,
+    /// The `exp` of the successor's access token.
+    pub access_expires_at: Timestamp,
+}
+
+/// What became of a [`Rotation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The token was spent and its successor stored.
+    Rotated,
+    /// Another request spent the token first; nothing changed.
+    AlreadySpent,
+    /// The session was revoked meanwhile; nothing changed.
+    SessionRevoked,
+}
+
+/// A revocation about to be applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Revocation {
+    /// When.
+    pub at: Timestamp,
+    /// Why.
+    pub reason: RevokeReason,
+}
+
+/// A revoked session as the revocation set needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokedSessionRef {
+    /// The session.
+    pub id: SessionId,
+    /// When it was revoked.
+    pub revoked_at: Timestamp,
+    /// When its last access token expires.
+    pub access_expires_at: Timestamp,
+}
+
+/// Persistent storage of sessions, refresh tokens, signing keys and audit events.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Stores `session` with its first refresh token and `audit`. In the same transaction, if
+    /// the user would then have more than `max_active` active sessions at `session.created_at`,
+    /// revokes the least recently active ones with [`RevokeReason::SessionLimit`], appending
+    /// `eviction_audit` for each, and returns them as revoked.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is stored then.
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// The refresh token with hash `hash` and its session, or `None`. The record says whether
+    /// its successor (if any) has been spent.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn find_refresh_token(
+        &self,
+        hash: &RefreshTokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError>;
+
+    /// Spends `rotation.presented` if, and only if, it is unspent and its session is not
+    /// revoked (compare-and-swap): marks it spent with the sealed successor, stores the
+    /// successor token, and moves the session's activity, idle expiry and latest access-token
+    /// expiry forward. Two concurrent rotations of one token never both succeed.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is changed then.
+    async fn rotate_refresh_token(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError>;
+
+    /// Revokes session `id` unless it is already revoked; appends `audit` for it when it was
+    /// revoked now. Returns the session as it is afterwards, or `None` if there is none.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Option<(Session, bool)>, StoreError>;
+
+    /// Revokes every active session of `user` except `except`, appending `audit` for each.
+    /// Returns the sessions revoked now.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is revoked then.
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        except: Option<SessionId>,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Session `id`, revoked or not, or `None`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// The sessions of `user` active at `now`, most recently active first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn active_sessions(&self, user: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError>;
+
+    /// Sessions revoked at or after `since` whose access tokens are still alive at `now`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn revoked_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<RevokedSessionRef>, StoreError>;
+
+    /// Deletes at most `batch` sessions (with their refresh tokens) that were revoked or
+    /// expired before `cutoff` and whose access tokens have all expired by `now`. Returns how
+    /// many were deleted; fewer than `batch` means none are left.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn purge(&self, cutoff: Timestamp, now: Timestamp, batch: u32) -> Result<u64, StoreError>;
+
+    /// Every stored signing key.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Stores a new signing key.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// Appends audit events.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError>;
+
+    /// Checks that storage answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when it does not.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

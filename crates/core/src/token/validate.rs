@@ -1,0 +1,254 @@
+//! Validating access tokens: no I/O, no allocation but the returned user id.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Verifier as _;
+use hmac::Mac;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::TokenError;
+use super::keys::{Keyring, Verifier};
+use crate::ids::SessionId;
+use crate::revocation::RevokedSessions;
+use crate::time::Timestamp;
+
+/// The longest token considered at all; anything longer is refused before decoding.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+const HEADER_BUFFER: usize = 256;
+const PAYLOAD_STACK_BUFFER: usize = 1536;
+
+/// What a valid token must say.
+#[derive(Debug, Clone)]
+pub struct ValidationRules {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// The audience that `aud` must name.
+    pub audience: String,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_seconds: i64,
+}
+
+/// The facts a valid access token establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedToken {
+    /// The session it belongs to (`sid`).
+    pub session_id: SessionId,
+    /// The user it speaks for (`sub`).
+    pub user_id: String,
+    /// Its `exp`, in seconds since the epoch.
+    pub expires_at_seconds: i64,
+}
+
+/// Validates access tokens against a keyring and a set of revoked sessions.
+#[derive(Debug)]
+pub struct AccessTokenValidator {
+    rules: ValidationRules,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    kid: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(borrow)]
+    iss: Cow<'a, str>,
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    #[serde(borrow)]
+    aud: Audience<'a>,
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    sid: &'a str,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+enum Audience<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<String>),
+}
+
+impl Audience<'_> {
+    fn names(&self, expected: &str) -> bool {
+        match self {
+            Self::One(one) => one == expected,
+            Self::Many(many) => many.iter().any(|one| one == expected),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AudienceVisitor;
+        impl<'de> Visitor<'de> for AudienceVisitor {
+            type Value = Audience<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(Audience::Many(names))
+            }
+        }
+        deserializer.deserialize_any(AudienceVisitor)
+    }
+}
+
+impl AccessTokenValidator {
+    /// A validator enforcing `rules`.
+    pub fn new(rules: ValidationRules) -> Self {
+        Self { rules }
+    }
+
+    /// The rules it enforces.
+    pub fn rules(&self) -> &ValidationRules {
+        &self.rules
+    }
+
+    /// Validates `token` at `now`: shape, header, key, signature, claims, then revocation.
+    ///
+    /// # Errors
+    /// The first [`TokenError`] found; nothing about the token is trusted before the signature
+    /// verifies.
+    pub fn validate(
+        &self,
+        token: &str,
+        keyring: &Keyring,
+        revoked: &RevokedSessions,
+        now: Timestamp,
+    ) -> Result<ValidatedToken, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (signing_input, encoded_signature) =
+            token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (encoded_header, encoded_payload) =
+            signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+
+        let mut header_buffer = [0u8; HEADER_BUFFER];
+        let header_len = URL_SAFE_NO_PAD
+            .decode_slice(encoded_header, &mut header_buffer)
+            .map_err(|_| TokenError::Malformed)?;
+        let header: Header<'_> = serde_json::from_slice(&header_buffer[..header_len])
+            .map_err(|_| TokenError::UnsupportedHeader)?;
+        if header.typ != "at+jwt" && header.typ != "application/at+jwt" {
+            return Err(TokenError::WrongType);
+        }
+        let key = keyring.find(header.kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.algorithm.jose_name() {
+            return Err(TokenError::AlgorithmMismatch);
+        }
+
+        let mut signature = [0u8; 64];
+        let signature_len = URL_SAFE_NO_PAD
+            .decode_slice(encoded_signature, &mut signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        verify_signature(&key.verifier, signing_input.as_bytes(), &signature[..signature_len])?;
+
+        let mut stack_buffer = [0u8; PAYLOAD_STACK_BUFFER];
+        let heap_buffer;
+        let payload: &[u8] = if encoded_payload.len() / 4 * 3 + 3 <= PAYLOAD_STACK_BUFFER {
+            let len = URL_SAFE_NO_PAD
+                .decode_slice(encoded_payload, &mut stack_buffer)
+                .map_err(|_| TokenError::Malformed)?;
+            &stack_buffer[..len]
+        } else {
+            heap_buffer = URL_SAFE_NO_PAD
+                .decode(encoded_payload)
+                .map_err(|_| TokenError::Malformed)?;
+            &heap_buffer
+        };
+        let claims: Claims<'_> =
+            serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
+        self.check_claims(&claims, now)?;
+
+        let session_id = Uuid::try_parse(claims.sid)
+            .map(SessionId::from_uuid)
+            .map_err(|_| TokenError::Malformed)?;
+        if revoked.contains(&session_id) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(ValidatedToken {
+            session_id,
+            user_id: claims.sub.into_owned(),
+            expires_at_seconds: claims.exp,
+        })
+    }
+
+    fn check_claims(&self, claims: &Claims<'_>, now: Timestamp) -> Result<(), TokenError> {
+        let now = now.unix_seconds();
+        let leeway = self.rules.leeway_seconds;
+        if claims.exp.saturating_add(leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
+        if not_before > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iss != self.rules.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !claims.aud.names(&self.rules.audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.sub.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        Ok(())
+    }
+}
+
+fn verify_signature(
+    verifier: &Verifier,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), TokenError> {
+    match verifier {
+        Verifier::EdDsa(public) => {
+            let bytes: &[u8; 64] = signature.try_into().map_err(|_| TokenError::BadSignature)?;
+            public
+                .verify(signing_input, &ed25519_dalek::Signature::from_bytes(bytes))
+                .map_err(|_| TokenError::BadSignature)
+        }
+        Verifier::Hs256(mac) => {
+            let mut mac = mac.clone();
+            mac.update(signing_input);
+            // `verify_slice` compares in constant time.
+            mac.verify_slice(signature)
+                .map_err(|_| TokenError::BadSignature)
+        }
+    }
+}
+
+/// The claims of a token that has already been validated, as a JSON object.
+///
+/// # Errors
+/// [`TokenError::Malformed`] when the payload is not a JSON object.
+pub fn decode_claims(token: &str) -> Result<Map<String, Value>, TokenError> {
+    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
