@@ -1,1 +1,173 @@
-//! placeholder
+//! The JSON bodies of sessiond's HTTP API (`API.md`), shared by the server and its clients.
+//!
+//! Requests refuse unknown fields, so a misspelt field (`permision`) is an error rather than a
+//! silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// The authenticated user.
+    pub user_id: String,
+    /// The user's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// The device the user signed in on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRequest>,
+    /// Claims for every access token of the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Map<String, Value>>,
+    /// Application data kept with the session, never put in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// The device part of [`CreateSessionRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRequest {
+    /// The client's device id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A human name for the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The client's `User-Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `POST /v1/sessions/refresh`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token to spend.
+    pub refresh_token: String,
+}
+
+/// `POST /v1/sessions/revoke-all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeAllRequest {
+    /// Keep the session of the calling access token.
+    #[serde(default)]
+    pub except_current: bool,
+}
+
+/// A session's device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The device id.
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// `desktop`, `mobile`, `tablet`, `bot` or `unknown`.
+    #[serde(rename = "type")]
+    pub device_type: String,
+    /// Browser family.
+    pub browser: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Whether the user marked the device as trusted.
+    pub trusted: bool,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// Its user.
+    pub user_id: String,
+    /// Its tenant.
+    pub tenant_id: Option<String>,
+    /// Its device.
+    pub device: DeviceView,
+    /// The client IP at creation.
+    pub ip: Option<String>,
+    /// The client user agent at creation.
+    pub user_agent: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_active_at: String,
+    /// RFC 3339.
+    pub idle_expires_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// Only when the caller is a user: whether this is the caller's own session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+}
+
+/// A token pair and its session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenPairResponse {
+    /// The access token (a JWT).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// RFC 3339.
+    pub access_token_expires_at: String,
+    /// The refresh token (opaque, single use).
+    pub refresh_token: String,
+    /// RFC 3339.
+    pub refresh_token_expires_at: String,
+    /// The session.
+    pub session: SessionView,
+}
+
+/// `GET /v1/sessions` and `GET /v1/users/{user_id}/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionList {
+    /// Active sessions, most recently active first.
+    pub sessions: Vec<SessionView>,
+}
+
+/// `GET /v1/sessions/current`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurrentSession {
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// The claims of the presented access token.
+    pub claims: Map<String, Value>,
+}
+
+/// The answer of the revoke-all routes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RevokedCount {
+    /// How many sessions were revoked.
+    pub revoked: usize,
+}
+
+/// The body of every non-2xx answer of a `/v1` route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The stable error code.
+    pub error: String,
+    /// A human explanation.
+    pub message: String,
+    /// For `invalid_refresh_token`: `unknown`, `expired`, `revoked` or `reuse_detected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For `rate_limited` and `unavailable`: seconds to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The id of the request, as logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

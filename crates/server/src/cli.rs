@@ -1,0 +1,210 @@
+//! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Parser, Subcommand};
+use sessiond_core::SessionId;
+use sessiond_core::service::Actor;
+use sessiond_wire::SessionList;
+
+use crate::config::{Config, LogFormat, RawConfig};
+use crate::http::convert::session_view;
+use crate::state::{AppState, SystemClock};
+
+/// sessiond: sessions and tokens beside your application's login.
+#[derive(Debug, Parser)]
+#[command(name = "sessiond", version, about)]
+pub struct Cli {
+    /// A TOML file of settings (lower-case names, e.g. `access_ttl = "15m"`); environment
+    /// variables and flags override it.
+    #[arg(long, global = true, env = "SESSIOND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: RawConfig,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Inspect or revoke sessions directly in the database.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+/// `sessiond sessions ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's active sessions.
+    List {
+        /// The user id.
+        #[arg(long)]
+        user: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one session; running servers refuse its tokens within about a second.
+    Revoke {
+        /// The session id.
+        id: String,
+    },
+}
+
+impl Cli {
+    /// The configuration these arguments and the environment describe.
+    ///
+    /// # Errors
+    /// A one-line reason when a setting is missing, malformed or inconsistent.
+    pub fn resolve_config(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => RawConfig::from_file(path).map_err(|reason| anyhow!(reason))?,
+            None => RawConfig::default(),
+        };
+        Config::from_raw(&file.overlaid_with(&self.settings))
+            .map_err(|reason| anyhow!("bad configuration: {reason}"))
+    }
+}
+
+/// Runs the command.
+///
+/// # Errors
+/// Whatever stops it, with context, for a one-line message.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.resolve_config()?;
+    init_logging(config.log_format);
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = sessiond_store_sqlite::SqliteStore::open(
+                &config.database_url,
+                &sessiond_store_sqlite::SqliteSettings::default(),
+            )
+            .await
+            .with_context(|| format!("cannot migrate {}", config.database_url))?;
+            store.close().await;
+            println!("database {} is up to date", config.database_url);
+            Ok(())
+        }
+        Command::Sessions(command) => sessions(config, command).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests running several commands) is harmless; ignore it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        eprintln!("WARNING: sessiond is running with development defaults: {warning}");
+    }
+    let state = AppState::build(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "sessiond listening on http://{address}")?;
+        stdout.flush()?;
+    }
+    crate::run(listener, state, shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()> {
+    let state = AppState::build(&config, Arc::new(SystemClock)).await?;
+    let service = &state.service;
+    match command {
+        SessionsCommand::List { user, json } => {
+            let sessions = service.list_sessions(&user).await?;
+            let mut stdout = std::io::stdout().lock();
+            if json {
+                let list = SessionList {
+                    sessions: sessions
+                        .iter()
+                        .map(|session| session_view(session, None))
+                        .collect(),
+                };
+                serde_json::to_writer_pretty(&mut stdout, &list)?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "{:<36}  {:<24}  {:<8}  {:<24}  IP",
+                    "ID", "DEVICE", "TYPE", "LAST ACTIVE"
+                )?;
+                for session in &sessions {
+                    let view = session_view(session, None);
+                    let device = view.device.name.as_deref().unwrap_or(&view.device.id);
+                    writeln!(
+                        stdout,
+                        "{:<36}  {:<24.24}  {:<8}  {:<24}  {}",
+                        view.id,
+                        device,
+                        view.device.device_type,
+                        view.last_active_at,
+                        view.ip.as_deref().unwrap_or("-")
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        SessionsCommand::Revoke { id } => {
+            let id =
+                SessionId::parse(&id, "id").map_err(|_| anyhow!("{id:?} is not a session id"))?;
+            match service.revoke_session(Actor::Admin, id).await {
+                Ok(()) => {
+                    println!("revoked session {id}");
+                    Ok(())
+                }
+                Err(sessiond_core::Error::NotFound) => Err(anyhow!("no session {id}")),
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Configuration: defaults, then a TOML file, then `SESSIOND_*` environment variables, then
+//! command-line flags, each overriding the one before; then validated as a whole so that an
+//! inconsistent or weak setting stops start-up with a one-line reason.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sessiond_core::Policy;
+use sessiond_core::token::SigningAlgorithm;
+use sessiond_store_sqlite::Synchronous;
+
+/// The shortest admin key accepted.
+pub const MIN_ADMIN_KEY_LEN: usize = 32;
+
+/// Development (loud warnings, local defaults) or production (refuses insecure defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Local development.
+    Development,
+    /// A deployment.
+    Production,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting as text, as it comes from a file, the environment or a flag; `None` where the
+/// source does not say.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address and port of the API.
+    #[arg(long, global = true, env = "SESSIOND_LISTEN")]
+    pub listen: Option<String>,
+    /// `sqlite://PATH`.
+    #[arg(long, global = true, env = "SESSIOND_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Comma-separated admin keys, each at least 32 characters.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_ADMIN_KEYS",
+        hide_env_values = true
+    )]
+    pub admin_keys: Option<String>,
+    /// `iss` of access tokens.
+    #[arg(long, global = true, env = "SESSIOND_ISSUER")]
+    pub issuer: Option<String>,
+    /// `aud` of access tokens.
+    #[arg(long, global = true, env = "SESSIOND_AUDIENCE")]
+    pub audience: Option<String>,
+    /// `client_id` of access tokens (RFC 9068).
+    #[arg(long, global = true, env = "SESSIOND_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Access token lifetime, e.g. `15m`.
+    #[arg(long, global = true, env = "SESSIOND_ACCESS_TTL")]
+    pub access_ttl: Option<String>,
+    /// Idle timeout, e.g. `7d`.
+    #[arg(long, global = true, env = "SESSIOND_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Absolute session lifetime, e.g. `30d`.
+    #[arg(long, global = true, env = "SESSIOND_ABSOLUTE_TIMEOUT")]
+    pub absolute_timeout: Option<String>,
+    /// Reuse grace window, e.g. `10s`; `0` turns it off.
+    #[arg(long, global = true, env = "SESSIOND_REUSE_GRACE")]
+    pub reuse_grace: Option<String>,
+    /// Clock skew tolerated when validating tokens, e.g. `5s`.
+    #[arg(long, global = true, env = "SESSIOND_LEEWAY")]
+    pub leeway: Option<String>,
+    /// How long expired and revoked sessions are kept, e.g. `7d`.
+    #[arg(long, global = true, env = "SESSIOND_RETENTION")]
+    pub retention: Option<String>,
+    /// Most active sessions per user.
+    #[arg(long, global = true, env = "SESSIOND_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<String>,
+    /// `development` or `production`.
+    #[arg(long = "env", global = true, env = "SESSIOND_ENV")]
+    pub env: Option<String>,
+    /// `EdDSA` (default) or `HS256`.
+    #[arg(long, global = true, env = "SESSIOND_SIGNING_ALG")]
+    pub signing_alg: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, global = true, env = "SESSIOND_BODY_LIMIT")]
+    pub body_limit: Option<String>,
+    /// SQLite commit durability: `full` (default) or `normal`.
+    #[arg(long, global = true, env = "SESSIOND_SQLITE_SYNCHRONOUS")]
+    pub sqlite_synchronous: Option<String>,
+    /// `text` (default) or `json`.
+    #[arg(long, global = true, env = "SESSIOND_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, $($field:ident),+) => {
+        $( if $top.$field.is_some() { $base.$field = $top.$field.clone(); } )+
+    };
+}
+
+impl RawConfig {
+    /// Reads a TOML file whose keys are the lower-case names of the settings.
+    ///
+    /// # Errors
+    /// A one-line reason when the file cannot be read or parsed.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read config file {}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| {
+            format!(
+                "config file {}: {}",
+                path.display(),
+                error.message().replace('\n', " ")
+            )
+        })
+    }
+
+    /// `self` with every setting `top` gives replaced.
+    #[must_use]
+    pub fn overlaid_with(mut self, top: &RawConfig) -> Self {
+        overlay!(
+            self,
+            top,
+            listen,
+            database_url,
+            admin_keys,
+            issuer,
+            audience,
+            client_id,
+            access_ttl,
+            idle_timeout,
+            absolute_timeout,
+            reuse_grace,
+            leeway,
+            retention,
+            max_sessions_per_user,
+            env,
+            signing_alg,
+            body_limit,
+            sqlite_synchronous,
+            log_format
+        );
+        self
+    }
+}
+
+/// A complete, validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The database.
+    pub database_url: String,
+    /// Keys that authenticate the application backend and operators.
+    pub admin_keys: Vec<String>,
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// Lifetimes and limits.
+    pub policy: Policy,
+    /// Development or production.
+    pub environment: Environment,
+    /// The algorithm of new access tokens.
+    pub signing_algorithm: SigningAlgorithm,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// SQLite commit durability.
+    pub sqlite_synchronous: Synchronous,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Warnings to print loudly at start (development defaults in use).
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Admin keys are secrets: only their number is shown.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field(
+                "admin_keys",
+                &format_args!("<{} redacted>", self.admin_keys.len()),
+            )
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("policy", &self.policy)
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+fn duration(value: Option<&str>, name: &str, default: Duration) -> Result<Duration, String> {
+    let Some(text) = value.map(str::trim) else {
+        return Ok(default);
+    };
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{name} must be a duration like 10s, 15m, 7d (got {text:?})"))
+}
+
+impl Config {
+    /// Validates `raw` into a configuration.
+    ///
+    /// # Errors
+    /// A one-line reason naming the offending setting.
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, String> {
+        let mut warnings = Vec::new();
+        let environment = match raw.env.as_deref().map(str::trim) {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(format!(
+                    "SESSIOND_ENV must be development or production (got {other:?})"
+                ));
+            }
+        };
+        let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| format!("SESSIOND_LISTEN must be address:port (got {listen_text:?})"))?;
+
+        let admin_keys: Vec<String> = raw
+            .admin_keys
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(position) = admin_keys
+            .iter()
+            .position(|key| key.len() < MIN_ADMIN_KEY_LEN)
+        {
+            return Err(format!(
+                "admin key #{} is shorter than {MIN_ADMIN_KEY_LEN} characters",
+                position + 1
+            ));
+        }
+        if admin_keys.is_empty() {
+            if environment == Environment::Production {
+                return Err("production requires SESSIOND_ADMIN_KEYS".into());
+            }
+            warnings.push(
+                "no admin keys (SESSIOND_ADMIN_KEYS): admin routes refuse every request".into(),
+            );
+        }
+
+        let database_url = match &raw.database_url {
+            Some(url) => url.clone(),
+            None => {
+                warnings.push(
+                    "no SESSIOND_DATABASE_URL: using sqlite://sessiond.db in the working directory"
+                        .into(),
+                );
+                "sqlite://sessiond.db".to_owned()
+            }
+        };
+        if !database_url.starts_with("sqlite:") {
+            return Err(format!(
+                "SESSIOND_DATABASE_URL must be sqlite://PATH (got a {} URL)",
+                database_url.split(':').next().unwrap_or("malformed")
+            ));
+        }
+
+        let issuer = match &raw.issuer {
+            Some(issuer) => issuer.trim().to_owned(),
+            None if environment == Environment::Production => {
+                return Err("production requires SESSIOND_ISSUER".into());
+            }
+            None => format!("http://{listen}"),
+        };
+        if issuer.is_empty() {
+            return Err("SESSIOND_ISSUER must not be empty".into());
+        }
+        let audience = raw.audience.clone().unwrap_or_else(|| "sessiond".into());
+        if audience.trim().is_empty() {
+            return Err("SESSIOND_AUDIENCE must not be empty".into());
+        }
+        let client_id = raw.client_id.clone().unwrap_or_else(|| audience.clone());
+
+        let defaults = Policy::default();
+        let policy = Policy {
+            access_ttl: duration(
+                raw.access_ttl.as_deref(),
+                "SESSIOND_ACCESS_TTL",
+                defaults.access_ttl,
+            )?,
+            idle_timeout: duration(
+                raw.idle_timeout.as_deref(),
+                "SESSIOND_IDLE_TIMEOUT",
+                defaults.idle_timeout,
+            )?,
+            absolute_timeout: duration(
+                raw.absolute_timeout.as_deref(),
+                "SESSIOND_ABSOLUTE_TIMEOUT",
+                defaults.absolute_timeout,
+            )?,
+            reuse_grace: duration(
+                raw.reuse_grace.as_deref(),
+                "SESSIOND_REUSE_GRACE",
+                defaults.reuse_grace,
+            )?,
+            leeway: duration(raw.leeway.as_deref(), "SESSIOND_LEEWAY", defaults.leeway)?,
+            retention: duration(
+                raw.retention.as_deref(),
+                "SESSIOND_RETENTION",
+                defaults.retention,
+            )?,
+            max_sessions_per_user: match raw.max_sessions_per_user.as_deref().map(str::trim) {
+                None => defaults.max_sessions_per_user,
+                Some(text) => text.parse().map_err(|_| {
+                    format!(
+                        "SESSIOND_MAX_SESSIONS_PER_USER must be a positive integer (got {text:?})"
+                    )
+                })?,
+            },
+        };
+        policy
+            .validate()
+            .map_err(|error| format!("invalid lifetimes: {error}"))?;
+        if policy.reuse_grace > Duration::from_secs(300) {
+            return Err(
+                "SESSIOND_REUSE_GRACE must be at most 5m: a longer window helps a thief".into(),
+            );
+        }
+
+        let signing_algorithm = match raw.signing_alg.as_deref().map(str::trim) {
+            None => SigningAlgorithm::EdDsa,
+            Some(name) => SigningAlgorithm::from_jose_name(name).ok_or_else(|| {
+                format!("SESSIOND_SIGNING_ALG must be EdDSA or HS256 (got {name:?})")
+            })?,
+        };
+        let body_limit = match raw.body_limit.as_deref().map(str::trim) {
+            None => 64 * 1024,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| (1024..=16 * 1024 * 1024).contains(limit))
+                .ok_or_else(|| {
+                    format!(
+                        "SESSIOND_BODY_LIMIT must be bytes between 1024 and 16777216 (got {text:?})"
+                    )
+                })?,
+        };
+        let sqlite_synchronous = match raw.sqlite_synchronous.as_deref().map(str::trim) {
+            None | Some("full") => Synchronous::Full,
+            Some("normal") => Synchronous::Normal,
+            Some(other) => {
+                return Err(format!(
+                    "SESSIOND_SQLITE_SYNCHRONOUS must be full or normal (got {other:?})"
+                ));
+            }
+        };
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(format!(
+                    "SESSIOND_LOG_FORMAT must be text or json (got {other:?})"
+                ));
+            }
+        };
+        Ok(Self {
+            listen,
+            database_url,
+            admin_keys,
+            issuer,
+            audience,
+            client_id,
+            policy,
+            environment,
+            signing_algorithm,
+            body_limit,
+            sqlite_synchronous,
+            log_format,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        "k".repeat(MIN_ADMIN_KEY_LEN)
+    }
+
+    #[test]
+    fn no_configuration_gives_development_defaults_with_warnings() {
+        let config = Config::from_raw(&RawConfig::default()).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.policy, Policy::default());
+        assert!(!config.warnings.is_empty());
+    }
+
+    #[test]
+    fn weak_or_inconsistent_settings_are_refused_with_a_reason() {
+        let cases = [
+            (
+                RawConfig {
+                    admin_keys: Some("short".into()),
+                    ..RawConfig::default()
+                },
+                "shorter than 32",
+            ),
+            (
+                RawConfig {
+                    idle_timeout: Some("31d".into()),
+                    absolute_timeout: Some("30d".into()),
+                    ..RawConfig::default()
+                },
+                "idle timeout",
+            ),
+            (
+                RawConfig {
+                    access_ttl: Some("fifteen".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_ACCESS_TTL",
+            ),
+            (
+                RawConfig {
+                    env: Some("production".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_ADMIN_KEYS",
+            ),
+            (
+                RawConfig {
+                    env: Some("production".into()),
+                    admin_keys: Some(key()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_ISSUER",
+            ),
+            (
+                RawConfig {
+                    database_url: Some("mysql://x".into()),
+                    ..RawConfig::default()
+                },
+                "sqlite",
+            ),
+            (
+                RawConfig {
+                    max_sessions_per_user: Some("0".into()),
+                    ..RawConfig::default()
+                },
+                "max sessions",
+            ),
+        ];
+        for (raw, expected) in cases {
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_zero_grace_window_is_allowed_and_durations_parse() {
+        let raw = RawConfig {
+            reuse_grace: Some("0".into()),
+            access_ttl: Some("2h".into()),
+            idle_timeout: Some("1h".into()),
+            ..RawConfig::default()
+        };
+        let config = Config::from_raw(&raw).unwrap();
+        assert_eq!(config.policy.reuse_grace, Duration::ZERO);
+        assert_eq!(config.policy.access_ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn later_sources_override_earlier_ones() {
+        let file = RawConfig {
+            listen: Some("127.0.0.1:1".into()),
+            audience: Some("a".into()),
+            ..RawConfig::default()
+        };
+        let env = RawConfig {
+            listen: Some("127.0.0.1:2".into()),
+            ..RawConfig::default()
+        };
+        let merged = file.overlaid_with(&env);
+        assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(merged.audience.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn debug_output_hides_admin_keys() {
+        let config = Config::from_raw(&RawConfig {
+            admin_keys: Some(key()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert!(!format!("{config:?}").contains(&key()));
+    }
+}

@@ -1,0 +1,64 @@
+//! From domain values to wire bodies.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use sessiond_core::refresh::IssuedPair;
+use sessiond_core::service::IssuedSession;
+use sessiond_core::{Session, SessionId, Timestamp};
+use sessiond_wire::{DeviceView, SessionView, TokenPairResponse};
+
+/// RFC 3339 in UTC with milliseconds.
+pub(crate) fn rfc3339(instant: Timestamp) -> String {
+    let millis = u64::try_from(instant.unix_millis()).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
+/// The wire view of `session`; `current` is `Some` only when the caller is a user.
+pub(crate) fn session_view(session: &Session, caller_session: Option<SessionId>) -> SessionView {
+    SessionView {
+        id: session.id.to_string(),
+        user_id: session.user_id.to_string(),
+        tenant_id: session.tenant_id.as_ref().map(ToString::to_string),
+        device: DeviceView {
+            id: session.device.id.to_string(),
+            name: session.device.name.clone(),
+            device_type: session.device.device_type.as_str().to_owned(),
+            browser: session.device.browser.clone(),
+            os: session.device.os.clone(),
+            trusted: false,
+        },
+        ip: session.ip.clone(),
+        user_agent: session.user_agent.clone(),
+        created_at: rfc3339(session.created_at),
+        last_active_at: rfc3339(session.last_active_at),
+        idle_expires_at: rfc3339(session.idle_expires_at),
+        expires_at: rfc3339(session.expires_at),
+        revoked_at: session.revoked_at.map(rfc3339),
+        revoke_reason: session.revoke_reason.clone(),
+        current: caller_session.map(|caller| caller == session.id),
+    }
+}
+
+/// The wire token pair of `issued` at `now`.
+pub(crate) fn token_pair(
+    issued: &IssuedSession,
+    now: Timestamp,
+    as_user: bool,
+) -> TokenPairResponse {
+    let IssuedPair {
+        access_token,
+        access_expires_at_ms,
+        refresh_token,
+        refresh_expires_at_ms,
+    } = &issued.pair;
+    let access_expires_at = Timestamp::from_unix_millis(*access_expires_at_ms);
+    TokenPairResponse {
+        access_token: access_token.clone(),
+        token_type: "Bearer".into(),
+        expires_in: (access_expires_at.unix_millis() - now.unix_millis()).max(0) / 1000,
+        access_token_expires_at: rfc3339(access_expires_at),
+        refresh_token: refresh_token.clone(),
+        refresh_token_expires_at: rfc3339(Timestamp::from_unix_millis(*refresh_expires_at_ms)),
+        session: session_view(&issued.session, as_user.then_some(issued.session.id)),
+    }
+}

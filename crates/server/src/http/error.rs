@@ -1,0 +1,221 @@
+//! [`ApiError`]: every failure of a `/v1` route, mapped in one place to the status and stable
+//! `error` code of the wire contract. 5xx bodies say little; the detail goes to the log under
+//! the request id.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sessiond_core::Error;
+use sessiond_core::error::RefreshRejection;
+use sessiond_core::store::StoreError;
+use sessiond_wire::ErrorBody;
+
+use super::REQUEST_ID;
+
+/// Seconds a client should wait before retrying when storage is unavailable.
+const UNAVAILABLE_RETRY_AFTER: u64 = 1;
+
+/// A failed request.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// A domain or storage error.
+    Domain(Error),
+    /// The body is not the JSON the route expects.
+    BadRequest(String),
+    /// The body exceeds the configured limit.
+    PayloadTooLarge(usize),
+    /// No credential, or a wrong one.
+    Unauthenticated(&'static str),
+    /// No such route or resource.
+    NotFound,
+    /// The route exists, but not with this method.
+    MethodNotAllowed,
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        Self::Domain(error)
+    }
+}
+
+fn body(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    reason: Option<&str>,
+    retry_after: Option<u64>,
+) -> Response {
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    let mut response = (
+        status,
+        Json(ErrorBody {
+            error: code.to_owned(),
+            message,
+            reason: reason.map(str::to_owned),
+            retry_after,
+            request_id,
+        }),
+    )
+        .into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if status == StatusCode::UNAUTHORIZED && code == "unauthenticated" {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+        );
+    }
+    response
+}
+
+fn internal(detail: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %detail, "request failed");
+    body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log for this request id".into(),
+        None,
+        None,
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadRequest(message) => body(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                message,
+                None,
+                None,
+            ),
+            Self::PayloadTooLarge(limit) => body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {limit} bytes"),
+                None,
+                None,
+            ),
+            Self::Unauthenticated(message) => body(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                message.into(),
+                None,
+                None,
+            ),
+            Self::NotFound => body(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "not found".into(),
+                None,
+                None,
+            ),
+            Self::MethodNotAllowed => body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route".into(),
+                None,
+                None,
+            ),
+            Self::Domain(error) => domain_response(error),
+        }
+    }
+}
+
+fn domain_response(error: Error) -> Response {
+    match error {
+        Error::InvalidInput { field, message } => body(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid {field}: {message}"),
+            None,
+            None,
+        ),
+        Error::RefreshRejected(reason) => body(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            match reason {
+                RefreshRejection::Unknown => "refresh token is not known",
+                RefreshRejection::Expired => "session has expired",
+                RefreshRejection::Revoked => "session has been revoked",
+                RefreshRejection::ReuseDetected => {
+                    "refresh token was already used; the session has been revoked"
+                }
+            }
+            .into(),
+            Some(reason.as_str()),
+            None,
+        ),
+        Error::Unauthenticated(reason) => body(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("access token refused: {reason}"),
+            None,
+            None,
+        ),
+        Error::Forbidden => body(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not allowed for this caller".into(),
+            None,
+            None,
+        ),
+        Error::NotFound => body(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not found".into(),
+            None,
+            None,
+        ),
+        Error::Store(StoreError::Unavailable(source)) => {
+            tracing::warn!(error = %source, "storage unavailable");
+            body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is unavailable; retry later".into(),
+                None,
+                Some(UNAVAILABLE_RETRY_AFTER),
+            )
+        }
+        Error::Store(store) => internal(&DisplayChain(&store)),
+        Error::Corrupt(detail) => internal(&detail),
+    }
+}
+
+/// Shows an error with its sources, for the log.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Answers a panic inside a handler as a JSON 500; the panic message goes to the log only.
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    internal(&format_args!("handler panicked: {detail}"))
+}

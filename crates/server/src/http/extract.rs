@@ -1,0 +1,151 @@
+//! Extractors that turn a request into trusted values or an [`ApiError`]: JSON bodies and the
+//! two kinds of callers (admin key or access token).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sessiond_core::token::ValidatedToken;
+
+use super::ApiError;
+use crate::state::AppState;
+
+/// A JSON body, refused with `400 invalid_request` when malformed and `413` when too large.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(_) => {
+                        ApiError::PayloadTooLarge(state.body_limit)
+                    }
+                    other => ApiError::BadRequest(other.body_text()),
+                })?;
+        if !is_json {
+            return Err(ApiError::BadRequest(
+                "content-type must be application/json".into(),
+            ));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], but an empty body means the type's default.
+pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let empty = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() == b"0")
+            || (request.headers().get(header::CONTENT_LENGTH).is_none()
+                && request.headers().get(header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(Self(T::default()));
+        }
+        JsonBody::from_request(request, state)
+            .await
+            .map(|JsonBody(value)| Self(value))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        // serde's message names the field ("missing field `user_id`", "unknown field `x`");
+        // the position suffix is noise for an API client.
+        let message = error.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        ApiError::BadRequest(format!("invalid JSON body: {message}"))
+    })
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthenticated("missing Authorization header"))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header"))?;
+    let (scheme, credential) = value.split_once(' ').ok_or(ApiError::Unauthenticated(
+        "Authorization must be `Bearer <token>`",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
+        return Err(ApiError::Unauthenticated(
+            "Authorization must be `Bearer <token>`",
+        ));
+    }
+    Ok(credential.trim())
+}
+
+/// The application backend or an operator, authenticated by an admin key.
+pub(crate) struct AdminCaller;
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.admin_keys.matches(bearer(parts)?) {
+            Ok(Self)
+        } else {
+            Err(ApiError::Unauthenticated("admin key required"))
+        }
+    }
+}
+
+/// A user, authenticated by a valid access token; carries the presented token for the routes
+/// that show its claims.
+pub(crate) struct UserCaller {
+    pub(crate) token: ValidatedToken,
+    pub(crate) raw: String,
+}
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let raw = bearer(parts)?;
+        let token = state.service.authenticate(raw)?;
+        Ok(Self {
+            token,
+            raw: raw.to_owned(),
+        })
+    }
+}
+
+/// Either kind of caller, for routes both may use.
+pub(crate) enum Caller {
+    Admin,
+    User(ValidatedToken),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(parts)?;
+        if state.admin_keys.matches(credential) {
+            return Ok(Self::Admin);
+        }
+        Ok(Self::User(state.service.authenticate(credential)?))
+    }
+}

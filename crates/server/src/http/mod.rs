@@ -1,0 +1,69 @@
+//! The HTTP edge: routes, request ids, body limits and the JSON error contract.
+
+pub(crate) mod convert;
+mod error;
+mod extract;
+mod health;
+mod sessions;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::state::AppState;
+pub(crate) use error::ApiError;
+
+tokio::task_local! {
+    /// The id of the request being handled, for error bodies and log lines.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// The API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route(
+            "/v1/sessions",
+            post(sessions::create).get(sessions::list_own),
+        )
+        .route("/v1/sessions/refresh", post(sessions::refresh))
+        .route("/v1/sessions/current", get(sessions::current))
+        .route("/v1/sessions/revoke-all", post(sessions::revoke_all_own))
+        .route("/v1/sessions/{id}", delete(sessions::revoke_one))
+        .route("/v1/logout", post(sessions::logout))
+        .route("/v1/users/{user_id}/sessions", get(sessions::list_of_user))
+        .route(
+            "/v1/users/{user_id}/sessions/revoke-all",
+            post(sessions::revoke_all_of_user),
+        )
+        .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request an id, runs it inside a span carrying that id, and returns the id in
+/// `x-request-id`.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(request), span),
+        )
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

@@ -1,0 +1,149 @@
+//! The `/v1/sessions`, `/v1/logout` and `/v1/users/{user_id}/sessions` routes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use sessiond_core::service::{Actor, NewSessionRequest};
+use sessiond_core::token::decode_claims;
+use sessiond_core::{Error, SessionId};
+use sessiond_wire::{
+    CreateSessionRequest, CurrentSession, RefreshRequest, RevokeAllRequest, RevokedCount,
+    SessionList,
+};
+
+use super::ApiError;
+use super::convert::{session_view, token_pair};
+use super::extract::{AdminCaller, Caller, JsonBody, OptionalJsonBody, UserCaller};
+use crate::state::AppState;
+
+/// `POST /v1/sessions`: the application backend creates a session for an authenticated user.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    JsonBody(request): JsonBody<CreateSessionRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let device = request.device.unwrap_or_default();
+    let issued = state
+        .service
+        .create_session(NewSessionRequest {
+            user_id: request.user_id,
+            tenant_id: request.tenant_id,
+            device_id: device.id,
+            device_name: device.name,
+            user_agent: device.user_agent,
+            ip: device.ip,
+            claims: request.claims.unwrap_or_default(),
+            metadata: request.metadata.unwrap_or_default(),
+        })
+        .await?;
+    let now = state.service.now();
+    Ok((StatusCode::CREATED, Json(token_pair(&issued, now, false))))
+}
+
+/// `POST /v1/sessions/refresh`: spends a refresh token for a new pair.
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<RefreshRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let issued = state.service.refresh(&request.refresh_token).await?;
+    let now = state.service.now();
+    Ok(Json(token_pair(&issued, now, true)))
+}
+
+/// `GET /v1/sessions`: the caller's active sessions, the current one marked.
+pub(crate) async fn list_own(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state.service.list_sessions(&caller.token.user_id).await?;
+    Ok(Json(SessionList {
+        sessions: sessions
+            .iter()
+            .map(|session| session_view(session, Some(caller.token.session_id)))
+            .collect(),
+    }))
+}
+
+/// `GET /v1/sessions/current`: the caller's own session and the claims of its token.
+pub(crate) async fn current(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> Result<Json<CurrentSession>, ApiError> {
+    let session = state.service.current_session(&caller.token).await?;
+    let claims = decode_claims(&caller.raw).map_err(Error::from)?;
+    Ok(Json(CurrentSession {
+        session: session_view(&session, Some(caller.token.session_id)),
+        claims,
+    }))
+}
+
+/// `DELETE /v1/sessions/{id}`: a user revokes one of their sessions, or an admin any.
+pub(crate) async fn revoke_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    // An id that is not a UUID names no session.
+    let id = SessionId::parse(&id, "id").map_err(|_| ApiError::NotFound)?;
+    let actor = match &caller {
+        Caller::Admin => Actor::Admin,
+        Caller::User(token) => Actor::User(token),
+    };
+    state.service.revoke_session(actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/sessions/revoke-all`: a user signs out everywhere, optionally but here.
+pub(crate) async fn revoke_all_own(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    OptionalJsonBody(request): OptionalJsonBody<RevokeAllRequest>,
+) -> Result<Json<RevokedCount>, ApiError> {
+    let except = request.except_current.then_some(caller.token.session_id);
+    let revoked = state
+        .service
+        .revoke_all(Actor::User(&caller.token), &caller.token.user_id, except)
+        .await?;
+    Ok(Json(RevokedCount { revoked }))
+}
+
+/// `POST /v1/logout`: revokes the caller's own session.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .revoke_session(Actor::User(&caller.token), caller.token.session_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/users/{user_id}/sessions`: an admin lists a user's active sessions.
+pub(crate) async fn list_of_user(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    Path(user_id): Path<String>,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state.service.list_sessions(&user_id).await?;
+    Ok(Json(SessionList {
+        sessions: sessions
+            .iter()
+            .map(|session| session_view(session, None))
+            .collect(),
+    }))
+}
+
+/// `POST /v1/users/{user_id}/sessions/revoke-all`: an admin signs a user out everywhere.
+pub(crate) async fn revoke_all_of_user(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    Path(user_id): Path<String>,
+) -> Result<Json<RevokedCount>, ApiError> {
+    let revoked = state
+        .service
+        .revoke_all(Actor::Admin, &user_id, None)
+        .await?;
+    Ok(Json(RevokedCount { revoked }))
+}

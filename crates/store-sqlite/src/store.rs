@@ -1,0 +1,543 @@
+//! [`SqliteStore`]: the [`Store`] trait over one SQLite file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
+use sessiond_core::session::Session;
+use sessiond_core::store::{
+    AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
+};
+use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_core::{SessionId, Timestamp, UserId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::error::store_error;
+use crate::migrate;
+use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
+
+/// How durable a commit is before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Sync the WAL on every commit: survives power loss as well as a killed process.
+    #[default]
+    Full,
+    /// Sync at checkpoints only: survives a killed process (`kill -9`), but the last
+    /// commits may be lost if the machine itself loses power.
+    Normal,
+}
+
+/// Settings of the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// Commit durability.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process's lock before failing as unavailable.
+    pub busy_timeout: Duration,
+    /// Read-only connections for lookups.
+    pub readers: u32,
+    /// How long a request waits for a free connection before failing as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Sessions, refresh tokens, keys and audit events in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
+     VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH`) and brings its schema
+    /// up to date.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the file cannot be opened or migrated.
+    pub async fn open(url: &str, settings: &SqliteSettings) -> Result<Self, StoreError> {
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Backend(Box::new(error)))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match settings.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(settings.busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone().create_if_missing(true))
+            .await
+            .map_err(store_error)?;
+        let store = Self {
+            readers: SqlitePoolOptions::new()
+                .max_connections(settings.readers.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(base.read_only(true))
+                .await
+                .map_err(store_error)?,
+            writer,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the database lacks; returns how many were applied.
+    ///
+    /// # Errors
+    /// [`StoreError`] when a migration fails; that migration is then rolled back.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut connection = self.writer.acquire().await.map_err(store_error)?;
+        migrate::run(&mut connection).await
+    }
+
+    /// Closes every connection, after which the file is consistent on disk.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)
+    }
+}
+
+async fn append_audit(
+    connection: &mut SqliteConnection,
+    event: &NewAuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_AUDIT)
+        .bind(event.kind)
+        .bind(event.severity.as_str())
+        .bind(event.user_id.as_ref().map(UserId::as_str))
+        .bind(event.session_id.map(|id| id.to_string()))
+        .bind(event.ip.as_deref())
+        .bind(event.at.unix_millis())
+        .bind(serde_json::Value::Object(event.details.clone()).to_string())
+        .execute(connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Marks `sessions` revoked and appends their audit events; returns them as revoked.
+async fn revoke_all_of(
+    connection: &mut SqliteConnection,
+    sessions: Vec<Session>,
+    revocation: Revocation,
+    audit: AuditFor<'_>,
+) -> Result<Vec<Session>, StoreError> {
+    let mut revoked = Vec::with_capacity(sessions.len());
+    for mut session in sessions {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(revocation.at.unix_millis())
+        .bind(revocation.reason.as_str())
+        .bind(session.id.to_string())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        session.revoked_at = Some(revocation.at);
+        session.revoke_reason = Some(revocation.reason.as_str().to_owned());
+        append_audit(&mut *connection, &audit(&session)).await?;
+        revoked.push(session);
+    }
+    Ok(revoked)
+}
+
+/// The order in which a user's active sessions are read.
+#[derive(Debug, Clone, Copy)]
+enum Recency {
+    /// Least recently active first: the eviction order.
+    OldestFirst,
+    /// Most recently active first: the listing order.
+    NewestFirst,
+}
+
+async fn active_sessions_of(
+    connection: &mut SqliteConnection,
+    user: &UserId,
+    now: Timestamp,
+    order: Recency,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = match order {
+        Recency::OldestFirst => concat!(
+            "SELECT ", session_columns!(), " FROM sessions s
+             WHERE s.user_id = ? AND s.revoked_at IS NULL AND s.idle_expires_at > ? AND s.expires_at > ?
+             ORDER BY s.last_active_at ASC, s.created_at ASC"
+        ),
+        Recency::NewestFirst => concat!(
+            "SELECT ", session_columns!(), " FROM sessions s
+             WHERE s.user_id = ? AND s.revoked_at IS NULL AND s.idle_expires_at > ? AND s.expires_at > ?
+             ORDER BY s.last_active_at DESC, s.created_at DESC"
+        ),
+    };
+    let rows = sqlx::query(sql)
+        .bind(user.as_str())
+        .bind(now.unix_millis())
+        .bind(now.unix_millis())
+        .fetch_all(connection)
+        .await
+        .map_err(store_error)?;
+    rows.iter().map(|row| rows::session(row, 0)).collect()
+}
+
+async fn session_by_id(
+    connection: &mut SqliteConnection,
+    id: SessionId,
+) -> Result<Option<Session>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions s WHERE s.id = ?"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(connection)
+    .await
+    .map_err(store_error)?;
+    row.map(|row| rows::session(&row, 0)).transpose()
+}
+
+fn algorithm_name(algorithm: SigningAlgorithm) -> &'static str {
+    algorithm.jose_name()
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(store_error)?,
+        algorithm: SigningAlgorithm::from_jose_name(&algorithm)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
+        secret: Zeroizing::new(row.try_get("secret").map_err(store_error)?),
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let active = active_sessions_of(
+            &mut tx,
+            &session.user_id,
+            session.created_at,
+            Recency::OldestFirst,
+        )
+        .await?;
+        let keep = usize::try_from(max_active)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        let excess = active.len().saturating_sub(keep);
+        let to_evict = active.into_iter().take(excess).collect();
+        let evicted = revoke_all_of(
+            &mut tx,
+            to_evict,
+            Revocation {
+                at: session.created_at,
+                reason: sessiond_core::RevokeReason::SessionLimit,
+            },
+            eviction_audit,
+        )
+        .await?;
+
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type,
+                 browser, os, ip, user_agent, claims, metadata, created_at, last_active_at,
+                 idle_expires_at, expires_at, access_expires_at, revoked_at, revoke_reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+        )
+        .bind(session.id.to_string())
+        .bind(session.user_id.as_str())
+        .bind(session.tenant_id.as_ref().map(|tenant| tenant.as_str()))
+        .bind(session.device.id.as_str())
+        .bind(session.device.name.as_deref())
+        .bind(session.device.device_type.as_str())
+        .bind(session.device.browser.as_deref())
+        .bind(session.device.os.as_deref())
+        .bind(session.ip.as_deref())
+        .bind(session.user_agent.as_deref())
+        .bind(serde_json::Value::Object(session.claims.clone()).to_string())
+        .bind(serde_json::Value::Object(session.metadata.clone()).to_string())
+        .bind(session.created_at.unix_millis())
+        .bind(session.last_active_at.unix_millis())
+        .bind(session.idle_expires_at.unix_millis())
+        .bind(session.expires_at.unix_millis())
+        .bind(session.access_expires_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?, ?, ?)")
+            .bind(&first_token.0[..])
+            .bind(session.id.to_string())
+            .bind(session.created_at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(evicted)
+    }
+
+    async fn find_refresh_token(
+        &self,
+        hash: &RefreshTokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            ",
+                    t.issued_at, t.spent_at, t.sealed_successor, successor.spent_at IS NOT NULL
+             FROM refresh_tokens t
+             JOIN sessions s ON s.id = t.session_id
+             LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
+             WHERE t.hash = ?"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let session = rows::session(&row, 0)?;
+        let base = SESSION_COLUMN_COUNT;
+        let spent_at: Option<i64> = row.try_get(base + 1).map_err(store_error)?;
+        let record = RefreshTokenRecord {
+            hash: *hash,
+            issued_at: Timestamp::from_unix_millis(row.try_get(base).map_err(store_error)?),
+            spent_at: spent_at.map(Timestamp::from_unix_millis),
+            sealed_successor: row.try_get(base + 2).map_err(store_error)?,
+            successor_spent: row.try_get(base + 3).map_err(store_error)?,
+        };
+        Ok(Some((record, session)))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<RotationOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET spent_at = ?, successor_hash = ?, sealed_successor = ?
+             WHERE hash = ? AND spent_at IS NULL",
+        )
+        .bind(rotation.now.unix_millis())
+        .bind(&rotation.successor.0[..])
+        .bind(&rotation.sealed_successor[..])
+        .bind(&rotation.presented.0[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if spent.rows_affected() == 0 {
+            return Ok(RotationOutcome::AlreadySpent);
+        }
+        let session_id = rotation.session_id.to_string();
+        let touched = sqlx::query(
+            "UPDATE sessions
+             SET last_active_at = ?, idle_expires_at = ?, access_expires_at = MAX(access_expires_at, ?)
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(rotation.now.unix_millis())
+        .bind(rotation.idle_expires_at.unix_millis())
+        .bind(rotation.access_expires_at.unix_millis())
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if touched.rows_affected() == 0 {
+            // Dropping the transaction rolls the spend back.
+            return Ok(RotationOutcome::SessionRevoked);
+        }
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?, ?, ?)")
+            .bind(&rotation.successor.0[..])
+            .bind(&session_id)
+            .bind(rotation.now.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(RotationOutcome::Rotated)
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Option<(Session, bool)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(session) = session_by_id(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if session.revoked_at.is_some() {
+            return Ok(Some((session, false)));
+        }
+        let mut revoked = revoke_all_of(&mut tx, vec![session], revocation, audit).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(revoked.pop().map(|session| (session, true)))
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        except: Option<SessionId>,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut active =
+            active_sessions_of(&mut tx, user, revocation.at, Recency::NewestFirst).await?;
+        active.retain(|session| Some(session.id) != except);
+        let revoked = revoke_all_of(&mut tx, active, revocation, audit).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(revoked)
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let mut connection = self.readers.acquire().await.map_err(store_error)?;
+        session_by_id(&mut connection, id).await
+    }
+
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut connection = self.readers.acquire().await.map_err(store_error)?;
+        active_sessions_of(&mut connection, user, now, Recency::NewestFirst).await
+    }
+
+    async fn revoked_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<RevokedSessionRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, revoked_at, access_expires_at FROM sessions
+             WHERE revoked_at >= ? AND access_expires_at > ?",
+        )
+        .bind(since.unix_millis())
+        .bind(now.unix_millis())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0).map_err(store_error)?;
+                Ok(RevokedSessionRef {
+                    id: SessionId::from_uuid(
+                        Uuid::try_parse(&id)
+                            .map_err(|_| StoreError::Corrupt("session id is not a UUID".into()))?,
+                    ),
+                    revoked_at: Timestamp::from_unix_millis(row.try_get(1).map_err(store_error)?),
+                    access_expires_at: Timestamp::from_unix_millis(
+                        row.try_get(2).map_err(store_error)?,
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    async fn purge(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT id FROM sessions
+                 WHERE (revoked_at < ?1 OR idle_expires_at < ?1) AND access_expires_at < ?2
+                 LIMIT ?3)",
+        )
+        .bind(cutoff.unix_millis())
+        .bind(now.unix_millis())
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, algorithm, secret, created_at FROM signing_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(algorithm_name(key.algorithm))
+        .bind(&key.secret[..])
+        .bind(key.created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for event in events {
+            append_audit(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
