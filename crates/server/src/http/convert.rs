@@ -55,7 +55,8 @@ pub(crate) fn token_pair(
     TokenPairResponse {
         access_token: access_token.clone(),
         token_type: "Bearer".into(),
-        expires_in: (access_expires_at.unix_millis() - now.unix_millis()).max(0) / 1000,
+        // Whole seconds, as `exp` and `iat` are: a fresh token's `expires_in` equals `exp - iat`.
+        expires_in: (access_expires_at.unix_seconds() - now.unix_seconds()).max(0),
         access_token_expires_at: rfc3339(access_expires_at),
         refresh_token: refresh_token.clone(),
         refresh_token_expires_at: rfc3339(Timestamp::from_unix_millis(*refresh_expires_at_ms)),

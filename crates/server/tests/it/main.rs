@@ -1,0 +1,11 @@
+//! Integration tests: each starts the real server on a random port with a temporary SQLite
+//! database and talks HTTP to it. Set `TEST_LOG=1` to see the server's logs.
+
+mod helpers;
+
+mod errors;
+mod lifetimes;
+mod process;
+mod revocation;
+mod rotation;
+mod sessions;

@@ -1,0 +1,191 @@
+//! Point 3: rotation, the reuse grace window, and theft detection.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, text};
+
+#[tokio::test]
+async fn a_refresh_spends_the_token_and_issues_a_new_pair() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    app.advance(Duration::from_secs(60));
+
+    let refreshed = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_ne!(
+        text(&refreshed.body, "refresh_token"),
+        text(&created, "refresh_token")
+    );
+    assert_ne!(
+        text(&refreshed.body, "access_token"),
+        text(&created, "access_token")
+    );
+    assert_eq!(refreshed.body["session"]["id"], created["session"]["id"]);
+    assert_eq!(refreshed.body["session"]["current"], true);
+    assert_ne!(
+        refreshed.body["session"]["last_active_at"], created["session"]["last_active_at"],
+        "a refresh marks the session active"
+    );
+
+    let next = app.refresh(text(&refreshed.body, "refresh_token")).await;
+    assert_eq!(next.status, StatusCode::OK, "the successor works in turn");
+}
+
+#[tokio::test]
+async fn a_replay_inside_the_grace_window_returns_the_same_successor_pair() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    app.advance(Duration::from_secs(9));
+    let replay = app.refresh(text(&created, "refresh_token")).await;
+
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["refresh_token"], first.body["refresh_token"]);
+    assert_eq!(replay.body["access_token"], first.body["access_token"]);
+    let current = app
+        .get(
+            "/v1/sessions/current",
+            Some(text(&replay.body, "access_token")),
+        )
+        .await;
+    assert_eq!(current.status, StatusCode::OK, "the replayed pair is live");
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let token = text(&created, "refresh_token").to_owned();
+
+    let answers = join_all((0..32).map(|_| app.refresh(&token))).await;
+
+    let mut successors = std::collections::HashSet::new();
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        successors.insert(text(&answer.body, "refresh_token").to_owned());
+    }
+    assert_eq!(
+        successors.len(),
+        1,
+        "exactly one successor for 32 racing requests"
+    );
+    let issued = app.scalar("SELECT COUNT(*) FROM refresh_tokens").await;
+    assert_eq!(
+        issued, 2,
+        "the original and one successor: nothing else was stored"
+    );
+    let successor = successors.into_iter().next().unwrap_or_default();
+    assert_eq!(app.refresh(&successor).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_replay_after_the_grace_window_revokes_the_whole_session() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    app.advance(Duration::from_secs(11));
+
+    let stolen = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(stolen.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stolen.error_code(), "invalid_refresh_token");
+    assert_eq!(stolen.body["reason"], "reuse_detected");
+
+    // The successor and every access token of the session die with it.
+    let successor = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(successor.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(successor.body["reason"], "revoked");
+    for access in [
+        text(&created, "access_token"),
+        text(&first.body, "access_token"),
+    ] {
+        let answer = app.get("/v1/sessions/current", Some(access)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.error_code(), "unauthenticated");
+    }
+
+    let critical = app
+        .scalar(
+            "SELECT COUNT(*) FROM audit_events
+             WHERE type = 'security.reuse_detected' AND severity = 'critical'",
+        )
+        .await;
+    assert_eq!(critical, 1, "a critical audit event is written");
+    let reason = app
+        .scalar("SELECT COUNT(*) FROM sessions WHERE revoke_reason = 'reuse_detected'")
+        .await;
+    assert_eq!(reason, 1);
+}
+
+#[tokio::test]
+async fn a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    let second = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(second.status, StatusCode::OK);
+
+    let replay = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(replay.body["reason"], "reuse_detected");
+    let latest = app.refresh(text(&second.body, "refresh_token")).await;
+    assert_eq!(latest.body["reason"], "revoked");
+}
+
+#[tokio::test]
+async fn a_zero_grace_window_treats_any_replay_as_reuse() {
+    let app = TestApp::spawn_with(|raw| raw.reuse_grace = Some("0".into())).await;
+    let created = app.create_session("alice").await;
+    assert_eq!(
+        app.refresh(text(&created, "refresh_token")).await.status,
+        StatusCode::OK
+    );
+    let replay = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(replay.body["reason"], "reuse_detected");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_refresh_tokens_are_refused_as_unknown() {
+    let app = TestApp::spawn().await;
+    app.create_session("alice").await;
+    let long = "x".repeat(5000);
+    for token in [
+        "",
+        "garbage",
+        "sdr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        long.as_str(),
+    ] {
+        let answer = app.refresh(token).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token:.20}");
+        assert_eq!(answer.error_code(), "invalid_refresh_token");
+        assert_eq!(answer.body["reason"], "unknown");
+    }
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_stored_only_as_hashes() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let refreshed = app.refresh(text(&created, "refresh_token")).await;
+    let mut app = app;
+    app.stop().await;
+
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", app.database_path().display());
+        bytes.extend(std::fs::read(path).unwrap_or_default());
+    }
+    for token in [
+        text(&created, "refresh_token"),
+        text(&refreshed.body, "refresh_token"),
+    ] {
+        let secret = &token.as_bytes()[4..];
+        assert!(
+            !bytes.windows(secret.len()).any(|window| window == secret),
+            "a plaintext refresh token is in the database files"
+        );
+    }
+}
