@@ -24,11 +24,10 @@ pub fn recognise(
     let name = name
         .map(|name| check_text(name, "device.name"))
         .transpose()?;
-    let (device_type, browser, os) = user_agent.map(parse_user_agent).unwrap_or((
-        DeviceType::Unknown,
-        None,
-        None,
-    ));
+    let (device_type, browser, os) =
+        user_agent
+            .map(parse_user_agent)
+            .unwrap_or((DeviceType::Unknown, None, None));
     Ok(Device {
         id,
         name,

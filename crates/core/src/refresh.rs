@@ -269,7 +269,13 @@ mod tests {
 
     #[test]
     fn tokens_of_the_wrong_shape_are_unknown() {
-        for bad in ["", "sdr_", "abc", &"x".repeat(10_000), "sdr_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"] {
+        for bad in [
+            "",
+            "sdr_",
+            "abc",
+            &"x".repeat(10_000),
+            "sdr_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
             assert!(matches!(
                 RefreshToken::parse(bad),
                 Err(Error::RefreshRejected(RefreshRejection::Unknown))

@@ -26,20 +26,29 @@ impl RevokedSessions {
     /// Whether tokens of `session` must be refused.
     pub fn contains(&self, session: &SessionId) -> bool {
         // A poisoned lock only means a writer panicked mid-insert; the map itself is intact.
-        let until = self.until.read().unwrap_or_else(|poison| poison.into_inner());
+        let until = self
+            .until
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         until.contains_key(session)
     }
 
     /// Refuses tokens of `session` until `access_expires_at`.
     pub fn insert(&self, session: SessionId, access_expires_at: Timestamp) {
-        let mut until = self.until.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut until = self
+            .until
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         let entry = until.entry(session).or_insert(access_expires_at);
         *entry = (*entry).max(access_expires_at);
     }
 
     /// Forgets sessions whose tokens have all expired by `now`; returns how many were dropped.
     pub fn prune(&self, now: Timestamp) -> usize {
-        let mut until = self.until.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut until = self
+            .until
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         let before = until.len();
         until.retain(|_, expires_at| *expires_at > now);
         before - until.len()

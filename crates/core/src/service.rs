@@ -20,8 +20,8 @@ use crate::session::{RevokeReason, Session};
 use crate::store::{Revocation, Rotation, RotationOutcome, Store};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
-    AccessTokenIssuer, AccessTokenValidator, Keyring, RESERVED_CLAIMS, SigningAlgorithm,
-    StoredKey, TokenError, ValidatedToken, ValidationRules,
+    AccessTokenIssuer, AccessTokenValidator, Keyring, RESERVED_CLAIMS, SigningAlgorithm, StoredKey,
+    TokenError, ValidatedToken, ValidationRules,
 };
 
 /// Largest serialized `claims` object accepted: they travel in every access token.
@@ -128,7 +128,9 @@ impl SessionService {
             validator,
             revoked: RevokedSessions::new(),
         };
-        service.sync_revocations(Timestamp::from_unix_millis(0)).await?;
+        service
+            .sync_revocations(Timestamp::from_unix_millis(0))
+            .await?;
         Ok(service)
     }
 
@@ -194,7 +196,9 @@ impl SessionService {
             metadata: request.metadata,
             created_at: now,
             last_active_at: now,
-            idle_expires_at: now.plus(policy.idle_timeout).min(now.plus(policy.absolute_timeout)),
+            idle_expires_at: now
+                .plus(policy.idle_timeout)
+                .min(now.plus(policy.absolute_timeout)),
             expires_at: now.plus(policy.absolute_timeout),
             access_expires_at: now,
             revoked_at: None,
@@ -208,9 +212,16 @@ impl SessionService {
         );
         session.access_expires_at = access.expires_at;
         let refresh = RefreshToken::generate();
-        let created = audit_event("session.created", Severity::Info, &session, now, ip, json!({
-            "device_id": session.device.id.as_str(),
-        }));
+        let created = audit_event(
+            "session.created",
+            Severity::Info,
+            &session,
+            now,
+            ip,
+            json!({
+                "device_id": session.device.id.as_str(),
+            }),
+        );
         let evicted = self
             .store
             .create_session(
@@ -218,7 +229,9 @@ impl SessionService {
                 &refresh.hash(),
                 policy.max_sessions_per_user,
                 &created,
-                &|evicted: &Session| revoked_event(evicted, now, RevokeReason::SessionLimit, "system"),
+                &|evicted: &Session| {
+                    revoked_event(evicted, now, RevokeReason::SessionLimit, "system")
+                },
             )
             .await?;
         for evicted in &evicted {
@@ -278,7 +291,9 @@ impl SessionService {
                         access_token: access.token,
                         access_expires_at_ms: access.expires_at.unix_millis(),
                         refresh_token: successor.expose().to_owned(),
-                        refresh_expires_at_ms: idle_expires_at.min(session.expires_at).unix_millis(),
+                        refresh_expires_at_ms: idle_expires_at
+                            .min(session.expires_at)
+                            .unix_millis(),
                     };
                     let rotation = Rotation {
                         presented: hash,
@@ -323,7 +338,8 @@ impl SessionService {
                     reason: RevokeReason::ReuseDetected,
                 },
                 &|session: &Session| {
-                    let mut event = revoked_event(session, now, RevokeReason::ReuseDetected, "system");
+                    let mut event =
+                        revoked_event(session, now, RevokeReason::ReuseDetected, "system");
                     event.kind = "security.reuse_detected";
                     event.severity = Severity::Critical;
                     event
@@ -342,12 +358,9 @@ impl SessionService {
     /// # Errors
     /// [`Error::Unauthenticated`] with the reason.
     pub fn authenticate(&self, access_token: &str) -> Result<ValidatedToken, Error> {
-        Ok(self.validator.validate(
-            access_token,
-            &self.keyring,
-            &self.revoked,
-            self.clock.now(),
-        )?)
+        Ok(self
+            .validator
+            .validate(access_token, &self.keyring, &self.revoked, self.clock.now())?)
     }
 
     /// The session an access token belongs to.
@@ -424,9 +437,12 @@ impl SessionService {
         let actor_name = actor_name(actor);
         let revoked = self
             .store
-            .revoke_user_sessions(&user, except, Revocation { at: now, reason }, &|session: &Session| {
-                revoked_event(session, now, reason, actor_name)
-            })
+            .revoke_user_sessions(
+                &user,
+                except,
+                Revocation { at: now, reason },
+                &|session: &Session| revoked_event(session, now, reason, actor_name),
+            )
             .await?;
         for session in &revoked {
             self.revoked.insert(session.id, session.access_expires_at);
@@ -492,7 +508,12 @@ fn audit_event(
     }
 }
 
-fn revoked_event(session: &Session, at: Timestamp, reason: RevokeReason, actor: &str) -> NewAuditEvent {
+fn revoked_event(
+    session: &Session,
+    at: Timestamp,
+    reason: RevokeReason,
+    actor: &str,
+) -> NewAuditEvent {
     audit_event(
         "session.revoked",
         Severity::Info,
@@ -510,22 +531,33 @@ fn check_ip(ip: &str) -> Result<String, Error> {
 }
 
 fn check_size(value: &Map<String, Value>, limit: usize, field: &'static str) -> Result<(), Error> {
-    let size = serde_json::to_vec(value).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(value)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
     if size > limit {
-        return Err(Error::invalid(field, format!("must serialize to at most {limit} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("must serialize to at most {limit} bytes"),
+        ));
     }
     Ok(())
 }
 
 fn check_claims(claims: &Map<String, Value>) -> Result<(), Error> {
     check_size(claims, MAX_CLAIMS_BYTES, "claims")?;
-    if let Some(reserved) = claims.keys().find(|name| RESERVED_CLAIMS.contains(&name.as_str())) {
+    if let Some(reserved) = claims
+        .keys()
+        .find(|name| RESERVED_CLAIMS.contains(&name.as_str()))
+    {
         return Err(Error::invalid(
             "claims",
             format!("`{reserved}` is set by sessiond and cannot be given"),
         ));
     }
-    for (name, field) in [("roles", "claims.roles"), ("permissions", "claims.permissions")] {
+    for (name, field) in [
+        ("roles", "claims.roles"),
+        ("permissions", "claims.permissions"),
+    ] {
         if let Some(value) = claims.get(name) {
             let all_strings = value
                 .as_array()

@@ -122,7 +122,10 @@ pub trait Store: Send + Sync + Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.
-    async fn rotate_refresh_token(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError>;
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<RotationOutcome, StoreError>;
 
     /// Revokes session `id` unless it is already revoked; appends `audit` for it when it was
     /// revoked now. Returns the session as it is afterwards, or `None` if there is none.
@@ -159,7 +162,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError`].
-    async fn active_sessions(&self, user: &UserId, now: Timestamp) -> Result<Vec<Session>, StoreError>;
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// Sessions revoked at or after `since` whose access tokens are still alive at `now`.
     ///
@@ -177,7 +184,8 @@ pub trait Store: Send + Sync + Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError`].
-    async fn purge(&self, cutoff: Timestamp, now: Timestamp, batch: u32) -> Result<u64, StoreError>;
+    async fn purge(&self, cutoff: Timestamp, now: Timestamp, batch: u32)
+    -> Result<u64, StoreError>;
 
     /// Every stored signing key.
     ///

@@ -172,7 +172,10 @@ impl Keyring {
     ///
     /// # Errors
     /// [`KeyringError`] when a secret is malformed or no key of `algorithm` exists.
-    pub fn from_stored(keys: &[StoredKey], algorithm: SigningAlgorithm) -> Result<Self, KeyringError> {
+    pub fn from_stored(
+        keys: &[StoredKey],
+        algorithm: SigningAlgorithm,
+    ) -> Result<Self, KeyringError> {
         let mut verification = Vec::with_capacity(keys.len());
         for key in keys {
             verification.push(VerificationKey {
@@ -233,10 +236,12 @@ impl Keyring {
 
     /// The public Ed25519 keys that verify, as `(kid, public key bytes)`.
     pub fn ed25519_public_keys(&self) -> impl Iterator<Item = (&str, [u8; 32])> {
-        self.verification.iter().filter_map(|key| match &key.verifier {
-            Verifier::EdDsa(public) => Some((key.kid.as_str(), public.to_bytes())),
-            Verifier::Hs256(_) => None,
-        })
+        self.verification
+            .iter()
+            .filter_map(|key| match &key.verifier {
+                Verifier::EdDsa(public) => Some((key.kid.as_str(), public.to_bytes())),
+                Verifier::Hs256(_) => None,
+            })
     }
 }
 
@@ -253,9 +258,9 @@ fn seed_of(key: &StoredKey) -> Result<Zeroizing<[u8; 32]>, KeyringError> {
 
 fn verifier_for(key: &StoredKey) -> Result<Verifier, KeyringError> {
     Ok(match key.algorithm {
-        SigningAlgorithm::EdDsa => Verifier::EdDsa(
-            ed25519_dalek::SigningKey::from_bytes(&*seed_of(key)?).verifying_key(),
-        ),
+        SigningAlgorithm::EdDsa => {
+            Verifier::EdDsa(ed25519_dalek::SigningKey::from_bytes(&*seed_of(key)?).verifying_key())
+        }
         SigningAlgorithm::Hs256 => Verifier::Hs256(hmac_key(key)?),
     })
 }
@@ -294,7 +299,11 @@ mod tests {
                 .unwrap();
         assert_eq!(keyring.signing_kid(), new.kid);
         assert!(keyring.find(&old.kid).is_some());
-        assert_eq!(keyring.ed25519_public_keys().count(), 2, "HMAC secrets are never public");
+        assert_eq!(
+            keyring.ed25519_public_keys().count(),
+            2,
+            "HMAC secrets are never public"
+        );
     }
 
     #[test]

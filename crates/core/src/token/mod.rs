@@ -10,6 +10,8 @@
 mod issue;
 mod jwks;
 mod keys;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use issue::{AccessTokenIssuer, IssuedAccessToken, RESERVED_CLAIMS};

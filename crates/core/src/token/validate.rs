@@ -164,7 +164,11 @@ impl AccessTokenValidator {
         let signature_len = URL_SAFE_NO_PAD
             .decode_slice(encoded_signature, &mut signature)
             .map_err(|_| TokenError::BadSignature)?;
-        verify_signature(&key.verifier, signing_input.as_bytes(), &signature[..signature_len])?;
+        verify_signature(
+            &key.verifier,
+            signing_input.as_bytes(),
+            &signature[..signature_len],
+        )?;
 
         let mut stack_buffer = [0u8; PAYLOAD_STACK_BUFFER];
         let heap_buffer;

@@ -1,0 +1,1315 @@
+//! Tests of issuing and validating access tokens, run against an EdDSA and an HS256 keyring.
+//!
+//! Malicious tokens are assembled by hand (base64url JSON signed with `ed25519_dalek` or `hmac`
+//! directly) so that each one differs from a good token in exactly the way under test; a forged
+//! token signed with the real key isolates the rule that must refuse it from the signature check.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+
+use super::validate::MAX_TOKEN_LEN;
+use super::*;
+use crate::ids::SessionId;
+use crate::policy::Policy;
+use crate::revocation::RevokedSessions;
+use crate::session::Session;
+use crate::session::tests::session_at;
+use crate::time::Timestamp;
+
+const ISSUER: &str = "https://sessiond.example";
+const AUDIENCE: &str = "notes-api";
+const CLIENT_ID: &str = "notes-web";
+const LEEWAY_SECONDS: i64 = 5;
+const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+const ALGORITHMS: [SigningAlgorithm; 2] = [SigningAlgorithm::EdDsa, SigningAlgorithm::Hs256];
+
+/// One keyring signing with `algorithm`, holding a key of the other algorithm too (as a server
+/// loading every stored key does), a session and the settings that issue and validate its tokens.
+struct Fixture {
+    algorithm: SigningAlgorithm,
+    signing_key: StoredKey,
+    other_key: StoredKey,
+    keyring: Keyring,
+    issuer: AccessTokenIssuer,
+    validator: AccessTokenValidator,
+    revoked: RevokedSessions,
+    session: Session,
+    now: Timestamp,
+}
+
+fn fixtures() -> Vec<Fixture> {
+    ALGORITHMS.into_iter().map(Fixture::new).collect()
+}
+
+impl Fixture {
+    fn new(algorithm: SigningAlgorithm) -> Self {
+        // Whole seconds, so that `exp` and `iat` are exactly `now` plus whole seconds.
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let other_algorithm = match algorithm {
+            SigningAlgorithm::EdDsa => SigningAlgorithm::Hs256,
+            SigningAlgorithm::Hs256 => SigningAlgorithm::EdDsa,
+        };
+        let signing_key = StoredKey::generate(algorithm, now);
+        let other_key = StoredKey::generate(other_algorithm, now);
+        let keyring = Keyring::from_stored(&[signing_key.clone(), other_key.clone()], algorithm)
+            .expect("a keyring of freshly generated keys");
+        let mut session = session_at(now, &Policy::default());
+        session.claims = claims_object(json!({
+            "roles": ["user"],
+            "permissions": ["notes:read"],
+        }));
+        Self {
+            algorithm,
+            signing_key,
+            other_key,
+            keyring,
+            issuer: AccessTokenIssuer {
+                issuer: ISSUER.into(),
+                audience: AUDIENCE.into(),
+                client_id: CLIENT_ID.into(),
+            },
+            validator: validator(ISSUER, AUDIENCE, LEEWAY_SECONDS),
+            revoked: RevokedSessions::new(),
+            session,
+            now,
+        }
+    }
+
+    fn expires_at(&self) -> Timestamp {
+        self.now.plus(ACCESS_TTL)
+    }
+
+    fn issue(&self) -> String {
+        self.issue_at(self.now, self.expires_at())
+    }
+
+    fn issue_at(&self, issued_at: Timestamp, expires_at: Timestamp) -> String {
+        self.issuer
+            .issue(&self.keyring, &self.session, issued_at, expires_at)
+            .token
+    }
+
+    fn validate(&self, token: &str) -> Result<ValidatedToken, TokenError> {
+        self.validate_at(token, self.now)
+    }
+
+    fn validate_at(&self, token: &str, at: Timestamp) -> Result<ValidatedToken, TokenError> {
+        self.validator
+            .validate(token, &self.keyring, &self.revoked, at)
+    }
+
+    /// The header sessiond itself writes.
+    fn header(&self) -> Value {
+        json!({
+            "alg": self.algorithm.jose_name(),
+            "typ": "at+jwt",
+            "kid": self.signing_key.kid,
+        })
+    }
+
+    /// The claims sessiond itself writes for the fixture's session, as a JSON object to alter.
+    fn claims(&self) -> Value {
+        let mut claims = json!({
+            "iss": ISSUER,
+            "sub": self.session.user_id.as_str(),
+            "aud": AUDIENCE,
+            "exp": self.expires_at().unix_seconds(),
+            "iat": self.now.unix_seconds(),
+            "jti": "5d1b3f8e-3c1a-4f7e-9a57-0d6a2b1e9c44",
+            "sid": self.session.id.to_string(),
+            "client_id": CLIENT_ID,
+        });
+        if let Value::Object(object) = &mut claims {
+            object.extend(self.session.claims.clone());
+        }
+        claims
+    }
+
+    /// A token with this header and these claims, correctly signed by the active key.
+    fn forge(&self, header: &Value, claims: &Value) -> String {
+        self.forge_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    /// Like [`Fixture::forge`], with the JSON given byte for byte.
+    fn forge_raw(&self, header: &[u8], payload: &[u8]) -> String {
+        assemble(header, payload, |input| sign_with(&self.signing_key, input))
+    }
+
+    /// The keyring's Ed25519 key, whichever of the two it is.
+    fn ed25519_key(&self) -> &StoredKey {
+        [&self.signing_key, &self.other_key]
+            .into_iter()
+            .find(|key| key.algorithm == SigningAlgorithm::EdDsa)
+            .expect("every fixture holds an Ed25519 key")
+    }
+
+    /// The keyring's HMAC key, whichever of the two it is.
+    fn hmac_key(&self) -> &StoredKey {
+        [&self.signing_key, &self.other_key]
+            .into_iter()
+            .find(|key| key.algorithm == SigningAlgorithm::Hs256)
+            .expect("every fixture holds an HMAC key")
+    }
+}
+
+fn validator(issuer: &str, audience: &str, leeway_seconds: i64) -> AccessTokenValidator {
+    AccessTokenValidator::new(ValidationRules {
+        issuer: issuer.into(),
+        audience: audience.into(),
+        leeway_seconds,
+    })
+}
+
+fn claims_object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(object) => object,
+        other => panic!("not a JSON object: {other}"),
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn ed25519_signing_key(key: &StoredKey) -> ed25519_dalek::SigningKey {
+    let seed: [u8; 32] = key.secret[..].try_into().expect("a 32-byte seed");
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+fn hmac_sha256(secret: &[u8], input: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(input);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Signs `input` with a stored key, independently of the keyring's own signing code.
+fn sign_with(key: &StoredKey, input: &[u8]) -> Vec<u8> {
+    match key.algorithm {
+        SigningAlgorithm::EdDsa => ed25519_signing_key(key).sign(input).to_bytes().to_vec(),
+        SigningAlgorithm::Hs256 => hmac_sha256(&key.secret, input),
+    }
+}
+
+/// `base64url(header).base64url(payload).base64url(sign(signing input))`.
+fn assemble(header: &[u8], payload: &[u8], sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let signing_input = format!("{}.{}", b64(header), b64(payload));
+    let signature = sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&signature))
+}
+
+/// The three encoded parts of a compact token.
+fn parts(token: &str) -> [&str; 3] {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.try_into().expect("three parts")
+}
+
+fn decode_part(part: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(part).expect("base64url")
+}
+
+#[test]
+fn a_freshly_issued_token_validates_and_names_its_session_and_user() {
+    for fixture in fixtures() {
+        let issued = fixture.issuer.issue(
+            &fixture.keyring,
+            &fixture.session,
+            fixture.now,
+            fixture.expires_at(),
+        );
+        assert_eq!(issued.expires_at, fixture.expires_at());
+        let validated = fixture.validate(&issued.token).unwrap_or_else(|error| {
+            panic!("{:?}: a fresh token is refused: {error}", fixture.algorithm)
+        });
+        assert_eq!(validated.session_id, fixture.session.id);
+        assert_eq!(validated.user_id, "alice");
+        assert_eq!(
+            validated.expires_at_seconds,
+            fixture.expires_at().unix_seconds()
+        );
+
+        let header: Value = serde_json::from_slice(&decode_part(parts(&issued.token)[0])).unwrap();
+        assert_eq!(header, fixture.header(), "{:?}", fixture.algorithm);
+    }
+}
+
+#[test]
+fn a_token_signed_independently_with_the_real_key_validates() {
+    // The forging helpers must produce good tokens, or every refusal below proves nothing.
+    for fixture in fixtures() {
+        let token = fixture.forge(&fixture.header(), &fixture.claims());
+        let validated = fixture.validate(&token).unwrap();
+        assert_eq!(validated.session_id, fixture.session.id);
+    }
+}
+
+#[test]
+fn a_token_typed_application_at_jwt_validates() {
+    for fixture in fixtures() {
+        let mut header = fixture.header();
+        header["typ"] = json!("application/at+jwt");
+        let token = fixture.forge(&header, &fixture.claims());
+        assert!(fixture.validate(&token).is_ok(), "{:?}", fixture.algorithm);
+    }
+}
+
+#[test]
+fn a_tampered_payload_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+
+        let mut claims: Value = serde_json::from_slice(&decode_part(payload)).unwrap();
+        claims["sub"] = json!("mallory");
+        let swapped_user = format!(
+            "{header}.{}.{signature}",
+            b64(claims.to_string().as_bytes())
+        );
+        assert_eq!(
+            fixture.validate(&swapped_user),
+            Err(TokenError::BadSignature),
+            "{:?}",
+            fixture.algorithm
+        );
+
+        let mut claims: Value = serde_json::from_slice(&decode_part(payload)).unwrap();
+        claims["exp"] = json!(fixture.expires_at().unix_seconds() + 365 * 24 * 3600);
+        let extended = format!(
+            "{header}.{}.{signature}",
+            b64(claims.to_string().as_bytes())
+        );
+        assert_eq!(
+            fixture.validate(&extended),
+            Err(TokenError::BadSignature),
+            "{:?}",
+            fixture.algorithm
+        );
+
+        // One character changed for another of the alphabet, at several places.
+        for index in [0, payload.len() / 2, payload.len() - 2] {
+            let mut bytes = payload.as_bytes().to_vec();
+            bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(bytes).unwrap();
+            let tampered = format!("{header}.{changed}.{signature}");
+            assert_eq!(
+                fixture.validate(&tampered),
+                Err(TokenError::BadSignature),
+                "{:?} at {index}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tampered_signature_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+        let signature_bytes = decode_part(signature);
+
+        for index in [0, signature_bytes.len() / 2, signature_bytes.len() - 1] {
+            let mut flipped = signature_bytes.clone();
+            flipped[index] ^= 0x01;
+            let tampered = format!("{header}.{payload}.{}", b64(&flipped));
+            assert_eq!(
+                fixture.validate(&tampered),
+                Err(TokenError::BadSignature),
+                "{:?} at byte {index}",
+                fixture.algorithm
+            );
+        }
+
+        let zeros = format!(
+            "{header}.{payload}.{}",
+            b64(&vec![0; signature_bytes.len()])
+        );
+        assert_eq!(fixture.validate(&zeros), Err(TokenError::BadSignature));
+
+        let empty = format!("{header}.{payload}.");
+        assert_eq!(fixture.validate(&empty), Err(TokenError::BadSignature));
+
+        // A valid signature followed by more bytes, and one cut short by a byte.
+        let mut longer = signature_bytes.clone();
+        longer.push(0);
+        let longer = format!("{header}.{payload}.{}", b64(&longer));
+        assert_eq!(fixture.validate(&longer), Err(TokenError::BadSignature));
+        let shorter = format!(
+            "{header}.{payload}.{}",
+            b64(&signature_bytes[..signature_bytes.len() - 1])
+        );
+        assert_eq!(fixture.validate(&shorter), Err(TokenError::BadSignature));
+
+        // Far too long for any signature buffer: refused, without writing past it.
+        let huge = format!("{header}.{payload}.{}", b64(&[7; 1024]));
+        assert_eq!(fixture.validate(&huge), Err(TokenError::BadSignature));
+    }
+}
+
+#[test]
+fn a_signature_in_another_base64_spelling_is_refused() {
+    // The same signature bytes written differently must not give a second valid token string.
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+
+        // Non-zero unused bits in the last character decode, leniently, to the same bytes.
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = signature.as_bytes()[signature.len() - 1];
+        let value = alphabet.iter().position(|&c| c == last).unwrap();
+        let mut spelled = signature.as_bytes().to_vec();
+        *spelled.last_mut().unwrap() = alphabet[value ^ 0x01];
+        let spelled = String::from_utf8(spelled).unwrap();
+        assert_eq!(
+            fixture.validate(&format!("{header}.{payload}.{spelled}")),
+            Err(TokenError::BadSignature),
+            "{:?}: non-canonical trailing bits",
+            fixture.algorithm
+        );
+
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(decode_part(signature));
+        assert!(padded.ends_with('='));
+        assert_eq!(
+            fixture.validate(&format!("{header}.{payload}.{padded}")),
+            Err(TokenError::BadSignature),
+            "{:?}: padded",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn an_ed25519_signature_with_s_plus_the_group_order_is_refused() {
+    // The group order ℓ, little-endian; S + ℓ verifies the same equation unless S is range-checked.
+    const GROUP_ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x10,
+    ];
+    let fixture = Fixture::new(SigningAlgorithm::EdDsa);
+    let token = fixture.issue();
+    let [header, payload, signature] = parts(&token);
+    let mut malleated = decode_part(signature);
+    let mut carry = 0u16;
+    for (byte, order_byte) in malleated[32..].iter_mut().zip(GROUP_ORDER) {
+        let sum = u16::from(*byte) + u16::from(order_byte) + carry;
+        *byte = (sum & 0xff) as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0, "S + ℓ fits in 32 bytes since S < ℓ < 2^253");
+    let malleated = format!("{header}.{payload}.{}", b64(&malleated));
+    assert_eq!(fixture.validate(&malleated), Err(TokenError::BadSignature));
+}
+
+#[test]
+fn a_truncated_token_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        for len in 0..token.len() {
+            assert!(
+                fixture.validate(&token[..len]).is_err(),
+                "{:?}: the first {len} of {} bytes validate",
+                fixture.algorithm,
+                token.len()
+            );
+        }
+        for start in 1..token.len() {
+            assert!(
+                fixture.validate(&token[start..]).is_err(),
+                "{:?}: the token without its first {start} bytes validates",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_token_with_two_or_four_parts_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+
+        assert_eq!(
+            fixture.validate(&format!("{header}.{payload}")),
+            Err(TokenError::Malformed)
+        );
+        assert!(
+            fixture
+                .validate(&format!("{header}.{payload}.{signature}.{signature}"))
+                .is_err()
+        );
+        assert!(fixture.validate(&format!("{token}.")).is_err());
+        assert!(fixture.validate(&format!(".{token}")).is_err());
+        assert!(
+            fixture
+                .validate(&format!("{header}.{payload}.{payload}.{signature}"))
+                .is_err()
+        );
+
+        // Four parts whose last one is a correct signature over the first three: the signature
+        // verifies, and the payload (which now contains a dot) must still be refused.
+        let signing_input = format!("{header}.{payload}.{}", b64(b"{}"));
+        let signature = b64(&sign_with(&fixture.signing_key, signing_input.as_bytes()));
+        assert_eq!(
+            fixture.validate(&format!("{signing_input}.{signature}")),
+            Err(TokenError::Malformed),
+            "{:?}",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn empty_and_dot_only_tokens_are_refused() {
+    for fixture in fixtures() {
+        assert_eq!(fixture.validate(""), Err(TokenError::Malformed));
+        for text in [
+            ".",
+            "..",
+            "...",
+            " ",
+            "Bearer",
+            "a.b.c",
+            "\u{e9}.\u{e9}.\u{e9}",
+        ] {
+            assert!(fixture.validate(text).is_err(), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn a_token_over_the_size_limit_is_refused_even_when_correctly_signed() {
+    for mut fixture in fixtures() {
+        let junk = "a".repeat(9 * 1024);
+        assert_eq!(fixture.validate(&junk), Err(TokenError::Malformed));
+
+        fixture
+            .session
+            .claims
+            .insert("filler".into(), json!("x".repeat(7 * 1024)));
+        let token = fixture.issue();
+        assert!(token.len() > MAX_TOKEN_LEN && token.len() < 10 * 1024);
+        assert_eq!(
+            fixture.validate(&token),
+            Err(TokenError::Malformed),
+            "{:?}",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn a_token_at_the_size_limit_validates() {
+    // Encoded payload lengths skip one residue mod 4, so the largest token that fits is either
+    // exactly the limit or one byte under it.
+    for mut fixture in fixtures() {
+        let base_len = fixture.issue().len();
+        let estimate = (MAX_TOKEN_LEN - base_len) * 3 / 4;
+        let mut largest_accepted = 0;
+        for filler_len in estimate - 40..estimate + 10 {
+            fixture
+                .session
+                .claims
+                .insert("filler".into(), json!("x".repeat(filler_len)));
+            let token = fixture.issue();
+            if token.len() <= MAX_TOKEN_LEN {
+                assert!(fixture.validate(&token).is_ok(), "{:?}", fixture.algorithm);
+                largest_accepted = largest_accepted.max(token.len());
+            } else {
+                assert_eq!(fixture.validate(&token), Err(TokenError::Malformed));
+            }
+        }
+        assert!(
+            largest_accepted >= MAX_TOKEN_LEN - 1,
+            "no token within a byte of the limit was tried: {largest_accepted}"
+        );
+    }
+}
+
+#[test]
+fn payloads_around_the_stack_buffer_size_validate() {
+    // Validation decodes small payloads on the stack and larger ones on the heap; the switch
+    // must not refuse (or overrun with) a payload of any length near it.
+    const STACK_BUFFER: usize = 1536;
+    for mut fixture in fixtures() {
+        fixture.session.claims.insert("filler".into(), json!(""));
+        let base_len = decode_part(parts(&fixture.issue())[1]).len();
+        let mut largest = 0;
+        for filler_len in STACK_BUFFER - base_len - 40..STACK_BUFFER - base_len + 40 {
+            fixture
+                .session
+                .claims
+                .insert("filler".into(), json!("x".repeat(filler_len)));
+            let token = fixture.issue();
+            assert!(
+                fixture.validate(&token).is_ok(),
+                "{:?}: payload of {} encoded bytes",
+                fixture.algorithm,
+                parts(&token)[1].len()
+            );
+            largest = largest.max(decode_part(parts(&token)[1]).len());
+        }
+        assert!(largest > STACK_BUFFER, "the heap path was not reached");
+    }
+}
+
+#[test]
+fn alg_none_is_refused() {
+    for fixture in fixtures() {
+        for alg in ["none", "None", "NONE", "nOnE", ""] {
+            let header = json!({ "alg": alg, "typ": "at+jwt", "kid": fixture.signing_key.kid });
+            let unsigned = format!(
+                "{}.{}.",
+                b64(header.to_string().as_bytes()),
+                b64(fixture.claims().to_string().as_bytes())
+            );
+            assert_eq!(
+                fixture.validate(&unsigned),
+                Err(TokenError::AlgorithmMismatch),
+                "{:?}: alg {alg:?}",
+                fixture.algorithm
+            );
+            // With a real signature appended it is no better.
+            let signed = fixture.forge(&header, &fixture.claims());
+            assert_eq!(
+                fixture.validate(&signed),
+                Err(TokenError::AlgorithmMismatch)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unknown_or_misspelled_alg_is_refused() {
+    for fixture in fixtures() {
+        for alg in [
+            "eddsa", "EDDSA", "Ed25519", "hs256", "HS384", "HS512", "RS256", "ES256",
+        ] {
+            let mut header = fixture.header();
+            header["alg"] = json!(alg);
+            let token = fixture.forge(&header, &fixture.claims());
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::AlgorithmMismatch),
+                "{:?}: alg {alg:?}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn an_eddsa_token_resigned_with_hmac_over_the_public_key_is_refused() {
+    // The classic algorithm confusion: the attacker takes the published Ed25519 key and uses it
+    // as an HMAC secret, hoping the verifier picks the algorithm from the header.
+    for fixture in fixtures() {
+        let ed25519_kid = fixture.ed25519_key().kid.clone();
+        let public = fixture
+            .keyring
+            .ed25519_public_keys()
+            .find(|(kid, _)| *kid == ed25519_kid)
+            .map(|(_, public)| public)
+            .expect("the Ed25519 key is published");
+        let jwks = jwks_json(&fixture.keyring);
+        let published_jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|jwk| jwk["kid"] == json!(ed25519_kid))
+            .unwrap()
+            .clone();
+
+        let header = json!({ "alg": "HS256", "typ": "at+jwt", "kid": ed25519_kid });
+        let header_bytes = header.to_string().into_bytes();
+        let payload = fixture.claims().to_string().into_bytes();
+        let secrets: [Vec<u8>; 3] = [
+            public.to_vec(),
+            b64(&public).into_bytes(),
+            published_jwk.to_string().into_bytes(),
+        ];
+        for secret in secrets {
+            let token = assemble(&header_bytes, &payload, |input| hmac_sha256(&secret, input));
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::AlgorithmMismatch),
+                "{:?}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn an_hmac_kid_with_alg_eddsa_is_refused() {
+    // The reverse confusion: an EdDSA header naming the HMAC key, signed with the attacker's own
+    // Ed25519 key and with an Ed25519 key seeded by the HMAC secret.
+    for fixture in fixtures() {
+        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": fixture.hmac_key().kid });
+        let header_bytes = header.to_string().into_bytes();
+        let payload = fixture.claims().to_string().into_bytes();
+        let attacker = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let token = assemble(&header_bytes, &payload, |input| {
+            attacker.sign(input).to_bytes().to_vec()
+        });
+        assert_eq!(fixture.validate(&token), Err(TokenError::AlgorithmMismatch));
+        let seeded = ed25519_signing_key(fixture.hmac_key());
+        let token = assemble(&header_bytes, &payload, |input| {
+            seeded.sign(input).to_bytes().to_vec()
+        });
+        assert_eq!(fixture.validate(&token), Err(TokenError::AlgorithmMismatch));
+    }
+}
+
+#[test]
+fn a_token_signed_by_a_foreign_key_under_a_known_kid_is_refused() {
+    for fixture in fixtures() {
+        let impostor = StoredKey {
+            kid: fixture.signing_key.kid.clone(),
+            ..StoredKey::generate(fixture.algorithm, fixture.now)
+        };
+        let token = assemble(
+            fixture.header().to_string().as_bytes(),
+            fixture.claims().to_string().as_bytes(),
+            |input| sign_with(&impostor, input),
+        );
+        assert_eq!(
+            fixture.validate(&token),
+            Err(TokenError::BadSignature),
+            "{:?}",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn headers_that_point_elsewhere_for_keys_are_refused() {
+    for fixture in fixtures() {
+        let extras = [
+            ("jku", json!("https://attacker.example/jwks.json")),
+            ("x5u", json!("https://attacker.example/cert.pem")),
+            (
+                "jwk",
+                json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&[1; 32]) }),
+            ),
+            ("crit", json!(["exp"])),
+            ("x5c", json!(["MIIB"])),
+            ("cty", json!("JWT")),
+            ("b64", json!(false)),
+            ("zip", json!("DEF")),
+        ];
+        for (name, value) in extras {
+            let mut header = fixture.header();
+            header[name] = value;
+            let token = fixture.forge(&header, &fixture.claims());
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::UnsupportedHeader),
+                "{:?}: header with {name}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_header_missing_a_field_or_repeating_one_is_refused() {
+    for fixture in fixtures() {
+        let kid = &fixture.signing_key.kid;
+        let alg = fixture.algorithm.jose_name();
+        let payload = fixture.claims().to_string();
+        let headers = [
+            format!(r#"{{"typ":"at+jwt","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"{alg}","typ":"at+jwt"}}"#),
+            format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"{alg}","alg":"none","typ":"at+jwt","kid":"{kid}"}}"#),
+            format!(r#"[{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}]"#),
+            format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}} trailing"#),
+            "null".to_owned(),
+            String::new(),
+        ];
+        for header in headers {
+            let token = fixture.forge_raw(header.as_bytes(), payload.as_bytes());
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::UnsupportedHeader),
+                "{:?}: {header}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_header_that_is_not_base64url_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(decode_part(header));
+        for bad in [format!("{header}="), format!("{header}!"), padded] {
+            if bad == header {
+                continue;
+            }
+            assert_eq!(
+                fixture.validate(&format!("{bad}.{payload}.{signature}")),
+                Err(TokenError::Malformed),
+                "{:?}: {bad}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_and_hostile_kids_are_refused_without_panicking() {
+    for fixture in fixtures() {
+        let real_kid = fixture.signing_key.kid.clone();
+        let kids = [
+            "unknown-key".to_owned(),
+            String::new(),
+            format!("{real_kid} "),
+            format!(" {real_kid}"),
+            real_kid.to_uppercase(),
+            real_kid[..real_kid.len() - 1].to_owned(),
+            format!("{real_kid}{real_kid}"),
+            "../../../../etc/passwd".to_owned(),
+            "..\\..\\windows\\system32".to_owned(),
+            "/dev/zero".to_owned(),
+            "%2e%2e%2f%2e%2e%2fetc%2fpasswd".to_owned(),
+            "' OR '1'='1".to_owned(),
+            "x'; DROP TABLE signing_keys; --".to_owned(),
+            "file:///etc/passwd".to_owned(),
+            "k".repeat(150),
+        ];
+        for kid in kids {
+            let mut header = fixture.header();
+            header["kid"] = json!(kid);
+            let token = fixture.forge(&header, &fixture.claims());
+            let result = fixture.validate(&token);
+            assert!(
+                matches!(
+                    result,
+                    Err(TokenError::UnknownKey | TokenError::UnsupportedHeader)
+                ),
+                "{:?}: kid {kid:?} gave {result:?}",
+                fixture.algorithm
+            );
+        }
+
+        // Kids the borrowed header fields cannot hold (escapes) or that are not strings.
+        for kid in [
+            json!("..\\/..\\/etc"),
+            json!("\u{0}"),
+            json!("line\nbreak"),
+            json!(null),
+            json!(42),
+            json!([real_kid]),
+            json!({ "kid": real_kid }),
+        ] {
+            let header = format!(
+                r#"{{"alg":"{}","typ":"at+jwt","kid":{kid}}}"#,
+                fixture.algorithm.jose_name()
+            );
+            let token =
+                fixture.forge_raw(header.as_bytes(), fixture.claims().to_string().as_bytes());
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::UnsupportedHeader),
+                "{:?}: kid {kid}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn very_long_kids_are_refused_without_panicking() {
+    // Headers are decoded into a fixed stack buffer; any kid that overflows it is refused as
+    // malformed before any lookup, and no length reads or writes past it.
+    for fixture in fixtures() {
+        let alg = fixture.algorithm.jose_name();
+        for kid_len in (0..400).chain([1_000, 4_000, 7_900]) {
+            let kid = "k".repeat(kid_len);
+            let header = format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#);
+            let token = fixture.forge_raw(header.as_bytes(), br#"{}"#);
+            let result = fixture.validate(&token);
+            let expected = if token.len() > MAX_TOKEN_LEN || header.len() > 256 {
+                TokenError::Malformed
+            } else {
+                TokenError::UnknownKey
+            };
+            assert_eq!(
+                result,
+                Err(expected),
+                "{:?}: kid of {kid_len} bytes",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_token_typed_jwt_is_refused() {
+    for fixture in fixtures() {
+        for typ in [
+            "JWT",
+            "jwt",
+            "at+JWT",
+            "AT+JWT",
+            "application/jwt",
+            "",
+            "at+jwt ",
+        ] {
+            let mut header = fixture.header();
+            header["typ"] = json!(typ);
+            let token = fixture.forge(&header, &fixture.claims());
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::WrongType),
+                "{:?}: typ {typ:?}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn an_expired_token_is_refused_beyond_the_leeway_and_accepted_within_it() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let expiry = fixture.expires_at();
+        let seconds = |n: u64| Duration::from_secs(n);
+
+        assert!(
+            fixture
+                .validate_at(&token, expiry.minus(seconds(1)))
+                .is_ok()
+        );
+        assert!(fixture.validate_at(&token, expiry).is_ok());
+        let last_accepted = expiry.plus(seconds(LEEWAY_SECONDS as u64 - 1));
+        assert!(fixture.validate_at(&token, last_accepted).is_ok());
+        assert!(
+            fixture
+                .validate_at(&token, last_accepted.plus(Duration::from_millis(999)))
+                .is_ok(),
+            "{:?}: seconds are rounded down",
+            fixture.algorithm
+        );
+        for late in [LEEWAY_SECONDS as u64, LEEWAY_SECONDS as u64 + 1, 3_600] {
+            assert_eq!(
+                fixture.validate_at(&token, expiry.plus(seconds(late))),
+                Err(TokenError::Expired),
+                "{:?}: {late} s after exp",
+                fixture.algorithm
+            );
+        }
+
+        // Without leeway, a token is dead at its `exp` (RFC 7519 §4.1.4: "on or after").
+        let strict = validator(ISSUER, AUDIENCE, 0);
+        let at = |instant| strict.validate(&token, &fixture.keyring, &fixture.revoked, instant);
+        assert!(at(expiry.minus(Duration::from_millis(1))).is_ok());
+        assert_eq!(at(expiry), Err(TokenError::Expired));
+    }
+}
+
+#[test]
+fn a_token_issued_in_the_future_is_refused_beyond_the_leeway() {
+    for fixture in fixtures() {
+        let leeway = Duration::from_secs(LEEWAY_SECONDS as u64);
+        let later = |by: Duration| {
+            let issued_at = fixture.now.plus(by);
+            fixture.issue_at(issued_at, issued_at.plus(ACCESS_TTL))
+        };
+        assert!(fixture.validate(&later(leeway)).is_ok());
+        assert_eq!(
+            fixture.validate(&later(leeway + Duration::from_secs(1))),
+            Err(TokenError::NotYetValid),
+            "{:?}",
+            fixture.algorithm
+        );
+        assert_eq!(
+            fixture.validate(&later(Duration::from_secs(24 * 3600))),
+            Err(TokenError::NotYetValid)
+        );
+    }
+}
+
+#[test]
+fn a_token_not_before_a_future_time_is_refused_beyond_the_leeway() {
+    for fixture in fixtures() {
+        let now = fixture.now.unix_seconds();
+        let with_nbf = |nbf: Value| {
+            let mut claims = fixture.claims();
+            claims["nbf"] = nbf;
+            fixture.forge(&fixture.header(), &claims)
+        };
+        assert!(fixture.validate(&with_nbf(json!(now))).is_ok());
+        assert!(
+            fixture
+                .validate(&with_nbf(json!(now + LEEWAY_SECONDS)))
+                .is_ok()
+        );
+        assert!(fixture.validate(&with_nbf(Value::Null)).is_ok());
+        assert_eq!(
+            fixture.validate(&with_nbf(json!(now + LEEWAY_SECONDS + 1))),
+            Err(TokenError::NotYetValid),
+            "{:?}",
+            fixture.algorithm
+        );
+
+        // An `nbf` in the past does not excuse an `iat` in the future.
+        let mut claims = fixture.claims();
+        claims["nbf"] = json!(now - 60);
+        claims["iat"] = json!(now + 60);
+        let token = fixture.forge(&fixture.header(), &claims);
+        assert_eq!(fixture.validate(&token), Err(TokenError::NotYetValid));
+    }
+}
+
+#[test]
+fn extreme_times_are_judged_without_overflowing() {
+    for fixture in fixtures() {
+        let with = |name: &str, value: Value| {
+            let mut claims = fixture.claims();
+            claims[name] = value;
+            fixture.forge(&fixture.header(), &claims)
+        };
+        assert_eq!(
+            fixture.validate(&with("exp", json!(i64::MIN))),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            fixture.validate(&with("iat", json!(i64::MAX))),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            fixture.validate(&with("nbf", json!(i64::MAX))),
+            Err(TokenError::NotYetValid)
+        );
+        // An absurdly late `exp` is the issuer's word; it is signed, so it is believed.
+        assert!(fixture.validate(&with("exp", json!(i64::MAX))).is_ok());
+        for bad in [
+            json!(u64::MAX),
+            json!(1e300),
+            json!(-1e300),
+            json!("1700000900"),
+        ] {
+            assert_eq!(
+                fixture.validate(&with("exp", bad.clone())),
+                Err(TokenError::Malformed),
+                "exp {bad}"
+            );
+        }
+
+        let huge_leeway = validator(ISSUER, AUDIENCE, i64::MAX);
+        let token = with("exp", json!(i64::MIN));
+        let at =
+            |instant| huge_leeway.validate(&token, &fixture.keyring, &fixture.revoked, instant);
+        assert_eq!(
+            at(Timestamp::from_unix_millis(i64::MAX)),
+            Err(TokenError::Expired)
+        );
+        assert!(at(Timestamp::from_unix_millis(i64::MIN)).is_ok());
+    }
+}
+
+#[test]
+fn a_token_for_another_issuer_is_refused() {
+    for fixture in fixtures() {
+        for issuer in [
+            "https://evil.example",
+            "https://sessiond.example/",
+            "HTTPS://SESSIOND.EXAMPLE",
+            "",
+        ] {
+            let other = AccessTokenIssuer {
+                issuer: issuer.into(),
+                ..fixture.issuer.clone()
+            };
+            let token = other
+                .issue(
+                    &fixture.keyring,
+                    &fixture.session,
+                    fixture.now,
+                    fixture.expires_at(),
+                )
+                .token;
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::WrongIssuer),
+                "{:?}: iss {issuer:?}",
+                fixture.algorithm
+            );
+        }
+        // And the same token is refused by a validator expecting someone else.
+        let token = fixture.issue();
+        let elsewhere = validator("https://other.example", AUDIENCE, LEEWAY_SECONDS);
+        assert_eq!(
+            elsewhere.validate(&token, &fixture.keyring, &fixture.revoked, fixture.now),
+            Err(TokenError::WrongIssuer)
+        );
+    }
+}
+
+#[test]
+fn a_token_for_another_audience_is_refused() {
+    for fixture in fixtures() {
+        let other = AccessTokenIssuer {
+            audience: "billing-api".into(),
+            ..fixture.issuer.clone()
+        };
+        let token = other
+            .issue(
+                &fixture.keyring,
+                &fixture.session,
+                fixture.now,
+                fixture.expires_at(),
+            )
+            .token;
+        assert_eq!(
+            fixture.validate(&token),
+            Err(TokenError::WrongAudience),
+            "{:?}",
+            fixture.algorithm
+        );
+
+        let token = fixture.issue();
+        let billing = validator(ISSUER, "billing-api", LEEWAY_SECONDS);
+        assert_eq!(
+            billing.validate(&token, &fixture.keyring, &fixture.revoked, fixture.now),
+            Err(TokenError::WrongAudience)
+        );
+    }
+}
+
+#[test]
+fn an_audience_array_naming_this_service_is_accepted() {
+    for fixture in fixtures() {
+        let with_aud = |aud: Value| {
+            let mut claims = fixture.claims();
+            claims["aud"] = aud;
+            fixture.forge(&fixture.header(), &claims)
+        };
+        for aud in [
+            json!([AUDIENCE]),
+            json!(["billing-api", AUDIENCE]),
+            json!([AUDIENCE, "billing-api", "notes-api-v2"]),
+        ] {
+            assert!(
+                fixture.validate(&with_aud(aud.clone())).is_ok(),
+                "{:?}: aud {aud}",
+                fixture.algorithm
+            );
+        }
+        for aud in [
+            json!([]),
+            json!(["billing-api"]),
+            json!(["notes-api-v2", "notes"]),
+        ] {
+            assert_eq!(
+                fixture.validate(&with_aud(aud.clone())),
+                Err(TokenError::WrongAudience),
+                "{:?}: aud {aud}",
+                fixture.algorithm
+            );
+        }
+        for aud in [
+            json!([AUDIENCE, 5]),
+            json!(null),
+            json!(5),
+            json!({ "aud": AUDIENCE }),
+        ] {
+            assert_eq!(
+                fixture.validate(&with_aud(aud.clone())),
+                Err(TokenError::Malformed),
+                "{:?}: aud {aud}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn a_token_of_a_revoked_session_is_refused() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        fixture
+            .revoked
+            .insert(SessionId::generate(), fixture.expires_at());
+        assert!(
+            fixture.validate(&token).is_ok(),
+            "another session's revocation is no concern of this one"
+        );
+        fixture
+            .revoked
+            .insert(fixture.session.id, fixture.expires_at());
+        assert_eq!(
+            fixture.validate(&token),
+            Err(TokenError::Revoked),
+            "{:?}",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn signed_tokens_with_malformed_claims_are_refused() {
+    // These can only come from a key holder, but validation must still not trust their shape.
+    for fixture in fixtures() {
+        let header = fixture.header().to_string();
+        let claims = fixture.claims();
+        let mut variants: Vec<(String, Vec<u8>)> = Vec::new();
+        for missing in ["iss", "sub", "aud", "exp", "iat", "sid"] {
+            let mut without = claims.clone();
+            without.as_object_mut().unwrap().remove(missing);
+            variants.push((format!("no {missing}"), without.to_string().into_bytes()));
+        }
+        for (name, value) in [
+            ("sid", json!("not-a-uuid")),
+            ("sid", json!("")),
+            ("sid", json!(42)),
+            ("sub", json!("")),
+            ("sub", json!(null)),
+            ("iat", json!("now")),
+        ] {
+            let mut changed = claims.clone();
+            changed[name] = value.clone();
+            variants.push((
+                format!("{name} = {value}"),
+                changed.to_string().into_bytes(),
+            ));
+        }
+        let sid = fixture.session.id;
+        let exp = fixture.expires_at().unix_seconds();
+        let iat = fixture.now.unix_seconds();
+        variants.push((
+            "a repeated sub".into(),
+            format!(
+                r#"{{"iss":"{ISSUER}","sub":"alice","sub":"admin","aud":"{AUDIENCE}","exp":{exp},"iat":{iat},"sid":"{sid}"}}"#
+            )
+            .into_bytes(),
+        ));
+        variants.push((
+            "a repeated exp".into(),
+            format!(
+                r#"{{"iss":"{ISSUER}","sub":"alice","aud":"{AUDIENCE}","exp":{exp},"exp":{},"iat":{iat},"sid":"{sid}"}}"#,
+                i64::MAX
+            )
+            .into_bytes(),
+        ));
+        variants.push(("an array".into(), b"[]".to_vec()));
+        variants.push(("not JSON".into(), b"alice".to_vec()));
+        variants.push(("nothing".into(), Vec::new()));
+        variants.push(("invalid UTF-8".into(), vec![0xff, 0xfe, b'{', b'}']));
+
+        for (what, payload) in variants {
+            let token = fixture.forge_raw(header.as_bytes(), &payload);
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::Malformed),
+                "{:?}: payload with {what}",
+                fixture.algorithm
+            );
+        }
+
+        // A payload that is not base64url at all, still correctly signed.
+        let [encoded_header, _, _] = parts(&fixture.issue()).map(str::to_owned);
+        for payload in ["!!!!", "e30=", "e30", "e3"] {
+            let signing_input = format!("{encoded_header}.{payload}");
+            let signature = b64(&sign_with(&fixture.signing_key, signing_input.as_bytes()));
+            assert_eq!(
+                fixture.validate(&format!("{signing_input}.{signature}")),
+                Err(TokenError::Malformed),
+                "{:?}: payload {payload:?}",
+                fixture.algorithm
+            );
+        }
+    }
+}
+
+#[test]
+fn escaped_strings_in_claims_are_understood() {
+    // `iss`, `sub` and `aud` may arrive JSON-escaped; they must compare by value.
+    for fixture in fixtures() {
+        let sid = fixture.session.id;
+        let exp = fixture.expires_at().unix_seconds();
+        let iat = fixture.now.unix_seconds();
+        let payload = format!(
+            r#"{{"iss":"https:\/\/sessiond.example","sub":"\u0061lice","aud":["\u006eotes-api"],"exp":{exp},"iat":{iat},"sid":"{sid}"}}"#
+        );
+        let token = fixture.forge_raw(fixture.header().to_string().as_bytes(), payload.as_bytes());
+        let validated = fixture.validate(&token).unwrap();
+        assert_eq!(validated.user_id, "alice");
+    }
+}
+
+#[test]
+fn a_token_of_a_retired_key_validates_only_while_the_key_is_kept() {
+    for fixture in fixtures() {
+        let token = fixture.issue();
+        let later = fixture.now.plus(Duration::from_secs(1));
+        let successor = StoredKey::generate(fixture.algorithm, later);
+        let rotated = Keyring::from_stored(
+            &[fixture.signing_key.clone(), successor.clone()],
+            fixture.algorithm,
+        )
+        .unwrap();
+        assert_eq!(rotated.signing_kid(), successor.kid);
+        assert!(
+            fixture
+                .validator
+                .validate(&token, &rotated, &fixture.revoked, fixture.now)
+                .is_ok()
+        );
+        let dropped = Keyring::from_stored(&[successor], fixture.algorithm).unwrap();
+        assert_eq!(
+            fixture
+                .validator
+                .validate(&token, &dropped, &fixture.revoked, fixture.now),
+            Err(TokenError::UnknownKey),
+            "{:?}",
+            fixture.algorithm
+        );
+    }
+}
+
+#[test]
+fn decode_claims_returns_the_session_claims() {
+    for mut fixture in fixtures() {
+        fixture
+            .session
+            .claims
+            .insert("plan".into(), json!({ "tier": "pro", "seats": 3 }));
+        let token = fixture.issue();
+        assert!(fixture.validate(&token).is_ok());
+        let claims = decode_claims(&token).unwrap();
+        assert_eq!(claims["roles"], json!(["user"]));
+        assert_eq!(claims["permissions"], json!(["notes:read"]));
+        assert_eq!(claims["plan"], json!({ "tier": "pro", "seats": 3 }));
+        assert_eq!(claims["sub"], json!("alice"));
+        assert_eq!(claims["sid"], json!(fixture.session.id.to_string()));
+        assert_eq!(claims["client_id"], json!(CLIENT_ID));
+        assert_eq!(claims["iss"], json!(ISSUER));
+        assert_eq!(claims["aud"], json!(AUDIENCE));
+        assert!(
+            !claims.contains_key("tenant_id"),
+            "the session has no tenant"
+        );
+    }
+}
+
+#[test]
+fn decode_claims_refuses_what_is_not_a_token() {
+    assert_eq!(decode_claims(""), Err(TokenError::Malformed));
+    assert_eq!(decode_claims("abc"), Err(TokenError::Malformed));
+    assert_eq!(decode_claims("a.!!!.c"), Err(TokenError::Malformed));
+    assert_eq!(
+        decode_claims(&format!("a.{}.c", b64(b"[1]"))),
+        Err(TokenError::Malformed)
+    );
+}
