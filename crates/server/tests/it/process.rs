@@ -1,0 +1,826 @@
+//! The real `sessiond` binary as a child process: start-up, readiness, `kill -9`, graceful
+//! stops, restarts on the same database, bad configuration, and the `sessions`/`migrate`
+//! subcommands acting on a running server's database.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::helpers::{ADMIN_KEY, Answer, text};
+
+/// How long a child may take to print its listening line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a one-shot command (`migrate`, `sessions ...`, a refused `serve`) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server's reuse grace window (the default, `10s`).
+const REUSE_GRACE: Duration = Duration::from_secs(10);
+const LISTENING: &str = "sessiond listening on http://";
+
+/// A port nobody listens on right now: bound, read and released.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// `sessiond` with none of this process's `SESSIOND_*` variables and quiet logs.
+fn sessiond() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SESSIOND_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("RUST_LOG", "warn").stdin(Stdio::null());
+    command
+}
+
+/// The settings every test server here uses: its database in `dir`, an admin key, `port`.
+///
+/// The issuer is fixed: by default it is `http://<listen>`, so a restart on another port would
+/// (rightly) refuse every token issued before it as coming from another issuer.
+fn configured(dir: &Path, port: u16) -> Command {
+    let mut command = sessiond();
+    command
+        .env("SESSIOND_DATABASE_URL", database_url(dir))
+        .env("SESSIOND_ADMIN_KEYS", ADMIN_KEY)
+        .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SESSIOND_ISSUER", "http://sessiond.test")
+        .env("SESSIOND_RATE_LIMITS", "off");
+    command
+}
+
+fn database_path(dir: &Path) -> PathBuf {
+    dir.join("sessiond.db")
+}
+
+fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", database_path(dir).display())
+}
+
+/// Collects a child's pipe into a shared string on a thread of its own.
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buffer = Arc::new(Mutex::new(String::new()));
+    let sink = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0_u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .expect("pipe buffer lock")
+                    .push_str(&String::from_utf8_lossy(&chunk[..n])),
+            }
+        }
+    });
+    buffer
+}
+
+fn snapshot(buffer: &Mutex<String>) -> String {
+    buffer.lock().expect("pipe buffer lock").clone()
+}
+
+/// A running `sessiond serve`; killed (SIGKILL) and reaped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Runs `serve` with `command`'s settings on `port` and waits for its listening line.
+    fn start(mut command: Command, port: u16) -> Self {
+        let mut child = command
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sessiond starts");
+        let stderr = collect(child.stderr.take().expect("stderr is piped"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel::<String>();
+        let pipe = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            // Keeps draining after the listening line so the child never blocks on a full pipe.
+            for line in pipe.lines() {
+                let Ok(line) = line else { break };
+                sink.lock()
+                    .expect("stdout lock")
+                    .push_str(&format!("{line}\n"));
+                if line.starts_with(LISTENING) {
+                    let _ = ready_tx.send(line);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            base: String::new(),
+            stdout,
+            stderr,
+        };
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => {
+                let address = line.trim_start_matches(LISTENING).trim();
+                assert_eq!(
+                    address,
+                    format!("127.0.0.1:{port}"),
+                    "it listens where SESSIOND_LISTEN says: {line:?}"
+                );
+                server.base = format!("http://{address}");
+                server
+            }
+            Err(error) => {
+                let status = server.child.try_wait().ok().flatten();
+                // Let the stderr thread catch up with a child that has just exited.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "no listening line ({error}); exit status {status:?}\nstdout:\n{}\nstderr:\n{}",
+                    snapshot(&server.stdout),
+                    snapshot(&server.stderr)
+                );
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn stderr(&self) -> String {
+        snapshot(&self.stderr)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        let status = self.child.wait().expect("the killed child is reaped");
+        assert!(!status.success(), "a killed server does not exit 0");
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {} failed", self.pid());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessiond did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a one-shot command left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` to its end, killing it (and failing) after `COMMAND_TIMEOUT`.
+fn run(command: &mut Command) -> Finished {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sessiond starts");
+    let stdout = collect(child.stdout.take().expect("stdout is piped"));
+    let stderr = collect(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                snapshot(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes close with the child; give the reader threads a moment to finish.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Arc::strong_count(&stdout) + Arc::strong_count(&stderr) > 2 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Finished {
+        status,
+        stdout: snapshot(&stdout),
+        stderr: snapshot(&stderr),
+    }
+}
+
+/// The non-empty lines of `stderr`, with any `WARNING` lines left out.
+fn reason_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("WARNING"))
+        .collect()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Sends `request`; `Err` when no complete answer came back (connection refused or cut).
+async fn try_send(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    try_send(request).await.expect("the server answers")
+}
+
+async fn create_session(client: &reqwest::Client, base: &str, user: &str) -> Value {
+    let answer = send(
+        client
+            .post(format!("{base}/v1/sessions"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": user, "device": {"name": "Laptop"}})),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    answer.body
+}
+
+fn refresh_request(client: &reqwest::Client, base: &str, token: &str) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base}/v1/sessions/refresh"))
+        .json(&json!({ "refresh_token": token }))
+}
+
+async fn current(client: &reqwest::Client, base: &str, access_token: &str) -> Answer {
+    send(
+        client
+            .get(format!("{base}/v1/sessions/current"))
+            .bearer_auth(access_token),
+    )
+    .await
+}
+
+async fn own_sessions(client: &reqwest::Client, base: &str, access_token: &str) -> Answer {
+    send(
+        client
+            .get(format!("{base}/v1/sessions"))
+            .bearer_auth(access_token),
+    )
+    .await
+}
+
+fn session_ids(list: &Value) -> Vec<&str> {
+    list["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a session list: {list}"))
+        .iter()
+        .map(|session| text(session, "id"))
+        .collect()
+}
+
+/// One session of the kill test: the tokens of its last acknowledged (200) answer.
+#[derive(Clone)]
+struct Acknowledged {
+    user: String,
+    id: String,
+    first_access_token: String,
+    refresh_token: String,
+    access_token: String,
+    refreshes: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_acknowledged_write() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut server = Server::start(configured(dir.path(), port), port);
+    let client = client();
+
+    let mut tracked = Vec::new();
+    for n in 0..20 {
+        let user = format!("kill-nine-user-{n}");
+        let created = create_session(&client, &server.base, &user).await;
+        tracked.push(Acknowledged {
+            user,
+            id: text(&created["session"], "id").to_owned(),
+            first_access_token: text(&created, "access_token").to_owned(),
+            refresh_token: text(&created, "refresh_token").to_owned(),
+            access_token: text(&created, "access_token").to_owned(),
+            refreshes: 0,
+        });
+    }
+    let tracked = Arc::new(Mutex::new(tracked));
+    let unexpected = Arc::new(Mutex::new(Vec::<String>::new()));
+    let cut_off = Arc::new(AtomicUsize::new(0));
+
+    // One refresher per session, each spending its latest acknowledged token once.
+    let mut refreshers = Vec::new();
+    for index in 0..20 {
+        let (tracked, unexpected, cut_off) = (tracked.clone(), unexpected.clone(), cut_off.clone());
+        let (client, base) = (client.clone(), server.base.clone());
+        refreshers.push(tokio::spawn(async move {
+            loop {
+                let token = tracked.lock().expect("lock")[index].refresh_token.clone();
+                match try_send(refresh_request(&client, &base, &token)).await {
+                    Ok(answer) if answer.status == StatusCode::OK => {
+                        let mut tracked = tracked.lock().expect("lock");
+                        let session = &mut tracked[index];
+                        session.refresh_token = text(&answer.body, "refresh_token").to_owned();
+                        session.access_token = text(&answer.body, "access_token").to_owned();
+                        session.refreshes += 1;
+                    }
+                    Ok(answer) => {
+                        unexpected.lock().expect("lock").push(format!(
+                            "session #{index}: {} {}",
+                            answer.status, answer.body
+                        ));
+                        return;
+                    }
+                    // In flight when the server died: unacknowledged, so it proves nothing.
+                    Err(_) => {
+                        cut_off.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill_9();
+    let killed_at = Instant::now();
+    for refresher in refreshers {
+        tokio::time::timeout(Duration::from_secs(10), refresher)
+            .await
+            .expect("every refresher stops once the server is gone")
+            .expect("refresher task");
+    }
+    let unexpected = unexpected.lock().expect("lock").clone();
+    assert!(
+        unexpected.is_empty(),
+        "refreshes answered other than 200 before the kill: {unexpected:#?}"
+    );
+    let tracked = tracked.lock().expect("lock").clone();
+    let acknowledged: usize = tracked.iter().map(|session| session.refreshes).sum();
+    assert!(
+        acknowledged >= 20,
+        "the refreshers got going before the kill ({acknowledged} acknowledged refreshes)"
+    );
+    eprintln!(
+        "kill -9 after {acknowledged} acknowledged refreshes; {} cut off in flight",
+        cut_off.load(Ordering::Relaxed)
+    );
+
+    let port = free_port();
+    let restarted = Server::start(configured(dir.path(), port), port);
+    let base = restarted.base.clone();
+    assert!(
+        killed_at.elapsed() < REUSE_GRACE / 2,
+        "restart took {:?}: too close to the grace window for the checks below",
+        killed_at.elapsed()
+    );
+
+    for session in &tracked {
+        let listed = send(
+            client
+                .get(format!("{base}/v1/users/{}/sessions", session.user))
+                .bearer_auth(ADMIN_KEY),
+        )
+        .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        assert!(
+            session_ids(&listed.body).contains(&session.id.as_str()),
+            "session {} of {} survives the kill: {}",
+            session.id,
+            session.user,
+            listed.body
+        );
+
+        // Signing keys were persisted: tokens from before the kill still verify.
+        for access_token in [&session.first_access_token, &session.access_token] {
+            let answer = current(&client, &base, access_token).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            assert_eq!(answer.body["id"], session.id.as_str());
+        }
+    }
+
+    // Every acknowledged rotation is in the file; at most the one in flight beyond it.
+    let mut committed_in_flight = 0;
+    {
+        use sqlx::Connection as _;
+        let url = format!("{}?mode=ro", database_url(dir.path()));
+        let mut connection = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open database");
+        for session in &tracked {
+            let stored: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?")
+                    .bind(&session.id)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("query runs");
+            let acknowledged = i64::try_from(session.refreshes).expect("count fits") + 1;
+            assert!(
+                stored == acknowledged || stored == acknowledged + 1,
+                "session {}: {acknowledged} refresh tokens acknowledged, {stored} stored",
+                session.id
+            );
+            if stored > acknowledged {
+                committed_in_flight += 1;
+            }
+        }
+        connection.close().await.expect("close");
+    }
+    eprintln!(
+        "{committed_in_flight} of 20 sessions had an unacknowledged rotation committed \
+         (their last acknowledged token is answered from the grace window)"
+    );
+
+    for session in &tracked {
+        // Either unspent, or spent by an unacknowledged refresh whose successor is replayed.
+        let answer = send(refresh_request(&client, &base, &session.refresh_token)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "the last acknowledged refresh token of session {} ({} refreshes) still works: {}",
+            session.id,
+            session.refreshes,
+            answer.body
+        );
+        assert_eq!(answer.body["session"]["id"], session.id.as_str());
+        let next = send(refresh_request(
+            &client,
+            &base,
+            text(&answer.body, "refresh_token"),
+        ))
+        .await;
+        assert_eq!(
+            next.status,
+            StatusCode::OK,
+            "and its successor: {}",
+            next.body
+        );
+    }
+    drop(restarted);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_tokens_valid_and_revocations_in_force() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut server = Server::start(configured(dir.path(), port), port);
+    let client = client();
+    let live = create_session(&client, &server.base, "dave").await;
+    let revoked = create_session(&client, &server.base, "dave").await;
+    let answer = send(
+        client
+            .delete(format!(
+                "{}/v1/sessions/{}",
+                server.base,
+                text(&revoked["session"], "id")
+            ))
+            .bearer_auth(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "SIGTERM stops the server cleanly: {status:?}; stderr:\n{}",
+        server.stderr()
+    );
+
+    let port = free_port();
+    let restarted = Server::start(configured(dir.path(), port), port);
+    let base = &restarted.base;
+    let answer = current(&client, base, text(&live, "access_token")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["id"], live["session"]["id"]);
+    let answer = own_sessions(&client, base, text(&live, "access_token")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        session_ids(&answer.body),
+        [text(&live["session"], "id")],
+        "only the live session is listed"
+    );
+
+    // Both the route that reads the session and one that trusts the token alone refuse it.
+    for answer in [
+        current(&client, base, text(&revoked, "access_token")).await,
+        own_sessions(&client, base, text(&revoked, "access_token")).await,
+    ] {
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+        assert_eq!(answer.error_code(), "unauthenticated");
+    }
+    let answer = send(refresh_request(
+        &client,
+        base,
+        text(&revoked, "refresh_token"),
+    ))
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(answer.body["reason"], "revoked");
+    let answer = send(refresh_request(&client, base, text(&live, "refresh_token"))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+type BadConfiguration = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
+#[test]
+fn bad_configuration_stops_start_up_with_a_one_line_reason() {
+    // (what is wrong, the settings, what the reason must mention)
+    let cases: [BadConfiguration; 3] = [
+        (
+            "a short admin key",
+            &[("SESSIOND_ADMIN_KEYS", "short")],
+            &["admin key"],
+        ),
+        (
+            "an idle timeout above the absolute one",
+            &[
+                ("SESSIOND_ADMIN_KEYS", ADMIN_KEY),
+                ("SESSIOND_IDLE_TIMEOUT", "40d"),
+                ("SESSIOND_ABSOLUTE_TIMEOUT", "30d"),
+            ],
+            &["idle", "absolute"],
+        ),
+        (
+            "production without admin keys",
+            &[
+                ("SESSIOND_ENV", "production"),
+                ("SESSIOND_ISSUER", "https://sessions.example.com"),
+            ],
+            &["SESSIOND_ADMIN_KEYS"],
+        ),
+    ];
+    for (case, settings, mentions) in cases {
+        let dir = TempDir::new().expect("temp dir");
+        let mut command = sessiond();
+        command
+            .arg("serve")
+            .env("SESSIOND_DATABASE_URL", database_url(dir.path()))
+            .env("SESSIOND_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .envs(settings.iter().copied());
+        let started = Instant::now();
+        let finished = run(&mut command);
+        assert!(
+            !finished.status.success(),
+            "{case}: start-up is refused; stdout:\n{}",
+            finished.stdout
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{case}: refused at once, not after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !finished.stdout.contains("listening"),
+            "{case}: it never listens: {}",
+            finished.stdout
+        );
+        let lines = reason_lines(&finished.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{case}: exactly one line of reason: {:?}",
+            finished.stderr
+        );
+        let reason = lines[0];
+        assert!(reason.starts_with("sessiond:"), "{case}: {reason:?}");
+        for mention in mentions {
+            assert!(
+                reason.to_lowercase().contains(&mention.to_lowercase()),
+                "{case}: {reason:?} mentions {mention:?}"
+            );
+        }
+        assert!(
+            !database_path(dir.path()).exists(),
+            "{case}: nothing is created before the configuration is accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cli_lists_and_revokes_sessions_in_the_database_while_the_server_runs() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let server = Server::start(configured(dir.path(), port), port);
+    let client = client();
+    let created = create_session(&client, &server.base, "carol").await;
+    let id = text(&created["session"], "id");
+    let access_token = text(&created, "access_token");
+    // The token-only route has put nothing of this session in its caches yet.
+    assert_eq!(
+        own_sessions(&client, &server.base, access_token)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let listed =
+        run(configured(dir.path(), port).args(["sessions", "list", "--user", "carol", "--json"]));
+    assert!(listed.status.success(), "list: {}", listed.stderr);
+    let list: Value = serde_json::from_str(&listed.stdout)
+        .unwrap_or_else(|error| panic!("list --json prints JSON ({error}): {}", listed.stdout));
+    assert_eq!(session_ids(&list), [id], "{list}");
+    assert_eq!(list["sessions"][0]["user_id"], "carol");
+
+    let revoked = run(configured(dir.path(), port).args(["sessions", "revoke", id]));
+    assert!(
+        revoked.status.success(),
+        "revoke: {}{}",
+        revoked.stdout,
+        revoked.stderr
+    );
+    let revoked_at = Instant::now();
+
+    // The token-only route trusts the in-memory revoked set, which the server refreshes from
+    // the database about once a second: poll it first, so that is what gets measured (a call to
+    // /v1/sessions/current reads the session and would teach the set at once).
+    loop {
+        let token_only = own_sessions(&client, &server.base, access_token).await;
+        if token_only.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(token_only.error_code(), "unauthenticated");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "the running server still accepts a session revoked by the CLI {:?} ago: \
+             GET /v1/sessions {} {}",
+            revoked_at.elapsed(),
+            token_only.status,
+            token_only.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "revocation by the CLI in force after {:?}",
+        revoked_at.elapsed()
+    );
+    loop {
+        let read = current(&client, &server.base, access_token).await;
+        if read.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(read.error_code(), "unauthenticated");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "GET /v1/sessions/current still accepts a session revoked by the CLI {:?} ago: {} {}",
+            revoked_at.elapsed(),
+            read.status,
+            read.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let answer = send(refresh_request(
+        &client,
+        &server.base,
+        text(&created, "refresh_token"),
+    ))
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(answer.error_code(), "invalid_refresh_token");
+    assert_eq!(answer.body["reason"], "revoked");
+
+    let listed =
+        run(configured(dir.path(), port).args(["sessions", "list", "--user", "carol", "--json"]));
+    assert!(listed.status.success(), "list: {}", listed.stderr);
+    let list: Value = serde_json::from_str(&listed.stdout).expect("list --json prints JSON");
+    assert!(
+        session_ids(&list).is_empty(),
+        "no active sessions left: {list}"
+    );
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let missing = run(configured(dir.path(), port).args(["sessions", "revoke", &unknown]));
+    assert!(
+        !missing.status.success(),
+        "revoking an unknown session fails"
+    );
+    let lines = reason_lines(&missing.stderr);
+    assert_eq!(lines.len(), 1, "one line: {:?}", missing.stderr);
+    assert!(lines[0].starts_with("sessiond:"), "{:?}", lines[0]);
+    assert!(lines[0].contains(&unknown), "names the id: {:?}", lines[0]);
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_idempotent() {
+    let dir = TempDir::new().expect("temp dir");
+    for attempt in ["first", "second"] {
+        let finished = run(configured(dir.path(), free_port()).arg("migrate"));
+        assert!(
+            finished.status.success(),
+            "{attempt} migrate: {}",
+            finished.stderr
+        );
+        assert!(
+            finished.stdout.contains("up to date"),
+            "{attempt} migrate: {}",
+            finished.stdout
+        );
+    }
+    assert!(
+        database_path(dir.path()).is_file(),
+        "the database file exists"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tables: i64 = runtime.block_on(async {
+        use sqlx::Connection as _;
+        let url = format!("{}?mode=ro", database_url(dir.path()));
+        let mut connection = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open database");
+        let tables = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master
+             WHERE type = 'table' AND name IN ('sessions', 'refresh_tokens')",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .expect("query runs");
+        connection.close().await.expect("close");
+        tables
+    });
+    assert_eq!(tables, 2, "the schema is there");
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_warns_loudly_and_runs() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    command
+        .env_clear()
+        .current_dir(dir.path())
+        .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let server = Server::start(command, port);
+
+    let answer = send(client().get(format!("{}/healthz", server.base))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        database_path(dir.path()).is_file(),
+        "sessiond.db is created in the working directory"
+    );
+    // The warnings go out before the listening line; the reader thread may lag a little.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !server.stderr().contains("WARNING") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stderr = server.stderr();
+    assert!(stderr.contains("WARNING"), "a loud warning: {stderr:?}");
+}
