@@ -46,6 +46,9 @@ pub struct SqliteSettings {
     pub readers: u32,
     /// How long a request waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
+    /// Create the file when it does not exist (the server), or fail (commands that inspect an
+    /// existing database, so a mistyped path is an error rather than a new empty database).
+    pub create_if_missing: bool,
 }
 
 impl Default for SqliteSettings {
@@ -55,6 +58,7 @@ impl Default for SqliteSettings {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             acquire_timeout: Duration::from_secs(5),
+            create_if_missing: true,
         }
     }
 }
@@ -92,7 +96,7 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(base.clone().create_if_missing(settings.create_if_missing))
             .await
             .map_err(store_error)?;
         let store = Self {
