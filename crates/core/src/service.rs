@@ -317,7 +317,7 @@ impl SessionService {
                             });
                         }
                         // Another request won the race; read again and follow its outcome.
-                        RotationOutcome::AlreadySpent | RotationOutcome::SessionRevoked => {}
+                        RotationOutcome::Lost => {}
                     }
                 }
             }

@@ -60,10 +60,8 @@ pub struct Rotation {
 pub enum RotationOutcome {
     /// The token was spent and its successor stored.
     Rotated,
-    /// Another request spent the token first; nothing changed.
-    AlreadySpent,
-    /// The session was revoked meanwhile; nothing changed.
-    SessionRevoked,
+    /// Another request spent the token, or the session was revoked, first; nothing changed.
+    Lost,
 }
 
 /// A revocation about to be applied.

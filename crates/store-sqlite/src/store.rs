@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::error::store_error;
 use crate::migrate;
+use crate::rotation_batch::RotationQueue;
 use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
 
 /// How durable a commit is before it is acknowledged.
@@ -68,6 +69,7 @@ impl Default for SqliteSettings {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    rotations: RotationQueue,
 }
 
 const INSERT_AUDIT: &str =
@@ -100,6 +102,7 @@ impl SqliteStore {
             .await
             .map_err(store_error)?;
         let store = Self {
+            rotations: RotationQueue::start(writer.clone()),
             readers: SqlitePoolOptions::new()
                 .max_connections(settings.readers.max(1))
                 .acquire_timeout(settings.acquire_timeout)
@@ -357,47 +360,7 @@ impl Store for SqliteStore {
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET spent_at = ?, successor_hash = ?, sealed_successor = ?
-             WHERE hash = ? AND spent_at IS NULL",
-        )
-        .bind(rotation.now.unix_millis())
-        .bind(&rotation.successor.0[..])
-        .bind(&rotation.sealed_successor[..])
-        .bind(&rotation.presented.0[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if spent.rows_affected() == 0 {
-            return Ok(RotationOutcome::AlreadySpent);
-        }
-        let session_id = rotation.session_id.to_string();
-        let touched = sqlx::query(
-            "UPDATE sessions
-             SET last_active_at = ?, idle_expires_at = ?, access_expires_at = MAX(access_expires_at, ?)
-             WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(rotation.now.unix_millis())
-        .bind(rotation.idle_expires_at.unix_millis())
-        .bind(rotation.access_expires_at.unix_millis())
-        .bind(&session_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if touched.rows_affected() == 0 {
-            // Dropping the transaction rolls the spend back.
-            return Ok(RotationOutcome::SessionRevoked);
-        }
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?, ?, ?)")
-            .bind(&rotation.successor.0[..])
-            .bind(&session_id)
-            .bind(rotation.now.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(RotationOutcome::Rotated)
+        self.rotations.rotate(rotation.clone()).await
     }
 
     async fn revoke_session(
