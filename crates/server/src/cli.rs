@@ -12,7 +12,7 @@ use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
 use crate::http::convert::session_view;
-use crate::state::{AppState, SystemClock};
+use crate::state::{AppState, OpenMode, SystemClock, open_sqlite};
 
 /// sessiond: sessions and tokens beside your application's login.
 #[derive(Debug, Parser)]
@@ -86,12 +86,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let store = sessiond_store_sqlite::SqliteStore::open(
-                &config.database_url,
-                &sessiond_store_sqlite::SqliteSettings::default(),
-            )
-            .await
-            .with_context(|| format!("cannot migrate {}", config.database_url))?;
+            // The same durability as `serve`; opening brings the schema up to date, and its
+            // error already names the database.
+            let store = open_sqlite(&config, OpenMode::CreateIfMissing).await?;
             store.close().await;
             println!("database {} is up to date", config.database_url);
             Ok(())
@@ -117,7 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         eprintln!("WARNING: sessiond is running with development defaults: {warning}");
     }
-    let state = AppState::build(&config, Arc::new(SystemClock)).await?;
+    let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::CreateIfMissing).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -157,7 +154,8 @@ async fn shutdown_signal() {
 }
 
 async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()> {
-    let state = AppState::build(&config, Arc::new(SystemClock)).await?;
+    // These inspect an existing database: a mistyped path must not become a new, empty one.
+    let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
     let service = &state.service;
     match command {
         SessionsCommand::List { user, json } => {

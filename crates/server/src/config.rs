@@ -210,6 +210,151 @@ fn duration(value: Option<&str>, name: &str, default: Duration) -> Result<Durati
         .map_err(|_| format!("{name} must be a duration like 10s, 15m, 7d (got {text:?})"))
 }
 
+/// A setting's value with its variable's name and its value as the user wrote it (or the
+/// default, marked so), for messages that point at what to change.
+struct Setting<T> {
+    value: T,
+    name: &'static str,
+    shown: String,
+}
+
+impl<T> std::fmt::Display for Setting<T> {
+    /// `SESSIOND_IDLE_TIMEOUT (40d)`, or `SESSIOND_ABSOLUTE_TIMEOUT (30d (default))`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.shown)
+    }
+}
+
+/// `value` as written, or `default` shown as `DEFAULT (default)`.
+fn shown(value: Option<&str>, default: impl FnOnce() -> String) -> String {
+    match value.map(str::trim) {
+        Some(text) => text.to_owned(),
+        None => format!("{} (default)", default()),
+    }
+}
+
+fn duration_setting(
+    value: Option<&str>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Setting<Duration>, String> {
+    Ok(Setting {
+        value: duration(value, name, default)?,
+        name,
+        shown: shown(value, || compact_duration(default)),
+    })
+}
+
+/// `default`-style short form of a duration: `30d`, `15m`, `10s`, or humantime's where no
+/// single unit fits.
+fn compact_duration(value: Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    if value.is_zero() {
+        return "0".to_owned();
+    }
+    if value.subsec_nanos() == 0 {
+        let seconds = value.as_secs();
+        for (unit, suffix) in UNITS {
+            if seconds.is_multiple_of(unit) {
+                return format!("{}{suffix}", seconds / unit);
+            }
+        }
+    }
+    humantime::format_duration(value).to_string()
+}
+
+/// The lifetimes and limits, checked with messages that name the `SESSIOND_*` variables and
+/// their values as given; [`Policy::validate`] is still run afterwards as a final guard.
+fn policy(raw: &RawConfig) -> Result<Policy, String> {
+    const MAX_LEEWAY: Duration = Duration::from_secs(300);
+    const MAX_REUSE_GRACE: Duration = Duration::from_secs(300);
+    let defaults = Policy::default();
+    let access_ttl = duration_setting(
+        raw.access_ttl.as_deref(),
+        "SESSIOND_ACCESS_TTL",
+        defaults.access_ttl,
+    )?;
+    let idle_timeout = duration_setting(
+        raw.idle_timeout.as_deref(),
+        "SESSIOND_IDLE_TIMEOUT",
+        defaults.idle_timeout,
+    )?;
+    let absolute_timeout = duration_setting(
+        raw.absolute_timeout.as_deref(),
+        "SESSIOND_ABSOLUTE_TIMEOUT",
+        defaults.absolute_timeout,
+    )?;
+    let reuse_grace = duration_setting(
+        raw.reuse_grace.as_deref(),
+        "SESSIOND_REUSE_GRACE",
+        defaults.reuse_grace,
+    )?;
+    let leeway = duration_setting(raw.leeway.as_deref(), "SESSIOND_LEEWAY", defaults.leeway)?;
+    let retention = duration_setting(
+        raw.retention.as_deref(),
+        "SESSIOND_RETENTION",
+        defaults.retention,
+    )?;
+    let max_sessions_per_user = Setting {
+        value: match raw.max_sessions_per_user.as_deref().map(str::trim) {
+            None => defaults.max_sessions_per_user,
+            Some(text) => text.parse::<u32>().map_err(|_| {
+                format!("SESSIOND_MAX_SESSIONS_PER_USER must be a positive integer (got {text:?})")
+            })?,
+        },
+        name: "SESSIOND_MAX_SESSIONS_PER_USER",
+        shown: shown(raw.max_sessions_per_user.as_deref(), || {
+            defaults.max_sessions_per_user.to_string()
+        }),
+    };
+
+    // The conditions of `Policy::validate`, in its order.
+    for setting in [&access_ttl, &idle_timeout, &absolute_timeout] {
+        if setting.value.is_zero() {
+            return Err(format!("{setting} must be greater than zero"));
+        }
+    }
+    if max_sessions_per_user.value == 0 {
+        return Err(format!("{max_sessions_per_user} must be at least 1"));
+    }
+    if idle_timeout.value > absolute_timeout.value {
+        return Err(format!("{idle_timeout} must not exceed {absolute_timeout}"));
+    }
+    if leeway.value > MAX_LEEWAY {
+        return Err(format!(
+            "{leeway} must be at most {}: a longer leeway lets expired tokens pass",
+            compact_duration(MAX_LEEWAY)
+        ));
+    }
+    if retention.value < access_ttl.value {
+        return Err(format!(
+            "{retention} must be at least {access_ttl}: revoked sessions must be kept until \
+             their access tokens expire"
+        ));
+    }
+    if reuse_grace.value > MAX_REUSE_GRACE {
+        return Err(format!(
+            "{reuse_grace} must be at most {}: a longer window helps a thief",
+            compact_duration(MAX_REUSE_GRACE)
+        ));
+    }
+
+    let policy = Policy {
+        access_ttl: access_ttl.value,
+        idle_timeout: idle_timeout.value,
+        absolute_timeout: absolute_timeout.value,
+        reuse_grace: reuse_grace.value,
+        max_sessions_per_user: max_sessions_per_user.value,
+        leeway: leeway.value,
+        retention: retention.value,
+    };
+    // A final guard should `Policy::validate` learn a condition not checked above.
+    policy
+        .validate()
+        .map_err(|error| format!("invalid lifetimes: {error}"))?;
+    Ok(policy)
+}
+
 impl Config {
     /// Validates `raw` into a configuration.
     ///
@@ -244,8 +389,9 @@ impl Config {
             .iter()
             .position(|key| key.len() < MIN_ADMIN_KEY_LEN)
         {
+            // The key itself is a secret: only its position is named.
             return Err(format!(
-                "admin key #{} is shorter than {MIN_ADMIN_KEY_LEN} characters",
+                "SESSIOND_ADMIN_KEYS: key #{} is shorter than {MIN_ADMIN_KEY_LEN} characters",
                 position + 1
             ));
         }
@@ -280,7 +426,15 @@ impl Config {
             None if environment == Environment::Production => {
                 return Err("production requires SESSIOND_ISSUER".into());
             }
-            None => format!("http://{listen}"),
+            None => {
+                let issuer = format!("http://{listen}");
+                warnings.push(format!(
+                    "no SESSIOND_ISSUER: the issuer defaults to {issuer} (http://<SESSIOND_LISTEN>) \
+                     and access tokens are bound to it, so changing SESSIOND_LISTEN invalidates \
+                     the access tokens already issued; set SESSIOND_ISSUER to keep them valid"
+                ));
+                issuer
+            }
         };
         if issuer.is_empty() {
             return Err("SESSIOND_ISSUER must not be empty".into());
@@ -291,51 +445,7 @@ impl Config {
         }
         let client_id = raw.client_id.clone().unwrap_or_else(|| audience.clone());
 
-        let defaults = Policy::default();
-        let policy = Policy {
-            access_ttl: duration(
-                raw.access_ttl.as_deref(),
-                "SESSIOND_ACCESS_TTL",
-                defaults.access_ttl,
-            )?,
-            idle_timeout: duration(
-                raw.idle_timeout.as_deref(),
-                "SESSIOND_IDLE_TIMEOUT",
-                defaults.idle_timeout,
-            )?,
-            absolute_timeout: duration(
-                raw.absolute_timeout.as_deref(),
-                "SESSIOND_ABSOLUTE_TIMEOUT",
-                defaults.absolute_timeout,
-            )?,
-            reuse_grace: duration(
-                raw.reuse_grace.as_deref(),
-                "SESSIOND_REUSE_GRACE",
-                defaults.reuse_grace,
-            )?,
-            leeway: duration(raw.leeway.as_deref(), "SESSIOND_LEEWAY", defaults.leeway)?,
-            retention: duration(
-                raw.retention.as_deref(),
-                "SESSIOND_RETENTION",
-                defaults.retention,
-            )?,
-            max_sessions_per_user: match raw.max_sessions_per_user.as_deref().map(str::trim) {
-                None => defaults.max_sessions_per_user,
-                Some(text) => text.parse().map_err(|_| {
-                    format!(
-                        "SESSIOND_MAX_SESSIONS_PER_USER must be a positive integer (got {text:?})"
-                    )
-                })?,
-            },
-        };
-        policy
-            .validate()
-            .map_err(|error| format!("invalid lifetimes: {error}"))?;
-        if policy.reuse_grace > Duration::from_secs(300) {
-            return Err(
-                "SESSIOND_REUSE_GRACE must be at most 5m: a longer window helps a thief".into(),
-            );
-        }
+        let policy = policy(raw)?;
 
         let signing_algorithm = match raw.signing_alg.as_deref().map(str::trim) {
             None => SigningAlgorithm::EdDsa,
@@ -417,7 +527,7 @@ mod tests {
                     admin_keys: Some("short".into()),
                     ..RawConfig::default()
                 },
-                "shorter than 32",
+                "SESSIOND_ADMIN_KEYS: key #1 is shorter than 32 characters",
             ),
             (
                 RawConfig {
@@ -425,7 +535,7 @@ mod tests {
                     absolute_timeout: Some("30d".into()),
                     ..RawConfig::default()
                 },
-                "idle timeout",
+                "SESSIOND_IDLE_TIMEOUT (31d) must not exceed SESSIOND_ABSOLUTE_TIMEOUT (30d)",
             ),
             (
                 RawConfig {
@@ -461,7 +571,7 @@ mod tests {
                     max_sessions_per_user: Some("0".into()),
                     ..RawConfig::default()
                 },
-                "max sessions",
+                "SESSIOND_MAX_SESSIONS_PER_USER (0) must be at least 1",
             ),
         ];
         for (raw, expected) in cases {
@@ -472,6 +582,134 @@ mod tests {
             );
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    #[test]
+    fn lifetime_errors_name_the_variables_and_echo_the_values_as_given() {
+        let cases: [(&[(&str, &str)], &str); 11] = [
+            (
+                &[("idle", "40d"), ("absolute", "30d")],
+                "SESSIOND_IDLE_TIMEOUT (40d) must not exceed SESSIOND_ABSOLUTE_TIMEOUT (30d)",
+            ),
+            (
+                &[("idle", " 40d ")],
+                "SESSIOND_IDLE_TIMEOUT (40d) must not exceed \
+                 SESSIOND_ABSOLUTE_TIMEOUT (30d (default))",
+            ),
+            (
+                &[("absolute", "1h")],
+                "SESSIOND_IDLE_TIMEOUT (7d (default)) must not exceed \
+                 SESSIOND_ABSOLUTE_TIMEOUT (1h)",
+            ),
+            (
+                &[("idle", "1week"), ("absolute", "72h")],
+                "SESSIOND_IDLE_TIMEOUT (1week) must not exceed SESSIOND_ABSOLUTE_TIMEOUT (72h)",
+            ),
+            (
+                &[("access_ttl", "0")],
+                "SESSIOND_ACCESS_TTL (0) must be greater than zero",
+            ),
+            (
+                &[("idle", "0s")],
+                "SESSIOND_IDLE_TIMEOUT (0s) must be greater than zero",
+            ),
+            (
+                &[("absolute", "0m")],
+                "SESSIOND_ABSOLUTE_TIMEOUT (0m) must be greater than zero",
+            ),
+            (
+                &[("leeway", "10m")],
+                "SESSIOND_LEEWAY (10m) must be at most 5m",
+            ),
+            (
+                &[("retention", "1m")],
+                "SESSIOND_RETENTION (1m) must be at least SESSIOND_ACCESS_TTL (15m (default))",
+            ),
+            (
+                &[("retention", "1h"), ("access_ttl", "2h")],
+                "SESSIOND_RETENTION (1h) must be at least SESSIOND_ACCESS_TTL (2h)",
+            ),
+            (
+                &[("reuse_grace", "6m")],
+                "SESSIOND_REUSE_GRACE (6m) must be at most 5m",
+            ),
+        ];
+        for (settings, expected) in cases {
+            let mut raw = RawConfig::default();
+            for &(setting, value) in settings {
+                let field = match setting {
+                    "access_ttl" => &mut raw.access_ttl,
+                    "idle" => &mut raw.idle_timeout,
+                    "absolute" => &mut raw.absolute_timeout,
+                    "leeway" => &mut raw.leeway,
+                    "retention" => &mut raw.retention,
+                    "reuse_grace" => &mut raw.reuse_grace,
+                    other => unreachable!("no setting {other}"),
+                };
+                *field = Some(value.into());
+            }
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.starts_with(expected),
+                "{settings:?}: {error:?} should start with {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+            assert!(
+                !error.contains("invalid lifetimes"),
+                "checked before Policy::validate: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_shown_in_the_short_form_they_are_written_in() {
+        assert_eq!(compact_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(compact_duration(Duration::from_secs(36 * 3_600)), "36h");
+        assert_eq!(compact_duration(Duration::from_secs(15 * 60)), "15m");
+        assert_eq!(compact_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(compact_duration(Duration::ZERO), "0");
+        assert_eq!(compact_duration(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn development_without_an_issuer_warns_that_tokens_are_bound_to_the_listen_address() {
+        let config = Config::from_raw(&RawConfig {
+            listen: Some("127.0.0.1:9000".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert_eq!(config.issuer, "http://127.0.0.1:9000");
+        let warning = config
+            .warnings
+            .iter()
+            .find(|warning| warning.contains("SESSIOND_ISSUER"))
+            .unwrap_or_else(|| panic!("an issuer warning among {:?}", config.warnings));
+        for mention in [
+            "http://127.0.0.1:9000",
+            "SESSIOND_LISTEN",
+            "invalidates",
+            "set SESSIOND_ISSUER",
+        ] {
+            assert!(
+                warning.contains(mention),
+                "{warning:?} mentions {mention:?}"
+            );
+        }
+        assert!(!warning.contains('\n'), "one line: {warning:?}");
+
+        let config = Config::from_raw(&RawConfig {
+            issuer: Some("https://sessions.example.com".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert!(
+            !config
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("SESSIOND_ISSUER")),
+            "no issuer warning once it is set: {:?}",
+            config.warnings
+        );
     }
 
     #[test]

@@ -72,13 +72,28 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
+/// Whether opening the database may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file when it does not exist: `serve` and `migrate`.
+    CreateIfMissing,
+    /// Fail when it does not exist, so that a mistyped path is an error rather than a new,
+    /// empty database: the `sessions` commands, which inspect an existing one.
+    MustExist,
+}
+
 impl AppState {
-    /// Opens the store named by `config`, brings its schema up to date, and starts the service.
+    /// Opens the store named by `config` (creating it or not, as `mode` says), brings its
+    /// schema up to date, and starts the service.
     ///
     /// # Errors
     /// When the store cannot be opened or the service cannot start.
-    pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = open_store(config).await?;
+    pub async fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        mode: OpenMode,
+    ) -> anyhow::Result<Self> {
+        let store = open_store(config, mode).await?;
         let service = SessionService::start(
             store,
             clock,
@@ -102,19 +117,53 @@ impl AppState {
     }
 }
 
-/// Opens the store named by `config.database_url`.
+/// Opens the store named by `config.database_url` with `config`'s durability, creating the
+/// file or not as `mode` says, and brings its schema up to date.
 ///
 /// # Errors
-/// When the database cannot be opened or migrated.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// When the database cannot be opened or migrated (or, with [`OpenMode::MustExist`], does not
+/// exist): `cannot open database URL: reason`.
+pub async fn open_sqlite(config: &Config, mode: OpenMode) -> anyhow::Result<SqliteStore> {
     let settings = SqliteSettings {
         synchronous: config.sqlite_synchronous,
+        create_if_missing: mode == OpenMode::CreateIfMissing,
         ..SqliteSettings::default()
     };
-    let store = SqliteStore::open(&config.database_url, &settings)
+    SqliteStore::open(&config.database_url, &settings)
         .await
-        .with_context(|| format!("cannot open database {}", config.database_url))?;
-    Ok(Arc::new(store))
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot open database {}: {}",
+                config.database_url,
+                error_chain(&error)
+            )
+        })
+}
+
+/// `error` and its sources on one line, leaving out a source that only repeats the message
+/// before it (SQLite errors repeat their `(code: N) reason` as their own source).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut previous = line.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !previous.contains(&message) {
+            line.push_str(": ");
+            line.push_str(&message);
+        }
+        previous = message;
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}
+
+/// [`open_sqlite`] as the [`Store`] the service runs on.
+///
+/// # Errors
+/// As [`open_sqlite`].
+pub async fn open_store(config: &Config, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(open_sqlite(config, mode).await?))
 }
 
 #[cfg(test)]
@@ -129,5 +178,50 @@ mod tests {
         assert!(!keys.matches(&"a".repeat(31)));
         assert!(!keys.matches(""));
         assert!(!AdminKeys::new(&[]).matches(""));
+    }
+
+    fn config_for(url: String) -> Config {
+        Config::from_raw(&crate::config::RawConfig {
+            database_url: Some(url),
+            ..crate::config::RawConfig::default()
+        })
+        .expect("valid configuration")
+    }
+
+    #[tokio::test]
+    async fn must_exist_refuses_a_missing_database_and_creates_nothing() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let path = dir.path().join("typo.db");
+        let config = config_for(format!("sqlite://{}", path.display()));
+
+        let Err(error) = open_store(&config, OpenMode::MustExist).await else {
+            panic!("a missing database is refused");
+        };
+        let message = format!("{error:#}");
+        assert!(
+            message.starts_with(&format!("cannot open database {}: ", config.database_url)),
+            "{message:?}"
+        );
+        assert!(!message.contains('\n'), "one line: {message:?}");
+        assert_eq!(
+            message.matches("unable to open database file").count(),
+            1,
+            "SQLite's reason once, not repeated by its source: {message:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("read dir").count(),
+            0,
+            "nothing is created"
+        );
+
+        let created = open_sqlite(&config, OpenMode::CreateIfMissing)
+            .await
+            .expect("created");
+        created.close().await;
+        assert!(path.is_file(), "CreateIfMissing creates it");
+        let existing = open_sqlite(&config, OpenMode::MustExist)
+            .await
+            .expect("an existing database opens");
+        existing.close().await;
     }
 }

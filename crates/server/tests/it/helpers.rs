@@ -86,9 +86,13 @@ impl TestApp {
     }
 
     async fn start(dir: Arc<TempDir>, config: Config, clock: Arc<ManualClock>) -> Self {
-        let state = AppState::build(&config, clock.clone())
-            .await
-            .expect("server state builds");
+        let state = AppState::build(
+            &config,
+            clock.clone(),
+            sessiond_server::state::OpenMode::CreateIfMissing,
+        )
+        .await
+        .expect("server state builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");

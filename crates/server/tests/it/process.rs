@@ -573,11 +573,11 @@ type BadConfiguration = (
 #[test]
 fn bad_configuration_stops_start_up_with_a_one_line_reason() {
     // (what is wrong, the settings, what the reason must mention)
-    let cases: [BadConfiguration; 3] = [
+    let cases: [BadConfiguration; 4] = [
         (
             "a short admin key",
             &[("SESSIOND_ADMIN_KEYS", "short")],
-            &["admin key"],
+            &["SESSIOND_ADMIN_KEYS: key #1 is shorter than 32 characters"],
         ),
         (
             "an idle timeout above the absolute one",
@@ -586,7 +586,18 @@ fn bad_configuration_stops_start_up_with_a_one_line_reason() {
                 ("SESSIOND_IDLE_TIMEOUT", "40d"),
                 ("SESSIOND_ABSOLUTE_TIMEOUT", "30d"),
             ],
-            &["idle", "absolute"],
+            &["SESSIOND_IDLE_TIMEOUT (40d) must not exceed SESSIOND_ABSOLUTE_TIMEOUT (30d)"],
+        ),
+        (
+            "an idle timeout above the default absolute one",
+            &[
+                ("SESSIOND_ADMIN_KEYS", ADMIN_KEY),
+                ("SESSIOND_IDLE_TIMEOUT", "40d"),
+            ],
+            &[
+                "SESSIOND_IDLE_TIMEOUT (40d)",
+                "SESSIOND_ABSOLUTE_TIMEOUT (30d (default))",
+            ],
         ),
         (
             "production without admin keys",
@@ -631,9 +642,10 @@ fn bad_configuration_stops_start_up_with_a_one_line_reason() {
         );
         let reason = lines[0];
         assert!(reason.starts_with("sessiond:"), "{case}: {reason:?}");
+        // Exactly: the variable names are what the operator has to find and change.
         for mention in mentions {
             assert!(
-                reason.to_lowercase().contains(&mention.to_lowercase()),
+                reason.contains(mention),
                 "{case}: {reason:?} mentions {mention:?}"
             );
         }
@@ -746,6 +758,58 @@ async fn cli_lists_and_revokes_sessions_in_the_database_while_the_server_runs() 
     assert_eq!(lines.len(), 1, "one line: {:?}", missing.stderr);
     assert!(lines[0].starts_with("sessiond:"), "{:?}", lines[0]);
     assert!(lines[0].contains(&unknown), "names the id: {:?}", lines[0]);
+}
+
+#[test]
+fn sessions_commands_refuse_a_database_that_does_not_exist() {
+    let dir = TempDir::new().expect("temp dir");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let commands: [&[&str]; 2] = [
+        &["sessions", "list", "--user", "carol"],
+        &["sessions", "revoke", &unknown],
+    ];
+    // A mistyped file name, and a file in a directory that does not exist either.
+    let missing = [
+        database_path(dir.path()),
+        dir.path().join("nowhere").join("sessiond.db"),
+    ];
+    for path in &missing {
+        let url = format!("sqlite://{}", path.display());
+        for args in commands {
+            let mut command = sessiond();
+            command
+                .env("SESSIOND_DATABASE_URL", &url)
+                .env("SESSIOND_ADMIN_KEYS", ADMIN_KEY)
+                .args(args);
+            let finished = run(&mut command);
+            assert!(
+                !finished.status.success(),
+                "{args:?} on {url}: refused; stdout:\n{}",
+                finished.stdout
+            );
+            let lines = reason_lines(&finished.stderr);
+            assert_eq!(
+                lines.len(),
+                1,
+                "{args:?} on {url}: exactly one line of reason: {:?}",
+                finished.stderr
+            );
+            let expected = format!("sessiond: cannot open database {url}: ");
+            assert!(
+                lines[0].starts_with(&expected),
+                "{args:?}: {:?} starts with {expected:?}",
+                lines[0]
+            );
+            let created: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("read temp dir")
+                .map(|entry| entry.expect("dir entry").file_name())
+                .collect();
+            assert!(
+                created.is_empty(),
+                "{args:?} on {url}: nothing is created: {created:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -250,9 +250,13 @@ async fn a_revocation_by_another_process_sharing_the_database_is_picked_up() {
     let app = TestApp::spawn().await;
     let session = app.create_session("alice").await;
     // A second server on the same file, as the `sessiond sessions revoke` command would be.
-    let other = sessiond_server::AppState::build(&app.config, app.clock.clone())
-        .await
-        .expect("second instance");
+    let other = sessiond_server::AppState::build(
+        &app.config,
+        app.clock.clone(),
+        sessiond_server::state::OpenMode::MustExist,
+    )
+    .await
+    .expect("second instance");
     let id = sessiond_core::SessionId::parse(text(&session["session"], "id"), "id").expect("uuid");
     other
         .service
