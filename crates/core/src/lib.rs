@@ -14,6 +14,7 @@ pub mod refresh;
 pub mod revocation;
 pub mod service;
 pub mod session;
+pub mod session_cache;
 pub mod store;
 pub mod time;
 pub mod token;

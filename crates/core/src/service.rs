@@ -17,6 +17,7 @@ use crate::policy::Policy;
 use crate::refresh::{IssuedPair, RefreshDecision, RefreshToken, decide_refresh};
 use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
+use crate::session_cache::SessionCache;
 use crate::store::{Revocation, Rotation, RotationOutcome, Store};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
@@ -92,6 +93,7 @@ pub struct SessionService {
     keyring: Keyring,
     validator: AccessTokenValidator,
     revoked: RevokedSessions,
+    sessions: SessionCache,
 }
 
 impl SessionService {
@@ -127,6 +129,7 @@ impl SessionService {
             keyring,
             validator,
             revoked: RevokedSessions::new(),
+            sessions: SessionCache::default(),
         };
         service
             .sync_revocations(Timestamp::from_unix_millis(0))
@@ -235,8 +238,9 @@ impl SessionService {
             )
             .await?;
         for evicted in &evicted {
-            self.revoked.insert(evicted.id, evicted.access_expires_at);
+            self.revoke_locally(evicted.id, evicted.access_expires_at);
         }
+        self.sessions.put(session.clone(), now);
         Ok(IssuedSession {
             pair: IssuedPair {
                 access_token: access.token,
@@ -310,6 +314,7 @@ impl SessionService {
                             session.idle_expires_at = idle_expires_at;
                             session.access_expires_at =
                                 session.access_expires_at.max(access.expires_at);
+                            self.sessions.put(session.clone(), now);
                             return Ok(IssuedSession {
                                 pair,
                                 session,
@@ -349,7 +354,7 @@ impl SessionService {
         let access_expires_at = revoked
             .map(|(session, _)| session.access_expires_at)
             .unwrap_or(session.access_expires_at);
-        self.revoked.insert(session.id, access_expires_at);
+        self.revoke_locally(session.id, access_expires_at);
         Ok(())
     }
 
@@ -367,11 +372,18 @@ impl SessionService {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] when the session is gone or revoked; [`Error::Store`].
-    pub async fn current_session(&self, caller: &ValidatedToken) -> Result<Session, Error> {
+    pub async fn current_session(&self, caller: &ValidatedToken) -> Result<Arc<Session>, Error> {
+        let now = self.clock.now();
+        if let Some(session) = self.sessions.get(&caller.session_id, now) {
+            return Ok(session);
+        }
         match self.store.session(caller.session_id).await? {
-            Some(session) if session.revoked_at.is_none() => Ok(session),
+            Some(session) if session.revoked_at.is_none() => {
+                self.sessions.put(session.clone(), now);
+                Ok(Arc::new(session))
+            }
             Some(session) => {
-                self.revoked.insert(session.id, session.access_expires_at);
+                self.revoke_locally(session.id, session.access_expires_at);
                 Err(Error::Unauthenticated(TokenError::Revoked))
             }
             None => Err(Error::Unauthenticated(TokenError::Revoked)),
@@ -414,7 +426,7 @@ impl SessionService {
             })
             .await?
             .ok_or(Error::NotFound)?;
-        self.revoked.insert(id, revoked.0.access_expires_at);
+        self.revoke_locally(id, revoked.0.access_expires_at);
         Ok(())
     }
 
@@ -445,7 +457,7 @@ impl SessionService {
             )
             .await?;
         for session in &revoked {
-            self.revoked.insert(session.id, session.access_expires_at);
+            self.revoke_locally(session.id, session.access_expires_at);
         }
         Ok(revoked.len())
     }
@@ -461,7 +473,7 @@ impl SessionService {
         let revoked = self.store.revoked_since(since, now).await?;
         let mut latest = since;
         for session in revoked {
-            self.revoked.insert(session.id, session.access_expires_at);
+            self.revoke_locally(session.id, session.access_expires_at);
             latest = latest.max(session.revoked_at);
         }
         self.revoked.prune(now);
@@ -476,6 +488,14 @@ impl SessionService {
         let now = self.clock.now();
         let cutoff = now.minus(self.settings.policy.retention);
         Ok(self.store.purge(cutoff, now, batch).await?)
+    }
+}
+
+impl SessionService {
+    /// Refuses the session's access tokens from now on and drops its cached copy.
+    fn revoke_locally(&self, id: SessionId, access_expires_at: Timestamp) {
+        self.revoked.insert(id, access_expires_at);
+        self.sessions.evict(&id);
     }
 }
 
