@@ -469,15 +469,21 @@ impl SessionService {
     /// # Errors
     /// [`Error::Store`].
     pub async fn sync_revocations(&self, since: Timestamp) -> Result<Timestamp, Error> {
-        let now = self.clock.now();
-        let revoked = self.store.revoked_since(since, now).await?;
+        let tokens_dead_before = self.tokens_dead_before(self.clock.now());
+        let revoked = self.store.revoked_since(since, tokens_dead_before).await?;
         let mut latest = since;
         for session in revoked {
             self.revoke_locally(session.id, session.access_expires_at);
             latest = latest.max(session.revoked_at);
         }
-        self.revoked.prune(now);
+        self.revoked.prune(tokens_dead_before);
         Ok(latest)
+    }
+
+    /// An access token whose `exp` is before this instant fails validation at `now`, leeway
+    /// included; revocation records must outlive every token that would still pass.
+    fn tokens_dead_before(&self, now: Timestamp) -> Timestamp {
+        now.minus(self.settings.policy.leeway)
     }
 
     /// Deletes one batch of sessions past retention; returns how many were deleted.
@@ -487,7 +493,10 @@ impl SessionService {
     pub async fn purge_batch(&self, batch: u32) -> Result<u64, Error> {
         let now = self.clock.now();
         let cutoff = now.minus(self.settings.policy.retention);
-        Ok(self.store.purge(cutoff, now, batch).await?)
+        Ok(self
+            .store
+            .purge(cutoff, self.tokens_dead_before(now), batch)
+            .await?)
     }
 }
 

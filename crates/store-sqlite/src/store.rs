@@ -91,7 +91,10 @@ impl SqliteStore {
                 Synchronous::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages are read through a memory map and a larger per-connection cache instead of
+            // a read(2) per page: lookups are most of what a refresh costs besides the commit.
+            .pragma("cache_size", "-16384");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

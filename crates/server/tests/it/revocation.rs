@@ -232,10 +232,29 @@ async fn revocations_survive_a_restart_until_the_tokens_expire() {
     );
     assert_eq!(app.state.service.revoked().len(), 1);
 
-    app.advance(Duration::from_secs(16 * 60));
+    // Regression: the set used to forget a session at `exp`, while validation accepts a token
+    // until `exp + leeway`, so a revoked token passed again for the length of the leeway.
+    app.advance(Duration::from_secs(15 * 60 + 2));
+    let epoch = sessiond_core::Timestamp::from_unix_millis(0);
     app.state
         .service
-        .sync_revocations(sessiond_core::Timestamp::from_unix_millis(0))
+        .sync_revocations(epoch)
+        .await
+        .expect("sync");
+    let inside_leeway = app
+        .get("/v1/sessions", Some(text(&revoked, "access_token")))
+        .await;
+    assert_eq!(
+        inside_leeway.status,
+        StatusCode::UNAUTHORIZED,
+        "still refused inside the leeway"
+    );
+    assert_eq!(app.state.service.revoked().len(), 1);
+
+    app.advance(Duration::from_secs(60));
+    app.state
+        .service
+        .sync_revocations(epoch)
         .await
         .expect("sync");
     assert_eq!(
