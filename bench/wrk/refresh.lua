@@ -1,0 +1,62 @@
+-- wrk script: POST /v1/sessions/refresh, spending each refresh token of TOKENS_FILE exactly
+-- once. Every wrk thread takes a disjoint slice (every Nth line), so no token is sent twice;
+-- a request after a thread's slice is exhausted is counted and sent with an invalid token.
+--   TOKENS_FILE=tokens.txt wrk -t2 -c32 -d10s -s refresh.lua http://127.0.0.1:8080
+
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+  thread:set("thread_index", thread_count)
+  thread_count = thread_count + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  tokens = {}
+  local file = assert(io.open(os.getenv("TOKENS_FILE") or "tokens.txt", "r"))
+  local line_number = 0
+  local stride = tonumber(os.getenv("WRK_THREADS") or "2")
+  for line in file:lines() do
+    if line_number % stride == thread_index then
+      table.insert(tokens, line)
+    end
+    line_number = line_number + 1
+  end
+  file:close()
+  next_token = 1
+  exhausted = 0
+  failures = 0
+end
+
+function request()
+  local token = tokens[next_token]
+  next_token = next_token + 1
+  if token == nil then
+    exhausted = exhausted + 1
+    token = "exhausted"
+  end
+  return wrk.format("POST", "/v1/sessions/refresh",
+    { ["Content-Type"] = "application/json" },
+    '{"refresh_token":"' .. token .. '"}')
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    failures = failures + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local used, exhausted_total, failures_total = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    used = used + (thread:get("next_token") - 1)
+    exhausted_total = exhausted_total + thread:get("exhausted")
+    failures_total = failures_total + thread:get("failures")
+  end
+  io.write(string.format(
+    "RESULT rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d non200=%d exhausted=%d tokens_used=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
+    failures_total, exhausted_total, used))
+end
