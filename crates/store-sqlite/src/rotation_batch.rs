@@ -201,6 +201,18 @@ mod tests {
         }
     }
 
+    fn event(kind: &'static str, at: Timestamp) -> sessiond_core::audit::NewAuditEvent {
+        sessiond_core::audit::NewAuditEvent {
+            kind,
+            severity: sessiond_core::audit::Severity::Info,
+            user_id: None,
+            session_id: None,
+            ip: None,
+            at,
+            details: serde_json::Map::new(),
+        }
+    }
+
     async fn store_with_session() -> (tempfile::TempDir, SqliteStore, Session, RefreshToken) {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let url = format!("sqlite://{}/s.db", dir.path().display());
@@ -210,15 +222,7 @@ mod tests {
         let now = Timestamp::from_unix_millis(1_000_000);
         let session = session_at(now);
         let token = RefreshToken::generate();
-        let created = sessiond_core::audit::NewAuditEvent {
-            kind: "session.created",
-            severity: sessiond_core::audit::Severity::Info,
-            user_id: None,
-            session_id: None,
-            ip: None,
-            at: now,
-            details: serde_json::Map::new(),
-        };
+        let created = event("session.created", now);
         store
             .create_session(&session, &token.hash(), 5, &created, &|_| created.clone())
             .await
@@ -261,15 +265,7 @@ mod tests {
                     at: now,
                     reason: sessiond_core::RevokeReason::RevokedByAdmin,
                 },
-                &|_| sessiond_core::audit::NewAuditEvent {
-                    kind: "session.revoked",
-                    severity: sessiond_core::audit::Severity::Info,
-                    user_id: None,
-                    session_id: None,
-                    ip: None,
-                    at: now,
-                    details: serde_json::Map::new(),
-                },
+                &|_| event("session.revoked", now),
             )
             .await
             .expect("revoke");
