@@ -18,7 +18,12 @@ use crate::token::StoredKey;
 /// A boxed error of a storage backend, kept as the source of a [`StoreError`].
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Why a storage operation failed. In every case nothing was half-written.
+/// Why a storage operation failed. In every case nothing was half-written: the operation
+/// either committed whole or not at all. One case stays undecidable for a networked store: a
+/// connection lost while its COMMIT was in flight, reported as [`StoreError::Unavailable`],
+/// may have committed. Retrying is safe for rotations (a replay inside the grace window gets
+/// the same successor) and for revocations (idempotent); a retried session creation may
+/// create a second session.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot be reached or is overloaded; the operation may succeed if retried.
@@ -113,10 +118,12 @@ pub trait Store: Send + Sync + Debug + 'static {
         hash: &RefreshTokenHash,
     ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError>;
 
-    /// Spends `rotation.presented` if, and only if, it is unspent and its session is not
-    /// revoked (compare-and-swap): marks it spent with the sealed successor, stores the
-    /// successor token, and moves the session's activity, idle expiry and latest access-token
-    /// expiry forward. Two concurrent rotations of one token never both succeed.
+    /// Spends `rotation.presented` if, and only if, it is unspent, belongs to
+    /// `rotation.session_id`, and that session is not revoked (compare-and-swap); otherwise
+    /// answers [`RotationOutcome::Lost`] and changes nothing. On success it marks the token
+    /// spent with the sealed successor, stores the successor token, and moves the session's
+    /// activity, idle expiry and latest access-token expiry forward. Two concurrent rotations
+    /// of one token never both succeed, even from different processes.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is changed then.

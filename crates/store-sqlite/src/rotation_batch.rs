@@ -118,7 +118,8 @@ const ROTATE: &str = "
     UPDATE sessions
     SET last_active_at = ?1, idle_expires_at = ?2, access_expires_at = MAX(access_expires_at, ?3)
     WHERE id = ?4 AND revoked_at IS NULL
-      AND EXISTS (SELECT 1 FROM refresh_tokens WHERE hash = ?5 AND spent_at IS NULL);
+      AND EXISTS (SELECT 1 FROM refresh_tokens
+                  WHERE hash = ?5 AND session_id = ?4 AND spent_at IS NULL);
     UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?6, sealed_successor = ?7
     WHERE hash = ?5 AND spent_at IS NULL AND changes() = 1;
     INSERT INTO refresh_tokens (hash, session_id, issued_at)
@@ -252,6 +253,22 @@ mod tests {
             .expect("present");
         assert!(record.spent_at.is_some());
         assert_eq!(stored.last_active_at, now);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_naming_another_session_than_the_tokens_writes_nothing() {
+        let (_dir, store, session, token) = store_with_session().await;
+        let rotation = rotation_of(&token, SessionId::generate(), session.created_at);
+        assert_eq!(
+            store.rotate_refresh_token(&rotation).await.expect("rotate"),
+            RotationOutcome::Lost
+        );
+        let (record, _) = store
+            .find_refresh_token(&token.hash())
+            .await
+            .expect("lookup")
+            .expect("present");
+        assert!(record.spent_at.is_none());
     }
 
     #[tokio::test]

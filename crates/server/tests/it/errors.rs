@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::{ADMIN_KEY, TestApp, text};
 
-#[tokio::test]
 async fn malformed_or_incomplete_bodies_are_invalid_requests_naming_the_field() {
     let app = TestApp::spawn().await;
     let url = format!("{}/v1/sessions", app.base);
@@ -97,7 +96,6 @@ async fn malformed_or_incomplete_bodies_are_invalid_requests_naming_the_field() 
     assert_eq!(app.scalar("SELECT COUNT(*) FROM audit_events").await, 0);
 }
 
-#[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
     let app = TestApp::spawn().await;
     let padding = "x".repeat(70 * 1024);
@@ -113,7 +111,6 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     assert_eq!(app.scalar("SELECT COUNT(*) FROM sessions").await, 0);
 }
 
-#[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = TestApp::spawn().await;
     let missing = app.get("/v1/nothing-here", None).await;
@@ -126,7 +123,6 @@ async fn unknown_routes_and_methods_answer_json() {
     assert!(wrong_method.body["error"].is_string());
 }
 
-#[tokio::test]
 async fn admin_routes_refuse_missing_wrong_and_user_credentials() {
     let app = TestApp::spawn().await;
     let user = app.create_session("alice").await;
@@ -149,7 +145,6 @@ async fn admin_routes_refuse_missing_wrong_and_user_credentials() {
     assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn user_routes_refuse_admin_keys_and_bad_tokens() {
     let app = TestApp::spawn().await;
     let user = app.create_session("alice").await;
@@ -170,7 +165,6 @@ async fn user_routes_refuse_admin_keys_and_bad_tokens() {
     }
 }
 
-#[tokio::test]
 async fn admin_routes_refuse_everything_when_no_admin_key_is_configured() {
     let app = TestApp::spawn_with(|raw| raw.admin_keys = None).await;
     let answer = app
@@ -179,7 +173,6 @@ async fn admin_routes_refuse_everything_when_no_admin_key_is_configured() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn health_and_readiness_answer() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
@@ -187,3 +180,13 @@ async fn health_and_readiness_answer() {
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.body["status"], "ready");
 }
+
+crate::on_every_store!(
+    malformed_or_incomplete_bodies_are_invalid_requests_naming_the_field,
+    a_body_over_the_limit_is_refused_with_413,
+    unknown_routes_and_methods_answer_json,
+    admin_routes_refuse_missing_wrong_and_user_credentials,
+    user_routes_refuse_admin_keys_and_bad_tokens,
+    admin_routes_refuse_everything_when_no_admin_key_is_configured,
+    health_and_readiness_answer,
+);

@@ -1,4 +1,9 @@
 //! `TestApp`: a running server on a port-0 listener, its clock, its database and a client.
+//!
+//! Every HTTP test runs once per store: `on_every_store!` turns each listed test into a
+//! `sqlite::` and a `postgres::` test, and `TestApp::spawn` builds the server on the store of
+//! the test it runs in. The PostgreSQL half needs `SESSIOND_TEST_DATABASE_URL` and says so
+//! when it is absent; each app gets a schema of its own.
 
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,12 +20,73 @@ use tokio::task::JoinHandle;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789-abcdefghijklmnop";
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
+/// The store a test's servers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+/// The PostgreSQL server the PostgreSQL half of the suite uses.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("SESSIOND_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+impl Backend {
+    /// Runs `test` with servers on this store.
+    pub async fn run(self, test: impl std::future::Future<Output = ()>) {
+        if self == Backend::Postgres && postgres_url().is_none() {
+            eprintln!("SESSIOND_TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+            return;
+        }
+        BACKEND.scope(self, test).await;
+    }
+
+    fn current() -> Self {
+        BACKEND
+            .try_with(|backend| *backend)
+            .unwrap_or(Backend::Sqlite)
+    }
+}
+
+/// Declares each listed `async fn` test once per store, as `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::helpers::Backend::Sqlite.run(super::$test()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::helpers::Backend::Postgres.run(super::$test()).await;
+                }
+            )+
+        }
+    };
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     pub dir: Arc<TempDir>,
+    pub backend: Backend,
+    /// The PostgreSQL schema of this app, when it runs on PostgreSQL.
+    pub schema: Option<String>,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -68,12 +134,20 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut RawConfig)) -> Self {
         init_logging();
         let dir = Arc::new(TempDir::new().expect("temp dir"));
+        let backend = Backend::current();
+        let (database_url, schema) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("sessiond.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let (url, schema) = fresh_postgres_schema().await;
+                (url, Some(schema))
+            }
+        };
         let mut raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("sessiond.db").display()
-            )),
+            database_url: Some(database_url),
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some("http://sessiond.test".into()),
             sqlite_synchronous: Some("normal".into()),
@@ -82,10 +156,16 @@ impl TestApp {
         configure(&mut raw);
         let config = Config::from_raw(&raw).expect("test configuration is valid");
         let clock = Arc::new(ManualClock::new(wall_clock_now()));
-        Self::start(dir, config, clock).await
+        Self::start(dir, config, clock, backend, schema).await
     }
 
-    async fn start(dir: Arc<TempDir>, config: Config, clock: Arc<ManualClock>) -> Self {
+    async fn start(
+        dir: Arc<TempDir>,
+        config: Config,
+        clock: Arc<ManualClock>,
+        backend: Backend,
+        schema: Option<String>,
+    ) -> Self {
         let state = AppState::build(
             &config,
             clock.clone(),
@@ -110,6 +190,8 @@ impl TestApp {
             clock,
             state,
             dir,
+            backend,
+            schema,
             config,
             shutdown: Some(shutdown),
             server: Some(server),
@@ -122,7 +204,9 @@ impl TestApp {
         let dir = self.dir.clone();
         let config = self.config.clone();
         let clock = self.clock.clone();
-        Self::start(dir, config, clock).await
+        // The new app owns the schema now; the old one must not drop it.
+        let schema = self.schema.take();
+        Self::start(dir, config, clock, self.backend, schema).await
     }
 
     pub async fn stop(&mut self) {
@@ -208,26 +292,97 @@ impl TestApp {
         .await
     }
 
-    /// Runs a scalar query against the database file (read-only).
+    /// Runs a scalar query (SQL both stores understand) against the app's database.
     pub async fn scalar(&self, sql: &str) -> i64 {
         use sqlx::Connection as _;
-        let url = format!("sqlite://{}?mode=ro", self.database_path().display());
-        let mut connection = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open database");
-        let value: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&mut connection)
-            .await
-            .expect("query runs");
-        connection.close().await.expect("close");
-        value
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}?mode=ro", self.database_path().display());
+                let mut connection = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open database");
+                let value: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("query runs");
+                connection.close().await.expect("close");
+                value
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.config.database_url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                let value: i64 = sqlx::query_scalar(sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("query runs");
+                connection.close().await.expect("close");
+                value
+            }
+        }
     }
+
+    /// How many audit events of `kind` there are, optionally with `details[key] == value`.
+    pub async fn audit_count(&self, kind: &str, detail: Option<(&str, &str)>) -> i64 {
+        let matches_detail = |key: &str, value: &str| match self.backend {
+            Backend::Sqlite => format!("json_extract(details, '$.{key}') = '{value}'"),
+            Backend::Postgres => format!("(details::jsonb ->> '{key}') = '{value}'"),
+        };
+        let condition = detail.map_or_else(
+            || "TRUE".to_owned(),
+            |(key, value)| matches_detail(key, value),
+        );
+        self.scalar(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE type = '{kind}' AND {condition}"
+        ))
+        .await
+    }
+}
+
+/// Creates a schema of its own on the test PostgreSQL server; returns a URL that uses it.
+async fn fresh_postgres_schema() -> (String, String) {
+    use sqlx::Connection as _;
+    let base = postgres_url().expect("PostgreSQL variant runs only with a URL");
+    let schema = format!("it_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut connection)
+        .await
+        .expect("create schema");
+    connection.close().await.expect("close");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{separator}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        if let (Some(schema), Some(base)) = (self.schema.take(), postgres_url()) {
+            // Drop the schema from a thread of its own: Drop cannot await, and the test's
+            // runtime may be the single thread this runs on.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    use sqlx::Connection as _;
+                    if let Ok(mut connection) = sqlx::PgConnection::connect(&base).await {
+                        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&mut connection)
+                            .await;
+                        let _ = connection.close().await;
+                    }
+                });
+            });
+            let _ = dropped.join();
         }
     }
 }

@@ -16,7 +16,6 @@ fn claims(access_token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json")
 }
 
-#[tokio::test]
 async fn access_tokens_carry_the_rfc_9068_claims_and_live_for_the_access_ttl() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -55,7 +54,6 @@ async fn access_tokens_carry_the_rfc_9068_claims_and_live_for_the_access_ttl() {
     assert_eq!(expired.error_code(), "unauthenticated");
 }
 
-#[tokio::test]
 async fn the_idle_timeout_slides_with_each_refresh_and_expires_an_unused_session() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -76,7 +74,6 @@ async fn the_idle_timeout_slides_with_each_refresh_and_expires_an_unused_session
     assert_eq!(idle.body["reason"], "expired");
 }
 
-#[tokio::test]
 async fn the_absolute_lifetime_is_never_extended() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -100,7 +97,6 @@ async fn the_absolute_lifetime_is_never_extended() {
     assert_eq!(answer.body["reason"], "expired");
 }
 
-#[tokio::test]
 async fn an_access_token_never_outlives_its_session() {
     let app = TestApp::spawn_with(|raw| {
         raw.access_ttl = Some("2h".into());
@@ -116,3 +112,10 @@ async fn an_access_token_never_outlives_its_session() {
         "exp is cut at the absolute expiry, got {lifetime}s"
     );
 }
+
+crate::on_every_store!(
+    access_tokens_carry_the_rfc_9068_claims_and_live_for_the_access_ttl,
+    the_idle_timeout_slides_with_each_refresh_and_expires_an_unused_session,
+    the_absolute_lifetime_is_never_extended,
+    an_access_token_never_outlives_its_session,
+);

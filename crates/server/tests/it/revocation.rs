@@ -7,7 +7,6 @@ use serde_json::json;
 
 use crate::helpers::{ADMIN_KEY, TestApp, text};
 
-#[tokio::test]
 async fn a_user_revokes_their_other_session_and_its_tokens_die_at_once() {
     let app = TestApp::spawn().await;
     let phone = app.create_session("alice").await;
@@ -42,7 +41,6 @@ async fn a_user_revokes_their_other_session_and_its_tokens_die_at_once() {
     assert_eq!(reason, 1);
 }
 
-#[tokio::test]
 async fn a_user_cannot_revoke_another_users_session() {
     let app = TestApp::spawn().await;
     let alice = app.create_session("alice").await;
@@ -69,7 +67,6 @@ async fn a_user_cannot_revoke_another_users_session() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
 async fn an_admin_revokes_any_session() {
     let app = TestApp::spawn().await;
     let alice = app.create_session("alice").await;
@@ -93,15 +90,11 @@ async fn an_admin_revokes_any_session() {
         StatusCode::UNAUTHORIZED
     );
     let audit = app
-        .scalar(
-            "SELECT COUNT(*) FROM audit_events WHERE type = 'session.revoked'
-             AND json_extract(details, '$.actor') = 'admin'",
-        )
+        .audit_count("session.revoked", Some(("actor", "admin")))
         .await;
     assert_eq!(audit, 1, "revoked once, audited once");
 }
 
-#[tokio::test]
 async fn revoke_all_except_current_keeps_only_the_callers_session() {
     let app = TestApp::spawn().await;
     let others = [
@@ -157,7 +150,6 @@ async fn revoke_all_except_current_keeps_only_the_callers_session() {
     );
 }
 
-#[tokio::test]
 async fn an_admin_revokes_all_of_a_users_sessions() {
     let app = TestApp::spawn().await;
     let sessions = [
@@ -182,7 +174,6 @@ async fn an_admin_revokes_all_of_a_users_sessions() {
     assert_eq!(listed.body["sessions"].as_array().map(Vec::len), Some(0));
 }
 
-#[tokio::test]
 async fn logout_revokes_the_current_session() {
     let app = TestApp::spawn().await;
     let session = app.create_session("alice").await;
@@ -203,7 +194,6 @@ async fn logout_revokes_the_current_session() {
     assert_eq!(reason, 1);
 }
 
-#[tokio::test]
 async fn revocations_survive_a_restart_until_the_tokens_expire() {
     let app = TestApp::spawn().await;
     let revoked = app.create_session("alice").await;
@@ -264,7 +254,6 @@ async fn revocations_survive_a_restart_until_the_tokens_expire() {
     );
 }
 
-#[tokio::test]
 async fn a_revocation_by_another_process_sharing_the_database_is_picked_up() {
     let app = TestApp::spawn().await;
     let session = app.create_session("alice").await;
@@ -300,3 +289,14 @@ async fn a_revocation_by_another_process_sharing_the_database_is_picked_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+crate::on_every_store!(
+    a_user_revokes_their_other_session_and_its_tokens_die_at_once,
+    a_user_cannot_revoke_another_users_session,
+    an_admin_revokes_any_session,
+    revoke_all_except_current_keeps_only_the_callers_session,
+    an_admin_revokes_all_of_a_users_sessions,
+    logout_revokes_the_current_session,
+    revocations_survive_a_restart_until_the_tokens_expire,
+    a_revocation_by_another_process_sharing_the_database_is_picked_up,
+);

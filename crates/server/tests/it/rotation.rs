@@ -7,7 +7,6 @@ use reqwest::StatusCode;
 
 use crate::helpers::{TestApp, text};
 
-#[tokio::test]
 async fn a_refresh_spends_the_token_and_issues_a_new_pair() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -34,7 +33,6 @@ async fn a_refresh_spends_the_token_and_issues_a_new_pair() {
     assert_eq!(next.status, StatusCode::OK, "the successor works in turn");
 }
 
-#[tokio::test]
 async fn a_replay_inside_the_grace_window_returns_the_same_successor_pair() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -54,7 +52,6 @@ async fn a_replay_inside_the_grace_window_returns_the_same_successor_pair() {
     assert_eq!(current.status, StatusCode::OK, "the replayed pair is live");
 }
 
-#[tokio::test]
 async fn thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -81,7 +78,6 @@ async fn thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor() {
     assert_eq!(app.refresh(&successor).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn a_replay_after_the_grace_window_revokes_the_whole_session() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -120,7 +116,6 @@ async fn a_replay_after_the_grace_window_revokes_the_whole_session() {
     assert_eq!(reason, 1);
 }
 
-#[tokio::test]
 async fn a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -135,7 +130,6 @@ async fn a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window()
     assert_eq!(latest.body["reason"], "revoked");
 }
 
-#[tokio::test]
 async fn a_zero_grace_window_treats_any_replay_as_reuse() {
     let app = TestApp::spawn_with(|raw| raw.reuse_grace = Some("0".into())).await;
     let created = app.create_session("alice").await;
@@ -147,7 +141,6 @@ async fn a_zero_grace_window_treats_any_replay_as_reuse() {
     assert_eq!(replay.body["reason"], "reuse_detected");
 }
 
-#[tokio::test]
 async fn unknown_and_malformed_refresh_tokens_are_refused_as_unknown() {
     let app = TestApp::spawn().await;
     app.create_session("alice").await;
@@ -165,7 +158,6 @@ async fn unknown_and_malformed_refresh_tokens_are_refused_as_unknown() {
     }
 }
 
-#[tokio::test]
 async fn refresh_tokens_are_stored_only_as_hashes() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
@@ -189,3 +181,14 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
         );
     }
 }
+
+crate::on_every_store!(
+    a_refresh_spends_the_token_and_issues_a_new_pair,
+    a_replay_inside_the_grace_window_returns_the_same_successor_pair,
+    thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor,
+    a_replay_after_the_grace_window_revokes_the_whole_session,
+    a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window,
+    a_zero_grace_window_treats_any_replay_as_reuse,
+    unknown_and_malformed_refresh_tokens_are_refused_as_unknown,
+    refresh_tokens_are_stored_only_as_hashes,
+);

@@ -9,7 +9,6 @@ use crate::helpers::{ADMIN_KEY, FIREFOX, TestApp, text};
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
-#[tokio::test]
 async fn creating_a_session_returns_a_token_pair_and_the_session() {
     let app = TestApp::spawn().await;
     let created = app
@@ -57,7 +56,6 @@ async fn creating_a_session_returns_a_token_pair_and_the_session() {
     );
 }
 
-#[tokio::test]
 async fn a_device_id_is_generated_when_the_client_sends_none() {
     let app = TestApp::spawn().await;
     let first = app.create_session_with(json!({"user_id": "alice"})).await;
@@ -68,7 +66,6 @@ async fn a_device_id_is_generated_when_the_client_sends_none() {
     assert_eq!(first["session"]["device"]["type"], "unknown");
 }
 
-#[tokio::test]
 async fn the_jwks_publishes_the_public_signing_key_that_verifies_tokens() {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -123,7 +120,6 @@ async fn the_jwks_publishes_the_public_signing_key_that_verifies_tokens() {
         .expect("signature verifies against the published key");
 }
 
-#[tokio::test]
 async fn hs256_signing_works_and_publishes_no_secret() {
     let app = TestApp::spawn_with(|raw| raw.signing_alg = Some("HS256".into())).await;
     let created = app.create_session("alice").await;
@@ -135,7 +131,6 @@ async fn hs256_signing_works_and_publishes_no_secret() {
     assert_eq!(jwks.body["keys"].as_array().map(Vec::len), Some(0));
 }
 
-#[tokio::test]
 async fn a_user_lists_only_their_active_sessions_with_the_current_one_marked() {
     let app = TestApp::spawn().await;
     let old = app.create_session("alice").await;
@@ -176,7 +171,6 @@ async fn a_user_lists_only_their_active_sessions_with_the_current_one_marked() {
     );
 }
 
-#[tokio::test]
 async fn a_sixth_session_evicts_the_least_recently_active_one() {
     let app = TestApp::spawn().await;
     let mut sessions = Vec::new();
@@ -208,15 +202,11 @@ async fn a_sixth_session_evicts_the_least_recently_active_one() {
         .await;
     assert_eq!(reason, 1);
     let audit = app
-        .scalar(
-            "SELECT COUNT(*) FROM audit_events WHERE type = 'session.revoked'
-             AND json_extract(details, '$.reason') = 'session_limit'",
-        )
+        .audit_count("session.revoked", Some(("reason", "session_limit")))
         .await;
     assert_eq!(audit, 1);
 }
 
-#[tokio::test]
 async fn the_session_limit_holds_under_concurrent_creation() {
     let app = TestApp::spawn_with(|raw| raw.max_sessions_per_user = Some("3".into())).await;
     let created = futures_util::future::join_all((0..12).map(|_| {
@@ -236,7 +226,6 @@ async fn the_session_limit_holds_under_concurrent_creation() {
     assert_eq!(active.body["sessions"].as_array().map(Vec::len), Some(3));
 }
 
-#[tokio::test]
 async fn expired_and_revoked_sessions_are_purged_after_retention() {
     let app = TestApp::spawn_with(|raw| raw.retention = Some("1d".into())).await;
     let revoked = app.create_session("alice").await;
@@ -278,3 +267,14 @@ async fn expired_and_revoked_sessions_are_purged_after_retention() {
         StatusCode::OK
     );
 }
+
+crate::on_every_store!(
+    creating_a_session_returns_a_token_pair_and_the_session,
+    a_device_id_is_generated_when_the_client_sends_none,
+    the_jwks_publishes_the_public_signing_key_that_verifies_tokens,
+    hs256_signing_works_and_publishes_no_secret,
+    a_user_lists_only_their_active_sessions_with_the_current_one_marked,
+    a_sixth_session_evicts_the_least_recently_active_one,
+    the_session_limit_holds_under_concurrent_creation,
+    expired_and_revoked_sessions_are_purged_after_retention,
+);

@@ -1,0 +1,78 @@
+//! The PostgreSQL store of sessiond, for several sessiond instances sharing one database.
+//!
+//! [`PostgresStore`] implements [`sessiond_core::store::Store`]. Unlike the SQLite store, where
+//! one writer connection serialises every write of a process, here any number of connections in
+//! any number of processes write at once, so every guarantee of the trait has to hold between
+//! concurrent transactions. Every method is one transaction (an explicit one, or a single
+//! statement), so nothing is ever half-written, and every write transaction runs at READ
+//! COMMITTED, asked for explicitly. The reasoning below rests on one property of that level: an
+//! `UPDATE`, `DELETE` or `SELECT … FOR UPDATE` that finds its row locked by another transaction
+//! waits for it, and then evaluates its `WHERE` again against the version that transaction
+//! committed (PostgreSQL's "EvalPlanQual" re-check). A condition such as `spent_at IS NULL` on
+//! the row being changed is therefore a true compare-and-swap; a condition read from another
+//! table, or from rows merely selected, is only as fresh as the statement's snapshot and is
+//! never relied on alone.
+//!
+//! Why each operation is exact across instances:
+//!
+//! - **`rotate_refresh_token`** is one statement (three data-modifying CTEs) in a transaction.
+//!   It first updates the session row (only if unrevoked), which locks it: two rotations of a
+//!   session queue there. It then updates the token row only if `spent_at IS NULL`; a rotation
+//!   that waited re-checks that against the winner's commit and matches nothing. The successor
+//!   is inserted only if the token was spent. The statement returns how many rows each step
+//!   changed, and the transaction commits only when all three changed one row; a rotation that
+//!   lost after its session update rolls back, so `Lost` writes nothing. Two instances rotating
+//!   one token get exactly one `Rotated`. A token that does not belong to `session_id` is `Lost`
+//!   too.
+//! - **`create_session`** takes a transaction-scoped advisory lock keyed by a hash of the user id
+//!   before it counts, so creations for one user (from any instance) run one at a time, and each
+//!   sees every session the previous ones committed. It also locks the user's active sessions
+//!   (`FOR UPDATE`), so a concurrent rotation cannot change which one is least recently active,
+//!   nor a concurrent revocation revoke one it is evicting. The per-user limit is therefore
+//!   exact, and each evicted session gets exactly one audit event.
+//! - **`revoke_session`** is an `UPDATE … WHERE revoked_at IS NULL RETURNING`. Of two instances
+//!   revoking one session at once, the second waits for the first's row lock, re-checks, and
+//!   matches nothing; only the transaction that changed the row writes the audit event.
+//! - **`revoke_user_sessions`** takes the same per-user advisory lock (so it never interleaves
+//!   with a creation's eviction, and the two never deadlock on each other's row locks) and
+//!   revokes with one `UPDATE … WHERE revoked_at IS NULL RETURNING`; sessions that a concurrent
+//!   `revoke_session` got to first fail the re-check and get no second audit event.
+//! - **`purge`** deletes one batch in one statement, picking rows with `FOR UPDATE SKIP
+//!   LOCKED`, so purgers on several instances take disjoint batches instead of waiting for each
+//!   other.
+//! - **`migrate`** takes a transaction-scoped advisory lock on a fixed key in each migration
+//!   transaction before reading the applied version, so instances starting together apply each
+//!   migration once; a schema newer than the build is refused.
+//!
+//! Advisory locks are per database, so their keys include the current schema: deployments that
+//! keep their tables in different schemas of one database never wait for each other.
+//!
+//! Locks are always taken in the same order (advisory lock, then session rows, then token rows,
+//! which is also the order of `ON DELETE CASCADE`), so these operations do not deadlock one
+//! another. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
+//! statement timeout, shutdown), the error is [`StoreError::Unavailable`] and nothing was
+//! written.
+//!
+//! A database in trouble costs a request bounded time (see [`PostgresSettings`]): the acquire
+//! timeout bounds waiting for a connection, PostgreSQL's `statement_timeout` bounds a statement
+//! (row-lock waits included), and an operation timeout measured in this process bounds the rest,
+//! such as a server that stops answering altogether. Each ends as `Unavailable`.
+//!
+//! [`PostgresStore::open`] connects but does not migrate; call [`PostgresStore::migrate`] (as
+//! `serve` and `migrate` should) to bring the schema up to date. Keep sessiond's tables in a
+//! database or schema of their own (`options=-c search_path=sessiond` in the URL): the table
+//! names (`sessions`, `schema_migrations`, …) are common ones.
+//!
+//! One limit is inherent to a client-server database: if the connection is lost while `COMMIT`
+//! is in flight, the client cannot know whether the transaction committed, and the operation
+//! reports `Unavailable` either way.
+//!
+//! [`StoreError::Unavailable`]: sessiond_core::store::StoreError::Unavailable
+
+mod error;
+mod migrate;
+mod rows;
+mod store;
+
+pub use migrate::MIGRATIONS;
+pub use store::{PostgresSettings, PostgresStore};

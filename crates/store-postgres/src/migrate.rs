@@ -1,0 +1,93 @@
+//! Embedded schema migrations, each applied in its own transaction, one instance at a time.
+//!
+//! Several sessiond instances may start at once against one database, and each migrates. Every
+//! migration transaction therefore first takes a transaction-scoped advisory lock on a constant
+//! key, and only then creates the bookkeeping table (if missing) and reads the applied version.
+//! The second instance waits for the first to commit, then reads the new version and applies
+//! nothing. PostgreSQL's DDL is transactional, so a failed migration leaves no trace.
+//!
+//! The store's `statement_timeout` applies here too (waiting for another instance's migration
+//! included). A future migration that rewrites a large table should raise it for itself with
+//! `SET LOCAL statement_timeout = …` at its top.
+
+use sqlx::{PgConnection, Row};
+
+use crate::error::store_error;
+use sessiond_core::store::StoreError;
+
+/// The migrations, in order: `(version, name, sql)`.
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// The advisory lock that serialises migrations across instances, keyed by a hash of the schema
+/// and a constant name like the per-user locks (a collision with one of those would only make
+/// it wait a moment). Instances share a key exactly when they share the tables.
+const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+     coalesce(current_schema(), '') || '/sessiond/migrate', 0))";
+
+/// Applies the migrations the database lacks; returns how many were applied.
+pub(crate) async fn run(connection: &mut PgConnection) -> Result<usize, StoreError> {
+    let newest_known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS {
+        let mut tx = sqlx::Connection::begin(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(LOCK_MIGRATIONS)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        // Created under the lock: `CREATE TABLE IF NOT EXISTS` is not safe against a
+        // concurrent twin (both may pass the check and one then fails on the catalog).
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at BIGINT NOT NULL
+             )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let applied = applied_version(&mut tx).await?;
+        if applied > newest_known {
+            // Rolled back at once rather than when the connection is next used, so the lock
+            // is not held while the caller reports the error.
+            tx.rollback().await.map_err(store_error)?;
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, newer than this build knows \
+                 ({newest_known}); run a newer sessiond"
+            )));
+        }
+        if applied >= *version {
+            tx.commit().await.map_err(store_error)?;
+            continue;
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at)
+             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
+        )
+        .bind(version)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        tracing::info!(version, name, "applied migration");
+        count += 1;
+    }
+    Ok(count)
+}
+
+async fn applied_version(connection: &mut PgConnection) -> Result<i64, StoreError> {
+    sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .try_get(0)
+        .map_err(store_error)
+}

@@ -1,0 +1,748 @@
+//! [`PostgresStore`]: the [`Store`] trait over a PostgreSQL database shared by several instances.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
+use sessiond_core::session::{RevokeReason, Session};
+use sessiond_core::store::{
+    AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
+};
+use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_core::{SessionId, Timestamp, UserId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::error::{NoAnswer, store_error};
+use crate::migrate;
+use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
+
+/// Settings of the PostgreSQL store.
+///
+/// Three timeouts bound how long a request can wait on a database in trouble, each turning into
+/// [`StoreError::Unavailable`]: `acquire_timeout` for a connection (including connecting),
+/// `statement_timeout` for the server to run one statement (including waiting for row locks),
+/// and `operation_timeout` for a whole operation as the client sees it, which also covers a
+/// database that stops answering altogether (a network partition, a frozen host), where the
+/// server-side timeout cannot fire.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// Most connections this instance opens. Every instance has its own pool, so the database's
+    /// `max_connections` must cover the sum over instances.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long an operation waits for a free connection (or for a new one to be established)
+    /// before failing as unavailable.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for every connection: a statement running (or waiting
+    /// for a lock) longer than this is cancelled, and the operation fails as unavailable.
+    /// Zero turns it off.
+    pub statement_timeout: Duration,
+    /// PostgreSQL's `idle_in_transaction_session_timeout`: the server ends a connection that sits
+    /// inside a transaction this long without sending anything, so a stalled instance cannot
+    /// hold row locks that other instances wait for. Zero turns it off.
+    pub idle_in_transaction_timeout: Duration,
+    /// The longest any single store operation may take end to end, measured by this process.
+    /// Should exceed `acquire_timeout` plus `statement_timeout`, so that the more precise
+    /// timeouts fire first.
+    pub operation_timeout: Duration,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Sessions, refresh tokens, keys and audit events in a PostgreSQL database that several
+/// sessiond instances may share. Cloning is cheap and shares the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    operation_timeout: Duration,
+}
+
+/// How long a pooled connection may sit unused before it is checked with a ping on its next use.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The isolation level every write transaction asks for explicitly, whatever the database's
+/// default: the crate documentation's reasoning relies on READ COMMITTED's re-check of a
+/// concurrently updated row.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// Serialises the operations that read or change a user's set of active sessions as a whole
+/// (creation with eviction, revoking all of them), across instances. The key is a hash of the
+/// schema and the user id: advisory locks are per database, and deployments in different
+/// schemas have nothing to wait for. Two users sharing a hash merely wait for each other.
+const LOCK_USER: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+     coalesce(current_schema(), '') || '/sessiond/user/' || $1, 0))";
+
+/// A user's active sessions at `$2`, locked so that nothing changes them until commit.
+const LOCK_ACTIVE_SESSIONS: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions s
+     WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.idle_expires_at > $2 AND s.expires_at > $2
+     ORDER BY s.id
+     FOR UPDATE"
+);
+
+const REVOKE_BY_IDS: &str = concat!(
+    "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
+     WHERE s.id = ANY($3) AND s.revoked_at IS NULL
+     RETURNING ",
+    session_columns!()
+);
+
+const REVOKE_ONE: &str = concat!(
+    "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
+     WHERE s.id = $3 AND s.revoked_at IS NULL
+     RETURNING ",
+    session_columns!()
+);
+
+const REVOKE_ACTIVE_OF_USER: &str = concat!(
+    "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
+     WHERE s.user_id = $3 AND s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.expires_at > $1
+       AND s.id IS DISTINCT FROM $4
+     RETURNING ",
+    session_columns!()
+);
+
+const SESSION_BY_ID: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions s WHERE s.id = $1"
+);
+
+const ACTIVE_SESSIONS: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions s
+     WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.idle_expires_at > $2 AND s.expires_at > $2
+     ORDER BY s.last_active_at DESC, s.created_at DESC, s.id"
+);
+
+const INSERT_SESSION: &str = "
+    INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type, browser,
+        os, ip, user_agent, claims, metadata, created_at, last_active_at, idle_expires_at,
+        expires_at, access_expires_at, revoked_at, revoke_reason)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL)";
+
+/// Appends any number of audit events in one statement, in the order given.
+const INSERT_AUDIT: &str = "
+    INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
+    SELECT type, severity, user_id, session_id, ip, at, details
+    FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::UUID[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+         WITH ORDINALITY AS event (type, severity, user_id, session_id, ip, at, details, position)
+    ORDER BY position";
+
+/// A rotation as one statement inside an explicit transaction; see the crate documentation.
+///
+/// `touched` moves the session forward only if it is unrevoked. Its row lock is taken first,
+/// so two rotations of one session queue here, and the second re-reads the row once the first
+/// commits (a revocation that committed meanwhile makes it match nothing). The `EXISTS` on the
+/// token is a shortcut read from the statement's snapshot: it spares the lock when the token is
+/// visibly spent, and decides nothing on its own. `spent` is the compare-and-swap: it locks the
+/// token row, and READ COMMITTED re-checks `spent_at IS NULL` against the newest committed
+/// version after any wait, so only one transaction ever spends a token. The successor is
+/// inserted only if `spent` changed a row. The three counts come back to the caller, which
+/// commits only `(1, 1, 1)` and rolls anything else back, so a lost race writes nothing.
+const ROTATE: &str = "
+    WITH touched AS (
+        UPDATE sessions
+        SET last_active_at = $1, idle_expires_at = $2,
+            access_expires_at = GREATEST(access_expires_at, $3)
+        WHERE id = $4 AND revoked_at IS NULL
+          AND EXISTS (SELECT 1 FROM refresh_tokens
+                      WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL)
+        RETURNING id
+    ), spent AS (
+        UPDATE refresh_tokens
+        SET spent_at = $1, successor_hash = $6, sealed_successor = $7
+        WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL
+          AND EXISTS (SELECT 1 FROM touched)
+        RETURNING hash
+    ), successor AS (
+        INSERT INTO refresh_tokens (hash, session_id, issued_at)
+        SELECT $6, $4, $1 FROM spent
+        RETURNING hash
+    )
+    SELECT (SELECT count(*) FROM touched),
+           (SELECT count(*) FROM spent),
+           (SELECT count(*) FROM successor)";
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
+    /// with any of libpq's query parameters, such as `options=-c search_path=sessiond` to keep
+    /// sessiond's tables in a schema of their own). It does not migrate: call
+    /// [`PostgresStore::migrate`] for that.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached (the connection is refused,
+    /// or not established within the acquire timeout) or is starting up, shutting down or out
+    /// of connections; [`StoreError::Backend`] when the URL is malformed or the server turns the
+    /// connection down for good (authentication, a missing database).
+    pub async fn open(url: &str, settings: &PostgresSettings) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url).map_err(store_error)?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("sessiond");
+        }
+        // Appended after whatever `options` the URL carries, so these settings win.
+        let options = options.options([
+            (
+                "statement_timeout",
+                format!("{}ms", settings.statement_timeout.as_millis()),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", settings.idle_in_transaction_timeout.as_millis()),
+            ),
+        ]);
+        // One connection made by hand first: the pool retries a refused connection until its
+        // acquire timeout and then reports only that it timed out, whereas this reports why
+        // (connection refused, authentication failed, no such database) and does so at once.
+        let first = tokio::time::timeout(
+            settings.acquire_timeout,
+            PgConnection::connect_with(&options),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(Box::new(NoAnswer(settings.acquire_timeout))))?
+        .map_err(store_error)?;
+        // Only a courtesy to the server; the connection was good, which is all that mattered.
+        let _ = first.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            // A ping before every use would add a round trip to every operation. Only a
+            // connection that sat idle for a while is pinged (and replaced if it died, as all of
+            // them do when the server restarts); under load connections are reused at once.
+            .test_before_acquire(false)
+            .before_acquire(|connection, metadata| {
+                Box::pin(async move {
+                    if metadata.idle_for >= PING_WHEN_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            operation_timeout: settings.operation_timeout,
+        })
+    }
+
+    /// Applies the migrations the database lacks; returns how many were applied. Safe to call
+    /// from several instances at once: they take turns, and each migration is applied once.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the database's schema is newer than this build knows;
+    /// [`StoreError`] when a migration fails, which is then rolled back whole.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(store_error)?;
+        migrate::run(&mut connection).await
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin_with(BEGIN).await.map_err(store_error)
+    }
+
+    /// Runs `operation` within the operation timeout. When the timeout fires the operation is
+    /// dropped: an open transaction is then rolled back, and the connection is discarded unless
+    /// it answers again.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(Box::new(NoAnswer(
+                    self.operation_timeout,
+                ))))
+            })
+    }
+
+    async fn create_session_now(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.begin().await?;
+        lock_user(&mut tx, &session.user_id).await?;
+        let rows = sqlx::query(LOCK_ACTIVE_SESSIONS)
+            .bind(session.user_id.as_str())
+            .bind(session.created_at.unix_millis())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let mut active = rows::sessions(&rows)?;
+        // Sorted here rather than by the query: rows come back as they are after the lock, and
+        // the recency of a row that was being rotated is only known then.
+        active.sort_by_key(|session| (session.last_active_at, session.created_at, session.id));
+        let keep = usize::try_from(max_active)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        let excess = active.len().saturating_sub(keep);
+        let to_evict: Vec<Uuid> = active
+            .iter()
+            .take(excess)
+            .map(|session| *session.id.as_uuid())
+            .collect();
+        let mut evicted = if to_evict.is_empty() {
+            Vec::new()
+        } else {
+            // The rows are locked, so every one of them is still unrevoked here.
+            let rows = sqlx::query(REVOKE_BY_IDS)
+                .bind(session.created_at.unix_millis())
+                .bind(RevokeReason::SessionLimit.as_str())
+                .bind(&to_evict)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            rows::sessions(&rows)?
+        };
+        evicted.sort_by_key(|session| (session.last_active_at, session.created_at, session.id));
+
+        sqlx::query(INSERT_SESSION)
+            .bind(session.id.as_uuid())
+            .bind(session.user_id.as_str())
+            .bind(session.tenant_id.as_ref().map(|tenant| tenant.as_str()))
+            .bind(session.device.id.as_str())
+            .bind(session.device.name.as_deref())
+            .bind(session.device.device_type.as_str())
+            .bind(session.device.browser.as_deref())
+            .bind(session.device.os.as_deref())
+            .bind(session.ip.as_deref())
+            .bind(session.user_agent.as_deref())
+            .bind(rows::json_text(&session.claims)?)
+            .bind(rows::json_text(&session.metadata)?)
+            .bind(session.created_at.unix_millis())
+            .bind(session.last_active_at.unix_millis())
+            .bind(session.idle_expires_at.unix_millis())
+            .bind(session.expires_at.unix_millis())
+            .bind(session.access_expires_at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
+            .bind(&first_token.0[..])
+            .bind(session.id.as_uuid())
+            .bind(session.created_at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let mut events: Vec<NewAuditEvent> = evicted.iter().map(eviction_audit).collect();
+        events.push(audit.clone());
+        insert_audit(&mut tx, &events).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(evicted)
+    }
+
+    async fn rotate_now(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(ROTATE)
+            .bind(rotation.now.unix_millis())
+            .bind(rotation.idle_expires_at.unix_millis())
+            .bind(rotation.access_expires_at.unix_millis())
+            .bind(rotation.session_id.as_uuid())
+            .bind(&rotation.presented.0[..])
+            .bind(&rotation.successor.0[..])
+            .bind(&rotation.sealed_successor[..])
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let counts: (i64, i64, i64) = (
+            row.try_get(0).map_err(store_error)?,
+            row.try_get(1).map_err(store_error)?,
+            row.try_get(2).map_err(store_error)?,
+        );
+        match counts {
+            (1, 1, 1) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(RotationOutcome::Rotated)
+            }
+            // Nothing matched, or the session moved but the token had been spent by a rotation
+            // that committed while this one waited: undo the session's move.
+            (0, 0, 0) | (1, 0, 0) => {
+                tx.rollback().await.map_err(store_error)?;
+                Ok(RotationOutcome::Lost)
+            }
+            (touched, spent, inserted) => {
+                tx.rollback().await.map_err(store_error)?;
+                Err(StoreError::Corrupt(format!(
+                    "a rotation changed {touched} sessions, spent {spent} tokens and stored \
+                     {inserted} successors"
+                )))
+            }
+        }
+    }
+
+    async fn revoke_session_now(
+        &self,
+        id: SessionId,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Option<(Session, bool)>, StoreError> {
+        let mut tx = self.begin().await?;
+        // The row lock of the UPDATE makes a second revoker wait, then re-check
+        // `revoked_at IS NULL` against the first one's commit and match nothing: one audit event.
+        let row = sqlx::query(REVOKE_ONE)
+            .bind(revocation.at.unix_millis())
+            .bind(revocation.reason.as_str())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let outcome = match row {
+            Some(row) => {
+                let session = rows::session(&row, 0)?;
+                insert_audit(&mut tx, &[audit(&session)]).await?;
+                Some((session, true))
+            }
+            // Absent or already revoked; a fresh snapshot shows which, and by whom.
+            None => session_by_id(&mut tx, id)
+                .await?
+                .map(|session| (session, false)),
+        };
+        tx.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    async fn revoke_user_sessions_now(
+        &self,
+        user: &UserId,
+        except: Option<SessionId>,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.begin().await?;
+        lock_user(&mut tx, user).await?;
+        let rows = sqlx::query(REVOKE_ACTIVE_OF_USER)
+            .bind(revocation.at.unix_millis())
+            .bind(revocation.reason.as_str())
+            .bind(user.as_str())
+            .bind(except.map(|id| *id.as_uuid()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let mut revoked = rows::sessions(&rows)?;
+        revoked.sort_by_key(|session| {
+            std::cmp::Reverse((session.last_active_at, session.created_at, session.id))
+        });
+        let events: Vec<NewAuditEvent> = revoked.iter().map(audit).collect();
+        insert_audit(&mut tx, &events).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(revoked)
+    }
+}
+
+async fn lock_user(connection: &mut PgConnection, user: &UserId) -> Result<(), StoreError> {
+    sqlx::query(LOCK_USER)
+        .bind(user.as_str())
+        .execute(connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+async fn session_by_id(
+    connection: &mut PgConnection,
+    id: SessionId,
+) -> Result<Option<Session>, StoreError> {
+    let row = sqlx::query(SESSION_BY_ID)
+        .bind(id.as_uuid())
+        .fetch_optional(connection)
+        .await
+        .map_err(store_error)?;
+    row.map(|row| rows::session(&row, 0)).transpose()
+}
+
+async fn insert_audit(
+    connection: &mut PgConnection,
+    events: &[NewAuditEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut severities = Vec::with_capacity(events.len());
+    let mut users = Vec::with_capacity(events.len());
+    let mut sessions = Vec::with_capacity(events.len());
+    let mut ips = Vec::with_capacity(events.len());
+    let mut ats = Vec::with_capacity(events.len());
+    let mut details = Vec::with_capacity(events.len());
+    for event in events {
+        kinds.push(event.kind);
+        severities.push(event.severity.as_str());
+        users.push(event.user_id.as_ref().map(UserId::as_str));
+        sessions.push(event.session_id.map(|id| *id.as_uuid()));
+        ips.push(event.ip.as_deref());
+        ats.push(event.at.unix_millis());
+        details.push(rows::json_text(&event.details)?);
+    }
+    sqlx::query(INSERT_AUDIT)
+        .bind(&kinds)
+        .bind(&severities)
+        .bind(&users)
+        .bind(&sessions)
+        .bind(&ips)
+        .bind(&ats)
+        .bind(&details)
+        .execute(connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+    let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(store_error)?,
+        algorithm: SigningAlgorithm::from_jose_name(&algorithm)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
+        secret: Zeroizing::new(row.try_get("secret").map_err(store_error)?),
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
+    })
+}
+
+fn revoked_ref_from_row(row: &PgRow) -> Result<RevokedSessionRef, StoreError> {
+    Ok(RevokedSessionRef {
+        id: SessionId::from_uuid(row.try_get(0).map_err(store_error)?),
+        revoked_at: rows::timestamp(row, 1)?,
+        access_expires_at: rows::timestamp(row, 2)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.bounded(self.create_session_now(
+            session,
+            first_token,
+            max_active,
+            audit,
+            eviction_audit,
+        ))
+        .await
+    }
+
+    async fn find_refresh_token(
+        &self,
+        hash: &RefreshTokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
+        self.bounded(async {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                session_columns!(),
+                ",
+                        t.issued_at, t.spent_at, t.sealed_successor,
+                        successor.spent_at IS NOT NULL
+                 FROM refresh_tokens t
+                 JOIN sessions s ON s.id = t.session_id
+                 LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
+                 WHERE t.hash = $1"
+            ))
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let session = rows::session(&row, 0)?;
+            let base = SESSION_COLUMN_COUNT;
+            let record = RefreshTokenRecord {
+                hash: *hash,
+                issued_at: rows::timestamp(&row, base)?,
+                spent_at: rows::optional_timestamp(&row, base + 1)?,
+                sealed_successor: row.try_get(base + 2).map_err(store_error)?,
+                successor_spent: row.try_get(base + 3).map_err(store_error)?,
+            };
+            Ok(Some((record, session)))
+        })
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<RotationOutcome, StoreError> {
+        self.bounded(self.rotate_now(rotation)).await
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Option<(Session, bool)>, StoreError> {
+        self.bounded(self.revoke_session_now(id, revocation, audit))
+            .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        except: Option<SessionId>,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.bounded(self.revoke_user_sessions_now(user, except, revocation, audit))
+            .await
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.bounded(async {
+            let mut connection = self.pool.acquire().await.map_err(store_error)?;
+            session_by_id(&mut connection, id).await
+        })
+        .await
+    }
+
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(ACTIVE_SESSIONS)
+                .bind(user.as_str())
+                .bind(now.unix_millis())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows::sessions(&rows)
+        })
+        .await
+    }
+
+    async fn revoked_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<RevokedSessionRef>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(
+                "SELECT id, revoked_at, access_expires_at FROM sessions
+                 WHERE revoked_at >= $1 AND access_expires_at > $2",
+            )
+            .bind(since.unix_millis())
+            .bind(now.unix_millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            rows.iter().map(revoked_ref_from_row).collect()
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            // One statement, so one transaction. `SKIP LOCKED` lets purgers on several
+            // instances take disjoint batches instead of queueing behind one another.
+            let deleted = sqlx::query(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions
+                     WHERE (revoked_at < $1 OR idle_expires_at < $1) AND access_expires_at < $2
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(cutoff.unix_millis())
+            .bind(now.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(deleted.rows_affected())
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(
+                "SELECT kid, algorithm, secret, created_at FROM signing_keys
+                 ORDER BY created_at, kid",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            rows.iter().map(key_from_row).collect()
+        })
+        .await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.bounded(async {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&key.kid)
+            .bind(key.algorithm.jose_name())
+            .bind(&key.secret[..])
+            .bind(key.created_at.unix_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut connection = self.pool.acquire().await.map_err(store_error)?;
+            // One statement for all of them, so they are appended together or not at all.
+            insert_audit(&mut connection, events).await
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
