@@ -1,0 +1,108 @@
+//! A sessiond client for Rust applications and CLIs that must stay signed in.
+//!
+//! [`SessionClient`] keeps a session's token pair and refreshes it ahead of expiry, so the
+//! application always has a valid access token to send:
+//!
+//! - **Ahead of expiry.** A background task refreshes when less than 5 minutes or a fifth of
+//!   the token's lifetime remains, whichever is *less* (a 15-minute token is refreshed 3 minutes
+//!   before expiry, a 1-hour token 5 minutes before), minus a random jitter of up to a tenth of
+//!   that window ([`RefreshPolicy`]). [`SessionClient::access_token`] returns the cached token
+//!   at once whenever it is still valid; it reaches the network only when the token has
+//!   already expired (the background task was stopped, or the machine was asleep).
+//! - **Single-flight.** Any number of tasks that need a refresh at the same time cause one
+//!   refresh request; the others wait for its result. The refresh runs in its own task, so a
+//!   caller that stops waiting cannot leave a rotated-but-unsaved pair behind.
+//! - **Retries.** Network errors and `503` (also `429`, `502`, `504`) are retried with
+//!   exponential backoff and full jitter, honouring `Retry-After`, for a bounded number of
+//!   attempts and time ([`RetryPolicy`]); then the call fails with [`Error::Unavailable`] and
+//!   the tokens are kept for a later try.
+//! - **Signed out.** When the server refuses the refresh token (`invalid_refresh_token`:
+//!   `revoked`, `expired`, `reuse_detected`, `unknown`), the client clears its storage and then
+//!   publishes [`SessionState::SignedOut`] on the `watch` channel of [`SessionClient::state`].
+//! - **Persistence.** The pair is kept through a [`TokenStore`]: [`MemoryStore`], or
+//!   [`EncryptedFileStore`] (AES-256-GCM, mode 0600, atomic replace, survives a crash
+//!   mid-write). A refreshed pair is persisted before anyone is given its access token.
+//! - **Requests.** [`SessionClient::send`] attaches `Authorization: Bearer` and, on a `401`,
+//!   refreshes once and retries once.
+//!
+//! Tokens never appear in `Debug` output or logs: they are [`SecretString`]s.
+//!
+//! # Using the client
+//!
+//! The application's backend creates the session (`POST /v1/sessions` with an admin key) and
+//! hands the token pair to the app, which gives it to the client:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use sessiond_client::{EncryptedFileStore, FileKey, SessionClient, SessionState};
+//! use sessiond_client::reqwest::Method;
+//!
+//! # async fn fetch_pair_from_backend() -> sessiond_client::sessiond_wire::TokenPairResponse { unimplemented!() }
+//! # async fn key_from_keyring() -> [u8; 32] { [0; 32] }
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! // The key comes from wherever the application keeps secrets (see `FileKey`).
+//! let key = FileKey::from_bytes(key_from_keyring().await);
+//! let store = Arc::new(EncryptedFileStore::new("/home/me/.config/app/tokens", &key));
+//! let client = SessionClient::builder("https://auth.example.com")
+//!     .store(store)
+//!     .build()
+//!     .await?; // loads the pair stored by the last run, if any
+//!
+//! if !client.current_state().is_signed_in() {
+//!     client.sign_in(&fetch_pair_from_backend().await).await?;
+//! }
+//!
+//! // Send the user back to the login screen when the session ends.
+//! let mut state = client.state();
+//! tokio::spawn(async move {
+//!     while state.changed().await.is_ok() {
+//!         if let SessionState::SignedOut { reason } = &*state.borrow() {
+//!             eprintln!("signed out: {reason}");
+//!         }
+//!     }
+//! });
+//!
+//! // A request to a resource server, with the bearer token and one retry after a 401.
+//! let response = client
+//!     .send(client.request(Method::GET, "https://api.example.com/notes"))
+//!     .await?;
+//! println!("{}", response.status());
+//!
+//! // Or the token itself, for a client of your own.
+//! let token = client.access_token().await?;
+//! # let _ = token.expose();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Not yet: the event stream
+//!
+//! The server has no `GET /v1/events` yet, so the client learns that its session was revoked
+//! only at its next refresh. When the stream exists, a `SessionClient::subscribe_events` will
+//! open it with the current access token and drive the same state machine: a `session.revoked`
+//! or `security.reuse_detected` event for the client's session will clear storage and publish
+//! `SignedOut` exactly as a refused refresh does now. [`SessionState`], [`SignOutReason`]
+//! (`#[non_exhaustive]`) and the `watch` channel are the interface it will use, so code that
+//! watches [`SessionClient::state`] will not need to change.
+
+mod client;
+mod error;
+mod file_store;
+mod policy;
+mod secret;
+mod store;
+mod tokens;
+
+pub use client::{SessionClient, SessionClientBuilder};
+pub use error::Error;
+pub use file_store::{EncryptedFileStore, FileKey};
+pub use policy::{RefreshPolicy, RetryPolicy};
+pub use secret::SecretString;
+pub use store::{MemoryStore, StoreError, TokenStore};
+pub use tokens::{SessionState, SignOutReason, StoredTokens};
+
+/// The `reqwest` this crate uses, for building requests for [`SessionClient::send`].
+pub use reqwest;
+/// The wire types, for [`SessionClient::sign_in`]'s token pair.
+pub use sessiond_wire;

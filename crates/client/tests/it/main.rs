@@ -1,0 +1,9 @@
+//! Integration tests of `sessiond-client` against the real sessiond server, started in-process.
+
+mod file_store;
+mod helpers;
+mod refresh;
+mod requests;
+mod retry;
+mod secrets;
+mod sign_out;
