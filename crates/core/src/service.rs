@@ -480,6 +480,13 @@ impl SessionService {
         Ok(latest)
     }
 
+    /// Refuses the access tokens of session `id`, revoked by another process sharing the store
+    /// (reported by a [`crate::store::RevocationFeed`]), until `access_expires_at`, and drops
+    /// its cached copy. No I/O.
+    pub fn apply_remote_revocation(&self, id: SessionId, access_expires_at: Timestamp) {
+        self.revoke_locally(id, access_expires_at);
+    }
+
     /// An access token whose `exp` is before this instant fails validation at `now`, leeway
     /// included; revocation records must outlive every token that would still pass.
     fn tokens_dead_before(&self, now: Timestamp) -> Timestamp {

@@ -89,6 +89,55 @@ pub struct RevokedSessionRef {
     pub access_expires_at: Timestamp,
 }
 
+/// Counts over the sessions active at one instant, as [`Store::stats`] answers them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StoreStats {
+    /// Sessions unrevoked and unexpired.
+    pub active_sessions: u64,
+    /// Distinct `(user, device)` pairs among them.
+    pub active_devices: u64,
+    /// Mean of `last_active_at - created_at` over them, in milliseconds; 0 when there are none.
+    pub average_session_duration_ms: f64,
+}
+
+/// What a [`RevocationFeed`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A session was revoked by a transaction that has committed. `revoked_at` is the revoking
+    /// instance's clock and only informative.
+    Revoked(RevokedSessionRef),
+    /// The feed has just (re)connected and may have missed revocations before this point: the
+    /// consumer must read every revocation that still matters again
+    /// ([`Store::revoked_since`] from the epoch).
+    Resync,
+}
+
+/// A push feed of revocations committed by any process sharing the store, for stores whose
+/// processes cannot see each other's memory (several instances on one database server).
+///
+/// What an implementer must guarantee:
+///
+/// - a revocation is reported only after the transaction that made it has committed, so the
+///   consumer never refuses a session that is in fact still valid;
+/// - the first event is [`FeedEvent::Resync`], sent once the feed listens, and every time the
+///   feed has lost its connection and listens again, so that a revocation is either reported
+///   as [`FeedEvent::Revoked`] or committed before a `Resync` that follows it. A missed
+///   notification therefore never outlives the resync after it;
+/// - a message it cannot read is reported as `Resync`, never dropped silently.
+///
+/// The feed is best effort about *latency* only: a connection that dies silently (a network
+/// partition) is noticed when the transport notices, so consumers keep a periodic
+/// [`Store::revoked_since`] poll as a safety net.
+#[async_trait]
+pub trait RevocationFeed: Send + Debug {
+    /// Waits for the next event. After an `Err` the feed can be asked again (ideally after a
+    /// pause): it reconnects, and then reports [`FeedEvent::Resync`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the feed cannot (re)connect.
+    async fn next(&mut self) -> Result<FeedEvent, StoreError>;
+}
+
 /// Persistent storage of sessions, refresh tokens, signing keys and audit events.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
@@ -215,4 +264,19 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] when it does not.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Counts over the sessions active at `now` (unrevoked, before both expiries), for
+    /// `/v1/stats` and the metrics gauges. A read; it never blocks writers for long.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError>;
+
+    /// A push feed of revocations committed by any process sharing this store (see
+    /// [`RevocationFeed`]), or `None` when the store offers none; the default. Consumers then
+    /// rely on polling [`Store::revoked_since`] alone. It does not connect: the feed's first
+    /// [`RevocationFeed::next`] does.
+    fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
+        None
+    }
 }

@@ -117,7 +117,13 @@ fn init_logging(format: LogFormat) {
     // A second initialisation (tests running several commands) is harmless; ignore it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // Every line carries the spans it was written in, the request span (and its
+        // `request_id`) included, however deeply nested the event is.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
     };
 }
 
@@ -129,6 +135,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Bound before the listening line, so that once it is printed both listeners accept.
+    let metrics_listener = match config.metrics_listen {
+        Some(metrics_address) => {
+            let metrics_listener = tokio::net::TcpListener::bind(metrics_address)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_address} for metrics"))?;
+            tracing::info!(address = %metrics_address, "serving /metrics on its own listener");
+            Some(metrics_listener)
+        }
+        None => None,
+    };
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
@@ -137,7 +154,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(stdout, "sessiond listening on http://{address}")?;
         stdout.flush()?;
     }
-    crate::run(listener, state, shutdown_signal())
+    crate::run_with_metrics_listener(listener, metrics_listener, state, shutdown_signal())
         .await
         .context("server failed")
 }

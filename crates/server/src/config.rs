@@ -96,6 +96,9 @@ pub struct RawConfig {
     /// `text` (default) or `json`.
     #[arg(long, global = true, env = "SESSIOND_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// address:port of a separate listener for `/metrics`; unset, `/metrics` is on the API's.
+    #[arg(long, global = true, env = "SESSIOND_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 macro_rules! overlay {
@@ -144,7 +147,8 @@ impl RawConfig {
             signing_alg,
             body_limit,
             sqlite_synchronous,
-            log_format
+            log_format,
+            metrics_listen
         );
         self
     }
@@ -177,6 +181,8 @@ pub struct Config {
     pub sqlite_synchronous: Synchronous,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where `/metrics` is served instead of the API's listener, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -484,6 +490,22 @@ impl Config {
                 ));
             }
         };
+        let metrics_listen = raw
+            .metrics_listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    format!("SESSIOND_METRICS_LISTEN must be address:port (got {text:?})")
+                })
+            })
+            .transpose()?;
+        if metrics_listen.is_some_and(|metrics| metrics == listen && listen.port() != 0) {
+            return Err(format!(
+                "SESSIOND_METRICS_LISTEN must differ from SESSIOND_LISTEN ({listen}); leave it unset to serve /metrics on the API's listener"
+            ));
+        }
         Ok(Self {
             listen,
             database_url,
@@ -497,6 +519,7 @@ impl Config {
             body_limit,
             sqlite_synchronous,
             log_format,
+            metrics_listen,
             warnings,
         })
     }
@@ -517,6 +540,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.policy, Policy::default());
+        assert_eq!(config.metrics_listen, None);
         assert!(!config.warnings.is_empty());
     }
 
@@ -573,6 +597,20 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "SESSIOND_MAX_SESSIONS_PER_USER (0) must be at least 1",
+            ),
+            (
+                RawConfig {
+                    metrics_listen: Some("localhost".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_METRICS_LISTEN must be address:port (got \"localhost\")",
+            ),
+            (
+                RawConfig {
+                    metrics_listen: Some("127.0.0.1:8080".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_METRICS_LISTEN must differ from SESSIOND_LISTEN",
             ),
         ];
         for (raw, expected) in cases {

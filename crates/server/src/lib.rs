@@ -7,12 +7,14 @@
 pub mod cli;
 pub mod config;
 mod http;
+pub mod instrumented_store;
+pub mod metrics;
 pub mod state;
 pub mod tasks;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 
-pub use http::router;
+pub use http::{api_router, metrics_router, router};
 pub use state::{AppState, SystemClock};
 
 /// Serves the API on `listener` until `shutdown` completes, running the background tasks
@@ -25,13 +27,46 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_metrics_listener(listener, None, state, shutdown).await
+}
+
+/// Like [`run`], but serves `/metrics` on `metrics_listener` instead of the API's listener
+/// when one is given.
+///
+/// # Errors
+/// When accepting connections fails on either listener.
+pub async fn run_with_metrics_listener(
+    listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let background = tasks::spawn(state.clone());
+    let gauges = metrics::GaugeRefresh::spawn(state.clone());
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|metrics_listener| {
+        let mut metrics_stopped = metrics_stopped.clone();
+        tokio::spawn(
+            axum::serve(metrics_listener, metrics_router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = metrics_stopped.changed().await;
+                })
+                .into_future(),
+        )
+    });
+    let api = api_router(state, metrics_server.is_none());
     let served = axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
+    let _ = stop_metrics.send(true);
+    let metrics_served = match metrics_server {
+        Some(handle) => handle.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
+    gauges.stop().await;
     background.stop().await;
-    served
+    served.and(metrics_served)
 }

@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::instrumented_store::InstrumentedStore;
+use crate::metrics::Metrics;
 
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,6 +73,8 @@ pub struct AppState {
     pub admin_keys: Arc<AdminKeys>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// What this process counts, for `/metrics` and `/v1/stats`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whether opening the database may create it.
@@ -94,7 +98,11 @@ impl AppState {
         clock: Arc<dyn Clock>,
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
-        let store = open_store(config, mode).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(
+            open_store(config, mode).await?,
+            metrics.clone(),
+        ));
         let service = SessionService::start(
             store,
             clock,
@@ -114,6 +122,7 @@ impl AppState {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
             body_limit: config.body_limit,
+            metrics,
         })
     }
 }

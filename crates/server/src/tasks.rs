@@ -1,7 +1,16 @@
 //! Background work: keeping the revoked-session set current and purging old sessions.
+//!
+//! Revocations made by other processes arrive two ways. When the store offers a push feed
+//! (PostgreSQL's `LISTEN/NOTIFY`), a task applies each one as it is committed and resyncs in
+//! full whenever the feed (re)connects; that is what makes another instance's revocation take
+//! effect here within milliseconds. The one-second poll of `revoked_since` runs in every case:
+//! it is all there is for SQLite (the `sessiond sessions revoke` command), and on PostgreSQL it
+//! is the safety net for a feed connection that died without the transport noticing yet.
 
 use std::time::Duration;
 
+use sessiond_core::Timestamp;
+use sessiond_core::store::{FeedEvent, RevocationFeed};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -12,6 +21,10 @@ pub const REVOCATION_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How far back each sync looks again, so a revocation committed with a slightly older
 /// timestamp than the last one seen is never missed.
 const REVOCATION_SYNC_OVERLAP: Duration = Duration::from_secs(10);
+/// The first pause after the revocation feed fails; doubled on each failure in a row.
+const FEED_RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between attempts to reconnect the revocation feed.
+const FEED_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often expired and revoked sessions are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Sessions deleted per purge transaction: small, so requests never wait long for the writer.
@@ -37,10 +50,13 @@ impl BackgroundTasks {
 /// Starts the background tasks for `state`.
 pub fn spawn(state: AppState) -> BackgroundTasks {
     let (stop, stopped) = watch::channel(false);
-    let handles = vec![
+    let mut handles = vec![
         tokio::spawn(sync_revocations(state.clone(), stopped.clone())),
-        tokio::spawn(purge(state, stopped)),
+        tokio::spawn(purge(state.clone(), stopped.clone())),
     ];
+    if let Some(feed) = state.service.store().revocation_feed() {
+        handles.push(tokio::spawn(follow_revocation_feed(state, feed, stopped)));
+    }
     BackgroundTasks { stop, handles }
 }
 
@@ -59,6 +75,62 @@ async fn sync_revocations(state: AppState, mut stopped: watch::Receiver<bool>) {
         match state.service.sync_revocations(since).await {
             Ok(latest) => watermark = latest.max(watermark),
             Err(error) => tracing::warn!(error = %error, "revocation sync failed; will retry"),
+        }
+    }
+}
+
+/// Applies the revocations the store's feed reports, and resyncs the whole revoked set each time
+/// the feed says it may have missed some. Failures are retried with exponential backoff; the
+/// one-second poll keeps running meanwhile.
+async fn follow_revocation_feed(
+    state: AppState,
+    mut feed: Box<dyn RevocationFeed>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut retry = FEED_RETRY_MIN;
+    let mut resync_pending = false;
+    loop {
+        if resync_pending {
+            // From the epoch, not from a watermark: what was missed may carry any timestamp
+            // (another instance's clock), and the read only returns sessions whose access
+            // tokens are still alive.
+            match state
+                .service
+                .sync_revocations(Timestamp::from_unix_millis(0))
+                .await
+            {
+                Ok(_) => {
+                    resync_pending = false;
+                    retry = FEED_RETRY_MIN;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "revocation resync failed; will retry");
+                    if wait_or_stop(retry, &mut stopped).await {
+                        return;
+                    }
+                    retry = (retry * 2).min(FEED_RETRY_MAX);
+                    continue;
+                }
+            }
+        }
+        let event = tokio::select! {
+            event = feed.next() => event,
+            _ = stopped.changed() => return,
+        };
+        match event {
+            Ok(FeedEvent::Revoked(revoked)) => {
+                state
+                    .service
+                    .apply_remote_revocation(revoked.id, revoked.access_expires_at);
+            }
+            Ok(FeedEvent::Resync) => resync_pending = true,
+            Err(error) => {
+                tracing::warn!(error = %error, "revocation feed unavailable; will reconnect");
+                if wait_or_stop(retry, &mut stopped).await {
+                    return;
+                }
+                retry = (retry * 2).min(FEED_RETRY_MAX);
+            }
         }
     }
 }

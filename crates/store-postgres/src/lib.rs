@@ -44,6 +44,11 @@
 //!   transaction before reading the applied version, so instances starting together apply each
 //!   migration once; a schema newer than the build is refused.
 //!
+//! Revocations also reach the other instances as they commit: each revoking transaction
+//! queues a `pg_notify`, and [`PostgresStore::revocation_listener`] (the store's
+//! `revocation_feed`) listens for them, reporting a resync after every (re)connection; see
+//! [`feed`](crate::feed) for the payload and the per-schema filtering.
+//!
 //! Advisory locks are per database, so their keys include the current schema: deployments that
 //! keep their tables in different schemas of one database never wait for each other.
 //!
@@ -70,9 +75,11 @@
 //! [`StoreError::Unavailable`]: sessiond_core::store::StoreError::Unavailable
 
 mod error;
+mod feed;
 mod migrate;
 mod rows;
 mod store;
 
+pub use feed::{PostgresRevocationFeed, REVOCATION_CHANNEL};
 pub use migrate::MIGRATIONS;
 pub use store::{PostgresSettings, PostgresStore};

@@ -9,7 +9,8 @@ use sessiond_core::audit::NewAuditEvent;
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
+    AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
+    StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{SessionId, Timestamp, UserId};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::{NoAnswer, store_error};
+use crate::feed::{PostgresRevocationFeed, REVOCATION_CHANNEL};
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
 
@@ -142,6 +144,13 @@ const INSERT_SESSION: &str = "
         expires_at, access_expires_at, revoked_at, revoke_reason)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL)";
 
+/// Notifies the other instances of revoked sessions, one notification each, delivered when the
+/// transaction commits (see [`crate::feed`] for the payload). `$1` is the channel.
+const NOTIFY_REVOKED: &str = "
+    SELECT pg_notify($1, r.id::TEXT || ' ' || r.revoked_at || ' ' || r.access_expires_at || ' '
+                         || coalesce(current_schema(), ''))
+    FROM UNNEST($2::UUID[], $3::BIGINT[], $4::BIGINT[]) AS r (id, revoked_at, access_expires_at)";
+
 /// Appends any number of audit events in one statement, in the order given.
 const INSERT_AUDIT: &str = "
     INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
@@ -258,6 +267,13 @@ impl PostgresStore {
         migrate::run(&mut connection).await
     }
 
+    /// The revocation feed of this store: a connection of its own (taken from the pool, so it
+    /// counts against `max_connections`) listening for the revocations any instance on this
+    /// schema commits. It connects on its first [`RevocationFeed::next`].
+    pub fn revocation_listener(&self) -> PostgresRevocationFeed {
+        PostgresRevocationFeed::new(self.pool.clone(), self.operation_timeout)
+    }
+
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -358,6 +374,7 @@ impl PostgresStore {
         let mut events: Vec<NewAuditEvent> = evicted.iter().map(eviction_audit).collect();
         events.push(audit.clone());
         insert_audit(&mut tx, &events).await?;
+        notify_revoked(&mut tx, &evicted).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(evicted)
     }
@@ -421,6 +438,7 @@ impl PostgresStore {
             Some(row) => {
                 let session = rows::session(&row, 0)?;
                 insert_audit(&mut tx, &[audit(&session)]).await?;
+                notify_revoked(&mut tx, std::slice::from_ref(&session)).await?;
                 Some((session, true))
             }
             // Absent or already revoked; a fresh snapshot shows which, and by whom.
@@ -455,6 +473,7 @@ impl PostgresStore {
         });
         let events: Vec<NewAuditEvent> = revoked.iter().map(audit).collect();
         insert_audit(&mut tx, &events).await?;
+        notify_revoked(&mut tx, &revoked).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(revoked)
     }
@@ -479,6 +498,43 @@ async fn session_by_id(
         .await
         .map_err(store_error)?;
     row.map(|row| rows::session(&row, 0)).transpose()
+}
+
+/// Queues a notification for each of `revoked`, sent by PostgreSQL only if the transaction
+/// commits.
+async fn notify_revoked(
+    connection: &mut PgConnection,
+    revoked: &[Session],
+) -> Result<(), StoreError> {
+    if revoked.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = revoked
+        .iter()
+        .map(|session| *session.id.as_uuid())
+        .collect();
+    let revoked_ats: Vec<i64> = revoked
+        .iter()
+        .map(|session| {
+            session
+                .revoked_at
+                .unwrap_or(session.created_at)
+                .unix_millis()
+        })
+        .collect();
+    let access_expiries: Vec<i64> = revoked
+        .iter()
+        .map(|session| session.access_expires_at.unix_millis())
+        .collect();
+    sqlx::query(NOTIFY_REVOKED)
+        .bind(REVOCATION_CHANNEL)
+        .bind(&ids)
+        .bind(&revoked_ats)
+        .bind(&access_expiries)
+        .execute(connection)
+        .await
+        .map_err(store_error)?;
+    Ok(())
 }
 
 async fn insert_audit(
@@ -735,6 +791,10 @@ impl Store for PostgresStore {
         .await
     }
 
+    fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
+        Some(Box::new(self.revocation_listener()))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
             sqlx::query("SELECT 1")
@@ -742,6 +802,31 @@ impl Store for PostgresStore {
                 .await
                 .map_err(store_error)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        self.bounded(async {
+            let row = sqlx::query(
+                "SELECT COUNT(*),
+                        COUNT(DISTINCT (user_id, device_id)),
+                        COALESCE(AVG(last_active_at - created_at), 0)::float8
+                 FROM sessions
+                 WHERE revoked_at IS NULL AND idle_expires_at > $1 AND expires_at > $1",
+            )
+            .bind(now.unix_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            let active_sessions: i64 = row.try_get(0).map_err(store_error)?;
+            let active_devices: i64 = row.try_get(1).map_err(store_error)?;
+            let average: f64 = row.try_get(2).map_err(store_error)?;
+            Ok(StoreStats {
+                active_sessions: u64::try_from(active_sessions).unwrap_or(0),
+                active_devices: u64::try_from(active_devices).unwrap_or(0),
+                average_session_duration_ms: average,
+            })
         })
         .await
     }

@@ -9,6 +9,7 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
     AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
+    StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{SessionId, Timestamp, UserId};
@@ -509,5 +510,28 @@ impl Store for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*),
+                    COUNT(DISTINCT user_id || char(0) || device_id),
+                    COALESCE(AVG(last_active_at - created_at), 0.0)
+             FROM sessions
+             WHERE revoked_at IS NULL AND idle_expires_at > ? AND expires_at > ?",
+        )
+        .bind(now.unix_millis())
+        .bind(now.unix_millis())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(store_error)?;
+        let active_sessions: i64 = row.try_get(0).map_err(store_error)?;
+        let active_devices: i64 = row.try_get(1).map_err(store_error)?;
+        let average: f64 = row.try_get(2).map_err(store_error)?;
+        Ok(StoreStats {
+            active_sessions: u64::try_from(active_sessions).unwrap_or(0),
+            active_devices: u64::try_from(active_devices).unwrap_or(0),
+            average_session_duration_ms: average,
+        })
     }
 }

@@ -154,6 +154,33 @@ pub struct RevokedCount {
     pub revoked: usize,
 }
 
+/// `GET /v1/stats`. Session counts are read from storage when asked; the other figures count
+/// what this process has done since it started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    /// Sessions neither revoked nor expired.
+    pub active_sessions: u64,
+    /// Distinct (user, device) pairs among the active sessions.
+    pub active_devices: u64,
+    /// Mean time from creation to last activity of the active sessions, in seconds.
+    pub average_session_duration_seconds: f64,
+    /// Refresh requests answered, successful or not.
+    pub refreshes: u64,
+    /// Refresh requests refused or failed.
+    pub refresh_failures: u64,
+    /// Refreshes by outcome: `rotated`, `replayed`, `unknown`, `expired`, `revoked`,
+    /// `reuse_detected`, `error`.
+    pub refreshes_by_outcome: Map<String, Value>,
+    /// Mean server time of a refresh, in milliseconds; 0 before the first.
+    pub average_refresh_ms: f64,
+    /// Refreshes answered by replaying the successor inside the grace window.
+    pub grace_window_hits: u64,
+    /// Error answers by `error` code.
+    pub errors: Map<String, Value>,
+    /// Sessions in the in-memory revoked set.
+    pub revoked_set_size: u64,
+}
+
 /// The body of every non-2xx answer of a `/v1` route.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

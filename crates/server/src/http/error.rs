@@ -40,9 +40,13 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The `error` code of an error answer, left in the response's extensions for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
 fn body(
     status: StatusCode,
-    code: &str,
+    code: &'static str,
     message: String,
     reason: Option<&str>,
     retry_after: Option<u64>,
@@ -59,6 +63,7 @@ fn body(
         }),
     )
         .into_response();
+    response.extensions_mut().insert(ErrorCode(code));
     if let Some(seconds) = retry_after {
         response
             .headers_mut()

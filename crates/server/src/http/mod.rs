@@ -4,6 +4,7 @@ pub(crate) mod convert;
 mod error;
 mod extract;
 mod health;
+mod observability;
 mod sessions;
 
 use axum::Router;
@@ -22,10 +23,16 @@ tokio::task_local! {
     pub(crate) static REQUEST_ID: String;
 }
 
-/// The API's routes over `state`.
+/// The API's routes over `state`, `/metrics` included.
 pub fn router(state: AppState) -> Router {
+    api_router(state, true)
+}
+
+/// The API's routes over `state`; `/metrics` only when `with_metrics` (it is served on a
+/// listener of its own otherwise, see [`metrics_router`]).
+pub fn api_router(state: AppState, with_metrics: bool) -> Router {
     let body_limit = state.body_limit;
-    Router::new()
+    let mut routes = Router::new()
         .route(
             "/v1/sessions",
             post(sessions::create).get(sessions::list_own),
@@ -43,10 +50,33 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/stats", get(observability::stats));
+    if with_metrics {
+        routes = routes.route("/metrics", get(observability::metrics));
+    }
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observability::observe,
+        ))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for the separate metrics listener (`SESSIOND_METRICS_LISTEN`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(observability::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observability::observe,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -1,5 +1,7 @@
 //! The `/v1/sessions`, `/v1/logout` and `/v1/users/{user_id}/sessions` routes.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -46,7 +48,12 @@ pub(crate) async fn refresh(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let issued = state.service.refresh(&request.refresh_token).await?;
+    let started = Instant::now();
+    let result = state.service.refresh(&request.refresh_token).await;
+    state
+        .metrics
+        .record_refresh(result.as_ref(), started.elapsed());
+    let issued = result?;
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)))
 }

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod errors;
+mod instances;
 mod lifetimes;
+mod observability;
 mod process;
 mod revocation;
 mod rotation;

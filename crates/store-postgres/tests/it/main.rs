@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod availability;
+mod feed;
 mod helpers;
 mod limits;
 mod migrations;

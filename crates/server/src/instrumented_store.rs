@@ -1,0 +1,201 @@
+//! [`InstrumentedStore`]: a `Store` that forwards every call to the real one and records its
+//! latency, its failures, and the sessions it creates and revokes. Core stays free of metrics:
+//! the server wraps the store it opened before handing it to the service.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
+use sessiond_core::session::{RevokeReason, Session};
+use sessiond_core::store::{
+    AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
+    StoreError, StoreStats,
+};
+use sessiond_core::token::StoredKey;
+use sessiond_core::{SessionId, Timestamp, UserId};
+
+use crate::metrics::{Metrics, StoreOperation};
+
+/// The store the service runs on, timed.
+#[derive(Debug)]
+pub struct InstrumentedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl InstrumentedStore {
+    /// Wraps `inner`, recording into `metrics`.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .record_storage(operation, started.elapsed(), result.is_ok());
+        result
+    }
+}
+
+#[async_trait]
+impl Store for InstrumentedStore {
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let evicted = self
+            .timed(
+                StoreOperation::CreateSession,
+                self.inner
+                    .create_session(session, first_token, max_active, audit, eviction_audit),
+            )
+            .await?;
+        self.metrics.record_session_created();
+        self.metrics
+            .record_revocations(RevokeReason::SessionLimit, evicted.len());
+        Ok(evicted)
+    }
+
+    async fn find_refresh_token(
+        &self,
+        hash: &RefreshTokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
+        self.timed(
+            StoreOperation::FindRefreshToken,
+            self.inner.find_refresh_token(hash),
+        )
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<RotationOutcome, StoreError> {
+        self.timed(
+            StoreOperation::RotateRefreshToken,
+            self.inner.rotate_refresh_token(rotation),
+        )
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Option<(Session, bool)>, StoreError> {
+        let revoked = self
+            .timed(
+                StoreOperation::RevokeSession,
+                self.inner.revoke_session(id, revocation, audit),
+            )
+            .await?;
+        if matches!(revoked, Some((_, true))) {
+            self.metrics.record_revocations(revocation.reason, 1);
+        }
+        Ok(revoked)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        except: Option<SessionId>,
+        revocation: Revocation,
+        audit: AuditFor<'_>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let revoked = self
+            .timed(
+                StoreOperation::RevokeUserSessions,
+                self.inner
+                    .revoke_user_sessions(user, except, revocation, audit),
+            )
+            .await?;
+        self.metrics
+            .record_revocations(revocation.reason, revoked.len());
+        Ok(revoked)
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.timed(StoreOperation::Session, self.inner.session(id))
+            .await
+    }
+
+    async fn active_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.timed(
+            StoreOperation::ActiveSessions,
+            self.inner.active_sessions(user, now),
+        )
+        .await
+    }
+
+    async fn revoked_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<RevokedSessionRef>, StoreError> {
+        self.timed(
+            StoreOperation::RevokedSince,
+            self.inner.revoked_since(since, now),
+        )
+        .await
+    }
+
+    async fn purge(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.timed(StoreOperation::Purge, self.inner.purge(cutoff, now, batch))
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.timed(StoreOperation::SigningKeys, self.inner.signing_keys())
+            .await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.timed(
+            StoreOperation::InsertSigningKey,
+            self.inner.insert_signing_key(key),
+        )
+        .await
+    }
+
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+        self.timed(StoreOperation::AppendAudit, self.inner.append_audit(events))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(StoreOperation::Ping, self.inner.ping()).await
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        self.timed(StoreOperation::Stats, self.inner.stats(now))
+            .await
+    }
+
+    // Forwarded untimed: the feed is long-lived, and a wrapper that kept the default `None`
+    // would silently turn the feed off.
+    fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
+        self.inner.revocation_feed()
+    }
+}
