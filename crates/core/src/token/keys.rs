@@ -129,10 +129,43 @@ pub(crate) enum Verifier {
     Hs256(HmacSha256),
 }
 
-pub(crate) struct VerificationKey {
+/// One key that verifies access tokens, parsed once: its `kid`, its algorithm and the key
+/// itself (an Ed25519 public key, or an HMAC secret on the server side only).
+pub struct VerificationKey {
     pub(crate) kid: String,
     pub(crate) algorithm: SigningAlgorithm,
     pub(crate) verifier: Verifier,
+}
+
+impl VerificationKey {
+    /// Its `kid`.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm it verifies.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finding the key that verifies a token by its `kid`.
+///
+/// [`AccessTokenValidator::validate`](super::AccessTokenValidator::validate) is generic over
+/// this trait, so the server (with its [`Keyring`]) and a resource server (with
+/// [`VerificationKeys`] from a JWK Set) run the same monomorphised validation code.
+pub trait KeyLookup {
+    /// The key whose `kid` is `kid`, if any.
+    fn find(&self, kid: &str) -> Option<&VerificationKey>;
 }
 
 enum Signer {
@@ -230,7 +263,8 @@ impl Keyring {
         }
     }
 
-    pub(crate) fn find(&self, kid: &str) -> Option<&VerificationKey> {
+    /// The key whose `kid` is `kid`, if any (the same as [`KeyLookup::find`]).
+    pub fn find(&self, kid: &str) -> Option<&VerificationKey> {
         self.verification.iter().find(|key| key.kid == kid)
     }
 
@@ -242,6 +276,128 @@ impl Keyring {
                 Verifier::EdDsa(public) => Some((key.kid.as_str(), public.to_bytes())),
                 Verifier::Hs256(_) => None,
             })
+    }
+}
+
+impl KeyLookup for Keyring {
+    #[inline]
+    fn find(&self, kid: &str) -> Option<&VerificationKey> {
+        Keyring::find(self, kid)
+    }
+}
+
+/// Why a JWK Set cannot become [`VerificationKeys`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// The document is not a JSON object with a `keys` array.
+    #[error("not a JWK Set: no \"keys\" array")]
+    NotAJwkSet,
+    /// A key carries private material (`d`): a JWK Set must only ever hold public keys, and a
+    /// set that leaks one is refused as a whole rather than trusted.
+    #[error("key {kid} carries private key material")]
+    PrivateKey {
+        /// The key's id (empty when it has none).
+        kid: String,
+    },
+    /// An Ed25519 key whose `x` is not 32 bytes of base64url forming a valid public key.
+    #[error("key {kid} is malformed: {reason}")]
+    MalformedKey {
+        /// The key's id.
+        kid: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// A verification-only key set, built from public JWKs (a resource server's view of
+/// `/.well-known/jwks.json`). It holds no signing key, so nothing can issue tokens with it.
+#[derive(Debug, Default)]
+pub struct VerificationKeys {
+    keys: Vec<VerificationKey>,
+}
+
+impl VerificationKeys {
+    /// An empty set: every token is refused with [`TokenError::UnknownKey`](super::TokenError).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses a JWK Set (RFC 7517 §5).
+    ///
+    /// Only Ed25519 keys are taken: `kty: "OKP"`, `crv: "Ed25519"`, `alg` absent or `"EdDSA"`,
+    /// `use` absent or `"sig"`, and a `kid` (validation looks keys up by `kid`). Any other key
+    /// (RSA, EC, X25519, an encryption key, one without `kid`) is skipped, not an error, so a
+    /// set shared with other issuers still works. Of two keys with the same `kid`, the first
+    /// wins.
+    ///
+    /// # Errors
+    /// [`JwksError::NotAJwkSet`] when there is no `keys` array; [`JwksError::PrivateKey`] when
+    /// any key (taken or not) carries `d`; [`JwksError::MalformedKey`] when a key that would be
+    /// taken has an `x` that is not base64url, not 32 bytes, or not a valid Ed25519 point.
+    pub fn from_public_jwks(jwks: &serde_json::Value) -> Result<Self, JwksError> {
+        let entries = jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or(JwksError::NotAJwkSet)?;
+        let mut keys: Vec<VerificationKey> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+            if entry.get("d").is_some() {
+                return Err(JwksError::PrivateKey {
+                    kid: field("kid").unwrap_or_default().to_owned(),
+                });
+            }
+            let Some(kid) = field("kid") else { continue };
+            let wanted = field("kty") == Some("OKP")
+                && field("crv") == Some("Ed25519")
+                && (entry.get("alg").is_none()
+                    || field("alg") == Some(SigningAlgorithm::EdDsa.jose_name()))
+                && (entry.get("use").is_none() || field("use") == Some("sig"));
+            if !wanted || keys.iter().any(|key| key.kid == kid) {
+                continue;
+            }
+            let malformed = |reason| JwksError::MalformedKey {
+                kid: kid.to_owned(),
+                reason,
+            };
+            let x = field("x").ok_or_else(|| malformed("no \"x\""))?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(x)
+                .map_err(|_| malformed("\"x\" is not base64url"))?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| malformed("\"x\" is not 32 bytes"))?;
+            let public = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| malformed("\"x\" is not an Ed25519 public key"))?;
+            keys.push(VerificationKey {
+                kid: kid.to_owned(),
+                algorithm: SigningAlgorithm::EdDsa,
+                verifier: Verifier::EdDsa(public),
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    /// The `kid`s of the keys, in the set's order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|key| key.kid.as_str())
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl KeyLookup for VerificationKeys {
+    #[inline]
+    fn find(&self, kid: &str) -> Option<&VerificationKey> {
+        self.keys.iter().find(|key| key.kid == kid)
     }
 }
 

@@ -16,7 +16,10 @@ mod validate;
 
 pub use issue::{AccessTokenIssuer, IssuedAccessToken, RESERVED_CLAIMS};
 pub use jwks::jwks_json;
-pub use keys::{Keyring, KeyringError, SigningAlgorithm, StoredKey};
+pub use keys::{
+    JwksError, KeyLookup, Keyring, KeyringError, SigningAlgorithm, StoredKey, VerificationKey,
+    VerificationKeys,
+};
 pub use validate::{AccessTokenValidator, ValidatedToken, ValidationRules, decode_claims};
 
 /// Why an access token was refused. The variants are for logs and metrics; every one of them

@@ -1313,3 +1313,125 @@ fn decode_claims_refuses_what_is_not_a_token() {
         Err(TokenError::Malformed)
     );
 }
+
+// Verification-only keys built from a JWK Set, as a resource server holds them.
+
+fn eddsa_fixture() -> Fixture {
+    Fixture::new(SigningAlgorithm::EdDsa)
+}
+
+fn good_jwk(fixture: &Fixture) -> Value {
+    let public = ed25519_signing_key(fixture.ed25519_key()).verifying_key();
+    json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": b64(public.as_bytes()),
+        "kid": fixture.ed25519_key().kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    })
+}
+
+#[test]
+fn the_servers_own_jwks_verifies_its_tokens_with_the_same_validator() {
+    let fixture = eddsa_fixture();
+    let keys = VerificationKeys::from_public_jwks(&jwks_json(&fixture.keyring)).unwrap();
+    assert_eq!(keys.len(), 1, "the HMAC key is never published");
+    assert_eq!(keys.kids().next(), Some(fixture.signing_key.kid.as_str()));
+    let token = fixture.issue();
+    let with_keyring = fixture.validate(&token).unwrap();
+    let with_jwks = fixture
+        .validator
+        .validate(&token, &keys, &fixture.revoked, fixture.now)
+        .unwrap();
+    assert_eq!(with_keyring, with_jwks);
+}
+
+#[test]
+fn a_good_ed25519_jwk_is_taken_and_an_unknown_kid_is_refused() {
+    let fixture = eddsa_fixture();
+    let keys =
+        VerificationKeys::from_public_jwks(&json!({ "keys": [good_jwk(&fixture)] })).unwrap();
+    assert!(KeyLookup::find(&keys, &fixture.signing_key.kid).is_some());
+    assert!(KeyLookup::find(&keys, "another-kid").is_none());
+    let empty = VerificationKeys::new();
+    assert_eq!(
+        fixture
+            .validator
+            .validate(&fixture.issue(), &empty, &fixture.revoked, fixture.now),
+        Err(TokenError::UnknownKey)
+    );
+}
+
+#[test]
+fn keys_of_another_curve_type_or_use_are_skipped_not_errors() {
+    let fixture = eddsa_fixture();
+    let mut x25519 = good_jwk(&fixture);
+    x25519["crv"] = json!("X25519");
+    x25519["kid"] = json!("x25519");
+    let mut rsa = json!({"kty": "RSA", "kid": "rsa", "n": "AQAB", "e": "AQAB", "alg": "RS256"});
+    rsa["use"] = json!("sig");
+    let mut encryption = good_jwk(&fixture);
+    encryption["use"] = json!("enc");
+    encryption["kid"] = json!("enc");
+    let mut other_alg = good_jwk(&fixture);
+    other_alg["alg"] = json!("ES256");
+    other_alg["kid"] = json!("es");
+    let mut no_kid = good_jwk(&fixture);
+    no_kid.as_object_mut().unwrap().remove("kid");
+    let mut no_alg = good_jwk(&fixture);
+    no_alg.as_object_mut().unwrap().remove("alg");
+    no_alg["kid"] = json!("no-alg");
+    let keys = VerificationKeys::from_public_jwks(
+        &json!({ "keys": [x25519, rsa, encryption, other_alg, no_kid, no_alg, good_jwk(&fixture)] }),
+    )
+    .unwrap();
+    assert_eq!(
+        keys.kids().collect::<Vec<_>>(),
+        ["no-alg", fixture.signing_key.kid.as_str()],
+        "only Ed25519 signing keys with a kid are taken"
+    );
+}
+
+#[test]
+fn a_jwk_carrying_a_private_key_is_refused() {
+    let fixture = eddsa_fixture();
+    let mut private = good_jwk(&fixture);
+    private["d"] = json!(b64(&fixture.signing_key.secret));
+    assert_eq!(
+        VerificationKeys::from_public_jwks(&json!({ "keys": [private] })).unwrap_err(),
+        JwksError::PrivateKey {
+            kid: fixture.signing_key.kid.clone()
+        }
+    );
+}
+
+#[test]
+fn a_jwk_whose_x_is_not_base64url_is_refused() {
+    let fixture = eddsa_fixture();
+    let mut bad = good_jwk(&fixture);
+    bad["x"] = json!("not base64url!");
+    assert!(matches!(
+        VerificationKeys::from_public_jwks(&json!({ "keys": [bad] })),
+        Err(JwksError::MalformedKey { reason, .. }) if reason.contains("base64url")
+    ));
+}
+
+#[test]
+fn a_jwk_whose_x_has_the_wrong_length_is_refused() {
+    let fixture = eddsa_fixture();
+    let mut short = good_jwk(&fixture);
+    short["x"] = json!(b64(&[7u8; 31]));
+    assert!(matches!(
+        VerificationKeys::from_public_jwks(&json!({ "keys": [short] })),
+        Err(JwksError::MalformedKey { reason, .. }) if reason.contains("32 bytes")
+    ));
+}
+
+#[test]
+fn a_document_without_a_keys_array_is_not_a_jwk_set() {
+    assert_eq!(
+        VerificationKeys::from_public_jwks(&json!({ "kty": "OKP" })).unwrap_err(),
+        JwksError::NotAJwkSet
+    );
+}

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::TokenError;
-use super::keys::{Keyring, Verifier};
+use super::keys::{KeyLookup, Verifier};
 use crate::ids::SessionId;
 use crate::revocation::RevokedSessions;
 use crate::time::Timestamp;
@@ -128,13 +128,16 @@ impl AccessTokenValidator {
 
     /// Validates `token` at `now`: shape, header, key, signature, claims, then revocation.
     ///
+    /// `keys` is the server's [`Keyring`](super::Keyring) or a resource server's
+    /// [`VerificationKeys`](super::VerificationKeys); the code is the same for both.
+    ///
     /// # Errors
     /// The first [`TokenError`] found; nothing about the token is trusted before the signature
     /// verifies.
-    pub fn validate(
+    pub fn validate<K: KeyLookup + ?Sized>(
         &self,
         token: &str,
-        keyring: &Keyring,
+        keyring: &K,
         revoked: &RevokedSessions,
         now: Timestamp,
     ) -> Result<ValidatedToken, TokenError> {

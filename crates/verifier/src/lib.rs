@@ -1,0 +1,118 @@
+//! Access-token verification for resource servers: the APIs that receive sessiond's access
+//! tokens and must check them without calling sessiond on every request.
+//!
+//! # Protecting an API
+//!
+//! A [`Verifier`] fetches sessiond's JWK Set (`/.well-known/jwks.json`), caches it, and
+//! validates each token locally with the very validator sessiond runs itself
+//! ([`sessiond_core::token::AccessTokenValidator`]), so a token is judged the same way here as
+//! there, for the same cost: an Ed25519 signature check plus a few microseconds of parsing.
+//!
+//! With axum (the default `axum` feature), put the verifier in the request extensions once,
+//! read the caller with the [`Authenticated`] extractor, and guard routes with
+//! [`RequirePermissionLayer`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::routing::{delete, get};
+//! use axum::{Extension, Json, Router};
+//! use serde_json::{Value, json};
+//! use sessiond_verifier::{Authenticated, RequirePermissionLayer, Verifier};
+//!
+//! async fn me(Authenticated(claims): Authenticated) -> Json<Value> {
+//!     Json(json!({ "user": claims.sub, "tenant": claims.tenant_id, "roles": claims.roles }))
+//! }
+//!
+//! async fn list_notes(Authenticated(claims): Authenticated) -> Json<Value> {
+//!     // `RequirePermissionLayer` already verified the token and left its claims behind, so
+//!     // this extractor costs a clone, not a second verification.
+//!     Json(json!({ "owner": claims.sub, "notes": [] }))
+//! }
+//!
+//! async fn delete_note() {}
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let verifier = Verifier::builder("https://sessiond.example/.well-known/jwks.json")
+//!         .issuer("https://sessiond.example") // sessiond's SESSIOND_ISSUER
+//!         .audience("notes-api") // sessiond's SESSIOND_AUDIENCE
+//!         .leeway(Duration::from_secs(5))
+//!         .min_refetch_interval(Duration::from_secs(30))
+//!         .build()?;
+//!     // Optional: fetch now, so that a wrong URL fails at start rather than on a request.
+//!     verifier.refresh().await?;
+//!
+//!     let app = Router::new()
+//!         .route("/me", get(me))
+//!         .route(
+//!             "/notes",
+//!             get(list_notes)
+//!                 .route_layer(RequirePermissionLayer::new(verifier.clone(), "notes:read")),
+//!         )
+//!         .route(
+//!             "/notes/{id}",
+//!             delete(delete_note)
+//!                 .route_layer(RequirePermissionLayer::new(verifier.clone(), "notes:write")),
+//!         )
+//!         .layer(Extension(verifier));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A request without a bearer token, or with a bad one, gets `401`
+//! `{"error":"unauthenticated","message":…}` with a `WWW-Authenticate: Bearer` challenge
+//! (`error="invalid_token"` when a token was presented); a good token lacking the permission
+//! gets `403` `{"error":"forbidden",…}`. Outside axum, call [`Verifier::verify`] and
+//! [`has_permission`] directly.
+//!
+//! # Permissions
+//!
+//! Sessions carry `permissions` among their claims (`POST /v1/sessions` with
+//! `"claims": {"permissions": ["notes:read"]}`). [`has_permission`] matches exactly, with two
+//! wildcards: `*` grants everything, and a last segment `*` grants everything below its prefix
+//! (`notes:*` grants `notes:read` and `notes:share:public`, but not `notes` nor
+//! `notesx:read`). Matching is case-sensitive.
+//!
+//! # Keys, caching and outages
+//!
+//! - The key set is fetched on first use, or at once with [`Verifier::refresh`].
+//! - It is fresh for the response's `Cache-Control: max-age` (sessiond sends 300 s), less any
+//!   `Age`, clamped between `min_refetch_interval` and one day; 5 minutes when the response
+//!   says nothing. Once stale, the next verification starts one background refresh and is
+//!   itself verified against the stale set, so no request waits for it.
+//! - A token whose `kid` is not in the set (sessiond rotated its key) triggers a refetch, but
+//!   at most one fetch per `min_refetch_interval` in all, and concurrent callers share it: a
+//!   flood of tokens with made-up kids costs sessiond one request per interval.
+//! - When a fetch fails, the verifier keeps verifying with the keys it has, and
+//!   [`Verifier::stats`] says so: `offline` is true and `fetch_failures` counts up until a
+//!   fetch succeeds again. Before any key set has been fetched, tokens cannot be judged and
+//!   [`VerifyError::KeysUnavailable`] (503) is returned.
+//! - Only Ed25519 (`EdDSA`) keys are taken from the set: sessiond never publishes its HMAC
+//!   keys, so HS256 deployments cannot use this crate.
+//!
+//! # Revocation
+//!
+//! A revoked session's access tokens stay valid by signature until they expire (15 minutes by
+//! default). The verifier consults a revoked set ([`sessiond_core::revocation::RevokedSessions`],
+//! the same type sessiond uses) on every verification; [`Verifier::revoke_session`] adds to it.
+//! Following sessiond's revocation feed (`GET /v1/events`) automatically will come with that
+//! endpoint; until then, the application feeds the set itself, for example from its own
+//! messaging, or accepts the access-token lifetime as its revocation delay.
+
+mod permission;
+mod verifier;
+
+#[cfg(feature = "axum")]
+mod axum;
+
+#[cfg(feature = "axum")]
+pub use crate::axum::{AuthRejection, Authenticated, RequirePermission, RequirePermissionLayer};
+pub use permission::{has_permission, permission_matches};
+pub use sessiond_core::token::{TokenError, VerificationKeys};
+pub use verifier::{
+    BuildError, Claims, DEFAULT_MAX_AGE, FetchError, MAX_CACHE_AGE, Verifier, VerifierBuilder,
+    VerifierStats, VerifyError,
+};

@@ -1,0 +1,9 @@
+//! The verifier against the real sessiond, started in-process on a port-0 listener.
+
+// Helpers outside `#[test]` functions panic on unexpected failures, as tests do.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+mod http;
+mod keys;
+mod verify;
