@@ -111,8 +111,10 @@ impl SessionService {
         let mut keys = store.signing_keys().await?;
         if !keys.iter().any(|key| key.algorithm == algorithm) {
             let key = StoredKey::generate(algorithm, clock.now());
-            tracing::info!(kid = %key.kid, alg = algorithm.jose_name(), "generated a signing key");
-            store.insert_signing_key(&key).await?;
+            // Another instance starting at the same moment may win; then its key is used.
+            if store.insert_first_signing_key(&key).await? {
+                tracing::info!(kid = %key.kid, alg = algorithm.jose_name(), "generated a signing key");
+            }
             keys = store.signing_keys().await?;
         }
         let keyring = Keyring::from_stored(&keys, algorithm)

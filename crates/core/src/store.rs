@@ -253,6 +253,14 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// [`StoreError`].
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
+    /// Stores `key` unless a key of its algorithm already exists; returns whether it was
+    /// stored. Atomic across processes, so instances starting together on an empty database
+    /// agree on one first key instead of each signing with a key the others do not know.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError>;
+
     /// Appends audit events.
     ///
     /// # Errors

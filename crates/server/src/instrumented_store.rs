@@ -179,6 +179,14 @@ impl Store for InstrumentedStore {
         .await
     }
 
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::InsertSigningKey,
+            self.inner.insert_first_signing_key(key),
+        )
+        .await
+    }
+
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         self.timed(StoreOperation::AppendAudit, self.inner.append_audit(events))
             .await

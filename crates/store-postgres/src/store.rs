@@ -782,6 +782,37 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // READ COMMITTED would let two instances both see no key; the lock makes the check
+            // and the insert one step. Keyed by schema, like the per-user lock.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended(
+                     'sessiond/signing-keys/' || current_schema(), 0))",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let inserted = sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
+                 SELECT $1, $2, $3, $4
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE algorithm = $2)",
+            )
+            .bind(&key.kid)
+            .bind(key.algorithm.jose_name())
+            .bind(&key.secret[..])
+            .bind(key.created_at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            tx.commit().await.map_err(store_error)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         self.bounded(async {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;

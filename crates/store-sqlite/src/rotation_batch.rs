@@ -309,4 +309,29 @@ mod tests {
             "no successor was stored"
         );
     }
+
+    #[tokio::test]
+    async fn only_one_first_signing_key_wins_among_processes_sharing_the_file() {
+        use sessiond_core::token::{SigningAlgorithm, StoredKey};
+        let (dir, first, _, _) = store_with_session().await;
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let second = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .expect("second handle");
+        let now = Timestamp::from_unix_millis(0);
+        let (one, other) = (
+            StoredKey::generate(SigningAlgorithm::EdDsa, now),
+            StoredKey::generate(SigningAlgorithm::EdDsa, now),
+        );
+        let (a, b) = tokio::join!(
+            first.insert_first_signing_key(&one),
+            second.insert_first_signing_key(&other)
+        );
+        assert_eq!(
+            u8::from(a.expect("first")) + u8::from(b.expect("second")),
+            1,
+            "exactly one first key"
+        );
+        assert_eq!(first.signing_keys().await.expect("keys").len(), 1);
+    }
 }

@@ -495,6 +495,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        // BEGIN IMMEDIATE serialises this against every other writer, in any process.
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE algorithm = ?2)",
+        )
+        .bind(&key.kid)
+        .bind(algorithm_name(key.algorithm))
+        .bind(&key.secret[..])
+        .bind(key.created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        tx.commit().await.map_err(store_error)?;
+        Ok(inserted == 1)
+    }
+
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         for event in events {

@@ -108,9 +108,7 @@ struct Instance {
 }
 
 impl Instance {
-    /// Starts an instance and waits for its listening line. Instances are started one after
-    /// another: the first creates the signing key, and the others must find it (two instances
-    /// starting on an empty database at once could each create one).
+    /// Starts an instance and waits for its listening line.
     fn start(schema: &Schema) -> Self {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
@@ -452,4 +450,36 @@ async fn a_restarted_instance_keeps_tokens_valid_and_refuses_what_was_revoked_wh
         "restarted instance refused a revocation made elsewhere after {:.1} ms",
         millis(refusal.after)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_on_an_empty_database_share_one_signing_key() {
+    let Some(schema) = Schema::create().await else {
+        return;
+    };
+    // Regression: each instance used to generate its own first key when none existed, so
+    // tokens signed by one were refused by the others.
+    let instances: Vec<Instance> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| Instance::start(&schema)))
+            .collect();
+        starting
+            .into_iter()
+            .map(|handle| handle.join().expect("instance starts"))
+            .collect()
+    });
+    let client = client();
+    for (index, signer) in instances.iter().enumerate() {
+        let created = create_session(&client, signer, &format!("together-{index}")).await;
+        let access = created["access_token"].as_str().expect("access token");
+        for verifier in &instances {
+            let (status, body) = status_and_body(
+                client
+                    .get(format!("{}/v1/sessions/current", verifier.base))
+                    .bearer_auth(access),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
 }

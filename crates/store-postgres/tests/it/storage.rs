@@ -165,3 +165,32 @@ async fn audit_events_are_appended_together_in_order() {
     );
     store.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn only_one_first_signing_key_wins_among_instances_starting_together() {
+    let Some(db) = TestDb::create("storage::only_one_first_signing_key_wins").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let candidates: Vec<StoredKey> = (0..8)
+        .map(|_| StoredKey::generate(SigningAlgorithm::EdDsa, T0))
+        .collect();
+    let inserted =
+        futures_util::future::join_all(candidates.iter().enumerate().map(|(index, key)| {
+            let store = if index % 2 == 0 { &first } else { &second };
+            store.insert_first_signing_key(key)
+        }))
+        .await;
+    let winners = inserted
+        .into_iter()
+        .filter(|won| *won.as_ref().unwrap())
+        .count();
+    assert_eq!(winners, 1, "exactly one instance stores the first key");
+    let keys = first.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let other = StoredKey::generate(SigningAlgorithm::Hs256, T0);
+    assert!(
+        second.insert_first_signing_key(&other).await.unwrap(),
+        "the first key of another algorithm is stored"
+    );
+}
