@@ -4,6 +4,7 @@
 mod helpers;
 
 mod errors;
+mod faults;
 mod instances;
 mod lifetimes;
 mod observability;
