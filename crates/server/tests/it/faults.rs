@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{ADMIN_KEY, postgres_url, text};
+use crate::helpers::{ADMIN_KEY, PgSchema, postgres_url, text};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const LISTENING: &str = "sessiond listening on http://";
@@ -256,104 +256,20 @@ async fn via_proxy(url: &str, proxy_placeholder: &str) -> Option<(SocketAddr, St
 // ---------------------------------------------------------------------------------------------
 // The schema and the instance.
 
-/// A schema of its own on the test server, dropped with its connections at the end.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(base: &str) -> Self {
-        use sqlx::Connection as _;
-        let name = format!("fault_{}", uuid::Uuid::new_v4().simple());
-        let mut connection = sqlx::PgConnection::connect(base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut connection)
-            .await
-            .expect("create schema");
-        connection.close().await.expect("close");
-        Self {
-            base: base.to_owned(),
-            name,
-        }
-    }
-
-    /// `url` (the server's, or the proxy's) with this schema and an application name to find
-    /// the connections by.
-    fn url_on(&self, url: &str) -> String {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        format!(
-            "{url}{separator}options=-c%20search_path%3D{0}&application_name={0}",
-            self.name
-        )
-    }
-
-    /// A scalar query on this schema, straight to the server (not through the proxy).
-    async fn scalar(&self, sql: &str) -> i64 {
-        use sqlx::Connection as _;
-        let mut connection = sqlx::PgConnection::connect(&self.url_on(&self.base))
-            .await
-            .expect("connect to PostgreSQL");
-        let value: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&mut connection)
-            .await
-            .unwrap_or_else(|error| panic!("{sql}: {error}"));
-        connection.close().await.expect("close");
-        value
-    }
-}
-
-impl Schema {
-    /// How many of `tokens` are spent in storage.
-    async fn spent_among(&self, tokens: &[String]) -> i64 {
-        use sqlx::Connection as _;
-        let mut connection = sqlx::PgConnection::connect(&self.url_on(&self.base))
-            .await
-            .expect("connect to PostgreSQL");
-        let value: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL AND hash IN (
-                 SELECT sha256(convert_to(token, 'UTF8')) FROM unnest($1::text[]) AS token)",
-        )
-        .bind(tokens)
-        .fetch_one(&mut connection)
-        .await
-        .expect("count spent tokens");
-        connection.close().await.expect("close");
-        value
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                use sqlx::Connection as _;
-                let mut connection = sqlx::PgConnection::connect(&base).await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&name)
-                .execute(&mut connection)
-                .await?;
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&mut connection)
-                    .await?;
-                connection.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}", self.name);
-        }
-    }
+/// How many of `tokens` are spent in storage.
+async fn spent_among(schema: &PgSchema, tokens: &[String]) -> i64 {
+    use sqlx::Connection as _;
+    let mut connection = schema.connect().await;
+    let value: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL AND hash IN (
+             SELECT sha256(convert_to(token, 'UTF8')) FROM unnest($1::text[]) AS token)",
+    )
+    .bind(tokens)
+    .fetch_one(&mut connection)
+    .await
+    .expect("count spent tokens");
+    connection.close().await.expect("close");
+    value
 }
 
 /// A running `sessiond serve`; killed and reaped when dropped. Its stderr is kept.
@@ -731,7 +647,7 @@ async fn postgres_down_or_frozen_under_load_answers_503_and_recovers_losing_noth
         eprintln!("SESSIOND_TEST_DATABASE_URL names no TCP host: fault test not run");
         return;
     };
-    let schema = Schema::create(&base_url).await;
+    let schema = PgSchema::create(&base_url, "fault").await;
     let proxy = Proxy::start(target).await;
     let proxied = schema.url_on(&templated.replace(PLACEHOLDER, &proxy.address.to_string()));
     let mut instance = Instance::start(&proxied);
@@ -1054,7 +970,7 @@ async fn postgres_down_or_frozen_under_load_answers_503_and_recovers_losing_noth
     // Last acknowledged tokens that a refresh answered 503 had spent all the same (its COMMIT
     // went through, its answer did not): presenting them again replays that refresh's pair.
     let tokens: Vec<String> = sessions.values().map(|s| s.refresh_token.clone()).collect();
-    let spent_unacknowledged = schema.spent_among(&tokens).await;
+    let spent_unacknowledged = spent_among(&schema, &tokens).await;
     for (id, session) in sessions {
         let answer = send(
             client

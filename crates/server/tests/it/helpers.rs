@@ -85,8 +85,9 @@ pub struct TestApp {
     pub state: AppState,
     pub dir: Arc<TempDir>,
     pub backend: Backend,
-    /// The PostgreSQL schema of this app, when it runs on PostgreSQL.
-    pub schema: Option<String>,
+    /// The PostgreSQL schema of this app, when it runs on PostgreSQL; shared with the app a
+    /// restart makes, and dropped with the last of them.
+    pub schema: Option<Arc<PgSchema>>,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -141,8 +142,9 @@ impl TestApp {
                 None,
             ),
             Backend::Postgres => {
-                let (url, schema) = fresh_postgres_schema().await;
-                (url, Some(schema))
+                let base = postgres_url().expect("PostgreSQL variant runs only with a URL");
+                let schema = PgSchema::create(&base, "it").await;
+                (schema.url(), Some(Arc::new(schema)))
             }
         };
         let mut raw = RawConfig {
@@ -164,7 +166,7 @@ impl TestApp {
         config: Config,
         clock: Arc<ManualClock>,
         backend: Backend,
-        schema: Option<String>,
+        schema: Option<Arc<PgSchema>>,
     ) -> Self {
         let state = AppState::build(
             &config,
@@ -204,8 +206,7 @@ impl TestApp {
         let dir = self.dir.clone();
         let config = self.config.clone();
         let clock = self.clock.clone();
-        // The new app owns the schema now; the old one must not drop it.
-        let schema = self.schema.take();
+        let schema = self.schema.clone();
         Self::start(dir, config, clock, self.backend, schema).await
     }
 
@@ -309,15 +310,8 @@ impl TestApp {
                 value
             }
             Backend::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.config.database_url)
-                    .await
-                    .expect("connect to PostgreSQL");
-                let value: i64 = sqlx::query_scalar(sql)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("query runs");
-                connection.close().await.expect("close");
-                value
+                let schema = self.schema.as_ref().expect("a PostgreSQL app has a schema");
+                schema.scalar(sql).await
             }
         }
     }
@@ -339,50 +333,107 @@ impl TestApp {
     }
 }
 
-/// Creates a schema of its own on the test PostgreSQL server; returns a URL that uses it.
-async fn fresh_postgres_schema() -> (String, String) {
-    use sqlx::Connection as _;
-    let base = postgres_url().expect("PostgreSQL variant runs only with a URL");
-    let schema = format!("it_{}", uuid::Uuid::new_v4().simple());
-    let mut connection = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut connection)
-        .await
-        .expect("create schema");
-    connection.close().await.expect("close");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    (
-        format!("{base}{separator}options=-c%20search_path%3D{schema}"),
-        schema,
-    )
-}
-
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let (Some(schema), Some(base)) = (self.schema.take(), postgres_url()) {
-            // Drop the schema from a thread of its own: Drop cannot await, and the test's
-            // runtime may be the single thread this runs on.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    use sqlx::Connection as _;
-                    if let Ok(mut connection) = sqlx::PgConnection::connect(&base).await {
-                        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&mut connection)
-                            .await;
-                        let _ = connection.close().await;
-                    }
-                });
-            });
-            let _ = dropped.join();
+    }
+}
+
+/// A schema of its own on the test PostgreSQL server. Connections made through [`url_on`]
+/// carry the schema's name as their application name, so that dropping it can end them
+/// before it drops the schema.
+///
+/// [`url_on`]: PgSchema::url_on
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// Creates `PREFIX_<random>` on the server at `base`.
+    pub async fn create(base: &str, prefix: &str) -> Self {
+        use sqlx::Connection as _;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut connection = sqlx::PgConnection::connect(base)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut connection)
+            .await
+            .expect("create schema");
+        connection.close().await.expect("close");
+        Self {
+            base: base.to_owned(),
+            name,
+        }
+    }
+
+    /// `url` (the server's, or a proxy's in front of it) using this schema.
+    pub fn url_on(&self, url: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!(
+            "{url}{separator}options=-c%20search_path%3D{0}&application_name={0}",
+            self.name
+        )
+    }
+
+    /// The server's URL using this schema.
+    pub fn url(&self) -> String {
+        self.url_on(&self.base)
+    }
+
+    /// A connection to this schema, straight to the server.
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&self.url())
+            .await
+            .expect("connect to PostgreSQL")
+    }
+
+    /// Runs a scalar query on this schema.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        use sqlx::Connection as _;
+        let mut connection = self.connect().await;
+        let value: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        connection.close().await.expect("close");
+        value
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // A thread of its own: Drop cannot await, and the test's runtime may be the single
+        // thread this runs on.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                use sqlx::Connection as _;
+                let mut connection = sqlx::PgConnection::connect(&base).await?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .execute(&mut connection)
+                .await?;
+                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&mut connection)
+                    .await?;
+                connection.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}", self.name);
         }
     }
 }

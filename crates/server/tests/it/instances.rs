@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, postgres_url, text};
+use crate::helpers::{ADMIN_KEY, PgSchema, postgres_url, text};
 
 /// How long a child may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,67 +32,14 @@ const PROPAGATION_P99_BOUND: Duration = Duration::from_millis(500);
 /// How often the other instances are asked whether they refuse the revoked token yet.
 const POLL_EVERY: Duration = Duration::from_millis(2);
 
-/// A schema of its own on the test server, dropped (with the connections of the instances
-/// that used it) when the test ends.
-struct Schema {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl Schema {
-    async fn create() -> Option<Self> {
-        use sqlx::Connection as _;
-        let Some(base) = postgres_url() else {
-            eprintln!("SESSIOND_TEST_DATABASE_URL is not set: multi-instance tests not run");
-            return None;
-        };
-        let name = format!("inst_{}", uuid::Uuid::new_v4().simple());
-        let mut connection = sqlx::PgConnection::connect(&base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut connection)
-            .await
-            .expect("create schema");
-        connection.close().await.expect("close");
-        let separator = if base.contains('?') { '&' } else { '?' };
-        // Named after the schema, so that the instances' connections can be found and ended.
-        let url =
-            format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
-        Some(Self { base, name, url })
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                use sqlx::Connection as _;
-                let mut connection = sqlx::PgConnection::connect(&base).await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&name)
-                .execute(&mut connection)
-                .await?;
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&mut connection)
-                    .await?;
-                connection.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}", self.name);
-        }
-    }
+/// A schema of its own for the instances of one test, or `None` (after saying so) when no
+/// PostgreSQL server is configured.
+async fn schema() -> Option<PgSchema> {
+    let Some(base) = postgres_url() else {
+        eprintln!("SESSIOND_TEST_DATABASE_URL is not set: multi-instance tests not run");
+        return None;
+    };
+    Some(PgSchema::create(&base, "inst").await)
 }
 
 /// A port nobody listens on right now: bound, read and released.
@@ -109,7 +56,7 @@ struct Instance {
 
 impl Instance {
     /// Starts an instance and waits for its listening line.
-    fn start(schema: &Schema) -> Self {
+    fn start(schema: &PgSchema) -> Self {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
         for (name, _) in std::env::vars_os() {
@@ -120,7 +67,7 @@ impl Instance {
         let mut child = command
             .arg("serve")
             .env("RUST_LOG", "warn")
-            .env("SESSIOND_DATABASE_URL", &schema.url)
+            .env("SESSIOND_DATABASE_URL", schema.url())
             .env("SESSIOND_ADMIN_KEYS", ADMIN_KEY)
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_ISSUER", "http://sessiond.test")
@@ -171,7 +118,7 @@ impl Drop for Instance {
 }
 
 /// Starts `count` instances on `schema`, one after another.
-fn start_instances(schema: &Schema, count: usize) -> Vec<Instance> {
+fn start_instances(schema: &PgSchema, count: usize) -> Vec<Instance> {
     (0..count).map(|_| Instance::start(schema)).collect()
 }
 
@@ -285,7 +232,7 @@ fn millis(duration: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_revoked_on_one_instance_is_refused_by_the_others_within_milliseconds() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let instances = start_instances(&schema, 3);
@@ -346,7 +293,7 @@ async fn a_session_revoked_on_one_instance_is_refused_by_the_others_within_milli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_of_one_token_on_two_instances_yield_one_successor() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let instances = start_instances(&schema, 2);
@@ -389,7 +336,7 @@ async fn concurrent_refreshes_of_one_token_on_two_instances_yield_one_successor(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_instance_keeps_tokens_valid_and_refuses_what_was_revoked_while_it_was_down() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     let mut instances = start_instances(&schema, 3);
@@ -454,7 +401,7 @@ async fn a_restarted_instance_keeps_tokens_valid_and_refuses_what_was_revoked_wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_starting_together_on_an_empty_database_share_one_signing_key() {
-    let Some(schema) = Schema::create().await else {
+    let Some(schema) = schema().await else {
         return;
     };
     // Regression: each instance used to generate its own first key when none existed, so
