@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod device;
 pub mod error;
+pub mod event;
 pub mod ids;
 pub mod policy;
 pub mod refresh;

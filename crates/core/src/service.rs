@@ -510,6 +510,33 @@ impl SessionService {
 }
 
 impl SessionService {
+    /// Announces, with a `session.expired` audit event and event, at most `batch` sessions
+    /// that reached their idle or absolute expiry and were not announced yet; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn announce_expired(&self, batch: u32) -> Result<u64, Error> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .announce_expired(now, batch, &|session: &Session| {
+                let timeout = if session.expires_at <= now {
+                    "absolute"
+                } else {
+                    "idle"
+                };
+                audit_event(
+                    crate::event::SESSION_EXPIRED,
+                    Severity::Info,
+                    session,
+                    now,
+                    None,
+                    json!({ "timeout": timeout }),
+                )
+            })
+            .await?)
+    }
+
     /// Refuses the session's access tokens from now on and drops its cached copy.
     fn revoke_locally(&self, id: SessionId, access_expires_at: Timestamp) {
         self.revoked.insert(id, access_expires_at);

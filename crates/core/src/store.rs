@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use crate::audit::NewAuditEvent;
+use crate::event::{EventCursor, EventFilter, StoredEvent};
 use crate::ids::{SessionId, UserId};
 use crate::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use crate::session::{RevokeReason, Session};
@@ -260,6 +261,52 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// # Errors
     /// [`StoreError`].
     async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError>;
+
+    /// Marks as announced at most `batch` sessions that are unrevoked, reached their idle or
+    /// absolute expiry at or before `now`, and were not announced before, appending `audit`
+    /// for each (and so its `session.expired` event). Returns how many it marked; fewer than
+    /// `batch` means none are left. Processes calling this at the same time never announce one
+    /// session twice.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is marked then.
+    async fn announce_expired(
+        &self,
+        now: Timestamp,
+        batch: u32,
+        audit: AuditFor<'_>,
+    ) -> Result<u64, StoreError>;
+
+    /// At most `limit` stored events after `after` that pass `filter`, in cursor order.
+    ///
+    /// What an implementer must guarantee: an event is returned only once its position is
+    /// final, that is once no transaction can still commit an event at or before its cursor.
+    /// A reader that resumes from the last cursor it saw therefore misses nothing. Every event
+    /// is written by [`Store`] methods in the transaction of the change it describes: one per
+    /// [`crate::event::events_of_audit`] result of each audit event appended, and a
+    /// `session.refreshed` for each successful rotation.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The cursor of the newest event whose position is final ([`EventCursor::START`] when
+    /// there is none): where a reader that wants only new events starts.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError>;
+
+    /// Deletes at most `batch` events that happened before `before`; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError>;
 
     /// Appends audit events.
     ///

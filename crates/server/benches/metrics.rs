@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     c.bench_function("render_metrics", |b| {
-        b.iter(|| black_box(metrics.render(black_box(1_000))));
+        b.iter(|| black_box(metrics.render(black_box(1_000), black_box(10))));
     });
 }
 

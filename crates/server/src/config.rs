@@ -99,6 +99,12 @@ pub struct RawConfig {
     /// address:port of a separate listener for `/metrics`; unset, `/metrics` is on the API's.
     #[arg(long, global = true, env = "SESSIOND_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// How long events are kept for streams that resume, e.g. `24h`.
+    #[arg(long, global = true, env = "SESSIOND_EVENT_RETENTION")]
+    pub event_retention: Option<String>,
+    /// How often an idle event stream gets a heartbeat, e.g. `15s`.
+    #[arg(long, global = true, env = "SESSIOND_EVENT_HEARTBEAT")]
+    pub event_heartbeat: Option<String>,
 }
 
 macro_rules! overlay {
@@ -148,7 +154,9 @@ impl RawConfig {
             body_limit,
             sqlite_synchronous,
             log_format,
-            metrics_listen
+            metrics_listen,
+            event_retention,
+            event_heartbeat
         );
         self
     }
@@ -183,6 +191,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where `/metrics` is served instead of the API's listener, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long events are kept for streams that resume.
+    pub event_retention: Duration,
+    /// How often an idle event stream gets a heartbeat.
+    pub event_heartbeat: Duration,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -204,6 +216,12 @@ impl std::fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
+
+/// How long events are kept by default: a day of reconnects.
+const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often an idle stream gets a heartbeat by default: under the usual 30–60 s idle timeout
+/// of proxies and load balancers.
+const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 fn duration(value: Option<&str>, name: &str, default: Duration) -> Result<Duration, String> {
     let Some(text) = value.map(str::trim) else {
@@ -506,6 +524,30 @@ impl Config {
                 "SESSIOND_METRICS_LISTEN must differ from SESSIOND_LISTEN ({listen}); leave it unset to serve /metrics on the API's listener"
             ));
         }
+        let event_retention = duration(
+            raw.event_retention.as_deref(),
+            "SESSIOND_EVENT_RETENTION",
+            DEFAULT_EVENT_RETENTION,
+        )?;
+        if event_retention < policy.access_ttl {
+            return Err(format!(
+                "SESSIOND_EVENT_RETENTION ({}) must be at least SESSIOND_ACCESS_TTL ({}): \
+                 verifiers that resume a stream must see every revocation of a live token",
+                compact_duration(event_retention),
+                compact_duration(policy.access_ttl)
+            ));
+        }
+        let event_heartbeat = duration(
+            raw.event_heartbeat.as_deref(),
+            "SESSIOND_EVENT_HEARTBEAT",
+            DEFAULT_EVENT_HEARTBEAT,
+        )?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&event_heartbeat) {
+            return Err(format!(
+                "SESSIOND_EVENT_HEARTBEAT must be between 100ms and 5m (got {})",
+                compact_duration(event_heartbeat)
+            ));
+        }
         Ok(Self {
             listen,
             database_url,
@@ -520,6 +562,8 @@ impl Config {
             sqlite_synchronous,
             log_format,
             metrics_listen,
+            event_retention,
+            event_heartbeat,
             warnings,
         })
     }

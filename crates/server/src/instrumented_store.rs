@@ -1,6 +1,9 @@
 //! [`InstrumentedStore`]: a `Store` that forwards every call to the real one and records its
 //! latency, its failures, and the sessions it creates and revokes. Core stays free of metrics:
 //! the server wraps the store it opened before handing it to the service.
+//!
+//! It also pokes the event hub after every write that may have stored events, so this
+//! process's own events reach its streams without waiting for the tailer's poll.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
@@ -17,6 +21,7 @@ use sessiond_core::store::{
 use sessiond_core::token::StoredKey;
 use sessiond_core::{SessionId, Timestamp, UserId};
 
+use crate::events::EventHub;
 use crate::metrics::{Metrics, StoreOperation};
 
 /// The store the service runs on, timed.
@@ -24,12 +29,17 @@ use crate::metrics::{Metrics, StoreOperation};
 pub struct InstrumentedStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    events: Arc<EventHub>,
 }
 
 impl InstrumentedStore {
-    /// Wraps `inner`, recording into `metrics`.
-    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    /// Wraps `inner`, recording into `metrics` and poking `events` after writes.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>, events: Arc<EventHub>) -> Self {
+        Self {
+            inner,
+            metrics,
+            events,
+        }
     }
 
     async fn timed<T>(
@@ -62,6 +72,7 @@ impl Store for InstrumentedStore {
                     .create_session(session, first_token, max_active, audit, eviction_audit),
             )
             .await?;
+        self.events.poke();
         self.metrics.record_session_created();
         self.metrics
             .record_revocations(RevokeReason::SessionLimit, evicted.len());
@@ -83,11 +94,16 @@ impl Store for InstrumentedStore {
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError> {
-        self.timed(
-            StoreOperation::RotateRefreshToken,
-            self.inner.rotate_refresh_token(rotation),
-        )
-        .await
+        let outcome = self
+            .timed(
+                StoreOperation::RotateRefreshToken,
+                self.inner.rotate_refresh_token(rotation),
+            )
+            .await?;
+        if outcome == RotationOutcome::Rotated {
+            self.events.poke();
+        }
+        Ok(outcome)
     }
 
     async fn revoke_session(
@@ -103,6 +119,7 @@ impl Store for InstrumentedStore {
             )
             .await?;
         if matches!(revoked, Some((_, true))) {
+            self.events.poke();
             self.metrics.record_revocations(revocation.reason, 1);
         }
         Ok(revoked)
@@ -122,6 +139,9 @@ impl Store for InstrumentedStore {
                     .revoke_user_sessions(user, except, revocation, audit),
             )
             .await?;
+        if !revoked.is_empty() {
+            self.events.poke();
+        }
         self.metrics
             .record_revocations(revocation.reason, revoked.len());
         Ok(revoked)
@@ -187,9 +207,58 @@ impl Store for InstrumentedStore {
         .await
     }
 
+    async fn announce_expired(
+        &self,
+        now: Timestamp,
+        batch: u32,
+        audit: AuditFor<'_>,
+    ) -> Result<u64, StoreError> {
+        let announced = self
+            .timed(
+                StoreOperation::AnnounceExpired,
+                self.inner.announce_expired(now, batch, audit),
+            )
+            .await?;
+        if announced > 0 {
+            self.events.poke();
+        }
+        Ok(announced)
+    }
+
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.timed(
+            StoreOperation::EventsAfter,
+            self.inner.events_after(after, filter, limit),
+        )
+        .await
+    }
+
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        self.timed(
+            StoreOperation::EventsAfter,
+            self.inner.latest_event_cursor(),
+        )
+        .await
+    }
+
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::Purge,
+            self.inner.purge_events(before, batch),
+        )
+        .await
+    }
+
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         self.timed(StoreOperation::AppendAudit, self.inner.append_audit(events))
-            .await
+            .await?;
+        self.events.poke();
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod events;
 mod http;
 pub mod instrumented_store;
 pub mod metrics;
@@ -54,12 +55,17 @@ pub async fn run_with_metrics_listener(
                 .into_future(),
         )
     });
+    let events = state.events.clone();
     let api = api_router(state, metrics_server.is_none());
     let served = axum::serve(
         listener,
         api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Event streams never finish on their own; end them so the graceful shutdown can.
+        events.close();
+    })
     .await;
     let _ = stop_metrics.send(true);
     let metrics_served = match metrics_server {

@@ -96,9 +96,11 @@ pub enum StoreOperation {
     AppendAudit,
     Ping,
     Stats,
+    AnnounceExpired,
+    EventsAfter,
 }
 
-const STORE_OPERATIONS: [&str; 14] = [
+const STORE_OPERATIONS: [&str; 16] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -113,6 +115,8 @@ const STORE_OPERATIONS: [&str; 14] = [
     "append_audit",
     "ping",
     "stats",
+    "announce_expired",
+    "events_after",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.
@@ -353,7 +357,7 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text format; `revoked_set_size` is read by the caller.
-    pub fn render(&self, revoked_set_size: usize) -> String {
+    pub fn render(&self, revoked_set_size: usize, open_event_streams: usize) -> String {
         let mut out = String::with_capacity(32 * 1024);
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
 
@@ -522,10 +526,10 @@ impl Metrics {
         header(
             &mut out,
             "sessiond_open_event_streams",
-            "Open /v1/events streams. Always 0: the event stream is not implemented yet.",
+            "Open /v1/events streams of this process.",
             "gauge",
         );
-        out.push_str("sessiond_open_event_streams 0\n");
+        let _ = writeln!(out, "sessiond_open_event_streams {open_event_streams}");
         header(
             &mut out,
             "sessiond_revoked_set_size",
@@ -617,7 +621,7 @@ mod tests {
             Duration::ZERO,
         );
         metrics.record_request(99, 999, Some("made_up"), Duration::ZERO);
-        let text = metrics.render(0);
+        let text = metrics.render(0, 0);
         assert!(
             text.contains("sessiond_http_requests_total{route=\"unmatched\",status=\"4xx\"} 1")
         );

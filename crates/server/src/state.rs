@@ -1,7 +1,7 @@
 //! The state every request handler shares, and how it is built from a configuration.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use sessiond_core::service::ServiceSettings;
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::events::EventHub;
 use crate::instrumented_store::InstrumentedStore;
 use crate::metrics::Metrics;
 
@@ -64,6 +65,11 @@ impl AdminKeys {
     }
 }
 
+/// How often an instance on a shared database looks for events other instances wrote.
+const SHARED_STORE_EVENT_POLL: Duration = Duration::from_millis(100);
+/// How often an instance on its own SQLite file looks for events other processes wrote.
+const LOCAL_STORE_EVENT_POLL: Duration = Duration::from_secs(1);
+
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -75,6 +81,14 @@ pub struct AppState {
     pub body_limit: usize,
     /// What this process counts, for `/metrics` and `/v1/stats`.
     pub metrics: Arc<Metrics>,
+    /// The open event streams of this process.
+    pub events: Arc<EventHub>,
+    /// How often an idle event stream gets a heartbeat.
+    pub event_heartbeat: Duration,
+    /// How long events are kept for streams that resume.
+    pub event_retention: Duration,
+    /// How often events written by other processes are looked for.
+    pub event_poll: Duration,
 }
 
 /// Whether opening the database may create it.
@@ -99,9 +113,20 @@ impl AppState {
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(EventHub::default());
+        let inner = open_store(config, mode).await?;
+        // Other instances write events to a shared database without waking this one, so it
+        // looks often; one SQLite file is written by this process (woken directly) and, rarely,
+        // by the `sessiond sessions` commands.
+        let event_poll = if inner.revocation_feed().is_some() {
+            SHARED_STORE_EVENT_POLL
+        } else {
+            LOCAL_STORE_EVENT_POLL
+        };
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(
-            open_store(config, mode).await?,
+            inner,
             metrics.clone(),
+            events.clone(),
         ));
         let service = SessionService::start(
             store,
@@ -123,6 +148,10 @@ impl AppState {
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
             body_limit: config.body_limit,
             metrics,
+            events,
+            event_heartbeat: config.event_heartbeat,
+            event_retention: config.event_retention,
+            event_poll,
         })
     }
 }

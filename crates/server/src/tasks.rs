@@ -1,4 +1,5 @@
-//! Background work: keeping the revoked-session set current and purging old sessions.
+//! Background work: keeping the revoked-session set current, announcing expiries, publishing
+//! events to this process's streams, and purging old sessions and events.
 //!
 //! Revocations made by other processes arrive two ways. When the store offers a push feed
 //! (PostgreSQL's `LISTEN/NOTIFY`), a task applies each one as it is committed and resyncs in
@@ -29,6 +30,11 @@ const FEED_RETRY_MAX: Duration = Duration::from_secs(5);
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Sessions deleted per purge transaction: small, so requests never wait long for the writer.
 pub const PURGE_BATCH: u32 = 500;
+/// Events deleted per purge transaction.
+const EVENT_PURGE_BATCH: u32 = 2_000;
+/// How often sessions that reached their expiry are announced: how late a `session.expired`
+/// event can be.
+pub const EXPIRY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Running background tasks.
 #[derive(Debug)]
@@ -53,6 +59,12 @@ pub fn spawn(state: AppState) -> BackgroundTasks {
     let mut handles = vec![
         tokio::spawn(sync_revocations(state.clone(), stopped.clone())),
         tokio::spawn(purge(state.clone(), stopped.clone())),
+        tokio::spawn(announce_expiries(state.clone(), stopped.clone())),
+        tokio::spawn(crate::events::tailer::run(
+            state.clone(),
+            state.event_poll,
+            stopped.clone(),
+        )),
     ];
     if let Some(feed) = state.service.store().revocation_feed() {
         handles.push(tokio::spawn(follow_revocation_feed(state, feed, stopped)));
@@ -122,6 +134,9 @@ async fn follow_revocation_feed(
                 state
                     .service
                     .apply_remote_revocation(revoked.id, revoked.access_expires_at);
+                // Its `session.revoked` event committed with it: stream it now rather than at
+                // the next poll.
+                state.events.poke();
             }
             Ok(FeedEvent::Resync) => resync_pending = true,
             Err(error) => {
@@ -135,8 +150,26 @@ async fn follow_revocation_feed(
     }
 }
 
+/// Announces (`session.expired`) the sessions that reached their expiry, in batches.
+async fn announce_expiries(state: AppState, mut stopped: watch::Receiver<bool>) {
+    while !wait_or_stop(EXPIRY_ANNOUNCE_INTERVAL, &mut stopped).await {
+        loop {
+            match state.service.announce_expired(PURGE_BATCH).await {
+                Ok(announced) if announced < u64::from(PURGE_BATCH) => break,
+                Ok(_) if *stopped.borrow() => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "announcing expired sessions failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
     while !wait_or_stop(PURGE_INTERVAL, &mut stopped).await {
+        purge_events(&state, &stopped).await;
         let mut total = 0;
         loop {
             match state.service.purge_batch(PURGE_BATCH).await {
@@ -156,6 +189,26 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
         }
         if total > 0 {
             tracing::info!(sessions = total, "purged expired and revoked sessions");
+        }
+    }
+}
+
+/// Deletes the events older than the retention window, in batches.
+async fn purge_events(state: &AppState, stopped: &watch::Receiver<bool>) {
+    let before = state.service.now().minus(state.event_retention);
+    loop {
+        match state
+            .service
+            .store()
+            .purge_events(before, EVENT_PURGE_BATCH)
+            .await
+        {
+            Ok(deleted) if deleted < u64::from(EVENT_PURGE_BATCH) || *stopped.borrow() => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => {
+                tracing::warn!(error = %error, "purging old events failed; will retry");
+                break;
+            }
         }
     }
 }

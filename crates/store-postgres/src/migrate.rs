@@ -16,8 +16,10 @@ use crate::error::store_error;
 use sessiond_core::store::StoreError;
 
 /// The migrations, in order: `(version, name, sql)`.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "events", include_str!("../migrations/0002_events.sql")),
+];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema
 /// and a constant name like the per-user locks (a collision with one of those would only make

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
@@ -159,6 +160,34 @@ const INSERT_AUDIT: &str = "
          WITH ORDINALITY AS event (type, severity, user_id, session_id, ip, at, details, position)
     ORDER BY position";
 
+/// Appends any number of events in one statement, in the order given.
+const INSERT_EVENTS: &str = "
+    INSERT INTO events (type, user_id, session_id, at, data)
+    SELECT type, user_id, session_id, at, data
+    FROM UNNEST($1::TEXT[], $2::TEXT[], $3::UUID[], $4::BIGINT[], $5::TEXT[])
+         WITH ORDINALITY AS event (type, user_id, session_id, at, data, position)
+    ORDER BY position";
+
+/// Settled events after the cursor `($1, $2)`, optionally of one user (`$3`) and of some types
+/// (`$4`), in cursor order. An event is settled when its `tx` is below the oldest transaction
+/// still running: it has committed, and every event that can still commit sorts after it (see
+/// the events migration).
+const EVENTS_AFTER: &str = "
+    SELECT tx, id, type, user_id, session_id, at, data FROM events
+    WHERE (tx, id) > ($1, $2)
+      AND tx < pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT
+      AND ($3::TEXT IS NULL OR user_id = $3)
+      AND ($4::TEXT[] IS NULL OR type = ANY($4))
+    ORDER BY tx, id
+    LIMIT $5";
+
+/// The newest settled event's cursor.
+const LATEST_EVENT: &str = "
+    SELECT tx, id FROM events
+    WHERE tx < pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT
+    ORDER BY tx DESC, id DESC
+    LIMIT 1";
+
 /// A rotation as one statement inside an explicit transaction; see the crate documentation.
 ///
 /// `touched` moves the session forward only if it is unrevoked. Its row lock is taken first,
@@ -168,8 +197,9 @@ const INSERT_AUDIT: &str = "
 /// visibly spent, and decides nothing on its own. `spent` is the compare-and-swap: it locks the
 /// token row, and READ COMMITTED re-checks `spent_at IS NULL` against the newest committed
 /// version after any wait, so only one transaction ever spends a token. The successor is
-/// inserted only if `spent` changed a row. The three counts come back to the caller, which
-/// commits only `(1, 1, 1)` and rolls anything else back, so a lost race writes nothing.
+/// inserted only if `spent` changed a row, and its `session.refreshed` event only with it. The
+/// four counts come back to the caller, which commits only `(1, 1, 1, 1)` and rolls anything
+/// else back, so a lost race writes nothing.
 const ROTATE: &str = "
     WITH touched AS (
         UPDATE sessions
@@ -178,7 +208,7 @@ const ROTATE: &str = "
         WHERE id = $4 AND revoked_at IS NULL
           AND EXISTS (SELECT 1 FROM refresh_tokens
                       WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL)
-        RETURNING id
+        RETURNING id, user_id
     ), spent AS (
         UPDATE refresh_tokens
         SET spent_at = $1, successor_hash = $6, sealed_successor = $7
@@ -189,10 +219,16 @@ const ROTATE: &str = "
         INSERT INTO refresh_tokens (hash, session_id, issued_at)
         SELECT $6, $4, $1 FROM spent
         RETURNING hash
+    ), refreshed AS (
+        INSERT INTO events (type, user_id, session_id, at, data)
+        SELECT 'session.refreshed', touched.user_id, touched.id, $1, '{}'
+        FROM touched, successor
+        RETURNING id
     )
     SELECT (SELECT count(*) FROM touched),
            (SELECT count(*) FROM spent),
-           (SELECT count(*) FROM successor)";
+           (SELECT count(*) FROM successor),
+           (SELECT count(*) FROM refreshed)";
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
@@ -392,27 +428,28 @@ impl PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
-        let counts: (i64, i64, i64) = (
+        let counts: (i64, i64, i64, i64) = (
             row.try_get(0).map_err(store_error)?,
             row.try_get(1).map_err(store_error)?,
             row.try_get(2).map_err(store_error)?,
+            row.try_get(3).map_err(store_error)?,
         );
         match counts {
-            (1, 1, 1) => {
+            (1, 1, 1, 1) => {
                 tx.commit().await.map_err(store_error)?;
                 Ok(RotationOutcome::Rotated)
             }
             // Nothing matched, or the session moved but the token had been spent by a rotation
             // that committed while this one waited: undo the session's move.
-            (0, 0, 0) | (1, 0, 0) => {
+            (0, 0, 0, 0) | (1, 0, 0, 0) => {
                 tx.rollback().await.map_err(store_error)?;
                 Ok(RotationOutcome::Lost)
             }
-            (touched, spent, inserted) => {
+            (touched, spent, inserted, announced) => {
                 tx.rollback().await.map_err(store_error)?;
                 Err(StoreError::Corrupt(format!(
-                    "a rotation changed {touched} sessions, spent {spent} tokens and stored \
-                     {inserted} successors"
+                    "a rotation changed {touched} sessions, spent {spent} tokens, stored \
+                     {inserted} successors and {announced} events"
                 )))
             }
         }
@@ -568,10 +605,69 @@ async fn insert_audit(
         .bind(&ips)
         .bind(&ats)
         .bind(&details)
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let published: Vec<NewEvent> = events.iter().flat_map(event::events_of_audit).collect();
+    insert_events(connection, &published).await
+}
+
+async fn insert_events(
+    connection: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut users = Vec::with_capacity(events.len());
+    let mut sessions = Vec::with_capacity(events.len());
+    let mut ats = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    for event in events {
+        kinds.push(event.kind);
+        users.push(event.user_id.as_str());
+        sessions.push(event.session_id.map(|id| *id.as_uuid()));
+        ats.push(event.at.unix_millis());
+        data.push(rows::json_text(&event.data)?);
+    }
+    sqlx::query(INSERT_EVENTS)
+        .bind(&kinds)
+        .bind(&users)
+        .bind(&sessions)
+        .bind(&ats)
+        .bind(&data)
         .execute(connection)
         .await
         .map_err(store_error)?;
     Ok(())
+}
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = row.try_get(2).map_err(store_error)?;
+    let data: String = row.try_get(6).map_err(store_error)?;
+    Ok(StoredEvent {
+        cursor: EventCursor {
+            epoch: row.try_get(0).map_err(store_error)?,
+            sequence: row.try_get(1).map_err(store_error)?,
+        },
+        kind: event::event_type(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown event type {kind:?}")))?,
+        user_id: UserId::from_trusted(row.try_get(3).map_err(store_error)?),
+        session_id: row
+            .try_get::<Option<Uuid>, _>(4)
+            .map_err(store_error)?
+            .map(SessionId::from_uuid),
+        at: rows::timestamp(row, 5)?,
+        data: match serde_json::from_str(&data) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "event data is not a JSON object".into(),
+                ));
+            }
+        },
+    })
 }
 
 fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
@@ -809,6 +905,95 @@ impl Store for PostgresStore {
             .rows_affected();
             tx.commit().await.map_err(store_error)?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn announce_expired(
+        &self,
+        now: Timestamp,
+        batch: u32,
+        audit: AuditFor<'_>,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // `SKIP LOCKED` gives announcers on several instances disjoint batches; the row
+            // locks last until the commit, so no session is announced twice.
+            let rows = sqlx::query(concat!(
+                "UPDATE sessions AS s SET expiry_announced = TRUE
+                 WHERE s.id IN (SELECT id FROM sessions
+                                WHERE revoked_at IS NULL AND NOT expiry_announced
+                                  AND idle_expires_at <= $1
+                                LIMIT $2
+                                FOR UPDATE SKIP LOCKED)
+                   AND s.revoked_at IS NULL
+                 RETURNING ",
+                session_columns!()
+            ))
+            .bind(now.unix_millis())
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let expired = rows::sessions(&rows)?;
+            let events: Vec<NewAuditEvent> = expired.iter().map(audit).collect();
+            insert_audit(&mut tx, &events).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(expired.len() as u64)
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(EVENTS_AFTER)
+                .bind(after.epoch)
+                .bind(after.sequence)
+                .bind(filter.user_id.as_ref().map(UserId::as_str))
+                .bind(filter.kinds.as_deref())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
+    }
+
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        self.bounded(async {
+            let row = sqlx::query(LATEST_EVENT)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            match row {
+                Some(row) => Ok(EventCursor {
+                    epoch: row.try_get(0).map_err(store_error)?,
+                    sequence: row.try_get(1).map_err(store_error)?,
+                }),
+                None => Ok(EventCursor::START),
+            }
+        })
+        .await
+    }
+
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let deleted = sqlx::query(
+                "DELETE FROM events WHERE id IN (
+                     SELECT id FROM events WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(deleted.rows_affected())
         })
         .await
     }

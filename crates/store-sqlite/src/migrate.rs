@@ -6,8 +6,10 @@ use crate::error::store_error;
 use sessiond_core::store::StoreError;
 
 /// The migrations, in order: `(version, name, sql)`.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "events", include_str!("../migrations/0002_events.sql")),
+];
 
 /// Applies the migrations the database lacks; returns how many were applied.
 pub(crate) async fn run(connection: &mut SqliteConnection) -> Result<usize, StoreError> {

@@ -112,21 +112,30 @@ async fn apply_batch(
 /// The first statement is the compare-and-swap: the session moves forward only if it is
 /// unrevoked and the presented token is still unspent. Each later statement runs only if the
 /// one before it changed exactly one row (`changes()` reports the previous statement), so a
-/// lost race writes nothing. Parameters are `?NNN`, which bind by position across all three
-/// statements.
+/// lost race writes nothing.
+///
+/// Parameters are `?NNN`, bound by number in every statement: `?1` now, `?2` the session,
+/// `?3` the idle expiry, `?4` the access expiry, `?5` the presented token, `?6` the successor,
+/// `?7` the sealed pair. The numbering matters: sqlx fills a statement's *unused* slots below
+/// its highest number from a running count of earlier unused slots and stops binding (leaving
+/// NULLs) once that count passes the number of arguments, so a late statement must not skip
+/// numbers. The last one therefore uses exactly `?1` and `?2`.
 const ROTATE: &str = "
     UPDATE sessions
-    SET last_active_at = ?1, idle_expires_at = ?2, access_expires_at = MAX(access_expires_at, ?3)
-    WHERE id = ?4 AND revoked_at IS NULL
+    SET last_active_at = ?1, idle_expires_at = ?3, access_expires_at = MAX(access_expires_at, ?4)
+    WHERE id = ?2 AND revoked_at IS NULL
       AND EXISTS (SELECT 1 FROM refresh_tokens
-                  WHERE hash = ?5 AND session_id = ?4 AND spent_at IS NULL);
+                  WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL);
     UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?6, sealed_successor = ?7
     WHERE hash = ?5 AND spent_at IS NULL AND changes() = 1;
     INSERT INTO refresh_tokens (hash, session_id, issued_at)
-    SELECT ?6, ?4, ?1 WHERE changes() = 1;";
+    SELECT ?6, ?2, ?1 WHERE changes() = 1;
+    INSERT INTO events (type, user_id, session_id, at, data)
+    SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE id = ?2 AND changes() = 1;";
 
-/// Rows a successful rotation changes: the session, the spent token, the successor.
-const ROWS_OF_A_ROTATION: u64 = 3;
+/// Rows a successful rotation changes: the session, the spent token, the successor and its
+/// `session.refreshed` event.
+const ROWS_OF_A_ROTATION: u64 = 4;
 
 /// One rotation inside an open write transaction.
 async fn rotate(
@@ -135,9 +144,9 @@ async fn rotate(
 ) -> Result<RotationOutcome, StoreError> {
     let changed = sqlx::query(ROTATE)
         .bind(rotation.now.unix_millis())
+        .bind(rotation.session_id.to_string())
         .bind(rotation.idle_expires_at.unix_millis())
         .bind(rotation.access_expires_at.unix_millis())
-        .bind(rotation.session_id.to_string())
         .bind(&rotation.presented.0[..])
         .bind(&rotation.successor.0[..])
         .bind(&rotation.sealed_successor[..])

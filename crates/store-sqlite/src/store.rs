@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
@@ -76,6 +77,17 @@ pub struct SqliteStore {
 const INSERT_AUDIT: &str =
     "INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
      VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+     VALUES (?, ?, ?, ?, ?)";
+
+/// Events after a cursor, optionally of one user and of some types (`?4`, a JSON array).
+const EVENTS_AFTER: &str = "SELECT id, type, user_id, session_id, at, data FROM events
+     WHERE id > ?1
+       AND (?2 IS NULL OR user_id = ?2)
+       AND (?4 IS NULL OR type IN (SELECT value FROM json_each(?4)))
+     ORDER BY id
+     LIMIT ?3";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH`) and brings its schema
@@ -154,10 +166,60 @@ async fn append_audit(
         .bind(event.ip.as_deref())
         .bind(event.at.unix_millis())
         .bind(serde_json::Value::Object(event.details.clone()).to_string())
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    for published in event::events_of_audit(event) {
+        insert_event(&mut *connection, &published).await?;
+    }
+    Ok(())
+}
+
+async fn insert_event(
+    connection: &mut SqliteConnection,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_EVENT)
+        .bind(event.kind)
+        .bind(event.user_id.as_str())
+        .bind(event.session_id.map(|id| id.to_string()))
+        .bind(event.at.unix_millis())
+        .bind(serde_json::Value::Object(event.data.clone()).to_string())
         .execute(connection)
         .await
         .map_err(store_error)?;
     Ok(())
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = row.try_get(1).map_err(store_error)?;
+    let session_id: Option<String> = row.try_get(3).map_err(store_error)?;
+    let data: String = row.try_get(5).map_err(store_error)?;
+    Ok(StoredEvent {
+        cursor: EventCursor {
+            epoch: 0,
+            sequence: row.try_get(0).map_err(store_error)?,
+        },
+        kind: event::event_type(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown event type {kind:?}")))?,
+        user_id: UserId::from_trusted(row.try_get(2).map_err(store_error)?),
+        session_id: session_id
+            .map(|id| {
+                Uuid::try_parse(&id)
+                    .map(SessionId::from_uuid)
+                    .map_err(|_| StoreError::Corrupt("event session id is not a UUID".into()))
+            })
+            .transpose()?,
+        at: Timestamp::from_unix_millis(row.try_get(4).map_err(store_error)?),
+        data: match serde_json::from_str(&data) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "event data is not a JSON object".into(),
+                ));
+            }
+        },
+    })
 }
 
 /// Marks `sessions` revoked and appends their audit events; returns them as revoked.
@@ -513,6 +575,91 @@ impl Store for SqliteStore {
         .rows_affected();
         tx.commit().await.map_err(store_error)?;
         Ok(inserted == 1)
+    }
+
+    async fn announce_expired(
+        &self,
+        now: Timestamp,
+        batch: u32,
+        audit: AuditFor<'_>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // BEGIN IMMEDIATE holds the write lock from here to the commit: no other writer, in
+        // any process, can announce these sessions in between.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions s
+             WHERE s.revoked_at IS NULL AND s.expiry_announced = 0 AND s.idle_expires_at <= ?
+             LIMIT ?"
+        ))
+        .bind(now.unix_millis())
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        for row in &rows {
+            let session = rows::session(row, 0)?;
+            sqlx::query("UPDATE sessions SET expiry_announced = 1 WHERE id = ?")
+                .bind(session.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            append_audit(&mut tx, &audit(&session)).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let kinds = filter
+            .kinds
+            .as_ref()
+            .map(|kinds| serde_json::Value::from(kinds.clone()).to_string());
+        // SQLite cursors are plain ids (epoch 0); a cursor from another store kind is past
+        // nothing here.
+        let after = if after.epoch == 0 { after.sequence } else { 0 };
+        let rows = sqlx::query(EVENTS_AFTER)
+            .bind(after)
+            .bind(filter.user_id.as_ref().map(UserId::as_str))
+            .bind(i64::from(limit))
+            .bind(kinds)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        let newest: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(store_error)?
+            .try_get(0)
+            .map_err(store_error)?;
+        Ok(EventCursor {
+            epoch: 0,
+            sequence: newest,
+        })
+    }
+
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT ?)",
+        )
+        .bind(before.unix_millis())
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(deleted.rows_affected())
     }
 
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 
 pub(crate) mod convert;
 mod error;
+mod events;
 mod extract;
 mod health;
 mod observability;
@@ -50,7 +51,8 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/v1/stats", get(observability::stats));
+        .route("/v1/stats", get(observability::stats))
+        .route("/v1/events", get(events::events));
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));
     }

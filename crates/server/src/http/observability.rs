@@ -53,7 +53,9 @@ pub(crate) async fn observe(
 
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.service.revoked().len());
+    let text = state
+        .metrics
+        .render(state.service.revoked().len(), state.events.open_streams());
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

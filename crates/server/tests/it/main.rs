@@ -4,6 +4,7 @@
 mod helpers;
 
 mod errors;
+mod events;
 mod faults;
 mod instances;
 mod lifetimes;
