@@ -24,7 +24,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 14] = [
+pub(crate) const ROUTES: [&str; 18] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -38,6 +38,10 @@ pub(crate) const ROUTES: [&str; 14] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/oauth/token",
+    "/oauth/introspect",
+    "/oauth/revoke",
+    "/.well-known/oauth-authorization-server",
     "unmatched",
 ];
 const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;

@@ -4,6 +4,7 @@ pub(crate) mod convert;
 mod error;
 mod extract;
 mod health;
+mod oauth;
 mod observability;
 mod sessions;
 
@@ -46,6 +47,13 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route(
             "/v1/users/{user_id}/sessions/revoke-all",
             post(sessions::revoke_all_of_user),
+        )
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
         )
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/healthz", get(health::healthz))

@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod instances;
 mod lifetimes;
+mod oauth;
 mod observability;
 mod process;
 mod revocation;
