@@ -99,6 +99,12 @@ pub struct RawConfig {
     /// address:port of a separate listener for `/metrics`; unset, `/metrics` is on the API's.
     #[arg(long, global = true, env = "SESSIOND_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// `on` puts the refresh token in an HttpOnly cookie for browsers; `off` (default).
+    #[arg(long, global = true, env = "SESSIOND_COOKIE_MODE")]
+    pub cookie_mode: Option<String>,
+    /// Comma-separated origins (`https://app.example.com`) answered with CORS headers.
+    #[arg(long, global = true, env = "SESSIOND_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
 }
 
 macro_rules! overlay {
@@ -148,7 +154,9 @@ impl RawConfig {
             body_limit,
             sqlite_synchronous,
             log_format,
-            metrics_listen
+            metrics_listen,
+            cookie_mode,
+            cors_origins
         );
         self
     }
@@ -183,6 +191,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where `/metrics` is served instead of the API's listener, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether refreshes also hand the refresh token out as an HttpOnly cookie and take it
+    /// back from there.
+    pub cookie_mode: bool,
+    /// Origins whose browser requests get CORS headers (with credentials), lower-case.
+    pub cors_origins: Vec<String>,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -506,6 +519,16 @@ impl Config {
                 "SESSIOND_METRICS_LISTEN must differ from SESSIOND_LISTEN ({listen}); leave it unset to serve /metrics on the API's listener"
             ));
         }
+        let cookie_mode = match raw.cookie_mode.as_deref().map(str::trim) {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(format!(
+                    "SESSIOND_COOKIE_MODE must be on or off (got {other:?})"
+                ));
+            }
+        };
+        let cors_origins = cors_origins(raw.cors_origins.as_deref())?;
         Ok(Self {
             listen,
             database_url,
@@ -520,9 +543,40 @@ impl Config {
             sqlite_synchronous,
             log_format,
             metrics_listen,
+            cookie_mode,
+            cors_origins,
             warnings,
         })
     }
+}
+
+/// The origins of `SESSIOND_CORS_ORIGINS`: each `http(s)://host[:port]` exactly as a browser
+/// sends it in `Origin` (no path, no trailing slash). A wildcard is refused: CORS answers
+/// carry credentials, and browsers refuse `*` with credentials anyway.
+fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in value.unwrap_or_default().split(',').map(str::trim) {
+        if origin.is_empty() {
+            continue;
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let well_formed = host.is_some_and(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !well_formed {
+            return Err(format!(
+                "SESSIOND_CORS_ORIGINS must list origins like https://app.example.com, \
+                 without path or wildcard (got {origin:?})"
+            ));
+        }
+        origins.push(origin.to_ascii_lowercase());
+    }
+    Ok(origins)
 }
 
 #[cfg(test)]
@@ -541,6 +595,11 @@ mod tests {
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.policy, Policy::default());
         assert_eq!(config.metrics_listen, None);
+        assert!(!config.cookie_mode, "cookie mode is off by default");
+        assert!(
+            config.cors_origins.is_empty(),
+            "no origin gets CORS headers by default"
+        );
         assert!(!config.warnings.is_empty());
     }
 
@@ -597,6 +656,27 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "SESSIOND_MAX_SESSIONS_PER_USER (0) must be at least 1",
+            ),
+            (
+                RawConfig {
+                    cookie_mode: Some("yes".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_COOKIE_MODE must be on or off (got \"yes\")",
+            ),
+            (
+                RawConfig {
+                    cors_origins: Some("https://app.example.com, *".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_CORS_ORIGINS must list origins like https://app.example.com",
+            ),
+            (
+                RawConfig {
+                    cors_origins: Some("https://app.example.com/".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_CORS_ORIGINS",
             ),
             (
                 RawConfig {

@@ -75,6 +75,10 @@ pub struct AppState {
     pub body_limit: usize,
     /// What this process counts, for `/metrics` and `/v1/stats`.
     pub metrics: Arc<Metrics>,
+    /// Whether the refresh token also travels in an HttpOnly cookie (`SESSIOND_COOKIE_MODE`).
+    pub cookie_mode: bool,
+    /// Origins answered with CORS headers (`SESSIOND_CORS_ORIGINS`), lower-case.
+    pub cors_origins: Arc<[String]>,
 }
 
 /// Whether opening the database may create it.
@@ -123,6 +127,8 @@ impl AppState {
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
             body_limit: config.body_limit,
             metrics,
+            cookie_mode: config.cookie_mode,
+            cors_origins: config.cors_origins.clone().into(),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, request ids, body limits and the JSON error contract.
 
+mod browser;
 pub(crate) mod convert;
 mod error;
 mod extract;
@@ -72,6 +73,7 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
             observability::observe,
         ))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), browser::cors))
         .with_state(state)
 }
 
