@@ -49,7 +49,7 @@ const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `error` codes of the contract that this server answers with.
-pub(crate) const ERROR_CODES: [&str; 9] = [
+pub(crate) const ERROR_CODES: [&str; 14] = [
     "invalid_request",
     "payload_too_large",
     "unauthenticated",
@@ -59,6 +59,12 @@ pub(crate) const ERROR_CODES: [&str; 9] = [
     "invalid_refresh_token",
     "unavailable",
     "internal",
+    // The RFC 6749 §5.2 codes of the `/oauth/*` routes.
+    "invalid_grant",
+    "unsupported_grant_type",
+    "invalid_client",
+    "temporarily_unavailable",
+    "server_error",
 ];
 
 const REFRESH_OUTCOMES: [&str; 7] = [

@@ -134,6 +134,17 @@ async fn reuse_through_the_token_endpoint_revokes_the_whole_session() {
         app.current_status(text(&first.body, "access_token")).await,
         StatusCode::UNAUTHORIZED
     );
+
+    // The token endpoint's refreshes and errors are counted with the others.
+    let stats = app.get("/v1/stats", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        stats.body["refreshes_by_outcome"]["rotated"], 1,
+        "{}",
+        stats.body
+    );
+    assert_eq!(stats.body["refreshes_by_outcome"]["reuse_detected"], 1);
+    assert_eq!(stats.body["refreshes_by_outcome"]["revoked"], 2);
+    assert_eq!(stats.body["errors"]["invalid_grant"], 2, "{}", stats.body);
 }
 
 async fn the_token_endpoint_refuses_bad_grants_and_requests_in_rfc_6749_format() {
