@@ -14,7 +14,9 @@ use crate::device;
 use crate::error::{Error, RefreshRejection};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::policy::Policy;
-use crate::refresh::{IssuedPair, RefreshDecision, RefreshToken, decide_refresh};
+use crate::refresh::{
+    IssuedPair, RefreshDecision, RefreshToken, RefreshTokenRecord, decide_refresh,
+};
 use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
 use crate::session_cache::SessionCache;
@@ -142,6 +144,11 @@ impl SessionService {
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.settings.policy
+    }
+
+    /// The `iss`, `aud` and `client_id` of access tokens.
+    pub fn token_settings(&self) -> &AccessTokenIssuer {
+        &self.settings.tokens
     }
 
     /// The current time of the service's clock.
@@ -358,6 +365,93 @@ impl SessionService {
             .unwrap_or(session.access_expires_at);
         self.revoke_locally(session.id, access_expires_at);
         Ok(())
+    }
+
+    /// What an introspection (RFC 7662) may say about a refresh token: its session if the
+    /// token is live (issued, unspent, its session neither revoked nor expired), else `None`.
+    /// Nothing is spent or written, so asking never changes the token's fate. A token spent
+    /// moments ago is not live even inside the reuse grace window: only its successor is.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    #[tracing::instrument(skip_all)]
+    pub async fn inspect_refresh_token(
+        &self,
+        presented: &str,
+    ) -> Result<Option<(RefreshTokenRecord, Session)>, Error> {
+        let Ok(token) = RefreshToken::parse(presented) else {
+            return Ok(None);
+        };
+        let Some((record, session)) = self.store.find_refresh_token(&token.hash()).await? else {
+            return Ok(None);
+        };
+        let live = record.spent_at.is_none() && session.is_active(self.clock.now());
+        Ok(live.then_some((record, session)))
+    }
+
+    /// The validated token and the session of a live access token, for introspection: the
+    /// token must pass [`Self::authenticate`], and its session must still be unrevoked in
+    /// storage (so a revocation by another process counts at once, not on the next sync).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] when the token or its session is not live; [`Error::Store`].
+    pub async fn inspect_access_token(
+        &self,
+        access_token: &str,
+    ) -> Result<(ValidatedToken, Arc<Session>), Error> {
+        let token = self.authenticate(access_token)?;
+        let session = self.current_session(&token).await?;
+        Ok((token, session))
+    }
+
+    /// Revokes the session a token belongs to (RFC 7009): a refresh token sessiond issued,
+    /// spent or not, or an access token that validates. `actor_is_admin` says whether an admin
+    /// key asks (reason `revoked_by_admin`) or the token's holder (reason `logout`). Returns
+    /// whether the token named a session; an unknown, malformed or expired token names none
+    /// and revokes nothing. Revoking an already revoked session succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_by_token(&self, token: &str, actor_is_admin: bool) -> Result<bool, Error> {
+        let session_id = if let Ok(refresh) = RefreshToken::parse(token) {
+            match self.store.find_refresh_token(&refresh.hash()).await? {
+                Some((_, session)) => session.id,
+                None => return Ok(false),
+            }
+        } else {
+            match self.authenticate(token) {
+                Ok(validated) => validated.session_id,
+                Err(_) => return Ok(false),
+            }
+        };
+        let reason = if actor_is_admin {
+            RevokeReason::RevokedByAdmin
+        } else {
+            RevokeReason::Logout
+        };
+        let actor_name = if actor_is_admin {
+            "admin"
+        } else {
+            "token_holder"
+        };
+        let now = self.clock.now();
+        let revoked = self
+            .store
+            .revoke_session(
+                session_id,
+                Revocation { at: now, reason },
+                &|session: &Session| revoked_event(session, now, reason, actor_name),
+            )
+            .await?;
+        match revoked {
+            Some((session, _)) => {
+                self.revoke_locally(session.id, session.access_expires_at);
+                Ok(true)
+            }
+            // Purged between the lookup and the revocation: nothing left to end.
+            None => Ok(false),
+        }
     }
 
     /// Validates an access token: no I/O.

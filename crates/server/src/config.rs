@@ -105,6 +105,12 @@ pub struct RawConfig {
     /// How often an idle event stream gets a heartbeat, e.g. `15s`.
     #[arg(long, global = true, env = "SESSIOND_EVENT_HEARTBEAT")]
     pub event_heartbeat: Option<String>,
+    /// `on` puts the refresh token in an HttpOnly cookie for browsers; `off` (default).
+    #[arg(long, global = true, env = "SESSIOND_COOKIE_MODE")]
+    pub cookie_mode: Option<String>,
+    /// Comma-separated origins (`https://app.example.com`) answered with CORS headers.
+    #[arg(long, global = true, env = "SESSIOND_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
 }
 
 macro_rules! overlay {
@@ -156,7 +162,9 @@ impl RawConfig {
             log_format,
             metrics_listen,
             event_retention,
-            event_heartbeat
+            event_heartbeat,
+            cookie_mode,
+            cors_origins
         );
         self
     }
@@ -195,6 +203,11 @@ pub struct Config {
     pub event_retention: Duration,
     /// How often an idle event stream gets a heartbeat.
     pub event_heartbeat: Duration,
+    /// Whether refreshes also hand the refresh token out as an HttpOnly cookie and take it
+    /// back from there.
+    pub cookie_mode: bool,
+    /// Origins whose browser requests get CORS headers (with credentials), lower-case.
+    pub cors_origins: Vec<String>,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -548,6 +561,16 @@ impl Config {
                 compact_duration(event_heartbeat)
             ));
         }
+        let cookie_mode = match raw.cookie_mode.as_deref().map(str::trim) {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(format!(
+                    "SESSIOND_COOKIE_MODE must be on or off (got {other:?})"
+                ));
+            }
+        };
+        let cors_origins = cors_origins(raw.cors_origins.as_deref())?;
         Ok(Self {
             listen,
             database_url,
@@ -564,9 +587,40 @@ impl Config {
             metrics_listen,
             event_retention,
             event_heartbeat,
+            cookie_mode,
+            cors_origins,
             warnings,
         })
     }
+}
+
+/// The origins of `SESSIOND_CORS_ORIGINS`: each `http(s)://host[:port]` exactly as a browser
+/// sends it in `Origin` (no path, no trailing slash). A wildcard is refused: CORS answers
+/// carry credentials, and browsers refuse `*` with credentials anyway.
+fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in value.unwrap_or_default().split(',').map(str::trim) {
+        if origin.is_empty() {
+            continue;
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let well_formed = host.is_some_and(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !well_formed {
+            return Err(format!(
+                "SESSIOND_CORS_ORIGINS must list origins like https://app.example.com, \
+                 without path or wildcard (got {origin:?})"
+            ));
+        }
+        origins.push(origin.to_ascii_lowercase());
+    }
+    Ok(origins)
 }
 
 #[cfg(test)]
@@ -585,6 +639,11 @@ mod tests {
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.policy, Policy::default());
         assert_eq!(config.metrics_listen, None);
+        assert!(!config.cookie_mode, "cookie mode is off by default");
+        assert!(
+            config.cors_origins.is_empty(),
+            "no origin gets CORS headers by default"
+        );
         assert!(!config.warnings.is_empty());
     }
 
@@ -641,6 +700,27 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "SESSIOND_MAX_SESSIONS_PER_USER (0) must be at least 1",
+            ),
+            (
+                RawConfig {
+                    cookie_mode: Some("yes".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_COOKIE_MODE must be on or off (got \"yes\")",
+            ),
+            (
+                RawConfig {
+                    cors_origins: Some("https://app.example.com, *".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_CORS_ORIGINS must list origins like https://app.example.com",
+            ),
+            (
+                RawConfig {
+                    cors_origins: Some("https://app.example.com/".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_CORS_ORIGINS",
             ),
             (
                 RawConfig {

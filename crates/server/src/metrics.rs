@@ -24,7 +24,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 14] = [
+pub(crate) const ROUTES: [&str; 19] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -34,10 +34,15 @@ pub(crate) const ROUTES: [&str; 14] = [
     "/v1/users/{user_id}/sessions",
     "/v1/users/{user_id}/sessions/revoke-all",
     "/v1/stats",
+    "/v1/events",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
     "/metrics",
+    "/oauth/token",
+    "/oauth/introspect",
+    "/oauth/revoke",
+    "/.well-known/oauth-authorization-server",
     "unmatched",
 ];
 const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;
@@ -45,7 +50,7 @@ const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `error` codes of the contract that this server answers with.
-pub(crate) const ERROR_CODES: [&str; 9] = [
+pub(crate) const ERROR_CODES: [&str; 14] = [
     "invalid_request",
     "payload_too_large",
     "unauthenticated",
@@ -55,6 +60,12 @@ pub(crate) const ERROR_CODES: [&str; 9] = [
     "invalid_refresh_token",
     "unavailable",
     "internal",
+    // The RFC 6749 §5.2 codes of the `/oauth/*` routes.
+    "invalid_grant",
+    "unsupported_grant_type",
+    "invalid_client",
+    "temporarily_unavailable",
+    "server_error",
 ];
 
 const REFRESH_OUTCOMES: [&str; 7] = [

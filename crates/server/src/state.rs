@@ -89,6 +89,10 @@ pub struct AppState {
     pub event_retention: Duration,
     /// How often events written by other processes are looked for.
     pub event_poll: Duration,
+    /// Whether the refresh token also travels in an HttpOnly cookie (`SESSIOND_COOKIE_MODE`).
+    pub cookie_mode: bool,
+    /// Origins answered with CORS headers (`SESSIOND_CORS_ORIGINS`), lower-case.
+    pub cors_origins: Arc<[String]>,
 }
 
 /// Whether opening the database may create it.
@@ -152,6 +156,8 @@ impl AppState {
             event_heartbeat: config.event_heartbeat,
             event_retention: config.event_retention,
             event_poll,
+            cookie_mode: config.cookie_mode,
+            cors_origins: config.cors_origins.clone().into(),
         })
     }
 }

@@ -198,3 +198,87 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+/// `POST /oauth/token` (RFC 6749 §6), sent as `application/x-www-form-urlencoded`. Parameters
+/// the server does not know (`client_id`, `scope`) are ignored, as RFC 6749 §3.2 asks; a
+/// parameter given twice is an error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OAuthTokenRequest {
+    /// Must be `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<String>,
+    /// The refresh token to spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// A successful `POST /oauth/token` (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthTokenResponse {
+    /// The new access token (a JWT).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The new refresh token; the one presented is spent.
+    pub refresh_token: String,
+}
+
+/// An error of an `/oauth/*` route, in the format of RFC 6749 §5.2 (also used by RFC 7009 and
+/// RFC 7662).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_client`,
+    /// `temporarily_unavailable` or `server_error`.
+    pub error: String,
+    /// A human explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// `POST /oauth/introspect` (RFC 7662) and `POST /oauth/revoke` (RFC 7009), both sent as
+/// `application/x-www-form-urlencoded`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OAuthTokenOnlyRequest {
+    /// The token to introspect or revoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `access_token` or `refresh_token`; only a hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type_hint: Option<String>,
+}
+
+/// A `POST /oauth/introspect` answer: `{"active": false}` alone for any token that is not
+/// live, else `active: true` with the token's claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntrospectionResponse {
+    /// Whether the token is live.
+    pub active: bool,
+    /// The claims (`sub`, `sid`, `exp`, `token_type`, …); empty when not active.
+    #[serde(flatten)]
+    pub claims: Map<String, Value>,
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationServerMetadata {
+    /// The issuer, equal to the `iss` of access tokens.
+    pub issuer: String,
+    /// `POST /oauth/token`.
+    pub token_endpoint: String,
+    /// `POST /oauth/introspect`.
+    pub introspection_endpoint: String,
+    /// `POST /oauth/revoke`.
+    pub revocation_endpoint: String,
+    /// The JWK Set.
+    pub jwks_uri: String,
+    /// `["refresh_token"]`: sessions are created by the application backend, not by a grant.
+    pub grant_types_supported: Vec<String>,
+    /// Empty: there is no authorization endpoint.
+    pub response_types_supported: Vec<String>,
+    /// `["none"]`: the refresh token is the credential.
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// `["none"]`: the token's holder may revoke it (an admin key also may).
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+}

@@ -28,6 +28,9 @@ pub(crate) enum ApiError {
     PayloadTooLarge(usize),
     /// No credential, or a wrong one.
     Unauthenticated(&'static str),
+    /// A credential, but a request its route refuses (a cookie refresh without the CSRF
+    /// header).
+    Forbidden(&'static str),
     /// No such route or resource.
     NotFound,
     /// The route exists, but not with this method.
@@ -109,6 +112,13 @@ impl IntoResponse for ApiError {
             Self::Unauthenticated(message) => body(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
+                message.into(),
+                None,
+                None,
+            ),
+            Self::Forbidden(message) => body(
+                StatusCode::FORBIDDEN,
+                "forbidden",
                 message.into(),
                 None,
                 None,

@@ -1,10 +1,12 @@
 //! The HTTP edge: routes, request ids, body limits and the JSON error contract.
 
+mod browser;
 pub(crate) mod convert;
 mod error;
 mod events;
 mod extract;
 mod health;
+mod oauth;
 mod observability;
 mod sessions;
 
@@ -48,6 +50,13 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
             "/v1/users/{user_id}/sessions/revoke-all",
             post(sessions::revoke_all_of_user),
         )
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -66,6 +75,7 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
             observability::observe,
         ))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), browser::cors))
         .with_state(state)
 }
 

@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use sessiond_core::service::{Actor, NewSessionRequest};
+use axum::response::{IntoResponse, Response};
+use sessiond_core::service::{Actor, IssuedSession, NewSessionRequest};
 use sessiond_core::token::decode_claims;
 use sessiond_core::{Error, SessionId};
 use sessiond_wire::{
@@ -15,6 +15,7 @@ use sessiond_wire::{
 };
 
 use super::ApiError;
+use super::browser;
 use super::convert::{session_view, token_pair};
 use super::extract::{AdminCaller, Caller, JsonBody, OptionalJsonBody, UserCaller};
 use crate::state::AppState;
@@ -40,22 +41,40 @@ pub(crate) async fn create(
         })
         .await?;
     let now = state.service.now();
-    Ok((StatusCode::CREATED, Json(token_pair(&issued, now, false))))
+    let mut response = (StatusCode::CREATED, Json(token_pair(&issued, now, false))).into_response();
+    if state.cookie_mode {
+        // A backend serving the same site may pass this on to the browser as it is.
+        browser::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
+    }
+    Ok(response)
 }
 
-/// `POST /v1/sessions/refresh`: spends a refresh token for a new pair.
+/// `POST /v1/sessions/refresh`: spends a refresh token for a new pair (in cookie mode, see
+/// [`browser::refresh`]).
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    JsonBody(request): JsonBody<RefreshRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+    request: Request,
+) -> Result<Response, ApiError> {
+    if state.cookie_mode {
+        return browser::refresh(state, request).await;
+    }
+    let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
+    let issued = spend_refresh_token(&state, &request.refresh_token).await?;
+    let now = state.service.now();
+    Ok(Json(token_pair(&issued, now, true)).into_response())
+}
+
+/// Spends `presented` through the service and counts the outcome.
+pub(crate) async fn spend_refresh_token(
+    state: &AppState,
+    presented: &str,
+) -> Result<IssuedSession, ApiError> {
     let started = Instant::now();
-    let result = state.service.refresh(&request.refresh_token).await;
+    let result = state.service.refresh(presented).await;
     state
         .metrics
         .record_refresh(result.as_ref(), started.elapsed());
-    let issued = result?;
-    let now = state.service.now();
-    Ok(Json(token_pair(&issued, now, true)))
+    Ok(result?)
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.
@@ -115,16 +134,21 @@ pub(crate) async fn revoke_all_own(
     Ok(Json(RevokedCount { revoked }))
 }
 
-/// `POST /v1/logout`: revokes the caller's own session.
+/// `POST /v1/logout`: revokes the caller's own session (and, in cookie mode, deletes the
+/// refresh cookie).
 pub(crate) async fn logout(
     State(state): State<AppState>,
     caller: UserCaller,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .service
         .revoke_session(Actor::User(&caller.token), caller.token.session_id)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if state.cookie_mode {
+        browser::set_cookie(&mut response, &browser::cleared_refresh_cookie());
+    }
+    Ok(response)
 }
 
 /// `GET /v1/users/{user_id}/sessions`: an admin lists a user's active sessions.

@@ -3,11 +3,13 @@
 
 mod helpers;
 
+mod browser;
 mod errors;
 mod events;
 mod faults;
 mod instances;
 mod lifetimes;
+mod oauth;
 mod observability;
 mod process;
 mod revocation;

@@ -1,0 +1,195 @@
+//! Browsers: cookie mode (`SESSIOND_COOKIE_MODE=on`) and CORS (`SESSIOND_CORS_ORIGINS`).
+//!
+//! In cookie mode the refresh token also travels as an `HttpOnly; Secure; SameSite=Strict`
+//! cookie scoped to `Path=/v1/sessions/refresh`, so page scripts never read it and the
+//! browser sends it nowhere else. A refresh authenticated by that cookie must carry the
+//! `X-Sessiond-CSRF: 1` header: a custom header cannot be sent cross-site without a CORS
+//! preflight that only configured origins pass, so a forged form post or `<img>` never
+//! refreshes. It is the only route a cookie authenticates; every other route takes its
+//! credential from the `Authorization` header, which browsers never attach on their own.
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{self, HeaderMap};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use sessiond_core::Error;
+use sessiond_core::Timestamp;
+use sessiond_core::service::IssuedSession;
+
+use super::ApiError;
+use super::convert::token_pair;
+use super::extract::OptionalJsonBody;
+use crate::state::AppState;
+
+/// The refresh cookie. `__Secure-` makes browsers refuse it unless it is `Secure`, so a
+/// plain-HTTP page on the same host cannot plant one.
+pub(crate) const REFRESH_COOKIE: &str = "__Secure-sessiond-refresh";
+/// The only path the browser sends the refresh cookie to.
+pub(crate) const REFRESH_COOKIE_PATH: &str = "/v1/sessions/refresh";
+/// The header a cookie-authenticated refresh must carry, with the value `1`.
+pub(crate) const CSRF_HEADER: &str = "x-sessiond-csrf";
+/// How long browsers may cache a preflight answer.
+const PREFLIGHT_MAX_AGE_SECONDS: u32 = 600;
+
+/// The body of `POST /v1/sessions/refresh` in cookie mode: the token may be left out when the
+/// cookie carries it, and then the body may be empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieModeRefreshRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// `POST /v1/sessions/refresh` in cookie mode. A token in the body is spent as without cookie
+/// mode and the answer also sets the cookie (how a browser that got its first pair from its
+/// backend moves the token out of script reach). Without one, the cookie's token is spent,
+/// provided the CSRF header is present; the answer then leaves `refresh_token` out of the
+/// body, since the cookie carries it. A cookie token that is not live clears the cookie.
+pub(crate) async fn refresh(state: AppState, request: Request) -> Result<Response, ApiError> {
+    let cookie = refresh_cookie(request.headers());
+    let csrf_header = request
+        .headers()
+        .get(CSRF_HEADER)
+        .is_some_and(|value| value.as_bytes() == b"1");
+    let OptionalJsonBody(body) =
+        OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
+
+    if let Some(presented) = body.refresh_token {
+        let issued = super::sessions::spend_refresh_token(&state, &presented).await?;
+        let now = state.service.now();
+        let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
+        set_cookie(&mut response, &refresh_cookie_for(&issued, now));
+        return Ok(response);
+    }
+    let Some(presented) = cookie else {
+        return Err(ApiError::BadRequest(format!(
+            "missing refresh_token: give it in the body or in the {REFRESH_COOKIE} cookie"
+        )));
+    };
+    if !csrf_header {
+        return Err(ApiError::Forbidden(
+            "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
+        ));
+    }
+    match super::sessions::spend_refresh_token(&state, &presented).await {
+        Ok(issued) => {
+            let now = state.service.now();
+            let mut body =
+                serde_json::to_value(token_pair(&issued, now, true)).unwrap_or(Value::Null);
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("refresh_token");
+            }
+            let mut response = axum::Json(body).into_response();
+            set_cookie(&mut response, &refresh_cookie_for(&issued, now));
+            Ok(response)
+        }
+        Err(error @ ApiError::Domain(Error::RefreshRejected(_))) => {
+            let mut response = error.into_response();
+            set_cookie(&mut response, &cleared_refresh_cookie());
+            Ok(response)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The refresh token of the request's refresh cookie, if it has one.
+fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The `Set-Cookie` value that hands out `issued`'s refresh token until it expires.
+pub(crate) fn refresh_cookie_for(issued: &IssuedSession, now: Timestamp) -> String {
+    let expires_at = Timestamp::from_unix_millis(issued.pair.refresh_expires_at_ms);
+    let max_age = (expires_at.unix_seconds() - now.unix_seconds()).max(0);
+    format!(
+        "{REFRESH_COOKIE}={}; Path={REFRESH_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
+        issued.pair.refresh_token
+    )
+}
+
+/// The `Set-Cookie` value that deletes the refresh cookie.
+pub(crate) fn cleared_refresh_cookie() -> String {
+    format!(
+        "{REFRESH_COOKIE}=; Path={REFRESH_COOKIE_PATH}; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    )
+}
+
+/// Adds `cookie` as a `Set-Cookie` header of `response`.
+pub(crate) fn set_cookie(response: &mut Response, cookie: &str) {
+    // Tokens are base64url, so the value is always a valid header.
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// CORS for the configured origins only: a request whose `Origin` is listed gets
+/// `Access-Control-Allow-Origin` (that origin) with `Access-Control-Allow-Credentials: true`,
+/// and its preflight is answered here; any other origin gets no CORS header at all, so the
+/// browser keeps its same-origin rule.
+pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.cors_origins.is_empty() {
+        return next.run(request).await;
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|origin| {
+            origin.to_str().is_ok_and(|origin| {
+                state
+                    .cors_origins
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+            })
+        })
+        .cloned();
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = match (&origin, preflight) {
+        (Some(_), true) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type, x-sessiond-csrf"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from(PREFLIGHT_MAX_AGE_SECONDS),
+            );
+            response
+        }
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    // Answers differ by origin, so caches must key on it whether or not this one is listed.
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after, x-request-id"),
+        );
+    }
+    response
+}
