@@ -18,8 +18,10 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::http::convert::rfc3339;
 
-/// Events a stream may have queued before it counts as too slow and is dropped.
-pub const STREAM_QUEUE_DEPTH: usize = 256;
+/// Events a stream may have queued before it counts as too slow and is dropped. Four times the
+/// tailer's page, so that a burst published at once never drops a stream that keeps up; a
+/// queued event costs a pointer (the event itself is shared).
+pub const STREAM_QUEUE_DEPTH: usize = 1024;
 
 /// A stored event, serialised once for every stream it goes to.
 #[derive(Debug)]

@@ -13,8 +13,9 @@ use tokio::sync::watch;
 
 use crate::state::AppState;
 
-/// Events read per query.
-const PAGE: u32 = 500;
+/// Events read and published at a time: a quarter of a stream's queue
+/// ([`super::hub::STREAM_QUEUE_DEPTH`]), so one page never fills a queue by itself.
+const PAGE: u32 = 256;
 /// The first pause after a failed read; doubled on each failure in a row.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 /// The longest pause between failed reads.
