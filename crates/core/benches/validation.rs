@@ -54,6 +54,7 @@ fn session(now: Timestamp) -> Session {
             device_type: DeviceType::Desktop,
             browser: Some("Firefox".into()),
             os: Some("Linux".into()),
+            trusted: false,
         },
         ip: None,
         user_agent: None,

@@ -1,11 +1,29 @@
 //! Device recognition from what the client sends: an id, a name and its user agent.
 
 use crate::error::Error;
-use crate::ids::DeviceId;
+use crate::ids::{DeviceId, UserId};
 use crate::session::{Device, DeviceType};
+use crate::time::Timestamp;
 
 /// The longest device name or user agent kept, in bytes.
 pub const MAX_DEVICE_TEXT: usize = 1024;
+
+/// A device in a user's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Whose device it is; a device id means nothing outside its user.
+    pub user_id: UserId,
+    /// The device as last seen (its `trusted` is the registry's).
+    pub device: Device,
+    /// The user agent it last sent.
+    pub user_agent: Option<String>,
+    /// The address it last came from.
+    pub last_ip: Option<String>,
+    /// When a session was first created from it.
+    pub first_seen_at: Timestamp,
+    /// The latest activity of any of its sessions.
+    pub last_seen_at: Timestamp,
+}
 
 /// Builds the device of a new session: keeps the client's id or mints one, and parses the
 /// user agent into browser, operating system and device type.
@@ -34,6 +52,7 @@ pub fn recognise(
         device_type,
         browser,
         os,
+        trusted: false,
     })
 }
 

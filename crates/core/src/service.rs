@@ -10,9 +10,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::audit::{NewAuditEvent, Severity};
-use crate::device;
+use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
-use crate::ids::{SessionId, TenantId, UserId};
+use crate::ids::{DeviceId, SessionId, TenantId, UserId};
 use crate::policy::Policy;
 use crate::refresh::{
     IssuedPair, RefreshDecision, RefreshToken, RefreshTokenRecord, decide_refresh,
@@ -234,6 +234,19 @@ impl SessionService {
                 "device_id": session.device.id.as_str(),
             }),
         );
+        let new_device = audit_event(
+            crate::event::DEVICE_NEW,
+            Severity::Info,
+            &session,
+            now,
+            session.ip.clone(),
+            json!({
+                "device_id": session.device.id.as_str(),
+                "device_type": session.device.device_type.as_str(),
+                "browser": session.device.browser,
+                "os": session.device.os,
+            }),
+        );
         let evicted = self
             .store
             .create_session(
@@ -244,6 +257,7 @@ impl SessionService {
                 &|evicted: &Session| {
                     revoked_event(evicted, now, RevokeReason::SessionLimit, "system")
                 },
+                &new_device,
             )
             .await?;
         for evicted in &evicted {
@@ -558,6 +572,89 @@ impl SessionService {
         Ok(revoked.len())
     }
 
+    /// The devices in `user`'s registry, most recently seen first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad user id; [`Error::Store`].
+    pub async fn list_devices(&self, user: &str) -> Result<Vec<DeviceRecord>, Error> {
+        let user = UserId::parse(user, "user_id")?;
+        Ok(self.store.devices(&user).await?)
+    }
+
+    /// Marks `user`'s device `device` trusted (or not) on behalf of `actor`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user has no such device; [`Error::InvalidInput`];
+    /// [`Error::Store`].
+    pub async fn trust_device(
+        &self,
+        actor: Actor<'_>,
+        user: &str,
+        device: &str,
+        trusted: bool,
+    ) -> Result<(), Error> {
+        let user = UserId::parse(user, "user_id")?;
+        // A device id that cannot exist names no device.
+        let device = DeviceId::parse(device, "id").map_err(|_| Error::NotFound)?;
+        let audit = device_audit(
+            if trusted {
+                "device.trusted"
+            } else {
+                "device.untrusted"
+            },
+            &user,
+            &device,
+            self.clock.now(),
+            actor,
+        );
+        if self
+            .store
+            .set_device_trusted(&user, &device, trusted, &audit)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Removes `user`'s device `device` from the registry and revokes its sessions, on behalf
+    /// of `actor`; returns how many sessions were revoked.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user has no such device; [`Error::InvalidInput`];
+    /// [`Error::Store`].
+    pub async fn forget_device(
+        &self,
+        actor: Actor<'_>,
+        user: &str,
+        device: &str,
+    ) -> Result<usize, Error> {
+        let user = UserId::parse(user, "user_id")?;
+        let device = DeviceId::parse(device, "id").map_err(|_| Error::NotFound)?;
+        let reason = match actor {
+            Actor::User(_) => RevokeReason::RevokedByUser,
+            Actor::Admin => RevokeReason::RevokedByAdmin,
+        };
+        let now = self.clock.now();
+        let actor_name = actor_name(actor);
+        let revoked = self
+            .store
+            .forget_device(
+                &user,
+                &device,
+                Revocation { at: now, reason },
+                &device_audit("device.forgotten", &user, &device, now, actor),
+                &|session: &Session| revoked_event(session, now, reason, actor_name),
+            )
+            .await?
+            .ok_or(Error::NotFound)?;
+        for session in &revoked {
+            self.revoke_locally(session.id, session.access_expires_at);
+        }
+        Ok(revoked.len())
+    }
+
     /// Adds sessions revoked since `since` (by this or any other process sharing the store) to
     /// the revoked set, and forgets those whose tokens have all expired. Returns the latest
     /// revocation time seen, or `since`.
@@ -664,6 +761,30 @@ fn audit_event(
             Value::Object(map) => map,
             _ => Map::new(),
         },
+    }
+}
+
+fn device_audit(
+    kind: &'static str,
+    user: &UserId,
+    device: &DeviceId,
+    at: Timestamp,
+    actor: Actor<'_>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        kind,
+        severity: Severity::Info,
+        user_id: Some(user.clone()),
+        session_id: match actor {
+            Actor::User(caller) => Some(caller.session_id),
+            Actor::Admin => None,
+        },
+        ip: None,
+        at,
+        details: Map::from_iter([
+            ("device_id".to_owned(), Value::from(device.as_str())),
+            ("actor".to_owned(), Value::from(actor_name(actor))),
+        ]),
     }
 }
 

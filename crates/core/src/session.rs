@@ -60,6 +60,9 @@ pub struct Device {
     pub browser: Option<String>,
     /// Operating system, from the user agent.
     pub os: Option<String>,
+    /// Whether the user marked this device as trusted, as of when the session was read
+    /// (`false` for a session just created or returned by a write).
+    pub trusted: bool,
 }
 
 /// Why a session was revoked.
@@ -174,6 +177,7 @@ pub(crate) mod tests {
                 device_type: DeviceType::Desktop,
                 browser: None,
                 os: None,
+                trusted: false,
             },
             ip: None,
             user_agent: None,

@@ -9,8 +9,9 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use crate::audit::NewAuditEvent;
+use crate::device::DeviceRecord;
 use crate::event::{EventCursor, EventFilter, StoredEvent};
-use crate::ids::{SessionId, UserId};
+use crate::ids::{DeviceId, SessionId, UserId};
 use crate::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use crate::session::{RevokeReason, Session};
 use crate::time::Timestamp;
@@ -142,10 +143,12 @@ pub trait RevocationFeed: Send + Debug {
 /// Persistent storage of sessions, refresh tokens, signing keys and audit events.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
-    /// Stores `session` with its first refresh token and `audit`. In the same transaction, if
+    /// Stores `session` with its first refresh token and `audit`. In the same transaction: if
     /// the user would then have more than `max_active` active sessions at `session.created_at`,
     /// revokes the least recently active ones with [`RevokeReason::SessionLimit`], appending
-    /// `eviction_audit` for each, and returns them as revoked.
+    /// `eviction_audit` for each, and returns them as revoked; and records the session's device
+    /// in the user's registry (keyed by user *and* device id), appending `new_device_audit`
+    /// when the user had no device of that id.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is stored then.
@@ -156,7 +159,43 @@ pub trait Store: Send + Sync + Debug + 'static {
         max_active: u32,
         audit: &NewAuditEvent,
         eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
     ) -> Result<Vec<Session>, StoreError>;
+
+    /// The devices in `user`'s registry, most recently seen first. A device's `last_seen_at`
+    /// is the latest activity of any of its sessions.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Marks `user`'s device `device` trusted or not, appending `audit`; `false` when the user
+    /// has no such device (nothing is written then).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn set_device_trusted(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes `user`'s device `device` from the registry and revokes its active sessions
+    /// (appending `audit` and `revoke_audit` for each), in one transaction. Returns the
+    /// sessions revoked, or `None` when the user has no such device (nothing is written then).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError>;
 
     /// The refresh token with hash `hash` and its session, or `None`. The record says whether
     /// its successor (if any) has been spent.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
@@ -19,7 +20,7 @@ use sessiond_core::store::{
     StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
-use sessiond_core::{SessionId, Timestamp, UserId};
+use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
 
 use crate::events::EventHub;
 use crate::metrics::{Metrics, StoreOperation};
@@ -64,12 +65,19 @@ impl Store for InstrumentedStore {
         max_active: u32,
         audit: &NewAuditEvent,
         eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
     ) -> Result<Vec<Session>, StoreError> {
         let evicted = self
             .timed(
                 StoreOperation::CreateSession,
-                self.inner
-                    .create_session(session, first_token, max_active, audit, eviction_audit),
+                self.inner.create_session(
+                    session,
+                    first_token,
+                    max_active,
+                    audit,
+                    eviction_audit,
+                    new_device_audit,
+                ),
             )
             .await?;
         self.events.poke();
@@ -77,6 +85,51 @@ impl Store for InstrumentedStore {
         self.metrics
             .record_revocations(RevokeReason::SessionLimit, evicted.len());
         Ok(evicted)
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.timed(StoreOperation::Devices, self.inner.devices(user))
+            .await
+    }
+
+    async fn set_device_trusted(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .timed(
+                StoreOperation::DeviceWrite,
+                self.inner.set_device_trusted(user, device, trusted, audit),
+            )
+            .await?;
+        self.events.poke();
+        Ok(changed)
+    }
+
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        let revoked = self
+            .timed(
+                StoreOperation::DeviceWrite,
+                self.inner
+                    .forget_device(user, device, revocation, audit, revoke_audit),
+            )
+            .await?;
+        if let Some(revoked) = &revoked {
+            self.events.poke();
+            self.metrics
+                .record_revocations(revocation.reason, revoked.len());
+        }
+        Ok(revoked)
     }
 
     async fn find_refresh_token(

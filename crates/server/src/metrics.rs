@@ -24,7 +24,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 19] = [
+pub(crate) const ROUTES: [&str; 25] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -35,6 +35,12 @@ pub(crate) const ROUTES: [&str; 19] = [
     "/v1/users/{user_id}/sessions/revoke-all",
     "/v1/stats",
     "/v1/events",
+    "/v1/devices",
+    "/v1/devices/{id}",
+    "/v1/devices/{id}/trust",
+    "/v1/users/{user_id}/devices",
+    "/v1/users/{user_id}/devices/{id}",
+    "/v1/users/{user_id}/devices/{id}/trust",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -109,9 +115,11 @@ pub enum StoreOperation {
     Stats,
     AnnounceExpired,
     EventsAfter,
+    Devices,
+    DeviceWrite,
 }
 
-const STORE_OPERATIONS: [&str; 16] = [
+const STORE_OPERATIONS: [&str; 18] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -128,6 +136,8 @@ const STORE_OPERATIONS: [&str; 16] = [
     "stats",
     "announce_expired",
     "events_after",
+    "devices",
+    "device_write",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

@@ -19,6 +19,7 @@ use sessiond_core::store::StoreError;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "events", include_str!("../migrations/0002_events.sql")),
+    (5, "devices", include_str!("../migrations/0005_devices.sql")),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema
@@ -61,7 +62,9 @@ pub(crate) async fn run(connection: &mut PgConnection) -> Result<usize, StoreErr
                  ({newest_known}); run a newer sessiond"
             )));
         }
-        if applied >= *version {
+        // Each version is looked up rather than compared with the newest applied: migrations
+        // written on separate branches land with numbers that need not arrive in order.
+        if is_applied(&mut tx, *version).await? {
             tx.commit().await.map_err(store_error)?;
             continue;
         }
@@ -92,4 +95,15 @@ async fn applied_version(connection: &mut PgConnection) -> Result<i64, StoreErro
         .map_err(store_error)?
         .try_get(0)
         .map_err(store_error)
+}
+
+async fn is_applied(connection: &mut PgConnection, version: i64) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?
+            .is_some(),
+    )
 }

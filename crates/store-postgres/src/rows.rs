@@ -15,13 +15,15 @@ macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.tenant_id, s.device_id, s.device_name, s.device_type, s.browser, \
          s.os, s.ip, s.user_agent, s.claims, s.metadata, s.created_at, s.last_active_at, \
-         s.idle_expires_at, s.expires_at, s.access_expires_at, s.revoked_at, s.revoke_reason"
+         s.idle_expires_at, s.expires_at, s.access_expires_at, s.revoked_at, s.revoke_reason, \
+         COALESCE((SELECT d.trusted FROM devices d \
+                   WHERE d.user_id = s.user_id AND d.device_id = s.device_id), FALSE)"
     };
 }
 pub(crate) use session_columns;
 
 /// The number of columns [`session_columns`] names.
-pub(crate) const SESSION_COLUMN_COUNT: usize = 19;
+pub(crate) const SESSION_COLUMN_COUNT: usize = 20;
 
 fn json_object(text: &str, column: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(text)
@@ -66,6 +68,7 @@ pub(crate) fn session(row: &PgRow, offset: usize) -> Result<Session, StoreError>
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
+            trusted: row.try_get(offset + 19).map_err(store_error)?,
         },
         ip: optional(8)?,
         user_agent: optional(9)?,

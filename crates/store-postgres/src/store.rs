@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
-use sessiond_core::session::{RevokeReason, Session};
+use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
     StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
-use sessiond_core::{SessionId, Timestamp, UserId};
+use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -342,6 +343,7 @@ impl PostgresStore {
         max_active: u32,
         audit: &NewAuditEvent,
         eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
     ) -> Result<Vec<Session>, StoreError> {
         let mut tx = self.begin().await?;
         lock_user(&mut tx, &session.user_id).await?;
@@ -409,6 +411,9 @@ impl PostgresStore {
             .map_err(store_error)?;
         let mut events: Vec<NewAuditEvent> = evicted.iter().map(eviction_audit).collect();
         events.push(audit.clone());
+        if record_device(&mut tx, session).await? {
+            events.push(new_device_audit.clone());
+        }
         insert_audit(&mut tx, &events).await?;
         notify_revoked(&mut tx, &evicted).await?;
         tx.commit().await.map_err(store_error)?;
@@ -535,6 +540,62 @@ async fn session_by_id(
         .await
         .map_err(store_error)?;
     row.map(|row| rows::session(&row, 0)).transpose()
+}
+
+/// Adds or refreshes `session`'s device in its user's registry; `true` when the device is new
+/// to the user. The caller holds the user's advisory lock, so two sessions created at once
+/// from one new device announce it once.
+async fn record_device(
+    connection: &mut PgConnection,
+    session: &Session,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO devices AS d (user_id, device_id, name, device_type, browser, os,
+             user_agent, last_ip, first_seen_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET
+             name = COALESCE(excluded.name, d.name),
+             device_type = excluded.device_type, browser = excluded.browser, os = excluded.os,
+             user_agent = excluded.user_agent, last_ip = COALESCE(excluded.last_ip, d.last_ip),
+             last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
+         RETURNING (xmax = 0) AS inserted",
+    )
+    .bind(session.user_id.as_str())
+    .bind(session.device.id.as_str())
+    .bind(session.device.name.as_deref())
+    .bind(session.device.device_type.as_str())
+    .bind(session.device.browser.as_deref())
+    .bind(session.device.os.as_deref())
+    .bind(session.user_agent.as_deref())
+    .bind(session.ip.as_deref())
+    .bind(session.created_at.unix_millis())
+    .fetch_one(connection)
+    .await
+    .map_err(store_error)?;
+    row.try_get("inserted").map_err(store_error)
+}
+
+fn device_from_row(row: &PgRow) -> Result<DeviceRecord, StoreError> {
+    let text =
+        |index: usize| -> Result<String, StoreError> { row.try_get(index).map_err(store_error) };
+    let optional = |index: usize| -> Result<Option<String>, StoreError> {
+        row.try_get(index).map_err(store_error)
+    };
+    Ok(DeviceRecord {
+        user_id: UserId::from_trusted(text(0)?),
+        device: Device {
+            id: DeviceId::from_trusted(text(1)?),
+            name: optional(2)?,
+            device_type: DeviceType::from_name(&text(3)?),
+            browser: optional(4)?,
+            os: optional(5)?,
+            trusted: row.try_get(6).map_err(store_error)?,
+        },
+        user_agent: optional(7)?,
+        last_ip: optional(8)?,
+        first_seen_at: rows::timestamp(row, 9)?,
+        last_seen_at: rows::timestamp(row, 10)?,
+    })
 }
 
 /// Queues a notification for each of `revoked`, sent by PostgreSQL only if the transaction
@@ -698,6 +759,7 @@ impl Store for PostgresStore {
         max_active: u32,
         audit: &NewAuditEvent,
         eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
     ) -> Result<Vec<Session>, StoreError> {
         self.bounded(self.create_session_now(
             session,
@@ -705,7 +767,105 @@ impl Store for PostgresStore {
             max_active,
             audit,
             eviction_audit,
+            new_device_audit,
         ))
+        .await
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(
+                "SELECT d.user_id, d.device_id, d.name, d.device_type, d.browser, d.os, d.trusted,
+                        d.user_agent, d.last_ip, d.first_seen_at,
+                        GREATEST(d.last_seen_at, (SELECT MAX(s.last_active_at) FROM sessions s
+                            WHERE s.user_id = d.user_id AND s.device_id = d.device_id)) AS seen
+                 FROM devices d WHERE d.user_id = $1
+                 ORDER BY seen DESC, d.device_id",
+            )
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            rows.iter().map(device_from_row).collect()
+        })
+        .await
+    }
+
+    async fn set_device_trusted(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE devices SET trusted = $1 WHERE user_id = $2 AND device_id = $3",
+            )
+            .bind(trusted)
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            if changed == 0 {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(false);
+            }
+            insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // The user's lock orders this against session creation, which re-adds the device.
+            lock_user(&mut tx, user).await?;
+            let deleted = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+                .bind(user.as_str())
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if deleted == 0 {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            }
+            let rows = sqlx::query(concat!(
+                "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
+                 WHERE s.user_id = $3 AND s.device_id = $4 AND s.revoked_at IS NULL
+                   AND s.idle_expires_at > $1 AND s.expires_at > $1
+                 RETURNING ",
+                session_columns!()
+            ))
+            .bind(revocation.at.unix_millis())
+            .bind(revocation.reason.as_str())
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let revoked = rows::sessions(&rows)?;
+            let mut events = vec![audit.clone()];
+            events.extend(revoked.iter().map(revoke_audit));
+            insert_audit(&mut tx, &events).await?;
+            notify_revoked(&mut tx, &revoked).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(Some(revoked))
+        })
         .await
     }
 

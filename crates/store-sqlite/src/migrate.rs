@@ -9,6 +9,7 @@ use sessiond_core::store::StoreError;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "events", include_str!("../migrations/0002_events.sql")),
+    (5, "devices", include_str!("../migrations/0005_devices.sql")),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -38,7 +39,9 @@ pub(crate) async fn run(connection: &mut SqliteConnection) -> Result<usize, Stor
                  ({newest_known}); run a newer sessiond"
             )));
         }
-        if applied >= *version {
+        // Each version is looked up rather than compared with the newest applied: migrations
+        // written on separate branches land with numbers that need not arrive in order.
+        if is_applied(&mut tx, *version).await? {
             continue;
         }
         sqlx::raw_sql(sql)
@@ -68,4 +71,15 @@ async fn applied_version(connection: &mut SqliteConnection) -> Result<i64, Store
         .map_err(store_error)?
         .try_get(0)
         .map_err(store_error)
+}
+
+async fn is_applied(connection: &mut SqliteConnection, version: i64) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("SELECT 1 FROM schema_migrations WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(store_error)?
+            .is_some(),
+    )
 }

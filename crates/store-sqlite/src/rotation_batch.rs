@@ -196,6 +196,7 @@ mod tests {
                 device_type: DeviceType::Desktop,
                 browser: None,
                 os: None,
+                trusted: false,
             },
             ip: None,
             user_agent: None,
@@ -234,7 +235,14 @@ mod tests {
         let token = RefreshToken::generate();
         let created = event("session.created", now);
         store
-            .create_session(&session, &token.hash(), 5, &created, &|_| created.clone())
+            .create_session(
+                &session,
+                &token.hash(),
+                5,
+                &created,
+                &|_| created.clone(),
+                &created,
+            )
             .await
             .expect("create");
         (dir, store, session, token)

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
-use sessiond_core::session::Session;
+use sessiond_core::session::{Device, DeviceType, Session};
 use sessiond_core::store::{
     AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
     StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
-use sessiond_core::{SessionId, Timestamp, UserId};
+use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -301,6 +302,68 @@ async fn session_by_id(
     row.map(|row| rows::session(&row, 0)).transpose()
 }
 
+/// Adds or refreshes `session`'s device in its user's registry; `true` when the device is new
+/// to the user. The caller holds the write transaction, so the check and the write are atomic.
+async fn record_device(
+    connection: &mut SqliteConnection,
+    session: &Session,
+) -> Result<bool, StoreError> {
+    let known = sqlx::query("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
+        .bind(session.user_id.as_str())
+        .bind(session.device.id.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .is_some();
+    sqlx::query(
+        "INSERT INTO devices (user_id, device_id, name, device_type, browser, os, user_agent,
+             last_ip, first_seen_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET
+             name = COALESCE(excluded.name, devices.name),
+             device_type = excluded.device_type, browser = excluded.browser, os = excluded.os,
+             user_agent = excluded.user_agent, last_ip = COALESCE(excluded.last_ip, devices.last_ip),
+             last_seen_at = MAX(devices.last_seen_at, excluded.last_seen_at)",
+    )
+    .bind(session.user_id.as_str())
+    .bind(session.device.id.as_str())
+    .bind(session.device.name.as_deref())
+    .bind(session.device.device_type.as_str())
+    .bind(session.device.browser.as_deref())
+    .bind(session.device.os.as_deref())
+    .bind(session.user_agent.as_deref())
+    .bind(session.ip.as_deref())
+    .bind(session.created_at.unix_millis())
+    .execute(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    Ok(!known)
+}
+
+fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord, StoreError> {
+    let text =
+        |index: usize| -> Result<String, StoreError> { row.try_get(index).map_err(store_error) };
+    let optional = |index: usize| -> Result<Option<String>, StoreError> {
+        row.try_get(index).map_err(store_error)
+    };
+    let trusted: i64 = row.try_get(6).map_err(store_error)?;
+    Ok(DeviceRecord {
+        user_id: UserId::from_trusted(text(0)?),
+        device: Device {
+            id: DeviceId::from_trusted(text(1)?),
+            name: optional(2)?,
+            device_type: DeviceType::from_name(&text(3)?),
+            browser: optional(4)?,
+            os: optional(5)?,
+            trusted: trusted != 0,
+        },
+        user_agent: optional(7)?,
+        last_ip: optional(8)?,
+        first_seen_at: Timestamp::from_unix_millis(row.try_get(9).map_err(store_error)?),
+        last_seen_at: Timestamp::from_unix_millis(row.try_get(10).map_err(store_error)?),
+    })
+}
+
 fn algorithm_name(algorithm: SigningAlgorithm) -> &'static str {
     algorithm.jose_name()
 }
@@ -325,6 +388,7 @@ impl Store for SqliteStore {
         max_active: u32,
         audit: &NewAuditEvent,
         eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
     ) -> Result<Vec<Session>, StoreError> {
         let mut tx = self.begin_write().await?;
         let active = active_sessions_of(
@@ -384,8 +448,95 @@ impl Store for SqliteStore {
             .await
             .map_err(store_error)?;
         append_audit(&mut tx, audit).await?;
+        if record_device(&mut tx, session).await? {
+            append_audit(&mut tx, new_device_audit).await?;
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(evicted)
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.user_id, d.device_id, d.name, d.device_type, d.browser, d.os, d.trusted,
+                    d.user_agent, d.last_ip, d.first_seen_at,
+                    MAX(d.last_seen_at, COALESCE((SELECT MAX(s.last_active_at) FROM sessions s
+                        WHERE s.user_id = d.user_id AND s.device_id = d.device_id), 0)) AS seen
+             FROM devices d WHERE d.user_id = ?
+             ORDER BY seen DESC, d.device_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn set_device_trusted(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed =
+            sqlx::query("UPDATE devices SET trusted = ? WHERE user_id = ? AND device_id = ?")
+                .bind(i64::from(trusted))
+                .bind(user.as_str())
+                .bind(device.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id = ?")
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions s
+             WHERE s.user_id = ? AND s.device_id = ? AND s.revoked_at IS NULL
+               AND s.idle_expires_at > ? AND s.expires_at > ?"
+        ))
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(revocation.at.unix_millis())
+        .bind(revocation.at.unix_millis())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let active = rows
+            .iter()
+            .map(|row| rows::session(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        append_audit(&mut tx, audit).await?;
+        let revoked = revoke_all_of(&mut tx, active, revocation, revoke_audit).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(revoked))
     }
 
     async fn find_refresh_token(

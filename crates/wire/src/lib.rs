@@ -79,6 +79,51 @@ pub struct DeviceView {
     pub trusted: bool,
 }
 
+/// A device in a user's registry (`GET /v1/devices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredDeviceView {
+    /// The device id, the name, type, browser and OS as last seen, and the trusted mark.
+    #[serde(flatten)]
+    pub device: DeviceView,
+    /// The user agent it last sent.
+    pub user_agent: Option<String>,
+    /// The address it last came from.
+    pub last_ip: Option<String>,
+    /// When a session was first created from it.
+    pub first_seen_at: String,
+    /// The latest activity of any of its sessions.
+    pub last_seen_at: String,
+    /// Only for a user: whether it is the device of the caller's own session.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub current: Option<bool>,
+}
+
+/// `GET /v1/devices` and `GET /v1/users/{user_id}/devices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceList {
+    /// Most recently seen first.
+    pub devices: Vec<RegisteredDeviceView>,
+}
+
+/// The body of `POST /v1/devices/{id}/trust` (optional: trusts when absent).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRequest {
+    /// `false` withdraws trust.
+    #[serde(default = "trusted_by_default")]
+    pub trusted: bool,
+}
+
+impl Default for TrustRequest {
+    fn default() -> Self {
+        Self { trusted: true }
+    }
+}
+
+fn trusted_by_default() -> bool {
+    true
+}
+
 /// A session as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {

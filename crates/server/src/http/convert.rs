@@ -2,10 +2,11 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use sessiond_core::device::DeviceRecord;
 use sessiond_core::refresh::IssuedPair;
 use sessiond_core::service::IssuedSession;
 use sessiond_core::{Session, SessionId, Timestamp};
-use sessiond_wire::{DeviceView, SessionView, TokenPairResponse};
+use sessiond_wire::{DeviceView, RegisteredDeviceView, SessionView, TokenPairResponse};
 
 /// RFC 3339 in UTC with milliseconds.
 pub(crate) fn rfc3339(instant: Timestamp) -> String {
@@ -25,7 +26,7 @@ pub(crate) fn session_view(session: &Session, caller_session: Option<SessionId>)
             device_type: session.device.device_type.as_str().to_owned(),
             browser: session.device.browser.clone(),
             os: session.device.os.clone(),
-            trusted: false,
+            trusted: session.device.trusted,
         },
         ip: session.ip.clone(),
         user_agent: session.user_agent.clone(),
@@ -61,5 +62,24 @@ pub(crate) fn token_pair(
         refresh_token: refresh_token.clone(),
         refresh_token_expires_at: rfc3339(Timestamp::from_unix_millis(*refresh_expires_at_ms)),
         session: session_view(&issued.session, as_user.then_some(issued.session.id)),
+    }
+}
+
+/// The wire view of a registered device; `current` is `Some` only when the caller is a user.
+pub(crate) fn device_view(record: &DeviceRecord, current: Option<bool>) -> RegisteredDeviceView {
+    RegisteredDeviceView {
+        device: DeviceView {
+            id: record.device.id.to_string(),
+            name: record.device.name.clone(),
+            device_type: record.device.device_type.as_str().to_owned(),
+            browser: record.device.browser.clone(),
+            os: record.device.os.clone(),
+            trusted: record.device.trusted,
+        },
+        user_agent: record.user_agent.clone(),
+        last_ip: record.last_ip.clone(),
+        first_seen_at: rfc3339(record.first_seen_at),
+        last_seen_at: rfc3339(record.last_seen_at),
+        current,
     }
 }

@@ -2,6 +2,7 @@
 
 mod browser;
 pub(crate) mod convert;
+mod devices;
 mod error;
 mod events;
 mod extract;
@@ -61,7 +62,19 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/stats", get(observability::stats))
-        .route("/v1/events", get(events::events));
+        .route("/v1/events", get(events::events))
+        .route("/v1/devices", get(devices::list_own))
+        .route("/v1/devices/{id}", delete(devices::forget_own))
+        .route("/v1/devices/{id}/trust", post(devices::trust_own))
+        .route("/v1/users/{user_id}/devices", get(devices::list_of_user))
+        .route(
+            "/v1/users/{user_id}/devices/{id}",
+            delete(devices::forget_of_user),
+        )
+        .route(
+            "/v1/users/{user_id}/devices/{id}/trust",
+            post(devices::trust_of_user),
+        );
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));
     }

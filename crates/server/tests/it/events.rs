@@ -16,6 +16,9 @@ use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
 /// on it delays every stream; see the events migration).
 const DELIVERY: Duration = Duration::from_secs(10);
 
+/// The session lifecycle without `device.new`, for tests about something else.
+const TYPES: &str = "?types=session.created,session.refreshed,session.revoked";
+
 /// A Server-Sent Events stream read message by message.
 struct SseStream {
     response: reqwest::Response,
@@ -102,6 +105,11 @@ async fn a_users_stream_carries_their_events_as_they_happen_and_no_one_elses() {
     assert_eq!(created["session_id"], laptop_id);
     assert_eq!(created["user_id"], "alice");
     assert!(created["at"].as_str().is_some_and(|at| at.ends_with('Z')));
+    // The laptop's device is new to alice.
+    let device = stream.expect("device.new").await.data;
+    assert_eq!(device["session_id"], laptop_id);
+    assert_eq!(device["device_id"], laptop["session"]["device"]["id"]);
+    assert_eq!(device["browser"], "Firefox");
 
     let refreshed = app.refresh(text(&laptop, "refresh_token")).await;
     assert_eq!(refreshed.status, StatusCode::OK);
@@ -133,7 +141,7 @@ async fn a_stream_resumes_after_its_last_event_id_without_loss_or_repeats() {
     let app = TestApp::spawn().await;
     let watcher = app.create_session("alice").await;
     let token = text(&watcher, "access_token").to_owned();
-    let mut stream = SseStream::open(&app, &token, "", None).await;
+    let mut stream = SseStream::open(&app, &token, TYPES, None).await;
     let first = app.create_session("alice").await;
     let seen = stream.expect("session.created").await.id.expect("cursor");
     drop(stream);
@@ -143,7 +151,7 @@ async fn a_stream_resumes_after_its_last_event_id_without_loss_or_repeats() {
     let refreshed = app.refresh(text(&first, "refresh_token")).await;
     assert_eq!(refreshed.status, StatusCode::OK);
 
-    let mut resumed = SseStream::open(&app, &token, "", Some(&seen)).await;
+    let mut resumed = SseStream::open(&app, &token, TYPES, Some(&seen)).await;
     let missed = resumed.expect("session.created").await.data;
     assert_eq!(missed["session_id"], text(&second["session"], "id"));
     let missed = resumed.expect("session.refreshed").await.data;
@@ -159,7 +167,7 @@ async fn a_stream_resumes_after_its_last_event_id_without_loss_or_repeats() {
     assert_eq!(live["session_id"], text(&first["session"], "id"));
 
     // `since` works the same way.
-    let mut again = SseStream::open(&app, &token, &format!("?since={seen}"), None).await;
+    let mut again = SseStream::open(&app, &token, &format!("{TYPES}&since={seen}"), None).await;
     again.expect("session.created").await;
     again.expect("session.refreshed").await;
     again.expect("session.revoked").await;
@@ -226,15 +234,13 @@ async fn an_admin_stream_sees_every_user_and_filters_by_user_and_type() {
 
     let alice = app.create_session("alice").await;
     let bob = app.create_session("bob").await;
-    assert_eq!(
-        everything.expect("session.created").await.data["user_id"],
-        "alice"
-    );
-    assert_eq!(
-        everything.expect("session.created").await.data["user_id"],
-        "bob"
-    );
+    for user in ["alice", "bob"] {
+        for kind in ["session.created", "device.new"] {
+            assert_eq!(everything.expect(kind).await.data["user_id"], user);
+        }
+    }
     assert_eq!(bobs.expect("session.created").await.data["user_id"], "bob");
+    assert_eq!(bobs.expect("device.new").await.data["user_id"], "bob");
 
     app.delete(
         &format!("/v1/sessions/{}", text(&alice["session"], "id")),
@@ -308,14 +314,14 @@ async fn the_websocket_stream_resumes_from_since_and_sends_heartbeats() {
     let app = TestApp::spawn_with(|raw| raw.event_heartbeat = Some("200ms".into())).await;
     let session = app.create_session("alice").await;
     let token = text(&session, "access_token").to_owned();
-    let mut sse = SseStream::open(&app, &token, "", None).await;
+    let mut sse = SseStream::open(&app, &token, TYPES, None).await;
     app.create_session("alice").await;
     let cursor = sse.expect("session.created").await.id.expect("cursor");
     let other = app.create_session("alice").await;
     drop(sse);
 
     let url = format!(
-        "{}/v1/events?since={cursor}",
+        "{}/v1/events{TYPES}&since={cursor}",
         app.base.replace("http", "ws")
     );
     let mut request = url.into_client_request().expect("request");

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod browser;
+mod devices;
 mod errors;
 mod events;
 mod faults;

@@ -226,6 +226,7 @@ pub fn session_for(user: &str, now: Timestamp) -> Session {
             device_type: DeviceType::Desktop,
             browser: Some("Firefox".into()),
             os: Some("Linux".into()),
+            trusted: false,
         },
         ip: Some("192.0.2.1".into()),
         user_agent: Some("Mozilla/5.0".into()),
@@ -264,9 +265,18 @@ pub async fn create(
     let token = RefreshToken::generate();
     let created = event_for("session.created", session, session.created_at);
     let evicted = store
-        .create_session(session, &token.hash(), max_active, &created, &|evicted| {
-            event_for("session.evicted", evicted, evicted.revoked_at.unwrap_or(T0))
-        })
+        .create_session(
+            session,
+            &token.hash(),
+            max_active,
+            &created,
+            &|evicted| event_for("session.evicted", evicted, evicted.revoked_at.unwrap_or(T0)),
+            // Not about the session: tests count a session's own audit events.
+            &NewAuditEvent {
+                session_id: None,
+                ..event_for("device.new", session, session.created_at)
+            },
+        )
         .await
         .expect("create the session");
     (token, evicted)

@@ -265,7 +265,7 @@ async fn mixed_writes_of_one_user_on_two_instances_never_deadlock() {
                     let token = sessiond_core::refresh::RefreshToken::generate();
                     let created = event_for("session.created", &fresh, now);
                     store
-                        .create_session(&fresh, &token.hash(), 4, &created, &audit)
+                        .create_session(&fresh, &token.hash(), 4, &created, &audit, &created)
                         .await
                         .map(drop)
                 }
