@@ -84,7 +84,7 @@ pub struct RawConfig {
     /// `development` or `production`.
     #[arg(long = "env", global = true, env = "SESSIOND_ENV")]
     pub env: Option<String>,
-    /// `EdDSA` (default) or `HS256`.
+    /// `EdDSA` (default), `ES256`, `RS256`, or `HS256` for a single trusted verifier.
     #[arg(long, global = true, env = "SESSIOND_SIGNING_ALG")]
     pub signing_alg: Option<String>,
     /// Largest request body, in bytes.
@@ -457,7 +457,7 @@ impl Config {
         let signing_algorithm = match raw.signing_alg.as_deref().map(str::trim) {
             None => SigningAlgorithm::EdDsa,
             Some(name) => SigningAlgorithm::from_jose_name(name).ok_or_else(|| {
-                format!("SESSIOND_SIGNING_ALG must be EdDSA or HS256 (got {name:?})")
+                format!("SESSIOND_SIGNING_ALG must be EdDSA, ES256, RS256 or HS256 (got {name:?})")
             })?,
         };
         let body_limit = match raw.body_limit.as_deref().map(str::trim) {
@@ -542,6 +542,28 @@ mod tests {
         assert_eq!(config.policy, Policy::default());
         assert_eq!(config.metrics_listen, None);
         assert!(!config.warnings.is_empty());
+    }
+
+    #[test]
+    fn every_signing_algorithm_is_accepted_by_its_jose_name_and_no_other() {
+        for algorithm in SigningAlgorithm::ALL {
+            let raw = RawConfig {
+                signing_alg: Some(algorithm.jose_name().into()),
+                ..RawConfig::default()
+            };
+            assert_eq!(Config::from_raw(&raw).unwrap().signing_algorithm, algorithm);
+        }
+        for name in ["none", "eddsa", "es256", "RS384", "PS256", ""] {
+            let raw = RawConfig {
+                signing_alg: Some(name.into()),
+                ..RawConfig::default()
+            };
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.contains("SESSIOND_SIGNING_ALG must be EdDSA, ES256, RS256 or HS256"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
