@@ -11,6 +11,9 @@ use sessiond_core::Policy;
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
+/// The shortest automatic key rotation period accepted.
+pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
+
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
 
@@ -87,6 +90,10 @@ pub struct RawConfig {
     /// `EdDSA` (default), `ES256`, `RS256`, or `HS256` for a single trusted verifier.
     #[arg(long, global = true, env = "SESSIOND_SIGNING_ALG")]
     pub signing_alg: Option<String>,
+    /// Rotate the signing key automatically once it is this old, e.g. `30d`; unset or `0`:
+    /// only `sessiond keys rotate` rotates.
+    #[arg(long, global = true, env = "SESSIOND_KEY_ROTATION")]
+    pub key_rotation: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, global = true, env = "SESSIOND_BODY_LIMIT")]
     pub body_limit: Option<String>,
@@ -145,6 +152,7 @@ impl RawConfig {
             max_sessions_per_user,
             env,
             signing_alg,
+            key_rotation,
             body_limit,
             sqlite_synchronous,
             log_format,
@@ -175,6 +183,8 @@ pub struct Config {
     pub environment: Environment,
     /// The algorithm of new access tokens.
     pub signing_algorithm: SigningAlgorithm,
+    /// The age at which the signing key is rotated automatically, if at all.
+    pub key_rotation: Option<Duration>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     /// SQLite commit durability.
@@ -460,6 +470,20 @@ impl Config {
                 format!("SESSIOND_SIGNING_ALG must be EdDSA, ES256, RS256 or HS256 (got {name:?})")
             })?,
         };
+        let key_rotation = match duration(
+            raw.key_rotation.as_deref(),
+            "SESSIOND_KEY_ROTATION",
+            Duration::ZERO,
+        )? {
+            Duration::ZERO => None,
+            period if period < MIN_KEY_ROTATION => {
+                return Err(format!(
+                    "SESSIOND_KEY_ROTATION must be 0 (off) or at least 1m (got {})",
+                    compact_duration(period)
+                ));
+            }
+            period => Some(period),
+        };
         let body_limit = match raw.body_limit.as_deref().map(str::trim) {
             None => 64 * 1024,
             Some(text) => text
@@ -516,6 +540,7 @@ impl Config {
             policy,
             environment,
             signing_algorithm,
+            key_rotation,
             body_limit,
             sqlite_synchronous,
             log_format,
@@ -564,6 +589,33 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn key_rotation_is_off_by_default_and_takes_a_duration_of_a_minute_or_more() {
+        assert_eq!(
+            Config::from_raw(&RawConfig::default())
+                .unwrap()
+                .key_rotation,
+            None
+        );
+        let with = |text: &str| {
+            Config::from_raw(&RawConfig {
+                key_rotation: Some(text.into()),
+                ..RawConfig::default()
+            })
+        };
+        assert_eq!(with("0").unwrap().key_rotation, None);
+        assert_eq!(
+            with("30d").unwrap().key_rotation,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(with("30s").unwrap_err().contains("SESSIOND_KEY_ROTATION"));
+        assert!(
+            with("monthly")
+                .unwrap_err()
+                .contains("SESSIOND_KEY_ROTATION")
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use sessiond_core::audit::NewAuditEvent;
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
-    StoreError, StoreStats,
+    AuditFor, RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    RotationOutcome, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{SessionId, Timestamp, UserId};
@@ -183,6 +183,45 @@ impl Store for InstrumentedStore {
         self.timed(
             StoreOperation::InsertSigningKey,
             self.inner.insert_first_signing_key(key),
+        )
+        .await
+    }
+
+    async fn signing_keys_version(&self) -> Result<i64, StoreError> {
+        self.timed(
+            StoreOperation::SigningKeysVersion,
+            self.inner.signing_keys_version(),
+        )
+        .await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::RotateSigningKey,
+            self.inner.rotate_signing_key(key, replaces),
+        )
+        .await
+    }
+
+    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+        self.timed(
+            StoreOperation::RetireSigningKey,
+            self.inner.retire_signing_key(kid),
+        )
+        .await
+    }
+
+    async fn retire_signing_keys_deactivated_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed(
+            StoreOperation::RetireSigningKey,
+            self.inner.retire_signing_keys_deactivated_before(cutoff),
         )
         .await
     }

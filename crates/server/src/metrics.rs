@@ -93,12 +93,15 @@ pub enum StoreOperation {
     Purge,
     SigningKeys,
     InsertSigningKey,
+    SigningKeysVersion,
+    RotateSigningKey,
+    RetireSigningKey,
     AppendAudit,
     Ping,
     Stats,
 }
 
-const STORE_OPERATIONS: [&str; 14] = [
+const STORE_OPERATIONS: [&str; 17] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -110,6 +113,9 @@ const STORE_OPERATIONS: [&str; 14] = [
     "purge",
     "signing_keys",
     "insert_signing_key",
+    "signing_keys_version",
+    "rotate_signing_key",
+    "retire_signing_key",
     "append_audit",
     "ping",
     "stats",

@@ -16,8 +16,14 @@ use crate::error::store_error;
 use sessiond_core::store::StoreError;
 
 /// The migrations, in order: `(version, name, sql)`.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        3,
+        "key_rotation",
+        include_str!("../migrations/0003_key_rotation.sql"),
+    ),
+];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema
 /// and a constant name like the per-user locks (a collision with one of those would only make
@@ -59,7 +65,10 @@ pub(crate) async fn run(connection: &mut PgConnection) -> Result<usize, StoreErr
                  ({newest_known}); run a newer sessiond"
             )));
         }
-        if applied >= *version {
+        // Each version is looked up rather than compared with the newest applied one, so that
+        // migrations numbered apart (0003 written before 0002) are each applied once whatever
+        // order builds met the database in.
+        if is_applied(&mut tx, *version).await? {
             tx.commit().await.map_err(store_error)?;
             continue;
         }
@@ -90,4 +99,13 @@ async fn applied_version(connection: &mut PgConnection) -> Result<i64, StoreErro
         .map_err(store_error)?
         .try_get(0)
         .map_err(store_error)
+}
+
+async fn is_applied(connection: &mut PgConnection, version: i64) -> Result<bool, StoreError> {
+    sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+        .bind(version)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)
+        .map(|row| row.is_some())
 }

@@ -79,6 +79,9 @@ pub struct StoredKey {
     pub secret: Zeroizing<Vec<u8>>,
     /// When it was generated.
     pub created_at: Timestamp,
+    /// When a newer key of its algorithm replaced it as the signing key; `None` while no key
+    /// has. A replaced key still verifies until it is retired.
+    pub deactivated_at: Option<Timestamp>,
 }
 
 impl fmt::Debug for StoredKey {
@@ -87,6 +90,7 @@ impl fmt::Debug for StoredKey {
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
             .field("created_at", &self.created_at)
+            .field("deactivated_at", &self.deactivated_at)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +126,7 @@ impl StoredKey {
                     algorithm,
                     secret: secret.clone(),
                     created_at: now,
+                    deactivated_at: None,
                 };
                 #[allow(clippy::expect_used)]
                 let verifier = verifier_for(&probe).expect("a freshly generated key parses");
@@ -134,7 +139,13 @@ impl StoredKey {
             algorithm,
             secret,
             created_at: now,
+            deactivated_at: None,
         }
+    }
+
+    /// Whether it may sign: no newer key of its algorithm has replaced it.
+    pub fn is_active(&self) -> bool {
+        self.deactivated_at.is_none()
     }
 }
 
@@ -312,18 +323,18 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Builds a keyring from stored keys: every key verifies, and the newest key of
+    /// Builds a keyring from stored keys: every key verifies, and the newest active key of
     /// `algorithm` signs.
     ///
     /// # Errors
-    /// [`KeyringError`] when a secret is malformed or no key of `algorithm` exists.
+    /// [`KeyringError`] when a secret is malformed or no active key of `algorithm` exists.
     pub fn from_stored(
         keys: &[StoredKey],
         algorithm: SigningAlgorithm,
     ) -> Result<Self, KeyringError> {
         let newest = keys
             .iter()
-            .filter(|key| key.algorithm == algorithm)
+            .filter(|key| key.algorithm == algorithm && key.is_active())
             .max_by_key(|key| (key.created_at, key.kid.clone()))
             .ok_or(KeyringError::NoActiveKey(algorithm.jose_name()))?;
         Self::with_signing_key(keys, &newest.kid)
@@ -682,6 +693,28 @@ mod tests {
     }
 
     #[test]
+    fn a_deactivated_key_verifies_but_never_signs() {
+        let old = StoredKey::generate(SigningAlgorithm::EdDsa, Timestamp::from_unix_millis(1));
+        let replaced = StoredKey {
+            deactivated_at: Some(Timestamp::from_unix_millis(5)),
+            ..StoredKey::generate(SigningAlgorithm::EdDsa, Timestamp::from_unix_millis(9))
+        };
+        let keyring =
+            Keyring::from_stored(&[old.clone(), replaced.clone()], SigningAlgorithm::EdDsa)
+                .unwrap();
+        assert_eq!(
+            keyring.signing_kid(),
+            old.kid,
+            "the newest active key signs"
+        );
+        assert!(keyring.find(&replaced.kid).is_some());
+        assert!(matches!(
+            Keyring::from_stored(&[replaced], SigningAlgorithm::EdDsa),
+            Err(KeyringError::NoActiveKey("EdDSA"))
+        ));
+    }
+
+    #[test]
     fn a_keyring_needs_a_key_of_its_algorithm() {
         let hmac = StoredKey::generate(SigningAlgorithm::Hs256, Timestamp::from_unix_millis(3));
         assert!(matches!(
@@ -745,6 +778,7 @@ mod tests {
                     algorithm,
                     secret: Zeroizing::new(secret),
                     created_at: now,
+                    deactivated_at: None,
                 };
                 assert_eq!(
                     Keyring::from_stored(&[key], algorithm).unwrap_err(),

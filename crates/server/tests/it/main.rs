@@ -6,6 +6,7 @@ mod helpers;
 mod errors;
 mod faults;
 mod instances;
+mod keys;
 mod lifetimes;
 mod observability;
 mod process;
