@@ -332,19 +332,11 @@ impl Keyring {
         keys: &[StoredKey],
         algorithm: SigningAlgorithm,
     ) -> Result<Self, KeyringError> {
-        let newest = keys
+        let active = keys
             .iter()
             .filter(|key| key.algorithm == algorithm && key.is_active())
             .max_by_key(|key| (key.created_at, key.kid.clone()))
             .ok_or(KeyringError::NoActiveKey(algorithm.jose_name()))?;
-        Self::with_signing_key(keys, &newest.kid)
-    }
-
-    /// Builds a keyring from stored keys: every key verifies, and the key `signing_kid` signs.
-    ///
-    /// # Errors
-    /// [`KeyringError`] when a secret is malformed or no key is `signing_kid`.
-    pub fn with_signing_key(keys: &[StoredKey], signing_kid: &str) -> Result<Self, KeyringError> {
         let mut verification = Vec::with_capacity(keys.len());
         for key in keys {
             verification.push(VerificationKey {
@@ -353,10 +345,6 @@ impl Keyring {
                 verifier: verifier_for(key)?,
             });
         }
-        let active = keys
-            .iter()
-            .find(|key| key.kid == signing_kid)
-            .ok_or(KeyringError::NoActiveKey("the active kid"))?;
         let signing = SigningKey {
             kid: active.kid.clone(),
             algorithm: active.algorithm,
