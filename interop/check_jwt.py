@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Interop check: a stock JOSE library (PyJWT with PyJWKClient) verifies sessiond's tokens.
 
-Starts the `sessiond` binary given as the first argument on a free loopback port with a
-temporary database, creates a session through the admin API, fetches the JWK Set, and verifies
-the access token (signature, alg, typ, iss, aud, exp) with PyJWT; then refreshes and verifies
-the successor. Prints a closing line `interop: N passed, M failed` and exits non-zero on any
-failure.
+For every signing algorithm (EdDSA, ES256, RS256, HS256) it starts the `sessiond` binary given
+as the first argument on a free loopback port with a temporary database, creates a session
+through the admin API, and verifies the access token (signature, alg, typ, iss, aud, exp) with
+PyJWT; then refreshes and verifies the successor. Asymmetric tokens are verified against the
+published JWK Set through PyJWKClient. HS256 keys are never published, so the HS256 token is
+verified with the shared secret read from the database, as the single trusted verifier HS256
+is meant for would hold it. Prints a closing line `interop: N passed, M failed` and exits
+non-zero on any failure.
 """
 
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -67,7 +71,25 @@ def start(binary, workdir, algorithm):
     raise RuntimeError("sessiond did not start")
 
 
-def check_eddsa(base):
+ALGORITHMS = ("EdDSA", "ES256", "RS256", "HS256")
+# The members a published key may have, by key type: public parts only.
+PUBLIC_MEMBERS = {
+    "OKP": {"kty", "crv", "x", "kid", "alg", "use"},
+    "EC": {"kty", "crv", "x", "y", "kid", "alg", "use"},
+    "RSA": {"kty", "n", "e", "kid", "alg", "use"},
+}
+
+
+def hmac_secret(database):
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT secret FROM signing_keys WHERE algorithm = 'HS256'"
+        ).fetchall()
+    assert len(rows) == 1, rows
+    return bytes(rows[0][0])
+
+
+def check_tokens(base, algorithm, database):
     status, created = request(
         base,
         "POST",
@@ -76,15 +98,31 @@ def check_eddsa(base):
         ADMIN_KEY,
     )
     assert status == 201, status
-    client = jwt.PyJWKClient(base + "/.well-known/jwks.json")
     token = created["access_token"]
     header = jwt.get_unverified_header(token)
     assert header["typ"] == "at+jwt", header
-    key = client.get_signing_key_from_jwt(token)
+    assert header["alg"] == algorithm, header
+    if algorithm == "HS256":
+        _, jwks = request(base, "GET", "/.well-known/jwks.json")
+        assert header["kid"] not in {key["kid"] for key in jwks["keys"]}, jwks
+        secret = hmac_secret(database)
+
+        def key_for(_token):
+            return secret
+
+    else:
+        client = jwt.PyJWKClient(base + "/.well-known/jwks.json")
+
+        def key_for(token):
+            signing_key = client.get_signing_key_from_jwt(token)
+            assert signing_key.key_id == jwt.get_unverified_header(token)["kid"]
+            return signing_key.key
+
+    key = key_for(token)
     claims = jwt.decode(
         token,
-        key.key,
-        algorithms=["EdDSA"],
+        key,
+        algorithms=[algorithm],
         audience=AUDIENCE,
         issuer=ISSUER,
         options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
@@ -99,8 +137,8 @@ def check_eddsa(base):
     assert status == 200, status
     successor = jwt.decode(
         refreshed["access_token"],
-        client.get_signing_key_from_jwt(refreshed["access_token"]).key,
-        algorithms=["EdDSA"],
+        key_for(refreshed["access_token"]),
+        algorithms=[algorithm],
         audience=AUDIENCE,
         issuer=ISSUER,
     )
@@ -108,38 +146,49 @@ def check_eddsa(base):
     assert successor["jti"] != claims["jti"]
 
     # A library must refuse the token under any other algorithm.
-    try:
-        jwt.decode(token, key.key, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
-    except jwt.exceptions.InvalidTokenError:
-        pass
-    else:
-        raise AssertionError("token accepted under HS256")
+    for other in ALGORITHMS:
+        if other == algorithm:
+            continue
+        try:
+            jwt.decode(token, key, algorithms=[other], audience=AUDIENCE, issuer=ISSUER)
+        except (jwt.exceptions.InvalidTokenError, TypeError, ValueError):
+            pass
+        else:
+            raise AssertionError(f"{algorithm} token accepted under {other}")
 
 
-def check_jwks_has_no_private_parts(base):
+def check_jwks_has_no_private_parts(base, algorithm, _database):
     _, jwks = request(base, "GET", "/.well-known/jwks.json")
+    if algorithm == "HS256":
+        assert jwks["keys"] == [], jwks
+        return
     assert jwks["keys"], jwks
     for key in jwks["keys"]:
-        assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}, key
+        assert set(key) == PUBLIC_MEMBERS[key["kty"]], key
+        assert key["alg"] == algorithm, key
+        assert key["use"] == "sig", key
 
 
 def main():
     binary = sys.argv[1]
     passed = failed = 0
     with tempfile.TemporaryDirectory() as workdir:
-        process, base = start(binary, workdir, "EdDSA")
-        try:
-            for check in (check_eddsa, check_jwks_has_no_private_parts):
-                try:
-                    check(base)
-                    passed += 1
-                    print(f"ok   {check.__name__}")
-                except Exception as error:  # noqa: BLE001 - report every failure the same way
-                    failed += 1
-                    print(f"FAIL {check.__name__}: {error!r}")
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        for algorithm in ALGORITHMS:
+            database = f"{workdir}/sessiond-{algorithm}.db"
+            process, base = start(binary, workdir, algorithm)
+            try:
+                for check in (check_tokens, check_jwks_has_no_private_parts):
+                    name = f"{check.__name__}[{algorithm}]"
+                    try:
+                        check(base, algorithm, database)
+                        passed += 1
+                        print(f"ok   {name}")
+                    except Exception as error:  # noqa: BLE001 - report every failure the same way
+                        failed += 1
+                        print(f"FAIL {name}: {error!r}")
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
     print(f"interop: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -1,6 +1,6 @@
 //! How much access-token validation costs beyond the signature check it cannot avoid.
 //!
-//! For each algorithm, one benchmark runs `AccessTokenValidator::validate` on a realistic token
+//! For each algorithm (EdDSA, ES256, RS256, HS256), one benchmark runs `AccessTokenValidator::validate` on a realistic token
 //! (claims `roles: ["user"]`, `permissions: ["notes:read"]`) and another runs only the bare
 //! signature check over the same signing input and signature bytes, decoded beforehand. The
 //! difference is what splitting, base64, JSON, the claim checks and the revocation lookup add.
@@ -72,11 +72,11 @@ fn session(now: Timestamp) -> Session {
 
 fn setup(algorithm: SigningAlgorithm) -> Setup {
     let now = Timestamp::from_unix_millis(1_700_000_000_000);
-    // A server loads every stored key, so the keyring also holds one of the other algorithm.
-    let keys = vec![
-        StoredKey::generate(SigningAlgorithm::EdDsa, now),
-        StoredKey::generate(SigningAlgorithm::Hs256, now),
-    ];
+    // A server loads every stored key, so the keyring also holds one of every other algorithm.
+    let keys: Vec<StoredKey> = SigningAlgorithm::ALL
+        .into_iter()
+        .map(|algorithm| StoredKey::generate(algorithm, now))
+        .collect();
     let keyring = Keyring::from_stored(&keys, algorithm).expect("a keyring of fresh keys");
     let issuer = AccessTokenIssuer {
         issuer: ISSUER.into(),
@@ -137,6 +137,15 @@ fn validate(criterion: &mut Criterion, name: &str, setup: &Setup) {
     });
 }
 
+fn signing_secret(setup: &Setup) -> &[u8] {
+    &setup
+        .keys
+        .iter()
+        .find(|key| key.kid == setup.keyring.signing_kid())
+        .expect("the signing key is among the stored keys")
+        .secret
+}
+
 fn eddsa(criterion: &mut Criterion) {
     let setup = setup(SigningAlgorithm::EdDsa);
     eprintln!("EdDSA token: {} bytes", setup.token.len());
@@ -145,17 +154,53 @@ fn eddsa(criterion: &mut Criterion) {
     let (signing_input, signature) = split(&setup.token);
     let signature_bytes: [u8; 64] = signature.try_into().expect("a 64-byte signature");
     let signature = ed25519_dalek::Signature::from_bytes(&signature_bytes);
-    let (_, public) = setup
-        .keyring
-        .ed25519_public_keys()
-        .find(|(kid, _)| *kid == setup.keyring.signing_kid())
-        .expect("the signing key is published");
-    let public = ed25519_dalek::VerifyingKey::from_bytes(&public).expect("a valid public key");
+    let seed: [u8; 32] = signing_secret(&setup).try_into().expect("a 32-byte seed");
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
     public
         .verify(signing_input.as_bytes(), &signature)
         .expect("the bare signature verifies");
     criterion.bench_function("eddsa/bare_verify", |bencher| {
         bencher.iter(|| public.verify(black_box(signing_input.as_bytes()), black_box(&signature)));
+    });
+}
+
+fn es256(criterion: &mut Criterion) {
+    let setup = setup(SigningAlgorithm::Es256);
+    eprintln!("ES256 token: {} bytes", setup.token.len());
+    validate(criterion, "es256/validate", &setup);
+
+    let (signing_input, signature) = split(&setup.token);
+    let signature = p256::ecdsa::Signature::from_slice(&signature).expect("r || s");
+    let public = *p256::ecdsa::SigningKey::from_slice(signing_secret(&setup))
+        .expect("a P-256 scalar")
+        .verifying_key();
+    public
+        .verify(signing_input.as_bytes(), &signature)
+        .expect("the bare signature verifies");
+    criterion.bench_function("es256/bare_verify", |bencher| {
+        bencher.iter(|| public.verify(black_box(signing_input.as_bytes()), black_box(&signature)));
+    });
+}
+
+fn rs256(criterion: &mut Criterion) {
+    let setup = setup(SigningAlgorithm::Rs256);
+    eprintln!("RS256 token: {} bytes", setup.token.len());
+    validate(criterion, "rs256/validate", &setup);
+
+    let (signing_input, signature) = split(&setup.token);
+    let pair =
+        ring::signature::RsaKeyPair::from_pkcs8(signing_secret(&setup)).expect("an RSA PKCS#8 key");
+    let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
+    let verify = |input: &[u8], signature: &[u8]| {
+        public.verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            input,
+            signature,
+        )
+    };
+    verify(signing_input.as_bytes(), &signature).expect("the bare signature verifies");
+    criterion.bench_function("rs256/bare_verify", |bencher| {
+        bencher.iter(|| verify(black_box(signing_input.as_bytes()), black_box(&signature)));
     });
 }
 
@@ -165,13 +210,8 @@ fn hs256(criterion: &mut Criterion) {
     validate(criterion, "hs256/validate", &setup);
 
     let (signing_input, signature) = split(&setup.token);
-    let secret = &setup
-        .keys
-        .iter()
-        .find(|key| key.kid == setup.keyring.signing_kid())
-        .expect("the signing key is among the stored keys")
-        .secret;
-    let keyed = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    let keyed =
+        Hmac::<Sha256>::new_from_slice(signing_secret(&setup)).expect("HMAC takes any key length");
     let verify = |input: &[u8], tag: &[u8]| {
         let mut mac = keyed.clone();
         mac.update(input);
@@ -192,6 +232,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = eddsa, hs256
+    targets = eddsa, es256, rs256, hs256
 }
 criterion_main!(benches);

@@ -16,6 +16,7 @@ pub mod revocation;
 pub mod service;
 pub mod session;
 pub mod session_cache;
+pub mod signing_keys;
 pub mod store;
 pub mod time;
 pub mod token;

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -20,11 +21,12 @@ use crate::refresh::{
 use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
 use crate::session_cache::SessionCache;
+use crate::signing_keys::SigningKeys;
 use crate::store::{Revocation, Rotation, RotationOutcome, Store};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
-    AccessTokenIssuer, AccessTokenValidator, Keyring, RESERVED_CLAIMS, SigningAlgorithm, StoredKey,
-    TokenError, ValidatedToken, ValidationRules,
+    AccessTokenIssuer, AccessTokenValidator, RESERVED_CLAIMS, SigningAlgorithm, TokenError,
+    ValidatedToken, ValidationRules,
 };
 
 /// Largest serialized `claims` object accepted: they travel in every access token.
@@ -43,6 +45,9 @@ pub struct ServiceSettings {
     pub tokens: AccessTokenIssuer,
     /// The algorithm new access tokens are signed with.
     pub signing_algorithm: SigningAlgorithm,
+    /// How old the active signing key may grow before it is rotated automatically; `None`
+    /// rotates only when asked.
+    pub key_rotation: Option<Duration>,
 }
 
 /// What the application backend sends to create a session.
@@ -92,7 +97,7 @@ pub struct SessionService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: ServiceSettings,
-    keyring: Keyring,
+    keys: SigningKeys,
     validator: AccessTokenValidator,
     revoked: RevokedSessions,
     sessions: SessionCache,
@@ -109,18 +114,14 @@ impl SessionService {
         clock: Arc<dyn Clock>,
         settings: ServiceSettings,
     ) -> Result<Self, Error> {
-        let algorithm = settings.signing_algorithm;
-        let mut keys = store.signing_keys().await?;
-        if !keys.iter().any(|key| key.algorithm == algorithm) {
-            let key = StoredKey::generate(algorithm, clock.now());
-            // Another instance starting at the same moment may win; then its key is used.
-            if store.insert_first_signing_key(&key).await? {
-                tracing::info!(kid = %key.kid, alg = algorithm.jose_name(), "generated a signing key");
-            }
-            keys = store.signing_keys().await?;
-        }
-        let keyring = Keyring::from_stored(&keys, algorithm)
-            .map_err(|error| Error::Corrupt(error.to_string()))?;
+        let keys = SigningKeys::load(
+            store.clone(),
+            settings.signing_algorithm,
+            settings.policy.access_ttl + settings.policy.leeway,
+            settings.key_rotation,
+            clock.now(),
+        )
+        .await?;
         let validator = AccessTokenValidator::new(ValidationRules {
             issuer: settings.tokens.issuer.clone(),
             audience: settings.tokens.audience.clone(),
@@ -130,7 +131,7 @@ impl SessionService {
             store,
             clock,
             settings,
-            keyring,
+            keys,
             validator,
             revoked: RevokedSessions::new(),
             sessions: SessionCache::default(),
@@ -156,9 +157,9 @@ impl SessionService {
         self.clock.now()
     }
 
-    /// The keyring (for the JWKS).
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The signing keys: the keyring in force (for the JWKS), rotation and retirement.
+    pub fn signing_keys(&self) -> &SigningKeys {
+        &self.keys
     }
 
     /// The revoked-session set.
@@ -216,12 +217,14 @@ impl SessionService {
             revoked_at: None,
             revoke_reason: None,
         };
-        let access = self.settings.tokens.issue(
-            &self.keyring,
-            &session,
-            now,
-            session.access_token_expiry(now, policy),
-        );
+        let access = self.keys.with_keyring(|keyring| {
+            self.settings.tokens.issue(
+                keyring,
+                &session,
+                now,
+                session.access_token_expiry(now, policy),
+            )
+        });
         session.access_expires_at = access.expires_at;
         let refresh = RefreshToken::generate();
         let created = audit_event(
@@ -309,10 +312,11 @@ impl SessionService {
                 RefreshDecision::Rotate => {
                     let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
                     let access_expires_at = session.access_token_expiry(now, policy);
-                    let access =
+                    let access = self.keys.with_keyring(|keyring| {
                         self.settings
                             .tokens
-                            .issue(&self.keyring, &session, now, access_expires_at);
+                            .issue(keyring, &session, now, access_expires_at)
+                    });
                     let successor = RefreshToken::generate();
                     let pair = IssuedPair {
                         access_token: access.token,
@@ -473,9 +477,11 @@ impl SessionService {
     /// # Errors
     /// [`Error::Unauthenticated`] with the reason.
     pub fn authenticate(&self, access_token: &str) -> Result<ValidatedToken, Error> {
-        Ok(self
-            .validator
-            .validate(access_token, &self.keyring, &self.revoked, self.clock.now())?)
+        let now = self.clock.now();
+        Ok(self.keys.with_keyring(|keyring| {
+            self.validator
+                .validate(access_token, keyring, &self.revoked, now)
+        })?)
     }
 
     /// The session an access token belongs to.

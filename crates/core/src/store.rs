@@ -140,6 +140,17 @@ pub trait RevocationFeed: Send + Debug {
     async fn next(&mut self) -> Result<FeedEvent, StoreError>;
 }
 
+/// What [`Store::retire_signing_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// The key was deleted.
+    Retired,
+    /// No key has that `kid`.
+    NotFound,
+    /// The key still signs, so it was kept.
+    Active,
+}
+
 /// Persistent storage of sessions, refresh tokens, signing keys and audit events.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
@@ -293,7 +304,7 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// [`StoreError`].
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
-    /// Stores `key` unless a key of its algorithm already exists; returns whether it was
+    /// Stores `key` unless an active key of its algorithm already exists; returns whether it was
     /// stored. Atomic across processes, so instances starting together on an empty database
     /// agree on one first key instead of each signing with a key the others do not know.
     ///
@@ -346,6 +357,44 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// # Errors
     /// [`StoreError`].
     async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError>;
+
+    /// A number that changes whenever the stored signing keys change (a key added, replaced or
+    /// retired, by any process). Cheap: instances read it every second and reload the keys only
+    /// when it moved.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn signing_keys_version(&self) -> Result<i64, StoreError>;
+
+    /// Makes `key` the signing key of its algorithm, atomically across processes: if the active
+    /// key of that algorithm (the newest one not deactivated) is `replaces` (`None`: there is
+    /// none), every active key of the algorithm gets `deactivated_at = key.created_at` and `key`
+    /// is stored, active. Otherwise nothing is written and `false` is returned: another process
+    /// rotated first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the key `kid`, secret and all, if it has been deactivated. An active key is
+    /// never deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError>;
+
+    /// Deletes every key deactivated before `cutoff`; returns their `kid`s.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn retire_signing_keys_deactivated_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Appends audit events.
     ///

@@ -1,4 +1,5 @@
-//! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`.
+//! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`,
+//! `keys list`, `keys rotate`, `keys retire`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,10 +9,12 @@ use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use sessiond_core::SessionId;
 use sessiond_core::service::Actor;
+use sessiond_core::signing_keys::KeyInfo;
+use sessiond_core::store::RetireOutcome;
 use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
-use crate::http::convert::session_view;
+use crate::http::convert::{rfc3339, session_view};
 use crate::state::{
     AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
 };
@@ -42,6 +45,29 @@ pub enum Command {
     /// Inspect or revoke sessions directly in the database.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// List, rotate or retire the signing keys; running servers follow within about a second.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `sessiond keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys: the active one of each algorithm and those that still verify.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new key of the configured algorithm (`SESSIOND_SIGNING_ALG`) and make it the
+    /// signing key. The key it replaces keeps verifying until its tokens have expired, and is
+    /// then retired automatically.
+    Rotate,
+    /// Retire a key that no longer signs, now: tokens it signed are refused from now on.
+    Retire {
+        /// The key's `kid`.
+        kid: String,
+    },
 }
 
 /// `sessiond sessions ...`.
@@ -105,6 +131,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sessions(command) => sessions(config, command).await,
+        Command::Keys(command) => keys(config, command).await,
     }
 }
 
@@ -232,5 +259,111 @@ async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()
                 Err(error) => Err(error.into()),
             }
         }
+    }
+}
+
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    // Like `sessions`: act on an existing database, never on a new, empty one.
+    let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
+    let service = &state.service;
+    let keys = service.signing_keys();
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        KeysCommand::List { json } => {
+            let listed = keys.keys();
+            let signing_kid = keys.keyring().signing_kid().to_owned();
+            if json {
+                let list: Vec<serde_json::Value> = listed
+                    .iter()
+                    .map(|key| {
+                        serde_json::json!({
+                            "kid": key.kid,
+                            "alg": key.algorithm.jose_name(),
+                            "state": key_state(key, &signing_kid),
+                            "created_at": rfc3339(key.created_at),
+                            "deactivated_at": key.deactivated_at.map(rfc3339),
+                            "retire_at": key.retire_at.map(rfc3339),
+                        })
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut stdout, &serde_json::json!({ "keys": list }))?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "{:<43}  {:<5}  {:<9}  {:<24}  RETIRES",
+                    "KID", "ALG", "STATE", "CREATED"
+                )?;
+                for key in &listed {
+                    writeln!(
+                        stdout,
+                        "{:<43}  {:<5}  {:<9}  {:<24}  {}",
+                        key.kid,
+                        key.algorithm.jose_name(),
+                        key_state(key, &signing_kid),
+                        rfc3339(key.created_at),
+                        key.retire_at.map_or_else(|| "-".to_owned(), rfc3339)
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let before = keys.keyring().signing_kid().to_owned();
+            let rotated = keys.rotate(service.now()).await?;
+            writeln!(
+                stdout,
+                "rotated: {} ({}) signs new tokens",
+                rotated.kid,
+                rotated.algorithm.jose_name()
+            )?;
+            if let Some(replaced) = keys.keys().into_iter().find(|key| key.kid == before)
+                && let Some(retire_at) = replaced.retire_at
+            {
+                writeln!(
+                    stdout,
+                    "{before} verifies the tokens it signed until {}, then is retired",
+                    rfc3339(retire_at)
+                )?;
+            }
+            Ok(())
+        }
+        KeysCommand::Retire { kid } => {
+            let retire_at = keys
+                .keys()
+                .into_iter()
+                .find(|key| key.kid == kid)
+                .and_then(|key| key.retire_at);
+            match keys.retire(&kid, service.now()).await? {
+                RetireOutcome::Retired => {
+                    writeln!(stdout, "retired {kid}")?;
+                    if let Some(at) = retire_at.filter(|at| *at > service.now()) {
+                        writeln!(
+                            stdout,
+                            "tokens it signed that were still valid (until {}) are refused now",
+                            rfc3339(at)
+                        )?;
+                    }
+                    Ok(())
+                }
+                RetireOutcome::NotFound => Err(anyhow!("no signing key {kid}")),
+                RetireOutcome::Active => Err(anyhow!(
+                    "{kid} is the active signing key; rotate first, then retire it"
+                )),
+            }
+        }
+    }
+}
+
+/// `signing` for the active key of the configured algorithm, `active` for the active key of
+/// another algorithm (which instances configured for it sign with), `verifying` for a key a
+/// rotation replaced, which verifies until it is retired.
+fn key_state(key: &KeyInfo, signing_kid: &str) -> &'static str {
+    if key.kid == signing_kid {
+        "signing"
+    } else if key.deactivated_at.is_none() {
+        "active"
+    } else {
+        "verifying"
     }
 }

@@ -11,6 +11,9 @@ use sessiond_core::Policy;
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
+/// The shortest automatic key rotation period accepted.
+pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
+
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
 
@@ -84,9 +87,13 @@ pub struct RawConfig {
     /// `development` or `production`.
     #[arg(long = "env", global = true, env = "SESSIOND_ENV")]
     pub env: Option<String>,
-    /// `EdDSA` (default) or `HS256`.
+    /// `EdDSA` (default), `ES256`, `RS256`, or `HS256` for a single trusted verifier.
     #[arg(long, global = true, env = "SESSIOND_SIGNING_ALG")]
     pub signing_alg: Option<String>,
+    /// Rotate the signing key automatically once it is this old, e.g. `30d`; unset or `0`:
+    /// only `sessiond keys rotate` rotates.
+    #[arg(long, global = true, env = "SESSIOND_KEY_ROTATION")]
+    pub key_rotation: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, global = true, env = "SESSIOND_BODY_LIMIT")]
     pub body_limit: Option<String>,
@@ -157,6 +164,7 @@ impl RawConfig {
             max_sessions_per_user,
             env,
             signing_alg,
+            key_rotation,
             body_limit,
             sqlite_synchronous,
             log_format,
@@ -191,6 +199,8 @@ pub struct Config {
     pub environment: Environment,
     /// The algorithm of new access tokens.
     pub signing_algorithm: SigningAlgorithm,
+    /// The age at which the signing key is rotated automatically, if at all.
+    pub key_rotation: Option<Duration>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     /// SQLite commit durability.
@@ -488,8 +498,22 @@ impl Config {
         let signing_algorithm = match raw.signing_alg.as_deref().map(str::trim) {
             None => SigningAlgorithm::EdDsa,
             Some(name) => SigningAlgorithm::from_jose_name(name).ok_or_else(|| {
-                format!("SESSIOND_SIGNING_ALG must be EdDSA or HS256 (got {name:?})")
+                format!("SESSIOND_SIGNING_ALG must be EdDSA, ES256, RS256 or HS256 (got {name:?})")
             })?,
+        };
+        let key_rotation = match duration(
+            raw.key_rotation.as_deref(),
+            "SESSIOND_KEY_ROTATION",
+            Duration::ZERO,
+        )? {
+            Duration::ZERO => None,
+            period if period < MIN_KEY_ROTATION => {
+                return Err(format!(
+                    "SESSIOND_KEY_ROTATION must be 0 (off) or at least 1m (got {})",
+                    compact_duration(period)
+                ));
+            }
+            period => Some(period),
         };
         let body_limit = match raw.body_limit.as_deref().map(str::trim) {
             None => 64 * 1024,
@@ -581,6 +605,7 @@ impl Config {
             policy,
             environment,
             signing_algorithm,
+            key_rotation,
             body_limit,
             sqlite_synchronous,
             log_format,
@@ -645,6 +670,55 @@ mod tests {
             "no origin gets CORS headers by default"
         );
         assert!(!config.warnings.is_empty());
+    }
+
+    #[test]
+    fn every_signing_algorithm_is_accepted_by_its_jose_name_and_no_other() {
+        for algorithm in SigningAlgorithm::ALL {
+            let raw = RawConfig {
+                signing_alg: Some(algorithm.jose_name().into()),
+                ..RawConfig::default()
+            };
+            assert_eq!(Config::from_raw(&raw).unwrap().signing_algorithm, algorithm);
+        }
+        for name in ["none", "eddsa", "es256", "RS384", "PS256", ""] {
+            let raw = RawConfig {
+                signing_alg: Some(name.into()),
+                ..RawConfig::default()
+            };
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.contains("SESSIOND_SIGNING_ALG must be EdDSA, ES256, RS256 or HS256"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_rotation_is_off_by_default_and_takes_a_duration_of_a_minute_or_more() {
+        assert_eq!(
+            Config::from_raw(&RawConfig::default())
+                .unwrap()
+                .key_rotation,
+            None
+        );
+        let with = |text: &str| {
+            Config::from_raw(&RawConfig {
+                key_rotation: Some(text.into()),
+                ..RawConfig::default()
+            })
+        };
+        assert_eq!(with("0").unwrap().key_rotation, None);
+        assert_eq!(
+            with("30d").unwrap().key_rotation,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(with("30s").unwrap_err().contains("SESSIOND_KEY_ROTATION"));
+        assert!(
+            with("monthly")
+                .unwrap_err()
+                .contains("SESSIOND_KEY_ROTATION")
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
-    StoreError, StoreStats,
+    AuditFor, RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    RotationOutcome, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -303,6 +303,45 @@ impl Store for InstrumentedStore {
         self.timed(
             StoreOperation::Purge,
             self.inner.purge_events(before, batch),
+        )
+        .await
+    }
+
+    async fn signing_keys_version(&self) -> Result<i64, StoreError> {
+        self.timed(
+            StoreOperation::SigningKeysVersion,
+            self.inner.signing_keys_version(),
+        )
+        .await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::RotateSigningKey,
+            self.inner.rotate_signing_key(key, replaces),
+        )
+        .await
+    }
+
+    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+        self.timed(
+            StoreOperation::RetireSigningKey,
+            self.inner.retire_signing_key(kid),
+        )
+        .await
+    }
+
+    async fn retire_signing_keys_deactivated_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed(
+            StoreOperation::RetireSigningKey,
+            self.inner.retire_signing_keys_deactivated_before(cutoff),
         )
         .await
     }

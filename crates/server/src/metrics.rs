@@ -110,6 +110,9 @@ pub enum StoreOperation {
     Purge,
     SigningKeys,
     InsertSigningKey,
+    SigningKeysVersion,
+    RotateSigningKey,
+    RetireSigningKey,
     AppendAudit,
     Ping,
     Stats,
@@ -119,7 +122,7 @@ pub enum StoreOperation {
     DeviceWrite,
 }
 
-const STORE_OPERATIONS: [&str; 18] = [
+const STORE_OPERATIONS: [&str; 21] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -131,6 +134,9 @@ const STORE_OPERATIONS: [&str; 18] = [
     "purge",
     "signing_keys",
     "insert_signing_key",
+    "signing_keys_version",
+    "rotate_signing_key",
+    "retire_signing_key",
     "append_audit",
     "ping",
     "stats",

@@ -143,6 +143,7 @@ impl AppState {
                     client_id: config.client_id.clone(),
                 },
                 signing_algorithm: config.signing_algorithm,
+                key_rotation: config.key_rotation,
             },
         )
         .await

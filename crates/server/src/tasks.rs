@@ -1,5 +1,5 @@
-//! Background work: keeping the revoked-session set current, announcing expiries, publishing
-//! events to this process's streams, and purging old sessions and events.
+//! Background work: keeping the revoked-session set and the signing keys current, announcing
+//! expiries, publishing events to this process's streams, and purging old sessions and events.
 //!
 //! Revocations made by other processes arrive two ways. When the store offers a push feed
 //! (PostgreSQL's `LISTEN/NOTIFY`), a task applies each one as it is committed and resyncs in
@@ -7,6 +7,11 @@
 //! effect here within milliseconds. The one-second poll of `revoked_since` runs in every case:
 //! it is all there is for SQLite (the `sessiond sessions revoke` command), and on PostgreSQL it
 //! is the safety net for a feed connection that died without the transport noticing yet.
+//!
+//! Signing keys are checked every second too: one cheap read of the store's key version, and a
+//! reload of the keys only when it moved, so that a rotation or retirement by another instance
+//! or by `sessiond keys` is in force here within about a second. The same task rotates the key
+//! when `SESSIOND_KEY_ROTATION` says it is due, and retires keys whose tokens have all expired.
 
 use std::time::Duration;
 
@@ -26,6 +31,8 @@ const REVOCATION_SYNC_OVERLAP: Duration = Duration::from_secs(10);
 const FEED_RETRY_MIN: Duration = Duration::from_millis(100);
 /// The longest pause between attempts to reconnect the revocation feed.
 const FEED_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the signing keys are checked for changes, rotation and retirement.
+pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expired and revoked sessions are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Sessions deleted per purge transaction: small, so requests never wait long for the writer.
@@ -65,6 +72,7 @@ pub fn spawn(state: AppState) -> BackgroundTasks {
             state.event_poll,
             stopped.clone(),
         )),
+        tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
     ];
     if let Some(feed) = state.service.store().revocation_feed() {
         handles.push(tokio::spawn(follow_revocation_feed(state, feed, stopped)));
@@ -163,6 +171,23 @@ async fn announce_expiries(state: AppState, mut stopped: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+    }
+}
+
+async fn maintain_signing_keys(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let keys = state.service.signing_keys();
+    while !wait_or_stop(KEY_CHECK_INTERVAL, &mut stopped).await {
+        let now = state.service.now();
+        if let Err(error) = keys.reload_if_changed(now).await {
+            tracing::warn!(error = %error, "reloading the signing keys failed; will retry");
+            continue;
+        }
+        if let Err(error) = keys.rotate_if_due(now).await {
+            tracing::warn!(error = %error, "rotating the signing key failed; will retry");
+        }
+        if let Err(error) = keys.retire_expired(now).await {
+            tracing::warn!(error = %error, "retiring expired signing keys failed; will retry");
         }
     }
 }

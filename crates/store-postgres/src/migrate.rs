@@ -19,6 +19,11 @@ use sessiond_core::store::StoreError;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "events", include_str!("../migrations/0002_events.sql")),
+    (
+        3,
+        "key_rotation",
+        include_str!("../migrations/0003_key_rotation.sql"),
+    ),
     (5, "devices", include_str!("../migrations/0005_devices.sql")),
 ];
 
@@ -62,8 +67,9 @@ pub(crate) async fn run(connection: &mut PgConnection) -> Result<usize, StoreErr
                  ({newest_known}); run a newer sessiond"
             )));
         }
-        // Each version is looked up rather than compared with the newest applied: migrations
-        // written on separate branches land with numbers that need not arrive in order.
+        // Each version is looked up rather than compared with the newest applied one, so that
+        // migrations numbered apart (0003 written before 0002) are each applied once whatever
+        // order builds met the database in.
         if is_applied(&mut tx, *version).await? {
             tx.commit().await.map_err(store_error)?;
             continue;
@@ -98,12 +104,10 @@ async fn applied_version(connection: &mut PgConnection) -> Result<i64, StoreErro
 }
 
 async fn is_applied(connection: &mut PgConnection, version: i64) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(store_error)?
-            .is_some(),
-    )
+    sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+        .bind(version)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)
+        .map(|row| row.is_some())
 }

@@ -11,8 +11,8 @@ use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, Store,
-    StoreError, StoreStats,
+    AuditFor, RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    RotationOutcome, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -731,15 +731,67 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
+/// The only place a signing key's secret is turned into what is stored. Secrets are stored as
+/// they are today; encryption at rest will wrap them here (and unwrap them in
+/// [`open_key_material`]) without any other code changing.
+fn seal_key_material(key: &StoredKey) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(key.secret.to_vec())
+}
+
+/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored.
+fn open_key_material(_kid: &str, stored: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(Zeroizing::new(stored))
+}
+
 fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
+    let kid: String = row.try_get("kid").map_err(store_error)?;
+    let deactivated_at: Option<i64> = row.try_get("deactivated_at").map_err(store_error)?;
     Ok(StoredKey {
-        kid: row.try_get("kid").map_err(store_error)?,
         algorithm: SigningAlgorithm::from_jose_name(&algorithm)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
-        secret: Zeroizing::new(row.try_get("secret").map_err(store_error)?),
+        secret: open_key_material(&kid, row.try_get("secret").map_err(store_error)?)?,
         created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
+        deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
+        kid,
     })
+}
+
+/// Serialises changes to the signing keys across instances for the rest of the transaction
+/// (READ COMMITTED would otherwise let two of them both see the same active key). Keyed by
+/// schema, like the per-user lock.
+const LOCK_SIGNING_KEYS: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+     'sessiond/signing-keys/' || current_schema(), 0))";
+
+/// The active key of `algorithm` (the newest one not deactivated).
+async fn active_kid(
+    connection: &mut PgConnection,
+    algorithm: SigningAlgorithm,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT kid FROM signing_keys WHERE algorithm = $1 AND deactivated_at IS NULL
+         ORDER BY created_at DESC, kid DESC LIMIT 1",
+    )
+    .bind(algorithm.jose_name())
+    .fetch_optional(connection)
+    .await
+    .map_err(store_error)
+}
+
+async fn insert_key(connection: &mut PgConnection, key: &StoredKey) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.kid)
+    .bind(key.algorithm.jose_name())
+    .bind(&seal_key_material(key)[..])
+    .bind(key.created_at.unix_millis())
+    .bind(key.deactivated_at.map(Timestamp::unix_millis))
+    .execute(connection)
+    .await
+    .map_err(store_error)?;
+    Ok(())
 }
 
 fn revoked_ref_from_row(row: &PgRow) -> Result<RevokedSessionRef, StoreError> {
@@ -1009,7 +1061,7 @@ impl Store for PostgresStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
-                "SELECT kid, algorithm, secret, created_at FROM signing_keys
+                "SELECT kid, algorithm, secret, created_at, deactivated_at FROM signing_keys
                  ORDER BY created_at, kid",
             )
             .fetch_all(&self.pool)
@@ -1022,18 +1074,8 @@ impl Store for PostgresStore {
 
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.bounded(async {
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&key.kid)
-            .bind(key.algorithm.jose_name())
-            .bind(&key.secret[..])
-            .bind(key.created_at.unix_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-            Ok(())
+            let mut connection = self.pool.acquire().await.map_err(store_error)?;
+            insert_key(&mut connection, key).await
         })
         .await
     }
@@ -1041,30 +1083,108 @@ impl Store for PostgresStore {
     async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
         self.bounded(async {
             let mut tx = self.begin().await?;
-            // READ COMMITTED would let two instances both see no key; the lock makes the check
-            // and the insert one step. Keyed by schema, like the per-user lock.
+            sqlx::query(LOCK_SIGNING_KEYS)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if active_kid(&mut tx, key.algorithm).await?.is_some() {
+                return Ok(false);
+            }
+            insert_key(&mut tx, key).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn signing_keys_version(&self) -> Result<i64, StoreError> {
+        self.bounded(async {
+            sqlx::query_scalar("SELECT version FROM signing_keys_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(LOCK_SIGNING_KEYS)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if active_kid(&mut tx, key.algorithm).await?.as_deref() != replaces {
+                return Ok(false);
+            }
             sqlx::query(
-                "SELECT pg_advisory_xact_lock(hashtextextended(
-                     'sessiond/signing-keys/' || current_schema(), 0))",
+                "UPDATE signing_keys SET deactivated_at = $1
+                 WHERE algorithm = $2 AND deactivated_at IS NULL",
             )
+            .bind(key.created_at.unix_millis())
+            .bind(key.algorithm.jose_name())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-            let inserted = sqlx::query(
-                "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
-                 SELECT $1, $2, $3, $4
-                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE algorithm = $2)",
+            insert_key(
+                &mut tx,
+                &StoredKey {
+                    deactivated_at: None,
+                    ..key.clone()
+                },
             )
-            .bind(&key.kid)
-            .bind(key.algorithm.jose_name())
-            .bind(&key.secret[..])
-            .bind(key.created_at.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
+            .await?;
             tx.commit().await.map_err(store_error)?;
-            Ok(inserted == 1)
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(LOCK_SIGNING_KEYS)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let found: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT deactivated_at FROM signing_keys WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+            let outcome = match found {
+                None => RetireOutcome::NotFound,
+                Some(None) => RetireOutcome::Active,
+                Some(Some(_)) => {
+                    sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                    RetireOutcome::Retired
+                }
+            };
+            tx.commit().await.map_err(store_error)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn retire_signing_keys_deactivated_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.bounded(async {
+            sqlx::query_scalar("DELETE FROM signing_keys WHERE deactivated_at < $1 RETURNING kid")
+                .bind(cutoff.unix_millis())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)
         })
         .await
     }

@@ -10,8 +10,8 @@ use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, Session};
 use sessiond_core::store::{
-    AuditFor, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store, StoreError,
-    StoreStats,
+    AuditFor, RetireOutcome, Revocation, RevokedSessionRef, Rotation, RotationOutcome, Store,
+    StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -368,15 +368,64 @@ fn algorithm_name(algorithm: SigningAlgorithm) -> &'static str {
     algorithm.jose_name()
 }
 
+/// The only place a signing key's secret is turned into what is stored. Secrets are stored as
+/// they are today; encryption at rest will wrap them here (and unwrap them in
+/// [`open_key_material`]) without any other code changing.
+fn seal_key_material(key: &StoredKey) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(key.secret.to_vec())
+}
+
+/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored.
+fn open_key_material(_kid: &str, stored: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(Zeroizing::new(stored))
+}
+
+const SELECT_KEYS: &str = "SELECT kid, algorithm, secret, created_at, deactivated_at
+     FROM signing_keys ORDER BY created_at, kid";
+
 fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
+    let kid: String = row.try_get("kid").map_err(store_error)?;
+    let deactivated_at: Option<i64> = row.try_get("deactivated_at").map_err(store_error)?;
     Ok(StoredKey {
-        kid: row.try_get("kid").map_err(store_error)?,
         algorithm: SigningAlgorithm::from_jose_name(&algorithm)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
-        secret: Zeroizing::new(row.try_get("secret").map_err(store_error)?),
+        secret: open_key_material(&kid, row.try_get("secret").map_err(store_error)?)?,
         created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
+        deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
+        kid,
     })
+}
+
+/// The active key of `algorithm` (the newest one not deactivated), read inside `tx`.
+async fn active_kid(
+    connection: &mut SqliteConnection,
+    algorithm: SigningAlgorithm,
+) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT kid FROM signing_keys WHERE algorithm = ? AND deactivated_at IS NULL
+         ORDER BY created_at DESC, kid DESC LIMIT 1",
+    )
+    .bind(algorithm_name(algorithm))
+    .fetch_optional(connection)
+    .await
+    .map_err(store_error)
+}
+
+async fn insert_key(connection: &mut SqliteConnection, key: &StoredKey) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&key.kid)
+    .bind(algorithm_name(key.algorithm))
+    .bind(&seal_key_material(key)[..])
+    .bind(key.created_at.unix_millis())
+    .bind(key.deactivated_at.map(Timestamp::unix_millis))
+    .execute(connection)
+    .await
+    .map_err(store_error)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -683,27 +732,16 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, algorithm, secret, created_at FROM signing_keys ORDER BY created_at",
-        )
-        .fetch_all(&self.readers)
-        .await
-        .map_err(store_error)?;
+        let rows = sqlx::query(SELECT_KEYS)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&key.kid)
-        .bind(algorithm_name(key.algorithm))
-        .bind(&key.secret[..])
-        .bind(key.created_at.unix_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        insert_key(&mut tx, key).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(())
     }
@@ -711,21 +749,88 @@ impl Store for SqliteStore {
     async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
         // BEGIN IMMEDIATE serialises this against every other writer, in any process.
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, secret, created_at)
-             SELECT ?1, ?2, ?3, ?4
-             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE algorithm = ?2)",
+        if active_kid(&mut tx, key.algorithm).await?.is_some() {
+            return Ok(false);
+        }
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    async fn signing_keys_version(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT version FROM signing_keys_version WHERE id = 1")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        replaces: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if active_kid(&mut tx, key.algorithm).await?.as_deref() != replaces {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE signing_keys SET deactivated_at = ?
+             WHERE algorithm = ? AND deactivated_at IS NULL",
         )
-        .bind(&key.kid)
-        .bind(algorithm_name(key.algorithm))
-        .bind(&key.secret[..])
         .bind(key.created_at.unix_millis())
+        .bind(algorithm_name(key.algorithm))
         .execute(&mut *tx)
         .await
-        .map_err(store_error)?
-        .rows_affected();
+        .map_err(store_error)?;
+        insert_key(
+            &mut tx,
+            &StoredKey {
+                deactivated_at: None,
+                ..key.clone()
+            },
+        )
+        .await?;
         tx.commit().await.map_err(store_error)?;
-        Ok(inserted == 1)
+        Ok(true)
+    }
+
+    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let found: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT deactivated_at FROM signing_keys WHERE kid = ?")
+                .bind(kid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let outcome = match found {
+            None => RetireOutcome::NotFound,
+            Some(None) => RetireOutcome::Active,
+            Some(Some(_)) => {
+                sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                RetireOutcome::Retired
+            }
+        };
+        tx.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    async fn retire_signing_keys_deactivated_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let retired =
+            sqlx::query_scalar("DELETE FROM signing_keys WHERE deactivated_at < ? RETURNING kid")
+                .bind(cutoff.unix_millis())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(retired)
     }
 
     async fn announce_expired(

@@ -6,7 +6,7 @@
 //! A [`Verifier`] fetches sessiond's JWK Set (`/.well-known/jwks.json`), caches it, and
 //! validates each token locally with the very validator sessiond runs itself
 //! ([`sessiond_core::token::AccessTokenValidator`]), so a token is judged the same way here as
-//! there, for the same cost: an Ed25519 signature check plus a few microseconds of parsing.
+//! there, for the same cost: a signature check plus a few microseconds of parsing.
 //!
 //! With axum (the default `axum` feature), put the verifier in the request extensions once,
 //! read the caller with the [`Authenticated`] extractor, and guard routes with
@@ -90,7 +90,8 @@
 //!   [`Verifier::stats`] says so: `offline` is true and `fetch_failures` counts up until a
 //!   fetch succeeds again. Before any key set has been fetched, tokens cannot be judged and
 //!   [`VerifyError::KeysUnavailable`] (503) is returned.
-//! - Only Ed25519 (`EdDSA`) keys are taken from the set: sessiond never publishes its HMAC
+//! - Ed25519 (`EdDSA`), P-256 (`ES256`) and RSA (`RS256`, at least 2048 bits) keys are taken
+//!   from the set, each verifying only its own algorithm. sessiond never publishes its HMAC
 //!   keys, so HS256 deployments cannot use this crate.
 //!
 //! # Revocation

@@ -571,7 +571,7 @@ impl Inner {
             Ok((keys, max_age)) => {
                 let count = keys.len();
                 if count == 0 {
-                    tracing::warn!(url = %self.jwks_url, "the JWK set holds no Ed25519 signing key");
+                    tracing::warn!(url = %self.jwks_url, "the JWK set holds no signing key sessiond could use");
                 }
                 let lifetime = max_age
                     .unwrap_or(DEFAULT_MAX_AGE)

@@ -1,9 +1,12 @@
-//! Tests of issuing and validating access tokens, run against an EdDSA and an HS256 keyring.
+//! Tests of issuing and validating access tokens, each run against a keyring signing with every
+//! algorithm in turn (EdDSA, ES256, RS256, HS256), which always holds a key of every algorithm.
 //!
-//! Malicious tokens are assembled by hand (base64url JSON signed with `ed25519_dalek` or `hmac`
-//! directly) so that each one differs from a good token in exactly the way under test; a forged
-//! token signed with the real key isolates the rule that must refuse it from the signature check.
+//! Malicious tokens are assembled by hand (base64url JSON signed with `ed25519_dalek`, `p256`,
+//! `ring` or `hmac` directly) so that each one differs from a good token in exactly the way under
+//! test; a forged token signed with the real key isolates the rule that must refuse it from the
+//! signature check.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,14 +30,14 @@ const AUDIENCE: &str = "notes-api";
 const CLIENT_ID: &str = "notes-web";
 const LEEWAY_SECONDS: i64 = 5;
 const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
-const ALGORITHMS: [SigningAlgorithm; 2] = [SigningAlgorithm::EdDsa, SigningAlgorithm::Hs256];
+const ALGORITHMS: [SigningAlgorithm; 4] = SigningAlgorithm::ALL;
 
-/// One keyring signing with `algorithm`, holding a key of the other algorithm too (as a server
-/// loading every stored key does), a session and the settings that issue and validate its tokens.
+/// One keyring signing with `algorithm`, holding a key of every other algorithm too (as a server
+/// loading every stored key may), a session and the settings that issue and validate its tokens.
 struct Fixture {
     algorithm: SigningAlgorithm,
     signing_key: StoredKey,
-    other_key: StoredKey,
+    other_keys: Vec<StoredKey>,
     keyring: Keyring,
     issuer: AccessTokenIssuer,
     validator: AccessTokenValidator,
@@ -51,13 +54,15 @@ impl Fixture {
     fn new(algorithm: SigningAlgorithm) -> Self {
         // Whole seconds, so that `exp` and `iat` are exactly `now` plus whole seconds.
         let now = Timestamp::from_unix_millis(1_700_000_000_000);
-        let other_algorithm = match algorithm {
-            SigningAlgorithm::EdDsa => SigningAlgorithm::Hs256,
-            SigningAlgorithm::Hs256 => SigningAlgorithm::EdDsa,
-        };
-        let signing_key = StoredKey::generate(algorithm, now);
-        let other_key = StoredKey::generate(other_algorithm, now);
-        let keyring = Keyring::from_stored(&[signing_key.clone(), other_key.clone()], algorithm)
+        let signing_key = generate(algorithm, now, 0);
+        let other_keys: Vec<StoredKey> = ALGORITHMS
+            .into_iter()
+            .filter(|&other| other != algorithm)
+            .map(|other| generate(other, now, 0))
+            .collect();
+        let mut all_keys = other_keys.clone();
+        all_keys.push(signing_key.clone());
+        let keyring = Keyring::from_stored(&all_keys, algorithm)
             .expect("a keyring of freshly generated keys");
         let mut session = session_at(now, &Policy::default());
         session.claims = claims_object(json!({
@@ -67,7 +72,7 @@ impl Fixture {
         Self {
             algorithm,
             signing_key,
-            other_key,
+            other_keys,
             keyring,
             issuer: AccessTokenIssuer {
                 issuer: ISSUER.into(),
@@ -141,20 +146,34 @@ impl Fixture {
         assemble(header, payload, |input| sign_with(&self.signing_key, input))
     }
 
-    /// The keyring's Ed25519 key, whichever of the two it is.
-    fn ed25519_key(&self) -> &StoredKey {
-        [&self.signing_key, &self.other_key]
-            .into_iter()
-            .find(|key| key.algorithm == SigningAlgorithm::EdDsa)
-            .expect("every fixture holds an Ed25519 key")
+    /// Every key of the keyring, the signing key first.
+    fn all_keys(&self) -> impl Iterator<Item = &StoredKey> {
+        std::iter::once(&self.signing_key).chain(&self.other_keys)
     }
 
-    /// The keyring's HMAC key, whichever of the two it is.
-    fn hmac_key(&self) -> &StoredKey {
-        [&self.signing_key, &self.other_key]
-            .into_iter()
-            .find(|key| key.algorithm == SigningAlgorithm::Hs256)
-            .expect("every fixture holds an HMAC key")
+    /// The keyring's key of `algorithm`.
+    fn key_of(&self, algorithm: SigningAlgorithm) -> &StoredKey {
+        self.all_keys()
+            .find(|key| key.algorithm == algorithm)
+            .expect("every fixture holds a key of every algorithm")
+    }
+}
+
+/// A key of `algorithm` created at `now`. RSA keys take long to generate, so they come from a
+/// few generated once: `which` picks one, and different `which` give different keys.
+fn generate(algorithm: SigningAlgorithm, now: Timestamp, which: usize) -> StoredKey {
+    static RSA_KEYS: OnceLock<Vec<StoredKey>> = OnceLock::new();
+    if algorithm != SigningAlgorithm::Rs256 {
+        return StoredKey::generate(algorithm, now);
+    }
+    let keys = RSA_KEYS.get_or_init(|| {
+        (0..3)
+            .map(|_| StoredKey::generate(SigningAlgorithm::Rs256, now))
+            .collect()
+    });
+    StoredKey {
+        created_at: now,
+        ..keys[which].clone()
     }
 }
 
@@ -188,12 +207,43 @@ fn hmac_sha256(secret: &[u8], input: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+fn p256_signing_key(key: &StoredKey) -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&key.secret).expect("a P-256 scalar")
+}
+
+fn rsa_sign(pkcs8: &[u8], input: &[u8]) -> Vec<u8> {
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).expect("an RSA PKCS#8 key");
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input,
+        &mut signature,
+    )
+    .expect("RSA signing");
+    signature
+}
+
 /// Signs `input` with a stored key, independently of the keyring's own signing code.
 fn sign_with(key: &StoredKey, input: &[u8]) -> Vec<u8> {
     match key.algorithm {
         SigningAlgorithm::EdDsa => ed25519_signing_key(key).sign(input).to_bytes().to_vec(),
+        SigningAlgorithm::Es256 => {
+            let signature: p256::ecdsa::Signature = p256_signing_key(key).sign(input);
+            signature.normalize_s().to_bytes().to_vec()
+        }
+        SigningAlgorithm::Rs256 => rsa_sign(&key.secret, input),
         SigningAlgorithm::Hs256 => hmac_sha256(&key.secret, input),
     }
+}
+
+/// The published JWK of the keyring's key `kid`.
+fn published_jwk(keyring: &Keyring, kid: &str) -> Option<Value> {
+    jwks_json(keyring)["keys"]
+        .as_array()?
+        .iter()
+        .find(|jwk| jwk["kid"] == json!(kid))
+        .cloned()
 }
 
 /// `base64url(header).base64url(payload).base64url(sign(signing input))`.
@@ -407,6 +457,47 @@ fn an_ed25519_signature_with_s_plus_the_group_order_is_refused() {
 }
 
 #[test]
+fn an_es256_signature_with_s_replaced_by_its_negation_is_refused() {
+    // (r, n - s) verifies the same ECDSA equation as (r, s); sessiond signs with low S and
+    // refuses the high-S twin, so one set of claims has one token string.
+    const ORDER: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let fixture = Fixture::new(SigningAlgorithm::Es256);
+    for _ in 0..8 {
+        let token = fixture.issue();
+        let [header, payload, signature] = parts(&token);
+        let original = decode_part(signature);
+        let mut twin = original.clone();
+        // n - s, big-endian.
+        let mut borrow = 0i16;
+        for index in (32..64).rev() {
+            let difference = i16::from(ORDER[index - 32]) - i16::from(original[index]) - borrow;
+            twin[index] = (difference & 0xff) as u8;
+            borrow = i16::from(difference < 0);
+        }
+        assert_eq!(borrow, 0, "s < n");
+        let as_high_s = p256::ecdsa::Signature::from_slice(&twin).unwrap();
+        let verifying = *p256_signing_key(&fixture.signing_key).verifying_key();
+        let signing_input = format!("{header}.{payload}");
+        assert!(
+            p256::ecdsa::signature::Verifier::verify(
+                &verifying,
+                signing_input.as_bytes(),
+                &as_high_s
+            )
+            .is_ok(),
+            "the twin is a mathematically valid signature"
+        );
+        let twin_token = format!("{signing_input}.{}", b64(&twin));
+        assert_eq!(fixture.validate(&twin_token), Err(TokenError::BadSignature));
+        assert!(fixture.validate(&token).is_ok());
+    }
+}
+
+#[test]
 fn a_truncated_token_is_refused() {
     for fixture in fixtures() {
         let token = fixture.issue();
@@ -493,7 +584,7 @@ fn a_token_over_the_size_limit_is_refused_even_when_correctly_signed() {
             .claims
             .insert("filler".into(), json!("x".repeat(7 * 1024)));
         let token = fixture.issue();
-        assert!(token.len() > MAX_TOKEN_LEN && token.len() < 10 * 1024);
+        assert!(token.len() > MAX_TOKEN_LEN && token.len() < 11 * 1024);
         assert_eq!(
             fixture.validate(&token),
             Err(TokenError::Malformed),
@@ -588,8 +679,12 @@ fn alg_none_is_refused() {
 fn an_unknown_or_misspelled_alg_is_refused() {
     for fixture in fixtures() {
         for alg in [
-            "eddsa", "EDDSA", "Ed25519", "hs256", "HS384", "HS512", "RS256", "ES256",
+            "eddsa", "EDDSA", "Ed25519", "hs256", "HS384", "HS512", "RS256", "ES256", "es256",
+            "rs256", "RS384", "RS512", "PS256", "ES384", "ES512", "ES256K", "Ed448",
         ] {
+            if alg == fixture.algorithm.jose_name() {
+                continue;
+            }
             let mut header = fixture.header();
             header["alg"] = json!(alg);
             let token = fixture.forge(&header, &fixture.claims());
@@ -604,64 +699,99 @@ fn an_unknown_or_misspelled_alg_is_refused() {
 }
 
 #[test]
-fn an_eddsa_token_resigned_with_hmac_over_the_public_key_is_refused() {
-    // The classic algorithm confusion: the attacker takes the published Ed25519 key and uses it
-    // as an HMAC secret, hoping the verifier picks the algorithm from the header.
+fn a_token_resigned_with_hmac_over_a_published_public_key_is_refused() {
+    // The classic algorithm confusion: the attacker takes a published public key (Ed25519, P-256
+    // or RSA) and uses it as an HMAC secret, hoping the verifier picks the algorithm from the
+    // header.
     for fixture in fixtures() {
-        let ed25519_kid = fixture.ed25519_key().kid.clone();
-        let public = fixture
-            .keyring
-            .ed25519_public_keys()
-            .find(|(kid, _)| *kid == ed25519_kid)
-            .map(|(_, public)| public)
-            .expect("the Ed25519 key is published");
-        let jwks = jwks_json(&fixture.keyring);
-        let published_jwk = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|jwk| jwk["kid"] == json!(ed25519_kid))
-            .unwrap()
-            .clone();
-
-        let header = json!({ "alg": "HS256", "typ": "at+jwt", "kid": ed25519_kid });
-        let header_bytes = header.to_string().into_bytes();
-        let payload = fixture.claims().to_string().into_bytes();
-        let secrets: [Vec<u8>; 3] = [
-            public.to_vec(),
-            b64(&public).into_bytes(),
-            published_jwk.to_string().into_bytes(),
-        ];
-        for secret in secrets {
-            let token = assemble(&header_bytes, &payload, |input| hmac_sha256(&secret, input));
-            assert_eq!(
-                fixture.validate(&token),
-                Err(TokenError::AlgorithmMismatch),
-                "{:?}",
-                fixture.algorithm
-            );
+        for key in fixture
+            .all_keys()
+            .filter(|key| !key.algorithm.is_symmetric())
+        {
+            let jwk = published_jwk(&fixture.keyring, &key.kid).expect("the key is published");
+            let public_bytes: Vec<u8> = match key.algorithm {
+                SigningAlgorithm::Rs256 => decode_part(jwk["n"].as_str().unwrap()),
+                SigningAlgorithm::Es256 => {
+                    let mut point = vec![0x04];
+                    point.extend(decode_part(jwk["x"].as_str().unwrap()));
+                    point.extend(decode_part(jwk["y"].as_str().unwrap()));
+                    point
+                }
+                _ => decode_part(jwk["x"].as_str().unwrap()),
+            };
+            let header = json!({ "alg": "HS256", "typ": "at+jwt", "kid": key.kid });
+            let header_bytes = header.to_string().into_bytes();
+            let payload = fixture.claims().to_string().into_bytes();
+            let secrets: [Vec<u8>; 3] = [
+                public_bytes.clone(),
+                b64(&public_bytes).into_bytes(),
+                jwk.to_string().into_bytes(),
+            ];
+            for secret in secrets {
+                let token = assemble(&header_bytes, &payload, |input| hmac_sha256(&secret, input));
+                assert_eq!(
+                    fixture.validate(&token),
+                    Err(TokenError::AlgorithmMismatch),
+                    "{:?}: HS256 over the {:?} key",
+                    fixture.algorithm,
+                    key.algorithm
+                );
+            }
         }
     }
 }
 
 #[test]
-fn an_hmac_kid_with_alg_eddsa_is_refused() {
-    // The reverse confusion: an EdDSA header naming the HMAC key, signed with the attacker's own
-    // Ed25519 key and with an Ed25519 key seeded by the HMAC secret.
+fn a_kid_under_any_other_algorithm_is_refused() {
+    // Every key, named with every other algorithm's `alg` and signed by a real key of that
+    // algorithm (one the keyring itself holds), and by an attacker's own key of it.
     for fixture in fixtures() {
-        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": fixture.hmac_key().kid });
-        let header_bytes = header.to_string().into_bytes();
         let payload = fixture.claims().to_string().into_bytes();
-        let attacker = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-        let token = assemble(&header_bytes, &payload, |input| {
-            attacker.sign(input).to_bytes().to_vec()
-        });
-        assert_eq!(fixture.validate(&token), Err(TokenError::AlgorithmMismatch));
-        let seeded = ed25519_signing_key(fixture.hmac_key());
-        let token = assemble(&header_bytes, &payload, |input| {
-            seeded.sign(input).to_bytes().to_vec()
-        });
-        assert_eq!(fixture.validate(&token), Err(TokenError::AlgorithmMismatch));
+        for key in fixture.all_keys() {
+            for other in ALGORITHMS
+                .into_iter()
+                .filter(|&other| other != key.algorithm)
+            {
+                let header = json!({ "alg": other.jose_name(), "typ": "at+jwt", "kid": key.kid });
+                let header_bytes = header.to_string().into_bytes();
+                let attacker = generate(other, fixture.now, 1);
+                for signer in [fixture.key_of(other), &attacker] {
+                    let token = assemble(&header_bytes, &payload, |input| sign_with(signer, input));
+                    assert_eq!(
+                        fixture.validate(&token),
+                        Err(TokenError::AlgorithmMismatch),
+                        "{:?}: {:?} key named as {other:?}",
+                        fixture.algorithm,
+                        key.algorithm
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_hmac_kid_signed_with_a_key_seeded_by_its_secret_is_refused() {
+    // The HMAC secret, were it to leak, is 32 bytes: exactly an Ed25519 seed or a P-256 scalar.
+    for fixture in fixtures() {
+        let hmac = fixture.key_of(SigningAlgorithm::Hs256);
+        let payload = fixture.claims().to_string().into_bytes();
+        for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Es256] {
+            let seeded = StoredKey {
+                algorithm,
+                ..hmac.clone()
+            };
+            let header = json!({ "alg": algorithm.jose_name(), "typ": "at+jwt", "kid": hmac.kid });
+            let token = assemble(header.to_string().as_bytes(), &payload, |input| {
+                sign_with(&seeded, input)
+            });
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::AlgorithmMismatch),
+                "{:?}: {algorithm:?}",
+                fixture.algorithm
+            );
+        }
     }
 }
 
@@ -670,7 +800,7 @@ fn a_token_signed_by_a_foreign_key_under_a_known_kid_is_refused() {
     for fixture in fixtures() {
         let impostor = StoredKey {
             kid: fixture.signing_key.kid.clone(),
-            ..StoredKey::generate(fixture.algorithm, fixture.now)
+            ..generate(fixture.algorithm, fixture.now, 1)
         };
         let token = assemble(
             fixture.header().to_string().as_bytes(),
@@ -1253,7 +1383,7 @@ fn a_token_of_a_retired_key_validates_only_while_the_key_is_kept() {
     for fixture in fixtures() {
         let token = fixture.issue();
         let later = fixture.now.plus(Duration::from_secs(1));
-        let successor = StoredKey::generate(fixture.algorithm, later);
+        let successor = generate(fixture.algorithm, later, 2);
         let rotated = Keyring::from_stored(
             &[fixture.signing_key.clone(), successor.clone()],
             fixture.algorithm,
@@ -1321,12 +1451,13 @@ fn eddsa_fixture() -> Fixture {
 }
 
 fn good_jwk(fixture: &Fixture) -> Value {
-    let public = ed25519_signing_key(fixture.ed25519_key()).verifying_key();
+    let key = fixture.key_of(SigningAlgorithm::EdDsa);
+    let public = ed25519_signing_key(key).verifying_key();
     json!({
         "kty": "OKP",
         "crv": "Ed25519",
         "x": b64(public.as_bytes()),
-        "kid": fixture.ed25519_key().kid,
+        "kid": key.kid,
         "alg": "EdDSA",
         "use": "sig",
     })
@@ -1334,17 +1465,63 @@ fn good_jwk(fixture: &Fixture) -> Value {
 
 #[test]
 fn the_servers_own_jwks_verifies_its_tokens_with_the_same_validator() {
-    let fixture = eddsa_fixture();
-    let keys = VerificationKeys::from_public_jwks(&jwks_json(&fixture.keyring)).unwrap();
-    assert_eq!(keys.len(), 1, "the HMAC key is never published");
-    assert_eq!(keys.kids().next(), Some(fixture.signing_key.kid.as_str()));
-    let token = fixture.issue();
-    let with_keyring = fixture.validate(&token).unwrap();
-    let with_jwks = fixture
-        .validator
-        .validate(&token, &keys, &fixture.revoked, fixture.now)
-        .unwrap();
-    assert_eq!(with_keyring, with_jwks);
+    for fixture in fixtures() {
+        let jwks = jwks_json(&fixture.keyring);
+        let keys = VerificationKeys::from_public_jwks(&jwks).unwrap();
+        assert_eq!(keys.len(), 3, "every public key, and never the HMAC key");
+        for jwk in jwks["keys"].as_array().unwrap() {
+            let members: Vec<&str> = jwk
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let expected: &[&str] = match jwk["kty"].as_str().unwrap() {
+                "OKP" => &["alg", "crv", "kid", "kty", "use", "x"],
+                "EC" => &["alg", "crv", "kid", "kty", "use", "x", "y"],
+                "RSA" => &["alg", "e", "kid", "kty", "n", "use"],
+                other => panic!("unexpected key type {other}"),
+            };
+            let mut sorted = members.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, expected, "public members only: {jwk}");
+        }
+        let token = fixture.issue();
+        let with_keyring = fixture.validate(&token).unwrap();
+        let with_jwks = fixture
+            .validator
+            .validate(&token, &keys, &fixture.revoked, fixture.now);
+        if fixture.algorithm.is_symmetric() {
+            assert_eq!(with_jwks, Err(TokenError::UnknownKey));
+        } else {
+            assert_eq!(with_jwks, Ok(with_keyring), "{:?}", fixture.algorithm);
+        }
+    }
+}
+
+#[test]
+fn jwks_keys_keep_their_algorithm_and_refuse_confusion() {
+    // A resource server's keys are bound to one algorithm each, exactly like the server's own.
+    for fixture in fixtures() {
+        let keys = VerificationKeys::from_public_jwks(&jwks_json(&fixture.keyring)).unwrap();
+        let payload = fixture.claims().to_string().into_bytes();
+        for key in fixture
+            .all_keys()
+            .filter(|key| !key.algorithm.is_symmetric())
+        {
+            let header = json!({ "alg": "HS256", "typ": "at+jwt", "kid": key.kid });
+            let jwk = published_jwk(&fixture.keyring, &key.kid).unwrap();
+            let token = assemble(header.to_string().as_bytes(), &payload, |input| {
+                hmac_sha256(jwk.to_string().as_bytes(), input)
+            });
+            assert_eq!(
+                fixture
+                    .validator
+                    .validate(&token, &keys, &fixture.revoked, fixture.now),
+                Err(TokenError::AlgorithmMismatch)
+            );
+        }
+    }
 }
 
 #[test]
@@ -1369,8 +1546,8 @@ fn keys_of_another_curve_type_or_use_are_skipped_not_errors() {
     let mut x25519 = good_jwk(&fixture);
     x25519["crv"] = json!("X25519");
     x25519["kid"] = json!("x25519");
-    let mut rsa = json!({"kty": "RSA", "kid": "rsa", "n": "AQAB", "e": "AQAB", "alg": "RS256"});
-    rsa["use"] = json!("sig");
+    let p384 = json!({"kty": "EC", "crv": "P-384", "kid": "p384", "x": "AA", "y": "AA"});
+    let pss = json!({"kty": "RSA", "kid": "pss", "n": "AQAB", "e": "AQAB", "alg": "PS256"});
     let mut encryption = good_jwk(&fixture);
     encryption["use"] = json!("enc");
     encryption["kid"] = json!("enc");
@@ -1382,28 +1559,31 @@ fn keys_of_another_curve_type_or_use_are_skipped_not_errors() {
     let mut no_alg = good_jwk(&fixture);
     no_alg.as_object_mut().unwrap().remove("alg");
     no_alg["kid"] = json!("no-alg");
-    let keys = VerificationKeys::from_public_jwks(
-        &json!({ "keys": [x25519, rsa, encryption, other_alg, no_kid, no_alg, good_jwk(&fixture)] }),
-    )
+    let keys = VerificationKeys::from_public_jwks(&json!({
+        "keys": [x25519, p384, pss, encryption, other_alg, no_kid, no_alg, good_jwk(&fixture)]
+    }))
     .unwrap();
     assert_eq!(
         keys.kids().collect::<Vec<_>>(),
         ["no-alg", fixture.signing_key.kid.as_str()],
-        "only Ed25519 signing keys with a kid are taken"
+        "only signing keys of a known type and algorithm, with a kid, are taken"
     );
 }
 
 #[test]
 fn a_jwk_carrying_a_private_key_is_refused() {
     let fixture = eddsa_fixture();
-    let mut private = good_jwk(&fixture);
-    private["d"] = json!(b64(&fixture.signing_key.secret));
-    assert_eq!(
-        VerificationKeys::from_public_jwks(&json!({ "keys": [private] })).unwrap_err(),
-        JwksError::PrivateKey {
-            kid: fixture.signing_key.kid.clone()
-        }
-    );
+    for member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        let mut private = good_jwk(&fixture);
+        private[member] = json!(b64(&fixture.signing_key.secret));
+        assert_eq!(
+            VerificationKeys::from_public_jwks(&json!({ "keys": [private] })).unwrap_err(),
+            JwksError::PrivateKey {
+                kid: fixture.signing_key.kid.clone()
+            },
+            "{member}"
+        );
+    }
 }
 
 #[test]
@@ -1426,6 +1606,48 @@ fn a_jwk_whose_x_has_the_wrong_length_is_refused() {
         VerificationKeys::from_public_jwks(&json!({ "keys": [short] })),
         Err(JwksError::MalformedKey { reason, .. }) if reason.contains("32 bytes")
     ));
+}
+
+#[test]
+fn a_p256_jwk_off_the_curve_is_refused() {
+    let fixture = Fixture::new(SigningAlgorithm::Es256);
+    let mut jwk = published_jwk(&fixture.keyring, &fixture.signing_key.kid).unwrap();
+    let mut y = decode_part(jwk["y"].as_str().unwrap());
+    y[31] ^= 1;
+    jwk["y"] = json!(b64(&y));
+    assert!(matches!(
+        VerificationKeys::from_public_jwks(&json!({ "keys": [jwk] })),
+        Err(JwksError::MalformedKey { reason, .. }) if reason.contains("P-256")
+    ));
+}
+
+#[test]
+fn an_rsa_jwk_under_2048_bits_or_with_a_bad_exponent_is_refused() {
+    let fixture = Fixture::new(SigningAlgorithm::Rs256);
+    let good = published_jwk(&fixture.keyring, &fixture.signing_key.kid).unwrap();
+    let n = decode_part(good["n"].as_str().unwrap());
+    assert_eq!(n.len(), 256, "sessiond generates 2048-bit keys");
+    let mut variants = Vec::new();
+    let mut short = good.clone();
+    short["n"] = json!(b64(&n[..128]));
+    variants.push(short);
+    let mut leading_zero = good.clone();
+    leading_zero["n"] = json!(b64(&[&[0u8][..], &n].concat()));
+    variants.push(leading_zero);
+    for e in [vec![1u8], vec![2], vec![], vec![1, 0, 0, 0, 0, 1]] {
+        let mut bad = good.clone();
+        bad["e"] = json!(b64(&e));
+        variants.push(bad);
+    }
+    for jwk in variants {
+        assert!(
+            matches!(
+                VerificationKeys::from_public_jwks(&json!({ "keys": [jwk.clone()] })),
+                Err(JwksError::MalformedKey { .. })
+            ),
+            "{jwk}"
+        );
+    }
 }
 
 #[test]

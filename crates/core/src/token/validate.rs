@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::TokenError;
-use super::keys::{KeyLookup, Verifier};
+use super::keys::{KeyLookup, RSA_MAX_MODULUS_BYTES, Verifier};
 use crate::ids::SessionId;
 use crate::revocation::RevokedSessions;
 use crate::time::Timestamp;
@@ -22,6 +22,8 @@ use crate::time::Timestamp;
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 const HEADER_BUFFER: usize = 256;
 const PAYLOAD_STACK_BUFFER: usize = 1536;
+/// The longest signature of any accepted key: an RSA signature is as long as the modulus.
+const SIGNATURE_BUFFER: usize = RSA_MAX_MODULUS_BYTES;
 
 /// What a valid token must say.
 #[derive(Debug, Clone)]
@@ -163,7 +165,7 @@ impl AccessTokenValidator {
             return Err(TokenError::AlgorithmMismatch);
         }
 
-        let mut signature = [0u8; 64];
+        let mut signature = [0u8; SIGNATURE_BUFFER];
         let signature_len = URL_SAFE_NO_PAD
             .decode_slice(encoded_signature, &mut signature)
             .map_err(|_| TokenError::BadSignature)?;
@@ -238,6 +240,28 @@ fn verify_signature(
                 .verify(signing_input, &ed25519_dalek::Signature::from_bytes(bytes))
                 .map_err(|_| TokenError::BadSignature)
         }
+        Verifier::Es256(public) => {
+            let signature = p256::ecdsa::Signature::from_slice(signature)
+                .map_err(|_| TokenError::BadSignature)?;
+            // sessiond signs with low S only; the high-S twin of a signature (S replaced by
+            // n - S) verifies the same equation, and would make a second token string.
+            if signature.normalize_s() != signature {
+                return Err(TokenError::BadSignature);
+            }
+            public
+                .verify(signing_input, &signature)
+                .map_err(|_| TokenError::BadSignature)
+        }
+        Verifier::Rs256(public) => ring::signature::RsaPublicKeyComponents {
+            n: &public.n,
+            e: &public.e,
+        }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            signing_input,
+            signature,
+        )
+        .map_err(|_| TokenError::BadSignature),
         Verifier::Hs256(mac) => {
             let mut mac = mac.clone();
             mac.update(signing_input);

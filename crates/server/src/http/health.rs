@@ -9,13 +9,16 @@ use sessiond_core::token::jwks_json;
 
 use crate::state::AppState;
 
-/// How long verifiers may cache the JWK Set. Short enough that a rotated-in key is seen well
-/// before it signs anything verifiers must accept.
+/// How long verifiers may cache the JWK Set. A rotation makes the new key sign at once, so a
+/// verifier that does not refetch on an unknown `kid` (the `sessiond-verifier` crate and
+/// PyJWT's `PyJWKClient` do) learns of it within this; and a key retired early, by hand, is
+/// still trusted by caches for at most this long. Keys retired on schedule no longer matter.
 const JWKS_MAX_AGE_SECONDS: u32 = 300;
 
 /// `GET /.well-known/jwks.json`.
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(jwks_json(state.service.keyring())).into_response();
+    let jwks = state.service.signing_keys().with_keyring(jwks_json);
+    let mut response = Json(jwks).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE_SECONDS}")) {
         response.headers_mut().insert(header::CACHE_CONTROL, value);
     }
@@ -31,8 +34,13 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.store().ping().await {
         Ok(()) => {
-            Json(json!({ "status": "ready", "signing_kid": state.service.keyring().signing_kid() }))
-                .into_response()
+            let signing_kid = state
+                .service
+                .signing_keys()
+                .keyring()
+                .signing_kid()
+                .to_owned();
+            Json(json!({ "status": "ready", "signing_kid": signing_kid })).into_response()
         }
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");

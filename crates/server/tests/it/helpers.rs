@@ -223,6 +223,12 @@ impl TestApp {
         self.clock.advance(duration);
     }
 
+    /// The server's (manual) clock reading.
+    pub fn clock_now(&self) -> Timestamp {
+        use sessiond_core::Clock as _;
+        self.clock.now()
+    }
+
     pub fn database_path(&self) -> std::path::PathBuf {
         self.dir.path().join("sessiond.db")
     }

@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod faults;
 mod instances;
+mod keys;
 mod lifetimes;
 mod oauth;
 mod observability;

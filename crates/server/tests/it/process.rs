@@ -1,5 +1,5 @@
 //! The real `sessiond` binary as a child process: start-up, readiness, `kill -9`, graceful
-//! stops, restarts on the same database, bad configuration, and the `sessions`/`migrate`
+//! stops, restarts on the same database, bad configuration, and the `sessions`/`keys`/`migrate`
 //! subcommands acting on a running server's database.
 
 use std::io::{BufRead as _, BufReader};
@@ -14,7 +14,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{ADMIN_KEY, Answer, text};
+use crate::helpers::{ADMIN_KEY, Answer, PgSchema, postgres_url, text};
+use crate::keys::kid_of;
 
 /// How long a child may take to print its listening line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -758,6 +759,156 @@ async fn cli_lists_and_revokes_sessions_in_the_database_while_the_server_runs() 
     assert_eq!(lines.len(), 1, "one line: {:?}", missing.stderr);
     assert!(lines[0].starts_with("sessiond:"), "{:?}", lines[0]);
     assert!(lines[0].contains(&unknown), "names the id: {:?}", lines[0]);
+}
+
+/// `keys rotate` and `keys retire` from the command line while a server runs on the same
+/// database: the server signs with the new key and refuses the retired one within seconds,
+/// without a restart, and old tokens stay valid until their key is retired.
+async fn cli_rotates_and_retires_keys_while_the_server_runs(database_url: &str) {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let with_database = |command: &mut Command| {
+        command.env("SESSIOND_DATABASE_URL", database_url);
+    };
+    let mut serve = configured(dir.path(), port);
+    with_database(&mut serve);
+    let server = Server::start(serve, port);
+    let client = client();
+    let keys_command = |args: &[&str]| {
+        let mut command = configured(dir.path(), port);
+        with_database(&mut command);
+        command.arg("keys").args(args);
+        run(&mut command)
+    };
+    let published = |client: reqwest::Client, base: String| async move {
+        let jwks = send(client.get(format!("{base}/.well-known/jwks.json"))).await;
+        let mut kids: Vec<String> = jwks.body["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|key| text(key, "kid").to_owned())
+            .collect();
+        kids.sort();
+        kids
+    };
+
+    let old_token = text(
+        &create_session(&client, &server.base, "dana").await,
+        "access_token",
+    )
+    .to_owned();
+    let old_kid = kid_of(&old_token);
+
+    let rotated = keys_command(&["rotate"]);
+    assert!(
+        rotated.status.success(),
+        "rotate: {}{}",
+        rotated.stdout,
+        rotated.stderr
+    );
+    let listed = keys_command(&["list", "--json"]);
+    assert!(listed.status.success(), "list: {}", listed.stderr);
+    let list: Value = serde_json::from_str(&listed.stdout)
+        .unwrap_or_else(|error| panic!("list --json prints JSON ({error}): {}", listed.stdout));
+    let entries = list["keys"].as_array().expect("keys");
+    assert_eq!(entries.len(), 2, "{list}");
+    let old_entry = entries
+        .iter()
+        .find(|key| key["kid"] == old_kid)
+        .expect("the old key is listed");
+    assert_eq!(old_entry["state"], "verifying", "{list}");
+    assert!(old_entry["retire_at"].is_string(), "{list}");
+    let new_kid = entries
+        .iter()
+        .find(|key| key["state"] == "signing")
+        .map(|key| text(key, "kid").to_owned())
+        .expect("a signing key is listed");
+    assert_ne!(new_kid, old_kid);
+    assert!(rotated.stdout.contains(&new_kid), "{}", rotated.stdout);
+    let table = keys_command(&["list"]);
+    assert!(table.status.success(), "list: {}", table.stderr);
+    assert!(
+        table.stdout.contains(&old_kid) && table.stdout.contains(&new_kid),
+        "{}",
+        table.stdout
+    );
+
+    let started = Instant::now();
+    loop {
+        let created = create_session(&client, &server.base, "erin").await;
+        if kid_of(text(&created, "access_token")) == new_kid {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the running server still signs with {old_kid} {:?} after `keys rotate`",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "a rotation by the CLI in force after {:?}",
+        started.elapsed()
+    );
+    let mut both = vec![old_kid.clone(), new_kid.clone()];
+    both.sort();
+    assert_eq!(published(client.clone(), server.base.clone()).await, both);
+    assert_eq!(
+        current(&client, &server.base, &old_token).await.status,
+        StatusCode::OK,
+        "a rotation never invalidates a live token"
+    );
+
+    let refused = keys_command(&["retire", &new_kid]);
+    assert!(
+        !refused.status.success(),
+        "the signing key is never retired"
+    );
+    let lines = reason_lines(&refused.stderr);
+    assert_eq!(lines.len(), 1, "one line: {:?}", refused.stderr);
+    assert!(lines[0].contains("rotate first"), "{:?}", lines[0]);
+
+    let retired = keys_command(&["retire", &old_kid]);
+    assert!(
+        retired.status.success(),
+        "retire: {}{}",
+        retired.stdout,
+        retired.stderr
+    );
+    let started = Instant::now();
+    loop {
+        let answer = current(&client, &server.base, &old_token).await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the running server still accepts a token of a key retired {:?} ago",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        published(client.clone(), server.base.clone()).await,
+        [new_kid]
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn cli_rotates_and_retires_keys_while_the_server_runs_on_sqlite() {
+    let dir = TempDir::new().expect("temp dir");
+    cli_rotates_and_retires_keys_while_the_server_runs(&database_url(dir.path())).await;
+}
+
+#[tokio::test]
+async fn cli_rotates_and_retires_keys_while_the_server_runs_on_postgres() {
+    let Some(base) = postgres_url() else {
+        eprintln!("SESSIOND_TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+        return;
+    };
+    let schema = PgSchema::create(&base, "cli_keys").await;
+    cli_rotates_and_retires_keys_while_the_server_runs(&schema.url()).await;
 }
 
 #[test]

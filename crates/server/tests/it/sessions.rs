@@ -5,6 +5,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use sessiond_core::Clock as _;
+
 use crate::helpers::{ADMIN_KEY, FIREFOX, TestApp, text};
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -129,6 +131,52 @@ async fn hs256_signing_works_and_publishes_no_secret() {
     assert_eq!(current.status, StatusCode::OK);
     let jwks = app.get("/.well-known/jwks.json", None).await;
     assert_eq!(jwks.body["keys"].as_array().map(Vec::len), Some(0));
+}
+
+async fn es256_and_rs256_signing_work_and_publish_only_the_public_key() {
+    for (algorithm, kty, members) in [
+        (
+            "ES256",
+            "EC",
+            &["alg", "crv", "kid", "kty", "use", "x", "y"][..],
+        ),
+        ("RS256", "RSA", &["alg", "e", "kid", "kty", "n", "use"][..]),
+    ] {
+        let app = TestApp::spawn_with(|raw| raw.signing_alg = Some(algorithm.into())).await;
+        let created = app.create_session("alice").await;
+        let token = text(&created, "access_token");
+        let current = app.get("/v1/sessions/current", Some(token)).await;
+        assert_eq!(current.status, StatusCode::OK, "{algorithm}");
+
+        let jwks = app.get("/.well-known/jwks.json", None).await;
+        let keys = jwks.body["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1, "{algorithm}");
+        assert_eq!(keys[0]["kty"], kty);
+        assert_eq!(keys[0]["alg"], algorithm);
+        let mut names: Vec<&str> = keys[0]
+            .as_object()
+            .expect("a JWK")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, members, "{algorithm}: public members only");
+
+        let verification = sessiond_core::token::VerificationKeys::from_public_jwks(&jwks.body)
+            .expect("the JWK Set parses");
+        let validator = sessiond_core::token::AccessTokenValidator::new(
+            sessiond_core::token::ValidationRules {
+                issuer: app.config.issuer.clone(),
+                audience: app.config.audience.clone(),
+                leeway_seconds: 5,
+            },
+        );
+        let revoked = sessiond_core::revocation::RevokedSessions::new();
+        let validated = validator
+            .validate(token, &verification, &revoked, app.clock.now())
+            .expect("the token verifies against the published key");
+        assert_eq!(validated.user_id, "alice");
+    }
 }
 
 async fn a_user_lists_only_their_active_sessions_with_the_current_one_marked() {
@@ -273,6 +321,7 @@ crate::on_every_store!(
     a_device_id_is_generated_when_the_client_sends_none,
     the_jwks_publishes_the_public_signing_key_that_verifies_tokens,
     hs256_signing_works_and_publishes_no_secret,
+    es256_and_rs256_signing_work_and_publish_only_the_public_key,
     a_user_lists_only_their_active_sessions_with_the_current_one_marked,
     a_sixth_session_evicts_the_least_recently_active_one,
     the_session_limit_holds_under_concurrent_creation,

@@ -56,3 +56,107 @@ async fn a_schema_newer_than_the_build_is_refused() {
         "{refused:?}"
     );
 }
+
+/// A database made by a build that knew only migration 0001, with its one signing key.
+async fn a_version_1_database_with_a_key(db: &TestDb) -> sessiond_core::token::StoredKey {
+    use sessiond_core::Timestamp;
+    use sessiond_core::token::{SigningAlgorithm, StoredKey};
+    sqlx::raw_sql(MIGRATIONS[0].2)
+        .execute(&db.raw)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, 'initial', 0);",
+    )
+    .execute(&db.raw)
+    .await
+    .unwrap();
+    let key = StoredKey::generate(SigningAlgorithm::EdDsa, Timestamp::from_unix_millis(1_000));
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&key.kid)
+    .bind(key.algorithm.jose_name())
+    .bind(&key.secret[..])
+    .bind(key.created_at.unix_millis())
+    .execute(&db.raw)
+    .await
+    .unwrap();
+    key
+}
+
+#[tokio::test]
+async fn a_version_1_database_upgrades_with_its_key_active_and_rotatable() {
+    use sessiond_core::store::Store as _;
+    let Some(db) = TestDb::create("migrations::a_version_1_database_upgrades").await else {
+        return;
+    };
+    let key = a_version_1_database_with_a_key(&db).await;
+    let store = db.store().await;
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].kid, key.kid);
+    assert!(
+        keys[0].is_active(),
+        "the only key of its algorithm stays active"
+    );
+    assert_eq!(*keys[0].secret, *key.secret);
+    let version = store.signing_keys_version().await.unwrap();
+    let successor = sessiond_core::token::StoredKey::generate(
+        key.algorithm,
+        key.created_at.plus(std::time::Duration::from_secs(1)),
+    );
+    assert!(
+        store
+            .rotate_signing_key(&successor, Some(&key.kid))
+            .await
+            .unwrap()
+    );
+    assert!(store.signing_keys_version().await.unwrap() > version);
+    // An edit outside sessiond (here: with no search_path at all) moves the version too.
+    let moved = store.signing_keys_version().await.unwrap();
+    let schema: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&db.raw)
+        .await
+        .unwrap();
+    let mut other = db.raw.acquire().await.unwrap();
+    sqlx::raw_sql("SET search_path TO pg_catalog")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "UPDATE {schema}.signing_keys SET created_at = created_at WHERE kid = '{}'",
+        successor.kid
+    ))
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    sqlx::raw_sql("RESET search_path")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert!(store.signing_keys_version().await.unwrap() > moved);
+}
+
+#[tokio::test]
+async fn a_migration_numbered_below_the_newest_applied_one_is_still_applied() {
+    // Migrations may be written out of order (0003 before 0002); each is applied once whatever
+    // order builds met the database in.
+    let Some(db) = TestDb::create("migrations::numbered_below").await else {
+        return;
+    };
+    a_version_1_database_with_a_key(&db).await;
+    sqlx::query("INSERT INTO schema_migrations VALUES (2, 'from another build', 0)")
+        .execute(&db.raw)
+        .await
+        .unwrap();
+    let store = db.open(&PostgresSettings::default()).await;
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM signing_keys_version", None)
+            .await,
+        1
+    );
+}

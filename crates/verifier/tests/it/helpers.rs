@@ -59,6 +59,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn spawn() -> Self {
+        Self::spawn_signing_with("EdDSA").await
+    }
+
+    /// A server whose `SESSIOND_SIGNING_ALG` is `algorithm`.
+    pub async fn spawn_signing_with(algorithm: &str) -> Self {
         init_logging();
         let dir = TempDir::new().expect("temp dir");
         let raw = RawConfig {
@@ -70,6 +75,7 @@ impl TestServer {
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some(ISSUER.into()),
             sqlite_synchronous: Some("normal".into()),
+            signing_alg: Some(algorithm.into()),
             ..RawConfig::default()
         };
         let config = Config::from_raw(&raw).expect("test configuration is valid");

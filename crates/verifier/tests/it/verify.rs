@@ -40,6 +40,33 @@ async fn a_real_token_verifies_and_its_claims_come_through() {
 }
 
 #[tokio::test]
+async fn tokens_of_every_published_algorithm_verify_and_tampered_ones_do_not() {
+    for algorithm in ["EdDSA", "ES256", "RS256"] {
+        let server = TestServer::spawn_signing_with(algorithm).await;
+        let pair = server.token_with(&["notes:read"]).await;
+        let verifier = verifier_of(&server.jwks_url()).build().unwrap();
+        let claims = verifier
+            .verify(&pair.access_token)
+            .await
+            .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+        assert_eq!(claims.sid.to_string(), pair.session.id, "{algorithm}");
+        assert_eq!(verifier.stats().keys, 1, "{algorithm}");
+
+        let (signing_input, _) = pair.access_token.rsplit_once('.').unwrap();
+        let other = server.token_with(&["notes:write"]).await;
+        let (_, other_signature) = other.access_token.rsplit_once('.').unwrap();
+        let spliced = format!("{signing_input}.{other_signature}");
+        assert!(
+            matches!(
+                verifier.verify(&spliced).await,
+                Err(VerifyError::Invalid(TokenError::BadSignature))
+            ),
+            "{algorithm}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_token_for_another_audience_or_issuer_is_refused() {
     let server = TestServer::spawn().await;
     let pair = server.token_with(&["notes:read"]).await;

@@ -1,0 +1,377 @@
+//! Signing-key rotation and retirement: old tokens keep validating across a rotation, the JWKS
+//! publishes exactly the keys that verify, another instance's rotation reaches a running server
+//! within seconds, automatic rotation and retirement follow the clock, and the store keeps its
+//! promises (compare-and-swap rotation, an active key is never retired).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sessiond_core::signing_keys::RETIREMENT_MARGIN;
+use sessiond_core::store::RetireOutcome;
+use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_server::AppState;
+use sessiond_server::state::OpenMode;
+
+use crate::helpers::{TestApp, text};
+
+/// The `kid` in an access token's header.
+pub fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().expect("a compact token");
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url header"))
+            .expect("a JSON header");
+    text(&header, "kid").to_owned()
+}
+
+/// The `kid`s the JWKS publishes, sorted.
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let jwks = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    let mut kids: Vec<String> = jwks.body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|key| text(key, "kid").to_owned())
+        .collect();
+    kids.sort();
+    kids
+}
+
+fn sorted(mut kids: Vec<String>) -> Vec<String> {
+    kids.sort();
+    kids
+}
+
+/// Polls `condition` every 50 ms for up to `limit`; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired() {
+    let app = TestApp::spawn().await;
+    let keys = app.state.service.signing_keys();
+    let before = app.create_session("alice").await;
+    let old_token = text(&before, "access_token").to_owned();
+    let old_kid = kid_of(&old_token);
+    assert_eq!(published_kids(&app).await, std::slice::from_ref(&old_kid));
+
+    let rotated = keys.rotate(app.clock_now()).await.expect("rotation");
+    assert_ne!(rotated.kid, old_kid);
+
+    // New tokens, from new sessions and from refreshes, carry the new kid.
+    let after = app.create_session("bob").await;
+    assert_eq!(kid_of(text(&after, "access_token")), rotated.kid);
+    let refreshed = app.refresh(text(&before, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_eq!(kid_of(text(&refreshed.body, "access_token")), rotated.kid);
+    // The old token still validates, and both keys are published.
+    let current = app.get("/v1/sessions/current", Some(&old_token)).await;
+    assert_eq!(current.status, StatusCode::OK, "{}", current.body);
+    assert_eq!(
+        published_kids(&app).await,
+        sorted(vec![old_kid.clone(), rotated.kid.clone()])
+    );
+
+    // The replaced key is scheduled for retirement once its last token can have expired.
+    let listed = keys.keys();
+    let old = listed
+        .iter()
+        .find(|key| key.kid == old_kid)
+        .expect("old key");
+    let deactivated_at = old.deactivated_at.expect("the old key was deactivated");
+    let policy = app.state.service.policy();
+    assert_eq!(
+        old.retire_at,
+        Some(deactivated_at.plus(policy.access_ttl + policy.leeway + RETIREMENT_MARGIN))
+    );
+    let new = listed
+        .iter()
+        .find(|key| key.kid == rotated.kid)
+        .expect("new key");
+    assert_eq!((new.deactivated_at, new.retire_at), (None, None));
+
+    // The active key is never retired; an unknown kid is reported as such.
+    let now = app.clock_now();
+    assert_eq!(
+        keys.retire(&rotated.kid, now).await.expect("retire"),
+        RetireOutcome::Active
+    );
+    assert_eq!(
+        keys.retire("no-such-kid", now).await.expect("retire"),
+        RetireOutcome::NotFound
+    );
+    assert_eq!(
+        keys.retire(&old_kid, now).await.expect("retire"),
+        RetireOutcome::Retired
+    );
+
+    assert_eq!(
+        published_kids(&app).await,
+        std::slice::from_ref(&rotated.kid)
+    );
+    let refused = app.get("/v1/sessions/current", Some(&old_token)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let still = app
+        .get(
+            "/v1/sessions/current",
+            Some(text(&refreshed.body, "access_token")),
+        )
+        .await;
+    assert_eq!(still.status, StatusCode::OK);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM signing_keys").await,
+        1,
+        "a retired key's secret is gone from the database"
+    );
+}
+
+async fn a_rotation_by_another_instance_reaches_a_running_server_within_seconds() {
+    let app = TestApp::spawn().await;
+    let old_token = text(&app.create_session("alice").await, "access_token").to_owned();
+    let old_kid = kid_of(&old_token);
+
+    // A second instance on the same database, as another server or the CLI would be.
+    let other = AppState::build(&app.config, app.clock.clone(), OpenMode::MustExist)
+        .await
+        .expect("a second instance starts");
+    let rotated = other
+        .service
+        .signing_keys()
+        .rotate(app.clock_now())
+        .await
+        .expect("rotation");
+    let took = within(Duration::from_secs(5), "the new key signs", || async {
+        kid_of(text(&app.create_session("bob").await, "access_token")) == rotated.kid
+    })
+    .await;
+    eprintln!("a rotation by another instance was in force after {took:?}");
+    assert_eq!(
+        published_kids(&app).await,
+        sorted(vec![old_kid.clone(), rotated.kid.clone()])
+    );
+    assert_eq!(
+        app.get("/v1/sessions/current", Some(&old_token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        other
+            .service
+            .signing_keys()
+            .retire(&old_kid, app.clock_now())
+            .await
+            .expect("retire"),
+        RetireOutcome::Retired
+    );
+    within(
+        Duration::from_secs(5),
+        "the retired key is refused",
+        || async {
+            app.get("/v1/sessions/current", Some(&old_token))
+                .await
+                .status
+                == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
+    assert_eq!(published_kids(&app).await, [rotated.kid]);
+}
+
+async fn keys_rotate_when_due_and_retire_once_their_tokens_have_expired() {
+    let app = TestApp::spawn_with(|raw| raw.key_rotation = Some("1h".into())).await;
+    let first_kid = app
+        .state
+        .service
+        .signing_keys()
+        .keyring()
+        .signing_kid()
+        .to_owned();
+
+    // Not due yet: nothing happens for a while.
+    app.advance(Duration::from_secs(59 * 60));
+    let before = app.create_session("alice").await;
+    let old_token = text(&before, "access_token").to_owned();
+    assert_eq!(kid_of(&old_token), first_kid);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(published_kids(&app).await, std::slice::from_ref(&first_kid));
+
+    // Due: the background task rotates within a second or two.
+    app.advance(Duration::from_secs(2 * 60));
+    within(Duration::from_secs(5), "the key is rotated", || async {
+        published_kids(&app).await.len() == 2
+    })
+    .await;
+    let new_kid = app
+        .state
+        .service
+        .signing_keys()
+        .keyring()
+        .signing_kid()
+        .to_owned();
+    assert_ne!(new_kid, first_kid);
+    assert_eq!(
+        kid_of(text(&app.create_session("bob").await, "access_token")),
+        new_kid
+    );
+    assert_eq!(
+        app.get("/v1/sessions/current", Some(&old_token))
+            .await
+            .status,
+        StatusCode::OK,
+        "a rotation never invalidates a live token"
+    );
+
+    // Once every token the old key can have signed has expired, it is retired.
+    let policy = app.state.service.policy();
+    let keep = policy.access_ttl + policy.leeway + RETIREMENT_MARGIN;
+    app.advance(keep - Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        published_kids(&app).await.len(),
+        2,
+        "kept while its tokens may live"
+    );
+    app.advance(Duration::from_secs(120));
+    within(Duration::from_secs(5), "the old key is retired", || async {
+        published_kids(&app).await == [new_kid.clone()]
+    })
+    .await;
+}
+
+async fn the_store_rotates_by_compare_and_swap_and_moves_its_key_version() {
+    let app = TestApp::spawn().await;
+    let store = app.state.service.store();
+    let now = app.clock_now();
+    let active = app
+        .state
+        .service
+        .signing_keys()
+        .keyring()
+        .signing_kid()
+        .to_owned();
+    let version = store.signing_keys_version().await.expect("version");
+
+    let first = StoredKey::generate(SigningAlgorithm::EdDsa, now);
+    let second = StoredKey::generate(SigningAlgorithm::EdDsa, now);
+    assert!(
+        !store
+            .rotate_signing_key(&first, Some("not-the-active-kid"))
+            .await
+            .expect("rotate"),
+        "a rotation from a key that is not active is refused"
+    );
+    assert!(
+        !store
+            .rotate_signing_key(&first, None)
+            .await
+            .expect("rotate")
+    );
+    assert_eq!(
+        store.signing_keys_version().await.expect("version"),
+        version,
+        "a refused rotation writes nothing"
+    );
+    assert!(
+        store
+            .rotate_signing_key(&first, Some(&active))
+            .await
+            .expect("rotate")
+    );
+    assert!(
+        !store
+            .rotate_signing_key(&second, Some(&active))
+            .await
+            .expect("rotate"),
+        "the loser of two rotations from the same key writes nothing"
+    );
+    let after = store.signing_keys_version().await.expect("version");
+    assert!(after > version, "a rotation moves the version");
+
+    let stored = store.signing_keys().await.expect("keys");
+    let active_now: Vec<&str> = stored
+        .iter()
+        .filter(|key| key.is_active())
+        .map(|key| key.kid.as_str())
+        .collect();
+    assert_eq!(active_now, [first.kid.as_str()]);
+    let replaced = stored.iter().find(|key| key.kid == active).expect("kept");
+    assert_eq!(replaced.deactivated_at, Some(first.created_at));
+    assert!(
+        !store
+            .insert_first_signing_key(&second)
+            .await
+            .expect("insert"),
+        "an algorithm with an active key gets no other first key"
+    );
+
+    assert_eq!(
+        store
+            .retire_signing_keys_deactivated_before(first.created_at)
+            .await
+            .expect("retire"),
+        Vec::<String>::new(),
+        "deactivated at the cutoff is not before it"
+    );
+    assert_eq!(
+        store
+            .retire_signing_keys_deactivated_before(first.created_at.plus(Duration::from_millis(1)))
+            .await
+            .expect("retire"),
+        [active]
+    );
+    assert!(store.signing_keys_version().await.expect("version") > after);
+    assert_eq!(
+        store.retire_signing_key(&first.kid).await.expect("retire"),
+        RetireOutcome::Active
+    );
+}
+
+async fn a_server_signing_with_each_algorithm_rotates_to_a_key_of_that_algorithm() {
+    for algorithm in ["ES256", "RS256", "HS256"] {
+        let app = TestApp::spawn_with(|raw| raw.signing_alg = Some(algorithm.into())).await;
+        let old_token = text(&app.create_session("alice").await, "access_token").to_owned();
+        let rotated = app
+            .state
+            .service
+            .signing_keys()
+            .rotate(app.clock_now())
+            .await
+            .expect("rotation");
+        assert_eq!(rotated.algorithm.jose_name(), algorithm);
+        let new_token = text(&app.create_session("bob").await, "access_token").to_owned();
+        assert_eq!(kid_of(&new_token), rotated.kid);
+        for token in [&old_token, &new_token] {
+            assert_eq!(
+                app.get("/v1/sessions/current", Some(token)).await.status,
+                StatusCode::OK,
+                "{algorithm}"
+            );
+        }
+        let expected = if algorithm == "HS256" { 0 } else { 2 };
+        assert_eq!(published_kids(&app).await.len(), expected, "{algorithm}");
+    }
+}
+
+crate::on_every_store!(
+    a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired,
+    a_rotation_by_another_instance_reaches_a_running_server_within_seconds,
+    keys_rotate_when_due_and_retire_once_their_tokens_have_expired,
+    the_store_rotates_by_compare_and_swap_and_moves_its_key_version,
+    a_server_signing_with_each_algorithm_rotates_to_a_key_of_that_algorithm,
+);
