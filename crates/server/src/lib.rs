@@ -9,6 +9,7 @@ pub mod config;
 mod http;
 pub mod instrumented_store;
 pub mod metrics;
+pub mod ratelimit;
 pub mod state;
 pub mod tasks;
 
