@@ -4,6 +4,7 @@ pub(crate) mod convert;
 mod error;
 mod extract;
 mod health;
+mod limits;
 mod observability;
 mod sessions;
 

@@ -1,14 +1,16 @@
 //! The `/v1/sessions`, `/v1/logout` and `/v1/users/{user_id}/sessions` routes.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use sessiond_core::error::RefreshRejection;
 use sessiond_core::service::{Actor, NewSessionRequest};
 use sessiond_core::token::decode_claims;
-use sessiond_core::{Error, SessionId};
+use sessiond_core::{Error, SessionId, UserId};
 use sessiond_wire::{
     CreateSessionRequest, CurrentSession, RefreshRequest, RevokeAllRequest, RevokedCount,
     SessionList,
@@ -17,15 +19,40 @@ use sessiond_wire::{
 use super::ApiError;
 use super::convert::{session_view, token_pair};
 use super::extract::{AdminCaller, Caller, JsonBody, OptionalJsonBody, UserCaller};
+use super::limits::{self, ClientIp, Subject};
+use crate::ratelimit::{Limit, ip_key, session_key, user_key};
 use crate::state::AppState;
 
 /// `POST /v1/sessions`: the application backend creates a session for an authenticated user.
+///
+/// Besides the admin key's own limit, creations are limited per user and per end-user
+/// address. That address is the `device.ip` the backend reports, not the connection's: every
+/// creation comes from the backend, whose own address says nothing about who is logging in.
 pub(crate) async fn create(
     State(state): State<AppState>,
     _admin: AdminCaller,
     JsonBody(request): JsonBody<CreateSessionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = request.device.unwrap_or_default();
+    let now = state.service.now();
+    let end_user_ip = device
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let user = state
+        .limits
+        .acquire(Limit::CreatePerUser, &user_key(&request.user_id), now);
+    let address = end_user_ip.map_or(Ok(()), |ip| {
+        state.limits.acquire(Limit::PerIp, &ip_key(ip), now)
+    });
+    if let Err(refusal) = user.and(address) {
+        let subject = Subject {
+            ip: end_user_ip,
+            user_id: UserId::parse(request.user_id, "user_id").ok(),
+            ..Subject::default()
+        };
+        return Err(limits::refused(&state, refusal, subject).await);
+    }
     let issued = state
         .service
         .create_session(NewSessionRequest {
@@ -44,16 +71,73 @@ pub(crate) async fn create(
 }
 
 /// `POST /v1/sessions/refresh`: spends a refresh token for a new pair.
+///
+/// The client address must not have spent its failed-authentication allowance (unknown
+/// refresh tokens spend it) or its request allowance; then the session's allowance is asked
+/// only if the token would rotate, before anything is written, so a refused refresh leaves
+/// the presented token live and grace-window replays never count.
 pub(crate) async fn refresh(
     State(state): State<AppState>,
+    client: ClientIp,
     JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let now = state.service.now();
+    if let Some(key) = client.key() {
+        let gate = state
+            .limits
+            .check_spent(Limit::FailedAuthPerIp, &key, now)
+            .and_then(|()| state.limits.acquire(Limit::PerIp, &key, now));
+        if let Err(refusal) = gate {
+            let subject = Subject {
+                ip: client.0,
+                ..Subject::default()
+            };
+            return Err(limits::refused(&state, refusal, subject).await);
+        }
+    }
     let started = Instant::now();
-    let result = state.service.refresh(&request.refresh_token).await;
-    state
-        .metrics
-        .record_refresh(result.as_ref(), started.elapsed());
-    let issued = result?;
+    let mut refused_for = None;
+    let result = state
+        .service
+        .refresh_admitted(&request.refresh_token, |session| {
+            match state.limits.acquire(
+                Limit::RefreshPerSession,
+                &session_key(*session.id.as_uuid()),
+                now,
+            ) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    refused_for = Some((refusal, session.id, session.user_id.clone()));
+                    false
+                }
+            }
+        })
+        .await;
+    let issued = match result {
+        Ok(Some(issued)) => issued,
+        Ok(None) => {
+            let Some((refusal, session_id, user_id)) = refused_for else {
+                return Err(Error::Corrupt("a refresh was refused without a reason".into()).into());
+            };
+            let subject = Subject {
+                ip: client.0,
+                user_id: Some(user_id),
+                session_id: Some(session_id),
+                admin_key: None,
+            };
+            return Err(limits::refused(&state, refusal, subject).await);
+        }
+        Err(error) => {
+            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown))
+                && let Some(key) = client.key()
+            {
+                state.limits.record_failure(&key, now);
+            }
+            state.metrics.record_refresh(Err(&error), started.elapsed());
+            return Err(error.into());
+        }
+    };
+    state.metrics.record_refresh(Ok(&issued), started.elapsed());
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)))
 }

@@ -11,4 +11,5 @@ mod observability;
 mod process;
 mod revocation;
 mod rotation;
+mod security;
 mod sessions;
