@@ -39,13 +39,15 @@ pub(crate) async fn create(
         .ip
         .as_deref()
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let user = state
+    let admitted = state
         .limits
-        .acquire(Limit::CreatePerUser, &user_key(&request.user_id), now);
-    let address = end_user_ip.map_or(Ok(()), |ip| {
-        state.limits.acquire(Limit::PerIp, &ip_key(ip), now)
-    });
-    if let Err(refusal) = user.and(address) {
+        .acquire(Limit::CreatePerUser, &user_key(&request.user_id), now)
+        .and_then(|()| {
+            end_user_ip.map_or(Ok(()), |ip| {
+                state.limits.acquire(Limit::PerIp, &ip_key(ip), now)
+            })
+        });
+    if let Err(refusal) = admitted {
         let subject = Subject {
             ip: end_user_ip,
             user_id: UserId::parse(request.user_id, "user_id").ok(),
