@@ -270,9 +270,10 @@ impl SessionService {
     /// Like [`SessionService::refresh`], but a rotation happens only if `admit` allows it for
     /// the token's session; if it does not, nothing is written, the presented token stays
     /// live, and the answer is `Ok(None)`. `admit` is asked only when the token would rotate:
-    /// grace-window replays and refusals never reach it, so a limit it enforces counts new
-    /// pairs only. It runs synchronously between the lookup and the write, and is asked at
-    /// most once per call.
+    /// grace-window replays and refusals never reach it. Concurrent requests with the same
+    /// live token may all be admitted, but only one rotates and the others replay its pair,
+    /// so a limit should count only answers whose `replayed` is false. `admit` runs
+    /// synchronously between the lookup and the write, and is asked at most once per call.
     ///
     /// # Errors
     /// As [`SessionService::refresh`].

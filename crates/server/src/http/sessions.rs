@@ -75,9 +75,10 @@ pub(crate) async fn create(
 /// `POST /v1/sessions/refresh`: spends a refresh token for a new pair.
 ///
 /// The client address must not have spent its failed-authentication allowance (unknown
-/// refresh tokens spend it) or its request allowance; then the session's allowance is asked
+/// refresh tokens spend it) or its request allowance. The session's allowance is looked at
 /// only if the token would rotate, before anything is written, so a refused refresh leaves
-/// the presented token live and grace-window replays never count.
+/// the presented token live; it is spent only by a rotation that happened, so grace-window
+/// replays and the losers of a race between tabs never count.
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     client: ClientIp,
@@ -99,10 +100,13 @@ pub(crate) async fn refresh(
     }
     let started = Instant::now();
     let mut refused_for = None;
+    // The session's allowance is only looked at before the rotation and spent once it has
+    // won: concurrent requests with the same live token (tabs) all get past the look, but
+    // one rotates and the others replay its pair, so the burst counts once.
     let result = state
         .service
         .refresh_admitted(&request.refresh_token, |session| {
-            match state.limits.acquire(
+            match state.limits.check_spent(
                 Limit::RefreshPerSession,
                 &session_key(*session.id.as_uuid()),
                 now,
@@ -139,6 +143,15 @@ pub(crate) async fn refresh(
             return Err(error.into());
         }
     };
+    if !issued.replayed {
+        // Counted now that the rotation won. A refusal here could only come from another
+        // rotation of the same session at the same instant, which is counted as well.
+        let _ = state.limits.acquire(
+            Limit::RefreshPerSession,
+            &session_key(*issued.session.id.as_uuid()),
+            now,
+        );
+    }
     state.metrics.record_refresh(Ok(&issued), started.elapsed());
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)))

@@ -5,7 +5,7 @@
 //!
 //! | [`Limit`] | key | counts |
 //! |---|---|---|
-//! | `refresh_per_session` | session | refreshes that rotate (grace-window replays do not count) |
+//! | `refresh_per_session` | session | rotations that happened (grace-window replays and lost races do not count) |
 //! | `per_ip` | client address (IPv6 by /64) | refreshes, and session creations by the end user's `device.ip` |
 //! | `create_per_user` | user id (digest) | session creations |
 //! | `admin_per_key` | admin key (digest) | every admin-authenticated request |
@@ -235,7 +235,8 @@ impl RateLimits {
     }
 
     /// Refuses when `key` has no allowance left under `limit`, counting nothing: for the
-    /// failed-authentication limit, asked before a credential is checked.
+    /// failed-authentication limit, asked before a credential is checked, and for a session,
+    /// asked before a rotation that is counted only once it has happened.
     ///
     /// # Errors
     /// The [`Refusal`] when the key has used its allowance.
