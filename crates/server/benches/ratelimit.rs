@@ -1,8 +1,9 @@
 //! What the rate limits cost on the refresh path.
 //!
-//! A refresh asks the limiter three times: whether the client address has spent its
-//! failed-authentication allowance (a peek), then counts the request against the address and,
-//! when the token would rotate, against the session. `refresh_checks` does exactly that, for
+//! A refresh asks the limiter four times: whether the client address has spent its
+//! failed-authentication allowance (a peek), then counts the request against the address;
+//! when the token would rotate, whether the session has spent its allowance (a peek), and,
+//! once the rotation has won, counts it against the session. `refresh_checks` does exactly that, for
 //! one address and sessions drawn from a working set of 10,000, with quotas never reached
 //! (the common case). `refusal` is the same once the address's allowance is spent: the peek,
 //! then the refusal at the address (the answer's metrics and audit row are not included).
@@ -33,6 +34,7 @@ fn refresh_checks(limits: &RateLimits, ip: IpAddr, session: uuid::Uuid, now: Tim
     limits
         .check_spent(Limit::FailedAuthPerIp, &address, now)
         .and_then(|()| limits.acquire(Limit::PerIp, &address, now))
+        .and_then(|()| limits.check_spent(Limit::RefreshPerSession, &session_key(session), now))
         .and_then(|()| limits.acquire(Limit::RefreshPerSession, &session_key(session), now))
         .is_ok()
 }
