@@ -286,7 +286,29 @@ impl SessionService {
     /// [`Error::RefreshRejected`] with the reason; [`Error::Store`].
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, presented: &str) -> Result<IssuedSession, Error> {
+        self.refresh_admitted(presented, |_| true)
+            .await?
+            .ok_or_else(|| Error::Corrupt("a refresh admitting everything was refused".into()))
+    }
+
+    /// Like [`SessionService::refresh`], but a rotation happens only if `admit` allows it for
+    /// the token's session; if it does not, nothing is written, the presented token stays
+    /// live, and the answer is `Ok(None)`. `admit` is asked only when the token would rotate:
+    /// grace-window replays and refusals never reach it. Concurrent requests with the same
+    /// live token may all be admitted, but only one rotates and the others replay its pair,
+    /// so a limit should count only answers whose `replayed` is false. `admit` runs
+    /// synchronously between the lookup and the write, and is asked at most once per call.
+    ///
+    /// # Errors
+    /// As [`SessionService::refresh`].
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh_admitted(
+        &self,
+        presented: &str,
+        mut admit: impl FnMut(&Session) -> bool + Send,
+    ) -> Result<Option<IssuedSession>, Error> {
         let token = RefreshToken::parse(presented)?;
+        let mut admitted = false;
         let hash = token.hash();
         for _ in 0..ROTATION_ATTEMPTS {
             let Some((record, mut session)) = self.store.find_refresh_token(&hash).await? else {
@@ -299,17 +321,25 @@ impl SessionService {
                 RefreshDecision::ReplaySuccessor => {
                     let sealed = record.sealed_successor.as_deref().unwrap_or_default();
                     let pair = token.open_successor(sealed)?;
-                    return Ok(IssuedSession {
+                    return Ok(Some(IssuedSession {
                         pair,
                         session,
                         replayed: true,
-                    });
+                    }));
                 }
                 RefreshDecision::RevokeForReuse => {
                     self.revoke_for_reuse(&session, now).await?;
                     return Err(Error::RefreshRejected(RefreshRejection::ReuseDetected));
                 }
                 RefreshDecision::Rotate => {
+                    // A rotation that lost its race comes back here only if the winner's
+                    // successor cannot be replayed; it was admitted once already.
+                    if !admitted {
+                        if !admit(&session) {
+                            return Ok(None);
+                        }
+                        admitted = true;
+                    }
                     let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
                     let access_expires_at = session.access_token_expiry(now, policy);
                     let access = self.keys.with_keyring(|keyring| {
@@ -342,11 +372,11 @@ impl SessionService {
                             session.access_expires_at =
                                 session.access_expires_at.max(access.expires_at);
                             self.sessions.put(session.clone(), now);
-                            return Ok(IssuedSession {
+                            return Ok(Some(IssuedSession {
                                 pair,
                                 session,
                                 replayed: false,
-                            });
+                            }));
                         }
                         // Another request won the race; read again and follow its outcome.
                         RotationOutcome::Lost => {}

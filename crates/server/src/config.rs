@@ -13,6 +13,7 @@ use sessiond_store_sqlite::Synchronous;
 
 /// The shortest automatic key rotation period accepted.
 pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
+use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
 
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
@@ -118,6 +119,33 @@ pub struct RawConfig {
     /// Comma-separated origins (`https://app.example.com`) answered with CORS headers.
     #[arg(long, global = true, env = "SESSIOND_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    /// `on` (default) or `off`: every rate limit at once.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMITS")]
+    pub rate_limits: Option<String>,
+    /// Rotating refreshes per session, e.g. `20/5m`, or `off`.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_REFRESH_PER_SESSION")]
+    pub rate_limit_refresh_per_session: Option<String>,
+    /// Refreshes and session creations per client address, e.g. `600/1m`, or `off`.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<String>,
+    /// Session creations per user, e.g. `10/1m`, or `off`.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_CREATE_PER_USER")]
+    pub rate_limit_create_per_user: Option<String>,
+    /// Admin requests per admin key, e.g. `30000/1m`, or `off`.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_ADMIN_PER_KEY")]
+    pub rate_limit_admin_per_key: Option<String>,
+    /// Failed authentications per client address, e.g. `30/1m`, or `off`.
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_FAILED_AUTH_PER_IP")]
+    pub rate_limit_failed_auth_per_ip: Option<String>,
+    /// Keys each limit remembers at most (memory bound).
+    #[arg(long, global = true, env = "SESSIOND_RATE_LIMIT_CAPACITY")]
+    pub rate_limit_capacity: Option<String>,
+    /// Comma-separated addresses or CIDR blocks of proxies whose forwarding header is believed.
+    #[arg(long, global = true, env = "SESSIOND_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// The header trusted proxies write: `x-forwarded-for` (default) or `forwarded`.
+    #[arg(long, global = true, env = "SESSIOND_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
 }
 
 macro_rules! overlay {
@@ -172,7 +200,16 @@ impl RawConfig {
             event_retention,
             event_heartbeat,
             cookie_mode,
-            cors_origins
+            cors_origins,
+            rate_limits,
+            rate_limit_refresh_per_session,
+            rate_limit_per_ip,
+            rate_limit_create_per_user,
+            rate_limit_admin_per_key,
+            rate_limit_failed_auth_per_ip,
+            rate_limit_capacity,
+            trusted_proxies,
+            client_ip_header
         );
         self
     }
@@ -218,6 +255,8 @@ pub struct Config {
     pub cookie_mode: bool,
     /// Origins whose browser requests get CORS headers (with credentials), lower-case.
     pub cors_origins: Vec<String>,
+    /// Rate limits and where the client address comes from.
+    pub rate_limits: RateLimitSettings,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -236,6 +275,7 @@ impl std::fmt::Debug for Config {
             .field("audience", &self.audience)
             .field("policy", &self.policy)
             .field("environment", &self.environment)
+            .field("rate_limits", &self.rate_limits)
             .finish_non_exhaustive()
     }
 }
@@ -400,6 +440,100 @@ fn policy(raw: &RawConfig) -> Result<Policy, String> {
         .validate()
         .map_err(|error| format!("invalid lifetimes: {error}"))?;
     Ok(policy)
+}
+
+/// `COUNT/PERIOD` (`600/1m`) or `off`.
+fn quota(value: Option<&str>, limit: Limit) -> Result<Option<Quota>, String> {
+    let Some(text) = value.map(str::trim) else {
+        return Ok(Some(limit.default_quota()));
+    };
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let name = limit.variable();
+    let invalid = || format!("{name} must be COUNT/PERIOD like 600/1m, or off (got {text:?})");
+    let (count, period) = text.split_once('/').ok_or_else(invalid)?;
+    let count = count.trim().parse::<u32>().map_err(|_| invalid())?;
+    let period = humantime::parse_duration(period.trim()).map_err(|_| invalid())?;
+    if count == 0 {
+        return Err(format!(
+            "{name} ({text}) must allow at least 1 request; write off to turn it off"
+        ));
+    }
+    if period.is_zero() || period > Duration::from_secs(86_400) {
+        return Err(format!(
+            "{name} ({text}) must have a period between 1s and 1d"
+        ));
+    }
+    Ok(Some(Quota { count, period }))
+}
+
+fn rate_limits(raw: &RawConfig) -> Result<RateLimitSettings, String> {
+    let enabled = match raw.rate_limits.as_deref().map(str::trim) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(format!(
+                "SESSIOND_RATE_LIMITS must be on or off (got {other:?})"
+            ));
+        }
+    };
+    let given = [
+        raw.rate_limit_refresh_per_session.as_deref(),
+        raw.rate_limit_per_ip.as_deref(),
+        raw.rate_limit_create_per_user.as_deref(),
+        raw.rate_limit_admin_per_key.as_deref(),
+        raw.rate_limit_failed_auth_per_ip.as_deref(),
+    ];
+    let mut quotas = [None; 5];
+    for (limit, value) in Limit::ALL.into_iter().zip(given) {
+        quotas[limit as usize] = quota(value, limit)?;
+    }
+    let capacity = match raw.rate_limit_capacity.as_deref().map(str::trim) {
+        None => crate::ratelimit::DEFAULT_CAPACITY,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|capacity| (1_024..=16_777_216).contains(capacity))
+            .ok_or_else(|| {
+                format!(
+                    "SESSIOND_RATE_LIMIT_CAPACITY must be a number of keys between 1024 and 16777216 (got {text:?})"
+                )
+            })?,
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|block| !block.is_empty())
+        .map(|block| {
+            Cidr::parse(block).map_err(|reason| format!("SESSIOND_TRUSTED_PROXIES: {reason}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let header = match raw.client_ip_header.as_deref().map(str::trim) {
+        None => ForwardedHeader::XForwardedFor,
+        Some(name) if name.eq_ignore_ascii_case("x-forwarded-for") => {
+            ForwardedHeader::XForwardedFor
+        }
+        Some(name) if name.eq_ignore_ascii_case("forwarded") => ForwardedHeader::Forwarded,
+        Some(other) => {
+            return Err(format!(
+                "SESSIOND_CLIENT_IP_HEADER must be x-forwarded-for or forwarded (got {other:?})"
+            ));
+        }
+    };
+    Ok(RateLimitSettings {
+        enabled,
+        quotas,
+        capacity,
+        client_ip: ClientIpSource {
+            trusted_proxies,
+            header,
+        },
+        ..RateLimitSettings::default()
+    })
 }
 
 impl Config {
@@ -595,6 +729,10 @@ impl Config {
             }
         };
         let cors_origins = cors_origins(raw.cors_origins.as_deref())?;
+        let rate_limits = rate_limits(raw)?;
+        if !rate_limits.enabled {
+            warnings.push("SESSIOND_RATE_LIMITS=off: no request is ever rate limited".into());
+        }
         Ok(Self {
             listen,
             database_url,
@@ -614,6 +752,7 @@ impl Config {
             event_heartbeat,
             cookie_mode,
             cors_origins,
+            rate_limits,
             warnings,
         })
     }
@@ -976,6 +1115,131 @@ mod tests {
         let merged = file.overlaid_with(&env);
         assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:2"));
         assert_eq!(merged.audience.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn rate_limits_default_on_and_each_can_be_set_or_turned_off() {
+        let config = Config::from_raw(&RawConfig::default()).unwrap();
+        let limits = &config.rate_limits;
+        assert!(limits.enabled);
+        assert_eq!(
+            limits.quotas[Limit::RefreshPerSession as usize],
+            Some(Quota {
+                count: 20,
+                period: Duration::from_secs(300)
+            })
+        );
+        assert_eq!(
+            limits.quotas[Limit::FailedAuthPerIp as usize],
+            Some(Quota {
+                count: 30,
+                period: Duration::from_secs(60)
+            })
+        );
+        assert!(limits.client_ip.trusted_proxies.is_empty());
+
+        let config = Config::from_raw(&RawConfig {
+            rate_limit_per_ip: Some("1200/2m".into()),
+            rate_limit_create_per_user: Some("off".into()),
+            trusted_proxies: Some("10.0.0.0/8, 2001:db8::1".into()),
+            client_ip_header: Some("Forwarded".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        let limits = &config.rate_limits;
+        assert_eq!(
+            limits.quotas[Limit::PerIp as usize],
+            Some(Quota {
+                count: 1200,
+                period: Duration::from_secs(120)
+            })
+        );
+        assert_eq!(limits.quotas[Limit::CreatePerUser as usize], None);
+        assert_eq!(limits.client_ip.trusted_proxies.len(), 2);
+        assert_eq!(limits.client_ip.header, ForwardedHeader::Forwarded);
+
+        let config = Config::from_raw(&RawConfig {
+            rate_limits: Some("off".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert!(!config.rate_limits.enabled);
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("SESSIOND_RATE_LIMITS=off"))
+        );
+    }
+
+    #[test]
+    fn bad_rate_limit_settings_are_refused_naming_the_variable() {
+        let cases: [(RawConfig, &str); 8] = [
+            (
+                RawConfig {
+                    rate_limits: Some("sometimes".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMITS must be on or off (got \"sometimes\")",
+            ),
+            (
+                RawConfig {
+                    rate_limit_per_ip: Some("lots".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMIT_PER_IP must be COUNT/PERIOD like 600/1m, or off (got \"lots\")",
+            ),
+            (
+                RawConfig {
+                    rate_limit_refresh_per_session: Some("0/5m".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMIT_REFRESH_PER_SESSION (0/5m) must allow at least 1 request",
+            ),
+            (
+                RawConfig {
+                    rate_limit_failed_auth_per_ip: Some("30/0s".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMIT_FAILED_AUTH_PER_IP (30/0s) must have a period between 1s and 1d",
+            ),
+            (
+                RawConfig {
+                    rate_limit_admin_per_key: Some("100/fortnight".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMIT_ADMIN_PER_KEY must be COUNT/PERIOD",
+            ),
+            (
+                RawConfig {
+                    rate_limit_capacity: Some("10".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_RATE_LIMIT_CAPACITY must be a number of keys between 1024 and 16777216",
+            ),
+            (
+                RawConfig {
+                    trusted_proxies: Some("10.0.0.0/8,10.0.0.0/99".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_TRUSTED_PROXIES: \"10.0.0.0/99\" has a prefix length over 32",
+            ),
+            (
+                RawConfig {
+                    client_ip_header: Some("x-real-ip".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_CLIENT_IP_HEADER must be x-forwarded-for or forwarded",
+            ),
+        ];
+        for (raw, expected) in cases {
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.starts_with(expected),
+                "{error:?} should start with {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod events;
 mod http;
 pub mod instrumented_store;
 pub mod metrics;
+pub mod ratelimit;
 pub mod state;
 pub mod tasks;
 

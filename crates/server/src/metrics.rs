@@ -17,6 +17,7 @@ use sessiond_core::{Error, RevokeReason};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ratelimit::Limit;
 use crate::state::AppState;
 
 /// How often the storage-backed gauges (active sessions and devices) are refreshed.
@@ -56,7 +57,7 @@ const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `error` codes of the contract that this server answers with.
-pub(crate) const ERROR_CODES: [&str; 14] = [
+pub(crate) const ERROR_CODES: [&str; 15] = [
     "invalid_request",
     "payload_too_large",
     "unauthenticated",
@@ -64,6 +65,7 @@ pub(crate) const ERROR_CODES: [&str; 14] = [
     "not_found",
     "method_not_allowed",
     "invalid_refresh_token",
+    "rate_limited",
     "unavailable",
     "internal",
     // The RFC 6749 §5.2 codes of the `/oauth/*` routes.
@@ -249,6 +251,7 @@ pub struct Metrics {
     storage_errors: [AtomicU64; STORE_OPERATIONS.len()],
     active_sessions: AtomicU64,
     active_devices: AtomicU64,
+    rate_limited: [AtomicU64; Limit::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -274,7 +277,13 @@ impl Metrics {
             storage_errors: [const { AtomicU64::new(0) }; STORE_OPERATIONS.len()],
             active_sessions: AtomicU64::new(0),
             active_devices: AtomicU64::new(0),
+            rate_limited: [const { AtomicU64::new(0) }; Limit::ALL.len()],
         }
+    }
+
+    /// Records one request refused by `limit`.
+    pub fn record_rate_limited(&self, limit: Limit) {
+        self.rate_limited[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one answered HTTP request: `route` is an index into [`ROUTES`] (see
@@ -443,10 +452,28 @@ impl Metrics {
         header(
             &mut out,
             "sessiond_rate_limited_requests_total",
-            "Requests refused by rate limits. Always 0: rate limits are not implemented yet.",
+            "Requests refused by rate limits (429).",
             "counter",
         );
-        out.push_str("sessiond_rate_limited_requests_total 0\n");
+        let _ = writeln!(
+            out,
+            "sessiond_rate_limited_requests_total {}",
+            self.rate_limited.iter().map(load).sum::<u64>()
+        );
+        header(
+            &mut out,
+            "sessiond_rate_limited_by_limit_total",
+            "Requests refused by rate limits (429), by the limit that refused them.",
+            "counter",
+        );
+        for (limit, count) in Limit::ALL.iter().zip(&self.rate_limited) {
+            let _ = writeln!(
+                out,
+                "sessiond_rate_limited_by_limit_total{{limit=\"{}\"}} {}",
+                limit.as_str(),
+                load(count)
+            );
+        }
 
         header(
             &mut out,

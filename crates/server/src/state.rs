@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::events::EventHub;
 use crate::instrumented_store::InstrumentedStore;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,12 +57,40 @@ impl AdminKeys {
 
     /// Whether `presented` is one of the keys, in time independent of which (if any) matches.
     pub fn matches(&self, presented: &str) -> bool {
+        self.identify(presented).is_some()
+    }
+
+    /// The identity of the key `presented` is, if it is one, found in time independent of
+    /// which (if any) matches.
+    pub fn identify(&self, presented: &str) -> Option<AdminKeyId> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = subtle::Choice::from(0);
         for key in &self.digests {
             found |= key.ct_eq(&digest);
         }
-        found.into()
+        if !bool::from(found) {
+            return None;
+        }
+        let mut prefix = [0; 16];
+        prefix.copy_from_slice(&digest[..16]);
+        Some(AdminKeyId(prefix))
+    }
+}
+
+/// Which admin key a request used: the first half of the key's SHA-256, which rate limits key
+/// on and logs may show (as [`AdminKeyId::short`]); never the key itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminKeyId(pub [u8; 16]);
+
+impl AdminKeyId {
+    /// `sha256:` and the digest's first 8 hex digits: enough to tell configured keys apart.
+    pub fn short(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::from("sha256:");
+        for byte in &self.0[..4] {
+            let _ = write!(text, "{byte:02x}");
+        }
+        text
     }
 }
 
@@ -93,6 +122,8 @@ pub struct AppState {
     pub cookie_mode: bool,
     /// Origins answered with CORS headers (`SESSIOND_CORS_ORIGINS`), lower-case.
     pub cors_origins: Arc<[String]>,
+    /// Rate limits, and where the client address comes from.
+    pub limits: Arc<RateLimits>,
 }
 
 /// Whether opening the database may create it.
@@ -159,6 +190,7 @@ impl AppState {
             event_poll,
             cookie_mode: config.cookie_mode,
             cors_origins: config.cors_origins.clone().into(),
+            limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
         })
     }
 }

@@ -22,6 +22,7 @@ use sessiond_core::service::IssuedSession;
 use super::ApiError;
 use super::convert::token_pair;
 use super::extract::OptionalJsonBody;
+use super::limits::ClientIp;
 use crate::state::AppState;
 
 /// The refresh cookie. `__Secure-` makes browsers refuse it unless it is `Secure`, so a
@@ -48,7 +49,11 @@ struct CookieModeRefreshRequest {
 /// backend moves the token out of script reach). Without one, the cookie's token is spent,
 /// provided the CSRF header is present; the answer then leaves `refresh_token` out of the
 /// body, since the cookie carries it. A cookie token that is not live clears the cookie.
-pub(crate) async fn refresh(state: AppState, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn refresh(
+    state: AppState,
+    client: ClientIp,
+    request: Request,
+) -> Result<Response, ApiError> {
     let cookie = refresh_cookie(request.headers());
     let csrf_header = request
         .headers()
@@ -58,7 +63,7 @@ pub(crate) async fn refresh(state: AppState, request: Request) -> Result<Respons
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued = super::sessions::spend_refresh_token(&state, &presented).await?;
+        let issued = super::sessions::spend_refresh_token(&state, client, &presented).await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
@@ -74,7 +79,7 @@ pub(crate) async fn refresh(state: AppState, request: Request) -> Result<Respons
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::sessions::spend_refresh_token(&state, &presented).await {
+    match super::sessions::spend_refresh_token(&state, client, &presented).await {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =

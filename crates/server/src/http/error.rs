@@ -13,6 +13,7 @@ use sessiond_core::store::StoreError;
 use sessiond_wire::ErrorBody;
 
 use super::REQUEST_ID;
+use crate::ratelimit::{Refusal, ceil_seconds};
 
 /// Seconds a client should wait before retrying when storage is unavailable.
 const UNAVAILABLE_RETRY_AFTER: u64 = 1;
@@ -35,6 +36,8 @@ pub(crate) enum ApiError {
     NotFound,
     /// The route exists, but not with this method.
     MethodNotAllowed,
+    /// A rate limit refused the request (already counted and audited, see `http::limits`).
+    RateLimited(Refusal),
 }
 
 impl From<Error> for ApiError {
@@ -137,9 +140,35 @@ impl IntoResponse for ApiError {
                 None,
                 None,
             ),
+            Self::RateLimited(refusal) => rate_limited(&refusal),
             Self::Domain(error) => domain_response(error),
         }
     }
+}
+
+/// `429 rate_limited` with `Retry-After` and the `RateLimit-*` fields of the IETF draft
+/// (draft-ietf-httpapi-ratelimit-headers): the quota, what is left of it (nothing), and the
+/// seconds until it is whole again.
+fn rate_limited(refusal: &Refusal) -> Response {
+    let retry_after = refusal.retry_after_seconds();
+    let mut response = body(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        refusal.message(),
+        None,
+        Some(retry_after),
+    );
+    let decision = &refusal.decision;
+    let reset = ceil_seconds(decision.reset).max(retry_after);
+    let period = ceil_seconds(refusal.quota.period);
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    if let Ok(policy) = HeaderValue::from_str(&format!("{};w={period}", decision.limit)) {
+        headers.insert("ratelimit-policy", policy);
+    }
+    response
 }
 
 fn domain_response(error: Error) -> Response {

@@ -6,11 +6,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use std::net::IpAddr;
+
 use serde::de::DeserializeOwned;
-use sessiond_core::token::ValidatedToken;
+use sessiond_core::token::{TokenError, ValidatedToken};
+use sessiond_core::{Error, Timestamp};
 
 use super::ApiError;
-use crate::state::AppState;
+use super::limits::{self, Subject};
+use crate::ratelimit::{Limit, LimitKey, ip_key};
+use crate::state::{AdminKeyId, AppState};
 
 /// A JSON body, refused with `400 invalid_request` when malformed and `413` when too large.
 pub(crate) struct JsonBody<T>(pub(crate) T);
@@ -97,6 +102,66 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(credential.trim())
 }
 
+/// Refuses the request when its address has spent its failed-authentication allowance,
+/// before any credential is looked at; returns the address.
+async fn failed_auth_gate(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<(Option<IpAddr>, Timestamp), ApiError> {
+    let ip = limits::client_ip(parts, state);
+    let now = state.service.now();
+    if let Some(ip) = ip
+        && let Err(refusal) = state
+            .limits
+            .check_spent(Limit::FailedAuthPerIp, &ip_key(ip), now)
+    {
+        let subject = Subject {
+            ip: Some(ip),
+            ..Subject::default()
+        };
+        return Err(limits::refused(state, refusal, subject).await);
+    }
+    Ok((ip, now))
+}
+
+/// Counts a refused credential against its address.
+fn record_failure(state: &AppState, ip: Option<IpAddr>, now: Timestamp) {
+    if let Some(ip) = ip {
+        state.limits.record_failure(&ip_key(ip), now);
+    }
+}
+
+/// Whether a refused access token looks forged or guessed, rather than once genuine: expired,
+/// not yet valid (clock skew) and revoked tokens were issued by sessiond, and clients present
+/// them routinely, so they do not count as failed authentications.
+fn is_forgery(error: &Error) -> bool {
+    !matches!(
+        error,
+        Error::Unauthenticated(TokenError::Expired | TokenError::NotYetValid | TokenError::Revoked)
+    )
+}
+
+/// Counts an admin-authenticated request against its key's allowance.
+async fn admit_admin(
+    state: &AppState,
+    key: AdminKeyId,
+    ip: Option<IpAddr>,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    if let Err(refusal) = state
+        .limits
+        .acquire(Limit::AdminPerKey, &LimitKey(key.0), now)
+    {
+        let subject = Subject {
+            ip,
+            admin_key: Some(key),
+            ..Subject::default()
+        };
+        return Err(limits::refused(state, refusal, subject).await);
+    }
+    Ok(())
+}
+
 /// The application backend or an operator, authenticated by an admin key.
 pub(crate) struct AdminCaller;
 
@@ -104,11 +169,13 @@ impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.admin_keys.matches(bearer(parts)?) {
-            Ok(Self)
-        } else {
-            Err(ApiError::Unauthenticated("admin key required"))
-        }
+        let (ip, now) = failed_auth_gate(parts, state).await?;
+        let Some(key) = state.admin_keys.identify(bearer(parts)?) else {
+            record_failure(state, ip, now);
+            return Err(ApiError::Unauthenticated("admin key required"));
+        };
+        admit_admin(state, key, ip, now).await?;
+        Ok(Self)
     }
 }
 
@@ -123,8 +190,13 @@ impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (ip, now) = failed_auth_gate(parts, state).await?;
         let raw = bearer(parts)?;
-        let token = state.service.authenticate(raw)?;
+        let token = state.service.authenticate(raw).inspect_err(|error| {
+            if is_forgery(error) {
+                record_failure(state, ip, now);
+            }
+        })?;
         Ok(Self {
             token,
             raw: raw.to_owned(),
@@ -142,10 +214,20 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (ip, now) = failed_auth_gate(parts, state).await?;
         let credential = bearer(parts)?;
-        if state.admin_keys.matches(credential) {
+        if let Some(key) = state.admin_keys.identify(credential) {
+            admit_admin(state, key, ip, now).await?;
             return Ok(Self::Admin);
         }
-        Ok(Self::User(state.service.authenticate(credential)?))
+        let token = state
+            .service
+            .authenticate(credential)
+            .inspect_err(|error| {
+                if is_forgery(error) {
+                    record_failure(state, ip, now);
+                }
+            })?;
+        Ok(Self::User(token))
     }
 }

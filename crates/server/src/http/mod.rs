@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod limits;
 mod oauth;
 mod observability;
 mod sessions;

@@ -1,14 +1,16 @@
 //! The `/v1/sessions`, `/v1/logout` and `/v1/users/{user_id}/sessions` routes.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use sessiond_core::error::RefreshRejection;
 use sessiond_core::service::{Actor, IssuedSession, NewSessionRequest};
 use sessiond_core::token::decode_claims;
-use sessiond_core::{Error, SessionId};
+use sessiond_core::{Error, SessionId, UserId};
 use sessiond_wire::{
     CreateSessionRequest, CurrentSession, RefreshRequest, RevokeAllRequest, RevokedCount,
     SessionList,
@@ -18,15 +20,42 @@ use super::ApiError;
 use super::browser;
 use super::convert::{session_view, token_pair};
 use super::extract::{AdminCaller, Caller, JsonBody, OptionalJsonBody, UserCaller};
+use super::limits::{self, ClientIp, Subject};
+use crate::ratelimit::{Limit, ip_key, session_key, user_key};
 use crate::state::AppState;
 
 /// `POST /v1/sessions`: the application backend creates a session for an authenticated user.
+///
+/// Besides the admin key's own limit, creations are limited per user and per end-user
+/// address. That address is the `device.ip` the backend reports, not the connection's: every
+/// creation comes from the backend, whose own address says nothing about who is logging in.
 pub(crate) async fn create(
     State(state): State<AppState>,
     _admin: AdminCaller,
     JsonBody(request): JsonBody<CreateSessionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = request.device.unwrap_or_default();
+    let now = state.service.now();
+    let end_user_ip = device
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let admitted = state
+        .limits
+        .acquire(Limit::CreatePerUser, &user_key(&request.user_id), now)
+        .and_then(|()| {
+            end_user_ip.map_or(Ok(()), |ip| {
+                state.limits.acquire(Limit::PerIp, &ip_key(ip), now)
+            })
+        });
+    if let Err(refusal) = admitted {
+        let subject = Subject {
+            ip: end_user_ip,
+            user_id: UserId::parse(request.user_id, "user_id").ok(),
+            ..Subject::default()
+        };
+        return Err(limits::refused(&state, refusal, subject).await);
+    }
     let issued = state
         .service
         .create_session(NewSessionRequest {
@@ -53,28 +82,100 @@ pub(crate) async fn create(
 /// [`browser::refresh`]).
 pub(crate) async fn refresh(
     State(state): State<AppState>,
+    client: ClientIp,
     request: Request,
 ) -> Result<Response, ApiError> {
     if state.cookie_mode {
-        return browser::refresh(state, request).await;
+        return browser::refresh(state, client, request).await;
     }
     let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
-    let issued = spend_refresh_token(&state, &request.refresh_token).await?;
+    let issued = spend_refresh_token(&state, client, &request.refresh_token).await?;
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)).into_response())
 }
 
-/// Spends `presented` through the service and counts the outcome.
+/// Spends `presented` through the service, within the rate limits, and counts the outcome.
+///
+/// The client address must not have spent its failed-authentication allowance (unknown
+/// refresh tokens spend it) or its request allowance. The session's allowance is looked at
+/// only if the token would rotate, before anything is written, so a refused refresh leaves
+/// the presented token live; it is spent only by a rotation that happened, so grace-window
+/// replays and the losers of a race between tabs never count.
 pub(crate) async fn spend_refresh_token(
     state: &AppState,
+    client: ClientIp,
     presented: &str,
 ) -> Result<IssuedSession, ApiError> {
+    let now = state.service.now();
+    if let Some(key) = client.key() {
+        let gate = state
+            .limits
+            .check_spent(Limit::FailedAuthPerIp, &key, now)
+            .and_then(|()| state.limits.acquire(Limit::PerIp, &key, now));
+        if let Err(refusal) = gate {
+            let subject = Subject {
+                ip: client.0,
+                ..Subject::default()
+            };
+            return Err(limits::refused(state, refusal, subject).await);
+        }
+    }
     let started = Instant::now();
-    let result = state.service.refresh(presented).await;
-    state
-        .metrics
-        .record_refresh(result.as_ref(), started.elapsed());
-    Ok(result?)
+    let mut refused_for = None;
+    // The session's allowance is only looked at before the rotation and spent once it has
+    // won: concurrent requests with the same live token (tabs) all get past the look, but
+    // one rotates and the others replay its pair, so the burst counts once.
+    let result = state
+        .service
+        .refresh_admitted(presented, |session| {
+            match state.limits.check_spent(
+                Limit::RefreshPerSession,
+                &session_key(*session.id.as_uuid()),
+                now,
+            ) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    refused_for = Some((refusal, session.id, session.user_id.clone()));
+                    false
+                }
+            }
+        })
+        .await;
+    let issued = match result {
+        Ok(Some(issued)) => issued,
+        Ok(None) => {
+            let Some((refusal, session_id, user_id)) = refused_for else {
+                return Err(Error::Corrupt("a refresh was refused without a reason".into()).into());
+            };
+            let subject = Subject {
+                ip: client.0,
+                user_id: Some(user_id),
+                session_id: Some(session_id),
+                admin_key: None,
+            };
+            return Err(limits::refused(state, refusal, subject).await);
+        }
+        Err(error) => {
+            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown))
+                && let Some(key) = client.key()
+            {
+                state.limits.record_failure(&key, now);
+            }
+            state.metrics.record_refresh(Err(&error), started.elapsed());
+            return Err(error.into());
+        }
+    };
+    if !issued.replayed {
+        // Counted now that the rotation won. A refusal here could only come from another
+        // rotation of the same session at the same instant, which is counted as well.
+        let _ = state.limits.acquire(
+            Limit::RefreshPerSession,
+            &session_key(*issued.session.id.as_uuid()),
+            now,
+        );
+    }
+    state.metrics.record_refresh(Ok(&issued), started.elapsed());
+    Ok(issued)
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789-abcdefghijklmnop";
+/// A quota no test reaches: the test apps' default for every rate limit.
+pub const UNREACHED_LIMIT: &str = "1000000/1m";
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 /// The store a test's servers run on.
@@ -153,6 +155,16 @@ impl TestApp {
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some("http://sessiond.test".into()),
             sqlite_synchronous: Some("normal".into()),
+            // Every request comes from 127.0.0.1 and the clock stands still unless a test
+            // moves it, so the default limits would soon refuse the suite's own traffic. The
+            // limits stay on, so every test goes through them, but no test reaches them
+            // unless it lowers one (see `security.rs`).
+            rate_limit_refresh_per_session: Some(UNREACHED_LIMIT.into()),
+            rate_limit_per_ip: Some(UNREACHED_LIMIT.into()),
+            rate_limit_create_per_user: Some(UNREACHED_LIMIT.into()),
+            rate_limit_admin_per_key: Some(UNREACHED_LIMIT.into()),
+            rate_limit_failed_auth_per_ip: Some(UNREACHED_LIMIT.into()),
+            rate_limit_capacity: Some("1024".into()),
             ..RawConfig::default()
         };
         configure(&mut raw);

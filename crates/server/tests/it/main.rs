@@ -16,4 +16,5 @@ mod observability;
 mod process;
 mod revocation;
 mod rotation;
+mod security;
 mod sessions;
