@@ -24,7 +24,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 19] = [
+pub(crate) const ROUTES: [&str; 20] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -35,6 +35,7 @@ pub(crate) const ROUTES: [&str; 19] = [
     "/v1/users/{user_id}/sessions/revoke-all",
     "/v1/stats",
     "/v1/events",
+    "/v1/audit",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -109,9 +110,14 @@ pub enum StoreOperation {
     Stats,
     AnnounceExpired,
     EventsAfter,
+    SealAudit,
+    AuditEvents,
+    AuditChain,
+    PruneAudit,
+    AuditCheckpointKey,
 }
 
-const STORE_OPERATIONS: [&str; 16] = [
+const STORE_OPERATIONS: [&str; 21] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -128,6 +134,11 @@ const STORE_OPERATIONS: [&str; 16] = [
     "stats",
     "announce_expired",
     "events_after",
+    "seal_audit",
+    "audit_events",
+    "audit_chain",
+    "prune_audit",
+    "audit_checkpoint_key",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

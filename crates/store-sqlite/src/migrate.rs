@@ -9,6 +9,12 @@ use sessiond_core::store::StoreError;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "events", include_str!("../migrations/0002_events.sql")),
+    // 0003 is the signing keys migration.
+    (
+        4,
+        "audit_chain",
+        include_str!("../migrations/0004_audit_chain.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

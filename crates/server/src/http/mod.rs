@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, request ids, body limits and the JSON error contract.
 
+pub(crate) mod audit;
 mod browser;
 pub(crate) mod convert;
 mod error;
@@ -61,7 +62,8 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/stats", get(observability::stats))
-        .route("/v1/events", get(events::events));
+        .route("/v1/events", get(events::events))
+        .route("/v1/audit", get(audit::list));
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));
     }
