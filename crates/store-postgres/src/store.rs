@@ -1110,6 +1110,7 @@ impl Store for PostgresStore {
                 .map_err(store_error)?;
             if !locked {
                 // Another instance is sealing; it will seal these too.
+                tx.rollback().await.map_err(store_error)?;
                 return Ok(0);
             }
             let (mut seq, mut prev_hash) = audit_head(&mut tx).await?;
@@ -1119,6 +1120,8 @@ impl Store for PostgresStore {
                 .await
                 .map_err(store_error)?;
             if rows.is_empty() {
+                // Ended now rather than when the connection is next used, so the lock goes.
+                tx.rollback().await.map_err(store_error)?;
                 return Ok(0);
             }
             let mut ids = Vec::with_capacity(rows.len());
@@ -1239,6 +1242,7 @@ impl Store for PostgresStore {
             .await
             .map_err(store_error)?;
             let Some(last) = last else {
+                tx.rollback().await.map_err(store_error)?;
                 return Ok(0);
             };
             let seq = chain_seq(last.try_get(0).map_err(store_error)?)?;

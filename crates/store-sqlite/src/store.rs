@@ -738,6 +738,17 @@ impl Store for SqliteStore {
     }
 
     async fn seal_audit(&self, batch: u32) -> Result<u64, StoreError> {
+        // Asked on a reader first: an idle sealer then never takes the write lock.
+        let pending: bool =
+            sqlx::query("SELECT EXISTS (SELECT 1 FROM audit_events WHERE chain_seq IS NULL)")
+                .fetch_one(&self.readers)
+                .await
+                .map_err(store_error)?
+                .try_get(0)
+                .map_err(store_error)?;
+        if !pending {
+            return Ok(0);
+        }
         // BEGIN IMMEDIATE makes this the only writer, in any process, until it commits: one
         // sealer at a time, and ids are commit order.
         let mut tx = self.begin_write().await?;
@@ -751,6 +762,8 @@ impl Store for SqliteStore {
         .await
         .map_err(store_error)?;
         if rows.is_empty() {
+            // Ended now, so the write lock goes at once.
+            tx.rollback().await.map_err(store_error)?;
             return Ok(0);
         }
         for row in &rows {
@@ -851,6 +864,7 @@ impl Store for SqliteStore {
         .await
         .map_err(store_error)?;
         let Some(last) = last else {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(0);
         };
         let seq = chain_seq(last.try_get(0).map_err(store_error)?)?;
