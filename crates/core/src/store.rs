@@ -317,16 +317,16 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError>;
 
     /// Seals at most `batch` audit events: gives each the next `seq` of the chain, the hash of
-    /// the event before it as `prev_hash`, and its own [`crate::audit::chain_hash`], in the
-    /// order their transactions committed. Returns how many it sealed; fewer than `batch`
-    /// means none are left for now.
+    /// the event before it as `prev_hash`, and its own [`crate::audit::chain_hash`]. Returns
+    /// how many it sealed; fewer than `batch` means none are left for now.
     ///
     /// What an implementer must guarantee: writers never wait for the chain (events are
     /// appended unsealed in their own transactions); an event is sealed only once no event
-    /// that committed before it can still be unsealed, so seqs follow commit order; and only
-    /// one sealer in any process works on the chain at a time (another call returns 0 at once
-    /// or waits). The chain continues from the newest sealed event, recorded in the chain head, which starts
-    /// at seq 0 with [`crate::audit::GENESIS_HASH`], and moves the head in the same transaction.
+    /// that would take a place before it can still commit, so the order never changes once
+    /// sealed (commit order, or an order of transaction ids); only one sealer in any process
+    /// works on the chain at a time (another call returns 0 at once, or waits); and the chain
+    /// continues from its recorded head (seq 0 and [`crate::audit::GENESIS_HASH`] at first),
+    /// which moves in the same transaction.
     ///
     /// # Errors
     /// [`StoreError`]; nothing is sealed then.

@@ -18,7 +18,7 @@ ALTER TABLE audit_events
 -- Readers page through the chain by seq; a seq is never given twice.
 CREATE UNIQUE INDEX audit_events_by_chain_seq ON audit_events (chain_seq)
     WHERE chain_seq IS NOT NULL;
--- The sealer finds the unsealed events in commit order.
+-- The sealer finds the unsealed events in `(tx, seq)` order.
 CREATE INDEX audit_events_unsealed ON audit_events (tx, seq) WHERE chain_seq IS NULL;
 -- `GET /v1/audit?user_id=` pages through one user's events.
 CREATE INDEX audit_events_by_user ON audit_events (user_id, chain_seq)

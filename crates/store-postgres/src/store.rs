@@ -201,7 +201,7 @@ const TRY_LOCK_AUDIT_CHAIN: &str = "SELECT pg_try_advisory_xact_lock(hashtextext
      coalesce(current_schema(), '') || '/sessiond/audit-chain', 0))";
 
 /// Unsealed audit events whose writing transaction is below the oldest one still running, in
-/// commit order (see the audit chain migration).
+/// `(tx, seq)` order, which no later commit can change (see the audit chain migration).
 const UNSEALED_AUDIT: &str = "
     SELECT seq, type, severity, user_id, session_id::TEXT, ip, at, details FROM audit_events
     WHERE chain_seq IS NULL
