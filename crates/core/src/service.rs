@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::audit::{NewAuditEvent, Severity};
+use crate::audit::{
+    AuditCheckpoint, AuditQuery, ChainBreak, ChainSummary, ChainVerifier, CheckpointKey,
+    NewAuditEvent, SealedAuditEvent, Severity,
+};
 use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
@@ -762,6 +765,110 @@ impl SessionService {
                 )
             })
             .await?)
+    }
+
+    /// Seals at most `batch` audit events into the chain; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn seal_audit(&self, batch: u32) -> Result<u64, Error> {
+        Ok(self.store.seal_audit(batch).await?)
+    }
+
+    /// At most `limit` sealed audit events passing `query`, in seq order.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn audit_events(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<SealedAuditEvent>, Error> {
+        Ok(self.store.audit_events(query, limit).await?)
+    }
+
+    /// Recomputes the sealed audit chain from its checkpoint (or from genesis) to its recorded
+    /// head. The outer result is whether storage could be read; the inner one names the first
+    /// bad seq, if any.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn verify_audit(&self) -> Result<Result<ChainSummary, ChainBreak>, Error> {
+        const PAGE: u32 = 1_000;
+        let key = self.checkpoint_key().await?;
+        let chain = self.store.audit_chain().await?;
+        let mut verifier = match ChainVerifier::new(chain.checkpoint.as_ref(), &key) {
+            Ok(verifier) => verifier,
+            Err(broken) => return Ok(Err(broken)),
+        };
+        let mut query = AuditQuery {
+            after_seq: chain
+                .checkpoint
+                .as_ref()
+                .map_or(0, |checkpoint| checkpoint.seq),
+            ..AuditQuery::default()
+        };
+        // Rows of a prefix that should have been pruned would sort before the checkpoint's
+        // seq and be skipped; ask from zero so they are checked (and reported) too.
+        if query.after_seq > 0 {
+            let stale = self.store.audit_events(&AuditQuery::default(), 1).await?;
+            if let Some(event) = stale.first().filter(|event| event.seq <= query.after_seq) {
+                return Ok(Err(ChainBreak {
+                    seq: event.seq,
+                    reason: format!(
+                        "the event is at or before the checkpoint (seq {})",
+                        query.after_seq
+                    ),
+                }));
+            }
+        }
+        loop {
+            let page = self.store.audit_events(&query, PAGE).await?;
+            for event in &page {
+                if event.seq > chain.head_seq {
+                    // Sealed after the head was read: where this check stops.
+                    return Ok(verifier.finish(chain.head_seq, &chain.head_hash));
+                }
+                if let Err(broken) = verifier.check(event) {
+                    return Ok(Err(broken));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => query.after_seq = last.seq,
+                _ => return Ok(verifier.finish(chain.head_seq, &chain.head_hash)),
+            }
+        }
+    }
+
+    /// Deletes the sealed audit events older than `retention`, after checking the whole chain,
+    /// and leaves a checkpoint signed with the checkpoint key where the chain now starts.
+    /// Returns how many events were deleted, or where the chain is broken (nothing is deleted
+    /// then: pruning must never launder tampering into a signed checkpoint).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn prune_audit(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<Result<u64, ChainBreak>, Error> {
+        if let Err(broken) = self.verify_audit().await? {
+            return Ok(Err(broken));
+        }
+        let key = self.checkpoint_key().await?;
+        let now = self.clock.now();
+        let deleted = self
+            .store
+            .prune_audit(now.minus(retention), &|seq, hash| {
+                AuditCheckpoint::sign(seq, hash, now, &key)
+            })
+            .await?;
+        Ok(Ok(deleted))
+    }
+
+    /// The checkpoint key, created on first use.
+    async fn checkpoint_key(&self) -> Result<CheckpointKey, Error> {
+        let candidate = crate::audit::generate_checkpoint_key();
+        Ok(self.store.audit_checkpoint_key(&candidate).await?)
     }
 
     /// Refuses the session's access tokens from now on and drops its cached copy.

@@ -1,19 +1,21 @@
 //! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`,
-//! `keys list`, `keys rotate`, `keys retire`.
+//! `keys list|rotate|retire`, and `audit verify|export|seal|prune`.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use sessiond_core::SessionId;
+use sessiond_core::audit::{AuditQuery, hex};
 use sessiond_core::service::Actor;
 use sessiond_core::signing_keys::KeyInfo;
 use sessiond_core::store::RetireOutcome;
 use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
+use crate::http::audit::{audit_event_view, parse_since};
 use crate::http::convert::{rfc3339, session_view};
 use crate::state::{
     AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
@@ -48,6 +50,9 @@ pub enum Command {
     /// List, rotate or retire the signing keys; running servers follow within about a second.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Verify, export or prune the audit trail in the database.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// `sessiond keys ...`.
@@ -68,6 +73,40 @@ pub enum KeysCommand {
         /// The key's `kid`.
         kid: String,
     },
+}
+
+/// `sessiond audit ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit chain from its checkpoint (or its first event) to its head; exit
+    /// non-zero naming the first bad seq if any event was edited, deleted, inserted or moved.
+    Verify,
+    /// Print sealed audit events, one JSON object a line, in seq order.
+    Export {
+        /// Only events after this seq, or at or after this RFC 3339 instant.
+        #[arg(long)]
+        since: Option<String>,
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+    /// Seal the audit events written since the last seal (a running server does this every
+    /// second), so that `verify` and `export` include them.
+    Seal,
+    /// Verify the chain, then delete the events older than `--older-than` and leave a signed
+    /// checkpoint where the chain now starts.
+    Prune {
+        /// How old an event must be to go, e.g. `90d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
+}
+
+/// Formats of `sessiond audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object a line.
+    Jsonl,
 }
 
 /// `sessiond sessions ...`.
@@ -132,7 +171,90 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sessions(command) => sessions(config, command).await,
         Command::Keys(command) => keys(config, command).await,
+        Command::Audit(command) => {
+            // These inspect an existing database: a mistyped path must not become a new one.
+            let state =
+                AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
+            let mut stdout = std::io::stdout().lock();
+            audit(&state, command, &mut stdout).await
+        }
     }
+}
+
+/// Runs `sessiond audit COMMAND` on `state`'s store, writing its report to `out`.
+///
+/// # Errors
+/// Storage failures, a bad `--since`, and for `verify` and `prune` a broken chain, named by
+/// its first bad seq.
+pub async fn audit(
+    state: &AppState,
+    command: AuditCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let service = &state.service;
+    match command {
+        AuditCommand::Verify => {
+            let summary = service.verify_audit().await??;
+            match summary.checkpoint {
+                Some(seq) => writeln!(
+                    out,
+                    "audit chain intact: {} events from the checkpoint at seq {seq} to seq {}",
+                    summary.events, summary.head_seq
+                )?,
+                None => writeln!(
+                    out,
+                    "audit chain intact: {} events from seq 1 to seq {}",
+                    summary.events, summary.head_seq
+                )?,
+            }
+            writeln!(out, "head hash: {}", hex(&summary.head_hash))?;
+            Ok(())
+        }
+        AuditCommand::Export { since, format } => {
+            let ExportFormat::Jsonl = format;
+            const PAGE: u32 = 1_000;
+            let mut query = export_query(since.as_deref())?;
+            loop {
+                let events = service.audit_events(&query, PAGE).await?;
+                for event in &events {
+                    serde_json::to_writer(&mut *out, &audit_event_view(event))?;
+                    writeln!(out)?;
+                }
+                match events.last() {
+                    Some(last) if events.len() == PAGE as usize => query.after_seq = last.seq,
+                    _ => break,
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+        AuditCommand::Seal => {
+            let mut total = 0;
+            loop {
+                let sealed = service.seal_audit(crate::tasks::AUDIT_SEAL_BATCH).await?;
+                total += sealed;
+                if sealed < u64::from(crate::tasks::AUDIT_SEAL_BATCH) {
+                    break;
+                }
+            }
+            writeln!(out, "sealed {total} audit events")?;
+            Ok(())
+        }
+        AuditCommand::Prune { older_than } => {
+            let deleted = service.prune_audit(older_than).await??;
+            writeln!(out, "pruned {deleted} audit events")?;
+            Ok(())
+        }
+    }
+}
+
+fn export_query(since: Option<&str>) -> anyhow::Result<AuditQuery> {
+    let mut query = AuditQuery::default();
+    if let Some(since) = since.filter(|since| !since.is_empty()) {
+        parse_since(since, &mut query)
+            .ok_or_else(|| anyhow!("--since {since:?} is neither a seq nor an RFC 3339 instant"))?;
+    }
+    Ok(query)
 }
 
 fn init_logging(format: LogFormat) {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::audit::{
+    AuditChain, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
+};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -351,6 +353,48 @@ impl Store for InstrumentedStore {
             .await?;
         self.events.poke();
         Ok(())
+    }
+
+    async fn seal_audit(&self, batch: u32) -> Result<u64, StoreError> {
+        self.timed(StoreOperation::SealAudit, self.inner.seal_audit(batch))
+            .await
+    }
+
+    async fn audit_events(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<SealedAuditEvent>, StoreError> {
+        self.timed(
+            StoreOperation::AuditEvents,
+            self.inner.audit_events(query, limit),
+        )
+        .await
+    }
+
+    async fn audit_chain(&self) -> Result<AuditChain, StoreError> {
+        self.timed(StoreOperation::AuditChain, self.inner.audit_chain())
+            .await
+    }
+
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        checkpoint: CheckpointFor<'_>,
+    ) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::PruneAudit,
+            self.inner.prune_audit(before, checkpoint),
+        )
+        .await
+    }
+
+    async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {
+        self.timed(
+            StoreOperation::AuditCheckpointKey,
+            self.inner.audit_checkpoint_key(candidate),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -25,7 +25,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 25] = [
+pub(crate) const ROUTES: [&str; 26] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -42,6 +42,7 @@ pub(crate) const ROUTES: [&str; 25] = [
     "/v1/users/{user_id}/devices",
     "/v1/users/{user_id}/devices/{id}",
     "/v1/users/{user_id}/devices/{id}/trust",
+    "/v1/audit",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -122,9 +123,14 @@ pub enum StoreOperation {
     EventsAfter,
     Devices,
     DeviceWrite,
+    SealAudit,
+    AuditEvents,
+    AuditChain,
+    PruneAudit,
+    AuditCheckpointKey,
 }
 
-const STORE_OPERATIONS: [&str; 21] = [
+const STORE_OPERATIONS: [&str; 26] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -146,6 +152,11 @@ const STORE_OPERATIONS: [&str; 21] = [
     "events_after",
     "devices",
     "device_write",
+    "seal_audit",
+    "audit_events",
+    "audit_chain",
+    "prune_audit",
+    "audit_checkpoint_key",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

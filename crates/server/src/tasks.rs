@@ -1,5 +1,6 @@
 //! Background work: keeping the revoked-session set and the signing keys current, announcing
-//! expiries, publishing events to this process's streams, and purging old sessions and events.
+//! expiries, publishing events to this process's streams, sealing the audit chain, and purging
+//! old sessions and events.
 //!
 //! Revocations made by other processes arrive two ways. When the store offers a push feed
 //! (PostgreSQL's `LISTEN/NOTIFY`), a task applies each one as it is committed and resyncs in
@@ -43,6 +44,12 @@ const EVENT_PURGE_BATCH: u32 = 2_000;
 /// event can be.
 pub const EXPIRY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often new audit events are sealed into the chain: about how long an event waits before
+/// `GET /v1/audit` and `sessiond audit verify` see it.
+pub const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Audit events sealed per transaction.
+pub const AUDIT_SEAL_BATCH: u32 = 1_000;
+
 /// Running background tasks.
 #[derive(Debug)]
 pub struct BackgroundTasks {
@@ -67,6 +74,7 @@ pub fn spawn(state: AppState) -> BackgroundTasks {
         tokio::spawn(sync_revocations(state.clone(), stopped.clone())),
         tokio::spawn(purge(state.clone(), stopped.clone())),
         tokio::spawn(announce_expiries(state.clone(), stopped.clone())),
+        tokio::spawn(seal_audit(state.clone(), stopped.clone())),
         tokio::spawn(crate::events::tailer::run(
             state.clone(),
             state.event_poll,
@@ -188,6 +196,25 @@ async fn maintain_signing_keys(state: AppState, mut stopped: watch::Receiver<boo
         }
         if let Err(error) = keys.retire_expired(now).await {
             tracing::warn!(error = %error, "retiring expired signing keys failed; will retry");
+        }
+    }
+}
+
+/// Seals new audit events into the chain, in batches. Writers append events unsealed, so
+/// they never wait for the chain; on PostgreSQL one instance at a time seals (the others'
+/// attempts return at once), so every instance runs this.
+async fn seal_audit(state: AppState, mut stopped: watch::Receiver<bool>) {
+    while !wait_or_stop(AUDIT_SEAL_INTERVAL, &mut stopped).await {
+        loop {
+            match state.service.seal_audit(AUDIT_SEAL_BATCH).await {
+                Ok(sealed) if sealed < u64::from(AUDIT_SEAL_BATCH) => break,
+                Ok(_) if *stopped.borrow() => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "sealing audit events failed; will retry");
+                    break;
+                }
+            }
         }
     }
 }

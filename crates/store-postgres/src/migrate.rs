@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_rotation",
         include_str!("../migrations/0003_key_rotation.sql"),
     ),
+    (
+        4,
+        "audit_chain",
+        include_str!("../migrations/0004_audit_chain.sql"),
+    ),
     (5, "devices", include_str!("../migrations/0005_devices.sql")),
 ];
 

@@ -5,7 +5,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::audit::{
+    self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, ChainHash, CheckpointFor,
+    CheckpointKey, NewAuditEvent, SealedAuditEvent,
+};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -188,6 +191,45 @@ const LATEST_EVENT: &str = "
     WHERE tx < pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT
     ORDER BY tx DESC, id DESC
     LIMIT 1";
+
+/// Serialises sealing and pruning of the audit chain across instances, keyed by the schema
+/// like the other advisory locks.
+const LOCK_AUDIT_CHAIN: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+     coalesce(current_schema(), '') || '/sessiond/audit-chain', 0))";
+
+/// Like [`LOCK_AUDIT_CHAIN`], but answers `false` at once when another instance holds it.
+const TRY_LOCK_AUDIT_CHAIN: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended(
+     coalesce(current_schema(), '') || '/sessiond/audit-chain', 0))";
+
+/// Unsealed audit events whose writing transaction is below the oldest one still running, in
+/// `(tx, seq)` order, which no later commit can change (see the audit chain migration).
+const UNSEALED_AUDIT: &str = "
+    SELECT seq, type, severity, user_id, session_id::TEXT, ip, at, details FROM audit_events
+    WHERE chain_seq IS NULL
+      AND tx < pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT
+    ORDER BY tx, seq
+    LIMIT $1";
+
+/// Seals many audit events in one statement.
+const SEAL_AUDIT: &str = "
+    UPDATE audit_events SET chain_seq = sealed.chain_seq, prev_hash = sealed.prev_hash,
+                            hash = sealed.hash
+    FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[])
+         AS sealed (id, chain_seq, prev_hash, hash)
+    WHERE audit_events.seq = sealed.id";
+
+/// Sealed audit events after a seq, optionally of one user (`$2`), session (`$3`), type
+/// (`$4`) and from an instant (`$5`), in seq order.
+const AUDIT_EVENTS: &str = "
+    SELECT chain_seq, type, severity, user_id, session_id::TEXT, ip, at, details, prev_hash, hash
+    FROM audit_events
+    WHERE chain_seq > $1
+      AND ($2::TEXT IS NULL OR user_id = $2)
+      AND ($3::UUID IS NULL OR session_id = $3)
+      AND ($4::TEXT IS NULL OR type = $4)
+      AND ($5::BIGINT IS NULL OR at >= $5)
+    ORDER BY chain_seq
+    LIMIT $6";
 
 /// A rotation as one statement inside an explicit transaction; see the crate documentation.
 ///
@@ -656,7 +698,7 @@ async fn insert_audit(
         sessions.push(event.session_id.map(|id| *id.as_uuid()));
         ips.push(event.ip.as_deref());
         ats.push(event.at.unix_millis());
-        details.push(rows::json_text(&event.details)?);
+        details.push(audit::canonical_details(&event.details));
     }
     sqlx::query(INSERT_AUDIT)
         .bind(&kinds)
@@ -741,6 +783,56 @@ fn seal_key_material(key: &StoredKey) -> Zeroizing<Vec<u8>> {
 /// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored.
 fn open_key_material(_kid: &str, stored: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     Ok(Zeroizing::new(stored))
+}
+
+/// Reads an [`AuditEntry`] from the seven columns starting at `offset`: type, severity,
+/// user_id, session_id (as text), ip, at, details.
+fn audit_entry(row: &PgRow, offset: usize) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        kind: row.try_get(offset).map_err(store_error)?,
+        severity: row.try_get(offset + 1).map_err(store_error)?,
+        user_id: row.try_get(offset + 2).map_err(store_error)?,
+        session_id: row.try_get(offset + 3).map_err(store_error)?,
+        ip: row.try_get(offset + 4).map_err(store_error)?,
+        at: rows::timestamp(row, offset + 5)?,
+        details: row.try_get(offset + 6).map_err(store_error)?,
+    })
+}
+
+fn chain_hash_of(bytes: &[u8], column: &str) -> Result<ChainHash, StoreError> {
+    ChainHash::try_from(bytes)
+        .map_err(|_| StoreError::Corrupt(format!("audit {column} is not 32 bytes")))
+}
+
+fn chain_seq(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("audit seq is negative".into()))
+}
+
+fn stored_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq is out of range".into()))
+}
+
+fn sealed_audit_event(row: &PgRow) -> Result<SealedAuditEvent, StoreError> {
+    let prev_hash: Vec<u8> = row.try_get(8).map_err(store_error)?;
+    let hash: Vec<u8> = row.try_get(9).map_err(store_error)?;
+    Ok(SealedAuditEvent {
+        seq: chain_seq(row.try_get(0).map_err(store_error)?)?,
+        entry: audit_entry(row, 1)?,
+        prev_hash: chain_hash_of(&prev_hash, "prev_hash")?,
+        hash: chain_hash_of(&hash, "hash")?,
+    })
+}
+
+async fn audit_head(connection: &mut PgConnection) -> Result<(u64, ChainHash), StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let hash: Vec<u8> = row.try_get(1).map_err(store_error)?;
+    Ok((
+        chain_seq(row.try_get(0).map_err(store_error)?)?,
+        chain_hash_of(&hash, "head hash")?,
+    ))
 }
 
 fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
@@ -1283,6 +1375,214 @@ impl Store for PostgresStore {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
             // One statement for all of them, so they are appended together or not at all.
             insert_audit(&mut connection, events).await
+        })
+        .await
+    }
+
+    async fn seal_audit(&self, batch: u32) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let locked: bool = sqlx::query(TRY_LOCK_AUDIT_CHAIN)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .try_get(0)
+                .map_err(store_error)?;
+            if !locked {
+                // Another instance is sealing; it will seal these too.
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(0);
+            }
+            let (mut seq, mut prev_hash) = audit_head(&mut tx).await?;
+            let rows = sqlx::query(UNSEALED_AUDIT)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if rows.is_empty() {
+                // Ended now rather than when the connection is next used, so the lock goes.
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(0);
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut seqs = Vec::with_capacity(rows.len());
+            let mut prev_hashes = Vec::with_capacity(rows.len());
+            let mut hashes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: i64 = row.try_get(0).map_err(store_error)?;
+                let entry = audit_entry(row, 1)?;
+                seq += 1;
+                let hash = audit::chain_hash(seq, &prev_hash, &entry);
+                ids.push(id);
+                seqs.push(stored_seq(seq)?);
+                prev_hashes.push(prev_hash.to_vec());
+                hashes.push(hash.to_vec());
+                prev_hash = hash;
+            }
+            sqlx::query(SEAL_AUDIT)
+                .bind(&ids)
+                .bind(&seqs)
+                .bind(&prev_hashes)
+                .bind(&hashes)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(stored_seq(seq)?)
+                .bind(&prev_hash[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(rows.len() as u64)
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<SealedAuditEvent>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query(AUDIT_EVENTS)
+                .bind(stored_seq(query.after_seq)?)
+                .bind(query.user_id.as_ref().map(UserId::as_str))
+                .bind(query.session_id.map(|id| *id.as_uuid()))
+                .bind(query.kind.as_deref())
+                .bind(query.since.map(Timestamp::unix_millis))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(sealed_audit_event).collect()
+        })
+        .await
+    }
+
+    async fn audit_chain(&self) -> Result<AuditChain, StoreError> {
+        self.bounded(async {
+            // One statement, so head and checkpoint are of one snapshot.
+            let row = sqlx::query(
+                "SELECT h.seq, h.hash, c.seq, c.hash, c.at, c.mac
+                 FROM audit_head h LEFT JOIN audit_checkpoint c ON c.id = 1
+                 WHERE h.id = 1",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            let head_hash: Vec<u8> = row.try_get(1).map_err(store_error)?;
+            let checkpoint_seq: Option<i64> = row.try_get(2).map_err(store_error)?;
+            let checkpoint = match checkpoint_seq {
+                None => None,
+                Some(seq) => {
+                    let hash: Vec<u8> = row.try_get(3).map_err(store_error)?;
+                    let mac: Vec<u8> = row.try_get(5).map_err(store_error)?;
+                    Some(AuditCheckpoint {
+                        seq: chain_seq(seq)?,
+                        hash: chain_hash_of(&hash, "checkpoint hash")?,
+                        at: rows::timestamp(&row, 4)?,
+                        mac: chain_hash_of(&mac, "checkpoint mac")?,
+                    })
+                }
+            };
+            Ok(AuditChain {
+                head_seq: chain_seq(row.try_get(0).map_err(store_error)?)?,
+                head_hash: chain_hash_of(&head_hash, "head hash")?,
+                checkpoint,
+            })
+        })
+        .await
+    }
+
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        checkpoint: CheckpointFor<'_>,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(LOCK_AUDIT_CHAIN)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            // The prefix ends just before the first sealed event at or after `before`, or at
+            // the newest sealed event when all are older.
+            let last = sqlx::query(
+                "SELECT chain_seq, hash FROM audit_events
+                 WHERE chain_seq IS NOT NULL
+                   AND chain_seq < COALESCE(
+                       (SELECT MIN(chain_seq) FROM audit_events
+                        WHERE chain_seq IS NOT NULL AND at >= $1),
+                       9223372036854775807)
+                 ORDER BY chain_seq DESC LIMIT 1",
+            )
+            .bind(before.unix_millis())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let Some(last) = last else {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(0);
+            };
+            let seq = chain_seq(last.try_get(0).map_err(store_error)?)?;
+            let hash: Vec<u8> = last.try_get(1).map_err(store_error)?;
+            let signed = checkpoint(seq, chain_hash_of(&hash, "hash")?);
+            let deleted = sqlx::query("DELETE FROM audit_events WHERE chain_seq <= $1")
+                .bind(stored_seq(seq)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            sqlx::query(
+                "INSERT INTO audit_checkpoint (id, seq, hash, at, mac) VALUES (1, $1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE
+                 SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, at = EXCLUDED.at, mac = EXCLUDED.mac",
+            )
+            .bind(stored_seq(signed.seq)?)
+            .bind(&signed.hash[..])
+            .bind(signed.at.unix_millis())
+            .bind(&signed.mac[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {
+        self.bounded(async {
+            // Inserted unless present, then read. When a concurrent twin inserted first, the
+            // statement's snapshot may predate its commit and see no row: read again.
+            let secret: Option<Vec<u8>> = sqlx::query(
+                "WITH inserted AS (
+                     INSERT INTO audit_keys (id, secret) VALUES (1, $1)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING secret)
+                 SELECT secret FROM inserted
+                 UNION ALL
+                 SELECT secret FROM audit_keys WHERE id = 1
+                 LIMIT 1",
+            )
+            .bind(candidate)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(store_error)?;
+            let secret = match secret {
+                Some(secret) => secret,
+                None => sqlx::query("SELECT secret FROM audit_keys WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?
+                    .try_get(0)
+                    .map_err(store_error)?,
+            };
+            Ok(Zeroizing::new(secret))
         })
         .await
     }

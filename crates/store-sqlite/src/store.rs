@@ -4,7 +4,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sessiond_core::audit::NewAuditEvent;
+use sessiond_core::audit::{
+    self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, ChainHash, CheckpointFor,
+    CheckpointKey, NewAuditEvent, SealedAuditEvent,
+};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -166,7 +169,7 @@ async fn append_audit(
         .bind(event.session_id.map(|id| id.to_string()))
         .bind(event.ip.as_deref())
         .bind(event.at.unix_millis())
-        .bind(serde_json::Value::Object(event.details.clone()).to_string())
+        .bind(audit::canonical_details(&event.details))
         .execute(&mut *connection)
         .await
         .map_err(store_error)?;
@@ -221,6 +224,69 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
             }
         },
     })
+}
+
+/// Sealed audit events after a seq, optionally of one user (`?2`), session (`?3`), type
+/// (`?4`) and from an instant (`?5`), in seq order.
+const AUDIT_EVENTS: &str = "SELECT chain_seq, type, severity, user_id, session_id, ip, at,
+            details, prev_hash, hash
+     FROM audit_events
+     WHERE chain_seq > ?1
+       AND (?2 IS NULL OR user_id = ?2)
+       AND (?3 IS NULL OR session_id = ?3)
+       AND (?4 IS NULL OR type = ?4)
+       AND (?5 IS NULL OR at >= ?5)
+     ORDER BY chain_seq
+     LIMIT ?6";
+
+/// Reads an [`AuditEntry`] from the seven columns starting at `offset`: type, severity,
+/// user_id, session_id, ip, at, details.
+fn audit_entry(row: &SqliteRow, offset: usize) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        kind: row.try_get(offset).map_err(store_error)?,
+        severity: row.try_get(offset + 1).map_err(store_error)?,
+        user_id: row.try_get(offset + 2).map_err(store_error)?,
+        session_id: row.try_get(offset + 3).map_err(store_error)?,
+        ip: row.try_get(offset + 4).map_err(store_error)?,
+        at: Timestamp::from_unix_millis(row.try_get(offset + 5).map_err(store_error)?),
+        details: row.try_get(offset + 6).map_err(store_error)?,
+    })
+}
+
+fn chain_hash_of(bytes: &[u8], column: &str) -> Result<ChainHash, StoreError> {
+    ChainHash::try_from(bytes)
+        .map_err(|_| StoreError::Corrupt(format!("audit {column} is not 32 bytes")))
+}
+
+fn chain_seq(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("audit seq is negative".into()))
+}
+
+fn stored_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq is out of range".into()))
+}
+
+fn sealed_audit_event(row: &SqliteRow) -> Result<SealedAuditEvent, StoreError> {
+    let prev_hash: Vec<u8> = row.try_get(8).map_err(store_error)?;
+    let hash: Vec<u8> = row.try_get(9).map_err(store_error)?;
+    Ok(SealedAuditEvent {
+        seq: chain_seq(row.try_get(0).map_err(store_error)?)?,
+        entry: audit_entry(row, 1)?,
+        prev_hash: chain_hash_of(&prev_hash, "prev_hash")?,
+        hash: chain_hash_of(&hash, "hash")?,
+    })
+}
+
+async fn audit_head(connection: &mut SqliteConnection) -> Result<(u64, ChainHash), StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let hash: Vec<u8> = row.try_get(1).map_err(store_error)?;
+    Ok((
+        chain_seq(row.try_get(0).map_err(store_error)?)?,
+        chain_hash_of(&hash, "head hash")?,
+    ))
 }
 
 /// Marks `sessions` revoked and appends their audit events; returns them as revoked.
@@ -925,6 +991,176 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(())
+    }
+
+    async fn seal_audit(&self, batch: u32) -> Result<u64, StoreError> {
+        // Asked on a reader first: an idle sealer then never takes the write lock.
+        let pending: bool =
+            sqlx::query("SELECT EXISTS (SELECT 1 FROM audit_events WHERE chain_seq IS NULL)")
+                .fetch_one(&self.readers)
+                .await
+                .map_err(store_error)?
+                .try_get(0)
+                .map_err(store_error)?;
+        if !pending {
+            return Ok(0);
+        }
+        // BEGIN IMMEDIATE makes this the only writer, in any process, until it commits: one
+        // sealer at a time, and ids are commit order.
+        let mut tx = self.begin_write().await?;
+        let (mut seq, mut prev_hash) = audit_head(&mut tx).await?;
+        let rows = sqlx::query(
+            "SELECT seq, type, severity, user_id, session_id, ip, at, details
+             FROM audit_events WHERE chain_seq IS NULL ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if rows.is_empty() {
+            // Ended now, so the write lock goes at once.
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(0);
+        }
+        for row in &rows {
+            let id: i64 = row.try_get(0).map_err(store_error)?;
+            let entry = audit_entry(row, 1)?;
+            seq += 1;
+            let hash = audit::chain_hash(seq, &prev_hash, &entry);
+            sqlx::query(
+                "UPDATE audit_events SET chain_seq = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            )
+            .bind(stored_seq(seq)?)
+            .bind(&prev_hash[..])
+            .bind(&hash[..])
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            prev_hash = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(stored_seq(seq)?)
+            .bind(&prev_hash[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn audit_events(
+        &self,
+        query: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<SealedAuditEvent>, StoreError> {
+        let rows = sqlx::query(AUDIT_EVENTS)
+            .bind(stored_seq(query.after_seq)?)
+            .bind(query.user_id.as_ref().map(UserId::as_str))
+            .bind(query.session_id.map(|id| id.to_string()))
+            .bind(query.kind.as_deref())
+            .bind(query.since.map(Timestamp::unix_millis))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(sealed_audit_event).collect()
+    }
+
+    async fn audit_chain(&self) -> Result<AuditChain, StoreError> {
+        let mut connection = self.readers.acquire().await.map_err(store_error)?;
+        // One read transaction, so head and checkpoint are of one moment.
+        let mut tx = sqlx::Connection::begin(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        let (head_seq, head_hash) = audit_head(&mut tx).await?;
+        let checkpoint =
+            sqlx::query("SELECT seq, hash, at, mac FROM audit_checkpoint WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .map(|row| -> Result<AuditCheckpoint, StoreError> {
+                    let hash: Vec<u8> = row.try_get(1).map_err(store_error)?;
+                    let mac: Vec<u8> = row.try_get(3).map_err(store_error)?;
+                    Ok(AuditCheckpoint {
+                        seq: chain_seq(row.try_get(0).map_err(store_error)?)?,
+                        hash: chain_hash_of(&hash, "checkpoint hash")?,
+                        at: Timestamp::from_unix_millis(row.try_get(2).map_err(store_error)?),
+                        mac: chain_hash_of(&mac, "checkpoint mac")?,
+                    })
+                })
+                .transpose()?;
+        tx.rollback().await.map_err(store_error)?;
+        Ok(AuditChain {
+            head_seq,
+            head_hash,
+            checkpoint,
+        })
+    }
+
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        checkpoint: CheckpointFor<'_>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The prefix ends just before the first sealed event at or after `before`, or at the
+        // newest sealed event when all are older.
+        let last = sqlx::query(
+            "SELECT chain_seq, hash FROM audit_events
+             WHERE chain_seq IS NOT NULL
+               AND chain_seq < COALESCE(
+                   (SELECT MIN(chain_seq) FROM audit_events
+                    WHERE chain_seq IS NOT NULL AND at >= ?1),
+                   9223372036854775807)
+             ORDER BY chain_seq DESC LIMIT 1",
+        )
+        .bind(before.unix_millis())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let Some(last) = last else {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(0);
+        };
+        let seq = chain_seq(last.try_get(0).map_err(store_error)?)?;
+        let hash: Vec<u8> = last.try_get(1).map_err(store_error)?;
+        let signed = checkpoint(seq, chain_hash_of(&hash, "hash")?);
+        let deleted = sqlx::query("DELETE FROM audit_events WHERE chain_seq <= ?")
+            .bind(stored_seq(seq)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT OR REPLACE INTO audit_checkpoint (id, seq, hash, at, mac) VALUES (1, ?, ?, ?, ?)",
+        )
+        .bind(stored_seq(signed.seq)?)
+        .bind(&signed.hash[..])
+        .bind(signed.at.unix_millis())
+        .bind(&signed.mac[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(deleted)
+    }
+
+    async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT OR IGNORE INTO audit_keys (id, secret) VALUES (1, ?)")
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let secret: Vec<u8> = sqlx::query("SELECT secret FROM audit_keys WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .try_get(0)
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Zeroizing::new(secret))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

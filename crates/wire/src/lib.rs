@@ -327,3 +327,38 @@ pub struct AuthorizationServerMetadata {
     /// `["none"]`: the token's holder may revoke it (an admin key also may).
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
 }
+
+/// One sealed audit event, as `GET /v1/audit` and `sessiond audit export` give it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventView {
+    /// Its position in the audit chain.
+    pub seq: u64,
+    /// What happened (`session.created`, `session.revoked`, `security.reuse_detected`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// The user concerned.
+    pub user_id: Option<String>,
+    /// The session concerned.
+    pub session_id: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+    /// When it happened (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// Anything else recorded (`reason`, `actor`, ...).
+    pub details: Map<String, Value>,
+    /// SHA-256 of this event's canonical encoding (lower-case hex, see docs/audit.md).
+    pub hash: String,
+    /// The hash of the event before it.
+    pub prev_hash: String,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Sealed events in seq order.
+    pub events: Vec<AuditEventView>,
+    /// Pass as `since` to read the next page; `null` when this page was the last.
+    pub next: Option<String>,
+}

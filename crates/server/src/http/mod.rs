@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, request ids, body limits and the JSON error contract.
 
+pub(crate) mod audit;
 mod browser;
 pub(crate) mod convert;
 mod devices;
@@ -75,7 +76,8 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route(
             "/v1/users/{user_id}/devices/{id}/trust",
             post(devices::trust_of_user),
-        );
+        )
+        .route("/v1/audit", get(audit::list));
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));
     }

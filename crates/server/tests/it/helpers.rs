@@ -334,6 +334,38 @@ impl TestApp {
         }
     }
 
+    /// Runs a statement (SQL both stores understand) against the app's database; returns how
+    /// many rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        use sqlx::Connection as _;
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.database_path().display());
+                let mut connection = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open database");
+                let changed = sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"))
+                    .rows_affected();
+                connection.close().await.expect("close");
+                changed
+            }
+            Backend::Postgres => {
+                let schema = self.schema.as_ref().expect("a PostgreSQL app has a schema");
+                let mut connection = schema.connect().await;
+                let changed = sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"))
+                    .rows_affected();
+                connection.close().await.expect("close");
+                changed
+            }
+        }
+    }
+
     /// How many audit events of `kind` there are, optionally with `details[key] == value`.
     pub async fn audit_count(&self, kind: &str, detail: Option<(&str, &str)>) -> i64 {
         let matches_detail = |key: &str, value: &str| match self.backend {

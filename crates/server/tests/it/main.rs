@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod browser;
 mod devices;
 mod errors;

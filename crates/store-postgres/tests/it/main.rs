@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod availability;
 mod feed;
 mod helpers;

@@ -1,0 +1,119 @@
+//! `GET /v1/audit`: the sealed audit trail, filtered and paged, for admins.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use sessiond_core::audit::{AuditQuery, SealedAuditEvent, hex};
+use sessiond_core::{SessionId, Timestamp, UserId};
+use sessiond_wire::{AuditEventView, AuditPage};
+
+use super::ApiError;
+use super::convert::rfc3339;
+use super::extract::AdminCaller;
+use crate::state::AppState;
+
+/// Events per page unless `limit` says otherwise.
+const DEFAULT_LIMIT: u32 = 100;
+/// The largest page.
+const MAX_LIMIT: u32 = 1_000;
+
+/// The query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    user_id: Option<String>,
+    session_id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// A seq (events after it) or an RFC 3339 instant (events at or after it).
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/audit`: sealed events in seq order. A full page carries `next`, the `since` of the
+/// page after it.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(params) = params.map_err(|rejection| {
+        ApiError::BadRequest(format!("invalid query: {}", rejection.body_text()))
+    })?;
+    let (query, limit) = audit_query(params)?;
+    let events = state.service.audit_events(&query, limit).await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|event| event.seq.to_string()))
+        .flatten();
+    Ok(Json(AuditPage {
+        events: events.iter().map(audit_event_view).collect(),
+        next,
+    }))
+}
+
+fn audit_query(params: AuditParams) -> Result<(AuditQuery, u32), ApiError> {
+    let invalid = |field: &'static str, message: &str| {
+        ApiError::from(sessiond_core::Error::invalid(field, message))
+    };
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(|| invalid("limit", "must be an integer from 1 to 1000"))?,
+    };
+    let mut query = AuditQuery::default();
+    if let Some(user) = params.user_id {
+        query.user_id = Some(
+            UserId::parse(user, "user_id").map_err(|_| invalid("user_id", "is not a user id"))?,
+        );
+    }
+    if let Some(session) = params.session_id {
+        query.session_id = Some(
+            SessionId::parse(&session, "session_id")
+                .map_err(|_| invalid("session_id", "must be a session id (a UUID)"))?,
+        );
+    }
+    query.kind = params.kind.filter(|kind| !kind.is_empty());
+    if let Some(since) = params.since.filter(|since| !since.is_empty()) {
+        parse_since(&since, &mut query)
+            .ok_or_else(|| invalid("since", "must be a seq or an RFC 3339 instant"))?;
+    }
+    Ok((query, limit))
+}
+
+/// Sets `query` to start after the seq `since`, or at the RFC 3339 instant `since`; `None`
+/// when it is neither.
+pub(crate) fn parse_since(since: &str, query: &mut AuditQuery) -> Option<()> {
+    if since.bytes().all(|byte| byte.is_ascii_digit()) {
+        query.after_seq = since.parse().ok()?;
+    } else {
+        let elapsed = humantime::parse_rfc3339_weak(since)
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        query.since = Some(Timestamp::from_unix_millis(
+            i64::try_from(elapsed.as_millis()).ok()?,
+        ));
+    }
+    Some(())
+}
+
+/// The wire view of a sealed event (export uses it too).
+pub(crate) fn audit_event_view(event: &SealedAuditEvent) -> AuditEventView {
+    let entry = &event.entry;
+    AuditEventView {
+        seq: event.seq,
+        kind: entry.kind.clone(),
+        severity: entry.severity.clone(),
+        user_id: entry.user_id.clone(),
+        session_id: entry.session_id.clone(),
+        ip: entry.ip.clone(),
+        at: rfc3339(entry.at),
+        details: serde_json::from_str(&entry.details).unwrap_or_default(),
+        hash: hex(&event.hash),
+        prev_hash: hex(&event.prev_hash),
+    }
+}

@@ -1,0 +1,367 @@
+//! The audit trail: sealing, `GET /v1/audit`, and `sessiond audit verify` finding every kind
+//! of tampering by the first bad seq, on both stores.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sessiond_server::cli::{self, AuditCommand};
+
+use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
+use crate::on_every_store;
+
+on_every_store!(
+    events_are_sealed_into_a_chain_and_listed_with_filters_and_paging,
+    listing_the_audit_trail_is_for_admins_and_checks_its_query,
+    an_untouched_chain_verifies_with_the_real_command,
+    an_edited_event_is_named_by_its_seq,
+    a_deleted_event_is_named_by_its_seq,
+    a_deleted_newest_event_is_named_by_its_seq,
+    an_inserted_event_is_named_by_its_seq,
+    swapped_events_are_named_at_the_first_of_them,
+    pruning_leaves_a_signed_checkpoint_that_verifies,
+    a_tampered_checkpoint_is_caught,
+);
+
+/// The `zeroblob(32)` of both stores.
+fn zero_hash(app: &TestApp) -> &'static str {
+    match app.backend {
+        Backend::Sqlite => "zeroblob(32)",
+        Backend::Postgres => "decode(repeat('00', 32), 'hex')",
+    }
+}
+
+/// Seals every audit event written so far. On PostgreSQL an event is sealed only once every
+/// transaction older than its own has ended, and other tests' transactions on the same server
+/// count, so this retries for a while.
+async fn seal_all(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        app.state.service.seal_audit(1_000).await.expect("seal");
+        let unsealed = app
+            .scalar("SELECT COUNT(*) FROM audit_events WHERE chain_seq IS NULL")
+            .await;
+        if unsealed == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{unsealed} events stay unsealed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Five sealed events: three sessions created, one revoked by an admin, one by its user.
+async fn five_sealed_events(app: &TestApp) -> Vec<Value> {
+    let mut created = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        created.push(app.create_session(user).await);
+    }
+    let bobs = text(&created[1]["session"], "id").to_owned();
+    let answer = app
+        .delete(&format!("/v1/sessions/{bobs}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+    let answer = app
+        .post(
+            "/v1/logout",
+            Some(text(&created[2], "access_token")),
+            Value::Null,
+        )
+        .await;
+    assert!(answer.status.is_success(), "{}", answer.body);
+    seal_all(app).await;
+    created
+}
+
+/// `sessiond audit verify` as the library runs it: `Ok(report)` or `Err(one line)`.
+async fn verify(app: &TestApp) -> Result<String, String> {
+    let mut out = Vec::new();
+    cli::audit(&app.state, AuditCommand::Verify, &mut out)
+        .await
+        .map(|()| String::from_utf8(out).expect("utf-8"))
+        .map_err(|error| format!("{error:#}"))
+}
+
+fn assert_broken_at(result: Result<String, String>, seq: u64) {
+    let error = result.expect_err("the chain is reported broken");
+    assert!(
+        error.contains(&format!("broken at seq {seq}:")),
+        "expected seq {seq}: {error}"
+    );
+}
+
+async fn list(app: &TestApp, query: &str) -> Value {
+    let answer = app.get(&format!("/v1/audit{query}"), Some(ADMIN_KEY)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.body
+}
+
+async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
+    let app = TestApp::spawn().await;
+    let created = five_sealed_events(&app).await;
+
+    let all = list(&app, "").await;
+    let events = all["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().map(|event| text(event, "type")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.created",
+            "session.created",
+            "session.created",
+            "session.revoked",
+            "session.revoked"
+        ]
+    );
+    assert_eq!(all["next"], Value::Null);
+    let mut prev_hash = "0".repeat(64);
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event["seq"], index + 1);
+        assert_eq!(text(event, "prev_hash"), prev_hash, "{event}");
+        assert_eq!(text(event, "hash").len(), 64);
+        prev_hash = text(event, "hash").to_owned();
+    }
+    assert_eq!(events[3]["details"]["reason"], "revoked_by_admin");
+    assert_eq!(events[3]["details"]["actor"], "admin");
+    assert_eq!(events[4]["details"]["actor"], "user");
+    assert_eq!(events[0]["severity"], "info");
+    assert_eq!(events[0]["user_id"], "alice");
+
+    let bob = list(&app, "?user_id=bob").await;
+    assert_eq!(bob["events"].as_array().expect("events").len(), 2);
+    let bobs_session = text(&created[1]["session"], "id");
+    let by_session = list(
+        &app,
+        &format!("?session_id={bobs_session}&type=session.revoked"),
+    )
+    .await;
+    assert_eq!(by_session["events"].as_array().expect("events").len(), 1);
+    assert_eq!(by_session["events"][0]["seq"], 4);
+
+    let first = list(&app, "?limit=2").await;
+    assert_eq!(first["events"].as_array().expect("events").len(), 2);
+    let next = text(&first, "next").to_owned();
+    assert_eq!(next, "2");
+    let second = list(&app, &format!("?limit=2&since={next}")).await;
+    assert_eq!(second["events"][0]["seq"], 3);
+    let last = list(&app, "?limit=2&since=4").await;
+    assert_eq!(last["events"].as_array().expect("events").len(), 1);
+    assert_eq!(last["next"], Value::Null);
+
+    let future = list(&app, "?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future["events"].as_array().expect("events").len(), 0);
+    let past = list(&app, "?since=2000-01-01T00:00:00Z").await;
+    assert_eq!(past["events"].as_array().expect("events").len(), 5);
+}
+
+async fn listing_the_audit_trail_is_for_admins_and_checks_its_query() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let answer = app
+        .get("/v1/audit", Some(text(&created, "access_token")))
+        .await;
+    assert!(
+        matches!(
+            answer.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ),
+        "{}",
+        answer.status
+    );
+    assert_eq!(
+        app.get("/v1/audit", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?since=yesterday",
+        "?session_id=nope",
+    ] {
+        let answer = app.get(&format!("/v1/audit{bad}"), Some(ADMIN_KEY)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.body
+        );
+        assert_eq!(answer.error_code(), "invalid_request", "{bad}");
+    }
+}
+
+/// `sessiond` on the app's database, with none of this process's `SESSIOND_*` variables.
+fn sessiond(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SESSIOND_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("SESSIOND_DATABASE_URL", &app.config.database_url)
+        .env("SESSIOND_ISSUER", "http://sessiond.test")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .args(args)
+        .output()
+        .expect("sessiond runs")
+}
+
+async fn an_untouched_chain_verifies_with_the_real_command() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    let report = verify(&app).await.expect("intact");
+    assert!(report.contains("5 events from seq 1 to seq 5"), "{report}");
+
+    let verified = sessiond(&app, &["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("audit chain intact"), "{stdout}");
+
+    let exported = sessiond(
+        &app,
+        &["audit", "export", "--since", "3", "--format", "jsonl"],
+    );
+    assert!(exported.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["seq"], 4);
+
+    app.execute("UPDATE audit_events SET ip = '198.51.100.1' WHERE chain_seq = 3")
+        .await;
+    let broken = sessiond(&app, &["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success(), "a broken chain exits non-zero");
+    assert!(stderr.contains("broken at seq 3"), "{stderr}");
+}
+
+async fn an_edited_event_is_named_by_its_seq() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    let edited = app
+        .execute(
+            "UPDATE audit_events SET details = '{\"actor\":\"user\",\"reason\":\"logout\"}'
+             WHERE chain_seq = 4",
+        )
+        .await;
+    assert_eq!(edited, 1);
+    assert_broken_at(verify(&app).await, 4);
+}
+
+async fn a_deleted_event_is_named_by_its_seq() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 2")
+        .await;
+    assert_broken_at(verify(&app).await, 2);
+}
+
+async fn a_deleted_newest_event_is_named_by_its_seq() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 5")
+        .await;
+    assert_broken_at(verify(&app).await, 5);
+}
+
+async fn an_inserted_event_is_named_by_its_seq() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    // Make room at seq 3 (through a detour: seqs are unique), then forge an event there that
+    // claims to follow seq 2.
+    app.execute("UPDATE audit_events SET chain_seq = chain_seq + 100 WHERE chain_seq >= 3")
+        .await;
+    app.execute("UPDATE audit_events SET chain_seq = chain_seq - 99 WHERE chain_seq >= 103")
+        .await;
+    let zero = zero_hash(&app);
+    let inserted = app
+        .execute(&format!(
+            "INSERT INTO audit_events (type, severity, user_id, at, details, chain_seq,
+                                       prev_hash, hash)
+             SELECT 'session.created', 'info', 'mallory', at, '{{}}', 3, hash, {zero}
+             FROM audit_events WHERE chain_seq = 2"
+        ))
+        .await;
+    assert_eq!(inserted, 1);
+    assert_broken_at(verify(&app).await, 3);
+}
+
+async fn swapped_events_are_named_at_the_first_of_them() {
+    let app = TestApp::spawn().await;
+    five_sealed_events(&app).await;
+    app.execute("UPDATE audit_events SET chain_seq = 1000 WHERE chain_seq = 2")
+        .await;
+    app.execute("UPDATE audit_events SET chain_seq = 2 WHERE chain_seq = 4")
+        .await;
+    app.execute("UPDATE audit_events SET chain_seq = 4 WHERE chain_seq = 1000")
+        .await;
+    assert_broken_at(verify(&app).await, 2);
+}
+
+/// Five events, then ten days later two more, all sealed; then the first five pruned.
+async fn pruned_chain(app: &TestApp) {
+    five_sealed_events(app).await;
+    app.advance(Duration::from_secs(10 * 86_400));
+    app.create_session("dave").await;
+    app.create_session("erin").await;
+    seal_all(app).await;
+    let mut out = Vec::new();
+    cli::audit(
+        &app.state,
+        AuditCommand::Prune {
+            older_than: Duration::from_secs(5 * 86_400),
+        },
+        &mut out,
+    )
+    .await
+    .expect("prune");
+    assert_eq!(
+        String::from_utf8(out).expect("utf-8"),
+        "pruned 5 audit events\n"
+    );
+}
+
+async fn pruning_leaves_a_signed_checkpoint_that_verifies() {
+    let app = TestApp::spawn().await;
+    pruned_chain(&app).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM audit_events").await, 2);
+    let report = verify(&app).await.expect("intact after pruning");
+    assert!(
+        report.contains("2 events from the checkpoint at seq 5 to seq 7"),
+        "{report}"
+    );
+    // The chain goes on from the checkpoint.
+    app.create_session("frank").await;
+    seal_all(&app).await;
+    let listed = list(&app, "").await;
+    assert_eq!(listed["events"][0]["seq"], 6);
+    assert_eq!(listed["events"][2]["seq"], 8);
+    verify(&app).await.expect("still intact");
+
+    // Deleting the oldest remaining event is a gap after the checkpoint.
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 6")
+        .await;
+    assert_broken_at(verify(&app).await, 6);
+}
+
+async fn a_tampered_checkpoint_is_caught() {
+    let app = TestApp::spawn().await;
+    pruned_chain(&app).await;
+    // Pruning one more event by hand needs a checkpoint at seq 6 with seq 6's hash; without
+    // the key its MAC cannot be made.
+    app.execute(
+        "UPDATE audit_checkpoint SET seq = 6,
+                hash = (SELECT hash FROM audit_events WHERE chain_seq = 6)",
+    )
+    .await;
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 6")
+        .await;
+    assert_broken_at(verify(&app).await, 6);
+}
