@@ -16,6 +16,16 @@
 pub mod api;
 pub mod cli;
 
+/// The code of `docs/using-the-client.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/using-the-client.md")]
+pub struct UsingTheClientGuide;
+
+/// The code of `docs/protecting-an-api.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/protecting-an-api.md")]
+pub struct ProtectingAnApiGuide;
+
 use serde::{Deserialize, Serialize};
 
 /// One note.
