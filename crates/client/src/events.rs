@@ -67,11 +67,12 @@ enum Outcome {
 }
 
 /// The background task: keeps a stream open while signed in, until `stop`.
-pub(crate) async fn run(
-    inner: Arc<Inner>,
-    policy: EventStreamPolicy,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn run(inner: Arc<Inner>, policy: EventStreamPolicy, stop: watch::Receiver<bool>) {
+    keep_open(&inner, policy, stop).await;
+    inner.events_connected.send_replace(false);
+}
+
+async fn keep_open(inner: &Arc<Inner>, policy: EventStreamPolicy, mut stop: watch::Receiver<bool>) {
     let mut state = inner.state.subscribe();
     let mut cursor: Option<String> = None;
     let mut cursor_session: Option<String> = None;
@@ -104,7 +105,7 @@ pub(crate) async fn run(
         }
         let outcome = tokio::select! {
             _ = stop.changed() => return,
-            outcome = follow(&inner, &policy, &session_id, &mut cursor, &mut refused_before, &mut reload) => outcome,
+            outcome = follow(inner, &policy, &session_id, &mut cursor, &mut refused_before, &mut reload) => outcome,
         };
         inner.events_connected.send_replace(false);
         match outcome {
