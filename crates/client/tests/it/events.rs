@@ -1,6 +1,6 @@
 //! The event stream: a revocation elsewhere signs the client out at once, a refresh by another
-//! process sharing the token store is adopted from the store, and a stream refused for an
-//! expired token is opened again after one refresh.
+//! process sharing the token store is adopted from the store, a stream refused for an expired
+//! token is opened again after one refresh, and a broken stream resumes after its last event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -185,4 +185,89 @@ async fn a_stream_refused_for_an_expired_token_is_opened_again_after_one_refresh
     .await
     .expect("signed out")
     .expect("client alive");
+}
+
+/// What the scripted event endpoint saw: the `Last-Event-ID` of each request.
+#[derive(Default)]
+struct Script {
+    last_event_ids: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+/// `GET /v1/events` that answers, in turn: an event of another session, then the end of the
+/// body without a closing message; then `stream.closed` with `session_ended`.
+async fn scripted_events(
+    axum::extract::State(script): axum::extract::State<Arc<Script>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().expect("ASCII").to_owned());
+    let body = {
+        let mut seen = script.last_event_ids.lock().expect("not poisoned");
+        seen.push(last_event_id);
+        match seen.len() {
+            1 => concat!(
+                ": heartbeat\n\n",
+                "id: 5.7\n",
+                "data: {\"type\":\"session.refreshed\",\"cursor\":\"5.7\",\"session_id\":\"another\"}\n\n",
+            ),
+            _ => "data: {\"type\":\"stream.closed\",\"reason\":\"session_ended\"}\n\n",
+        }
+    };
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from(body))
+        .expect("a response")
+}
+
+#[tokio::test]
+async fn a_broken_stream_resumes_after_its_last_event_and_session_ended_signs_out() {
+    let script = Arc::new(Script::default());
+    let router = axum::Router::new()
+        .route("/v1/events", axum::routing::get(scripted_events))
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serves") });
+    let now = SystemTime::now();
+    let tokens = StoredTokens {
+        access_token: "access".to_owned().into(),
+        refresh_token: "sdr_refresh".to_owned().into(),
+        received_at: now,
+        access_token_expires_at: now + Duration::from_secs(900),
+        refresh_token_expires_at: None,
+        session_id: "mine".into(),
+        user_id: "olga".into(),
+    };
+    let client = SessionClient::builder(&base)
+        .store(Arc::new(MemoryStore::with_tokens(tokens)))
+        .refresh_policy(on_demand_only())
+        .subscribe_events(fast_events())
+        .build()
+        .await
+        .expect("client builds");
+    let mut state = client.state();
+
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|state| !state.is_signed_in()),
+    )
+    .await
+    .expect("signed out within 5 s")
+    .expect("client alive");
+
+    assert_eq!(
+        client.current_state(),
+        SessionState::SignedOut {
+            reason: SignOutReason::Revoked
+        }
+    );
+    let seen = script.last_event_ids.lock().expect("not poisoned").clone();
+    assert_eq!(
+        seen,
+        [None, Some("5.7".to_owned())],
+        "the first stream starts live, the second resumes after the last event"
+    );
 }
