@@ -866,9 +866,9 @@ impl Inner {
                 _ => return false,
             }
         };
-        // A pair installed meanwhile (even of the same session, by a refresh) loses to the
-        // revocation only if it is still current once the write lock is held; the loop takes
-        // the newest generation each time.
+        // The session is over, so every pair of it is dead, including one that a refresh
+        // installed meanwhile: try again with the newest generation until the pair is gone or
+        // belongs to another session (a sign-in replaced it).
         let mut expected = generation;
         loop {
             match self.sign_out_locally(reason.clone(), Some(expected)).await {
