@@ -19,10 +19,12 @@ use sessiond_wire::{ErrorBody, RefreshRequest, TokenPairResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::{CUSTOM_CLOCK_POLL, SystemClock};
+use crate::events;
 use crate::policy::random_fraction;
 use crate::{
-    Error, MemoryStore, RefreshPolicy, RetryPolicy, SecretString, SessionState, SignOutReason,
-    StoreError, StoredTokens, TokenStore,
+    Clock, Error, EventStreamPolicy, MemoryStore, RefreshPolicy, RetryPolicy, SecretString,
+    SessionState, SignOutReason, StoreError, StoredTokens, TokenStore,
 };
 
 /// The longest single sleep of the background task. Tokio's timers run on a monotonic clock
@@ -38,6 +40,8 @@ pub struct SessionClientBuilder {
     http: Option<reqwest::Client>,
     refresh_policy: RefreshPolicy,
     retry_policy: RetryPolicy,
+    clock: Option<Arc<dyn Clock>>,
+    events: Option<EventStreamPolicy>,
 }
 
 impl SessionClientBuilder {
@@ -66,6 +70,24 @@ impl SessionClientBuilder {
         self
     }
 
+    /// The clock that token expiry and refresh points are read from; the system's wall clock
+    /// by default. For tests that move time by hand: with a clock other than the system's,
+    /// the background task looks at it every [`CUSTOM_CLOCK_POLL`] (the clock may jump
+    /// without any timer noticing).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Follows the session's event stream (`GET /v1/events`) from a background task, as
+    /// `policy` says (see [`SessionClient::events_connected`] and the crate documentation):
+    /// a revocation elsewhere signs the client out at once, and a refresh by another process
+    /// sharing the token store is adopted from the store. Off by default.
+    pub fn subscribe_events(mut self, policy: EventStreamPolicy) -> Self {
+        self.events = Some(policy);
+        self
+    }
+
     /// Loads the stored pair (if any) and starts the background refresh task. Call it inside
     /// a Tokio runtime.
     ///
@@ -85,6 +107,7 @@ impl SessionClientBuilder {
         };
         let refresh_url = join("v1/sessions/refresh")?;
         let logout_url = join("v1/logout")?;
+        let events_url = join("v1/events")?;
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
@@ -115,9 +138,16 @@ impl SessionClientBuilder {
             base_url,
             refresh_url,
             logout_url,
+            events_url,
             store,
             refresh_policy,
             retry_policy: self.retry_policy,
+            max_sleep: if self.clock.is_some() {
+                CUSTOM_CLOCK_POLL
+            } else {
+                MAX_SLEEP
+            },
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             shared: Mutex::new(Shared {
                 current,
                 signed_out: SignOutReason::NoTokens,
@@ -127,16 +157,21 @@ impl SessionClientBuilder {
             }),
             write_lock: tokio::sync::Mutex::new(()),
             state: watch::Sender::new(state),
+            events_connected: watch::Sender::new(false),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = refresh_policy
-            .proactive
-            .then(|| runtime.spawn(run_background(Arc::clone(&inner), stopped)));
+        let mut tasks = Vec::new();
+        if refresh_policy.proactive {
+            tasks.push(runtime.spawn(run_background(Arc::clone(&inner), stopped.clone())));
+        }
+        if let Some(policy) = self.events {
+            tasks.push(runtime.spawn(events::run(Arc::clone(&inner), policy, stopped)));
+        }
         Ok(SessionClient {
             inner,
             background: Arc::new(Background {
                 stop,
-                task: Mutex::new(task),
+                tasks: Mutex::new(tasks),
             }),
         })
     }
@@ -203,6 +238,8 @@ impl SessionClient {
             http: None,
             refresh_policy: RefreshPolicy::default(),
             retry_policy: RetryPolicy::default(),
+            clock: None,
+            events: None,
         }
     }
 
@@ -213,7 +250,7 @@ impl SessionClient {
     /// # Errors
     /// [`Error::Store`] when the pair cannot be persisted; the client then keeps what it had.
     pub async fn sign_in(&self, pair: &TokenPairResponse) -> Result<(), Error> {
-        self.set_tokens(StoredTokens::from_response(pair, SystemTime::now()))
+        self.set_tokens(StoredTokens::from_response(pair, self.inner.clock.now()))
             .await
     }
 
@@ -329,18 +366,26 @@ impl SessionClient {
         locally.map(|_| ()).map_err(Error::from)
     }
 
-    /// Stops the background refresh task (for every clone of this client) and waits for it
-    /// and for a refresh in flight to finish. Calls made afterwards still work; they just
-    /// refresh on demand only.
+    /// Whether the event stream is open right now (always `false` without
+    /// [`SessionClientBuilder::subscribe_events`]). Watch it, e.g. to show that revocations
+    /// elsewhere are noticed at once, or only at the next refresh while it is `false`.
+    pub fn events_connected(&self) -> watch::Receiver<bool> {
+        self.inner.events_connected.subscribe()
+    }
+
+    /// Stops the background tasks (the refresh task and the event stream, for every clone of
+    /// this client) and waits for them and for a refresh in flight to finish. Calls made
+    /// afterwards still work; they just refresh on demand only.
     pub async fn shutdown(&self) {
         let _ = self.background.stop.send(true);
-        let task = self
-            .background
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(
+            &mut *self
+                .background
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
             let _ = task.await;
         }
         let in_flight = self
@@ -355,10 +400,10 @@ impl SessionClient {
     }
 }
 
-/// The background task's handle; it stops when this is dropped (with the last client clone).
+/// The background tasks' handles; they stop when this is dropped (with the last client clone).
 struct Background {
     stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Background {
@@ -369,18 +414,25 @@ impl Drop for Background {
     }
 }
 
-struct Inner {
-    http: reqwest::Client,
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
     base_url: Url,
     refresh_url: Url,
     logout_url: Url,
+    pub(crate) events_url: Url,
     store: Arc<dyn TokenStore>,
     refresh_policy: RefreshPolicy,
     retry_policy: RetryPolicy,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The background task's longest sleep: [`MAX_SLEEP`], or [`CUSTOM_CLOCK_POLL`] with a
+    /// clock other than the system's.
+    max_sleep: Duration,
     shared: Mutex<Shared>,
     /// Held while the store and `shared.current` are changed together.
     write_lock: tokio::sync::Mutex<()>,
-    state: watch::Sender<SessionState>,
+    pub(crate) state: watch::Sender<SessionState>,
+    /// Whether the event stream is open.
+    pub(crate) events_connected: watch::Sender<bool>,
 }
 
 struct Shared {
@@ -477,7 +529,7 @@ impl Inner {
     }
 
     /// The current access token and its generation, refreshing first if it has expired.
-    async fn access_token(self: &Arc<Self>) -> Result<(u64, SecretString), Error> {
+    pub(crate) async fn access_token(self: &Arc<Self>) -> Result<(u64, SecretString), Error> {
         let stale_generation = {
             let shared = self.shared();
             let Some(current) = &shared.current else {
@@ -485,7 +537,7 @@ impl Inner {
             };
             if self
                 .refresh_policy
-                .is_usable(&current.tokens, SystemTime::now())
+                .is_usable(&current.tokens, self.clock.now())
             {
                 return Ok((shared.generation, current.tokens.access_token.clone()));
             }
@@ -497,7 +549,7 @@ impl Inner {
     /// Refreshes the pair of generation `seen` (`None`: whatever the current pair is), joining
     /// a refresh in flight, and returns the new access token. If the pair of `seen` has been
     /// replaced meanwhile, the replacement is returned without a refresh.
-    async fn refresh_from(
+    pub(crate) async fn refresh_from(
         self: &Arc<Self>,
         seen: Option<u64>,
     ) -> Result<(u64, SecretString), Error> {
@@ -574,13 +626,31 @@ impl Inner {
     /// Refreshes `tokens` (of `generation`), retrying as the [`RetryPolicy`] says.
     #[tracing::instrument(name = "refresh", skip_all, fields(session_id = %tokens.session_id))]
     async fn run_refresh(&self, tokens: &StoredTokens, generation: u64) -> Result<(), Error> {
+        // Another process sharing the store may have refreshed this session already. Its pair
+        // is the one to use: presenting the refresh token it spent would be answered with the
+        // same pair within the reuse grace window, and taken as theft after it.
+        let reloaded;
+        let (tokens, generation) = match self.adopt_newer_stored().await {
+            Ok(Some((newer, newer_generation))) => {
+                if self.refresh_policy.is_usable(&newer, self.clock.now()) {
+                    return Ok(());
+                }
+                reloaded = newer;
+                (&*reloaded, newer_generation)
+            }
+            Ok(None) => (tokens, generation),
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read the token store before refreshing");
+                (tokens, generation)
+            }
+        };
         let started = tokio::time::Instant::now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             // Taken before the request leaves, so the expiry computed from `expires_in` errs
             // on the early side by the request's duration.
-            let sent_at = SystemTime::now();
+            let sent_at = self.clock.now();
             match self.refresh_attempt(&tokens.refresh_token).await {
                 Attempt::Refreshed(pair) => {
                     let tokens = StoredTokens::from_response(&pair, sent_at);
@@ -714,14 +784,105 @@ impl Inner {
                 ),
             }
         }
+        self.install(tokens);
+        Ok(true)
+    }
+
+    /// Makes `tokens` current and publishes `SignedIn`; returns the new generation. The caller
+    /// holds `write_lock` and has persisted `tokens` (or read them from the store).
+    fn install(&self, tokens: StoredTokens) -> u64 {
         let state = SessionState::of(&tokens);
-        {
+        let generation = {
             let mut shared = self.shared();
             shared.generation += 1;
             shared.current = Some(Current::new(tokens, &self.refresh_policy));
-        }
+            shared.generation
+        };
         self.state.send_replace(state);
-        Ok(true)
+        generation
+    }
+
+    /// Adopts the pair in the store if another process sharing it has refreshed the current
+    /// session since this one's pair was received: same session, another refresh token, and
+    /// received later. An older pair, or one of another session, never replaces the current
+    /// one. Nothing is written to the store. Returns the adopted pair and its generation.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) async fn adopt_newer_stored(
+        &self,
+    ) -> Result<Option<(Arc<StoredTokens>, u64)>, StoreError> {
+        let _writing = self.write_lock.lock().await;
+        let Some(stored) = blocking(&self.store, |store| store.load()).await? else {
+            return Ok(None);
+        };
+        let newer = match &self.shared().current {
+            Some(current) => {
+                stored.session_id == current.tokens.session_id
+                    && stored.refresh_token != current.tokens.refresh_token
+                    && stored.received_at > current.tokens.received_at
+            }
+            None => false,
+        };
+        if !newer {
+            return Ok(None);
+        }
+        tracing::debug!(session_id = %stored.session_id, "adopting the pair another process refreshed");
+        let tokens = Arc::new(stored.clone());
+        let generation = self.install(stored);
+        Ok(Some((tokens, generation)))
+    }
+
+    /// The current pair's generation and session, if signed in.
+    pub(crate) fn current_session(&self) -> Option<(u64, String)> {
+        let shared = self.shared();
+        shared
+            .current
+            .as_ref()
+            .map(|current| (shared.generation, current.tokens.session_id.clone()))
+    }
+
+    /// The current pair's generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared().generation
+    }
+
+    /// Whether a refresh of the current pair is in flight.
+    pub(crate) fn refreshing(&self) -> bool {
+        let shared = self.shared();
+        shared
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| in_flight.generation == shared.generation)
+    }
+
+    /// Signs out as [`sign_out_locally`](Self::sign_out_locally) does, if the current pair
+    /// belongs to `session_id` (the server said that session ended); returns whether it did.
+    pub(crate) async fn sign_out_session(&self, session_id: &str, reason: SignOutReason) -> bool {
+        let generation = {
+            let shared = self.shared();
+            match &shared.current {
+                Some(current) if current.tokens.session_id == session_id => shared.generation,
+                _ => return false,
+            }
+        };
+        // The session is over, so every pair of it is dead, including one that a refresh
+        // installed meanwhile: try again with the newest generation until the pair is gone or
+        // belongs to another session (a sign-in replaced it).
+        let mut expected = generation;
+        loop {
+            match self.sign_out_locally(reason.clone(), Some(expected)).await {
+                Ok(true) | Err(_) => return true,
+                Ok(false) => {}
+            }
+            let shared = self.shared();
+            match &shared.current {
+                Some(current) if current.tokens.session_id == session_id => {
+                    expected = shared.generation;
+                }
+                _ => return false,
+            }
+        }
     }
 
     /// Clears storage, then the pair, then publishes `SignedOut { reason }`, unless the pair
@@ -818,12 +979,12 @@ async fn run_background(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             Some(_) if failures > 0 => Some(inner.refresh_policy.failure_backoff(failures)),
             Some(refresh_at) => Some(
                 refresh_at
-                    .duration_since(SystemTime::now())
+                    .duration_since(inner.clock.now())
                     .unwrap_or(Duration::ZERO),
             ),
             None => None,
         };
-        let sleep = wait.unwrap_or(Duration::ZERO).min(MAX_SLEEP);
+        let sleep = wait.unwrap_or(Duration::ZERO).min(inner.max_sleep);
         tokio::select! {
             _ = stop.changed() => return,
             changed = state.changed() => {
@@ -836,7 +997,7 @@ async fn run_background(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(sleep), if wait.is_some() => {}
         }
         let due = match refresh_at {
-            Some(refresh_at) => failures > 0 || SystemTime::now() >= refresh_at,
+            Some(refresh_at) => failures > 0 || inner.clock.now() >= refresh_at,
             None => false,
         };
         if !due {

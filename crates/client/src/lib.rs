@@ -76,18 +76,48 @@
 //! # }
 //! ```
 //!
-//! # Not yet: the event stream
+//! # Following the event stream
 //!
-//! The server has no `GET /v1/events` yet, so the client learns that its session was revoked
-//! only at its next refresh. When the stream exists, a `SessionClient::subscribe_events` will
-//! open it with the current access token and drive the same state machine: a `session.revoked`
-//! or `security.reuse_detected` event for the client's session will clear storage and publish
-//! `SignedOut` exactly as a refused refresh does now. [`SessionState`], [`SignOutReason`]
-//! (`#[non_exhaustive]`) and the `watch` channel are the interface it will use, so code that
-//! watches [`SessionClient::state`] will not need to change.
+//! Without the event stream, the client learns that its session was revoked only at its next
+//! refresh (minutes later). With
+//! [`SessionClientBuilder::subscribe_events`] a background task follows the session's
+//! `GET /v1/events` (Server-Sent Events) with the current access token:
+//!
+//! - a revocation or expiry of the client's own session (`session.revoked`,
+//!   `session.expired`, or the server closing the stream with `session_ended`) signs it out at
+//!   once: storage is cleared, then [`SessionState::SignedOut`] is published, as after a
+//!   refused refresh (reason [`SignOutReason::Revoked`], [`SignOutReason::ReuseDetected`],
+//!   [`SignOutReason::Expired`], or [`SignOutReason::LoggedOut`] when another process sharing
+//!   the session logged out);
+//! - a refresh of the session by *another process sharing the token store* (two CLI
+//!   invocations on one token file) is picked up by reading the store, with no refresh request
+//!   of its own. A pair from the store is adopted only if it is of the same session and was
+//!   received later than the one held, so a reload never goes back in time. Independently of
+//!   the stream, every refresh first looks in the store for such a pair, so that a process
+//!   never presents a refresh token another one has already spent;
+//! - the stream reconnects with backoff and jitter ([`EventStreamPolicy`]), resuming after the
+//!   last event it saw (`Last-Event-ID`), with the newest access token; a token the server
+//!   refuses (`401`, expired by its clock) is refreshed once first.
+//!
+//! [`SessionClient::events_connected`] says whether the stream is open.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), sessiond_client::Error> {
+//! use sessiond_client::{EventStreamPolicy, SessionClient};
+//!
+//! let client = SessionClient::builder("https://auth.example.com")
+//!     .subscribe_events(EventStreamPolicy::default())
+//!     .build()
+//!     .await?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
+mod clock;
 mod error;
+mod events;
 mod file_store;
 mod policy;
 mod secret;
@@ -95,9 +125,10 @@ mod store;
 mod tokens;
 
 pub use client::{SessionClient, SessionClientBuilder};
+pub use clock::{CUSTOM_CLOCK_POLL, Clock, SystemClock};
 pub use error::Error;
 pub use file_store::{EncryptedFileStore, FileKey};
-pub use policy::{RefreshPolicy, RetryPolicy};
+pub use policy::{EventStreamPolicy, RefreshPolicy, RetryPolicy};
 pub use secret::SecretString;
 pub use store::{MemoryStore, StoreError, TokenStore};
 pub use tokens::{SessionState, SignOutReason, StoredTokens};

@@ -145,6 +145,47 @@ impl RetryPolicy {
     }
 }
 
+/// How the client follows its event stream (`GET /v1/events`), when
+/// [`SessionClientBuilder::subscribe_events`](crate::SessionClientBuilder::subscribe_events)
+/// asks it to.
+///
+/// A stream that cannot be opened or that breaks is opened again after a wait that doubles
+/// from [`reconnect_min`](Self::reconnect_min) to [`reconnect_max`](Self::reconnect_max), half
+/// of it random ("equal jitter", so that the clients of a restarted server do not all come
+/// back at once); it resumes after the last event it saw (`Last-Event-ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStreamPolicy {
+    /// The first wait before reconnecting (default 500 ms).
+    pub reconnect_min: Duration,
+    /// The longest wait before reconnecting (default 30 s).
+    pub reconnect_max: Duration,
+    /// A stream that brings nothing for this long, not even the server's heartbeat (every 15 s
+    /// by default), is taken as dead and opened again (default 45 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for EventStreamPolicy {
+    fn default() -> Self {
+        Self {
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+impl EventStreamPolicy {
+    /// The wait before reconnecting after `failures` (1-based) failures in a row.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let cap = exponential(
+            self.reconnect_min,
+            self.reconnect_max,
+            failures.saturating_sub(1),
+        );
+        cap / 2 + (cap / 2).mul_f64(random_fraction())
+    }
+}
+
 /// `min * 2^doublings`, at most `max`.
 fn exponential(min: Duration, max: Duration, doublings: u32) -> Duration {
     let factor = 1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX);

@@ -98,11 +98,40 @@
 //!
 //! A revoked session's access tokens stay valid by signature until they expire (15 minutes by
 //! default). The verifier consults a revoked set ([`sessiond_core::revocation::RevokedSessions`],
-//! the same type sessiond uses) on every verification; [`Verifier::revoke_session`] adds to it.
-//! Following sessiond's revocation feed (`GET /v1/events`) automatically will come with that
-//! endpoint; until then, the application feeds the set itself, for example from its own
-//! messaging, or accepts the access-token lifetime as its revocation delay.
+//! the same type sessiond uses) on every verification, and fills it in two ways:
+//!
+//! - **The revocation feed** ([`VerifierBuilder::revocation_feed`] with a [`RevocationFeed`]):
+//!   a background task follows sessiond's `GET /v1/events?types=session.revoked` and puts each
+//!   revoked session in the set, so its tokens are refused within moments (well under a second
+//!   on a local network). It starts from the beginning of sessiond's retained events, so a
+//!   verifier that starts after a revocation refuses that session's tokens too; entries are
+//!   kept for the longest access-token lifetime (1 h unless configured) after their
+//!   revocation. While sessiond is unreachable the verifier keeps verifying with its cached
+//!   keys and the set it has, [`VerifierStats::feed`] says `connected: false`, and the feed
+//!   resumes where it stopped once sessiond is back. The feed reads every user's events, so
+//!   its credential is an admin key today; a read-only key scope for it is planned.
+//!
+//!   ```no_run
+//!   # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//!   use sessiond_verifier::{RevocationFeed, Verifier};
+//!
+//!   let verifier = Verifier::builder("https://sessiond.example/.well-known/jwks.json")
+//!       .issuer("https://sessiond.example")
+//!       .revocation_feed(RevocationFeed::new(
+//!           "https://sessiond.example",
+//!           std::env::var("SESSIOND_ADMIN_KEY")?,
+//!       ))
+//!       .build()?; // inside a Tokio runtime: the feed runs as a task
+//!   # let _ = verifier;
+//!   # Ok(())
+//!   # }
+//!   ```
+//! - **By hand**: [`Verifier::revoke_session`], for applications that learn of revocations
+//!   some other way.
+//!
+//! Without either, the access-token lifetime is the revocation delay.
 
+mod feed;
 mod permission;
 mod verifier;
 
@@ -111,6 +140,7 @@ mod axum;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::{AuthRejection, Authenticated, RequirePermission, RequirePermissionLayer};
+pub use feed::{FeedStats, RevocationFeed};
 pub use permission::{has_permission, permission_matches};
 pub use sessiond_core::token::{TokenError, VerificationKeys};
 pub use verifier::{

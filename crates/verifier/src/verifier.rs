@@ -19,6 +19,7 @@ use sessiond_core::token::{
 };
 use sessiond_core::{Clock, SessionId, Timestamp};
 
+use crate::feed::{FeedStats, FeedTask, RevocationFeed};
 use crate::permission;
 
 /// How long a key set is fresh when the response carries no `Cache-Control: max-age`.
@@ -133,6 +134,9 @@ pub enum BuildError {
     /// The HTTP client could not be built (TLS backend initialisation).
     #[error("building the HTTP client failed")]
     Http(#[source] reqwest::Error),
+    /// A revocation feed was asked for outside a Tokio runtime, which its task needs.
+    #[error("a revocation feed needs a tokio runtime: build the verifier inside one")]
+    NoRuntime,
 }
 
 /// A snapshot of the verifier's key-cache health, for metrics and health checks.
@@ -157,6 +161,9 @@ pub struct VerifierStats {
     pub keys: usize,
     /// How many sessions are in the revoked set.
     pub revoked_sessions: usize,
+    /// The revocation feed's state; `None` when the verifier does not follow one
+    /// ([`VerifierBuilder::revocation_feed`]).
+    pub feed: Option<FeedStats>,
 }
 
 /// Builds a [`Verifier`]; see [`Verifier::builder`].
@@ -171,9 +178,19 @@ pub struct VerifierBuilder {
     http: Option<reqwest::Client>,
     clock: Option<Arc<dyn Clock>>,
     initial_keys: Option<VerificationKeys>,
+    feed: Option<RevocationFeed>,
 }
 
 impl VerifierBuilder {
+    /// Follows sessiond's revocation feed (see [`RevocationFeed`]): a background task streams
+    /// `session.revoked` events into the revoked set, so a revoked session's tokens are refused
+    /// within moments rather than at their expiry. Off by default; the verifier must then be
+    /// built inside a Tokio runtime.
+    pub fn revocation_feed(mut self, feed: RevocationFeed) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
     /// The expected `iss`: sessiond's `SESSIOND_ISSUER`. Required.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
@@ -253,36 +270,57 @@ impl VerifierBuilder {
             Some(keys) => (keys, millis_since(base, base + DEFAULT_MAX_AGE)),
             None => (VerificationKeys::new(), NEVER),
         };
-        Ok(Verifier {
-            inner: Arc::new(Inner {
-                jwks_url: self.jwks_url,
-                http,
-                validator: AccessTokenValidator::new(ValidationRules {
-                    issuer,
-                    audience: self.audience,
-                    leeway_seconds,
-                }),
-                min_refetch_interval: self.min_refetch_interval,
-                fetch_timeout: self.fetch_timeout,
-                clock: self.clock,
-                base,
-                keys: RwLock::new(Arc::new(keys)),
-                stale_at_millis: AtomicU64::new(stale_at),
-                schedule: Mutex::new(Schedule {
-                    generation: 0,
-                    last_attempt: None,
-                    last_success: None,
-                    cache_lifetime: None,
-                }),
-                fetch_lock: tokio::sync::Mutex::new(()),
-                background_refresh: AtomicBool::new(false),
-                revoked: RevokedSessions::new(),
-                fetches: AtomicU64::new(0),
-                fetch_failures: AtomicU64::new(0),
-                unknown_kid_refetches: AtomicU64::new(0),
-                offline: AtomicBool::new(false),
+        let feed = match self.feed {
+            Some(feed) => {
+                let base_is_http = reqwest::Url::parse(&feed.base_url)
+                    .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+                if !base_is_http {
+                    return Err(BuildError::InvalidUrl(feed.base_url));
+                }
+                let runtime =
+                    tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+                // A client of its own: the stream lives for hours, and the key fetches' client
+                // has a total timeout that would cut it.
+                let http = reqwest::Client::builder()
+                    .connect_timeout(self.fetch_timeout)
+                    .build()
+                    .map_err(BuildError::Http)?;
+                Some((runtime, feed, http))
+            }
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            jwks_url: self.jwks_url,
+            http,
+            validator: AccessTokenValidator::new(ValidationRules {
+                issuer,
+                audience: self.audience,
+                leeway_seconds,
             }),
-        })
+            min_refetch_interval: self.min_refetch_interval,
+            fetch_timeout: self.fetch_timeout,
+            clock: self.clock,
+            base,
+            keys: RwLock::new(Arc::new(keys)),
+            stale_at_millis: AtomicU64::new(stale_at),
+            schedule: Mutex::new(Schedule {
+                generation: 0,
+                last_attempt: None,
+                last_success: None,
+                cache_lifetime: None,
+            }),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            background_refresh: AtomicBool::new(false),
+            revoked: RevokedSessions::new(),
+            fetches: AtomicU64::new(0),
+            fetch_failures: AtomicU64::new(0),
+            unknown_kid_refetches: AtomicU64::new(0),
+            offline: AtomicBool::new(false),
+        });
+        let feed = feed.map(|(runtime, feed, http)| {
+            Arc::new(FeedTask::start(&runtime, Arc::clone(&inner), feed, http))
+        });
+        Ok(Verifier { inner, feed })
     }
 }
 
@@ -292,6 +330,8 @@ impl VerifierBuilder {
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
+    /// The revocation feed's task, stopped when the last clone is dropped.
+    feed: Option<Arc<FeedTask>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -307,10 +347,10 @@ impl fmt::Debug for Verifier {
 /// `u64::MAX` in `stale_at_millis`: no key set yet, so nothing can be stale.
 const NEVER: u64 = u64::MAX;
 
-struct Inner {
+pub(crate) struct Inner {
     jwks_url: String,
     http: reqwest::Client,
-    validator: AccessTokenValidator,
+    pub(crate) validator: AccessTokenValidator,
     min_refetch_interval: Duration,
     fetch_timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
@@ -326,7 +366,7 @@ struct Inner {
     fetch_lock: tokio::sync::Mutex<()>,
     /// A background refresh task is running.
     background_refresh: AtomicBool,
-    revoked: RevokedSessions,
+    pub(crate) revoked: RevokedSessions,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
     unknown_kid_refetches: AtomicU64,
@@ -373,6 +413,7 @@ impl Verifier {
             http: None,
             clock: None,
             initial_keys: None,
+            feed: None,
         }
     }
 
@@ -447,9 +488,8 @@ impl Verifier {
     /// Refuses every token of `session` from now until `access_expires_at` (after which its
     /// tokens have expired anyway).
     ///
-    /// This is the entry point of the revocation feed: sessiond's `GET /v1/events` is not
-    /// served yet, so for now the application calls it (from its own messaging, for example);
-    /// the feed subscription will call it for each `session.revoked` event.
+    /// The revocation feed ([`VerifierBuilder::revocation_feed`]) does the same for each
+    /// `session.revoked` event; this is for applications that learn of revocations otherwise.
     pub fn revoke_session(&self, session: SessionId, access_expires_at: Timestamp) {
         self.inner.revoked.insert(session, access_expires_at);
     }
@@ -482,6 +522,7 @@ impl Verifier {
                 .unwrap_or_else(|poison| poison.into_inner())
                 .len(),
             revoked_sessions: inner.revoked.len(),
+            feed: self.feed.as_ref().map(|feed| feed.shared.stats()),
         }
     }
 
@@ -514,7 +555,7 @@ impl Verifier {
 }
 
 impl Inner {
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         match &self.clock {
             Some(clock) => clock.now(),
             None => {

@@ -13,7 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use sessiond_client::{
-    MemoryStore, RefreshPolicy, RetryPolicy, SessionClient, StoredTokens, TokenStore,
+    EventStreamPolicy, MemoryStore, RefreshPolicy, RetryPolicy, SessionClient, StoredTokens,
+    TokenStore,
 };
 use sessiond_core::{ManualClock, Timestamp};
 use sessiond_server::AppState;
@@ -144,6 +145,28 @@ impl TestServer {
             .expect("refresh request is sent");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Refresh requests the server has answered, whatever their outcome (from `/metrics`).
+    pub async fn refreshes(&self) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics request is sent")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| line.starts_with("sessiond_refreshes_total{"))
+            .map(|line| {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|count| count.parse::<u64>().ok())
+                    .expect("a count")
+            })
+            .sum()
     }
 
     /// The status of `GET /v1/sessions/current` with `access_token`.
@@ -358,4 +381,22 @@ pub async fn client_with(
 /// Whether `store` holds no tokens.
 pub fn is_empty(store: &dyn TokenStore) -> bool {
     store.load().expect("store loads").is_none()
+}
+
+/// Quick reconnects, for tests.
+pub fn fast_events() -> EventStreamPolicy {
+    EventStreamPolicy {
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Waits up to 5 s for `client`'s event stream to be open.
+pub async fn events_open(client: &SessionClient) {
+    let mut connected = client.events_connected();
+    tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|open| *open))
+        .await
+        .expect("the event stream opens within 5 s")
+        .expect("client alive");
 }

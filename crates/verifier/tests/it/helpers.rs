@@ -52,21 +52,28 @@ pub fn wall_clock_now() -> Timestamp {
 pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
-    _clock: Arc<ManualClock>,
+    pub clock: Arc<ManualClock>,
+    raw: RawConfig,
+    address: std::net::SocketAddr,
     _dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl TestServer {
     pub async fn spawn() -> Self {
-        Self::spawn_signing_with("EdDSA").await
+        Self::spawn_with(|_| {}).await
     }
 
     /// A server whose `SESSIOND_SIGNING_ALG` is `algorithm`.
     pub async fn spawn_signing_with(algorithm: &str) -> Self {
+        let algorithm = algorithm.to_owned();
+        Self::spawn_with(move |raw| raw.signing_alg = Some(algorithm)).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut RawConfig)) -> Self {
         init_logging();
         let dir = TempDir::new().expect("temp dir");
-        let raw = RawConfig {
+        let mut raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
             database_url: Some(format!(
                 "sqlite://{}",
@@ -75,20 +82,37 @@ impl TestServer {
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some(ISSUER.into()),
             sqlite_synchronous: Some("normal".into()),
-            signing_alg: Some(algorithm.into()),
             ..RawConfig::default()
         };
-        let config = Config::from_raw(&raw).expect("test configuration is valid");
+        configure(&mut raw);
         let clock = Arc::new(ManualClock::new(wall_clock_now()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = listener.local_addr().expect("local address");
+        let shutdown = Self::serve(&raw, clock.clone(), listener).await;
+        Self {
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            clock,
+            raw,
+            address,
+            _dir: dir,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    async fn serve(
+        raw: &RawConfig,
+        clock: Arc<ManualClock>,
+        listener: TcpListener,
+    ) -> oneshot::Sender<()> {
+        let config = Config::from_raw(raw).expect("test configuration is valid");
         let state = AppState::build(
             &config,
-            clock.clone(),
+            clock,
             sessiond_server::state::OpenMode::CreateIfMissing,
         )
         .await
         .expect("server state builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             sessiond_server::run(listener, state, async move {
@@ -97,13 +121,30 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        Self {
-            base: format!("http://{address}"),
-            http: reqwest::Client::new(),
-            _clock: clock,
-            _dir: dir,
-            shutdown: Some(shutdown),
-        }
+        shutdown
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same address and database
+    /// (so with the same signing keys).
+    pub async fn start_again(&mut self) {
+        let listener = TcpListener::bind(self.address)
+            .await
+            .expect("the address is free again");
+        self.shutdown = Some(Self::serve(&self.raw, self.clock.clone(), listener).await);
+        // Connections kept alive to the old server are dead.
+        self.http = reqwest::Client::new();
+    }
+
+    /// Revokes a session through the admin API.
+    pub async fn revoke(&self, session_id: &str) {
+        let response = self
+            .http
+            .delete(format!("{}/v1/sessions/{session_id}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("revoke request is sent");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
     }
 
     pub fn jwks_url(&self) -> String {
