@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Map, Value};
 use sessiond_core::event::{EventCursor, StoredEvent};
-use sessiond_core::{SessionId, UserId};
+use sessiond_core::{SessionId, Timestamp, UserId};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::http::convert::rfc3339;
@@ -34,6 +34,8 @@ pub struct PublishedEvent {
     pub user_id: UserId,
     /// The session concerned.
     pub session_id: Option<SessionId>,
+    /// When it happened, by the writer's clock.
+    pub at: Timestamp,
     /// The wire form: `{"type", "cursor", "user_id", "session_id", "at", ...data}`.
     pub json: String,
 }
@@ -61,6 +63,7 @@ impl PublishedEvent {
             kind: event.kind,
             user_id: event.user_id,
             session_id: event.session_id,
+            at: event.at,
             json: Value::Object(object).to_string(),
         }
     }

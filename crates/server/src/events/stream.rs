@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use sessiond_core::SessionId;
 use sessiond_core::event::{EventCursor, EventFilter, SESSION_EXPIRED, SESSION_REVOKED};
 use sessiond_core::store::StoreError;
+use sessiond_core::{SessionId, Timestamp};
 use tokio::sync::watch;
 
 use super::hub::{Interest, PublishedEvent, Subscription};
@@ -74,8 +74,14 @@ pub struct EventStream {
     request: StreamRequest,
     subscription: Subscription,
     closing: watch::Receiver<bool>,
-    /// Cursor of the last event yielded; nothing at or before it is yielded again.
-    last: Option<EventCursor>,
+    /// Every event at or before this cursor has been yielded or passed over; nothing at or
+    /// before it is yielded again, and the store is read after it.
+    position: EventCursor,
+    /// For a stream opened without a cursor: events stamped before it opened are passed
+    /// over. They may still be on their way when it opens (an event's position becomes final
+    /// only once older transactions end), and they are not news to a client that just
+    /// connected.
+    not_before: Option<Timestamp>,
     /// Events read from the store and not yet yielded.
     backlog: VecDeque<Arc<PublishedEvent>>,
     /// Whether the backlog since the requested cursor has been read in full.
@@ -88,7 +94,8 @@ pub struct EventStream {
 impl EventStream {
     /// Opens a stream: subscribes first, so that nothing published while the backlog is read
     /// can slip between the two. A stream without a cursor starts after the newest event
-    /// stored when it opens, so it carries exactly what happens from then on.
+    /// stored when it opens and passes over any stamped before that instant, so it carries
+    /// what happens from then on.
     ///
     /// # Errors
     /// [`StoreError`] when that position cannot be read.
@@ -97,14 +104,18 @@ impl EventStream {
             user_id: request.filter.user_id.clone(),
             kinds: request.filter.kinds.clone(),
         });
-        let start = match request.since {
-            Some(since) => since,
-            None => state.service.store().latest_event_cursor().await?,
+        let (position, not_before) = match request.since {
+            Some(since) => (since, None),
+            None => (
+                state.service.store().latest_event_cursor().await?,
+                Some(state.service.now()),
+            ),
         };
         let closing = state.events.closing();
         Ok(Self {
             caught_up: false,
-            last: Some(start),
+            position,
+            not_before,
             state,
             request,
             subscription,
@@ -126,7 +137,6 @@ impl EventStream {
         };
         match &next {
             Next::Event(event) => {
-                self.last = Some(event.cursor);
                 if self.request.own_session.is_some()
                     && event.session_id == self.request.own_session
                     && (event.kind == SESSION_REVOKED || event.kind == SESSION_EXPIRED)
@@ -144,10 +154,10 @@ impl EventStream {
             return Next::End(EndReason::Shutdown);
         }
         while !self.caught_up {
-            if let Some(event) = self.backlog.pop_front() {
+            if let Some(event) = self.next_from_backlog() {
                 return Next::Event(event);
             }
-            let after = self.last.unwrap_or(EventCursor::START);
+            let after = self.position;
             let page = self
                 .state
                 .service
@@ -169,7 +179,7 @@ impl EventStream {
                 }
             }
         }
-        if let Some(event) = self.backlog.pop_front() {
+        if let Some(event) = self.next_from_backlog() {
             return Next::Event(event);
         }
         loop {
@@ -178,12 +188,32 @@ impl EventStream {
                 _ = self.closing.changed() => return Next::End(EndReason::Shutdown),
             };
             match received {
-                // Already yielded from the backlog.
-                Some(event) if self.last.is_some_and(|last| event.cursor <= last) => {}
-                Some(event) => return Next::Event(event),
+                // Already handled from the backlog.
+                Some(event) if event.cursor <= self.position => {}
+                Some(event) => {
+                    self.position = event.cursor;
+                    if self.wanted(&event) {
+                        return Next::Event(event);
+                    }
+                }
                 None if self.subscription.lagged() => return Next::End(EndReason::Lagged),
                 None => return Next::End(EndReason::Shutdown),
             }
         }
+    }
+
+    /// The next backlog event to yield, passing over unwanted ones.
+    fn next_from_backlog(&mut self) -> Option<Arc<PublishedEvent>> {
+        while let Some(event) = self.backlog.pop_front() {
+            self.position = event.cursor;
+            if self.wanted(&event) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    fn wanted(&self, event: &PublishedEvent) -> bool {
+        self.not_before.is_none_or(|opened| event.at >= opened)
     }
 }

@@ -51,7 +51,9 @@ async fn seal_all(app: &TestApp) {
 }
 
 /// Five sealed events: three sessions created, one revoked by an admin, one by its user.
-async fn five_sealed_events(app: &TestApp) -> Vec<Value> {
+/// Three sessions, each from a device new to its user (`session.created`, `device.new`), then
+/// two revocations: eight events, sealed.
+async fn eight_sealed_events(app: &TestApp) -> Vec<Value> {
     let mut created = Vec::new();
     for user in ["alice", "bob", "carol"] {
         created.push(app.create_session(user).await);
@@ -98,7 +100,7 @@ async fn list(app: &TestApp, query: &str) -> Value {
 
 async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
     let app = TestApp::spawn().await;
-    let created = five_sealed_events(&app).await;
+    let created = eight_sealed_events(&app).await;
 
     let all = list(&app, "").await;
     let events = all["events"].as_array().expect("events");
@@ -107,8 +109,11 @@ async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
         kinds,
         [
             "session.created",
+            "device.new",
             "session.created",
+            "device.new",
             "session.created",
+            "device.new",
             "session.revoked",
             "session.revoked"
         ]
@@ -121,14 +126,14 @@ async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
         assert_eq!(text(event, "hash").len(), 64);
         prev_hash = text(event, "hash").to_owned();
     }
-    assert_eq!(events[3]["details"]["reason"], "revoked_by_admin");
-    assert_eq!(events[3]["details"]["actor"], "admin");
-    assert_eq!(events[4]["details"]["actor"], "user");
+    assert_eq!(events[6]["details"]["reason"], "revoked_by_admin");
+    assert_eq!(events[6]["details"]["actor"], "admin");
+    assert_eq!(events[7]["details"]["actor"], "user");
     assert_eq!(events[0]["severity"], "info");
     assert_eq!(events[0]["user_id"], "alice");
 
     let bob = list(&app, "?user_id=bob").await;
-    assert_eq!(bob["events"].as_array().expect("events").len(), 2);
+    assert_eq!(bob["events"].as_array().expect("events").len(), 3);
     let bobs_session = text(&created[1]["session"], "id");
     let by_session = list(
         &app,
@@ -136,7 +141,7 @@ async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
     )
     .await;
     assert_eq!(by_session["events"].as_array().expect("events").len(), 1);
-    assert_eq!(by_session["events"][0]["seq"], 4);
+    assert_eq!(by_session["events"][0]["seq"], 7);
 
     let first = list(&app, "?limit=2").await;
     assert_eq!(first["events"].as_array().expect("events").len(), 2);
@@ -144,14 +149,14 @@ async fn events_are_sealed_into_a_chain_and_listed_with_filters_and_paging() {
     assert_eq!(next, "2");
     let second = list(&app, &format!("?limit=2&since={next}")).await;
     assert_eq!(second["events"][0]["seq"], 3);
-    let last = list(&app, "?limit=2&since=4").await;
-    assert_eq!(last["events"].as_array().expect("events").len(), 1);
+    let last = list(&app, "?limit=3&since=6").await;
+    assert_eq!(last["events"].as_array().expect("events").len(), 2);
     assert_eq!(last["next"], Value::Null);
 
     let future = list(&app, "?since=2999-01-01T00:00:00Z").await;
     assert_eq!(future["events"].as_array().expect("events").len(), 0);
     let past = list(&app, "?since=2000-01-01T00:00:00Z").await;
-    assert_eq!(past["events"].as_array().expect("events").len(), 5);
+    assert_eq!(past["events"].as_array().expect("events").len(), 8);
 }
 
 async fn listing_the_audit_trail_is_for_admins_and_checks_its_query() {
@@ -209,9 +214,9 @@ fn sessiond(app: &TestApp, args: &[&str]) -> std::process::Output {
 
 async fn an_untouched_chain_verifies_with_the_real_command() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
+    eight_sealed_events(&app).await;
     let report = verify(&app).await.expect("intact");
-    assert!(report.contains("5 events from seq 1 to seq 5"), "{report}");
+    assert!(report.contains("8 events from seq 1 to seq 8"), "{report}");
 
     let verified = sessiond(&app, &["audit", "verify"]);
     let stdout = String::from_utf8_lossy(&verified.stdout);
@@ -224,7 +229,7 @@ async fn an_untouched_chain_verifies_with_the_real_command() {
 
     let exported = sessiond(
         &app,
-        &["audit", "export", "--since", "3", "--format", "jsonl"],
+        &["audit", "export", "--since", "6", "--format", "jsonl"],
     );
     assert!(exported.status.success());
     let lines: Vec<Value> = String::from_utf8_lossy(&exported.stdout)
@@ -232,7 +237,7 @@ async fn an_untouched_chain_verifies_with_the_real_command() {
         .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["seq"], 4);
+    assert_eq!(lines[0]["seq"], 7);
 
     app.execute("UPDATE audit_events SET ip = '198.51.100.1' WHERE chain_seq = 3")
         .await;
@@ -244,7 +249,7 @@ async fn an_untouched_chain_verifies_with_the_real_command() {
 
 async fn an_edited_event_is_named_by_its_seq() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
+    eight_sealed_events(&app).await;
     let edited = app
         .execute(
             "UPDATE audit_events SET details = '{\"actor\":\"user\",\"reason\":\"logout\"}'
@@ -257,7 +262,7 @@ async fn an_edited_event_is_named_by_its_seq() {
 
 async fn a_deleted_event_is_named_by_its_seq() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
+    eight_sealed_events(&app).await;
     app.execute("DELETE FROM audit_events WHERE chain_seq = 2")
         .await;
     assert_broken_at(verify(&app).await, 2);
@@ -265,15 +270,15 @@ async fn a_deleted_event_is_named_by_its_seq() {
 
 async fn a_deleted_newest_event_is_named_by_its_seq() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
-    app.execute("DELETE FROM audit_events WHERE chain_seq = 5")
+    eight_sealed_events(&app).await;
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 8")
         .await;
-    assert_broken_at(verify(&app).await, 5);
+    assert_broken_at(verify(&app).await, 8);
 }
 
 async fn an_inserted_event_is_named_by_its_seq() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
+    eight_sealed_events(&app).await;
     // Make room at seq 3 (through a detour: seqs are unique), then forge an event there that
     // claims to follow seq 2.
     app.execute("UPDATE audit_events SET chain_seq = chain_seq + 100 WHERE chain_seq >= 3")
@@ -295,7 +300,7 @@ async fn an_inserted_event_is_named_by_its_seq() {
 
 async fn swapped_events_are_named_at_the_first_of_them() {
     let app = TestApp::spawn().await;
-    five_sealed_events(&app).await;
+    eight_sealed_events(&app).await;
     app.execute("UPDATE audit_events SET chain_seq = 1000 WHERE chain_seq = 2")
         .await;
     app.execute("UPDATE audit_events SET chain_seq = 2 WHERE chain_seq = 4")
@@ -305,9 +310,10 @@ async fn swapped_events_are_named_at_the_first_of_them() {
     assert_broken_at(verify(&app).await, 2);
 }
 
-/// Five events, then ten days later two more, all sealed; then the first five pruned.
+/// Eight events, then ten days later four more (two sessions from new devices), all sealed;
+/// then the first eight pruned.
 async fn pruned_chain(app: &TestApp) {
-    five_sealed_events(app).await;
+    eight_sealed_events(app).await;
     app.advance(Duration::from_secs(10 * 86_400));
     app.create_session("dave").await;
     app.create_session("erin").await;
@@ -324,44 +330,44 @@ async fn pruned_chain(app: &TestApp) {
     .expect("prune");
     assert_eq!(
         String::from_utf8(out).expect("utf-8"),
-        "pruned 5 audit events\n"
+        "pruned 8 audit events\n"
     );
 }
 
 async fn pruning_leaves_a_signed_checkpoint_that_verifies() {
     let app = TestApp::spawn().await;
     pruned_chain(&app).await;
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM audit_events").await, 2);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM audit_events").await, 4);
     let report = verify(&app).await.expect("intact after pruning");
     assert!(
-        report.contains("2 events from the checkpoint at seq 5 to seq 7"),
+        report.contains("4 events from the checkpoint at seq 8 to seq 12"),
         "{report}"
     );
     // The chain goes on from the checkpoint.
     app.create_session("frank").await;
     seal_all(&app).await;
     let listed = list(&app, "").await;
-    assert_eq!(listed["events"][0]["seq"], 6);
-    assert_eq!(listed["events"][2]["seq"], 8);
+    assert_eq!(listed["events"][0]["seq"], 9);
+    assert_eq!(listed["events"][5]["seq"], 14);
     verify(&app).await.expect("still intact");
 
     // Deleting the oldest remaining event is a gap after the checkpoint.
-    app.execute("DELETE FROM audit_events WHERE chain_seq = 6")
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 9")
         .await;
-    assert_broken_at(verify(&app).await, 6);
+    assert_broken_at(verify(&app).await, 9);
 }
 
 async fn a_tampered_checkpoint_is_caught() {
     let app = TestApp::spawn().await;
     pruned_chain(&app).await;
-    // Pruning one more event by hand needs a checkpoint at seq 6 with seq 6's hash; without
+    // Pruning one more event by hand needs a checkpoint at seq 9 with seq 9's hash; without
     // the key its MAC cannot be made.
     app.execute(
-        "UPDATE audit_checkpoint SET seq = 6,
-                hash = (SELECT hash FROM audit_events WHERE chain_seq = 6)",
+        "UPDATE audit_checkpoint SET seq = 9,
+                hash = (SELECT hash FROM audit_events WHERE chain_seq = 9)",
     )
     .await;
-    app.execute("DELETE FROM audit_events WHERE chain_seq = 6")
+    app.execute("DELETE FROM audit_events WHERE chain_seq = 9")
         .await;
-    assert_broken_at(verify(&app).await, 6);
+    assert_broken_at(verify(&app).await, 9);
 }

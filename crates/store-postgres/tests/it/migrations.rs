@@ -153,7 +153,8 @@ async fn a_migration_numbered_below_the_newest_applied_one_is_still_applied() {
         .await
         .unwrap();
     let store = db.open(&PostgresSettings::default()).await;
-    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 1);
+    // Everything but 0001 (applied by hand) and 0002 (recorded as applied by another build).
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 2);
     assert_eq!(
         db.count("SELECT count(*) FROM signing_keys_version", None)
             .await,
