@@ -75,8 +75,9 @@
     return node;
   }
 
-  // Charts: one plain SVG per series, the closed minutes and the one in progress.
-  function chart(title, values, labels) {
+  // Charts: one plain SVG per series over a fixed hour of slots (the closed minutes and the
+  // one in progress), newest at the right edge, so a young process draws at the right.
+  function chart(title, values, labels, slots) {
     const figure = el('figure', 'sessiond-chart');
     const caption = el('figcaption');
     const latest = values.length ? values[values.length - 1] : 0;
@@ -88,21 +89,31 @@
     svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
     svg.setAttribute('preserveAspectRatio', 'none');
     svg.setAttribute('role', 'img');
-    svg.setAttribute('aria-label', `${title}: ${values.join(', ')} (per minute, oldest first)`);
-    const step = values.length > 1 ? width / (values.length - 1) : width;
-    const points = values.map((value, index) => [index * step, height - (value / max) * (height - 4) - 2]);
-    if (points.length === 1) points.push([width, points[0][1]]);
-    if (points.length) {
-      const line = points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
+    svg.setAttribute('aria-label', `${title} per minute, oldest first: ${values.join(', ')}`);
+    const first = Math.max(0, slots - values.length);
+    const x = (index) => (width * (first + index)) / Math.max(1, slots - 1);
+    const y = (value) => height - (value / max) * (height - 6) - 3;
+    const points = values.map((value, index) => `${x(index).toFixed(1)},${y(value).toFixed(1)}`);
+    const tip = document.createElementNS(SVG, 'title');
+    tip.textContent = labels.map((label, index) => `${label}: ${values[index]}`).join('\n');
+    svg.append(tip);
+    if (values.length > 1) {
       const area = document.createElementNS(SVG, 'polygon');
       area.setAttribute('class', 'area');
-      area.setAttribute('points', `0,${height} ${line} ${width},${height}`);
+      area.setAttribute('points', `${x(0).toFixed(1)},${height} ${points.join(' ')} ${width},${height}`);
       const polyline = document.createElementNS(SVG, 'polyline');
       polyline.setAttribute('class', 'line');
-      polyline.setAttribute('points', line);
-      const tip = document.createElementNS(SVG, 'title');
-      tip.textContent = labels.map((label, index) => `${label}: ${values[index]}`).join('\n');
-      svg.append(tip, area, polyline);
+      polyline.setAttribute('points', points.join(' '));
+      svg.append(area, polyline);
+    }
+    if (values.length) {
+      const dot = document.createElementNS(SVG, 'rect');
+      dot.setAttribute('class', 'dot');
+      dot.setAttribute('x', String(width - 4));
+      dot.setAttribute('y', String(y(latest) - 2));
+      dot.setAttribute('width', '4');
+      dot.setAttribute('height', '4');
+      svg.append(dot);
     }
     figure.append(caption, svg);
     return figure;
@@ -114,7 +125,7 @@
       const minutes = [...history.minutes, history.current];
       const labels = minutes.map((minute) => formatInstant(minute.started_at));
       $('charts').replaceChildren(...CHARTS.map(([field, title]) =>
-        chart(title, minutes.map((minute) => minute[field] || 0), labels)));
+        chart(title, minutes.map((minute) => minute[field] || 0), labels, history.capacity + 1)));
     } catch (error) {
       say(`Charts: ${error.message}`);
     }

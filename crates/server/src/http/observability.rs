@@ -105,9 +105,20 @@ pub(crate) async fn stats(
 }
 
 /// `GET /v1/stats/history`: this process's last hour, a minute at a time (oldest first), and
-/// the minute in progress. Counts are per minute; `active_sessions` is the gauge as last
-/// counted (every 10 seconds). A restart starts an empty hour.
-pub(crate) async fn history(State(state): State<AppState>, _admin: AdminCaller) -> Json<Value> {
+/// the minute in progress. Counts are per minute; a closed minute's `active_sessions` is the
+/// gauge as last counted before it closed, the current one's is counted now. A restart starts
+/// an empty hour.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    let store_stats = state
+        .service
+        .store()
+        .stats(state.service.now())
+        .await
+        .map_err(sessiond_core::Error::from)?;
+    state.metrics.set_store_stats(&store_stats);
     let (points, current) = state.history.snapshot(&state.metrics);
     let view = |point: &HistoryPoint| {
         serde_json::json!({
@@ -119,10 +130,10 @@ pub(crate) async fn history(State(state): State<AppState>, _admin: AdminCaller) 
             "rate_limited": point.rate_limited,
         })
     };
-    Json(serde_json::json!({
+    Ok(Json(serde_json::json!({
         "interval_seconds": HISTORY_INTERVAL.as_secs(),
         "capacity": HISTORY_MINUTES,
         "minutes": points.iter().map(view).collect::<Vec<_>>(),
         "current": view(&current),
-    }))
+    })))
 }
