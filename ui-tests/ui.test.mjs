@@ -32,13 +32,13 @@ let base;
 let dir;
 let browser;
 
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sessiond-ui-'));
+/** Starts sessiond on `listen` over the test's database; resolves to its base URL. */
+async function startServer(listen) {
   server = spawn(BINARY, ['serve'], {
     cwd: dir,
     env: {
       ...process.env,
-      SESSIOND_LISTEN: '127.0.0.1:0',
+      SESSIOND_LISTEN: listen,
       SESSIOND_DATABASE_URL: `sqlite://${join(dir, 'sessiond.db')}`,
       SESSIOND_ADMIN_KEYS: ADMIN_KEY,
       SESSIOND_ISSUER: 'http://sessiond.ui-test',
@@ -48,22 +48,38 @@ before(async () => {
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  base = await new Promise((resolveBase, reject) => {
+  const started = server;
+  return new Promise((resolveBase, reject) => {
     let seen = '';
-    server.on('exit', (code) => reject(new Error(`sessiond exited with ${code}`)));
-    server.stdout.on('data', (chunk) => {
+    started.on('exit', (code) => reject(new Error(`sessiond exited with ${code}`)));
+    started.stdout.on('data', (chunk) => {
       seen += chunk;
       const match = /sessiond listening on (http:\/\/\S+)/.exec(seen);
       if (match) resolveBase(match[1]);
     });
   });
+}
+
+async function stopServer() {
+  const stopping = server;
+  server = null;
+  if (!stopping || stopping.exitCode !== null) return;
+  await new Promise((resolveExit) => {
+    stopping.once('exit', resolveExit);
+    stopping.kill('SIGTERM');
+  });
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sessiond-ui-'));
+  base = await startServer('127.0.0.1:0');
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   mkdirSync(SCREENSHOTS, { recursive: true });
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) server.kill('SIGTERM');
+  await stopServer();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -260,4 +276,35 @@ test('the admin dashboard finds a user and revokes all their sessions', async ()
   await dashboard.context.close();
   await widget.context.close();
   await phone.context.close();
+});
+
+// Last, since it restarts the server.
+test('the widget resumes its event stream with Last-Event-ID after a restart', async () => {
+  const user = 'ui-carol';
+  const laptop = await createSession(user, { name: 'Laptop', user_agent: FIREFOX });
+  const phone = await createSession(user, { name: 'Phone', user_agent: IPHONE });
+  const opened = await openWidget(DESKTOP, laptop.access_token);
+  const streams = [];
+  opened.page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/v1/events') streams.push(request.headers());
+  });
+  await rows(opened.page).nth(1).waitFor();
+  await opened.page.waitForTimeout(300);
+  // An event the widget sees live, so that it has an id to resume after.
+  await createSession(user, { name: 'Tablet', user_agent: CHROME });
+  await rows(opened.page).nth(2).waitFor({ timeout: 2000 });
+
+  await stopServer();
+  const restarted = await startServer(new URL(base).host);
+  assert.equal(restarted, base);
+  await admin('DELETE', `/v1/sessions/${phone.session.id}`);
+  await opened.page
+    .locator(`li[data-session-id="${phone.session.id}"]`)
+    .waitFor({ state: 'detached', timeout: 10000 });
+  assert.equal(await rows(opened.page).count(), 2);
+  const resumed = streams.filter((headers) => headers['last-event-id']);
+  assert.ok(resumed.length >= 1, `a reconnect sent Last-Event-ID: ${JSON.stringify(streams)}`);
+  assert.ok(streams.every((headers) => /^Bearer /.test(headers.authorization || '')));
+  assert.deepEqual(opened.problems, []);
+  await opened.context.close();
 });
