@@ -165,8 +165,9 @@ test('the widget lists, revokes live, and signs out the others', async () => {
   assert.ok(Date.now() - started <= 1000, 'the other page dropped the session within a second');
   assert.equal(await rows(second.page).count(), 2);
 
-  // Trust the current device: the mark appears.
-  await current.getByRole('button', { name: /^Trust device/ }).click();
+  // Trust the current device from the keyboard: the mark appears.
+  await current.getByRole('button', { name: /^Trust device/ }).focus();
+  await first.page.keyboard.press('Enter');
   await current.locator('.sessiond-badge-trusted').waitFor();
 
   // "Sign out all other sessions" from the laptop: the phone's page is told it is signed out.
@@ -276,6 +277,66 @@ test('the admin dashboard finds a user and revokes all their sessions', async ()
   await dashboard.context.close();
   await widget.context.close();
   await phone.context.close();
+});
+
+test('in cookie mode the page signs in with the HttpOnly refresh cookie', async () => {
+  const cookieDir = mkdtempSync(join(tmpdir(), 'sessiond-ui-cookie-'));
+  const cookieServer = spawn(BINARY, ['serve'], {
+    cwd: cookieDir,
+    env: {
+      ...process.env,
+      SESSIOND_LISTEN: '127.0.0.1:0',
+      SESSIOND_DATABASE_URL: `sqlite://${join(cookieDir, 'sessiond.db')}`,
+      SESSIOND_ADMIN_KEYS: ADMIN_KEY,
+      SESSIOND_ISSUER: 'http://sessiond.ui-test',
+      SESSIOND_COOKIE_MODE: 'on',
+      RUST_LOG: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const cookieBase = await new Promise((resolveBase, reject) => {
+      let seen = '';
+      cookieServer.on('exit', (code) => reject(new Error(`sessiond exited with ${code}`)));
+      cookieServer.stdout.on('data', (chunk) => {
+        seen += chunk;
+        const match = /sessiond listening on (http:\/\/\S+)/.exec(seen);
+        if (match) resolveBase(match[1]);
+      });
+    });
+    const response = await fetch(`${cookieBase}/v1/sessions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${ADMIN_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user_id: 'ui-dana', device: { name: 'Browser', user_agent: FIREFOX } }),
+    });
+    assert.equal(response.status, 201);
+    const pair = await response.json();
+    // The browser's first refresh, with the token in the body, moves it into the HttpOnly
+    // cookie; from then on the page refreshes by cookie alone.
+    const opened = await newPage(DESKTOP);
+    await opened.page.goto(`${cookieBase}/ui/`);
+    await opened.page.getByLabel('Access token').waitFor();
+    const moved = await opened.page.evaluate(async (refreshToken) => {
+      const answer = await fetch('/v1/sessions/refresh', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: refreshToken }),
+      });
+      return answer.status;
+    }, pair.refresh_token);
+    assert.equal(moved, 200);
+    await opened.page.goto(`${cookieBase}/ui/`);
+    await rows(opened.page).first().waitFor();
+    assert.match(await rows(opened.page).first().innerText(), /This device/);
+    assert.equal(await opened.page.evaluate(() => document.cookie), '');
+    assert.equal(await opened.page.evaluate(() => sessionStorage.length), 0);
+    assert.deepEqual(opened.problems, []);
+    await opened.context.close();
+  } finally {
+    cookieServer.kill('SIGTERM');
+    rmSync(cookieDir, { recursive: true, force: true });
+  }
 });
 
 // Last, since it restarts the server.
