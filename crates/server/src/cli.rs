@@ -395,20 +395,7 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             let listed = keys.keys();
             let signing_kid = keys.keyring().signing_kid().to_owned();
             if json {
-                let list: Vec<serde_json::Value> = listed
-                    .iter()
-                    .map(|key| {
-                        serde_json::json!({
-                            "kid": key.kid,
-                            "alg": key.algorithm.jose_name(),
-                            "state": key_state(key, &signing_kid),
-                            "created_at": rfc3339(key.created_at),
-                            "deactivated_at": key.deactivated_at.map(rfc3339),
-                            "retire_at": key.retire_at.map(rfc3339),
-                        })
-                    })
-                    .collect();
-                serde_json::to_writer_pretty(&mut stdout, &serde_json::json!({ "keys": list }))?;
+                serde_json::to_writer_pretty(&mut stdout, &key_list_json(&listed, &signing_kid))?;
                 writeln!(stdout)?;
             } else {
                 writeln!(
@@ -475,6 +462,25 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `{"keys": [{kid, alg, state, created_at, deactivated_at, retire_at}]}`: what
+/// `sessiond keys list --json` prints and `GET /v1/keys` answers.
+pub(crate) fn key_list_json(listed: &[KeyInfo], signing_kid: &str) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|key| {
+            serde_json::json!({
+                "kid": key.kid,
+                "alg": key.algorithm.jose_name(),
+                "state": key_state(key, signing_kid),
+                "created_at": rfc3339(key.created_at),
+                "deactivated_at": key.deactivated_at.map(rfc3339),
+                "retire_at": key.retire_at.map(rfc3339),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": list })
 }
 
 /// `signing` for the active key of the configured algorithm, `active` for the active key of

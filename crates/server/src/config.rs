@@ -119,6 +119,10 @@ pub struct RawConfig {
     /// Comma-separated origins (`https://app.example.com`) answered with CORS headers.
     #[arg(long, global = true, env = "SESSIOND_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    /// The CSP `frame-ancestors` of the web UI's pages: `'none'` (default), `'self'`, or
+    /// space-separated origins that may embed them.
+    #[arg(long, global = true, env = "SESSIOND_UI_FRAME_ANCESTORS")]
+    pub ui_frame_ancestors: Option<String>,
     /// `on` (default) or `off`: every rate limit at once.
     #[arg(long, global = true, env = "SESSIOND_RATE_LIMITS")]
     pub rate_limits: Option<String>,
@@ -201,6 +205,7 @@ impl RawConfig {
             event_heartbeat,
             cookie_mode,
             cors_origins,
+            ui_frame_ancestors,
             rate_limits,
             rate_limit_refresh_per_session,
             rate_limit_per_ip,
@@ -255,6 +260,8 @@ pub struct Config {
     pub cookie_mode: bool,
     /// Origins whose browser requests get CORS headers (with credentials), lower-case.
     pub cors_origins: Vec<String>,
+    /// The `frame-ancestors` source list of the web UI's `Content-Security-Policy`.
+    pub ui_frame_ancestors: String,
     /// Rate limits and where the client address comes from.
     pub rate_limits: RateLimitSettings,
     /// Warnings to print loudly at start (development defaults in use).
@@ -729,6 +736,7 @@ impl Config {
             }
         };
         let cors_origins = cors_origins(raw.cors_origins.as_deref())?;
+        let ui_frame_ancestors = ui_frame_ancestors(raw.ui_frame_ancestors.as_deref())?;
         let rate_limits = rate_limits(raw)?;
         if !rate_limits.enabled {
             warnings.push("SESSIOND_RATE_LIMITS=off: no request is ever rate limited".into());
@@ -752,6 +760,7 @@ impl Config {
             event_heartbeat,
             cookie_mode,
             cors_origins,
+            ui_frame_ancestors,
             rate_limits,
             warnings,
         })
@@ -785,6 +794,31 @@ fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
         origins.push(origin.to_ascii_lowercase());
     }
     Ok(origins)
+}
+
+/// The `frame-ancestors` sources of `SESSIOND_UI_FRAME_ANCESTORS`: `'none'` when unset, else
+/// `'none'`, `'self'` or origins, separated by spaces. Anything that could end the directive
+/// and start another (`;`, `,`, quotes other than the two keywords) is refused.
+fn ui_frame_ancestors(value: Option<&str>) -> Result<String, String> {
+    let value = value.map(str::trim).filter(|value| !value.is_empty());
+    let Some(value) = value else {
+        return Ok("'none'".to_owned());
+    };
+    let sources: Vec<&str> = value.split_ascii_whitespace().collect();
+    let well_formed = sources.iter().all(|source| {
+        matches!(*source, "'none'" | "'self'")
+            || (source.starts_with("https://") || source.starts_with("http://"))
+                && source
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:/[]*".contains(&b))
+    });
+    if !well_formed || (sources.len() > 1 && sources.contains(&"'none'")) {
+        return Err(format!(
+            "SESSIOND_UI_FRAME_ANCESTORS must be 'none', 'self' or origins like \
+             https://app.example.com separated by spaces (got {value:?})"
+        ));
+    }
+    Ok(sources.join(" "))
 }
 
 #[cfg(test)]

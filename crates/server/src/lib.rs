@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod history;
 mod http;
 pub mod instrumented_store;
 pub mod metrics;

@@ -25,7 +25,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 26] = [
+pub(crate) const ROUTES: [&str; 32] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -43,6 +43,12 @@ pub(crate) const ROUTES: [&str; 26] = [
     "/v1/users/{user_id}/devices/{id}",
     "/v1/users/{user_id}/devices/{id}/trust",
     "/v1/audit",
+    "/v1/audit/verify",
+    "/v1/stats/history",
+    "/v1/keys",
+    "/ui/",
+    "/ui/admin",
+    "/ui/{asset}",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -247,6 +253,16 @@ fn nanos_to_seconds(nanos: u64) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// Cumulative counts since start, and the active-session gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CounterTotals {
+    pub(crate) active_sessions: u64,
+    pub(crate) refreshes: u64,
+    pub(crate) refresh_failures: u64,
+    pub(crate) reuse_detections: u64,
+    pub(crate) rate_limited: u64,
+}
+
 /// Everything this process counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -363,6 +379,22 @@ impl Metrics {
             .store(stats.active_sessions, Ordering::Relaxed);
         self.active_devices
             .store(stats.active_devices, Ordering::Relaxed);
+    }
+
+    /// The cumulative counts the per-minute history is made of.
+    pub(crate) fn totals(&self) -> CounterTotals {
+        let refreshes = self.refresh_counts().map(|(_, count)| count).sum::<u64>();
+        CounterTotals {
+            active_sessions: self.active_sessions.load(Ordering::Relaxed),
+            refreshes,
+            refresh_failures: refreshes.saturating_sub(self.refresh_successes()),
+            reuse_detections: self.reuse_detections.load(Ordering::Relaxed),
+            rate_limited: self
+                .rate_limited
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .sum(),
+        }
     }
 
     /// Refreshes by outcome, in the order of the outcome names.

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::events::EventHub;
+use crate::history::StatsHistory;
 use crate::instrumented_store::InstrumentedStore;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
@@ -124,6 +125,10 @@ pub struct AppState {
     pub cors_origins: Arc<[String]>,
     /// Rate limits, and where the client address comes from.
     pub limits: Arc<RateLimits>,
+    /// The last hour of counters, a minute at a time, for `GET /v1/stats/history`.
+    pub history: Arc<StatsHistory>,
+    /// The `frame-ancestors` sources of the web UI's pages (`SESSIOND_UI_FRAME_ANCESTORS`).
+    pub ui_frame_ancestors: Arc<str>,
 }
 
 /// Whether opening the database may create it.
@@ -179,6 +184,7 @@ impl AppState {
         )
         .await
         .context("cannot start the session service")?;
+        let history = Arc::new(StatsHistory::new(&metrics, service.now()));
         Ok(Self {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
@@ -191,6 +197,8 @@ impl AppState {
             cookie_mode: config.cookie_mode,
             cors_origins: config.cors_origins.clone().into(),
             limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
+            history,
+            ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
         })
     }
 }

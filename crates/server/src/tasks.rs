@@ -47,6 +47,9 @@ pub const EXPIRY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often new audit events are sealed into the chain: about how long an event waits before
 /// `GET /v1/audit` and `sessiond audit verify` see it.
 pub const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a minute of the stats history is closed.
+pub const HISTORY_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Audit events sealed per transaction.
 pub const AUDIT_SEAL_BATCH: u32 = 1_000;
 
@@ -81,6 +84,7 @@ pub fn spawn(state: AppState) -> BackgroundTasks {
             stopped.clone(),
         )),
         tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
+        tokio::spawn(record_history(state.clone(), stopped.clone())),
     ];
     if let Some(feed) = state.service.store().revocation_feed() {
         handles.push(tokio::spawn(follow_revocation_feed(state, feed, stopped)));
@@ -180,6 +184,13 @@ async fn announce_expiries(state: AppState, mut stopped: watch::Receiver<bool>) 
                 }
             }
         }
+    }
+}
+
+/// Closes a minute of the stats history every [`HISTORY_INTERVAL`].
+async fn record_history(state: AppState, mut stopped: watch::Receiver<bool>) {
+    while !wait_or_stop(HISTORY_INTERVAL, &mut stopped).await {
+        state.history.record(&state.metrics, state.service.now());
     }
 }
 

@@ -8,10 +8,12 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod keys;
 mod limits;
 mod oauth;
 mod observability;
 mod sessions;
+mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -77,7 +79,11 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
             "/v1/users/{user_id}/devices/{id}/trust",
             post(devices::trust_of_user),
         )
-        .route("/v1/audit", get(audit::list));
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/stats/history", get(observability::history))
+        .route("/v1/keys", get(keys::list))
+        .merge(ui::routes(state.clone()));
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));
     }

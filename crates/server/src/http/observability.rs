@@ -12,10 +12,13 @@ use serde_json::{Map, Value};
 use sessiond_wire::Stats;
 
 use super::ApiError;
+use super::convert::rfc3339;
 use super::error::ErrorCode;
 use super::extract::AdminCaller;
+use crate::history::{HISTORY_MINUTES, HistoryPoint};
 use crate::metrics::{route_index, route_name};
 use crate::state::AppState;
+use crate::tasks::HISTORY_INTERVAL;
 
 /// The media type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -99,4 +102,38 @@ pub(crate) async fn stats(
         errors,
         revoked_set_size: service.revoked().len() as u64,
     }))
+}
+
+/// `GET /v1/stats/history`: this process's last hour, a minute at a time (oldest first), and
+/// the minute in progress. Counts are per minute; a closed minute's `active_sessions` is the
+/// gauge as last counted before it closed, the current one's is counted now. A restart starts
+/// an empty hour.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    let store_stats = state
+        .service
+        .store()
+        .stats(state.service.now())
+        .await
+        .map_err(sessiond_core::Error::from)?;
+    state.metrics.set_store_stats(&store_stats);
+    let (points, current) = state.history.snapshot(&state.metrics);
+    let view = |point: &HistoryPoint| {
+        serde_json::json!({
+            "started_at": rfc3339(point.started_at),
+            "active_sessions": point.active_sessions,
+            "refreshes": point.refreshes,
+            "refresh_failures": point.refresh_failures,
+            "reuse_detections": point.reuse_detections,
+            "rate_limited": point.rate_limited,
+        })
+    };
+    Ok(Json(serde_json::json!({
+        "interval_seconds": HISTORY_INTERVAL.as_secs(),
+        "capacity": HISTORY_MINUTES,
+        "minutes": points.iter().map(view).collect::<Vec<_>>(),
+        "current": view(&current),
+    })))
 }

@@ -19,3 +19,4 @@ mod revocation;
 mod rotation;
 mod security;
 mod sessions;
+mod ui;

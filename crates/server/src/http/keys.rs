@@ -1,0 +1,22 @@
+//! `GET /v1/keys`: the signing keys and their rotation state, for admins.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::Value;
+
+use super::ApiError;
+use super::extract::AdminCaller;
+use crate::cli::key_list_json;
+use crate::state::AppState;
+
+/// `GET /v1/keys`: every key that signs or still verifies, as `sessiond keys list --json`
+/// prints them (`state` is `signing`, `active` or `verifying`). Public material only; no
+/// private key ever leaves the store.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state.service.signing_keys();
+    let signing_kid = keys.keyring().signing_kid().to_owned();
+    Ok(Json(key_list_json(&keys.keys(), &signing_kid)))
+}
