@@ -196,6 +196,7 @@ async fn serve_websocket(mut socket: WebSocket, mut stream: EventStream, heartbe
                             reason: reason.as_str().into(),
                         })))
                         .await;
+                    finish_closing(&mut socket).await;
                     return;
                 }
                 None => return,
@@ -214,6 +215,24 @@ async fn serve_websocket(mut socket: WebSocket, mut stream: EventStream, heartbe
         }
     }
 }
+
+/// Completes the closing handshake: reads (and drops) what the client still sends until its
+/// Close frame, for at most [`CLOSE_GRACE`]. Dropping the connection at once could reset it
+/// while the client's last frames (pongs) sit unread, and a reset can destroy the Close frame
+/// before the client reads it.
+async fn finish_closing(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a closing stream waits for the client's Close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 fn close_code_of(reason: EndReason) -> u16 {
     match reason {
