@@ -934,7 +934,14 @@ async fn postgres_down_or_frozen_under_load_answers_503_and_recovers_losing_noth
         FROZEN_ANSWER_BOUND,
         "PostgreSQL frozen",
     );
-    assert!(frozen_503 > 0, "the freeze was seen by the load");
+    // The freeze is seen by requests sent during it, or, when the clients were all busy
+    // with requests sent just before it (each then waits out the operation timeout), by those.
+    let overlapping_503 = samples
+        .iter()
+        .filter(|s| s.sent < thawed_at && s.done > frozen_at)
+        .filter(|s| s.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(overlapping_503 > 0, "the freeze was seen by the load");
     let (_, quiet_503, _, _) = check_window(
         samples,
         quiet_from,
