@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 mod http;
 pub mod instrumented_store;
+pub mod master_key;
 pub mod metrics;
 pub mod ratelimit;
 pub mod state;
