@@ -155,7 +155,7 @@ pub struct RawConfig {
         env = "SESSIOND_MASTER_KEY",
         hide_env_values = true
     )]
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretSetting>,
     /// A file holding the master key (base64 of 32 bytes).
     #[arg(long, global = true, env = "SESSIOND_MASTER_KEY_FILE")]
     pub master_key_file: Option<String>,
@@ -166,7 +166,7 @@ pub struct RawConfig {
         env = "SESSIOND_MASTER_KEY_PREVIOUS",
         hide_env_values = true
     )]
-    pub master_key_previous: Option<String>,
+    pub master_key_previous: Option<SecretSetting>,
 }
 
 macro_rules! overlay {
@@ -289,6 +289,45 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// A setting that is a secret (a master key): kept as written, but its `Debug` output, and so
+/// that of [`RawConfig`] and of the command line, is redacted.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretSetting(String);
+
+impl SecretSetting {
+    /// The value as written.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretSetting {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl From<&str> for SecretSetting {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl From<String> for SecretSetting {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
 /// Where the master key comes from. `Debug` never shows a key.
 #[derive(Clone)]
 pub enum MasterKeySource {
@@ -332,7 +371,8 @@ fn master_key(
 ) -> Result<(MasterKeySource, Option<MasterKey>), String> {
     let previous = raw
         .master_key_previous
-        .as_deref()
+        .as_ref()
+        .map(SecretSetting::expose)
         .filter(|text| !text.trim().is_empty())
         .map(|text| {
             MasterKey::from_base64(text)
@@ -341,7 +381,8 @@ fn master_key(
         .transpose()?;
     let given = raw
         .master_key
-        .as_deref()
+        .as_ref()
+        .map(SecretSetting::expose)
         .filter(|text| !text.trim().is_empty());
     let file = raw
         .master_key_file

@@ -260,7 +260,7 @@ fn production_without_a_master_key_refuses_to_start() {
     let reason = Config::from_raw(&raw).expect_err("refused");
     assert!(reason.contains("SESSIOND_MASTER_KEY"), "{reason}");
     let with_key = RawConfig {
-        master_key: Some(MasterKey::generate().to_base64().to_string()),
+        master_key: Some(MasterKey::generate().to_base64().as_str().into()),
         ..raw
     };
     assert!(Config::from_raw(&with_key).is_ok());
@@ -272,6 +272,7 @@ fn a_malformed_master_key_is_refused_without_repeating_it() {
         master_key: Some("not-a-key-s3cr3t".into()),
         ..RawConfig::default()
     };
+    assert!(!format!("{raw:?}").contains("s3cr3t"), "Debug is redacted");
     let reason = Config::from_raw(&raw).expect_err("refused");
     assert!(reason.contains("SESSIOND_MASTER_KEY"), "{reason}");
     assert!(!reason.contains("s3cr3t"), "{reason}");
@@ -281,7 +282,7 @@ async fn rotating_the_master_key_under_load_fails_no_request() {
     let old = MasterKey::generate();
     let new = MasterKey::generate();
     let old_text = old.to_base64().to_string();
-    let app = TestApp::spawn_with(|raw| raw.master_key = Some(old_text)).await;
+    let app = TestApp::spawn_with(|raw| raw.master_key = Some(old_text.into())).await;
     let app = Arc::new(app);
     create_marked_session(&app, "carol").await;
 
