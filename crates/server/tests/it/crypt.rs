@@ -470,10 +470,83 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// `sessiond ARGS` on `app`'s database with `env`, and none of this process's `SESSIOND_*`
+/// variables.
+fn sessiond(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SESSIOND_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("SESSIOND_DATABASE_URL", &app.config.database_url)
+        .env("SESSIOND_ISSUER", "http://sessiond.test")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .args(args)
+        .output()
+        .expect("sessiond runs")
+}
+
+async fn the_rotate_master_command_moves_the_database_to_a_new_key_file() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "erin").await;
+    let old_env = crate::helpers::master_key_env(&app.config.database_url);
+    let new_file = app.dir.path().join("new.master-key");
+    let new_file_text = new_file.display().to_string();
+
+    let rotated = sessiond(
+        &app,
+        &["keys", "rotate-master", "--new-key-file", &new_file_text],
+        &old_env,
+    );
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(stdout.contains("generated a new master key"), "{stdout}");
+    assert!(stdout.contains("re-wrapped 1 data key"), "{stdout}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&new_file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+
+    // The running server is unaffected.
+    let listed = app.get("/v1/users/erin/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.body["sessions"][0]["user_agent"], AGENT_MARKER);
+    // The old key no longer opens the database; the new file does.
+    let refused = sessiond(&app, &["sessions", "list", "--user", "erin"], &old_env);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("wrong master key"), "{stderr}");
+    let listed = sessiond(
+        &app,
+        &["sessions", "list", "--user", "erin", "--json"],
+        &[("SESSIOND_MASTER_KEY_FILE", &new_file_text)],
+    );
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains(AGENT_MARKER), "{stdout}");
+}
+
 on_every_store!(
     a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
     an_encrypted_value_copied_into_another_row_does_not_decrypt,
     a_wrong_master_key_refuses_to_start_and_changes_nothing,
     rotating_the_master_key_under_load_fails_no_request,
     a_database_written_before_encryption_keeps_working_and_seals_new_values,
+    the_rotate_master_command_moves_the_database_to_a_new_key_file,
 );
