@@ -6,6 +6,7 @@
 //! `getrandom`, when it mints secrets.
 
 pub mod audit;
+pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod event;

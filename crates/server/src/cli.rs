@@ -1,5 +1,5 @@
 //! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`,
-//! `keys list|rotate|retire`, and `audit verify|export|seal|prune`.
+//! `keys list|rotate|retire|rotate-master`, and `audit verify|export|seal|prune`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,14 +9,16 @@ use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use sessiond_core::SessionId;
 use sessiond_core::audit::{AuditQuery, hex};
+use sessiond_core::crypt;
 use sessiond_core::service::Actor;
 use sessiond_core::signing_keys::KeyInfo;
-use sessiond_core::store::RetireOutcome;
+use sessiond_core::store::{RetireOutcome, Store};
 use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
 use crate::http::audit::{audit_event_view, parse_since};
 use crate::http::convert::{rfc3339, session_view};
+use crate::master_key::{generate_key_file, master_key, read_key_file};
 use crate::state::{
     AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
 };
@@ -72,6 +74,16 @@ pub enum KeysCommand {
     Retire {
         /// The key's `kid`.
         kid: String,
+    },
+    /// Re-wrap the data keys of encryption at rest under a new master key, in one transaction.
+    /// Running servers keep working (they hold the data keys); restart them with the new key.
+    /// With `--new-key-file`, the configured key is the old one and the file holds the new one
+    /// (generated, mode 0600, when it does not exist). Without it, `SESSIOND_MASTER_KEY_PREVIOUS`
+    /// is the old key and the configured key the new one.
+    RotateMaster {
+        /// The file of the new master key.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -437,6 +449,10 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        KeysCommand::RotateMaster { new_key_file } => {
+            drop(stdout);
+            rotate_master(&config, service.store().as_ref(), new_key_file.as_deref()).await
+        }
         KeysCommand::Retire { kid } => {
             let retire_at = keys
                 .keys()
@@ -481,6 +497,44 @@ pub(crate) fn key_list_json(listed: &[KeyInfo], signing_kid: &str) -> serde_json
         })
         .collect();
     serde_json::json!({ "keys": list })
+}
+
+/// `sessiond keys rotate-master`: re-wraps the data keys from the old master key to the new.
+async fn rotate_master(
+    config: &Config,
+    store: &dyn Store,
+    new_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (old, new, generated) = match new_key_file {
+        Some(path) if path.exists() => (master_key(config)?, read_key_file(path)?, false),
+        Some(path) => (master_key(config)?, generate_key_file(path)?, true),
+        None => match &config.master_key_previous {
+            Some(previous) => (previous.clone(), master_key(config)?, false),
+            None => {
+                return Err(anyhow!(
+                    "give the new key with --new-key-file FILE, or set SESSIOND_MASTER_KEY to \
+                     the new key and SESSIOND_MASTER_KEY_PREVIOUS to the old one"
+                ));
+            }
+        },
+    };
+    let rewrapped = crypt::rotate_master_key(store, &old, &new)
+        .await
+        .map_err(|error| anyhow!("cannot rotate the master key: {error}"))?;
+    let mut stdout = std::io::stdout().lock();
+    if let Some(path) = new_key_file.filter(|_| generated) {
+        writeln!(stdout, "generated a new master key in {}", path.display())?;
+    }
+    if rewrapped == 0 {
+        writeln!(stdout, "the database is already under the new master key")?;
+    } else {
+        writeln!(
+            stdout,
+            "re-wrapped {rewrapped} data key(s) under the new master key; running servers keep \
+             working, restart them with the new key (the old one no longer opens the database)"
+        )?;
+    }
+    Ok(())
 }
 
 /// `signing` for the active key of the configured algorithm, `active` for the active key of

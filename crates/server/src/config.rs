@@ -3,11 +3,12 @@
 //! inconsistent or weak setting stops start-up with a one-line reason.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sessiond_core::Policy;
+use sessiond_core::crypt::MasterKey;
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
@@ -150,6 +151,26 @@ pub struct RawConfig {
     /// The header trusted proxies write: `x-forwarded-for` (default) or `forwarded`.
     #[arg(long, global = true, env = "SESSIOND_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// Base64 of 32 random bytes: the master key that wraps the data keys of encryption at
+    /// rest. Prefer `SESSIOND_MASTER_KEY_FILE`.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_MASTER_KEY",
+        hide_env_values = true
+    )]
+    pub master_key: Option<SecretSetting>,
+    /// A file holding the master key (base64 of 32 bytes).
+    #[arg(long, global = true, env = "SESSIOND_MASTER_KEY_FILE")]
+    pub master_key_file: Option<String>,
+    /// The master key before a rotation, accepted while the database is still wrapped under it.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_MASTER_KEY_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub master_key_previous: Option<SecretSetting>,
 }
 
 macro_rules! overlay {
@@ -214,7 +235,10 @@ impl RawConfig {
             rate_limit_failed_auth_per_ip,
             rate_limit_capacity,
             trusted_proxies,
-            client_ip_header
+            client_ip_header,
+            master_key,
+            master_key_file,
+            master_key_previous
         );
         self
     }
@@ -264,8 +288,142 @@ pub struct Config {
     pub ui_frame_ancestors: String,
     /// Rate limits and where the client address comes from.
     pub rate_limits: RateLimitSettings,
+    /// Where the master key of encryption at rest comes from.
+    pub master_key: MasterKeySource,
+    /// The master key before a rotation (`SESSIOND_MASTER_KEY_PREVIOUS`), if given.
+    pub master_key_previous: Option<MasterKey>,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
+}
+
+/// A setting that is a secret (a master key): kept as written, but its `Debug` output, and so
+/// that of [`RawConfig`] and of the command line, is redacted.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretSetting(String);
+
+impl SecretSetting {
+    /// The value as written.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretSetting {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl From<&str> for SecretSetting {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl From<String> for SecretSetting {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+/// Where the master key comes from. `Debug` never shows a key.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// `SESSIOND_MASTER_KEY`.
+    Given(MasterKey),
+    /// `SESSIOND_MASTER_KEY_FILE`: read at start; a missing file is an error.
+    File(PathBuf),
+    /// Development without a key: this file, generated (mode 0600) when missing.
+    Development(PathBuf),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Given(_) => f.write_str("Given(<redacted>)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Development(path) => f.debug_tuple("Development").field(path).finish(),
+        }
+    }
+}
+
+/// The development key file: next to the SQLite database (`sessiond.db.master-key`), or
+/// `sessiond.master-key` in the working directory for PostgreSQL or an in-memory database.
+pub fn development_key_file(database_url: &str) -> PathBuf {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|path| !path.is_empty() && !path.starts_with(':'));
+    match path {
+        Some(path) => PathBuf::from(format!("{path}.master-key")),
+        None => PathBuf::from("sessiond.master-key"),
+    }
+}
+
+fn master_key(
+    raw: &RawConfig,
+    environment: Environment,
+    database_url: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(MasterKeySource, Option<MasterKey>), String> {
+    let previous = raw
+        .master_key_previous
+        .as_ref()
+        .map(SecretSetting::expose)
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| {
+            MasterKey::from_base64(text)
+                .map_err(|_| "SESSIOND_MASTER_KEY_PREVIOUS must be base64 of 32 bytes".to_owned())
+        })
+        .transpose()?;
+    let given = raw
+        .master_key
+        .as_ref()
+        .map(SecretSetting::expose)
+        .filter(|text| !text.trim().is_empty());
+    let file = raw
+        .master_key_file
+        .as_deref()
+        .map(str::trim)
+        .filter(|path| !path.is_empty());
+    let source = match (given, file) {
+        (Some(_), Some(_)) => {
+            return Err("set SESSIOND_MASTER_KEY or SESSIOND_MASTER_KEY_FILE, not both".into());
+        }
+        (Some(text), None) => MasterKeySource::Given(MasterKey::from_base64(text).map_err(
+            // The value is a secret: never repeated.
+            |_| {
+                "SESSIOND_MASTER_KEY must be base64 of 32 bytes (e.g. openssl rand -base64 32)"
+                    .to_owned()
+            },
+        )?),
+        (None, Some(path)) => MasterKeySource::File(PathBuf::from(path)),
+        (None, None) if environment == Environment::Production => {
+            return Err(
+                "production requires SESSIOND_MASTER_KEY or SESSIOND_MASTER_KEY_FILE".into(),
+            );
+        }
+        (None, None) => {
+            let path = development_key_file(database_url);
+            warnings.push(format!(
+                "no SESSIOND_MASTER_KEY: encrypting at rest under the key in {} (generated if \
+                 missing); whoever reads that file and the database reads the encrypted columns",
+                path.display()
+            ));
+            MasterKeySource::Development(path)
+        }
+    };
+    Ok((source, previous))
 }
 
 impl std::fmt::Debug for Config {
@@ -634,6 +792,9 @@ impl Config {
         }
         let client_id = raw.client_id.clone().unwrap_or_else(|| audience.clone());
 
+        let (master_key, master_key_previous) =
+            master_key(raw, environment, &database_url, &mut warnings)?;
+
         let policy = policy(raw)?;
 
         let signing_algorithm = match raw.signing_alg.as_deref().map(str::trim) {
@@ -762,6 +923,8 @@ impl Config {
             cors_origins,
             ui_frame_ancestors,
             rate_limits,
+            master_key,
+            master_key_previous,
             warnings,
         })
     }

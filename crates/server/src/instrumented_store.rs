@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use sessiond_core::audit::{
     AuditChain, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
+use sessiond_core::crypt::{Cipher, WrappedDataKey};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -395,6 +396,38 @@ impl Store for InstrumentedStore {
             self.inner.audit_checkpoint_key(candidate),
         )
         .await
+    }
+
+    // Key bootstrap and rotation happen at start and from the command line: not timed.
+    async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.master_key_check().await
+    }
+
+    async fn initialize_encryption(
+        &self,
+        check: &[u8],
+        first: &WrappedDataKey,
+    ) -> Result<bool, StoreError> {
+        self.inner.initialize_encryption(check, first).await
+    }
+
+    async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
+        self.inner.data_keys().await
+    }
+
+    async fn rewrap_data_keys(
+        &self,
+        old_check: &[u8],
+        new_check: &[u8],
+        keys: &[WrappedDataKey],
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .rewrap_data_keys(old_check, new_check, keys)
+            .await
+    }
+
+    fn install_cipher(&self, cipher: Arc<Cipher>) {
+        self.inner.install_cipher(cipher);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

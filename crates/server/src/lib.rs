@@ -10,6 +10,7 @@ pub mod events;
 pub mod history;
 mod http;
 pub mod instrumented_store;
+pub mod master_key;
 pub mod metrics;
 pub mod ratelimit;
 pub mod state;

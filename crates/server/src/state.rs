@@ -155,6 +155,9 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(EventHub::default());
         let inner = open_store(config, mode).await?;
+        // Before anything else reads or writes: a wrong master key stops here, with nothing
+        // written.
+        crate::master_key::unlock(config, inner.as_ref(), clock.now()).await?;
         // Other instances write events to a shared database without waking this one, so it
         // looks often; one SQLite file is written by this process (woken directly) and, rarely,
         // by the `sessiond sessions` commands.

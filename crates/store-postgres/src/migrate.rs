@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_audit_chain.sql"),
     ),
     (5, "devices", include_str!("../migrations/0005_devices.sql")),
+    (
+        6,
+        "encryption_at_rest",
+        include_str!("../migrations/0006_encryption_at_rest.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

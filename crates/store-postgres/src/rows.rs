@@ -1,6 +1,10 @@
 //! Decoding rows into domain values.
 
 use serde_json::{Map, Value};
+use sessiond_core::crypt::CipherSlot;
+use sessiond_core::crypt::columns::{
+    SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
+};
 use sessiond_core::session::{Device, DeviceType, Session};
 use sessiond_core::store::StoreError;
 use sessiond_core::{DeviceId, SessionId, TenantId, Timestamp, UserId};
@@ -50,7 +54,11 @@ pub(crate) fn optional_timestamp(
 }
 
 /// Reads a session from the columns starting at `offset`.
-pub(crate) fn session(row: &PgRow, offset: usize) -> Result<Session, StoreError> {
+pub(crate) fn session(
+    row: &PgRow,
+    offset: usize,
+    cipher: &CipherSlot,
+) -> Result<Session, StoreError> {
     let text = |index: usize| -> Result<String, StoreError> {
         row.try_get(offset + index).map_err(store_error)
     };
@@ -58,22 +66,27 @@ pub(crate) fn session(row: &PgRow, offset: usize) -> Result<Session, StoreError>
         row.try_get(offset + index).map_err(store_error)
     };
     let id: Uuid = row.try_get(offset).map_err(store_error)?;
+    let id_text = id.to_string();
+    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_optional_text(column, id_text.as_bytes(), optional(index)?)?)
+    };
+    let metadata = cipher.open_text(SESSION_METADATA, id_text.as_bytes(), text(11)?)?;
     Ok(Session {
         id: SessionId::from_uuid(id),
         user_id: UserId::from_trusted(text(1)?),
         tenant_id: optional(2)?.map(TenantId::from_trusted),
         device: Device {
             id: DeviceId::from_trusted(text(3)?),
-            name: optional(4)?,
+            name: open(SESSION_DEVICE_NAME, 4)?,
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
             trusted: row.try_get(offset + 19).map_err(store_error)?,
         },
-        ip: optional(8)?,
-        user_agent: optional(9)?,
+        ip: open(SESSION_IP, 8)?,
+        user_agent: open(SESSION_USER_AGENT, 9)?,
         claims: json_object(&text(10)?, "claims")?,
-        metadata: json_object(&text(11)?, "metadata")?,
+        metadata: json_object(&metadata, "metadata")?,
         created_at: timestamp(row, offset + 12)?,
         last_active_at: timestamp(row, offset + 13)?,
         idle_expires_at: timestamp(row, offset + 14)?,
@@ -85,6 +98,6 @@ pub(crate) fn session(row: &PgRow, offset: usize) -> Result<Session, StoreError>
 }
 
 /// Reads every row of `rows` as a session starting at column 0.
-pub(crate) fn sessions(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
-    rows.iter().map(|row| session(row, 0)).collect()
+pub(crate) fn sessions(rows: &[PgRow], cipher: &CipherSlot) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(|row| session(row, 0, cipher)).collect()
 }

@@ -9,6 +9,11 @@ use sessiond_core::audit::{
     self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, ChainHash, CheckpointFor,
     CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
+use sessiond_core::crypt::columns::{
+    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
+    SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
+};
+use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -80,6 +85,8 @@ impl Default for PostgresSettings {
 pub struct PostgresStore {
     pool: PgPool,
     operation_timeout: Duration,
+    /// Seals the encrypted columns once the server installs the data keys.
+    cipher: std::sync::Arc<CipherSlot>,
 }
 
 /// How long a pooled connection may sit unused before it is checked with a ping on its next use.
@@ -332,6 +339,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             operation_timeout: settings.operation_timeout,
+            cipher: std::sync::Arc::default(),
         })
     }
 
@@ -395,7 +403,7 @@ impl PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-        let mut active = rows::sessions(&rows)?;
+        let mut active = rows::sessions(&rows, &self.cipher)?;
         // Sorted here rather than by the query: rows come back as they are after the lock, and
         // the recency of a row that was being rotated is only known then.
         active.sort_by_key(|session| (session.last_active_at, session.created_at, session.id));
@@ -419,23 +427,31 @@ impl PostgresStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            rows::sessions(&rows)?
+            rows::sessions(&rows, &self.cipher)?
         };
         evicted.sort_by_key(|session| (session.last_active_at, session.created_at, session.id));
 
+        let id = session.id.as_uuid().to_string();
+        let seal = |column: &str, text: Option<&str>| {
+            self.cipher.seal_optional_text(column, id.as_bytes(), text)
+        };
         sqlx::query(INSERT_SESSION)
             .bind(session.id.as_uuid())
             .bind(session.user_id.as_str())
             .bind(session.tenant_id.as_ref().map(|tenant| tenant.as_str()))
             .bind(session.device.id.as_str())
-            .bind(session.device.name.as_deref())
+            .bind(seal(SESSION_DEVICE_NAME, session.device.name.as_deref()))
             .bind(session.device.device_type.as_str())
             .bind(session.device.browser.as_deref())
             .bind(session.device.os.as_deref())
-            .bind(session.ip.as_deref())
-            .bind(session.user_agent.as_deref())
+            .bind(seal(SESSION_IP, session.ip.as_deref()))
+            .bind(seal(SESSION_USER_AGENT, session.user_agent.as_deref()))
             .bind(rows::json_text(&session.claims)?)
-            .bind(rows::json_text(&session.metadata)?)
+            .bind(self.cipher.seal_text(
+                SESSION_METADATA,
+                id.as_bytes(),
+                &rows::json_text(&session.metadata)?,
+            ))
             .bind(session.created_at.unix_millis())
             .bind(session.last_active_at.unix_millis())
             .bind(session.idle_expires_at.unix_millis())
@@ -453,7 +469,7 @@ impl PostgresStore {
             .map_err(store_error)?;
         let mut events: Vec<NewAuditEvent> = evicted.iter().map(eviction_audit).collect();
         events.push(audit.clone());
-        if record_device(&mut tx, session).await? {
+        if record_device(&mut tx, &self.cipher, session).await? {
             events.push(new_device_audit.clone());
         }
         insert_audit(&mut tx, &events).await?;
@@ -471,7 +487,13 @@ impl PostgresStore {
             .bind(rotation.session_id.as_uuid())
             .bind(&rotation.presented.0[..])
             .bind(&rotation.successor.0[..])
-            .bind(&rotation.sealed_successor[..])
+            .bind(
+                &self.cipher.seal_bytes(
+                    SEALED_SUCCESSOR,
+                    &rotation.presented.0,
+                    &rotation.sealed_successor,
+                )[..],
+            )
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -520,13 +542,13 @@ impl PostgresStore {
             .map_err(store_error)?;
         let outcome = match row {
             Some(row) => {
-                let session = rows::session(&row, 0)?;
+                let session = rows::session(&row, 0, &self.cipher)?;
                 insert_audit(&mut tx, &[audit(&session)]).await?;
                 notify_revoked(&mut tx, std::slice::from_ref(&session)).await?;
                 Some((session, true))
             }
             // Absent or already revoked; a fresh snapshot shows which, and by whom.
-            None => session_by_id(&mut tx, id)
+            None => session_by_id(&mut tx, &self.cipher, id)
                 .await?
                 .map(|session| (session, false)),
         };
@@ -551,7 +573,7 @@ impl PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-        let mut revoked = rows::sessions(&rows)?;
+        let mut revoked = rows::sessions(&rows, &self.cipher)?;
         revoked.sort_by_key(|session| {
             std::cmp::Reverse((session.last_active_at, session.created_at, session.id))
         });
@@ -574,6 +596,7 @@ async fn lock_user(connection: &mut PgConnection, user: &UserId) -> Result<(), S
 
 async fn session_by_id(
     connection: &mut PgConnection,
+    cipher: &CipherSlot,
     id: SessionId,
 ) -> Result<Option<Session>, StoreError> {
     let row = sqlx::query(SESSION_BY_ID)
@@ -581,7 +604,7 @@ async fn session_by_id(
         .fetch_optional(connection)
         .await
         .map_err(store_error)?;
-    row.map(|row| rows::session(&row, 0)).transpose()
+    row.map(|row| rows::session(&row, 0, cipher)).transpose()
 }
 
 /// Adds or refreshes `session`'s device in its user's registry; `true` when the device is new
@@ -589,8 +612,11 @@ async fn session_by_id(
 /// from one new device announce it once.
 async fn record_device(
     connection: &mut PgConnection,
+    cipher: &CipherSlot,
     session: &Session,
 ) -> Result<bool, StoreError> {
+    let key = device_row(session.user_id.as_str(), session.device.id.as_str());
+    let seal = |column: &str, text: Option<&str>| cipher.seal_optional_text(column, &key, text);
     let row = sqlx::query(
         "INSERT INTO devices AS d (user_id, device_id, name, device_type, browser, os,
              user_agent, last_ip, first_seen_at, last_seen_at)
@@ -604,12 +630,12 @@ async fn record_device(
     )
     .bind(session.user_id.as_str())
     .bind(session.device.id.as_str())
-    .bind(session.device.name.as_deref())
+    .bind(seal(DEVICE_NAME, session.device.name.as_deref()))
     .bind(session.device.device_type.as_str())
     .bind(session.device.browser.as_deref())
     .bind(session.device.os.as_deref())
-    .bind(session.user_agent.as_deref())
-    .bind(session.ip.as_deref())
+    .bind(seal(DEVICE_USER_AGENT, session.user_agent.as_deref()))
+    .bind(seal(DEVICE_LAST_IP, session.ip.as_deref()))
     .bind(session.created_at.unix_millis())
     .fetch_one(connection)
     .await
@@ -617,24 +643,29 @@ async fn record_device(
     row.try_get("inserted").map_err(store_error)
 }
 
-fn device_from_row(row: &PgRow) -> Result<DeviceRecord, StoreError> {
+fn device_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<DeviceRecord, StoreError> {
     let text =
         |index: usize| -> Result<String, StoreError> { row.try_get(index).map_err(store_error) };
     let optional = |index: usize| -> Result<Option<String>, StoreError> {
         row.try_get(index).map_err(store_error)
     };
+    let (user_id, device_id) = (text(0)?, text(1)?);
+    let key = device_row(&user_id, &device_id);
+    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_optional_text(column, &key, optional(index)?)?)
+    };
     Ok(DeviceRecord {
-        user_id: UserId::from_trusted(text(0)?),
+        user_id: UserId::from_trusted(user_id),
         device: Device {
-            id: DeviceId::from_trusted(text(1)?),
-            name: optional(2)?,
+            id: DeviceId::from_trusted(device_id),
+            name: open(DEVICE_NAME, 2)?,
             device_type: DeviceType::from_name(&text(3)?),
             browser: optional(4)?,
             os: optional(5)?,
             trusted: row.try_get(6).map_err(store_error)?,
         },
-        user_agent: optional(7)?,
-        last_ip: optional(8)?,
+        user_agent: open(DEVICE_USER_AGENT, 7)?,
+        last_ip: open(DEVICE_LAST_IP, 8)?,
         first_seen_at: rows::timestamp(row, 9)?,
         last_seen_at: rows::timestamp(row, 10)?,
     })
@@ -773,16 +804,20 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-/// The only place a signing key's secret is turned into what is stored. Secrets are stored as
-/// they are today; encryption at rest will wrap them here (and unwrap them in
-/// [`open_key_material`]) without any other code changing.
-fn seal_key_material(key: &StoredKey) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(key.secret.to_vec())
+/// The only place a signing key's secret is turned into what is stored: sealed under the data
+/// key with the `kid` as the row, once a cipher is installed.
+fn seal_key_material(cipher: &CipherSlot, key: &StoredKey) -> Zeroizing<Vec<u8>> {
+    cipher.seal_bytes(KEY_SECRET, key.kid.as_bytes(), &key.secret)
 }
 
-/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored.
-fn open_key_material(_kid: &str, stored: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    Ok(Zeroizing::new(stored))
+/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored (a
+/// secret stored before encryption existed is read as it is).
+fn open_key_material(
+    cipher: &CipherSlot,
+    kid: &str,
+    stored: Vec<u8>,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(cipher.open_bytes(KEY_SECRET, kid.as_bytes(), stored)?)
 }
 
 /// Reads an [`AuditEntry`] from the seven columns starting at `offset`: type, severity,
@@ -835,14 +870,14 @@ async fn audit_head(connection: &mut PgConnection) -> Result<(u64, ChainHash), S
     ))
 }
 
-fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+fn key_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<StoredKey, StoreError> {
     let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
     let kid: String = row.try_get("kid").map_err(store_error)?;
     let deactivated_at: Option<i64> = row.try_get("deactivated_at").map_err(store_error)?;
     Ok(StoredKey {
         algorithm: SigningAlgorithm::from_jose_name(&algorithm)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
-        secret: open_key_material(&kid, row.try_get("secret").map_err(store_error)?)?,
+        secret: open_key_material(cipher, &kid, row.try_get("secret").map_err(store_error)?)?,
         created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
         deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
         kid,
@@ -870,14 +905,18 @@ async fn active_kid(
     .map_err(store_error)
 }
 
-async fn insert_key(connection: &mut PgConnection, key: &StoredKey) -> Result<(), StoreError> {
+async fn insert_key(
+    connection: &mut PgConnection,
+    cipher: &CipherSlot,
+    key: &StoredKey,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
          VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&key.kid)
     .bind(key.algorithm.jose_name())
-    .bind(&seal_key_material(key)[..])
+    .bind(&seal_key_material(cipher, key)[..])
     .bind(key.created_at.unix_millis())
     .bind(key.deactivated_at.map(Timestamp::unix_millis))
     .execute(connection)
@@ -930,7 +969,9 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-            rows.iter().map(device_from_row).collect()
+            rows.iter()
+                .map(|row| device_from_row(row, &self.cipher))
+                .collect()
         })
         .await
     }
@@ -1002,7 +1043,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-            let revoked = rows::sessions(&rows)?;
+            let revoked = rows::sessions(&rows, &self.cipher)?;
             let mut events = vec![audit.clone()];
             events.extend(revoked.iter().map(revoke_audit));
             insert_audit(&mut tx, &events).await?;
@@ -1036,13 +1077,21 @@ impl Store for PostgresStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let session = rows::session(&row, 0)?;
+            let session = rows::session(&row, 0, &self.cipher)?;
             let base = SESSION_COLUMN_COUNT;
             let record = RefreshTokenRecord {
                 hash: *hash,
                 issued_at: rows::timestamp(&row, base)?,
                 spent_at: rows::optional_timestamp(&row, base + 1)?,
-                sealed_successor: row.try_get(base + 2).map_err(store_error)?,
+                sealed_successor: row
+                    .try_get::<Option<Vec<u8>>, _>(base + 2)
+                    .map_err(store_error)?
+                    .map(|stored| {
+                        self.cipher
+                            .open_bytes(SEALED_SUCCESSOR, &hash.0, stored)
+                            .map(|inner| inner.to_vec())
+                    })
+                    .transpose()?,
                 successor_spent: row.try_get(base + 3).map_err(store_error)?,
             };
             Ok(Some((record, session)))
@@ -1081,7 +1130,7 @@ impl Store for PostgresStore {
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         self.bounded(async {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
-            session_by_id(&mut connection, id).await
+            session_by_id(&mut connection, &self.cipher, id).await
         })
         .await
     }
@@ -1098,7 +1147,7 @@ impl Store for PostgresStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            rows::sessions(&rows)
+            rows::sessions(&rows, &self.cipher)
         })
         .await
     }
@@ -1159,7 +1208,9 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-            rows.iter().map(key_from_row).collect()
+            rows.iter()
+                .map(|row| key_from_row(row, &self.cipher))
+                .collect()
         })
         .await
     }
@@ -1167,7 +1218,7 @@ impl Store for PostgresStore {
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.bounded(async {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
-            insert_key(&mut connection, key).await
+            insert_key(&mut connection, &self.cipher, key).await
         })
         .await
     }
@@ -1182,7 +1233,7 @@ impl Store for PostgresStore {
             if active_kid(&mut tx, key.algorithm).await?.is_some() {
                 return Ok(false);
             }
-            insert_key(&mut tx, key).await?;
+            insert_key(&mut tx, &self.cipher, key).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(true)
         })
@@ -1224,6 +1275,7 @@ impl Store for PostgresStore {
             .map_err(store_error)?;
             insert_key(
                 &mut tx,
+                &self.cipher,
                 &StoredKey {
                     deactivated_at: None,
                     ..key.clone()
@@ -1307,7 +1359,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-            let expired = rows::sessions(&rows)?;
+            let expired = rows::sessions(&rows, &self.cipher)?;
             let events: Vec<NewAuditEvent> = expired.iter().map(audit).collect();
             insert_audit(&mut tx, &events).await?;
             tx.commit().await.map_err(store_error)?;
@@ -1589,6 +1641,117 @@ impl Store for PostgresStore {
 
     fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
         Some(Box::new(self.revocation_listener()))
+    }
+
+    async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bounded(async {
+            sqlx::query_scalar("SELECT check_value FROM master_key WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    async fn initialize_encryption(
+        &self,
+        check: &[u8],
+        first: &WrappedDataKey,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // A concurrent twin's uncommitted row makes this wait, then do nothing.
+            let inserted = sqlx::query(
+                "INSERT INTO master_key (id, check_value) VALUES (1, $1)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(check)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES ($1, $2, $3)")
+                .bind(i64::from(first.id))
+                .bind(&first.wrapped[..])
+                .bind(first.created_at.unix_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
+        self.bounded(async {
+            let rows = sqlx::query("SELECT id, wrapped, created_at FROM data_keys ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter()
+                .map(|row| {
+                    let id: i64 = row.try_get(0).map_err(store_error)?;
+                    Ok(WrappedDataKey {
+                        id: u32::try_from(id).map_err(|_| {
+                            StoreError::Corrupt("data key id is out of range".into())
+                        })?,
+                        wrapped: row.try_get(1).map_err(store_error)?,
+                        created_at: rows::timestamp(row, 2)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn rewrap_data_keys(
+        &self,
+        old_check: &[u8],
+        new_check: &[u8],
+        keys: &[WrappedDataKey],
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let swapped = sqlx::query(
+                "UPDATE master_key SET check_value = $1 WHERE id = 1 AND check_value = $2",
+            )
+            .bind(new_check)
+            .bind(old_check)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM data_keys")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if swapped != 1 || usize::try_from(stored).ok() != Some(keys.len()) {
+                return Ok(false);
+            }
+            for key in keys {
+                let updated = sqlx::query("UPDATE data_keys SET wrapped = $1 WHERE id = $2")
+                    .bind(&key.wrapped[..])
+                    .bind(i64::from(key.id))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?
+                    .rows_affected();
+                if updated != 1 {
+                    return Ok(false);
+                }
+            }
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    fn install_cipher(&self, cipher: std::sync::Arc<Cipher>) {
+        self.cipher.install(cipher);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

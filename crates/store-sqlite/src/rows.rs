@@ -1,6 +1,10 @@
 //! Decoding rows into domain values.
 
 use serde_json::{Map, Value};
+use sessiond_core::crypt::CipherSlot;
+use sessiond_core::crypt::columns::{
+    SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
+};
 use sessiond_core::session::{Device, DeviceType, Session};
 use sessiond_core::store::StoreError;
 use sessiond_core::{DeviceId, SessionId, TenantId, Timestamp, UserId};
@@ -37,15 +41,24 @@ fn timestamp(row: &SqliteRow, index: usize) -> Result<Timestamp, StoreError> {
 }
 
 /// Reads a session from the columns starting at `offset`.
-pub(crate) fn session(row: &SqliteRow, offset: usize) -> Result<Session, StoreError> {
+pub(crate) fn session(
+    row: &SqliteRow,
+    offset: usize,
+    cipher: &CipherSlot,
+) -> Result<Session, StoreError> {
     let text = |index: usize| -> Result<String, StoreError> {
         row.try_get(offset + index).map_err(store_error)
     };
     let optional = |index: usize| -> Result<Option<String>, StoreError> {
         row.try_get(offset + index).map_err(store_error)
     };
-    let id = Uuid::try_parse(&text(0)?)
+    let id_text = text(0)?;
+    let id = Uuid::try_parse(&id_text)
         .map_err(|_| StoreError::Corrupt("session id is not a UUID".into()))?;
+    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_optional_text(column, id_text.as_bytes(), optional(index)?)?)
+    };
+    let metadata = cipher.open_text(SESSION_METADATA, id_text.as_bytes(), text(11)?)?;
     let revoked_at: Option<i64> = row.try_get(offset + 17).map_err(store_error)?;
     Ok(Session {
         id: SessionId::from_uuid(id),
@@ -53,16 +66,16 @@ pub(crate) fn session(row: &SqliteRow, offset: usize) -> Result<Session, StoreEr
         tenant_id: optional(2)?.map(TenantId::from_trusted),
         device: Device {
             id: DeviceId::from_trusted(text(3)?),
-            name: optional(4)?,
+            name: open(SESSION_DEVICE_NAME, 4)?,
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
             trusted: row.try_get::<i64, _>(offset + 19).map_err(store_error)? != 0,
         },
-        ip: optional(8)?,
-        user_agent: optional(9)?,
+        ip: open(SESSION_IP, 8)?,
+        user_agent: open(SESSION_USER_AGENT, 9)?,
         claims: json_object(&text(10)?, "claims")?,
-        metadata: json_object(&text(11)?, "metadata")?,
+        metadata: json_object(&metadata, "metadata")?,
         created_at: timestamp(row, offset + 12)?,
         last_active_at: timestamp(row, offset + 13)?,
         idle_expires_at: timestamp(row, offset + 14)?,

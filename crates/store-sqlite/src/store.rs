@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the [`Store`] trait over one SQLite file.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,6 +9,11 @@ use sessiond_core::audit::{
     self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, ChainHash, CheckpointFor,
     CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
+use sessiond_core::crypt::columns::{
+    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
+    SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
+};
+use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -76,6 +82,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
     rotations: RotationQueue,
+    /// Seals the encrypted columns once the server installs the data keys.
+    cipher: Arc<CipherSlot>,
 }
 
 const INSERT_AUDIT: &str =
@@ -130,6 +138,7 @@ impl SqliteStore {
                 .await
                 .map_err(store_error)?,
             writer,
+            cipher: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -326,6 +335,7 @@ enum Recency {
 
 async fn active_sessions_of(
     connection: &mut SqliteConnection,
+    cipher: &CipherSlot,
     user: &UserId,
     now: Timestamp,
     order: Recency,
@@ -349,11 +359,14 @@ async fn active_sessions_of(
         .fetch_all(connection)
         .await
         .map_err(store_error)?;
-    rows.iter().map(|row| rows::session(row, 0)).collect()
+    rows.iter()
+        .map(|row| rows::session(row, 0, cipher))
+        .collect()
 }
 
 async fn session_by_id(
     connection: &mut SqliteConnection,
+    cipher: &CipherSlot,
     id: SessionId,
 ) -> Result<Option<Session>, StoreError> {
     let row = sqlx::query(concat!(
@@ -365,13 +378,14 @@ async fn session_by_id(
     .fetch_optional(connection)
     .await
     .map_err(store_error)?;
-    row.map(|row| rows::session(&row, 0)).transpose()
+    row.map(|row| rows::session(&row, 0, cipher)).transpose()
 }
 
 /// Adds or refreshes `session`'s device in its user's registry; `true` when the device is new
 /// to the user. The caller holds the write transaction, so the check and the write are atomic.
 async fn record_device(
     connection: &mut SqliteConnection,
+    cipher: &CipherSlot,
     session: &Session,
 ) -> Result<bool, StoreError> {
     let known = sqlx::query("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
@@ -381,6 +395,8 @@ async fn record_device(
         .await
         .map_err(store_error)?
         .is_some();
+    let row = device_row(session.user_id.as_str(), session.device.id.as_str());
+    let seal = |column: &str, text: Option<&str>| cipher.seal_optional_text(column, &row, text);
     sqlx::query(
         "INSERT INTO devices (user_id, device_id, name, device_type, browser, os, user_agent,
              last_ip, first_seen_at, last_seen_at)
@@ -393,12 +409,12 @@ async fn record_device(
     )
     .bind(session.user_id.as_str())
     .bind(session.device.id.as_str())
-    .bind(session.device.name.as_deref())
+    .bind(seal(DEVICE_NAME, session.device.name.as_deref()))
     .bind(session.device.device_type.as_str())
     .bind(session.device.browser.as_deref())
     .bind(session.device.os.as_deref())
-    .bind(session.user_agent.as_deref())
-    .bind(session.ip.as_deref())
+    .bind(seal(DEVICE_USER_AGENT, session.user_agent.as_deref()))
+    .bind(seal(DEVICE_LAST_IP, session.ip.as_deref()))
     .bind(session.created_at.unix_millis())
     .execute(&mut *connection)
     .await
@@ -406,57 +422,94 @@ async fn record_device(
     Ok(!known)
 }
 
-fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord, StoreError> {
+fn device_from_row(row: &SqliteRow, cipher: &CipherSlot) -> Result<DeviceRecord, StoreError> {
     let text =
         |index: usize| -> Result<String, StoreError> { row.try_get(index).map_err(store_error) };
     let optional = |index: usize| -> Result<Option<String>, StoreError> {
         row.try_get(index).map_err(store_error)
     };
     let trusted: i64 = row.try_get(6).map_err(store_error)?;
+    let (user_id, device_id) = (text(0)?, text(1)?);
+    let key = device_row(&user_id, &device_id);
+    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_optional_text(column, &key, optional(index)?)?)
+    };
     Ok(DeviceRecord {
-        user_id: UserId::from_trusted(text(0)?),
+        user_id: UserId::from_trusted(user_id),
         device: Device {
-            id: DeviceId::from_trusted(text(1)?),
-            name: optional(2)?,
+            id: DeviceId::from_trusted(device_id),
+            name: open(DEVICE_NAME, 2)?,
             device_type: DeviceType::from_name(&text(3)?),
             browser: optional(4)?,
             os: optional(5)?,
             trusted: trusted != 0,
         },
-        user_agent: optional(7)?,
-        last_ip: optional(8)?,
+        user_agent: open(DEVICE_USER_AGENT, 7)?,
+        last_ip: open(DEVICE_LAST_IP, 8)?,
         first_seen_at: Timestamp::from_unix_millis(row.try_get(9).map_err(store_error)?),
         last_seen_at: Timestamp::from_unix_millis(row.try_get(10).map_err(store_error)?),
     })
+}
+
+/// The outer layer of a sealed successor pair: the pair is sealed under the presented token by
+/// core, and that ciphertext again under the data key with the token's hash as the row.
+fn seal_successor(cipher: &CipherSlot, rotation: &Rotation) -> Vec<u8> {
+    cipher
+        .seal_bytes(
+            SEALED_SUCCESSOR,
+            &rotation.presented.0,
+            &rotation.sealed_successor,
+        )
+        .to_vec()
+}
+
+/// The inverse of [`seal_successor`].
+fn open_successor(
+    cipher: &CipherSlot,
+    hash: &RefreshTokenHash,
+    stored: Option<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    stored
+        .map(|stored| {
+            cipher
+                .open_bytes(SEALED_SUCCESSOR, &hash.0, stored)
+                .map(|inner| inner.to_vec())
+                .map_err(StoreError::from)
+        })
+        .transpose()
 }
 
 fn algorithm_name(algorithm: SigningAlgorithm) -> &'static str {
     algorithm.jose_name()
 }
 
-/// The only place a signing key's secret is turned into what is stored. Secrets are stored as
-/// they are today; encryption at rest will wrap them here (and unwrap them in
-/// [`open_key_material`]) without any other code changing.
-fn seal_key_material(key: &StoredKey) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(key.secret.to_vec())
+/// The only place a signing key's secret is turned into what is stored: sealed under the data
+/// key with the `kid` as the row, once a cipher is installed.
+fn seal_key_material(cipher: &CipherSlot, key: &StoredKey) -> Zeroizing<Vec<u8>> {
+    cipher.seal_bytes(KEY_SECRET, key.kid.as_bytes(), &key.secret)
 }
 
-/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored.
-fn open_key_material(_kid: &str, stored: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    Ok(Zeroizing::new(stored))
+/// The inverse of [`seal_key_material`]: the secret of the key `kid` from what is stored (a
+/// secret stored before encryption existed is read as it is).
+fn open_key_material(
+    cipher: &CipherSlot,
+    kid: &str,
+    stored: Vec<u8>,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(cipher.open_bytes(KEY_SECRET, kid.as_bytes(), stored)?)
 }
 
 const SELECT_KEYS: &str = "SELECT kid, algorithm, secret, created_at, deactivated_at
      FROM signing_keys ORDER BY created_at, kid";
 
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+fn key_from_row(row: &SqliteRow, cipher: &CipherSlot) -> Result<StoredKey, StoreError> {
     let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
     let kid: String = row.try_get("kid").map_err(store_error)?;
     let deactivated_at: Option<i64> = row.try_get("deactivated_at").map_err(store_error)?;
     Ok(StoredKey {
         algorithm: SigningAlgorithm::from_jose_name(&algorithm)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
-        secret: open_key_material(&kid, row.try_get("secret").map_err(store_error)?)?,
+        secret: open_key_material(cipher, &kid, row.try_get("secret").map_err(store_error)?)?,
         created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
         deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
         kid,
@@ -478,14 +531,18 @@ async fn active_kid(
     .map_err(store_error)
 }
 
-async fn insert_key(connection: &mut SqliteConnection, key: &StoredKey) -> Result<(), StoreError> {
+async fn insert_key(
+    connection: &mut SqliteConnection,
+    cipher: &CipherSlot,
+    key: &StoredKey,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
          VALUES (?, ?, ?, ?, ?)",
     )
     .bind(&key.kid)
     .bind(algorithm_name(key.algorithm))
-    .bind(&seal_key_material(key)[..])
+    .bind(&seal_key_material(cipher, key)[..])
     .bind(key.created_at.unix_millis())
     .bind(key.deactivated_at.map(Timestamp::unix_millis))
     .execute(connection)
@@ -508,6 +565,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let active = active_sessions_of(
             &mut tx,
+            &self.cipher,
             &session.user_id,
             session.created_at,
             Recency::OldestFirst,
@@ -529,24 +587,32 @@ impl Store for SqliteStore {
         )
         .await?;
 
+        let id = session.id.to_string();
+        let seal = |column: &str, text: Option<&str>| {
+            self.cipher.seal_optional_text(column, id.as_bytes(), text)
+        };
         sqlx::query(
             "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type,
                  browser, os, ip, user_agent, claims, metadata, created_at, last_active_at,
                  idle_expires_at, expires_at, access_expires_at, revoked_at, revoke_reason)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
         )
-        .bind(session.id.to_string())
+        .bind(&id)
         .bind(session.user_id.as_str())
         .bind(session.tenant_id.as_ref().map(|tenant| tenant.as_str()))
         .bind(session.device.id.as_str())
-        .bind(session.device.name.as_deref())
+        .bind(seal(SESSION_DEVICE_NAME, session.device.name.as_deref()))
         .bind(session.device.device_type.as_str())
         .bind(session.device.browser.as_deref())
         .bind(session.device.os.as_deref())
-        .bind(session.ip.as_deref())
-        .bind(session.user_agent.as_deref())
+        .bind(seal(SESSION_IP, session.ip.as_deref()))
+        .bind(seal(SESSION_USER_AGENT, session.user_agent.as_deref()))
         .bind(serde_json::Value::Object(session.claims.clone()).to_string())
-        .bind(serde_json::Value::Object(session.metadata.clone()).to_string())
+        .bind(self.cipher.seal_text(
+            SESSION_METADATA,
+            id.as_bytes(),
+            &serde_json::Value::Object(session.metadata.clone()).to_string(),
+        ))
         .bind(session.created_at.unix_millis())
         .bind(session.last_active_at.unix_millis())
         .bind(session.idle_expires_at.unix_millis())
@@ -563,7 +629,7 @@ impl Store for SqliteStore {
             .await
             .map_err(store_error)?;
         append_audit(&mut tx, audit).await?;
-        if record_device(&mut tx, session).await? {
+        if record_device(&mut tx, &self.cipher, session).await? {
             append_audit(&mut tx, new_device_audit).await?;
         }
         tx.commit().await.map_err(store_error)?;
@@ -583,7 +649,9 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .map_err(store_error)?;
-        rows.iter().map(device_from_row).collect()
+        rows.iter()
+            .map(|row| device_from_row(row, &self.cipher))
+            .collect()
     }
 
     async fn set_device_trusted(
@@ -646,7 +714,7 @@ impl Store for SqliteStore {
         .map_err(store_error)?;
         let active = rows
             .iter()
-            .map(|row| rows::session(row, 0))
+            .map(|row| rows::session(row, 0, &self.cipher))
             .collect::<Result<Vec<_>, _>>()?;
         append_audit(&mut tx, audit).await?;
         let revoked = revoke_all_of(&mut tx, active, revocation, revoke_audit).await?;
@@ -675,14 +743,18 @@ impl Store for SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let session = rows::session(&row, 0)?;
+        let session = rows::session(&row, 0, &self.cipher)?;
         let base = SESSION_COLUMN_COUNT;
         let spent_at: Option<i64> = row.try_get(base + 1).map_err(store_error)?;
         let record = RefreshTokenRecord {
             hash: *hash,
             issued_at: Timestamp::from_unix_millis(row.try_get(base).map_err(store_error)?),
             spent_at: spent_at.map(Timestamp::from_unix_millis),
-            sealed_successor: row.try_get(base + 2).map_err(store_error)?,
+            sealed_successor: open_successor(
+                &self.cipher,
+                hash,
+                row.try_get(base + 2).map_err(store_error)?,
+            )?,
             successor_spent: row.try_get(base + 3).map_err(store_error)?,
         };
         Ok(Some((record, session)))
@@ -692,7 +764,9 @@ impl Store for SqliteStore {
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError> {
-        self.rotations.rotate(rotation.clone()).await
+        let mut rotation = rotation.clone();
+        rotation.sealed_successor = seal_successor(&self.cipher, &rotation);
+        self.rotations.rotate(rotation).await
     }
 
     async fn revoke_session(
@@ -702,7 +776,7 @@ impl Store for SqliteStore {
         audit: AuditFor<'_>,
     ) -> Result<Option<(Session, bool)>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(session) = session_by_id(&mut tx, id).await? else {
+        let Some(session) = session_by_id(&mut tx, &self.cipher, id).await? else {
             return Ok(None);
         };
         if session.revoked_at.is_some() {
@@ -721,8 +795,14 @@ impl Store for SqliteStore {
         audit: AuditFor<'_>,
     ) -> Result<Vec<Session>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut active =
-            active_sessions_of(&mut tx, user, revocation.at, Recency::NewestFirst).await?;
+        let mut active = active_sessions_of(
+            &mut tx,
+            &self.cipher,
+            user,
+            revocation.at,
+            Recency::NewestFirst,
+        )
+        .await?;
         active.retain(|session| Some(session.id) != except);
         let revoked = revoke_all_of(&mut tx, active, revocation, audit).await?;
         tx.commit().await.map_err(store_error)?;
@@ -731,7 +811,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let mut connection = self.readers.acquire().await.map_err(store_error)?;
-        session_by_id(&mut connection, id).await
+        session_by_id(&mut connection, &self.cipher, id).await
     }
 
     async fn active_sessions(
@@ -740,7 +820,14 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Session>, StoreError> {
         let mut connection = self.readers.acquire().await.map_err(store_error)?;
-        active_sessions_of(&mut connection, user, now, Recency::NewestFirst).await
+        active_sessions_of(
+            &mut connection,
+            &self.cipher,
+            user,
+            now,
+            Recency::NewestFirst,
+        )
+        .await
     }
 
     async fn revoked_since(
@@ -802,12 +889,14 @@ impl Store for SqliteStore {
             .fetch_all(&self.readers)
             .await
             .map_err(store_error)?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter()
+            .map(|row| key_from_row(row, &self.cipher))
+            .collect()
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        insert_key(&mut tx, key).await?;
+        insert_key(&mut tx, &self.cipher, key).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(())
     }
@@ -818,7 +907,7 @@ impl Store for SqliteStore {
         if active_kid(&mut tx, key.algorithm).await?.is_some() {
             return Ok(false);
         }
-        insert_key(&mut tx, key).await?;
+        insert_key(&mut tx, &self.cipher, key).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(true)
     }
@@ -850,6 +939,7 @@ impl Store for SqliteStore {
         .map_err(store_error)?;
         insert_key(
             &mut tx,
+            &self.cipher,
             &StoredKey {
                 deactivated_at: None,
                 ..key.clone()
@@ -921,7 +1011,7 @@ impl Store for SqliteStore {
         .await
         .map_err(store_error)?;
         for row in &rows {
-            let session = rows::session(row, 0)?;
+            let session = rows::session(row, 0, &self.cipher)?;
             sqlx::query("UPDATE sessions SET expiry_announced = 1 WHERE id = ?")
                 .bind(session.id.to_string())
                 .execute(&mut *tx)
@@ -1161,6 +1251,100 @@ impl Store for SqliteStore {
             .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(Zeroizing::new(secret))
+    }
+
+    async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT check_value FROM master_key WHERE id = 1")
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn initialize_encryption(
+        &self,
+        check: &[u8],
+        first: &WrappedDataKey,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted =
+            sqlx::query("INSERT OR IGNORE INTO master_key (id, check_value) VALUES (1, ?)")
+                .bind(check)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO data_keys (id, wrapped, created_at) VALUES (?, ?, ?)")
+            .bind(i64::from(first.id))
+            .bind(&first.wrapped[..])
+            .bind(first.created_at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
+        let rows = sqlx::query("SELECT id, wrapped, created_at FROM data_keys ORDER BY id")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0).map_err(store_error)?;
+                Ok(WrappedDataKey {
+                    id: u32::try_from(id)
+                        .map_err(|_| StoreError::Corrupt("data key id is out of range".into()))?,
+                    wrapped: row.try_get(1).map_err(store_error)?,
+                    created_at: Timestamp::from_unix_millis(row.try_get(2).map_err(store_error)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn rewrap_data_keys(
+        &self,
+        old_check: &[u8],
+        new_check: &[u8],
+        keys: &[WrappedDataKey],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let swapped =
+            sqlx::query("UPDATE master_key SET check_value = ? WHERE id = 1 AND check_value = ?")
+                .bind(new_check)
+                .bind(old_check)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM data_keys")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if swapped != 1 || usize::try_from(stored).ok() != Some(keys.len()) {
+            return Ok(false);
+        }
+        for key in keys {
+            let updated = sqlx::query("UPDATE data_keys SET wrapped = ? WHERE id = ?")
+                .bind(&key.wrapped[..])
+                .bind(i64::from(key.id))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if updated != 1 {
+                return Ok(false);
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    fn install_cipher(&self, cipher: Arc<Cipher>) {
+        self.cipher.install(cipher);
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -204,6 +204,7 @@ fn sessiond(app: &TestApp, args: &[&str]) -> std::process::Output {
     }
     command
         .env("SESSIOND_DATABASE_URL", &app.config.database_url)
+        .envs(crate::helpers::master_key_env(&app.config.database_url))
         .env("SESSIOND_ISSUER", "http://sessiond.test")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

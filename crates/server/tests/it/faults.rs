@@ -295,6 +295,7 @@ impl Instance {
             .arg("serve")
             .env("RUST_LOG", "warn")
             .env("SESSIOND_DATABASE_URL", database_url)
+            .envs(crate::helpers::master_key_env(database_url))
             .env("SESSIOND_ADMIN_KEYS", ADMIN_KEY)
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_ISSUER", "http://sessiond.test")

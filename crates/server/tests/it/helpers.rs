@@ -20,6 +20,19 @@ use tokio::task::JoinHandle;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789-abcdefghijklmnop";
 /// A quota no test reaches: the test apps' default for every rate limit.
 pub const UNREACHED_LIMIT: &str = "1000000/1m";
+/// The master key of PostgreSQL test apps (SQLite apps generate one next to their file, as
+/// development does): every app on one schema, restarts included, must share it.
+pub const TEST_MASTER_KEY: &str = "c2Vzc2lvbmQtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGU=";
+/// What a `sessiond` command on `database_url` needs to open the database a test app made:
+/// nothing for SQLite (development's key file lies next to the database), the test key for
+/// PostgreSQL.
+pub fn master_key_env(database_url: &str) -> Vec<(&'static str, &'static str)> {
+    if database_url.starts_with("postgres") {
+        vec![("SESSIOND_MASTER_KEY", TEST_MASTER_KEY)]
+    } else {
+        Vec::new()
+    }
+}
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 /// The store a test's servers run on.
@@ -165,6 +178,7 @@ impl TestApp {
             rate_limit_admin_per_key: Some(UNREACHED_LIMIT.into()),
             rate_limit_failed_auth_per_ip: Some(UNREACHED_LIMIT.into()),
             rate_limit_capacity: Some("1024".into()),
+            master_key: (backend == Backend::Postgres).then(|| TEST_MASTER_KEY.into()),
             ..RawConfig::default()
         };
         configure(&mut raw);

@@ -68,6 +68,7 @@ impl Instance {
             .arg("serve")
             .env("RUST_LOG", "warn")
             .env("SESSIOND_DATABASE_URL", schema.url())
+            .envs(crate::helpers::master_key_env(&schema.url()))
             .env("SESSIOND_ADMIN_KEYS", ADMIN_KEY)
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_ISSUER", "http://sessiond.test")

@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod browser;
+mod crypt;
 mod devices;
 mod errors;
 mod events;

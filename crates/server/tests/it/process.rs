@@ -768,7 +768,9 @@ async fn cli_rotates_and_retires_keys_while_the_server_runs(database_url: &str) 
     let dir = TempDir::new().expect("temp dir");
     let port = free_port();
     let with_database = |command: &mut Command| {
-        command.env("SESSIOND_DATABASE_URL", database_url);
+        command
+            .env("SESSIOND_DATABASE_URL", database_url)
+            .envs(crate::helpers::master_key_env(database_url));
     };
     let mut serve = configured(dir.path(), port);
     with_database(&mut serve);

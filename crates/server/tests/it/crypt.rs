@@ -1,0 +1,552 @@
+//! Encryption at rest: what a copy of the database shows, what a moved value does, a wrong or
+//! missing master key, rotating the master key under load, and upgrading a database written
+//! before encryption existed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sessiond_core::crypt::{self, MasterKey, UnlockError};
+use sessiond_core::refresh::RefreshToken;
+use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_server::AppState;
+use sessiond_server::config::{Config, RawConfig};
+use sessiond_server::state::{OpenMode, open_store};
+
+use crate::helpers::{ADMIN_KEY, Backend, TestApp};
+use crate::on_every_store;
+
+const METADATA_MARKER: &str = "metadata-marker-7f3a9c";
+const AGENT_MARKER: &str = "AgentMarker/9.4.1-b2c81e";
+const NAME_MARKER: &str = "Name Marker d41e0b";
+
+async fn create_marked_session(app: &TestApp, user: &str) -> serde_json::Value {
+    app.create_session_with(json!({
+        "user_id": user,
+        "device": {"id": "laptop-1", "name": NAME_MARKER, "user_agent": AGENT_MARKER, "ip": "198.51.100.23"},
+        "metadata": {"note": METADATA_MARKER},
+    }))
+    .await
+}
+
+/// `haystack` contains `needle`, byte for byte.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Everything the app's SQLite database holds on disk, the write-ahead log included.
+fn sqlite_bytes(app: &TestApp) -> Vec<u8> {
+    let mut bytes = std::fs::read(app.database_path()).expect("read the database file");
+    let wal = app.database_path().with_extension("db-wal");
+    if let Ok(more) = std::fs::read(wal) {
+        bytes.extend(more);
+    }
+    bytes
+}
+
+/// A SQL condition: `column` is NULL or sealed (text columns start with `sdenc1:`).
+fn sealed_text(column: &str) -> String {
+    format!("({column} IS NULL OR {column} LIKE 'sdenc1:%')")
+}
+
+async fn a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key() {
+    let app = TestApp::spawn().await;
+    let created = create_marked_session(&app, "alice").await;
+    // A rotation stores the sealed successor pair of the spent token.
+    let refreshed = app
+        .refresh(created["refresh_token"].as_str().expect("refresh token"))
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let secrets: Vec<Vec<u8>> = app
+        .state
+        .service
+        .store()
+        .signing_keys()
+        .await
+        .expect("keys")
+        .iter()
+        .map(|key| key.secret.to_vec())
+        .collect();
+    assert!(!secrets.is_empty());
+
+    // The API still shows everything in the clear.
+    let listed = app.get("/v1/users/alice/sessions", Some(ADMIN_KEY)).await;
+    let session = &listed.body["sessions"][0];
+    assert_eq!(session["user_agent"], AGENT_MARKER);
+    assert_eq!(session["device"]["name"], NAME_MARKER);
+    assert_eq!(session["ip"], "198.51.100.23");
+
+    match app.backend {
+        Backend::Sqlite => {
+            let dump = sqlite_bytes(&app);
+            for marker in [METADATA_MARKER, AGENT_MARKER, NAME_MARKER] {
+                assert!(
+                    !contains(&dump, marker.as_bytes()),
+                    "{marker} is in the database file"
+                );
+            }
+            for secret in &secrets {
+                assert!(
+                    !contains(&dump, secret),
+                    "a signing key's secret is in the file"
+                );
+            }
+        }
+        Backend::Postgres => {
+            // Every row of the tables that hold them, as PostgreSQL renders it as text.
+            let leaks = app
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM (
+                         SELECT t::text AS line FROM sessions t
+                         UNION ALL SELECT t::text FROM devices t
+                         UNION ALL SELECT t::text FROM events t
+                         UNION ALL SELECT t::text FROM audit_events t
+                         UNION ALL SELECT t::text FROM refresh_tokens t) dump
+                     WHERE line LIKE '%{METADATA_MARKER}%' OR line LIKE '%{AGENT_MARKER}%'
+                        OR line LIKE '%{NAME_MARKER}%'"
+                ))
+                .await;
+            assert_eq!(leaks, 0, "a marker is in a row");
+            for secret in &secrets {
+                let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+                let found = app
+                    .scalar(&format!(
+                        "SELECT COUNT(*) FROM signing_keys WHERE position('\\x{hex}'::bytea in secret) > 0"
+                    ))
+                    .await;
+                assert_eq!(found, 0, "a signing key's secret is stored in the clear");
+            }
+        }
+    }
+    let (prefix_of_secret, prefix_of_successor) = match app.backend {
+        Backend::Sqlite => (
+            "substr(secret, 1, 6) = CAST('sdenc1' AS BLOB)",
+            "substr(sealed_successor, 1, 6) = CAST('sdenc1' AS BLOB)",
+        ),
+        Backend::Postgres => (
+            "substring(secret from 1 for 6) = 'sdenc1'::bytea",
+            "substring(sealed_successor from 1 for 6) = 'sdenc1'::bytea",
+        ),
+    };
+    let unsealed_sessions = app
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM sessions WHERE NOT ({} AND {} AND {} AND {})",
+            sealed_text("metadata"),
+            sealed_text("user_agent"),
+            sealed_text("ip"),
+            sealed_text("device_name")
+        ))
+        .await;
+    assert_eq!(unsealed_sessions, 0);
+    let unsealed_devices = app
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM devices WHERE NOT ({} AND {} AND {})",
+            sealed_text("name"),
+            sealed_text("user_agent"),
+            sealed_text("last_ip")
+        ))
+        .await;
+    assert_eq!(unsealed_devices, 0);
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM signing_keys WHERE NOT ({prefix_of_secret})"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE sealed_successor IS NOT NULL AND NOT ({prefix_of_successor})"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM refresh_tokens WHERE sealed_successor IS NOT NULL")
+            .await,
+        1
+    );
+}
+
+async fn an_encrypted_value_copied_into_another_row_does_not_decrypt() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "alice").await;
+    let bob = app.create_session("bob").await;
+    let bob_id = bob["session"]["id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    let alice_id = app
+        .get("/v1/users/alice/sessions", Some(ADMIN_KEY))
+        .await
+        .body["sessions"][0]["id"]
+        .as_str()
+        .expect("alice's session")
+        .to_owned();
+    app.execute(&format!(
+        "UPDATE sessions SET metadata = (SELECT metadata FROM sessions WHERE id = '{alice_id}'),
+                             user_agent = (SELECT user_agent FROM sessions WHERE id = '{alice_id}')
+         WHERE id = '{bob_id}'"
+    ))
+    .await;
+    let answer = app.get("/v1/users/bob/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.error_code(), "internal");
+    let body = answer.body.to_string();
+    assert!(!body.contains(METADATA_MARKER) && !body.contains(AGENT_MARKER));
+    // Alice's own row still opens.
+    let alice = app.get("/v1/users/alice/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    assert_eq!(alice.body["sessions"][0]["user_agent"], AGENT_MARKER);
+}
+
+/// `app`'s configuration with another master key.
+fn with_master_key(app: &TestApp, key: &MasterKey, previous: Option<&MasterKey>) -> Config {
+    let mut config = app.config.clone();
+    config.master_key = sessiond_server::config::MasterKeySource::Given(key.clone());
+    config.master_key_previous = previous.cloned();
+    config
+}
+
+async fn a_wrong_master_key_refuses_to_start_and_changes_nothing() {
+    let mut app = TestApp::spawn().await;
+    create_marked_session(&app, "alice").await;
+    app.stop().await;
+    let before = match app.backend {
+        Backend::Sqlite => sqlite_bytes(&app),
+        Backend::Postgres => Vec::new(),
+    };
+    let check_before = app.scalar("SELECT COUNT(*) FROM master_key").await;
+    let keys_before = app.scalar("SELECT COUNT(*) FROM signing_keys").await;
+    let wrong = with_master_key(&app, &MasterKey::generate(), None);
+    let error = AppState::build(&wrong, app.clock.clone(), OpenMode::CreateIfMissing)
+        .await
+        .expect_err("a wrong key refuses to start");
+    let message = format!("{error:#}");
+    assert!(message.contains("wrong master key"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+    match app.backend {
+        Backend::Sqlite => assert!(sqlite_bytes(&app) == before, "the file changed"),
+        Backend::Postgres => {}
+    }
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM master_key").await,
+        check_before
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM signing_keys").await,
+        keys_before
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM data_keys").await, 1);
+}
+
+#[test]
+fn production_without_a_master_key_refuses_to_start() {
+    let raw = RawConfig {
+        env: Some("production".into()),
+        admin_keys: Some(ADMIN_KEY.into()),
+        issuer: Some("https://sessions.example.com".into()),
+        ..RawConfig::default()
+    };
+    let reason = Config::from_raw(&raw).expect_err("refused");
+    assert!(reason.contains("SESSIOND_MASTER_KEY"), "{reason}");
+    let with_key = RawConfig {
+        master_key: Some(MasterKey::generate().to_base64().as_str().into()),
+        ..raw
+    };
+    assert!(Config::from_raw(&with_key).is_ok());
+}
+
+#[test]
+fn a_malformed_master_key_is_refused_without_repeating_it() {
+    let raw = RawConfig {
+        master_key: Some("not-a-key-s3cr3t".into()),
+        ..RawConfig::default()
+    };
+    assert!(!format!("{raw:?}").contains("s3cr3t"), "Debug is redacted");
+    let reason = Config::from_raw(&raw).expect_err("refused");
+    assert!(reason.contains("SESSIOND_MASTER_KEY"), "{reason}");
+    assert!(!reason.contains("s3cr3t"), "{reason}");
+}
+
+async fn rotating_the_master_key_under_load_fails_no_request() {
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let old_text = old.to_base64().to_string();
+    let app = TestApp::spawn_with(|raw| raw.master_key = Some(old_text.into())).await;
+    let app = Arc::new(app);
+    create_marked_session(&app, "carol").await;
+
+    // Instances configured with the new key and the old one as previous start before the
+    // rotation, as in a rolling restart.
+    let rolling = with_master_key(&app, &new, Some(&old));
+    AppState::build(&rolling, app.clock.clone(), OpenMode::MustExist)
+        .await
+        .expect("the previous key opens the database before the rotation");
+
+    let failures = Arc::new(AtomicU64::new(0));
+    let successes = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let created = app.create_session(&format!("load-{worker}")).await;
+        let app = app.clone();
+        let failures = failures.clone();
+        let successes = successes.clone();
+        workers.push(tokio::spawn(async move {
+            let mut token = created["refresh_token"].as_str().expect("token").to_owned();
+            while Instant::now() < deadline {
+                let answer = app.refresh(&token).await;
+                if answer.status == StatusCode::OK {
+                    token = answer.body["refresh_token"]
+                        .as_str()
+                        .expect("token")
+                        .to_owned();
+                    successes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let store = open_store(&app.config, OpenMode::MustExist)
+        .await
+        .expect("open");
+    assert_eq!(
+        crypt::rotate_master_key(store.as_ref(), &old, &new)
+            .await
+            .expect("rotate"),
+        1
+    );
+    // A second run finds the work done.
+    assert_eq!(
+        crypt::rotate_master_key(store.as_ref(), &old, &new)
+            .await
+            .expect("rotate again"),
+        0
+    );
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
+    assert!(successes.load(Ordering::Relaxed) > 10, "the load ran");
+    // The running server still reads what it wrote before and after.
+    let listed = app.get("/v1/users/carol/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.body["sessions"][0]["user_agent"], AGENT_MARKER);
+
+    let stale = open_store(&app.config, OpenMode::MustExist)
+        .await
+        .expect("open");
+    assert!(matches!(
+        crypt::unlock(stale.as_ref(), &old, None, app.clock_now()).await,
+        Err(UnlockError::WrongMasterKey)
+    ));
+    let error = AppState::build(
+        &with_master_key(&app, &old, None),
+        app.clock.clone(),
+        OpenMode::MustExist,
+    )
+    .await
+    .expect_err("the old key no longer opens the database");
+    assert!(format!("{error:#}").contains("wrong master key"));
+    let state = AppState::build(
+        &with_master_key(&app, &new, None),
+        app.clock.clone(),
+        OpenMode::MustExist,
+    )
+    .await
+    .expect("the new key opens the database");
+    let sessions = state
+        .service
+        .store()
+        .active_sessions(
+            &sessiond_core::UserId::from_trusted("carol".into()),
+            app.clock_now(),
+        )
+        .await
+        .expect("sessions");
+    assert_eq!(sessions[0].metadata["note"], METADATA_MARKER);
+}
+
+async fn a_database_written_before_encryption_keeps_working_and_seals_new_values() {
+    // A database as the previous release left it: migrated, with a session, a refresh token
+    // and a signing key stored in the clear, and no master key.
+    let mut app = TestApp::spawn().await;
+    app.stop().await;
+    for table in [
+        "refresh_tokens",
+        "devices",
+        "sessions",
+        "signing_keys",
+        "data_keys",
+        "master_key",
+    ] {
+        app.execute(&format!("DELETE FROM {table}")).await;
+    }
+    let now = app.clock_now();
+    let key = StoredKey::generate(SigningAlgorithm::EdDsa, now);
+    let token = RefreshToken::generate();
+    let session_id = uuid::Uuid::new_v4();
+    let (secret, hash) = match app.backend {
+        Backend::Sqlite => (
+            format!("X'{}'", hex(&key.secret)),
+            format!("X'{}'", hex(&token.hash().0)),
+        ),
+        Backend::Postgres => (
+            format!("'\\x{}'::bytea", hex(&key.secret)),
+            format!("'\\x{}'::bytea", hex(&token.hash().0)),
+        ),
+    };
+    let millis = now.unix_millis();
+    let later = millis + 86_400_000;
+    app.execute(&format!(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES ('{}', 'EdDSA', {secret}, {millis})",
+        key.kid
+    ))
+    .await;
+    app.execute(&format!(
+        "INSERT INTO sessions (id, user_id, device_id, device_name, device_type, ip, user_agent,
+             claims, metadata, created_at, last_active_at, idle_expires_at, expires_at,
+             access_expires_at)
+         VALUES ('{session_id}', 'dave', 'old-laptop', 'Old Laptop', 'desktop', '192.0.2.9',
+             'LegacyAgent/1.0', '{{}}', '{{\"plan\":\"legacy\"}}', {millis}, {millis}, {later},
+             {later}, {millis})"
+    ))
+    .await;
+    app.execute(&format!(
+        "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ({hash}, '{session_id}', {millis})"
+    ))
+    .await;
+
+    let app = app.restart().await;
+    // The old values read as they are.
+    let listed = app.get("/v1/users/dave/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["sessions"][0]["user_agent"], "LegacyAgent/1.0");
+    assert_eq!(listed.body["sessions"][0]["device"]["name"], "Old Laptop");
+    // The old token refreshes, and the old key still signs and verifies.
+    let refreshed = app.refresh(token.expose()).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let jwks = app.get("/.well-known/jwks.json", None).await;
+    assert!(jwks.body.to_string().contains(&key.kid));
+    let access = refreshed.body["access_token"]
+        .as_str()
+        .expect("access token");
+    assert_eq!(
+        app.get("/v1/sessions/current", Some(access)).await.status,
+        StatusCode::OK
+    );
+    // A replay inside the grace window opens the successor sealed under the data key.
+    let replayed = app.refresh(token.expose()).await;
+    assert_eq!(replayed.status, StatusCode::OK);
+    assert_eq!(
+        replayed.body["refresh_token"],
+        refreshed.body["refresh_token"]
+    );
+    // New values are sealed.
+    create_marked_session(&app, "dave").await;
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM sessions WHERE id <> '{session_id}' AND NOT ({})",
+            sealed_text("metadata")
+        ))
+        .await,
+        0
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM data_keys").await, 1);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// `sessiond ARGS` on `app`'s database with `env`, and none of this process's `SESSIOND_*`
+/// variables.
+fn sessiond(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SESSIOND_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("SESSIOND_DATABASE_URL", &app.config.database_url)
+        .env("SESSIOND_ISSUER", "http://sessiond.test")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .args(args)
+        .output()
+        .expect("sessiond runs")
+}
+
+async fn the_rotate_master_command_moves_the_database_to_a_new_key_file() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "erin").await;
+    let old_env = crate::helpers::master_key_env(&app.config.database_url);
+    let new_file = app.dir.path().join("new.master-key");
+    let new_file_text = new_file.display().to_string();
+
+    let rotated = sessiond(
+        &app,
+        &["keys", "rotate-master", "--new-key-file", &new_file_text],
+        &old_env,
+    );
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(stdout.contains("generated a new master key"), "{stdout}");
+    assert!(stdout.contains("re-wrapped 1 data key"), "{stdout}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&new_file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+
+    // The running server is unaffected.
+    let listed = app.get("/v1/users/erin/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.body["sessions"][0]["user_agent"], AGENT_MARKER);
+    // The old key no longer opens the database; the new file does.
+    let refused = sessiond(&app, &["sessions", "list", "--user", "erin"], &old_env);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("wrong master key"), "{stderr}");
+    let listed = sessiond(
+        &app,
+        &["sessions", "list", "--user", "erin", "--json"],
+        &[("SESSIOND_MASTER_KEY_FILE", &new_file_text)],
+    );
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains(AGENT_MARKER), "{stdout}");
+}
+
+on_every_store!(
+    a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
+    an_encrypted_value_copied_into_another_row_does_not_decrypt,
+    a_wrong_master_key_refuses_to_start_and_changes_nothing,
+    rotating_the_master_key_under_load_fails_no_request,
+    a_database_written_before_encryption_keeps_working_and_seals_new_values,
+    the_rotate_master_command_moves_the_database_to_a_new_key_file,
+);
