@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod permission;
 pub mod policy;
 pub mod refresh;
 pub mod revocation;
