@@ -5,6 +5,7 @@
 //! the test moves. The only outside resource it touches is the operating system's CSPRNG, through
 //! `getrandom`, when it mints secrets.
 
+pub mod anomaly;
 pub mod audit;
 pub mod device;
 pub mod error;

@@ -10,7 +10,7 @@ use sessiond_wire::{AuditEventView, AuditPage};
 
 use super::ApiError;
 use super::convert::rfc3339;
-use super::extract::AdminCaller;
+use super::extract::{AdminCaller, Read};
 use crate::state::AppState;
 
 /// Events per page unless `limit` says otherwise.
@@ -35,7 +35,7 @@ pub(crate) struct AuditParams {
 /// page after it.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let Query(params) = params.map_err(|rejection| {

@@ -13,7 +13,7 @@ use sessiond_wire::Stats;
 
 use super::ApiError;
 use super::error::ErrorCode;
-use super::extract::AdminCaller;
+use super::extract::{AdminCaller, Read};
 use crate::metrics::{route_index, route_name};
 use crate::state::AppState;
 
@@ -67,7 +67,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /v1/stats`: session counts read from storage now, and what this process has counted.
 pub(crate) async fn stats(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
 ) -> Result<Json<Stats>, ApiError> {
     let service = &state.service;
     let store_stats = service
