@@ -73,6 +73,18 @@ pub fn check_text(text: String, field: &'static str) -> Result<String, Error> {
     Ok(text)
 }
 
+/// The browser family and operating system a user agent names, as [`recognise`] records them
+/// on a device (`None` where the parser cannot tell). Only the first [`MAX_DEVICE_TEXT`] bytes
+/// are looked at.
+pub fn browser_and_os(user_agent: &str) -> (Option<String>, Option<String>) {
+    let mut end = user_agent.len().min(MAX_DEVICE_TEXT);
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    let (_, browser, os) = parse_user_agent(&user_agent[..end]);
+    (browser, os)
+}
+
 fn parse_user_agent(user_agent: &str) -> (DeviceType, Option<String>, Option<String>) {
     let Some(parsed) = woothee::parser::Parser::new().parse(user_agent) else {
         return (DeviceType::Unknown, None, None);

@@ -5,12 +5,14 @@
 //! the test moves. The only outside resource it touches is the operating system's CSPRNG, through
 //! `getrandom`, when it mints secrets.
 
+pub mod anomaly;
 pub mod audit;
 pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod permission;
 pub mod policy;
 pub mod refresh;
 pub mod revocation;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::anomaly::{self, Anomaly, AnomalyPolicy, AnomalySettings, RequestOrigin};
 use crate::audit::{
     AuditCheckpoint, AuditQuery, ChainBreak, ChainSummary, ChainVerifier, CheckpointKey,
     NewAuditEvent, SealedAuditEvent, Severity,
@@ -17,6 +18,7 @@ use crate::audit::{
 use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
+use crate::permission::RolePermissions;
 use crate::policy::Policy;
 use crate::refresh::{
     IssuedPair, RefreshDecision, RefreshToken, RefreshTokenRecord, decide_refresh,
@@ -28,8 +30,8 @@ use crate::signing_keys::SigningKeys;
 use crate::store::{Revocation, Rotation, RotationOutcome, Store};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
-    AccessTokenIssuer, AccessTokenValidator, RESERVED_CLAIMS, SigningAlgorithm, TokenError,
-    ValidatedToken, ValidationRules,
+    AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, RESERVED_CLAIMS, SigningAlgorithm,
+    TokenError, ValidatedToken, ValidationRules,
 };
 
 /// Largest serialized `claims` object accepted: they travel in every access token.
@@ -51,6 +53,11 @@ pub struct ServiceSettings {
     /// How old the active signing key may grow before it is rotated automatically; `None`
     /// rotates only when asked.
     pub key_rotation: Option<Duration>,
+    /// The permissions each role stands for, added to every access token's `permissions`
+    /// when it is signed.
+    pub roles: RolePermissions,
+    /// Which refreshes count as anomalous, and what is done about them.
+    pub anomaly: AnomalySettings,
 }
 
 /// What the application backend sends to create a session.
@@ -220,14 +227,8 @@ impl SessionService {
             revoked_at: None,
             revoke_reason: None,
         };
-        let access = self.keys.with_keyring(|keyring| {
-            self.settings.tokens.issue(
-                keyring,
-                &session,
-                now,
-                session.access_token_expiry(now, policy),
-            )
-        });
+        let access =
+            self.issue_access_token(&session, now, session.access_token_expiry(now, policy));
         session.access_expires_at = access.expires_at;
         let refresh = RefreshToken::generate();
         let created = audit_event(
@@ -285,11 +286,19 @@ impl SessionService {
     /// Spends a refresh token and issues its successor, or replays the successor inside the
     /// grace window, or revokes the session when a spent token comes back.
     ///
+    /// `origin` is where the request comes from: a refresh unlike the session's creation is
+    /// handled as the anomaly policy says (see [`crate::anomaly`]); under `revoke` the session
+    /// is revoked and the refresh refused as [`RefreshRejection::Revoked`].
+    ///
     /// # Errors
     /// [`Error::RefreshRejected`] with the reason; [`Error::Store`].
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, presented: &str) -> Result<IssuedSession, Error> {
-        self.refresh_admitted(presented, |_| true)
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        origin: &RequestOrigin,
+    ) -> Result<IssuedSession, Error> {
+        self.refresh_admitted(presented, origin, |_| true)
             .await?
             .ok_or_else(|| Error::Corrupt("a refresh admitting everything was refused".into()))
     }
@@ -301,6 +310,8 @@ impl SessionService {
     /// live token may all be admitted, but only one rotates and the others replay its pair,
     /// so a limit should count only answers whose `replayed` is false. `admit` runs
     /// synchronously between the lookup and the write, and is asked at most once per call.
+    /// Anomalies are looked for after `admit` (a refused refresh writes nothing) and before
+    /// the rotation, and on grace-window replays.
     ///
     /// # Errors
     /// As [`SessionService::refresh`].
@@ -308,10 +319,12 @@ impl SessionService {
     pub async fn refresh_admitted(
         &self,
         presented: &str,
+        origin: &RequestOrigin,
         mut admit: impl FnMut(&Session) -> bool + Send,
     ) -> Result<Option<IssuedSession>, Error> {
         let token = RefreshToken::parse(presented)?;
         let mut admitted = false;
+        let mut anomaly_handled = false;
         let hash = token.hash();
         for _ in 0..ROTATION_ATTEMPTS {
             let Some((record, mut session)) = self.store.find_refresh_token(&hash).await? else {
@@ -322,6 +335,9 @@ impl SessionService {
             match decide_refresh(&record, &session, now, policy) {
                 RefreshDecision::Refuse(reason) => return Err(Error::RefreshRejected(reason)),
                 RefreshDecision::ReplaySuccessor => {
+                    if !anomaly_handled {
+                        self.handle_anomaly(&session, origin, now).await?;
+                    }
                     let sealed = record.sealed_successor.as_deref().unwrap_or_default();
                     let pair = token.open_successor(sealed)?;
                     return Ok(Some(IssuedSession {
@@ -343,13 +359,14 @@ impl SessionService {
                         }
                         admitted = true;
                     }
+                    // A rotation that lost its race has already reported its anomaly.
+                    if !anomaly_handled {
+                        self.handle_anomaly(&session, origin, now).await?;
+                        anomaly_handled = true;
+                    }
                     let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
                     let access_expires_at = session.access_token_expiry(now, policy);
-                    let access = self.keys.with_keyring(|keyring| {
-                        self.settings
-                            .tokens
-                            .issue(keyring, &session, now, access_expires_at)
-                    });
+                    let access = self.issue_access_token(&session, now, access_expires_at);
                     let successor = RefreshToken::generate();
                     let pair = IssuedPair {
                         access_token: access.token,
@@ -390,6 +407,73 @@ impl SessionService {
         Err(Error::Corrupt(
             "refresh token changed state on every attempt".into(),
         ))
+    }
+
+    /// Signs an access token for `session`, its roles' permissions added to its claims.
+    fn issue_access_token(
+        &self,
+        session: &Session,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> IssuedAccessToken {
+        let expanded = self.settings.roles.expand(&session.claims);
+        let claims = expanded.as_ref().unwrap_or(&session.claims);
+        self.keys.with_keyring(|keyring| {
+            self.settings
+                .tokens
+                .issue_with_claims(keyring, session, claims, now, expires_at)
+        })
+    }
+
+    /// Compares `origin` with `session` and acts as the anomaly policy says: nothing, or a
+    /// `security.anomaly` audit event (and its live event), or that event and the session's
+    /// revocation, answered as a refused refresh.
+    async fn handle_anomaly(
+        &self,
+        session: &Session,
+        origin: &RequestOrigin,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let settings = &self.settings.anomaly;
+        if settings.policy == AnomalyPolicy::Allow {
+            return Ok(());
+        }
+        let Some(anomaly) = anomaly::detect(session, origin, &settings.checks) else {
+            return Ok(());
+        };
+        let revoke = settings.policy == AnomalyPolicy::Revoke;
+        tracing::warn!(
+            session_id = %session.id,
+            changed = ?anomaly.changes.iter().map(|change| change.signal.as_str()).collect::<Vec<_>>(),
+            revoke,
+            "refresh unlike its session"
+        );
+        // Written before the refresh is answered: a refresh that could not be reported is
+        // not granted either, and a retry reports it again.
+        self.store
+            .append_audit(&[anomaly_event(session, &anomaly, origin, now, revoke)])
+            .await?;
+        if revoke {
+            let revoked = self
+                .store
+                .revoke_session(
+                    session.id,
+                    Revocation {
+                        at: now,
+                        reason: RevokeReason::Anomaly,
+                    },
+                    &|session: &Session| {
+                        revoked_event(session, now, RevokeReason::Anomaly, "system")
+                    },
+                )
+                .await?;
+            let access_expires_at = revoked
+                .map(|(session, _)| session.access_expires_at)
+                .unwrap_or(session.access_expires_at);
+            self.revoke_locally(session.id, access_expires_at);
+            return Err(Error::RefreshRejected(RefreshRejection::Revoked));
+        }
+        Ok(())
     }
 
     async fn revoke_for_reuse(&self, session: &Session, now: Timestamp) -> Result<(), Error> {
@@ -904,6 +988,27 @@ fn audit_event(
             Value::Object(map) => map,
             _ => Map::new(),
         },
+    }
+}
+
+/// The `security.anomaly` audit event of a refresh from `origin`: severity `warning`; the
+/// request's address in the row's `ip` (admins only, like every audit row), and only network
+/// prefixes, browser and OS names in the details that users' event streams also get.
+fn anomaly_event(
+    session: &Session,
+    anomaly: &Anomaly,
+    origin: &RequestOrigin,
+    at: Timestamp,
+    revoked: bool,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        kind: crate::event::ANOMALY,
+        severity: Severity::Warning,
+        user_id: Some(session.user_id.clone()),
+        session_id: Some(session.id),
+        ip: origin.ip.map(|ip| ip.to_string()),
+        at,
+        details: anomaly.details(if revoked { "revoked" } else { "notified" }),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum RevokeReason {
     SessionLimit,
     /// A spent refresh token of this session was presented again.
     ReuseDetected,
+    /// A refresh came from a network or user agent unlike the session's, under
+    /// `SESSIOND_ANOMALY_POLICY=revoke` (see [`crate::anomaly`]).
+    Anomaly,
 }
 
 impl RevokeReason {
@@ -89,6 +92,7 @@ impl RevokeReason {
             Self::RevokedByAdmin => "revoked_by_admin",
             Self::SessionLimit => "session_limit",
             Self::ReuseDetected => "reuse_detected",
+            Self::Anomaly => "anomaly",
         }
     }
 }

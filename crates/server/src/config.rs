@@ -2,19 +2,23 @@
 //! command-line flags, each overriding the one before; then validated as a whole so that an
 //! inconsistent or weak setting stops start-up with a one-line reason.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use sessiond_core::Policy;
+use sessiond_core::anomaly::{AnomalyPolicy, AnomalySettings, Signal};
 use sessiond_core::crypt::MasterKey;
+use sessiond_core::permission::RolePermissions;
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
 /// The shortest automatic key rotation period accepted.
 pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
+use crate::state::{AdminKey, AdminScope};
 
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
@@ -37,6 +41,39 @@ pub enum LogFormat {
     Json,
 }
 
+/// `SESSIOND_ROLES`, the permissions each role stands for: `editor=notes:read|notes:write;
+/// viewer=notes:read` in the environment or on the command line, or a `[roles]` table
+/// (`editor = ["notes:read", "notes:write"]`) in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolesSetting {
+    /// The one-line form, checked by [`Config::from_raw`].
+    Text(String),
+    /// The config file's table.
+    Table(BTreeMap<String, Vec<String>>),
+}
+
+impl<'de> Deserialize<'de> for RolesSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Table(BTreeMap<String, Vec<String>>),
+        }
+        match Form::deserialize(deserializer) {
+            Ok(Form::Text(text)) => Ok(Self::Text(text)),
+            Ok(Form::Table(table)) => Ok(Self::Table(table)),
+            Err(_) => Err(serde::de::Error::custom(
+                "roles must be a table of ROLE = [\"PERMISSION\", ...] or a string like \"editor=notes:read|notes:write\"",
+            )),
+        }
+    }
+}
+
+fn roles_text(text: &str) -> Result<RolesSetting, String> {
+    Ok(RolesSetting::Text(text.to_owned()))
+}
+
 /// Every setting as text, as it comes from a file, the environment or a flag; `None` where the
 /// source does not say.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
@@ -48,7 +85,8 @@ pub struct RawConfig {
     /// `sqlite://PATH`.
     #[arg(long, global = true, env = "SESSIOND_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Comma-separated admin keys, each at least 32 characters.
+    /// Comma-separated admin keys, each at least 32 characters, optionally followed by
+    /// `:read`, `:revoke` or `:full` (the default).
     #[arg(
         long,
         global = true,
@@ -171,6 +209,15 @@ pub struct RawConfig {
         hide_env_values = true
     )]
     pub master_key_previous: Option<SecretSetting>,
+    /// Permissions per role, added to access tokens: `editor=notes:read|notes:write;viewer=notes:read`.
+    #[arg(long, global = true, env = "SESSIOND_ROLES", value_parser = roles_text)]
+    pub roles: Option<RolesSetting>,
+    /// What a refresh unlike its session's creation does: `allow`, `notify` (default) or `revoke`.
+    #[arg(long, global = true, env = "SESSIOND_ANOMALY_POLICY")]
+    pub anomaly_policy: Option<String>,
+    /// What is compared: comma-separated `network`, `browser`, `os` (default: all three).
+    #[arg(long, global = true, env = "SESSIOND_ANOMALY_CHECKS")]
+    pub anomaly_checks: Option<String>,
 }
 
 macro_rules! overlay {
@@ -238,7 +285,10 @@ impl RawConfig {
             client_ip_header,
             master_key,
             master_key_file,
-            master_key_previous
+            master_key_previous,
+            roles,
+            anomaly_policy,
+            anomaly_checks
         );
         self
     }
@@ -251,8 +301,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The database.
     pub database_url: String,
-    /// Keys that authenticate the application backend and operators.
-    pub admin_keys: Vec<String>,
+    /// Keys that authenticate the application backend and operators, with their scopes.
+    pub admin_keys: Vec<AdminKey>,
     /// `iss`.
     pub issuer: String,
     /// `aud`.
@@ -292,6 +342,10 @@ pub struct Config {
     pub master_key: MasterKeySource,
     /// The master key before a rotation (`SESSIOND_MASTER_KEY_PREVIOUS`), if given.
     pub master_key_previous: Option<MasterKey>,
+    /// The permissions each role stands for.
+    pub roles: RolePermissions,
+    /// Anomaly detection on refresh.
+    pub anomaly: AnomalySettings,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -441,6 +495,8 @@ impl std::fmt::Debug for Config {
             .field("policy", &self.policy)
             .field("environment", &self.environment)
             .field("rate_limits", &self.rate_limits)
+            .field("roles", &self.roles)
+            .field("anomaly", &self.anomaly)
             .finish_non_exhaustive()
     }
 }
@@ -722,25 +778,7 @@ impl Config {
             .parse()
             .map_err(|_| format!("SESSIOND_LISTEN must be address:port (got {listen_text:?})"))?;
 
-        let admin_keys: Vec<String> = raw
-            .admin_keys
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|key| !key.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if let Some(position) = admin_keys
-            .iter()
-            .position(|key| key.len() < MIN_ADMIN_KEY_LEN)
-        {
-            // The key itself is a secret: only its position is named.
-            return Err(format!(
-                "SESSIOND_ADMIN_KEYS: key #{} is shorter than {MIN_ADMIN_KEY_LEN} characters",
-                position + 1
-            ));
-        }
+        let admin_keys = admin_keys(raw.admin_keys.as_deref())?;
         if admin_keys.is_empty() {
             if environment == Environment::Production {
                 return Err("production requires SESSIOND_ADMIN_KEYS".into());
@@ -902,6 +940,8 @@ impl Config {
         if !rate_limits.enabled {
             warnings.push("SESSIOND_RATE_LIMITS=off: no request is ever rate limited".into());
         }
+        let roles = roles(raw.roles.as_ref())?;
+        let anomaly = anomaly(raw)?;
         Ok(Self {
             listen,
             database_url,
@@ -925,9 +965,121 @@ impl Config {
             rate_limits,
             master_key,
             master_key_previous,
+            roles,
+            anomaly,
             warnings,
         })
     }
+}
+
+/// The entries of `SESSIOND_ADMIN_KEYS`: `KEY` (scope `full`) or `KEY:SCOPE`, the key at
+/// least [`MIN_ADMIN_KEY_LEN`] characters. An entry with a `:` must end in a known scope, so a
+/// mistyped one stops start-up instead of becoming a full key. Messages name an entry by its
+/// position only: the key, and anything after its last `:`, may be secret.
+fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
+    let mut keys = Vec::new();
+    for (index, entry) in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+    {
+        let number = index + 1;
+        let (key, scope) = match entry.rsplit_once(':') {
+            Some((key, scope)) => (
+                key,
+                AdminScope::from_name(scope).ok_or_else(|| {
+                    format!(
+                        "SESSIOND_ADMIN_KEYS: key #{number} ends in an unknown scope after its \
+                         last `:` (use read, revoke or full)"
+                    )
+                })?,
+            ),
+            None => (entry, AdminScope::Full),
+        };
+        if key.len() < MIN_ADMIN_KEY_LEN {
+            return Err(format!(
+                "SESSIOND_ADMIN_KEYS: key #{number} is shorter than {MIN_ADMIN_KEY_LEN} characters"
+            ));
+        }
+        keys.push(AdminKey {
+            key: key.to_owned(),
+            scope,
+        });
+    }
+    Ok(keys)
+}
+
+/// `SESSIOND_ROLES`, from its one-line form or the config file's table.
+fn roles(value: Option<&RolesSetting>) -> Result<RolePermissions, String> {
+    let table = match value {
+        None => return Ok(RolePermissions::default()),
+        Some(RolesSetting::Table(table)) => table.clone(),
+        Some(RolesSetting::Text(text)) => {
+            let mut table = BTreeMap::new();
+            for entry in text
+                .split(';')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+            {
+                let Some((role, permissions)) = entry.split_once('=') else {
+                    return Err(format!(
+                        "SESSIOND_ROLES: {entry:?} must be ROLE=PERMISSION|PERMISSION, entries \
+                         separated by ;"
+                    ));
+                };
+                let permissions: Vec<String> = permissions
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|permission| !permission.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if table.insert(role.trim().to_owned(), permissions).is_some() {
+                    return Err(format!(
+                        "SESSIOND_ROLES: role {:?} is given twice",
+                        role.trim()
+                    ));
+                }
+            }
+            table
+        }
+    };
+    RolePermissions::new(table).map_err(|error| format!("SESSIOND_ROLES: {error}"))
+}
+
+/// `SESSIOND_ANOMALY_POLICY` and `SESSIOND_ANOMALY_CHECKS`.
+fn anomaly(raw: &RawConfig) -> Result<AnomalySettings, String> {
+    let policy = match raw.anomaly_policy.as_deref().map(str::trim) {
+        None => AnomalyPolicy::default(),
+        Some(name) => AnomalyPolicy::from_name(name).ok_or_else(|| {
+            format!("SESSIOND_ANOMALY_POLICY must be allow, notify or revoke (got {name:?})")
+        })?,
+    };
+    let checks = match raw.anomaly_checks.as_deref() {
+        None => Signal::ALL.to_vec(),
+        Some(text) => {
+            let mut checks = Vec::new();
+            for name in text
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+            {
+                let signal = Signal::from_name(name).ok_or_else(|| {
+                    format!(
+                        "SESSIOND_ANOMALY_CHECKS must list network, browser or os, separated \
+                         by commas (got {name:?})"
+                    )
+                })?;
+                if !checks.contains(&signal) {
+                    checks.push(signal);
+                }
+            }
+            checks.sort();
+            checks
+        }
+    };
+    Ok(AnomalySettings { policy, checks })
 }
 
 /// The origins of `SESSIOND_CORS_ORIGINS`: each `http(s)://host[:port]` exactly as a browser
@@ -1437,6 +1589,109 @@ mod tests {
             );
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    #[test]
+    fn admin_keys_take_an_optional_scope_and_a_bad_one_stops_start_up() {
+        let with = |text: String| {
+            Config::from_raw(&RawConfig {
+                admin_keys: Some(text),
+                ..RawConfig::default()
+            })
+        };
+        let config = with(format!("{k},{k}x:read, {k}y:revoke,{k}z:full", k = key())).unwrap();
+        let scopes: Vec<AdminScope> = config.admin_keys.iter().map(|key| key.scope).collect();
+        assert_eq!(
+            scopes,
+            [
+                AdminScope::Full,
+                AdminScope::Read,
+                AdminScope::Revoke,
+                AdminScope::Full
+            ]
+        );
+        assert_eq!(config.admin_keys[1].key, format!("{}x", key()));
+        let error = with(format!("{}:reed", key())).unwrap_err();
+        assert!(error.contains("key #1 ends in an unknown scope"), "{error}");
+        assert!(!error.contains("reed"), "{error}");
+        let error = with(format!("{},short:read", key())).unwrap_err();
+        assert!(error.contains("key #2 is shorter than 32"), "{error}");
+    }
+
+    #[test]
+    fn roles_are_read_from_the_one_line_form_or_the_file_table() {
+        let from_env = Config::from_raw(&RawConfig {
+            roles: Some(RolesSetting::Text(
+                "editor=notes:read|notes:write; viewer=notes:read".into(),
+            )),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            from_env.roles.permissions_of("editor"),
+            ["notes:read", "notes:write"]
+        );
+        assert_eq!(from_env.roles.permissions_of("viewer"), ["notes:read"]);
+
+        let file: RawConfig =
+            toml::from_str("[roles]\neditor = [\"notes:read\", \"notes:write\"]\n").unwrap();
+        let from_file = Config::from_raw(&file).unwrap();
+        assert_eq!(
+            from_file.roles.permissions_of("editor"),
+            ["notes:read", "notes:write"]
+        );
+        assert!(from_file.roles.permissions_of("viewer").is_empty());
+
+        for (bad, expected) in [
+            (
+                "editor",
+                "SESSIOND_ROLES: \"editor\" must be ROLE=PERMISSION",
+            ),
+            ("a=x;a=y", "SESSIOND_ROLES: role \"a\" is given twice"),
+            ("a b=x", "SESSIOND_ROLES: \"a b\" is not a valid"),
+        ] {
+            let error = Config::from_raw(&RawConfig {
+                roles: Some(RolesSetting::Text(bad.into())),
+                ..RawConfig::default()
+            })
+            .unwrap_err();
+            assert!(error.starts_with(expected), "{error}");
+        }
+        let error = toml::from_str::<RawConfig>("roles = 3\n").unwrap_err();
+        assert!(error.message().contains("roles must be a table"), "{error}");
+    }
+
+    #[test]
+    fn anomaly_policy_defaults_to_notify_on_every_signal() {
+        let config = Config::from_raw(&RawConfig::default()).unwrap();
+        assert_eq!(config.anomaly, AnomalySettings::default());
+        assert_eq!(config.anomaly.policy, AnomalyPolicy::Notify);
+        let config = Config::from_raw(&RawConfig {
+            anomaly_policy: Some("revoke".into()),
+            anomaly_checks: Some("os, network".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert_eq!(config.anomaly.policy, AnomalyPolicy::Revoke);
+        assert_eq!(config.anomaly.checks, [Signal::Network, Signal::Os]);
+        let error = Config::from_raw(&RawConfig {
+            anomaly_policy: Some("block".into()),
+            ..RawConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.starts_with("SESSIOND_ANOMALY_POLICY must be"),
+            "{error}"
+        );
+        let error = Config::from_raw(&RawConfig {
+            anomaly_checks: Some("network,ip".into()),
+            ..RawConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.starts_with("SESSIOND_ANOMALY_CHECKS must list"),
+            "{error}"
+        );
     }
 
     #[test]

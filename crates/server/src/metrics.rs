@@ -95,12 +95,13 @@ const REFRESH_OUTCOMES: [&str; 7] = [
 const ROTATED: usize = 0;
 const REPLAYED: usize = 1;
 
-const REVOKE_REASONS: [RevokeReason; 5] = [
+const REVOKE_REASONS: [RevokeReason; 6] = [
     RevokeReason::Logout,
     RevokeReason::RevokedByUser,
     RevokeReason::RevokedByAdmin,
     RevokeReason::SessionLimit,
     RevokeReason::ReuseDetected,
+    RevokeReason::Anomaly,
 ];
 
 /// The `Store` methods timed by [`crate::instrumented_store::InstrumentedStore`], in the order

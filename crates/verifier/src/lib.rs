@@ -74,7 +74,10 @@
 //! `"claims": {"permissions": ["notes:read"]}`). [`has_permission`] matches exactly, with two
 //! wildcards: `*` grants everything, and a last segment `*` grants everything below its prefix
 //! (`notes:*` grants `notes:read` and `notes:share:public`, but not `notes` nor
-//! `notesx:read`). Matching is case-sensitive.
+//! `notesx:read`). Matching is case-sensitive. The rule is sessiond's own
+//! (`sessiond_core::permission`), so a resource server and sessiond never disagree on it.
+//! When sessiond maps roles to permissions (`SESSIOND_ROLES`), a token's `permissions`
+//! already include those of its roles, as they were when the token was signed.
 //!
 //! # Keys, caching and outages
 //!
@@ -109,7 +112,8 @@
 //!   revocation. While sessiond is unreachable the verifier keeps verifying with its cached
 //!   keys and the set it has, [`VerifierStats::feed`] says `connected: false`, and the feed
 //!   resumes where it stopped once sessiond is back. The feed reads every user's events, so
-//!   its credential is an admin key today; a read-only key scope for it is planned.
+//!   its credential is an admin key; a `read`-scoped one (`SESSIOND_ADMIN_KEYS` entry
+//!   `KEY:read`) is enough.
 //!
 //!   ```no_run
 //!   # async fn example() -> Result<(), Box<dyn std::error::Error>> {

@@ -66,11 +66,25 @@ struct Claims<'a> {
 }
 
 impl AccessTokenIssuer {
-    /// Signs an access token for `session` that expires at `expires_at`.
+    /// Signs an access token for `session` that expires at `expires_at`, with the session's
+    /// own claims.
     pub fn issue(
         &self,
         keyring: &Keyring,
         session: &Session,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> IssuedAccessToken {
+        self.issue_with_claims(keyring, session, &session.claims, now, expires_at)
+    }
+
+    /// Like [`Self::issue`], with `custom` in place of the session's claims (the session's
+    /// claims with its roles' permissions added, see [`crate::permission::RolePermissions`]).
+    pub fn issue_with_claims(
+        &self,
+        keyring: &Keyring,
+        session: &Session,
+        custom: &Map<String, Value>,
         now: Timestamp,
         expires_at: Timestamp,
     ) -> IssuedAccessToken {
@@ -84,7 +98,7 @@ impl AccessTokenIssuer {
             sid: session.id.to_string(),
             client_id: &self.client_id,
             tenant_id: session.tenant_id.as_ref().map(|tenant| tenant.as_str()),
-            custom: &session.claims,
+            custom,
         };
         // Serializing a struct of strings, integers and a JSON map cannot fail.
         let payload = serde_json::to_vec(&claims).unwrap_or_default();

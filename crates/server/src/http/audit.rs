@@ -11,7 +11,7 @@ use sessiond_wire::{AuditEventView, AuditPage};
 
 use super::ApiError;
 use super::convert::rfc3339;
-use super::extract::AdminCaller;
+use super::extract::{AdminCaller, Read};
 use crate::state::AppState;
 
 /// Events per page unless `limit` says otherwise.
@@ -38,7 +38,7 @@ pub(crate) struct AuditParams {
 /// are not part of the check.
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
 ) -> Result<Json<Value>, ApiError> {
     let answer = match state.service.verify_audit().await? {
         Ok(summary) => json!({
@@ -67,7 +67,7 @@ pub(crate) async fn verify(
 /// page after it.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let Query(params) = params.map_err(|rejection| {

@@ -55,6 +55,7 @@ pub(crate) async fn refresh(
     request: Request,
 ) -> Result<Response, ApiError> {
     let cookie = refresh_cookie(request.headers());
+    let origin = super::limits::request_origin(client, request.headers());
     let csrf_header = request
         .headers()
         .get(CSRF_HEADER)
@@ -63,7 +64,8 @@ pub(crate) async fn refresh(
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued = super::sessions::spend_refresh_token(&state, client, &presented).await?;
+        let issued =
+            super::sessions::spend_refresh_token(&state, client, &origin, &presented).await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
@@ -79,7 +81,7 @@ pub(crate) async fn refresh(
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::sessions::spend_refresh_token(&state, client, &presented).await {
+    match super::sessions::spend_refresh_token(&state, client, &origin, &presented).await {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =

@@ -10,7 +10,7 @@ use sessiond_wire::{DeviceList, RevokedCount, TrustRequest};
 
 use super::ApiError;
 use super::convert::device_view;
-use super::extract::{AdminCaller, OptionalJsonBody, UserCaller};
+use super::extract::{AdminCaller, OptionalJsonBody, Read, Revoke, UserCaller, Write};
 use crate::state::AppState;
 
 /// `GET /v1/devices`: the caller's devices, the current one marked.
@@ -65,7 +65,7 @@ pub(crate) async fn forget_own(
 /// `GET /v1/users/{user_id}/devices`.
 pub(crate) async fn list_of_user(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
     Path(user_id): Path<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.service.list_devices(&user_id).await?;
@@ -80,7 +80,7 @@ pub(crate) async fn list_of_user(
 /// `POST /v1/users/{user_id}/devices/{id}/trust`.
 pub(crate) async fn trust_of_user(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Write>,
     Path((user_id, id)): Path<(String, String)>,
     OptionalJsonBody(request): OptionalJsonBody<TrustRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -94,7 +94,7 @@ pub(crate) async fn trust_of_user(
 /// `DELETE /v1/users/{user_id}/devices/{id}`.
 pub(crate) async fn forget_of_user(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Revoke>,
     Path((user_id, id)): Path<(String, String)>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let revoked = state

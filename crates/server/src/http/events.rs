@@ -24,7 +24,7 @@ use sessiond_core::UserId;
 use sessiond_core::event::{self, EventCursor, EventFilter};
 
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{Caller, Read, require};
 use crate::events::stream::{EndReason, EventStream, Next, StreamRequest};
 use crate::state::AppState;
 
@@ -129,7 +129,8 @@ fn stream_request(
         })
         .transpose()?;
     let (user_id, own_session) = match caller {
-        Caller::Admin => {
+        Caller::Admin(scope) => {
+            require::<Read>(*scope)?;
             let user_id = query
                 .user_id
                 .clone()

@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 
 use serde::de::DeserializeOwned;
@@ -15,7 +16,9 @@ use sessiond_core::{Error, Timestamp};
 use super::ApiError;
 use super::limits::{self, Subject};
 use crate::ratelimit::{Limit, LimitKey, ip_key};
-use crate::state::{AdminKeyId, AppState};
+use crate::state::{
+    ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope, AppState,
+};
 
 /// A JSON body, refused with `400 invalid_request` when malformed and `413` when too large.
 pub(crate) struct JsonBody<T>(pub(crate) T);
@@ -162,20 +165,65 @@ async fn admit_admin(
     Ok(())
 }
 
-/// The application backend or an operator, authenticated by an admin key.
-pub(crate) struct AdminCaller;
+/// The permission an admin route needs, as a type, so that every admin route names its own
+/// in its signature.
+pub(crate) trait AdminPermission {
+    /// The `admin:…` permission.
+    const PERMISSION: &'static str;
+    /// The `403` message when the key's scope lacks it.
+    const REFUSAL: &'static str;
+}
 
-impl FromRequestParts<AppState> for AdminCaller {
+/// `admin:read`: every admin key has it.
+pub(crate) struct Read;
+/// `admin:revoke`: keys scoped `revoke` or `full`.
+pub(crate) struct Revoke;
+/// `admin:write`: keys scoped `full`.
+pub(crate) struct Write;
+
+impl AdminPermission for Read {
+    const PERMISSION: &'static str = ADMIN_READ;
+    const REFUSAL: &'static str = "this admin key's scope does not allow reads (admin:read)";
+}
+
+impl AdminPermission for Revoke {
+    const PERMISSION: &'static str = ADMIN_REVOKE;
+    const REFUSAL: &'static str =
+        "this admin key's scope does not allow revocations (admin:revoke): it needs revoke or full";
+}
+
+impl AdminPermission for Write {
+    const PERMISSION: &'static str = ADMIN_WRITE;
+    const REFUSAL: &'static str =
+        "this admin key's scope does not allow this change (admin:write): it needs full";
+}
+
+/// Refuses with `403 forbidden` unless `scope` grants `P`'s permission.
+pub(crate) fn require<P: AdminPermission>(scope: AdminScope) -> Result<(), ApiError> {
+    if scope.grants(P::PERMISSION) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(P::REFUSAL))
+    }
+}
+
+/// The application backend or an operator, authenticated by an admin key whose scope grants
+/// `P`'s permission; a key without it is answered `403 forbidden` (after it is counted against
+/// the key's rate limit, like every request the key authenticates).
+pub(crate) struct AdminCaller<P: AdminPermission>(PhantomData<P>);
+
+impl<P: AdminPermission> FromRequestParts<AppState> for AdminCaller<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (ip, now) = failed_auth_gate(parts, state).await?;
-        let Some(key) = state.admin_keys.identify(bearer(parts)?) else {
+        let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(bearer(parts)?) else {
             record_failure(state, ip, now);
             return Err(ApiError::Unauthenticated("admin key required"));
         };
-        admit_admin(state, key, ip, now).await?;
-        Ok(Self)
+        admit_admin(state, id, ip, now).await?;
+        require::<P>(scope)?;
+        Ok(Self(PhantomData))
     }
 }
 
@@ -204,9 +252,10 @@ impl FromRequestParts<AppState> for UserCaller {
     }
 }
 
-/// Either kind of caller, for routes both may use.
+/// Either kind of caller, for routes both may use; the route checks an admin's scope with
+/// [`require`].
 pub(crate) enum Caller {
-    Admin,
+    Admin(AdminScope),
     User(ValidatedToken),
 }
 
@@ -216,9 +265,9 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (ip, now) = failed_auth_gate(parts, state).await?;
         let credential = bearer(parts)?;
-        if let Some(key) = state.admin_keys.identify(credential) {
-            admit_admin(state, key, ip, now).await?;
-            return Ok(Self::Admin);
+        if let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(credential) {
+            admit_admin(state, id, ip, now).await?;
+            return Ok(Self::Admin(scope));
         }
         let token = state
             .service

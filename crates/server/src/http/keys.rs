@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde_json::Value;
 
 use super::ApiError;
-use super::extract::AdminCaller;
+use super::extract::{AdminCaller, Read};
 use crate::cli::key_list_json;
 use crate::state::AppState;
 
@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// private key ever leaves the store.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
 ) -> Result<Json<Value>, ApiError> {
     let keys = state.service.signing_keys();
     let signing_kid = keys.keyring().signing_kid().to_owned();

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
+use sessiond_core::anomaly::RequestOrigin;
 use sessiond_core::audit::{NewAuditEvent, Severity};
 use sessiond_core::{SessionId, UserId};
 
@@ -32,6 +34,18 @@ impl FromRequestParts<AppState> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
         Ok(Self(client_ip(parts, state)))
+    }
+}
+
+/// Where a refresh comes from, for anomaly detection: the client address and the
+/// `User-Agent` header (left out when it is not visible text).
+pub(crate) fn request_origin(client: ClientIp, headers: &HeaderMap) -> RequestOrigin {
+    RequestOrigin {
+        ip: client.0,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
     }
 }
 

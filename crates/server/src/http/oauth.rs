@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -27,7 +27,8 @@ use sessiond_wire::{
 };
 
 use super::error::ErrorCode;
-use crate::state::AppState;
+use super::limits::{ClientIp, request_origin};
+use crate::state::{ADMIN_READ, ADMIN_REVOKE, AppState};
 
 /// Seconds a client should wait before retrying when storage is unavailable.
 const UNAVAILABLE_RETRY_AFTER: u64 = 1;
@@ -43,6 +44,8 @@ pub(crate) enum OAuthError {
     UnsupportedGrantType,
     /// A route that needs an admin key got none or a wrong one.
     InvalidClient(&'static str),
+    /// An admin key whose scope lacks the route's permission (RFC 6750 §3.1).
+    InsufficientScope(&'static str),
     /// Storage or another internal failure.
     Domain(Error),
 }
@@ -82,6 +85,9 @@ impl IntoResponse for OAuthError {
             ),
             Self::InvalidClient(message) => {
                 (StatusCode::UNAUTHORIZED, "invalid_client", message.into())
+            }
+            Self::InsufficientScope(message) => {
+                (StatusCode::FORBIDDEN, "insufficient_scope", message.into())
             }
             Self::Domain(Error::Store(StoreError::Unavailable(source))) => {
                 tracing::warn!(error = %source, "storage unavailable");
@@ -163,9 +169,12 @@ impl FromRequestParts<AppState> for RevokeCaller {
     type Rejection = OAuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
-        match bearer_credential(parts) {
-            Some(key) if state.admin_keys.matches(key) => Ok(Self::Admin),
-            Some(_) => Err(OAuthError::InvalidClient("admin key not recognised")),
+        match bearer_credential(parts).map(|key| state.admin_keys.identify(key)) {
+            Some(Some(key)) if key.scope.grants(ADMIN_REVOKE) => Ok(Self::Admin),
+            Some(Some(_)) => Err(OAuthError::InsufficientScope(
+                "this admin key's scope does not allow revocations (admin:revoke)",
+            )),
+            Some(None) => Err(OAuthError::InvalidClient("admin key not recognised")),
             // A public client authenticates by holding the token (RFC 7009 §5); a Basic
             // header from a stock client without a secret proves nothing more.
             None => Ok(Self::Holder),
@@ -173,16 +182,19 @@ impl FromRequestParts<AppState> for RevokeCaller {
     }
 }
 
-/// An admin key, for introspection; refused as `invalid_client`.
+/// An admin key whose scope allows reads, for introspection; refused as `invalid_client`.
 pub(crate) struct OAuthAdmin;
 
 impl FromRequestParts<AppState> for OAuthAdmin {
     type Rejection = OAuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
-        match bearer_credential(parts) {
-            Some(key) if state.admin_keys.matches(key) => Ok(Self),
-            _ => Err(OAuthError::InvalidClient("admin key required")),
+        match bearer_credential(parts).and_then(|key| state.admin_keys.identify(key)) {
+            Some(key) if key.scope.grants(ADMIN_READ) => Ok(Self),
+            Some(_) => Err(OAuthError::InsufficientScope(
+                "this admin key's scope does not allow reads (admin:read)",
+            )),
+            None => Err(OAuthError::InvalidClient("admin key required")),
         }
     }
 }
@@ -208,6 +220,8 @@ fn required_token(request: OAuthTokenOnlyRequest) -> Result<String, OAuthError> 
 /// pair, exactly as `POST /v1/sessions/refresh` does.
 pub(crate) async fn token(
     State(state): State<AppState>,
+    client: ClientIp,
+    headers: HeaderMap,
     OAuthForm(request): OAuthForm<OAuthTokenRequest>,
 ) -> Result<Response, OAuthError> {
     let grant_type = request
@@ -222,7 +236,8 @@ pub(crate) async fn token(
         .filter(|token| !token.is_empty())
         .ok_or_else(|| OAuthError::InvalidRequest("missing refresh_token".into()))?;
     let started = Instant::now();
-    let result = state.service.refresh(&refresh_token).await;
+    let origin = request_origin(client, &headers);
+    let result = state.service.refresh(&refresh_token, &origin).await;
     state
         .metrics
         .record_refresh(result.as_ref(), started.elapsed());

@@ -14,7 +14,7 @@ use sessiond_wire::Stats;
 use super::ApiError;
 use super::convert::rfc3339;
 use super::error::ErrorCode;
-use super::extract::AdminCaller;
+use super::extract::{AdminCaller, Read};
 use crate::history::{HISTORY_MINUTES, HistoryPoint};
 use crate::metrics::{route_index, route_name};
 use crate::state::AppState;
@@ -70,7 +70,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /v1/stats`: session counts read from storage now, and what this process has counted.
 pub(crate) async fn stats(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
 ) -> Result<Json<Stats>, ApiError> {
     let service = &state.service;
     let store_stats = service
@@ -110,7 +110,7 @@ pub(crate) async fn stats(
 /// an empty hour.
 pub(crate) async fn history(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
 ) -> Result<Json<Value>, ApiError> {
     let store_stats = state
         .service

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use sessiond_core::anomaly::RequestOrigin;
 use sessiond_core::error::RefreshRejection;
 use sessiond_core::service::{Actor, IssuedSession, NewSessionRequest};
 use sessiond_core::token::decode_claims;
@@ -19,7 +20,9 @@ use sessiond_wire::{
 use super::ApiError;
 use super::browser;
 use super::convert::{session_view, token_pair};
-use super::extract::{AdminCaller, Caller, JsonBody, OptionalJsonBody, UserCaller};
+use super::extract::{
+    AdminCaller, Caller, JsonBody, OptionalJsonBody, Read, Revoke, UserCaller, Write, require,
+};
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::{Limit, ip_key, session_key, user_key};
 use crate::state::AppState;
@@ -31,7 +34,7 @@ use crate::state::AppState;
 /// creation comes from the backend, whose own address says nothing about who is logging in.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Write>,
     JsonBody(request): JsonBody<CreateSessionRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = request.device.unwrap_or_default();
@@ -88,13 +91,15 @@ pub(crate) async fn refresh(
     if state.cookie_mode {
         return browser::refresh(state, client, request).await;
     }
+    let origin = limits::request_origin(client, request.headers());
     let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
-    let issued = spend_refresh_token(&state, client, &request.refresh_token).await?;
+    let issued = spend_refresh_token(&state, client, &origin, &request.refresh_token).await?;
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)).into_response())
 }
 
 /// Spends `presented` through the service, within the rate limits, and counts the outcome.
+/// `origin` (the client address and user agent) is compared with the session's for anomalies.
 ///
 /// The client address must not have spent its failed-authentication allowance (unknown
 /// refresh tokens spend it) or its request allowance. The session's allowance is looked at
@@ -104,6 +109,7 @@ pub(crate) async fn refresh(
 pub(crate) async fn spend_refresh_token(
     state: &AppState,
     client: ClientIp,
+    origin: &RequestOrigin,
     presented: &str,
 ) -> Result<IssuedSession, ApiError> {
     let now = state.service.now();
@@ -127,7 +133,7 @@ pub(crate) async fn spend_refresh_token(
     // one rotates and the others replay its pair, so the burst counts once.
     let result = state
         .service
-        .refresh_admitted(presented, |session| {
+        .refresh_admitted(presented, origin, |session| {
             match state.limits.check_spent(
                 Limit::RefreshPerSession,
                 &session_key(*session.id.as_uuid()),
@@ -214,7 +220,10 @@ pub(crate) async fn revoke_one(
     // An id that is not a UUID names no session.
     let id = SessionId::parse(&id, "id").map_err(|_| ApiError::NotFound)?;
     let actor = match &caller {
-        Caller::Admin => Actor::Admin,
+        Caller::Admin(scope) => {
+            require::<Revoke>(*scope)?;
+            Actor::Admin
+        }
         Caller::User(token) => Actor::User(token),
     };
     state.service.revoke_session(actor, id).await?;
@@ -255,7 +264,7 @@ pub(crate) async fn logout(
 /// `GET /v1/users/{user_id}/sessions`: an admin lists a user's active sessions.
 pub(crate) async fn list_of_user(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Read>,
     Path(user_id): Path<String>,
 ) -> Result<Json<SessionList>, ApiError> {
     let sessions = state.service.list_sessions(&user_id).await?;
@@ -270,7 +279,7 @@ pub(crate) async fn list_of_user(
 /// `POST /v1/users/{user_id}/sessions/revoke-all`: an admin signs a user out everywhere.
 pub(crate) async fn revoke_all_of_user(
     State(state): State<AppState>,
-    _admin: AdminCaller,
+    _admin: AdminCaller<Revoke>,
     Path(user_id): Path<String>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let revoked = state

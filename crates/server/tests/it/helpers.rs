@@ -179,6 +179,9 @@ impl TestApp {
             rate_limit_failed_auth_per_ip: Some(UNREACHED_LIMIT.into()),
             rate_limit_capacity: Some("1024".into()),
             master_key: (backend == Backend::Postgres).then(|| TEST_MASTER_KEY.into()),
+            // Every refresh comes from 127.0.0.1 without a user agent, unlike the sessions
+            // `create_session` makes, so each would be an anomaly; `policy.rs` turns it on.
+            anomaly_policy: Some("allow".into()),
             ..RawConfig::default()
         };
         configure(&mut raw);

@@ -15,6 +15,7 @@ mod keys;
 mod lifetimes;
 mod oauth;
 mod observability;
+mod policy;
 mod process;
 mod revocation;
 mod rotation;
