@@ -35,7 +35,7 @@ fn zero_hash(app: &TestApp) -> &'static str {
 /// Seals every audit event written so far. On PostgreSQL an event is sealed only once every
 /// transaction older than its own has ended, and other tests' transactions on the same server
 /// count, so this retries for a while.
-async fn seal_all(app: &TestApp) {
+pub async fn seal_all(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         app.state.service.seal_audit(1_000).await.expect("seal");
@@ -50,7 +50,6 @@ async fn seal_all(app: &TestApp) {
     }
 }
 
-/// Five sealed events: three sessions created, one revoked by an admin, one by its user.
 /// Three sessions, each from a device new to its user (`session.created`, `device.new`), then
 /// two revocations: eight events, sealed.
 async fn eight_sealed_events(app: &TestApp) -> Vec<Value> {
