@@ -6,15 +6,15 @@ as the first argument on a free loopback port with a temporary database, creates
 through the admin API, and verifies the access token (signature, alg, typ, iss, aud, exp) with
 PyJWT; then refreshes and verifies the successor. Asymmetric tokens are verified against the
 published JWK Set through PyJWKClient. HS256 keys are never published, so the HS256 token is
-verified with the shared secret read from the database, as the single trusted verifier HS256
-is meant for would hold it. Prints a closing line `interop: N passed, M failed` and exits
+verified with the shared secret that `sessiond keys secret KID` prints, as the single trusted
+verifier HS256 is meant for would be given it (the database holds it encrypted). Prints a closing line `interop: N passed, M failed` and exits
 non-zero on any failure.
 """
 
+import base64
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,10 @@ def request(base, method, path, body=None, bearer=None):
         return answer.status, json.loads(answer.read() or b"null")
 
 
+# The binary and environment of the server being checked, for `sessiond keys secret`.
+CONTEXT = {}
+
+
 def start(binary, workdir, algorithm):
     port = free_port()
     env = {
@@ -57,6 +61,7 @@ def start(binary, workdir, algorithm):
         "SESSIOND_AUDIENCE": AUDIENCE,
         "SESSIOND_SIGNING_ALG": algorithm,
     }
+    CONTEXT.update(binary=binary, env=env)
     process = subprocess.Popen(
         [binary, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -80,13 +85,16 @@ PUBLIC_MEMBERS = {
 }
 
 
-def hmac_secret(database):
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT secret FROM signing_keys WHERE algorithm = 'HS256'"
-        ).fetchall()
-    assert len(rows) == 1, rows
-    return bytes(rows[0][0])
+def hmac_secret(kid):
+    printed = subprocess.run(
+        [CONTEXT["binary"], "keys", "secret", kid],
+        env=CONTEXT["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    return base64.urlsafe_b64decode(printed + "=" * (-len(printed) % 4))
 
 
 def check_tokens(base, algorithm, database):
@@ -105,7 +113,7 @@ def check_tokens(base, algorithm, database):
     if algorithm == "HS256":
         _, jwks = request(base, "GET", "/.well-known/jwks.json")
         assert header["kid"] not in {key["kid"] for key in jwks["keys"]}, jwks
-        secret = hmac_secret(database)
+        secret = hmac_secret(header["kid"])
 
         def key_for(_token):
             return secret

@@ -16,6 +16,20 @@ pub enum Severity {
     Critical,
 }
 
+#[cfg(test)]
+mod refresh_audit_tests {
+    use super::RefreshAudit;
+
+    #[test]
+    fn sampling_keeps_one_in_n() {
+        let kept = |audit: RefreshAudit| (0..100).filter(|count| audit.records(*count)).count();
+        assert_eq!(kept(RefreshAudit::Off), 0);
+        assert_eq!(kept(RefreshAudit::All), 100);
+        assert_eq!(kept(RefreshAudit::Sample(10)), 10);
+        assert_eq!(kept(RefreshAudit::Sample(1)), 100);
+    }
+}
+
 impl Severity {
     /// The stored and wire name.
     pub const fn as_str(self) -> &'static str {
@@ -23,6 +37,30 @@ impl Severity {
             Self::Info => "info",
             Self::Warning => "warning",
             Self::Critical => "critical",
+        }
+    }
+}
+
+/// Which refreshes leave an audit event (`session.refreshed`). Refreshes are the most frequent
+/// write, so an operator may keep one in `n`; each still writes its live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshAudit {
+    /// None.
+    Off,
+    /// Every one.
+    #[default]
+    All,
+    /// One in `n` (counted per process).
+    Sample(u32),
+}
+
+impl RefreshAudit {
+    /// Whether the refresh numbered `count` (from 0, per process) is recorded.
+    pub fn records(self, count: u64) -> bool {
+        match self {
+            Self::Off => false,
+            Self::All => true,
+            Self::Sample(every) => count.is_multiple_of(u64::from(every.max(1))),
         }
     }
 }

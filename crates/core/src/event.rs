@@ -86,9 +86,12 @@ pub struct StoredEvent {
 ///
 /// A reuse detection revokes its session, so it also publishes `session.revoked`: a device
 /// that listens only for its own revocation must learn of it however it came about.
+///
+/// A `session.refreshed` audit event publishes nothing: every rotation writes its live event
+/// itself, audited or not.
 pub fn events_of_audit(audit: &NewAuditEvent) -> impl Iterator<Item = NewEvent> + '_ {
     let published = audit.user_id.as_ref().and_then(|user_id| {
-        let kind = event_type(audit.kind)?;
+        let kind = event_type(audit.kind).filter(|kind| *kind != SESSION_REFRESHED)?;
         Some((kind, user_id))
     });
     let also_revoked = published
@@ -215,6 +218,11 @@ mod tests {
             .map(|event| event.kind)
             .collect();
         assert_eq!(kinds, [REUSE_DETECTED, SESSION_REVOKED]);
+    }
+
+    #[test]
+    fn an_audited_refresh_is_not_published_twice() {
+        assert_eq!(events_of_audit(&audit(SESSION_REFRESHED)).count(), 0);
     }
 
     #[test]

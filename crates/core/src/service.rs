@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -13,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::anomaly::{self, Anomaly, AnomalyPolicy, AnomalySettings, RequestOrigin};
 use crate::audit::{
     AuditCheckpoint, AuditQuery, ChainBreak, ChainSummary, ChainVerifier, CheckpointKey,
-    NewAuditEvent, SealedAuditEvent, Severity,
+    NewAuditEvent, RefreshAudit, SealedAuditEvent, Severity,
 };
 use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
@@ -58,6 +59,8 @@ pub struct ServiceSettings {
     pub roles: RolePermissions,
     /// Which refreshes count as anomalous, and what is done about them.
     pub anomaly: AnomalySettings,
+    /// Which refreshes leave an audit event.
+    pub audit_refreshes: RefreshAudit,
 }
 
 /// What the application backend sends to create a session.
@@ -111,6 +114,8 @@ pub struct SessionService {
     validator: AccessTokenValidator,
     revoked: RevokedSessions,
     sessions: SessionCache,
+    /// Rotations this process has attempted, for sampling their audit events.
+    refreshes: AtomicU64,
 }
 
 impl SessionService {
@@ -145,6 +150,7 @@ impl SessionService {
             validator,
             revoked: RevokedSessions::new(),
             sessions: SessionCache::default(),
+            refreshes: AtomicU64::new(0),
         };
         service
             .sync_revocations(Timestamp::from_unix_millis(0))
@@ -384,6 +390,20 @@ impl SessionService {
                         now,
                         idle_expires_at,
                         access_expires_at: access.expires_at,
+                        audit: self
+                            .settings
+                            .audit_refreshes
+                            .records(self.refreshes.fetch_add(1, Ordering::Relaxed))
+                            .then(|| {
+                                audit_event(
+                                    crate::event::SESSION_REFRESHED,
+                                    Severity::Info,
+                                    &session,
+                                    now,
+                                    None,
+                                    json!({ "access_expires_at": access.expires_at.unix_seconds() }),
+                                )
+                            }),
                     };
                     match self.store.rotate_refresh_token(&rotation).await? {
                         RotationOutcome::Rotated => {

@@ -13,6 +13,9 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::audit::{NewAuditEvent, Severity};
 use crate::error::Error;
 use crate::store::{RetireOutcome, Store};
 use crate::time::Timestamp;
@@ -189,6 +192,16 @@ impl SigningKeys {
             alg = self.algorithm.jose_name(),
             "rotated the signing key"
         );
+        self.audit(
+            "key.rotated",
+            now,
+            &[
+                ("kid", Some(key.kid.as_str())),
+                ("replaces", replaces),
+                ("alg", Some(self.algorithm.jose_name())),
+            ],
+        )
+        .await;
         Ok(Some(info(&key, self.retention)))
     }
 
@@ -224,6 +237,12 @@ impl SigningKeys {
         let outcome = self.store.retire_signing_key(kid).await?;
         if outcome == RetireOutcome::Retired {
             tracing::info!(kid, "retired a signing key");
+            self.audit(
+                "key.retired",
+                now,
+                &[("kid", Some(kid)), ("when", Some("on request"))],
+            )
+            .await;
         }
         self.reload(now).await?;
         Ok(outcome)
@@ -249,9 +268,39 @@ impl SigningKeys {
             .await?;
         for kid in &retired {
             tracing::info!(kid, "retired a signing key whose tokens have all expired");
+            self.audit(
+                "key.retired",
+                now,
+                &[("kid", Some(kid)), ("when", Some("its tokens expired"))],
+            )
+            .await;
         }
         self.reload(now).await?;
         Ok(retired)
+    }
+}
+
+impl SigningKeys {
+    /// Appends a key lifecycle audit event. The key change has committed already; a failure
+    /// here is logged rather than undoing it.
+    async fn audit(&self, kind: &'static str, now: Timestamp, details: &[(&str, Option<&str>)]) {
+        let event = NewAuditEvent {
+            kind,
+            severity: Severity::Info,
+            user_id: None,
+            session_id: None,
+            ip: None,
+            at: now,
+            details: details
+                .iter()
+                .filter_map(|(name, value)| {
+                    value.map(|value| ((*name).to_owned(), Value::from(value)))
+                })
+                .collect(),
+        };
+        if let Err(error) = self.store.append_audit(std::slice::from_ref(&event)).await {
+            tracing::warn!(error = %error, kind, "cannot audit a signing key change");
+        }
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Rotation {
     pub idle_expires_at: Timestamp,
     /// The `exp` of the successor's access token.
     pub access_expires_at: Timestamp,
+    /// An audit event to append with the rotation, in its transaction, if it happens.
+    pub audit: Option<NewAuditEvent>,
 }
 
 /// What became of a [`Rotation`].

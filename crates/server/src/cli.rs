@@ -13,6 +13,7 @@ use sessiond_core::crypt;
 use sessiond_core::service::Actor;
 use sessiond_core::signing_keys::KeyInfo;
 use sessiond_core::store::{RetireOutcome, Store};
+use sessiond_core::token::SigningAlgorithm;
 use sessiond_wire::SessionList;
 
 use crate::config::{Config, LogFormat, RawConfig};
@@ -72,6 +73,13 @@ pub enum KeysCommand {
     Rotate,
     /// Retire a key that no longer signs, now: tokens it signed are refused from now on.
     Retire {
+        /// The key's `kid`.
+        kid: String,
+    },
+    /// Print the shared secret of an HS256 key (base64url, unpadded), for the one trusted
+    /// verifier HS256 is meant for. The private part of an asymmetric key is never printed:
+    /// verifiers use the published JWK Set.
+    Secret {
         /// The key's `kid`.
         kid: String,
     },
@@ -447,6 +455,26 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                     rfc3339(retire_at)
                 )?;
             }
+            Ok(())
+        }
+        KeysCommand::Secret { kid } => {
+            let stored = service.store().signing_keys().await?;
+            let key = stored
+                .iter()
+                .find(|key| key.kid == kid)
+                .ok_or_else(|| anyhow!("no signing key {kid}"))?;
+            if key.algorithm != SigningAlgorithm::Hs256 {
+                return Err(anyhow!(
+                    "{kid} is an {} key: its private part never leaves sessiond; verify with \
+                     /.well-known/jwks.json",
+                    key.algorithm.jose_name()
+                ));
+            }
+            let secret = zeroize::Zeroizing::new(base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                &key.secret[..],
+            ));
+            writeln!(stdout, "{}", secret.as_str())?;
             Ok(())
         }
         KeysCommand::RotateMaster { new_key_file } => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use sessiond_core::Policy;
 use sessiond_core::anomaly::{AnomalyPolicy, AnomalySettings, Signal};
+use sessiond_core::audit::RefreshAudit;
 use sessiond_core::crypt::MasterKey;
 use sessiond_core::permission::RolePermissions;
 use sessiond_core::token::SigningAlgorithm;
@@ -218,6 +219,9 @@ pub struct RawConfig {
     /// What is compared: comma-separated `network`, `browser`, `os` (default: all three).
     #[arg(long, global = true, env = "SESSIOND_ANOMALY_CHECKS")]
     pub anomaly_checks: Option<String>,
+    /// Which refreshes are audited: `all` (default), `off`, or `sample:N` (one in N).
+    #[arg(long, global = true, env = "SESSIOND_AUDIT_REFRESHES")]
+    pub audit_refreshes: Option<String>,
 }
 
 macro_rules! overlay {
@@ -288,7 +292,8 @@ impl RawConfig {
             master_key_previous,
             roles,
             anomaly_policy,
-            anomaly_checks
+            anomaly_checks,
+            audit_refreshes
         );
         self
     }
@@ -346,6 +351,8 @@ pub struct Config {
     pub roles: RolePermissions,
     /// Anomaly detection on refresh.
     pub anomaly: AnomalySettings,
+    /// Which refreshes are audited.
+    pub audit_refreshes: RefreshAudit,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -499,6 +506,25 @@ impl std::fmt::Debug for Config {
             .field("anomaly", &self.anomaly)
             .finish_non_exhaustive()
     }
+}
+
+/// `SESSIOND_AUDIT_REFRESHES`: `all`, `off` or `sample:N` with N from 1 to 1,000,000.
+fn audit_refreshes(value: Option<&str>) -> Result<RefreshAudit, String> {
+    let text = match value.map(str::trim) {
+        None | Some("all") => return Ok(RefreshAudit::All),
+        Some("off") => return Ok(RefreshAudit::Off),
+        Some(text) => text,
+    };
+    text.strip_prefix("sample:")
+        .and_then(|every| every.parse::<u32>().ok())
+        .filter(|every| (1..=1_000_000).contains(every))
+        .map(RefreshAudit::Sample)
+        .ok_or_else(|| {
+            format!(
+                "SESSIOND_AUDIT_REFRESHES must be all, off or sample:N with N from 1 to 1000000 \
+                 (got {text:?})"
+            )
+        })
 }
 
 /// How long events are kept by default: a day of reconnects.
@@ -942,6 +968,7 @@ impl Config {
         }
         let roles = roles(raw.roles.as_ref())?;
         let anomaly = anomaly(raw)?;
+        let audit_refreshes = audit_refreshes(raw.audit_refreshes.as_deref())?;
         Ok(Self {
             listen,
             database_url,
@@ -967,6 +994,7 @@ impl Config {
             master_key_previous,
             roles,
             anomaly,
+            audit_refreshes,
             warnings,
         })
     }

@@ -278,6 +278,7 @@ impl AppState {
                 key_rotation: config.key_rotation,
                 roles: config.roles.clone(),
                 anomaly: config.anomaly.clone(),
+                audit_refreshes: config.audit_refreshes,
             },
         )
         .await

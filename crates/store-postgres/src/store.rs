@@ -505,6 +505,9 @@ impl PostgresStore {
         );
         match counts {
             (1, 1, 1, 1) => {
+                if let Some(audit) = &rotation.audit {
+                    insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+                }
                 tx.commit().await.map_err(store_error)?;
                 Ok(RotationOutcome::Rotated)
             }

@@ -101,7 +101,13 @@ async fn apply_batch(
         .map_err(store_error)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
-        outcomes.push(rotate(&mut tx, &pending.rotation).await?);
+        let outcome = rotate(&mut tx, &pending.rotation).await?;
+        if outcome == RotationOutcome::Rotated
+            && let Some(audit) = &pending.rotation.audit
+        {
+            crate::store::append_audit(&mut tx, audit).await?;
+        }
+        outcomes.push(outcome);
     }
     tx.commit().await.map_err(store_error)?;
     Ok(outcomes)
@@ -181,6 +187,7 @@ mod tests {
             now,
             idle_expires_at: now.plus(std::time::Duration::from_secs(60)),
             access_expires_at: now.plus(std::time::Duration::from_secs(30)),
+            audit: None,
         }
     }
 

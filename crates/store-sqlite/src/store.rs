@@ -167,7 +167,7 @@ impl SqliteStore {
     }
 }
 
-async fn append_audit(
+pub(crate) async fn append_audit(
     connection: &mut SqliteConnection,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {

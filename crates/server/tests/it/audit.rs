@@ -22,6 +22,8 @@ on_every_store!(
     swapped_events_are_named_at_the_first_of_them,
     pruning_leaves_a_signed_checkpoint_that_verifies,
     a_tampered_checkpoint_is_caught,
+    refreshes_are_audited_in_full_by_sample_or_not_at_all,
+    signing_key_rotations_and_retirements_are_audited,
 );
 
 /// The `zeroblob(32)` of both stores.
@@ -370,4 +372,76 @@ async fn a_tampered_checkpoint_is_caught() {
     app.execute("DELETE FROM audit_events WHERE chain_seq = 9")
         .await;
     assert_broken_at(verify(&app).await, 9);
+}
+
+/// Refreshes `count` times in a chain; returns the session's id.
+async fn refresh_chain(app: &TestApp, count: usize) -> String {
+    let created = app.create_session("alice").await;
+    let mut token = text(&created, "refresh_token").to_owned();
+    for _ in 0..count {
+        let answer = app.refresh(&token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        token = text(&answer.body, "refresh_token").to_owned();
+    }
+    text(&created["session"], "id").to_owned()
+}
+
+async fn refreshes_are_audited_in_full_by_sample_or_not_at_all() {
+    for (setting, refreshes, audited) in [("all", 3, 3), ("sample:2", 4, 2), ("off", 3, 0)] {
+        let app = TestApp::spawn_with(|raw| raw.audit_refreshes = Some(setting.into())).await;
+        let session = refresh_chain(&app, refreshes).await;
+        assert_eq!(
+            app.audit_count("session.refreshed", None).await,
+            audited,
+            "{setting}"
+        );
+        assert_eq!(
+            app.scalar(&format!(
+                "SELECT COUNT(*) FROM audit_events
+                 WHERE type = 'session.refreshed' AND session_id = '{session}'"
+            ))
+            .await,
+            audited,
+            "{setting}: written for the refreshed session"
+        );
+        // Each refresh writes its live event once, audited or not.
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM events WHERE type = 'session.refreshed'")
+                .await,
+            i64::try_from(refreshes).expect("small"),
+            "{setting}"
+        );
+        seal_all(&app).await;
+        verify(&app).await.expect("the chain holds the refreshes");
+    }
+}
+
+async fn signing_key_rotations_and_retirements_are_audited() {
+    let app = TestApp::spawn().await;
+    let keys = app.state.service.signing_keys();
+    let rotated = keys.rotate(app.state.service.now()).await.expect("rotate");
+    assert_eq!(
+        app.audit_count("key.rotated", Some(("kid", &rotated.kid)))
+            .await,
+        1
+    );
+    let retired_kid = app
+        .state
+        .service
+        .store()
+        .signing_keys()
+        .await
+        .expect("keys")
+        .into_iter()
+        .find(|key| key.kid != rotated.kid)
+        .expect("the replaced key")
+        .kid;
+    keys.retire(&retired_kid, app.state.service.now())
+        .await
+        .expect("retire");
+    assert_eq!(
+        app.audit_count("key.retired", Some(("kid", &retired_kid)))
+            .await,
+        1
+    );
 }
