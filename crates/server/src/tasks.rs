@@ -50,8 +50,10 @@ pub const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a minute of the stats history is closed.
 pub const HISTORY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Audit events sealed per transaction.
-pub const AUDIT_SEAL_BATCH: u32 = 1_000;
+/// Audit events sealed per transaction: small, because a sealing transaction holds the one
+/// SQLite writer that every refresh waits for (1,000 put the refresh p99 near 75 ms with every
+/// refresh audited; 200, near 40 ms; see BENCHMARKS.md).
+pub const AUDIT_SEAL_BATCH: u32 = 200;
 
 /// Running background tasks.
 #[derive(Debug)]

@@ -3,7 +3,9 @@
 //! Events come from every process sharing the store. Those written by this process wake the
 //! tailer at once (the instrumented store pokes the hub after each write), as do revocations
 //! that other instances announce on the revocation feed; everything else is found by a short
-//! poll. The cursor only moves forward, past events the store has made final, so each event is
+//! poll. With no stream open, pokes are ignored and the poll alone keeps the cursor current,
+//! so a process without listeners reads its events once a poll, in pages. The cursor only
+//! moves forward, past events the store has made final, so each event is
 //! published once, in order.
 
 use std::time::Duration;
@@ -55,13 +57,30 @@ pub(crate) async fn run(state: AppState, poll: Duration, mut stopped: watch::Rec
                 continue;
             }
         }
+        if hub.open_streams() == 0 {
+            // Nobody listens: keep up at the poll's pace only, in pages, rather than with a
+            // read after every write of this process (the refresh path's hottest neighbour).
+            if pause(poll, &mut stopped).await {
+                return;
+            }
+            continue;
+        }
         tokio::select! {
-            () = hub.poked() => {}
+            () = hub.poked() => {
+                // Let the writes of the next few milliseconds join this read.
+                if pause(COALESCE, &mut stopped).await {
+                    return;
+                }
+            }
             () = tokio::time::sleep(poll) => {}
             _ = stopped.changed() => return,
         }
     }
 }
+
+/// How long the tailer lets writes accumulate after a wake-up before it reads: a read per
+/// write would cost the store more than the streams gain from the last milliseconds.
+const COALESCE: Duration = Duration::from_millis(5);
 
 /// Publishes every final event after `cursor`; returns the new cursor.
 async fn drain(
