@@ -73,7 +73,9 @@ pub enum KeysCommand {
     Rotate,
     /// Retire a key that no longer signs, now: tokens it signed are refused from now on.
     Retire {
-        /// The key's `kid`.
+        /// The key's `kid` (a thumbprint may begin with `-`; it is taken as the `kid` all
+        /// the same).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Print the shared secret of an HS256 key (base64url, unpadded), for the one trusted
@@ -81,6 +83,7 @@ pub enum KeysCommand {
     /// verifiers use the published JWK Set.
     Secret {
         /// The key's `kid`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Re-wrap the data keys of encryption at rest under a new master key, in one transaction.
