@@ -3,8 +3,8 @@
 //! Events come from every process sharing the store. Those written by this process wake the
 //! tailer at once (the instrumented store pokes the hub after each write), as do revocations
 //! that other instances announce on the revocation feed; everything else is found by a short
-//! poll. With no stream open, pokes are ignored and the poll alone keeps the cursor current,
-//! so a process without listeners reads its events once a poll, in pages. The cursor only
+//! poll. With no stream open, pokes do not trigger a read and the poll alone keeps the cursor
+//! current, so a process without listeners reads its events once a poll, in pages. The cursor only
 //! moves forward, past events the store has made final, so each event is
 //! published once, in order.
 
@@ -58,10 +58,21 @@ pub(crate) async fn run(state: AppState, poll: Duration, mut stopped: watch::Rec
             }
         }
         if hub.open_streams() == 0 {
-            // Nobody listens: keep up at the poll's pace only, in pages, rather than with a
-            // read after every write of this process (the refresh path's hottest neighbour).
-            if pause(poll, &mut stopped).await {
-                return;
+            // Nobody listens: keep up at the poll's pace, in pages, rather than with a read
+            // after every write of this process (the refresh path's hottest neighbour). A
+            // write once someone listens again ends the wait at once.
+            let idle = tokio::time::sleep(poll);
+            tokio::pin!(idle);
+            loop {
+                tokio::select! {
+                    () = &mut idle => break,
+                    () = hub.poked() => {
+                        if hub.open_streams() > 0 {
+                            break;
+                        }
+                    }
+                    _ = stopped.changed() => return,
+                }
             }
             continue;
         }
