@@ -25,14 +25,13 @@ use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use serde_json::Value;
 use sessiond_core::{SessionId, Timestamp};
+use sessiond_wire::sse::SseParser;
 use tokio::task::JoinHandle;
 
 use crate::verifier::Inner;
 
 /// How often expired entries are dropped from the revoked set.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
-/// The longest SSE line accepted; sessiond's events are well under 4 KiB.
-const MAX_LINE: usize = 64 * 1024;
 
 /// Where and how to follow sessiond's revocations; give it to
 /// [`VerifierBuilder::revocation_feed`](crate::VerifierBuilder::revocation_feed).
@@ -334,92 +333,9 @@ fn jitter() -> f64 {
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// One Server-Sent Events message: its `id` and its `data` (lines joined with `\n`).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct SseMessage {
-    id: Option<String>,
-    data: Option<String>,
-}
-
-/// A line longer than [`MAX_LINE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LineTooLong;
-
-/// Splits a `text/event-stream` body into messages as its chunks arrive (the WHATWG
-/// event-stream format; the same parser as `sessiond-client`'s, which this crate does not
-/// depend on).
-#[derive(Debug, Default)]
-struct SseParser {
-    line: Vec<u8>,
-    pending: SseMessage,
-    after_cr: bool,
-}
-
-impl SseParser {
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseMessage>, LineTooLong> {
-        let mut messages = Vec::new();
-        for &byte in bytes {
-            let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
-            match byte {
-                b'\n' if after_cr => {}
-                b'\n' | b'\r' => {
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(message) = self.end_line(&line) {
-                        messages.push(message);
-                    }
-                }
-                _ if self.line.len() >= MAX_LINE => return Err(LineTooLong),
-                _ => self.line.push(byte),
-            }
-        }
-        Ok(messages)
-    }
-
-    fn end_line(&mut self, line: &[u8]) -> Option<SseMessage> {
-        if line.is_empty() {
-            let message = std::mem::take(&mut self.pending);
-            return (message.id.is_some() || message.data.is_some()).then_some(message);
-        }
-        let line = String::from_utf8_lossy(line);
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => self.pending.id = Some(value.to_owned()),
-            "data" => match &mut self.pending.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.pending.data = Some(value.to_owned()),
-            },
-            _ => {}
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_are_split_across_chunks_and_heartbeats_are_skipped() {
-        let mut parser = SseParser::default();
-        assert_eq!(
-            parser.push(b"retry: 1000\n: ping\n\nid: 0.7\nda"),
-            Ok(vec![])
-        );
-        assert_eq!(
-            parser.push(b"ta: {}\r\n\r\n"),
-            Ok(vec![SseMessage {
-                id: Some("0.7".into()),
-                data: Some("{}".into())
-            }])
-        );
-    }
 
     #[test]
     fn the_backoff_doubles_up_to_its_cap_with_half_of_it_random() {

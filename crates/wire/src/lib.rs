@@ -3,6 +3,8 @@
 //! Requests refuse unknown fields, so a misspelt field (`permision`) is an error rather than a
 //! silently ignored setting.
 
+pub mod sse;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
