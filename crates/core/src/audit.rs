@@ -465,7 +465,10 @@ pub struct AuditChain {
 }
 
 /// Builds the checkpoint for a pruned prefix from the seq and hash of its last event.
-pub type CheckpointFor<'a> = &'a (dyn Fn(u64, ChainHash) -> AuditCheckpoint + Send + Sync);
+pub type CheckpointFor<'a> = &'a CheckpointFn;
+
+/// Signs the checkpoint of a pruned prefix; shared, so a store may call it on its own thread.
+pub type CheckpointFn = std::sync::Arc<dyn Fn(u64, ChainHash) -> AuditCheckpoint + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
 use crate::session_cache::SessionCache;
 use crate::signing_keys::SigningKeys;
-use crate::store::{Revocation, Rotation, RotationOutcome, Store};
+use crate::store::{Revocation, Rotation, RotationOutcome, Store, audit_for};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
     AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, RESERVED_CLAIMS, SigningAlgorithm,
@@ -267,9 +267,9 @@ impl SessionService {
                 &refresh.hash(),
                 policy.max_sessions_per_user,
                 &created,
-                &|evicted: &Session| {
+                &audit_for(move |evicted: &Session| {
                     revoked_event(evicted, now, RevokeReason::SessionLimit, "system")
-                },
+                }),
                 &new_device,
             )
             .await?;
@@ -482,9 +482,9 @@ impl SessionService {
                         at: now,
                         reason: RevokeReason::Anomaly,
                     },
-                    &|session: &Session| {
+                    &audit_for(move |session: &Session| {
                         revoked_event(session, now, RevokeReason::Anomaly, "system")
-                    },
+                    }),
                 )
                 .await?;
             let access_expires_at = revoked
@@ -506,13 +506,13 @@ impl SessionService {
                     at: now,
                     reason: RevokeReason::ReuseDetected,
                 },
-                &|session: &Session| {
+                &audit_for(move |session: &Session| {
                     let mut event =
                         revoked_event(session, now, RevokeReason::ReuseDetected, "system");
                     event.kind = "security.reuse_detected";
                     event.severity = Severity::Critical;
                     event
-                },
+                }),
             )
             .await?;
         let access_expires_at = revoked
@@ -596,7 +596,9 @@ impl SessionService {
             .revoke_session(
                 session_id,
                 Revocation { at: now, reason },
-                &|session: &Session| revoked_event(session, now, reason, actor_name),
+                &audit_for(move |session: &Session| {
+                    revoked_event(session, now, reason, actor_name)
+                }),
             )
             .await?;
         match revoked {
@@ -674,9 +676,13 @@ impl SessionService {
         let actor_name = actor_name(actor);
         let revoked = self
             .store
-            .revoke_session(id, Revocation { at: now, reason }, &|session: &Session| {
-                revoked_event(session, now, reason, actor_name)
-            })
+            .revoke_session(
+                id,
+                Revocation { at: now, reason },
+                &audit_for(move |session: &Session| {
+                    revoked_event(session, now, reason, actor_name)
+                }),
+            )
             .await?
             .ok_or(Error::NotFound)?;
         self.revoke_locally(id, revoked.0.access_expires_at);
@@ -706,7 +712,9 @@ impl SessionService {
                 &user,
                 except,
                 Revocation { at: now, reason },
-                &|session: &Session| revoked_event(session, now, reason, actor_name),
+                &audit_for(move |session: &Session| {
+                    revoked_event(session, now, reason, actor_name)
+                }),
             )
             .await?;
         for session in &revoked {
@@ -788,7 +796,9 @@ impl SessionService {
                 &device,
                 Revocation { at: now, reason },
                 &device_audit("device.forgotten", &user, &device, now, actor),
-                &|session: &Session| revoked_event(session, now, reason, actor_name),
+                &audit_for(move |session: &Session| {
+                    revoked_event(session, now, reason, actor_name)
+                }),
             )
             .await?
             .ok_or(Error::NotFound)?;
@@ -853,21 +863,25 @@ impl SessionService {
         let now = self.clock.now();
         Ok(self
             .store
-            .announce_expired(now, batch, &|session: &Session| {
-                let timeout = if session.expires_at <= now {
-                    "absolute"
-                } else {
-                    "idle"
-                };
-                audit_event(
-                    crate::event::SESSION_EXPIRED,
-                    Severity::Info,
-                    session,
-                    now,
-                    None,
-                    json!({ "timeout": timeout }),
-                )
-            })
+            .announce_expired(
+                now,
+                batch,
+                &audit_for(move |session: &Session| {
+                    let timeout = if session.expires_at <= now {
+                        "absolute"
+                    } else {
+                        "idle"
+                    };
+                    audit_event(
+                        crate::event::SESSION_EXPIRED,
+                        Severity::Info,
+                        session,
+                        now,
+                        None,
+                        json!({ "timeout": timeout }),
+                    )
+                }),
+            )
             .await?)
     }
 
@@ -962,9 +976,11 @@ impl SessionService {
         let now = self.clock.now();
         let deleted = self
             .store
-            .prune_audit(now.minus(retention), &|seq, hash| {
-                AuditCheckpoint::sign(seq, hash, now, &key)
-            })
+            .prune_audit(
+                now.minus(retention),
+                &(std::sync::Arc::new(move |seq, hash| AuditCheckpoint::sign(seq, hash, now, &key))
+                    as crate::audit::CheckpointFn),
+            )
             .await?;
         Ok(Ok(deleted))
     }

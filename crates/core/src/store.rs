@@ -43,8 +43,19 @@ pub enum StoreError {
 }
 
 /// Builds the audit event for each session an operation revokes, written in the same
-/// transaction as the revocation.
-pub type AuditFor<'a> = &'a (dyn Fn(&Session) -> NewAuditEvent + Send + Sync);
+/// transaction as the revocation. Shared, so that a store may call it on the thread that
+/// runs its transaction.
+pub type AuditFn = dyn Fn(&Session) -> NewAuditEvent + Send + Sync;
+
+/// How an operation that revokes sessions is given its [`AuditFn`].
+pub type AuditFor<'a> = &'a std::sync::Arc<AuditFn>;
+
+/// Shares an audit builder with a store, which may run it on the thread of its transaction.
+pub fn audit_for(
+    build: impl Fn(&Session) -> NewAuditEvent + Send + Sync + 'static,
+) -> std::sync::Arc<AuditFn> {
+    std::sync::Arc::new(build)
+}
 
 /// A refresh token spent for a successor.
 #[derive(Debug, Clone)]

@@ -467,7 +467,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        let mut events: Vec<NewAuditEvent> = evicted.iter().map(eviction_audit).collect();
+        let mut events: Vec<NewAuditEvent> = evicted.iter().map(&**eviction_audit).collect();
         events.push(audit.clone());
         if record_device(&mut tx, &self.cipher, session).await? {
             events.push(new_device_audit.clone());
@@ -580,7 +580,7 @@ impl PostgresStore {
         revoked.sort_by_key(|session| {
             std::cmp::Reverse((session.last_active_at, session.created_at, session.id))
         });
-        let events: Vec<NewAuditEvent> = revoked.iter().map(audit).collect();
+        let events: Vec<NewAuditEvent> = revoked.iter().map(&**audit).collect();
         insert_audit(&mut tx, &events).await?;
         notify_revoked(&mut tx, &revoked).await?;
         tx.commit().await.map_err(store_error)?;
@@ -1048,7 +1048,7 @@ impl Store for PostgresStore {
             .map_err(store_error)?;
             let revoked = rows::sessions(&rows, &self.cipher)?;
             let mut events = vec![audit.clone()];
-            events.extend(revoked.iter().map(revoke_audit));
+            events.extend(revoked.iter().map(&**revoke_audit));
             insert_audit(&mut tx, &events).await?;
             notify_revoked(&mut tx, &revoked).await?;
             tx.commit().await.map_err(store_error)?;
@@ -1363,7 +1363,7 @@ impl Store for PostgresStore {
             .await
             .map_err(store_error)?;
             let expired = rows::sessions(&rows, &self.cipher)?;
-            let events: Vec<NewAuditEvent> = expired.iter().map(audit).collect();
+            let events: Vec<NewAuditEvent> = expired.iter().map(&**audit).collect();
             insert_audit(&mut tx, &events).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(expired.len() as u64)

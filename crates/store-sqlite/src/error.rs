@@ -1,21 +1,54 @@
 //! Mapping SQLite failures to the store's error variants.
 
+use rusqlite::ErrorCode;
 use sessiond_core::store::StoreError;
 
-/// SQLITE_BUSY and SQLITE_LOCKED: another connection holds the lock past the busy timeout.
-const BUSY_CODES: [&str; 2] = ["5", "6"];
+/// Whether a failure with this code may pass by itself: a lock held past the busy timeout, a
+/// full disk, an I/O error, a file made read-only, or memory that ran out. Such failures are
+/// answered as unavailable (503, retry later), never as a server error.
+fn is_transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory
+            | ErrorCode::FileLockingProtocolFailed
+    )
+}
 
-pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
     let transient = match &error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(database) => database
-            .code()
-            .is_some_and(|code| BUSY_CODES.contains(&code.as_ref())),
+        rusqlite::Error::SqliteFailure(failure, _) => is_transient(failure.code),
         _ => false,
     };
     if transient {
         StoreError::Unavailable(Box::new(error))
     } else {
         StoreError::Backend(Box::new(error))
+    }
+}
+
+/// The same classification for a failure shared by several requests (a failed commit), each
+/// of which gets its own error value.
+pub(crate) fn shared_failure(error: &rusqlite::Error) -> StoreError {
+    let message = format!("the write transaction failed: {error}");
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) if is_transient(failure.code) => {
+            StoreError::Unavailable(message.into())
+        }
+        _ => StoreError::Backend(message.into()),
+    }
+}
+
+/// A copy of a store error for a second requester: same variant, same message.
+pub(crate) fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
+        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
     }
 }

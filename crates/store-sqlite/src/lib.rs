@@ -1,18 +1,22 @@
 //! The embedded SQLite store of sessiond.
 //!
-//! One file, in WAL mode. Writes go through a single connection, so they queue inside the
-//! process instead of contending for SQLite's write lock (no "database is locked" under load),
-//! and each write transaction starts with `BEGIN IMMEDIATE`, so a second process (the
-//! `sessiond` command acting on a running server's file) waits for the lock up to the busy
-//! timeout rather than failing on a lock upgrade. Refresh-token rotations, the hot write, are
-//! group-committed (see `rotation_batch`). Reads use a small pool of read-only connections that
-//! never block the writer.
+//! One file, in WAL mode, behind one storage thread (`engine`). Every write of the process is
+//! a job for that thread, which commits whatever has queued since it last woke in one
+//! transaction (group commit: one WAL sync for many rotations, creations and revocations), and
+//! each transaction starts with `BEGIN IMMEDIATE`, so a second process (the `sessiond`
+//! command acting on a running server's file) waits for the lock up to the busy timeout rather
+//! than failing on a lock upgrade. The lookups of the refresh path run on the same thread,
+//! whose page cache no other connection of the process invalidates; long reads use a small
+//! pool of read-only connections that never block the writer. The audit chain is extended as
+//! audit rows are written, in commit order.
 
+mod engine;
 mod error;
 mod migrate;
-mod rotation_batch;
 mod rows;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use migrate::MIGRATIONS;
 pub use store::{SqliteSettings, SqliteStore, Synchronous};

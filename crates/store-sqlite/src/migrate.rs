@@ -1,6 +1,6 @@
 //! Embedded schema migrations, applied in order inside one transaction each.
 
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::store_error;
 use sessiond_core::store::StoreError;
@@ -28,25 +28,30 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
-pub(crate) async fn run(connection: &mut SqliteConnection) -> Result<usize, StoreError> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version    INTEGER PRIMARY KEY,
-             name       TEXT NOT NULL,
-             applied_at INTEGER NOT NULL
-         ) STRICT",
-    )
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
+pub(crate) fn run(connection: &mut Connection) -> Result<usize, StoreError> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    INTEGER PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL
+             ) STRICT",
+        )
+        .map_err(store_error)?;
     let mut count = 0;
     for (version, name, sql) in MIGRATIONS {
         // The version is read inside the write transaction, so two processes migrating one
         // file at once apply each migration exactly once.
-        let mut tx = sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE")
-            .await
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store_error)?;
-        let applied = applied_version(&mut tx).await?;
+        let applied: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(store_error)?;
         let newest_known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
         if applied > newest_known {
             return Err(StoreError::Corrupt(format!(
@@ -57,45 +62,30 @@ pub(crate) async fn run(connection: &mut SqliteConnection) -> Result<usize, Stor
         // Each version is looked up rather than compared with the newest applied one, so that
         // migrations numbered apart (0003 written before 0002) are each applied once whatever
         // order builds met the database in.
-        if is_applied(&mut tx, *version).await? {
+        let is_applied = tx
+            .query_row(
+                "SELECT 1 FROM schema_migrations WHERE version = ?1",
+                [version],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(store_error)?
+            .is_some();
+        if is_applied {
             continue;
         }
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(
+        tx.execute_batch(sql).map_err(store_error)?;
+        tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at)
-             VALUES (?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+             VALUES (?1, ?2, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+            params![version, name],
         )
-        .bind(version)
-        .bind(name)
-        .execute(&mut *tx)
-        .await
         .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().map_err(store_error)?;
         tracing::info!(version, name, "applied migration");
         count += 1;
     }
     Ok(count)
-}
-
-async fn applied_version(connection: &mut SqliteConnection) -> Result<i64, StoreError> {
-    sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(store_error)?
-        .try_get(0)
-        .map_err(store_error)
-}
-
-async fn is_applied(connection: &mut SqliteConnection, version: i64) -> Result<bool, StoreError> {
-    sqlx::query("SELECT 1 FROM schema_migrations WHERE version = ?")
-        .bind(version)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)
-        .map(|row| row.is_some())
 }
 
 #[cfg(test)]
@@ -105,49 +95,45 @@ mod tests {
     use sessiond_core::Timestamp;
     use sessiond_core::store::Store as _;
     use sessiond_core::token::{SigningAlgorithm, StoredKey};
-    use sqlx::Connection as _;
 
     use super::MIGRATIONS;
     use crate::{SqliteSettings, SqliteStore};
 
     /// A database file made by a build that knew only migration 0001, with its one signing key
     /// and `extra` more migrations recorded as applied.
-    async fn a_version_1_database_with_a_key(path: &str, extra: &[i64]) -> StoredKey {
-        let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{path}?mode=rwc"))
-            .await
-            .expect("create the file");
-        sqlx::raw_sql(MIGRATIONS[0].2)
-            .execute(&mut connection)
-            .await
+    fn a_version_1_database_with_a_key(path: &str, extra: &[i64]) -> StoredKey {
+        let connection = rusqlite::Connection::open(path).expect("create the file");
+        connection
+            .execute_batch(MIGRATIONS[0].2)
             .expect("migration 0001");
-        sqlx::raw_sql(
-            "CREATE TABLE schema_migrations (
-                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
-             ) STRICT;
-             INSERT INTO schema_migrations VALUES (1, 'initial', 0);",
-        )
-        .execute(&mut connection)
-        .await
-        .expect("bookkeeping");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+                 ) STRICT;
+                 INSERT INTO schema_migrations VALUES (1, 'initial', 0);",
+            )
+            .expect("bookkeeping");
         for version in extra {
-            sqlx::query("INSERT INTO schema_migrations VALUES (?, 'from another build', 0)")
-                .bind(version)
-                .execute(&mut connection)
-                .await
+            connection
+                .execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'from another build', 0)",
+                    [version],
+                )
                 .expect("record a migration");
         }
         let key = StoredKey::generate(SigningAlgorithm::EdDsa, Timestamp::from_unix_millis(1_000));
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&key.kid)
-        .bind(key.algorithm.jose_name())
-        .bind(&key.secret[..])
-        .bind(key.created_at.unix_millis())
-        .execute(&mut connection)
-        .await
-        .expect("a key");
-        connection.close().await.expect("close");
+        connection
+            .execute(
+                "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    key.kid,
+                    key.algorithm.jose_name(),
+                    &key.secret[..],
+                    key.created_at.unix_millis()
+                ],
+            )
+            .expect("a key");
         key
     }
 
@@ -155,7 +141,7 @@ mod tests {
     async fn a_version_1_database_upgrades_with_its_key_active_and_rotatable() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let path = dir.path().join("s.db").display().to_string();
-        let key = a_version_1_database_with_a_key(&path, &[]).await;
+        let key = a_version_1_database_with_a_key(&path, &[]);
         let store = SqliteStore::open(&format!("sqlite://{path}"), &SqliteSettings::default())
             .await
             .expect("open and migrate");
@@ -185,7 +171,7 @@ mod tests {
         // whatever order builds met the database in.
         let dir = tempfile::TempDir::new().expect("temp dir");
         let path = dir.path().join("s.db").display().to_string();
-        a_version_1_database_with_a_key(&path, &[2]).await;
+        a_version_1_database_with_a_key(&path, &[2]);
         let store = SqliteStore::open(&format!("sqlite://{path}"), &SqliteSettings::default())
             .await
             .expect("open and migrate");

@@ -1,15 +1,18 @@
 //! Decoding rows into domain values.
 
+use rusqlite::Row;
 use serde_json::{Map, Value};
 use sessiond_core::crypt::CipherSlot;
 use sessiond_core::crypt::columns::{
-    SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
+    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, SESSION_DEVICE_NAME, SESSION_IP,
+    SESSION_METADATA, SESSION_USER_AGENT,
 };
+use sessiond_core::crypt::device_row;
+use sessiond_core::device::DeviceRecord;
+use sessiond_core::event::{self, EventCursor, StoredEvent};
 use sessiond_core::session::{Device, DeviceType, Session};
-use sessiond_core::store::StoreError;
+use sessiond_core::store::{RevokedSessionRef, StoreError};
 use sessiond_core::{DeviceId, SessionId, TenantId, Timestamp, UserId};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use crate::error::store_error;
@@ -29,39 +32,48 @@ pub(crate) use session_columns;
 /// The number of columns [`session_columns`] names.
 pub(crate) const SESSION_COLUMN_COUNT: usize = 20;
 
+/// Column `index` of `row`, a store error if it has another type.
+pub(crate) fn get<T: rusqlite::types::FromSql>(
+    row: &Row<'_>,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.get(index).map_err(store_error)
+}
+
 fn json_object(text: &str, column: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(text)
         .map_err(|_| StoreError::Corrupt(format!("column {column} is not a JSON object")))
 }
 
-fn timestamp(row: &SqliteRow, index: usize) -> Result<Timestamp, StoreError> {
-    Ok(Timestamp::from_unix_millis(
-        row.try_get(index).map_err(store_error)?,
-    ))
+fn timestamp(row: &Row<'_>, index: usize) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_unix_millis(get(row, index)?))
+}
+
+/// A session id as stored (lower-case hyphenated UUID text).
+pub(crate) fn session_id(text: &str) -> Result<SessionId, StoreError> {
+    Uuid::try_parse(text)
+        .map(SessionId::from_uuid)
+        .map_err(|_| StoreError::Corrupt("session id is not a UUID".into()))
 }
 
 /// Reads a session from the columns starting at `offset`.
 pub(crate) fn session(
-    row: &SqliteRow,
+    row: &Row<'_>,
     offset: usize,
     cipher: &CipherSlot,
 ) -> Result<Session, StoreError> {
-    let text = |index: usize| -> Result<String, StoreError> {
-        row.try_get(offset + index).map_err(store_error)
-    };
-    let optional = |index: usize| -> Result<Option<String>, StoreError> {
-        row.try_get(offset + index).map_err(store_error)
-    };
+    let text = |index: usize| -> Result<String, StoreError> { get(row, offset + index) };
+    let optional =
+        |index: usize| -> Result<Option<String>, StoreError> { get(row, offset + index) };
     let id_text = text(0)?;
-    let id = Uuid::try_parse(&id_text)
-        .map_err(|_| StoreError::Corrupt("session id is not a UUID".into()))?;
+    let id = session_id(&id_text)?;
     let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
         Ok(cipher.open_optional_text(column, id_text.as_bytes(), optional(index)?)?)
     };
     let metadata = cipher.open_text(SESSION_METADATA, id_text.as_bytes(), text(11)?)?;
-    let revoked_at: Option<i64> = row.try_get(offset + 17).map_err(store_error)?;
+    let revoked_at: Option<i64> = get(row, offset + 17)?;
     Ok(Session {
-        id: SessionId::from_uuid(id),
+        id,
         user_id: UserId::from_trusted(text(1)?),
         tenant_id: optional(2)?.map(TenantId::from_trusted),
         device: Device {
@@ -70,7 +82,7 @@ pub(crate) fn session(
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
-            trusted: row.try_get::<i64, _>(offset + 19).map_err(store_error)? != 0,
+            trusted: get::<i64>(row, offset + 19)? != 0,
         },
         ip: open(SESSION_IP, 8)?,
         user_agent: open(SESSION_USER_AGENT, 9)?,
@@ -83,5 +95,74 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: revoked_at.map(Timestamp::from_unix_millis),
         revoke_reason: optional(18)?,
+    })
+}
+
+/// A device of the registry: user_id, device_id, name, device_type, browser, os, trusted,
+/// user_agent, last_ip, first_seen_at, last seen.
+pub(crate) fn device(row: &Row<'_>, cipher: &CipherSlot) -> Result<DeviceRecord, StoreError> {
+    let text = |index: usize| -> Result<String, StoreError> { get(row, index) };
+    let optional = |index: usize| -> Result<Option<String>, StoreError> { get(row, index) };
+    let trusted: i64 = get(row, 6)?;
+    let (user_id, device_id) = (text(0)?, text(1)?);
+    let key = device_row(&user_id, &device_id);
+    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_optional_text(column, &key, optional(index)?)?)
+    };
+    Ok(DeviceRecord {
+        user_id: UserId::from_trusted(user_id),
+        device: Device {
+            id: DeviceId::from_trusted(device_id),
+            name: open(DEVICE_NAME, 2)?,
+            device_type: DeviceType::from_name(&text(3)?),
+            browser: optional(4)?,
+            os: optional(5)?,
+            trusted: trusted != 0,
+        },
+        user_agent: open(DEVICE_USER_AGENT, 7)?,
+        last_ip: open(DEVICE_LAST_IP, 8)?,
+        first_seen_at: timestamp(row, 9)?,
+        last_seen_at: timestamp(row, 10)?,
+    })
+}
+
+/// An event: id, type, user_id, session_id, at, data.
+pub(crate) fn event(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
+    let kind: String = get(row, 1)?;
+    let session: Option<String> = get(row, 3)?;
+    let data: String = get(row, 5)?;
+    Ok(StoredEvent {
+        cursor: EventCursor {
+            epoch: 0,
+            sequence: get(row, 0)?,
+        },
+        kind: event::event_type(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown event type {kind:?}")))?,
+        user_id: UserId::from_trusted(get(row, 2)?),
+        session_id: session
+            .map(|id| {
+                session_id(&id)
+                    .map_err(|_| StoreError::Corrupt("event session id is not a UUID".into()))
+            })
+            .transpose()?,
+        at: timestamp(row, 4)?,
+        data: match serde_json::from_str(&data) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "event data is not a JSON object".into(),
+                ));
+            }
+        },
+    })
+}
+
+/// A revoked session: id, revoked_at, access_expires_at.
+pub(crate) fn revoked_ref(row: &Row<'_>) -> Result<RevokedSessionRef, StoreError> {
+    let id: String = get(row, 0)?;
+    Ok(RevokedSessionRef {
+        id: session_id(&id)?,
+        revoked_at: timestamp(row, 1)?,
+        access_expires_at: timestamp(row, 2)?,
     })
 }

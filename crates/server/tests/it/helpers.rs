@@ -330,19 +330,16 @@ impl TestApp {
 
     /// Runs a scalar query (SQL both stores understand) against the app's database.
     pub async fn scalar(&self, sql: &str) -> i64 {
-        use sqlx::Connection as _;
         match self.backend {
             Backend::Sqlite => {
-                let url = format!("sqlite://{}?mode=ro", self.database_path().display());
-                let mut connection = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("open database");
-                let value: i64 = sqlx::query_scalar(sql)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("query runs");
-                connection.close().await.expect("close");
-                value
+                let connection = rusqlite::Connection::open_with_flags(
+                    self.database_path(),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .expect("open database");
+                connection
+                    .query_row(sql, [], |row| row.get(0))
+                    .expect("query runs")
             }
             Backend::Postgres => {
                 let schema = self.schema.as_ref().expect("a PostgreSQL app has a schema");
@@ -357,17 +354,15 @@ impl TestApp {
         use sqlx::Connection as _;
         match self.backend {
             Backend::Sqlite => {
-                let url = format!("sqlite://{}", self.database_path().display());
-                let mut connection = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("open database");
-                let changed = sqlx::query(sql)
-                    .execute(&mut connection)
-                    .await
-                    .unwrap_or_else(|error| panic!("{sql}: {error}"))
-                    .rows_affected();
-                connection.close().await.expect("close");
-                changed
+                let connection =
+                    rusqlite::Connection::open(self.database_path()).expect("open database");
+                connection
+                    .busy_timeout(std::time::Duration::from_secs(5))
+                    .expect("busy timeout");
+                let changed = connection
+                    .execute(sql, [])
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+                u64::try_from(changed).expect("count fits")
             }
             Backend::Postgres => {
                 let schema = self.schema.as_ref().expect("a PostgreSQL app has a schema");

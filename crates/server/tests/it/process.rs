@@ -447,18 +447,19 @@ async fn kill_9_loses_no_acknowledged_write() {
     // Every acknowledged rotation is in the file; at most the one in flight beyond it.
     let mut committed_in_flight = 0;
     {
-        use sqlx::Connection as _;
-        let url = format!("{}?mode=ro", database_url(dir.path()));
-        let mut connection = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open database");
+        let connection = rusqlite::Connection::open_with_flags(
+            database_path(dir.path()),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open database");
         for session in &tracked {
-            let stored: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?")
-                    .bind(&session.id)
-                    .fetch_one(&mut connection)
-                    .await
-                    .expect("query runs");
+            let stored: i64 = connection
+                .query_row(
+                    "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?1",
+                    [&session.id],
+                    |row| row.get(0),
+                )
+                .expect("query runs");
             let acknowledged = i64::try_from(session.refreshes).expect("count fits") + 1;
             assert!(
                 stored == acknowledged || stored == acknowledged + 1,
@@ -469,7 +470,10 @@ async fn kill_9_loses_no_acknowledged_write() {
                 committed_in_flight += 1;
             }
         }
-        connection.close().await.expect("close");
+        connection
+            .close()
+            .map_err(|(_, error)| error)
+            .expect("close");
     }
     eprintln!(
         "{committed_in_flight} of 20 sessions had an unacknowledged rotation committed \
@@ -986,26 +990,18 @@ fn migrate_creates_the_schema_and_is_idempotent() {
         "the database file exists"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let tables: i64 = runtime.block_on(async {
-        use sqlx::Connection as _;
-        let url = format!("{}?mode=ro", database_url(dir.path()));
-        let mut connection = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open database");
-        let tables = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master
-             WHERE type = 'table' AND name IN ('sessions', 'refresh_tokens')",
-        )
-        .fetch_one(&mut connection)
-        .await
-        .expect("query runs");
-        connection.close().await.expect("close");
-        tables
-    });
+    let tables: i64 = rusqlite::Connection::open_with_flags(
+        database_path(dir.path()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open database")
+    .query_row(
+        "SELECT COUNT(*) FROM sqlite_master
+         WHERE type = 'table' AND name IN ('sessions', 'refresh_tokens')",
+        [],
+        |row| row.get(0),
+    )
+    .expect("query runs");
     assert_eq!(tables, 2, "the schema is there");
 }
 

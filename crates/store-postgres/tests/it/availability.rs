@@ -75,9 +75,13 @@ async fn a_statement_stuck_behind_a_lock_is_unavailable_and_writes_nothing() {
 
     let started = Instant::now();
     let revoked = store
-        .revoke_session(session.id, by_admin(T0), &|revoked| {
-            event_for("session.revoked", revoked, T0)
-        })
+        .revoke_session(
+            session.id,
+            by_admin(T0),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
+        )
         .await;
     let elapsed = started.elapsed();
     assert!(

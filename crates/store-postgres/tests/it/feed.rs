@@ -43,9 +43,13 @@ async fn a_revocation_through_one_pool_arrives_on_the_feed_of_another() {
     create(&revoker, &session, 5).await;
     let at = T0.plus(ms(100));
     revoker
-        .revoke_session(session.id, by_admin(at), &|revoked| {
-            event_for("session.revoked", revoked, at)
-        })
+        .revoke_session(
+            session.id,
+            by_admin(at),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, at)
+            }),
+        )
         .await
         .unwrap();
     let FeedEvent::Revoked(revoked) = next_event(&mut feed).await else {
@@ -57,9 +61,13 @@ async fn a_revocation_through_one_pool_arrives_on_the_feed_of_another() {
 
     // Revoking it again revokes nothing, and notifies nothing.
     revoker
-        .revoke_session(session.id, by_admin(at), &|revoked| {
-            event_for("session.revoked", revoked, at)
-        })
+        .revoke_session(
+            session.id,
+            by_admin(at),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, at)
+            }),
+        )
         .await
         .unwrap();
     assert!(stays_silent(&mut feed).await);
@@ -82,7 +90,9 @@ async fn a_revocation_through_one_pool_arrives_on_the_feed_of_another() {
             &sessions[0].user_id,
             None,
             by_admin(T0.plus(ms(20))),
-            &|revoked| event_for("session.revoked", revoked, T0),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
         )
         .await
         .unwrap();
@@ -117,9 +127,13 @@ async fn a_rolled_back_revocation_or_another_schemas_is_never_reported() {
     let elsewhere = session_for("alice", T0);
     create(&other, &elsewhere, 5).await;
     other
-        .revoke_session(elsewhere.id, by_admin(T0), &|revoked| {
-            event_for("session.revoked", revoked, T0)
-        })
+        .revoke_session(
+            elsewhere.id,
+            by_admin(T0),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
+        )
         .await
         .unwrap();
 
@@ -168,9 +182,13 @@ async fn a_lost_listening_connection_is_followed_by_a_resync() {
     let session = session_for("alice", T0);
     create(&store, &session, 5).await;
     store
-        .revoke_session(session.id, by_admin(T0), &|revoked| {
-            event_for("session.revoked", revoked, T0)
-        })
+        .revoke_session(
+            session.id,
+            by_admin(T0),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
+        )
         .await
         .unwrap();
     let FeedEvent::Revoked(revoked) = next_event(&mut feed).await else {

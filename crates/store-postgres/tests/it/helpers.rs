@@ -270,7 +270,9 @@ pub async fn create(
             &token.hash(),
             max_active,
             &created,
-            &|evicted| event_for("session.evicted", evicted, evicted.revoked_at.unwrap_or(T0)),
+            &sessiond_core::store::audit_for(move |evicted: &sessiond_core::Session| {
+                event_for("session.evicted", evicted, evicted.revoked_at.unwrap_or(T0))
+            }),
             // Not about the session: tests count a session's own audit events.
             &NewAuditEvent {
                 session_id: None,

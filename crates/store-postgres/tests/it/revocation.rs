@@ -18,7 +18,9 @@ async fn revoking_twice_revokes_once_and_writes_one_audit_event() {
     let store = db.store().await;
     let session = session_for("alice", T0);
     create(&store, &session, 5).await;
-    let audit = |revoked: &sessiond_core::Session| event_for("session.revoked", revoked, T0);
+    let audit = sessiond_core::store::audit_for(|revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, T0)
+    });
 
     let at = T0.plus(ms(100));
     let (first, revoked_now) = store
@@ -98,18 +100,31 @@ async fn concurrent_revocations_from_two_instances_audit_each_session_once() {
             singles.push(tokio::spawn(async move {
                 barrier.wait().await;
                 store
-                    .revoke_session(target.id, by_admin(at), &|revoked| {
-                        event_for("session.revoked", revoked, at)
-                    })
+                    .revoke_session(
+                        target.id,
+                        by_admin(at),
+                        &sessiond_core::store::audit_for(
+                            move |revoked: &sessiond_core::Session| {
+                                event_for("session.revoked", revoked, at)
+                            },
+                        ),
+                    )
                     .await
             }));
         } else {
             wholesale.push(tokio::spawn(async move {
                 barrier.wait().await;
                 store
-                    .revoke_user_sessions(&target.user_id, None, by_admin(at), &|revoked| {
-                        event_for("session.revoked", revoked, at)
-                    })
+                    .revoke_user_sessions(
+                        &target.user_id,
+                        None,
+                        by_admin(at),
+                        &sessiond_core::store::audit_for(
+                            move |revoked: &sessiond_core::Session| {
+                                event_for("session.revoked", revoked, at)
+                            },
+                        ),
+                    )
                     .await
             }));
         }
@@ -167,7 +182,9 @@ async fn revoking_a_user_spares_the_excepted_session_expired_ones_and_other_user
                 at,
                 reason: RevokeReason::RevokedByUser,
             },
-            &|revoked| event_for("session.revoked", revoked, at),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, at)
+            }),
         )
         .await
         .unwrap();
@@ -196,7 +213,9 @@ async fn revoked_since_lists_recent_revocations_whose_access_tokens_still_live()
     for session in [&early, &late, &short_lived, &untouched] {
         create(&store, session, 10).await;
     }
-    let audit = |revoked: &sessiond_core::Session| event_for("session.revoked", revoked, T0);
+    let audit = sessiond_core::store::audit_for(|revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, T0)
+    });
     store
         .revoke_session(early.id, by_admin(T0.plus(ms(100))), &audit)
         .await
@@ -257,8 +276,9 @@ async fn mixed_writes_of_one_user_on_two_instances_never_deadlock() {
         let now = T0.plus(ms(1_000 + index));
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let audit =
-                |revoked: &sessiond_core::Session| event_for("session.revoked", revoked, now);
+            let audit = sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, now)
+            });
             match index % 4 {
                 0 => {
                     let fresh = session_for("alice", now);

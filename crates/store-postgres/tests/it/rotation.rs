@@ -120,9 +120,13 @@ async fn a_rotation_of_a_revoked_session_writes_nothing() {
     let session = session_for("alice", T0);
     let (token, _) = create(&store, &session, 5).await;
     store
-        .revoke_session(session.id, by_admin(T0), &|revoked| {
-            event_for("session.revoked", revoked, T0)
-        })
+        .revoke_session(
+            session.id,
+            by_admin(T0),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
+        )
         .await
         .unwrap();
 

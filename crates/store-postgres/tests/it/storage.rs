@@ -13,7 +13,9 @@ async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens() {
         return;
     };
     let store = db.store().await;
-    let audit = |revoked: &sessiond_core::Session| event_for("session.revoked", revoked, T0);
+    let audit = sessiond_core::store::audit_for(|revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, T0)
+    });
     let mut doomed = Vec::new();
     for index in 0..5 {
         let session = session_for("alice", T0.plus(ms(index)));

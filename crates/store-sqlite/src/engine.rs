@@ -1,0 +1,659 @@
+//! The storage engine: one thread that owns the write connection, and a few read connections
+//! for long reads.
+//!
+//! Every write of the process, and the lookups on the refresh path, are jobs sent to one
+//! storage thread. Each time it wakes it takes everything queued (up to [`MAX_BATCH`] jobs),
+//! answers the lookups first (they see only committed data and never wait for a sync), then
+//! runs the writes in one `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL
+//! sync however many rotations, creations and revocations it carries. Each write runs inside
+//! its own savepoint: a write that fails is rolled back alone and answered with its error,
+//! while the others commit. Nobody is answered before the commit is durable, and when the
+//! commit fails every write of the batch is answered with that failure and nothing of it is
+//! kept.
+//!
+//! Because this thread is the process's only writer, its page cache is never invalidated by
+//! another connection of the process, so lookups served here read warm pages; because every
+//! transaction of the file, in any process, holds SQLite's write lock from `BEGIN IMMEDIATE`
+//! to `COMMIT`, the order of commits is the order of the audit chain, and the chain's hashes
+//! are computed as the rows are written ([`WriteTx::append_audit`]).
+//!
+//! Reads that may be long (listings, the audit log, event pages, statistics) run on a small
+//! pool of read-only connections on Tokio's blocking threads, so they never hold up a commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sessiond_core::Timestamp;
+use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
+use sessiond_core::event::{self, NewEvent};
+use sessiond_core::store::StoreError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::error::{copy_error, shared_failure, store_error};
+
+/// Most jobs taken in one wake-up; bounds the latency a batch adds to its first request.
+const MAX_BATCH: usize = 256;
+/// Jobs waiting for the storage thread before new requests wait to enqueue (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
+/// A lookup run on the storage thread outside any transaction.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Job {
+    Read(ReadJob),
+    Write(Box<dyn WriteJob>),
+    /// Checkpoint the WAL into the database file and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// How the connections are opened.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSettings {
+    pub(crate) path: PathBuf,
+    pub(crate) synchronous_full: bool,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) create_if_missing: bool,
+    /// Page cache of the write connection, in KiB.
+    pub(crate) writer_cache_kib: u32,
+    /// Page cache of each read connection, in KiB.
+    pub(crate) reader_cache_kib: u32,
+}
+
+impl ConnectionSettings {
+    fn open_writer(&self) -> Result<Connection, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if self.create_if_missing {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let connection = Connection::open_with_flags(&self.path, flags).map_err(store_error)?;
+        connection
+            .busy_timeout(self.busy_timeout)
+            .map_err(store_error)?;
+        // WAL: readers never block the writer and a commit appends to one file.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(store_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(
+                format!("the database refused WAL mode (journal mode {mode})").into(),
+            ));
+        }
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {};
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA temp_store = MEMORY;
+                 PRAGMA cache_size = -{};",
+                if self.synchronous_full {
+                    "FULL"
+                } else {
+                    "NORMAL"
+                },
+                self.writer_cache_kib
+            ))
+            .map_err(store_error)?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(connection)
+    }
+
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(store_error)?;
+        connection
+            .busy_timeout(self.busy_timeout)
+            .map_err(store_error)?;
+        connection
+            .execute_batch(&format!(
+                "PRAGMA cache_size = -{}; PRAGMA temp_store = MEMORY;",
+                self.reader_cache_kib
+            ))
+            .map_err(store_error)?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(connection)
+    }
+}
+
+/// The handle to the storage thread and the read pool; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.readers.settings.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the write connection, runs `prepare` on it (migrations) and starts the storage
+    /// thread.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or `prepare` fails.
+    pub(crate) async fn start(
+        settings: ConnectionSettings,
+        readers: usize,
+        prepare: impl FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<Self, StoreError> {
+        let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let (started, start_result) = oneshot::channel();
+        let writer_settings = settings.clone();
+        std::thread::Builder::new()
+            .name("sessiond-sqlite".into())
+            .spawn(move || {
+                let opened = writer_settings.open_writer().and_then(|mut connection| {
+                    prepare(&mut connection)?;
+                    Ok(connection)
+                });
+                match opened {
+                    Ok(connection) => {
+                        let _ = started.send(Ok(()));
+                        serve(connection, receiver);
+                    }
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                    }
+                }
+            })
+            .map_err(|error| StoreError::Backend(Box::new(error)))?;
+        start_result
+            .await
+            .map_err(|_| unavailable("the storage thread ended while starting"))??;
+        Ok(Self {
+            jobs,
+            readers: Arc::new(ReaderPool {
+                settings,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(readers.max(1))),
+            }),
+        })
+    }
+
+    /// Runs `work` in the next write transaction and answers once it is committed.
+    ///
+    /// `work` returning an error is rolled back alone (to its savepoint) and that error is the
+    /// answer; a commit that fails answers every write of its batch with the failure.
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Pending {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        self.jobs
+            .send(Job::Write(Box::new(job)))
+            .await
+            .map_err(|_| unavailable("the storage thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the storage thread dropped the request"))?
+    }
+
+    /// Runs a short lookup on the storage thread, outside any transaction: it sees committed
+    /// data only, through the warmest page cache of the process.
+    pub(crate) async fn lookup<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Read(Box::new(move |connection: &Connection| {
+                let _ = reply.send(work(connection));
+            })))
+            .await
+            .map_err(|_| unavailable("the storage thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the storage thread dropped the request"))?
+    }
+
+    /// Runs a read that may be long on a read-only connection, on a blocking thread.
+    pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let permit = Arc::clone(&pool.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| unavailable("the read connections are closed"))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let connection = pool.take()?;
+            let result = work(&connection);
+            pool.put(connection);
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Backend(Box::new(error)))?
+    }
+
+    /// Checkpoints the WAL into the database file, stops the storage thread and closes the
+    /// read connections. Later calls answer unavailable.
+    pub(crate) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+        self.readers.permits.close();
+        self.readers.clear();
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.readers.settings.path
+    }
+}
+
+fn unavailable(message: &'static str) -> StoreError {
+    StoreError::Unavailable(message.into())
+}
+
+struct ReaderPool {
+    settings: ConnectionSettings,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => self.settings.open_reader(),
+        }
+    }
+
+    fn put(&self, connection: Connection) {
+        // A connection left inside a transaction (a read that failed half-way) is dropped
+        // rather than reused.
+        if connection.is_autocommit() {
+            self.idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(connection);
+        }
+    }
+
+    fn clear(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// A write waiting for its batch.
+trait WriteJob: Send {
+    /// Runs the work inside the batch's transaction; `false` if it failed (and must be rolled
+    /// back to its savepoint).
+    fn run(&mut self, tx: &mut WriteTx<'_>) -> bool;
+    /// The batch committed: send the answer.
+    fn committed(self: Box<Self>);
+    /// The batch did not commit: answer with `error`, or with the job's own error if it had one.
+    fn failed(self: Box<Self>, error: StoreError);
+}
+
+struct Pending<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, tx: &mut WriteTx<'_>) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let outcome = work(tx);
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn committed(self: Box<Self>) {
+        let outcome = self
+            .outcome
+            .unwrap_or_else(|| Err(unavailable("the write never ran")));
+        // The requester may have gone away; what committed stays committed.
+        let _ = self.reply.send(outcome);
+    }
+
+    fn failed(self: Box<Self>, error: StoreError) {
+        let answer = match self.outcome {
+            Some(Err(own)) => Err(own),
+            _ => Err(error),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The head of the audit chain as this transaction has extended it.
+#[derive(Debug, Clone, Copy)]
+struct ChainHead {
+    seq: u64,
+    hash: ChainHash,
+}
+
+/// The open write transaction a job runs in.
+pub(crate) struct WriteTx<'c> {
+    connection: &'c Connection,
+    /// Read from `audit_head` at the first audit row of the transaction, written back before
+    /// the commit.
+    head: Option<ChainHead>,
+    head_moved: bool,
+}
+
+impl std::fmt::Debug for WriteTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx").finish_non_exhaustive()
+    }
+}
+
+const INSERT_AUDIT: &str = "INSERT INTO audit_events
+         (type, severity, user_id, session_id, ip, at, details, chain_seq, prev_hash, hash)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+
+impl<'c> WriteTx<'c> {
+    fn new(connection: &'c Connection) -> Self {
+        Self {
+            connection,
+            head: None,
+            head_moved: false,
+        }
+    }
+
+    /// The connection, inside the transaction.
+    pub(crate) fn connection(&self) -> &'c Connection {
+        self.connection
+    }
+
+    fn head(&mut self) -> Result<ChainHead, StoreError> {
+        if let Some(head) = self.head {
+            return Ok(head);
+        }
+        let head = read_head(self.connection)?;
+        self.head = Some(head);
+        Ok(head)
+    }
+
+    /// Appends an audit event, chained: its seq is the head's plus one and its hash covers the
+    /// head's hash and the row as stored. Also writes the live events it publishes.
+    pub(crate) fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let entry = AuditEntry {
+            kind: event.kind.to_owned(),
+            severity: event.severity.as_str().to_owned(),
+            user_id: event.user_id.as_ref().map(|user| user.as_str().to_owned()),
+            session_id: event.session_id.map(|id| id.to_string()),
+            ip: event.ip.clone(),
+            at: event.at,
+            details: audit::canonical_details(&event.details),
+        };
+        self.append_entry(&entry)?;
+        for published in event::events_of_audit(event) {
+            self.insert_event(&published)?;
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let head = self.head()?;
+        let seq = head.seq + 1;
+        let hash = audit::chain_hash(seq, &head.hash, entry);
+        self.connection
+            .prepare_cached(INSERT_AUDIT)
+            .map_err(store_error)?
+            .execute(params![
+                entry.kind,
+                entry.severity,
+                entry.user_id,
+                entry.session_id,
+                entry.ip,
+                entry.at.unix_millis(),
+                entry.details,
+                stored_seq(seq)?,
+                &head.hash[..],
+                &hash[..],
+            ])
+            .map_err(store_error)?;
+        self.head = Some(ChainHead { seq, hash });
+        self.head_moved = true;
+        Ok(())
+    }
+
+    /// Writes one live event.
+    pub(crate) fn insert_event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached(INSERT_EVENT)
+            .map_err(store_error)?
+            .execute(params![
+                event.kind,
+                event.user_id.as_str(),
+                event.session_id.map(|id| id.to_string()),
+                event.at.unix_millis(),
+                serde_json::Value::Object(event.data.clone()).to_string(),
+            ])
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Chains audit rows written without a chain position (by a build that sealed them
+    /// afterwards, or by hand), oldest first, at most `batch`; returns how many.
+    pub(crate) fn seal_pending(&mut self, batch: u32) -> Result<u64, StoreError> {
+        let pending = {
+            let mut statement = self
+                .connection
+                .prepare_cached(
+                    "SELECT seq, type, severity, user_id, session_id, ip, at, details
+                     FROM audit_events WHERE chain_seq IS NULL ORDER BY seq LIMIT ?1",
+                )
+                .map_err(store_error)?;
+            let rows = statement
+                .query_map([i64::from(batch)], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        AuditEntry {
+                            kind: row.get(1)?,
+                            severity: row.get(2)?,
+                            user_id: row.get(3)?,
+                            session_id: row.get(4)?,
+                            ip: row.get(5)?,
+                            at: Timestamp::from_unix_millis(row.get(6)?),
+                            details: row.get(7)?,
+                        },
+                    ))
+                })
+                .map_err(store_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(store_error)?
+        };
+        for (row_id, entry) in &pending {
+            let head = self.head()?;
+            let seq = head.seq + 1;
+            let hash = audit::chain_hash(seq, &head.hash, entry);
+            self.connection
+                .prepare_cached(
+                    "UPDATE audit_events SET chain_seq = ?1, prev_hash = ?2, hash = ?3
+                     WHERE seq = ?4",
+                )
+                .map_err(store_error)?
+                .execute(params![stored_seq(seq)?, &head.hash[..], &hash[..], row_id])
+                .map_err(store_error)?;
+            self.head = Some(ChainHead { seq, hash });
+            self.head_moved = true;
+        }
+        Ok(pending.len() as u64)
+    }
+
+    fn flush_head(&mut self) -> Result<(), rusqlite::Error> {
+        if let (true, Some(head)) = (self.head_moved, self.head) {
+            self.connection
+                .prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
+                .execute(params![
+                    i64::try_from(head.seq).unwrap_or(i64::MAX),
+                    &head.hash[..]
+                ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The stored form of a chain seq.
+pub(crate) fn stored_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq is out of range".into()))
+}
+
+fn read_head(connection: &Connection) -> Result<ChainHead, StoreError> {
+    let (seq, hash): (i64, Vec<u8>) = connection
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .map_err(store_error)?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .map_err(store_error)?
+        .ok_or_else(|| StoreError::Corrupt("the audit head is missing".into()))?;
+    Ok(ChainHead {
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Corrupt("audit head seq is negative".into()))?,
+        hash: ChainHash::try_from(&hash[..])
+            .map_err(|_| StoreError::Corrupt("audit head hash is not 32 bytes".into()))?,
+    })
+}
+
+/// The storage thread's loop: until every handle is gone or it is told to close.
+fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = receiver.blocking_recv() else {
+            break;
+        };
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for job in jobs.drain(..) {
+            match job {
+                Job::Read(read) => read(&connection),
+                Job::Write(write) => writes.push(write),
+                Job::Close(done) => closing = Some(done),
+            }
+        }
+        if !writes.is_empty() {
+            apply(&connection, &mut writes);
+        }
+    }
+    // Whatever arrives after a close is refused (its reply is dropped: "unavailable").
+    receiver.close();
+    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %error, "could not checkpoint the WAL at close");
+    }
+    drop(connection);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// Runs `writes` in one transaction, each in a savepoint, and answers each.
+fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
+    if let Err(error) = begin(connection) {
+        tracing::warn!(error = %error, writes = writes.len(), "cannot begin a write transaction");
+        for job in writes.drain(..) {
+            job.failed(shared_failure(&error));
+        }
+        roll_back_if_open(connection);
+        return;
+    }
+    let mut tx = WriteTx::new(connection);
+    let mut broken = None;
+    for job in writes.iter_mut() {
+        if let Err(error) = statement(connection, "SAVEPOINT job") {
+            broken = Some(error);
+            break;
+        }
+        let head = (tx.head, tx.head_moved);
+        let kept = job.run(&mut tx);
+        let ended = if kept {
+            statement(connection, "RELEASE job")
+        } else {
+            (tx.head, tx.head_moved) = head;
+            statement(connection, "ROLLBACK TO job")
+                .and_then(|()| statement(connection, "RELEASE job"))
+        };
+        if let Err(error) = ended {
+            broken = Some(error);
+            break;
+        }
+    }
+    let committed = match broken {
+        Some(error) => Err(error),
+        None => tx
+            .flush_head()
+            .and_then(|()| statement(connection, "COMMIT")),
+    };
+    match committed {
+        Ok(()) => {
+            for job in writes.drain(..) {
+                job.committed();
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, writes = writes.len(), "a write transaction failed; nothing of it was kept");
+            roll_back_if_open(connection);
+            let failure = shared_failure(&error);
+            for job in writes.drain(..) {
+                job.failed(copy_error(&failure));
+            }
+        }
+    }
+}
+
+fn begin(connection: &Connection) -> Result<(), rusqlite::Error> {
+    // A transaction left open by a failure the code did not see is ended first, so one
+    // failure can never wedge every later write.
+    roll_back_if_open(connection);
+    statement(connection, "BEGIN IMMEDIATE")
+}
+
+fn roll_back_if_open(connection: &Connection) {
+    if !connection.is_autocommit()
+        && let Err(error) = connection.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(error = %error, "rollback failed");
+    }
+}
+
+fn statement(connection: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    connection.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
