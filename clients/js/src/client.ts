@@ -425,7 +425,7 @@ export class SessiondClient {
       const error = this.count(await errorFrom(response));
       // The session is over (or, by cookie, there never was one): say so in every tab.
       if (error.error === 'invalid_refresh_token' || (this.mode === 'cookie' && response.status === 400)) {
-        this.signOutHere(error.reason ?? 'unauthenticated', true);
+        this.signOutHere(error.reason ?? 'unauthenticated', error.error === 'invalid_refresh_token');
       }
       throw error;
     }
