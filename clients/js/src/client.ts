@@ -128,7 +128,11 @@ export class SessiondClient {
     this.ahead = options.refreshAheadMs ?? REFRESH_AHEAD_MAX_MS;
     this.lockTimeout = options.lockTimeoutMs ?? 10_000;
     this.channel = typeof BroadcastChannel === 'function' && !options.tokenProvider ? new BroadcastChannel(this.name) : null;
-    if (this.channel) this.channel.onmessage = (message) => this.receive(message.data as Message);
+    if (this.channel) {
+      this.channel.onmessage = (message) => this.receive(message.data as Message);
+      // Node has BroadcastChannel too (between worker threads): it must not keep a script alive.
+      (this.channel as { unref?: () => void }).unref?.();
+    }
     this.refreshOnce = singleFlight(() => this.refreshShared());
     if (typeof window !== 'undefined' && typeof window.addEventListener === 'function') {
       const wake = () => this.wake();
