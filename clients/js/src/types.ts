@@ -46,7 +46,8 @@ export interface ServerEvent {
   type: string;
   cursor?: string;
   user_id?: string;
-  session_id?: string;
+  /** Null for events that concern no one session. */
+  session_id?: string | null;
   at?: string;
   reason?: string;
   [field: string]: unknown;
