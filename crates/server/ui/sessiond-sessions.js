@@ -1,16 +1,20 @@
 // <sessiond-sessions>: the signed-in user's sessions, live.
 //
-// An application includes this file from its sessiond server and hands the element a
-// function that returns the user's current access token:
+// An application includes this file from its sessiond server and hands the element either a
+// client of @sessiond/client (served next to it as /ui/sessiond-client.js), which then
+// refreshes and follows events for the whole page, or a function that returns the user's
+// current access token:
 //
 //   <script src="https://sessions.example.com/ui/sessiond-sessions.js"></script>
 //   <sessiond-sessions></sessiond-sessions>
+//   document.querySelector('sessiond-sessions').client = client;            // or:
 //   document.querySelector('sessiond-sessions').tokenProvider = async () => accessToken;
 //
 // The element lists the sessions (GET /v1/sessions), revokes one, signs out the others,
-// trusts or forgets a device, and follows GET /v1/events so that a session revoked elsewhere
-// disappears without a reload. When the current session ends it says so and dispatches a
-// `sessiond:signed-out` event (bubbling, composed) that the application can act on.
+// trusts or forgets a device, and follows GET /v1/events (through the client) so that a
+// session revoked elsewhere disappears without a reload. When the current session ends it
+// says so and dispatches a `sessiond:signed-out` event (bubbling, composed) that the
+// application can act on.
 //
 // The API is the origin this script was loaded from, or the element's `api-base` attribute.
 // Everything that comes from the server is written with textContent, never parsed as HTML.
@@ -18,8 +22,9 @@
   'use strict';
 
   const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
-  const RECONNECT_MIN_MS = 1000;
-  const RECONNECT_MAX_MS = 30000;
+  // The client is an ES module; a classic script reaches it with a dynamic import.
+  let sdk = null;
+  const loadSdk = () => (sdk ??= import(new URL('sessiond-client.js', SCRIPT_URL).href));
 
   /** An element with a class and, optionally, text. */
   function el(tag, className, text) {
@@ -40,11 +45,11 @@
     constructor() {
       super();
       this._tokenProvider = null;
+      this._client = null;
+      this._ownsClient = false;
+      this._unsubscribe = [];
       this._sessions = [];
       this._devices = new Map();
-      this._lastEventId = null;
-      this._stream = null;
-      this._reconnectDelay = RECONNECT_MIN_MS;
       this._signedOut = false;
       this._connected = false;
       this._refetchTimer = null;
@@ -72,46 +77,87 @@
       root.append(this._box);
     }
 
-    /** A function returning (a promise of) the user's access token. */
+    /** The SessiondClient that signs requests and follows the event stream. */
+    get client() {
+      return this._client;
+    }
+
+    set client(client) {
+      this._use(client, false);
+    }
+
+    /** A function returning (a promise of) the user's access token, for pages without a client. */
     get tokenProvider() {
       return this._tokenProvider;
     }
 
     set tokenProvider(provider) {
       this._tokenProvider = provider;
-      this._signedOut = false;
-      if (this._connected) this._start();
+      if (!provider) {
+        this._use(null, false);
+        return;
+      }
+      loadSdk().then(({ SessiondClient }) => {
+        if (this._tokenProvider !== provider) return;
+        this._use(new SessiondClient({ baseUrl: this._apiBase, tokenProvider: provider }), true);
+      }, (error) => this._say(`Could not load the client: ${error.message}`, true));
     }
 
     connectedCallback() {
       this._connected = true;
-      if (this._tokenProvider) this._start();
+      if (this._client) this._start();
+      else if (this._tokenProvider) this.tokenProvider = this._tokenProvider;
     }
 
     disconnectedCallback() {
       this._connected = false;
-      this._stopStream();
+      this._detach();
     }
 
     get _apiBase() {
       return new URL(this.getAttribute('api-base') || '/', SCRIPT_URL);
     }
 
-    async _token() {
-      if (!this._tokenProvider) throw new Error('no tokenProvider');
-      const token = await this._tokenProvider();
-      if (!token) throw new Error('no access token');
-      return token;
+    _use(client, owned) {
+      this._detach();
+      this._client = client;
+      this._ownsClient = owned;
+      this._signedOut = false;
+      if (client && this._connected) this._start();
+    }
+
+    _detach() {
+      for (const unsubscribe of this._unsubscribe) unsubscribe();
+      this._unsubscribe = [];
+      if (this._ownsClient && this._client) {
+        this._client.close();
+        this._client = null;
+      }
+    }
+
+    async _start() {
+      const client = this._client;
+      for (const unsubscribe of this._unsubscribe) unsubscribe();
+      this._unsubscribe = [
+        client.on('event', (event) => this._onEvent(event)),
+        client.on('signedOut', (out) => this._becomeSignedOut(
+          ['revoked', 'expired', 'session_ended'].includes(out.reason)
+            ? 'This session was signed out.'
+            : 'Your session has ended. Sign in again.')),
+        // After a reconnect (a restart, a network change), catch up on what the replay may not say.
+        client.on('stream', (state) => state.connected && this._scheduleReload()),
+      ];
+      await this.reload();
+      if (this._ownsClient && !this._signedOut && this._client === client) await client.start();
     }
 
     async _api(method, path, body) {
-      const headers = { Authorization: `Bearer ${await this._token()}` };
-      const init = { method, headers };
+      const init = { method };
       if (body !== undefined) {
-        headers['Content-Type'] = 'application/json';
+        init.headers = { 'Content-Type': 'application/json' };
         init.body = JSON.stringify(body);
       }
-      const response = await fetch(new URL(path, this._apiBase), init);
+      const response = await this._client.fetch(new URL(path, this._apiBase), init);
       if (response.status === 401) {
         this._becomeSignedOut('Your session has ended. Sign in again.');
         throw new Error('signed out');
@@ -132,14 +178,9 @@
       this._status.classList.toggle('sessiond-error', Boolean(isError));
     }
 
-    async _start() {
-      this._stopStream();
-      await this.reload();
-      if (!this._signedOut) this._openStream();
-    }
-
     /** Fetches the sessions and devices again and redraws. */
     async reload() {
+      if (!this._client) return;
       try {
         const [sessions, devices] = await Promise.all([
           this._api('GET', 'v1/sessions'),
@@ -155,7 +196,9 @@
 
     _scheduleReload() {
       clearTimeout(this._refetchTimer);
-      this._refetchTimer = setTimeout(() => this.reload(), 200);
+      this._refetchTimer = setTimeout(() => {
+        if (!this._signedOut && this._client) this.reload();
+      }, 200);
     }
 
     _render() {
@@ -254,7 +297,6 @@
     _becomeSignedOut(message) {
       if (this._signedOut) return;
       this._signedOut = true;
-      this._stopStream();
       this._sessions = [];
       this._list.replaceChildren();
       this._revokeOthers.disabled = true;
@@ -262,91 +304,13 @@
       this.dispatchEvent(new CustomEvent('sessiond:signed-out', { bubbles: true, composed: true }));
     }
 
-    _stopStream() {
-      if (this._stream) this._stream.abort();
-      this._stream = null;
-    }
-
-    // EventSource cannot send an Authorization header, so the stream is read with fetch().
-    async _openStream() {
-      const controller = new AbortController();
-      this._stream = controller;
-      let retry = this._reconnectDelay;
-      try {
-        const headers = { Accept: 'text/event-stream', Authorization: `Bearer ${await this._token()}` };
-        if (this._lastEventId) headers['Last-Event-ID'] = this._lastEventId;
-        const response = await fetch(new URL('v1/events', this._apiBase), { headers, signal: controller.signal });
-        if (response.status === 401) {
-          this._becomeSignedOut('Your session has ended. Sign in again.');
-          return;
-        }
-        if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
-        this._reconnectDelay = RECONNECT_MIN_MS;
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = '';
-        let data = [];
-        let id = null;
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let newline;
-          while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
-            const line = buffer.slice(0, newline);
-            buffer = buffer.slice(newline + (buffer.startsWith('\r\n', newline) ? 2 : 1));
-            if (line === '') {
-              if (id !== null) this._lastEventId = id;
-              if (data.length) this._onMessage(data.join('\n'));
-              data = [];
-              id = null;
-              if (this._signedOut) return;
-              continue;
-            }
-            if (line.startsWith(':')) continue;
-            const colon = line.indexOf(':');
-            const field = colon < 0 ? line : line.slice(0, colon);
-            let text = colon < 0 ? '' : line.slice(colon + 1);
-            if (text.startsWith(' ')) text = text.slice(1);
-            if (field === 'data') data.push(text);
-            else if (field === 'id') id = text;
-            else if (field === 'retry' && /^\d+$/.test(text)) retry = Number(text);
-          }
-        }
-      } catch (error) {
-        if (controller.signal.aborted) return;
-      }
-      if (this._stream !== controller || this._signedOut) return;
-      // The stream ended (a restart, a network change): resume after the last event seen.
-      const delay = Math.max(retry, this._reconnectDelay);
-      this._reconnectDelay = Math.min(this._reconnectDelay * 2, RECONNECT_MAX_MS);
-      setTimeout(() => {
-        if (this._stream === controller && !this._signedOut) {
-          this.reload();
-          this._openStream();
-        }
-      }, delay);
-    }
-
-    _onMessage(text) {
-      let event;
-      try {
-        event = JSON.parse(text);
-      } catch (_) {
-        return;
-      }
-      const current = this._sessions.find((session) => session.current);
+    _onEvent(event) {
       switch (event.type) {
         case 'session.revoked':
         case 'session.expired':
-          if (current && event.session_id === current.id) {
-            this._becomeSignedOut('This session was signed out.');
-            return;
-          }
+          // The client signs out for the current session; other sessions just leave the list.
           this._sessions = this._sessions.filter((session) => session.id !== event.session_id);
-          this._render();
-          break;
-        case 'stream.closed':
-          if (event.reason === 'session_ended') this._becomeSignedOut('This session was signed out.');
+          if (!this._signedOut) this._render();
           break;
         case 'session.created':
         case 'device.new':

@@ -47,6 +47,13 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../ui/sessiond-sessions.js"),
     },
     Asset {
+        // The browser client (`@sessiond/client`), built from `clients/js` and committed, so
+        // the server build needs no JavaScript toolchain; the CI checks it matches its source.
+        name: "sessiond-client.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/sessiond-client.js"),
+    },
+    Asset {
         name: "page.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../ui/page.js"),

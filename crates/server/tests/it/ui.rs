@@ -26,10 +26,11 @@ const STRICT_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self
                           connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
                           form-action 'self'; frame-ancestors 'none'";
 
-const UI_PATHS: [(&str, &str); 6] = [
+const UI_PATHS: [(&str, &str); 7] = [
     ("/ui/", "text/html"),
     ("/ui/admin", "text/html"),
     ("/ui/sessiond-sessions.js", "text/javascript"),
+    ("/ui/sessiond-client.js", "text/javascript"),
     ("/ui/page.js", "text/javascript"),
     ("/ui/admin.js", "text/javascript"),
     ("/ui/sessiond.css", "text/css"),

@@ -1,0 +1,10 @@
+export { SessiondClient } from './client.js';
+export type { ClientMetrics, ClientOptions, Mode, SignedOut, Tokens } from './client.js';
+export { SessiondError, errorFrom } from './errors.js';
+export type { ErrorBody } from './errors.js';
+export { EncryptedStore, FallbackStore, MemoryStore, defaultStore, indexedDbKeyValue } from './store.js';
+export type { KeyValue, StoredSession, TokenStore } from './store.js';
+export { backoff, refreshDelay, singleFlight } from './schedule.js';
+export { SseParser } from './sse.js';
+export type { SseMessage } from './sse.js';
+export type { Device, RefreshRequest, ServerEvent, Session, TokenPair } from './types.js';
