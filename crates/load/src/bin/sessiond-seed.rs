@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use serde_json::json;
+use sessiond_core::Error;
 use sessiond_core::service::NewSessionRequest;
+use sessiond_core::store::StoreError;
 use sessiond_server::cli::{init_logging, resolve_config};
 use sessiond_server::config::RawConfig;
 use sessiond_server::state::OpenMode;
@@ -51,6 +53,10 @@ use tokio::task::JoinSet;
 /// Audit events sealed per transaction at the end: large, since no request waits for the
 /// writer here (a server seals 200 at a time so that refreshes do not wait).
 const SEAL_BATCH: u32 = 5_000;
+
+/// How many times a creation refused as unavailable (the writer was busy too long) is tried
+/// again before the seed stops.
+const RETRIES: u32 = 5;
 
 /// Put N sessions into a sessiond database through the session service, as the API would.
 #[derive(Debug, Parser)]
@@ -249,20 +255,31 @@ async fn create_sessions(state: AppState, plan: Arc<Plan>) -> anyhow::Result<()>
         if number >= plan.sessions {
             return Ok(());
         }
-        let issued = state
-            .service
-            .create_session(NewSessionRequest {
-                user_id: format!("{}{}", plan.user_prefix, number % plan.users),
-                tenant_id: None,
-                device_id: None,
-                device_name: Some(format!("seed device {number}")),
-                user_agent: None,
-                ip: Some(plan.ip.clone()),
-                claims: serde_json::Map::new(),
-                metadata: serde_json::Map::new(),
-            })
-            .await
-            .with_context(|| format!("cannot create session {number}"))?;
+        let mut attempts = 0;
+        let issued = loop {
+            let created = state
+                .service
+                .create_session(NewSessionRequest {
+                    user_id: format!("{}{}", plan.user_prefix, number % plan.users),
+                    tenant_id: None,
+                    device_id: None,
+                    device_name: Some(format!("seed device {number}")),
+                    user_agent: None,
+                    ip: Some(plan.ip.clone()),
+                    claims: serde_json::Map::new(),
+                    metadata: serde_json::Map::new(),
+                })
+                .await;
+            match created {
+                // A busy machine can keep a creation waiting for the writer past the pool's
+                // timeout; that wrote nothing, so it is tried again, a few times.
+                Err(Error::Store(StoreError::Unavailable(_))) if attempts < RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other.with_context(|| format!("cannot create session {number}"))?,
+            }
+        };
         if writes_token(number, plan.sessions, plan.token_count) {
             let mut out = plan
                 .tokens_out
@@ -305,7 +322,7 @@ fn writes_token(number: u64, sessions: u64, tokens: u64) -> bool {
         return false;
     }
     let stride = (sessions / tokens).max(1);
-    number % stride == 0 && number / stride < tokens
+    number.is_multiple_of(stride) && number / stride < tokens
 }
 
 /// The most sessions any user gets when `sessions` are dealt round-robin to `users`.
