@@ -82,8 +82,12 @@ for size in $SIZES; do
   mkdir -p "$run"
   # The pristine seeded file stays unspent; each run spends the tokens of its copy.
   cp "$seeded"/sessiond.db* "$run/"
+  if (($(wc -l <"$seeded/tokens.txt") < ACTIVE)); then
+    echo "$seeded was seeded with fewer than ACTIVE=$ACTIVE tokens; remove it to seed again" >&2
+    exit 2
+  fi
   head -n "$WARM_TOKENS" "$seeded/tokens.txt" >"$run/warm.txt"
-  tail -n +"$((WARM_TOKENS + 1))" "$seeded/tokens.txt" >"$run/tokens.txt"
+  head -n "$ACTIVE" "$seeded/tokens.txt" | tail -n +"$((WARM_TOKENS + 1))" >"$run/tokens.txt"
 
   port=$((20000 + RANDOM % 20000))
   SESSIOND_DATABASE_URL="sqlite://$run/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
@@ -109,7 +113,7 @@ for size in $SIZES; do
   kill "$server"; wait "$server" 2>/dev/null || true; server=
   requests=$(field "$result" requests)
   cpu_us=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="$requests" \
-    'BEGIN {printf "%.0f", n > 0 ? t / hz * 1e6 / n : 0}')
+    'BEGIN {printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0)}')
   db_bytes=$(json_field "$seed" db_bytes)
   line="sessions=$size refresh/s=$(field "$result" rps) p50_ms=$(field "$result" p50_ms) \
 p99_ms=$(field "$result" p99_ms) non200=$(field "$result" non200) \

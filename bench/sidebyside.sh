@@ -85,7 +85,7 @@ if [[ $SKIP_PEER != 1 ]]; then
   peer_result=$(cat "$work"/peer/results/*/refresh.result)
   peer_requests=$(field "$peer_result" requests)
   peer_cpu_us=$(awk -v s="$(field "$peer_result" node_cpu_s)" -v n="$peer_requests" \
-    'BEGIN {printf "%.0f", n > 0 ? s * 1e6 / n : 0}')
+    'BEGIN {printf "%.0f", (n > 0 ? s * 1e6 / n : 0)}')
   peer_rss=$(field "$peer_result" rss)
   peer_line="oidc-provider refresh ($PEER_ALG, in memory, -t$THREADS -c$CONNS -d$DURATION): \
 $(field "$peer_result" rps) req/s p50 $(field "$peer_result" p50_ms) ms \
@@ -128,7 +128,7 @@ result=$(grep ^RESULT "$work/wrk.txt")
 rss=$(rss_mib "$server")
 requests=$(field "$result" requests)
 cpu_us=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="$requests" \
-  'BEGIN {printf "%.0f", n > 0 ? t / hz * 1e6 / n : 0}')
+  'BEGIN {printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0)}')
 wrk_cpu_s=$(awk '{printf "%.2f", $1 + $2}' <<<"$wrk_cpu")
 kill "$server"; wait "$server" 2>/dev/null || true; server=
 
