@@ -157,13 +157,27 @@ impl Cli {
     /// # Errors
     /// A one-line reason when a setting is missing, malformed or inconsistent.
     pub fn resolve_config(&self) -> anyhow::Result<Config> {
-        let file = match &self.config {
-            Some(path) => RawConfig::from_file(path).map_err(|reason| anyhow!(reason))?,
-            None => RawConfig::default(),
-        };
-        Config::from_raw(&file.overlaid_with(&self.settings))
-            .map_err(|reason| anyhow!("bad configuration: {reason}"))
+        resolve_config(self.config.as_deref(), &self.settings)
     }
+}
+
+/// The configuration of the settings file `config_file` (if any) overlaid with `settings`
+/// (flags and environment), as `sessiond` resolves it: other binaries that open the same
+/// database (`sessiond-seed`) take their settings the same way.
+///
+/// # Errors
+/// A one-line reason when the file cannot be read, or a setting is missing, malformed or
+/// inconsistent.
+pub fn resolve_config(
+    config_file: Option<&std::path::Path>,
+    settings: &RawConfig,
+) -> anyhow::Result<Config> {
+    let file = match config_file {
+        Some(path) => RawConfig::from_file(path).map_err(|reason| anyhow!(reason))?,
+        None => RawConfig::default(),
+    };
+    Config::from_raw(&file.overlaid_with(settings))
+        .map_err(|reason| anyhow!("bad configuration: {reason}"))
 }
 
 /// Runs the command.
@@ -280,7 +294,9 @@ fn export_query(since: Option<&str>) -> anyhow::Result<AuditQuery> {
     Ok(query)
 }
 
-fn init_logging(format: LogFormat) {
+/// Sends log lines to stderr in `format`, filtered by `RUST_LOG` (default `info,sqlx=warn`),
+/// as `sessiond` does; a second call is ignored.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()

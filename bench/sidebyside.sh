@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Refresh side by side with the node oidc-provider peer, with the same wrk command.
+#
+# 1. The peer: ../shared/peers/oidc-provider/bench.sh, run from a writable copy of its folder
+#    (it writes node_modules/, its token files and results/ next to itself, and shared/ is
+#    read-only), which also prints its own one-line summary.
+# 2. sessiond: a release `sessiond serve` on a fresh SQLite file seeded by sessiond-seed with
+#    SESSIONS sessions (one user each), with the defaults a user gets (every refresh audited,
+#    SESSIOND_SQLITE_SYNCHRONOUS=full, EdDSA, development master key next to the file) except
+#    SESSIOND_RATE_LIMITS=off; then `wrk -t2 -c32` for WARMUP on warm-up tokens and for
+#    DURATION on the others, with bench/wrk/refresh.lua, which spends each refresh token once.
+#
+# For each side it prints refresh/s, p50, p99, non-2xx, the server's CPU per refresh (user +
+# system time over the measured wrk run only, from /proc/PID/stat before and after), wrk's own
+# CPU seconds, the server's RSS after the run, and at the end the ratios sessiond/peer.
+#
+#   bench/sidebyside.sh
+#   SIGNING_ALG=ES256 SYNCHRONOUS=normal bench/sidebyside.sh
+#   SKIP_PEER=1 DURATION=2s bench/sidebyside.sh          # sessiond only (a smoke run)
+#
+# Settings (environment):
+#   SIGNING_ALG  EdDSA (default), ES256 or RS256: sessiond's SESSIOND_SIGNING_ALG
+#   PEER_ALG     the peer's SIGN_ALG: SIGNING_ALG when it is RS256 or ES256, else RS256 (the
+#                peer's default, as in its published results)
+#   SYNCHRONOUS  full (default) or normal: sessiond's SESSIOND_SQLITE_SYNCHRONOUS
+#   SESSIONS     sessions seeded (default 250000). Each request spends one token, so the run
+#                needs rate × (WARMUP + DURATION) tokens: 250,000 covers 18,000/s. The run
+#                fails if refresh.lua reports exhausted tokens or a non-200 answer.
+#   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 50000)
+#   DURATION (10s), WARMUP (3s), THREADS (2), CONNS (32): the wrk run, as the peer's
+#   SKIP_PEER=1  run sessiond only
+#
+# Needs `cargo build --release -p sessiond-server -p sessiond-load`, wrk, and for the peer node
+# and npm. Everything listens on 127.0.0.1 and stops when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+SIGNING_ALG=${SIGNING_ALG:-EdDSA}
+SYNCHRONOUS=${SYNCHRONOUS:-full}
+SESSIONS=${SESSIONS:-250000}
+WARM_TOKENS=${WARM_TOKENS:-50000}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-32}
+SKIP_PEER=${SKIP_PEER:-0}
+case $SIGNING_ALG in
+  RS256 | ES256) PEER_ALG=${PEER_ALG:-$SIGNING_ALG} ;;
+  *) PEER_ALG=${PEER_ALG:-RS256} ;;
+esac
+if ((WARM_TOKENS >= SESSIONS)); then
+  echo "WARM_TOKENS ($WARM_TOKENS) must be below SESSIONS ($SESSIONS)" >&2
+  exit 2
+fi
+for binary in target/release/sessiond target/release/sessiond-seed; do
+  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
+done
+command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+
+work=$(mktemp -d)
+server=
+cleanup() {
+  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mib() { awk '/VmRSS/{printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
+
+# --- the peer -------------------------------------------------------------------------------
+peer_line=
+if [[ $SKIP_PEER != 1 ]]; then
+  peer_src=$repo/../shared/peers/oidc-provider
+  [[ -x $peer_src/bench.sh ]] || { echo "no peer benchmark at $peer_src" >&2; exit 2; }
+  # The peer writes next to itself; shared/ may be read-only, so it runs from a copy.
+  cp -r "$peer_src" "$work/peer"
+  chmod -R u+w "$work/peer"
+  echo "peer: oidc-provider ($PEER_ALG) from a copy of $peer_src" >&2
+  (cd "$work/peer" && SIGN_ALG=$PEER_ALG THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION \
+    WARMUP=$WARMUP ./bench.sh) >&2
+  peer_result=$(cat "$work"/peer/results/*/refresh.result)
+  peer_requests=$(field "$peer_result" requests)
+  peer_cpu_us=$(awk -v s="$(field "$peer_result" node_cpu_s)" -v n="$peer_requests" \
+    'BEGIN {printf "%.0f", (n > 0 ? s * 1e6 / n : 0)}')
+  peer_rss=$(field "$peer_result" rss)
+  peer_line="oidc-provider refresh ($PEER_ALG, in memory, -t$THREADS -c$CONNS -d$DURATION): \
+$(field "$peer_result" rps) req/s p50 $(field "$peer_result" p50_ms) ms \
+p99 $(field "$peer_result" p99_ms) ms non2xx $(field "$peer_result" non2xx) \
+exhausted $(field "$peer_result" exhausted_reqs) | server cpu/refresh ${peer_cpu_us} us \
+wrk cpu $(field "$peer_result" wrk_cpu_s) s | rss ${peer_rss} MiB"
+fi
+
+# --- sessiond -------------------------------------------------------------------------------
+key="sidebyside-admin-key-0123456789-abcdefghijklmnop"
+port=$((20000 + RANDOM % 20000))
+export SESSIOND_DATABASE_URL="sqlite://$work/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
+  SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
+echo "sessiond: seeding $SESSIONS sessions ($SIGNING_ALG)" >&2
+seed=$(target/release/sessiond-seed --sessions "$SESSIONS" --tokens-out "$work/all.txt")
+echo "seed: $seed" >&2
+head -n "$WARM_TOKENS" "$work/all.txt" >"$work/warm.txt"
+tail -n +"$((WARM_TOKENS + 1))" "$work/all.txt" >"$work/tokens.txt"
+
+SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS \
+  SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 600); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; echo "sessiond died" >&2; exit 1; }
+  sleep 0.1
+done
+curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "sessiond not ready" >&2; exit 1; }
+
+run_wrk() { # tokens-file duration -> wrk output
+  TOKENS_FILE=$1 WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \
+    -s bench/wrk/refresh.lua "http://127.0.0.1:$port"
+}
+warm=$(run_wrk "$work/warm.txt" "$WARMUP" | grep ^RESULT)
+echo "warm-up: $warm" >&2
+ticks_before=$(cpu_ticks "$server")
+wrk_cpu=$( { TIMEFORMAT='%U %S'; time run_wrk "$work/tokens.txt" "$DURATION" >"$work/wrk.txt" 2>&1; } 2>&1 )
+ticks_after=$(cpu_ticks "$server")
+result=$(grep ^RESULT "$work/wrk.txt")
+rss=$(rss_mib "$server")
+requests=$(field "$result" requests)
+cpu_us=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="$requests" \
+  'BEGIN {printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+wrk_cpu_s=$(awk '{printf "%.2f", $1 + $2}' <<<"$wrk_cpu")
+kill "$server"; wait "$server" 2>/dev/null || true; server=
+
+[[ -n $peer_line ]] && echo "$peer_line"
+echo "sessiond refresh ($SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions, \
+-t$THREADS -c$CONNS -d$DURATION): $(field "$result" rps) req/s p50 $(field "$result" p50_ms) ms \
+p99 $(field "$result" p99_ms) ms non2xx $(field "$result" non200) \
+exhausted $(field "$result" exhausted) | server cpu/refresh ${cpu_us} us wrk cpu ${wrk_cpu_s} s \
+| rss ${rss} MiB"
+if [[ -n $peer_line ]]; then
+  awk -v a="$(field "$result" rps)" -v b="$(field "$peer_result" rps)" \
+    -v c="$(field "$result" p99_ms)" -v d="$(field "$peer_result" p99_ms)" \
+    -v e="$cpu_us" -v f="$peer_cpu_us" -v g="$rss" -v h="$peer_rss" \
+    'function r(x, y) { return y > 0 ? sprintf("%.2fx", x / y) : "n/a" }
+     BEGIN { printf "ratio sessiond/peer: refresh/s %s, p99 %s, cpu/refresh %s, rss %s\n",
+             r(a, b), r(c, d), r(e, f), r(g, h) }'
+fi
+if [[ $(field "$result" exhausted) != 0 || $(field "$result" non200) != 0 ]]; then
+  echo "invalid run: exhausted or non-200 answers; seed more (SESSIONS=$((SESSIONS * 2)))" >&2
+  exit 1
+fi

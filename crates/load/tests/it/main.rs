@@ -1,0 +1,3 @@
+//! Integration tests of the load crate's binaries.
+
+mod seed;
