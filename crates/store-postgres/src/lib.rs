@@ -66,11 +66,14 @@
 //!
 //! Round trips are what a request pays on a database across the network, so the refresh path
 //! keeps them to two: `find_refresh_token` (one `SELECT` joining the token, its session and its
-//! successor) and the rotation (one statement, above). Nothing else is sent per call: the
-//! timeouts and the isolation level are startup options of each connection rather than `SET`s,
-//! a pooled connection is pinged only when it sat idle for a second, and sqlx keeps each
-//! statement prepared per connection (only its first use on a connection pays a round trip to
-//! prepare it). sqlx sends one request at a time on a connection and does not pipeline.
+//! successor) and the rotation (one statement, above). Nothing else is sent on the caller's
+//! behalf: the timeouts and the isolation level are startup options of each connection rather
+//! than `SET`s, a pooled connection is pinged before use only when it sat idle for a second,
+//! and sqlx keeps each statement prepared per connection (only its first use on a connection
+//! pays a round trip to prepare it). Two costs remain that sqlx 0.8 does not let us remove: it
+//! pings every connection as it returns to the pool (off the caller's path, but the connection
+//! is busy for that round trip), and it sends one request at a time on a connection, without
+//! pipelining.
 //!
 //! [`PostgresStore::open`] connects but does not migrate; call [`PostgresStore::migrate`] (as
 //! `serve` and `migrate` should) to bring the schema up to date. Keep sessiond's tables in a
