@@ -5,7 +5,8 @@
 //! any number of processes write at once, so every guarantee of the trait has to hold between
 //! concurrent transactions. Every method is one transaction (an explicit one, or a single
 //! statement), so nothing is ever half-written, and every write transaction runs at READ
-//! COMMITTED, asked for explicitly. The reasoning below rests on one property of that level: an
+//! COMMITTED, asked for explicitly (by `BEGIN`, and for single statements by the connection's
+//! `default_transaction_isolation`). The reasoning below rests on one property of that level: an
 //! `UPDATE`, `DELETE` or `SELECT … FOR UPDATE` that finds its row locked by another transaction
 //! waits for it, and then evaluates its `WHERE` again against the version that transaction
 //! committed (PostgreSQL's "EvalPlanQual" re-check). A condition such as `spent_at IS NULL` on
@@ -15,15 +16,15 @@
 //!
 //! Why each operation is exact across instances:
 //!
-//! - **`rotate_refresh_token`** is one statement (three data-modifying CTEs) in a transaction.
-//!   It first updates the session row (only if unrevoked), which locks it: two rotations of a
-//!   session queue there. It then updates the token row only if `spent_at IS NULL`; a rotation
-//!   that waited re-checks that against the winner's commit and matches nothing. The successor
-//!   is inserted only if the token was spent. The statement returns how many rows each step
-//!   changed, and the transaction commits only when all three changed one row; a rotation that
-//!   lost after its session update rolls back, so `Lost` writes nothing. Two instances rotating
-//!   one token get exactly one `Rotated`. A token that does not belong to `session_id` is `Lost`
-//!   too.
+//! - **`rotate_refresh_token`** is one statement (a chain of data-modifying CTEs) sent on its
+//!   own, so it is its own transaction and costs one round trip. It first locks the session row
+//!   (`FOR UPDATE`, only if unrevoked): two rotations of a session queue there. It then spends
+//!   the token only if `spent_at IS NULL`; a rotation that waited re-checks that against the
+//!   winner's commit and matches nothing. Moving the session, inserting the successor, and
+//!   writing the `session.refreshed` event and any audit row are each gated on the previous
+//!   step's `RETURNING` rows, so a rotation that lost writes nothing at all and there is never
+//!   anything to roll back. Two instances rotating one token get exactly one `Rotated`. A token
+//!   that does not belong to `session_id` is `Lost` too.
 //! - **`create_session`** takes a transaction-scoped advisory lock keyed by a hash of the user id
 //!   before it counts, so creations for one user (from any instance) run one at a time, and each
 //!   sees every session the previous ones committed. It also locks the user's active sessions
@@ -62,6 +63,17 @@
 //! timeout bounds waiting for a connection, PostgreSQL's `statement_timeout` bounds a statement
 //! (row-lock waits included), and an operation timeout measured in this process bounds the rest,
 //! such as a server that stops answering altogether. Each ends as `Unavailable`.
+//!
+//! Round trips are what a request pays on a database across the network, so the refresh path
+//! keeps them to two: `find_refresh_token` (one `SELECT` joining the token, its session and its
+//! successor) and the rotation (one statement, above). Nothing else is sent on the caller's
+//! behalf: the timeouts and the isolation level are startup options of each connection rather
+//! than `SET`s, a pooled connection is pinged before use only when it sat idle for a second,
+//! and sqlx keeps each statement prepared per connection (only its first use on a connection
+//! pays a round trip to prepare it). Two costs remain that sqlx 0.8 does not let us remove: it
+//! pings every connection as it returns to the pool (off the caller's path, but the connection
+//! is busy for that round trip), and it sends one request at a time on a connection, without
+//! pipelining.
 //!
 //! [`PostgresStore::open`] connects but does not migrate; call [`PostgresStore::migrate`] (as
 //! `serve` and `migrate` should) to bring the schema up to date. Keep sessiond's tables in a

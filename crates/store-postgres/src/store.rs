@@ -24,7 +24,7 @@ use sessiond_core::store::{
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -33,6 +33,9 @@ use crate::error::{NoAnswer, store_error};
 use crate::feed::{PostgresRevocationFeed, REVOCATION_CHANNEL};
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
+
+/// A query with its parameters bound so far.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 /// Settings of the PostgreSQL store.
 ///
@@ -238,47 +241,90 @@ const AUDIT_EVENTS: &str = "
     ORDER BY chain_seq
     LIMIT $6";
 
-/// A rotation as one statement inside an explicit transaction; see the crate documentation.
+/// A rotation as one statement, sent alone so that it is its own (implicit) transaction: one
+/// round trip, committed whole or not at all. See the crate documentation.
 ///
-/// `touched` moves the session forward only if it is unrevoked. Its row lock is taken first,
-/// so two rotations of one session queue here, and the second re-reads the row once the first
-/// commits (a revocation that committed meanwhile makes it match nothing). The `EXISTS` on the
-/// token is a shortcut read from the statement's snapshot: it spares the lock when the token is
-/// visibly spent, and decides nothing on its own. `spent` is the compare-and-swap: it locks the
-/// token row, and READ COMMITTED re-checks `spent_at IS NULL` against the newest committed
-/// version after any wait, so only one transaction ever spends a token. The successor is
-/// inserted only if `spent` changed a row, and its `session.refreshed` event only with it. The
-/// four counts come back to the caller, which commits only `(1, 1, 1, 1)` and rolls anything
-/// else back, so a lost race writes nothing.
+/// Every sub-statement of a `WITH` chain runs to completion, and all of them share one snapshot,
+/// so each step is gated on the `RETURNING` rows of the step before it, and a rotation that
+/// loses leaves nothing behind to roll back:
+///
+/// - `locked` locks the session row if it is unrevoked (`FOR UPDATE`), so two rotations of one
+///   session queue here, and the second re-reads the row once the first commits (a revocation
+///   that committed meanwhile makes it match nothing). The `EXISTS` on the token is a shortcut
+///   read from the statement's snapshot: it spares the lock when the token is visibly spent, and
+///   decides nothing on its own. Taking the session's lock before the token's keeps the crate's
+///   lock order.
+/// - `spent` is the compare-and-swap, and scans for the token only once `locked` holds the
+///   session. It locks the token row, and READ COMMITTED re-checks `spent_at IS NULL` against
+///   the newest committed version (not the statement's older snapshot) after any wait, so only
+///   one transaction ever spends a token.
+/// - `touched` moves the session forward, `successor` stores the successor token, `refreshed`
+///   writes `session.refreshed` (then any events the audit rows publish, `$15`…`$19`) and
+///   `audited` the audit rows (`$8`…`$14`, empty arrays when the rotation is not audited), each
+///   only if `spent` changed the row. `touched` cannot miss the session, whose lock this
+///   statement holds.
+///
+/// A lost race thus writes nothing: no session move, no successor, no event, no audit row. The
+/// event and audit rows take their `tx` from their columns' default, `pg_current_xact_id()`, as
+/// in every other transaction. The statement answers how many rows each step changed.
 const ROTATE: &str = "
-    WITH touched AS (
-        UPDATE sessions
-        SET last_active_at = $1, idle_expires_at = $2,
-            access_expires_at = GREATEST(access_expires_at, $3)
+    WITH locked AS MATERIALIZED (
+        SELECT id FROM sessions
         WHERE id = $4 AND revoked_at IS NULL
           AND EXISTS (SELECT 1 FROM refresh_tokens
                       WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL)
-        RETURNING id, user_id
+        FOR UPDATE
     ), spent AS (
         UPDATE refresh_tokens
         SET spent_at = $1, successor_hash = $6, sealed_successor = $7
         WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL
-          AND EXISTS (SELECT 1 FROM touched)
-        RETURNING hash
+          AND EXISTS (SELECT 1 FROM locked)
+        RETURNING session_id
+    ), touched AS (
+        UPDATE sessions
+        SET last_active_at = $1, idle_expires_at = $2,
+            access_expires_at = GREATEST(sessions.access_expires_at, $3)
+        FROM spent
+        WHERE sessions.id = spent.session_id
+        RETURNING sessions.id, sessions.user_id
     ), successor AS (
         INSERT INTO refresh_tokens (hash, session_id, issued_at)
-        SELECT $6, $4, $1 FROM spent
+        SELECT $6, touched.id, $1 FROM touched
         RETURNING hash
     ), refreshed AS (
         INSERT INTO events (type, user_id, session_id, at, data)
-        SELECT 'session.refreshed', touched.user_id, touched.id, $1, '{}'
-        FROM touched, successor
+        SELECT event.type, event.user_id, event.session_id, event.at, event.data
+        FROM (
+            SELECT 0::BIGINT, 'session.refreshed'::TEXT, touched.user_id, touched.id,
+                   $1::BIGINT, '{}'::TEXT
+            FROM touched
+            UNION ALL
+            SELECT published.position, published.type, published.user_id,
+                   published.session_id, published.at, published.data
+            FROM touched,
+                 UNNEST($15::TEXT[], $16::TEXT[], $17::UUID[], $18::BIGINT[], $19::TEXT[])
+                 WITH ORDINALITY AS published (type, user_id, session_id, at, data, position)
+        ) AS event (position, type, user_id, session_id, at, data)
+        ORDER BY event.position
         RETURNING id
+    ), audited AS (
+        INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
+        SELECT audit.type, audit.severity, audit.user_id, audit.session_id, audit.ip,
+               audit.at, audit.details
+        FROM touched,
+             UNNEST($8::TEXT[], $9::TEXT[], $10::TEXT[], $11::UUID[], $12::TEXT[],
+                    $13::BIGINT[], $14::TEXT[])
+             WITH ORDINALITY AS audit (type, severity, user_id, session_id, ip, at, details,
+                                       position)
+        ORDER BY audit.position
+        RETURNING seq
     )
-    SELECT (SELECT count(*) FROM touched),
+    SELECT (SELECT count(*) FROM locked),
            (SELECT count(*) FROM spent),
+           (SELECT count(*) FROM touched),
            (SELECT count(*) FROM successor),
-           (SELECT count(*) FROM refreshed)";
+           (SELECT count(*) FROM refreshed),
+           (SELECT count(*) FROM audited)";
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
@@ -296,8 +342,16 @@ impl PostgresStore {
         if options.get_application_name().is_none() {
             options = options.application_name("sessiond");
         }
-        // Appended after whatever `options` the URL carries, so these settings win.
+        // Appended after whatever `options` the URL carries, so these settings win. The
+        // isolation level is READ COMMITTED (see the crate documentation) for the implicit
+        // transaction of a single statement as much as for an explicit `BEGIN`, whatever the
+        // database's default; startup options cost no round trip, unlike a `SET`. (A space in
+        // a value is escaped with a backslash in startup options.)
         let options = options.options([
+            (
+                "default_transaction_isolation",
+                String::from("read\\ committed"),
+            ),
             (
                 "statement_timeout",
                 format!("{}ms", settings.statement_timeout.as_millis()),
@@ -478,50 +532,53 @@ impl PostgresStore {
         Ok(evicted)
     }
 
+    /// One round trip: [`ROTATE`] sent on its own, outside any explicit transaction.
     async fn rotate_now(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(ROTATE)
+        let audit = AuditColumns::of(rotation.audit.as_slice());
+        let published: Vec<NewEvent> = rotation
+            .audit
+            .iter()
+            .flat_map(event::events_of_audit)
+            .collect();
+        let published = EventColumns::of(&published)?;
+        let sealed_successor = self.cipher.seal_bytes(
+            SEALED_SUCCESSOR,
+            &rotation.presented.0,
+            &rotation.sealed_successor,
+        );
+        let query = sqlx::query(ROTATE)
             .bind(rotation.now.unix_millis())
             .bind(rotation.idle_expires_at.unix_millis())
             .bind(rotation.access_expires_at.unix_millis())
             .bind(rotation.session_id.as_uuid())
             .bind(&rotation.presented.0[..])
             .bind(&rotation.successor.0[..])
-            .bind(
-                &self.cipher.seal_bytes(
-                    SEALED_SUCCESSOR,
-                    &rotation.presented.0,
-                    &rotation.sealed_successor,
-                )[..],
-            )
-            .fetch_one(&mut *tx)
+            .bind(&sealed_successor[..]);
+        let row = published
+            .bind_to(audit.bind_to(query))
+            .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
-        let counts: (i64, i64, i64, i64) = (
-            row.try_get(0).map_err(store_error)?,
-            row.try_get(1).map_err(store_error)?,
-            row.try_get(2).map_err(store_error)?,
-            row.try_get(3).map_err(store_error)?,
-        );
+        let mut counts = [0_i64; 6];
+        for (index, count) in counts.iter_mut().enumerate() {
+            *count = row.try_get(index).map_err(store_error)?;
+        }
+        let audited = i64::try_from(audit.len()).unwrap_or(i64::MAX);
+        let announced = 1 + i64::try_from(published.len()).unwrap_or(i64::MAX);
         match counts {
-            (1, 1, 1, 1) => {
-                if let Some(audit) = &rotation.audit {
-                    insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
-                }
-                tx.commit().await.map_err(store_error)?;
+            [1, 1, 1, 1, events, audits] if events == announced && audits == audited => {
                 Ok(RotationOutcome::Rotated)
             }
-            // Nothing matched, or the session moved but the token had been spent by a rotation
-            // that committed while this one waited: undo the session's move.
-            (0, 0, 0, 0) | (1, 0, 0, 0) => {
-                tx.rollback().await.map_err(store_error)?;
-                Ok(RotationOutcome::Lost)
-            }
-            (touched, spent, inserted, announced) => {
-                tx.rollback().await.map_err(store_error)?;
+            // Nothing matched, or the session was locked but the token had been spent by a
+            // rotation that committed while this one waited: nothing was written.
+            [0, 0, 0, 0, 0, 0] | [1, 0, 0, 0, 0, 0] => Ok(RotationOutcome::Lost),
+            // The gating above leaves no other outcome; should one appear all the same (a
+            // trigger added by hand, say), say so rather than answer for a rotation half done.
+            [locked, spent, touched, inserted, events, audits] => {
                 Err(StoreError::Corrupt(format!(
-                    "a rotation changed {touched} sessions, spent {spent} tokens, stored \
-                     {inserted} successors and {announced} events"
+                    "a rotation committed having locked {locked} sessions, spent {spent} tokens, \
+                 moved {touched} sessions, stored {inserted} successors, {events} events and \
+                 {audits} audit events"
                 )))
             }
         }
@@ -711,6 +768,108 @@ async fn notify_revoked(
     Ok(())
 }
 
+/// Audit events as the parallel arrays [`INSERT_AUDIT`] and [`ROTATE`] unnest, in order.
+struct AuditColumns<'a> {
+    kinds: Vec<&'static str>,
+    severities: Vec<&'static str>,
+    users: Vec<Option<&'a str>>,
+    sessions: Vec<Option<Uuid>>,
+    ips: Vec<Option<&'a str>>,
+    ats: Vec<i64>,
+    details: Vec<String>,
+}
+
+impl<'a> AuditColumns<'a> {
+    fn of(events: &'a [NewAuditEvent]) -> Self {
+        let mut columns = Self {
+            kinds: Vec::with_capacity(events.len()),
+            severities: Vec::with_capacity(events.len()),
+            users: Vec::with_capacity(events.len()),
+            sessions: Vec::with_capacity(events.len()),
+            ips: Vec::with_capacity(events.len()),
+            ats: Vec::with_capacity(events.len()),
+            details: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            columns.kinds.push(event.kind);
+            columns.severities.push(event.severity.as_str());
+            columns
+                .users
+                .push(event.user_id.as_ref().map(UserId::as_str));
+            columns
+                .sessions
+                .push(event.session_id.map(|id| *id.as_uuid()));
+            columns.ips.push(event.ip.as_deref());
+            columns.ats.push(event.at.unix_millis());
+            columns
+                .details
+                .push(audit::canonical_details(&event.details));
+        }
+        columns
+    }
+
+    fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// Binds the seven arrays as the query's next parameters.
+    fn bind_to<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.kinds)
+            .bind(&self.severities)
+            .bind(&self.users)
+            .bind(&self.sessions)
+            .bind(&self.ips)
+            .bind(&self.ats)
+            .bind(&self.details)
+    }
+}
+
+/// Events as the parallel arrays [`INSERT_EVENTS`] and [`ROTATE`] unnest, in order.
+struct EventColumns<'a> {
+    kinds: Vec<&'static str>,
+    users: Vec<&'a str>,
+    sessions: Vec<Option<Uuid>>,
+    ats: Vec<i64>,
+    data: Vec<String>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+        let mut columns = Self {
+            kinds: Vec::with_capacity(events.len()),
+            users: Vec::with_capacity(events.len()),
+            sessions: Vec::with_capacity(events.len()),
+            ats: Vec::with_capacity(events.len()),
+            data: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            columns.kinds.push(event.kind);
+            columns.users.push(event.user_id.as_str());
+            columns
+                .sessions
+                .push(event.session_id.map(|id| *id.as_uuid()));
+            columns.ats.push(event.at.unix_millis());
+            columns.data.push(rows::json_text(&event.data)?);
+        }
+        Ok(columns)
+    }
+
+    fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// Binds the five arrays as the query's next parameters.
+    fn bind_to<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.kinds)
+            .bind(&self.users)
+            .bind(&self.sessions)
+            .bind(&self.ats)
+            .bind(&self.data)
+    }
+}
+
 async fn insert_audit(
     connection: &mut PgConnection,
     events: &[NewAuditEvent],
@@ -718,30 +877,9 @@ async fn insert_audit(
     if events.is_empty() {
         return Ok(());
     }
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut severities = Vec::with_capacity(events.len());
-    let mut users = Vec::with_capacity(events.len());
-    let mut sessions = Vec::with_capacity(events.len());
-    let mut ips = Vec::with_capacity(events.len());
-    let mut ats = Vec::with_capacity(events.len());
-    let mut details = Vec::with_capacity(events.len());
-    for event in events {
-        kinds.push(event.kind);
-        severities.push(event.severity.as_str());
-        users.push(event.user_id.as_ref().map(UserId::as_str));
-        sessions.push(event.session_id.map(|id| *id.as_uuid()));
-        ips.push(event.ip.as_deref());
-        ats.push(event.at.unix_millis());
-        details.push(audit::canonical_details(&event.details));
-    }
-    sqlx::query(INSERT_AUDIT)
-        .bind(&kinds)
-        .bind(&severities)
-        .bind(&users)
-        .bind(&sessions)
-        .bind(&ips)
-        .bind(&ats)
-        .bind(&details)
+    let columns = AuditColumns::of(events);
+    columns
+        .bind_to(sqlx::query(INSERT_AUDIT))
         .execute(&mut *connection)
         .await
         .map_err(store_error)?;
@@ -756,24 +894,9 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut users = Vec::with_capacity(events.len());
-    let mut sessions = Vec::with_capacity(events.len());
-    let mut ats = Vec::with_capacity(events.len());
-    let mut data = Vec::with_capacity(events.len());
-    for event in events {
-        kinds.push(event.kind);
-        users.push(event.user_id.as_str());
-        sessions.push(event.session_id.map(|id| *id.as_uuid()));
-        ats.push(event.at.unix_millis());
-        data.push(rows::json_text(&event.data)?);
-    }
-    sqlx::query(INSERT_EVENTS)
-        .bind(&kinds)
-        .bind(&users)
-        .bind(&sessions)
-        .bind(&ats)
-        .bind(&data)
+    let columns = EventColumns::of(events)?;
+    columns
+        .bind_to(sqlx::query(INSERT_EVENTS))
         .execute(connection)
         .await
         .map_err(store_error)?;

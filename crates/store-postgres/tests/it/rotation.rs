@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use sessiond_core::event;
 use sessiond_core::refresh::RefreshToken;
-use sessiond_core::store::{RotationOutcome, Store};
+use sessiond_core::store::{Rotation, RotationOutcome, Store};
 use tokio::sync::Barrier;
+
+use sessiond_core::SessionId;
 
 use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, rotation_of, session_for};
 
@@ -186,7 +189,10 @@ async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_successor(
             let store = instances[contender % 2].clone();
             let barrier = Arc::clone(&barrier);
             let now = T0.plus(ms(1 + contender as u64));
-            let rotation = rotation_of(token.hash(), session.id, now);
+            let rotation = Rotation {
+                audit: Some(event_for("session.refreshed", &session, now)),
+                ..rotation_of(token.hash(), session.id, now)
+            };
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
                 let outcome = store.rotate_refresh_token(&rotation).await;
@@ -211,6 +217,14 @@ async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_successor(
             2,
             "the presented token and the winner's successor, nothing else (round {round})"
         );
+        assert_eq!(
+            (
+                refreshed_events_of(&db, session.id).await,
+                refreshed_audit_rows_of(&db, session.id).await
+            ),
+            (1, 1),
+            "only the winner wrote its event and audit row (round {round})"
+        );
         let winner = &winners[0];
         let (record, stored) = instances[1]
             .find_refresh_token(&token.hash())
@@ -230,4 +244,128 @@ async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_successor(
                 .is_some()
         );
     }
+}
+
+/// How many `session.refreshed` events session `id` has.
+async fn refreshed_events_of(db: &TestDb, id: SessionId) -> i64 {
+    db.count(
+        "SELECT count(*) FROM events WHERE type = 'session.refreshed' AND session_id = $1",
+        Some(id),
+    )
+    .await
+}
+
+/// How many `session.refreshed` audit rows name session `id`.
+async fn refreshed_audit_rows_of(db: &TestDb, id: SessionId) -> i64 {
+    db.count(
+        "SELECT count(*) FROM audit_events WHERE type = 'session.refreshed' AND session_id = $1",
+        Some(id),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_and_a_lost_one_neither()
+ {
+    let Some(db) = TestDb::create("rotation::a_rotation_writes_its_event_and_any_audit_row").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 5).await;
+    let created_audit_rows = db.audit_events_of(session.id).await;
+
+    // Audited: the audit row and the event share the rotation's transaction id, the one the
+    // event cursor and the audit sealer order by.
+    let now = T0.plus(ms(10));
+    let audited = Rotation {
+        audit: Some(event_for(event::SESSION_REFRESHED, &session, now)),
+        ..rotation_of(token.hash(), session.id, now)
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&audited).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert_eq!(refreshed_events_of(&db, session.id).await, 1);
+    assert_eq!(refreshed_audit_rows_of(&db, session.id).await, 1);
+    assert_eq!(
+        db.count(
+            "SELECT count(DISTINCT tx) FROM (
+                 SELECT tx FROM events WHERE type = 'session.refreshed' AND session_id = $1
+                 UNION ALL
+                 SELECT tx FROM audit_events
+                 WHERE type = 'session.refreshed' AND session_id = $1) AS written",
+            Some(session.id),
+        )
+        .await,
+        1,
+        "the event and the audit row were written by one transaction"
+    );
+    // Lost, audited: nothing at all is written.
+    let replayed = Rotation {
+        audit: Some(event_for(
+            event::SESSION_REFRESHED,
+            &session,
+            now.plus(ms(1)),
+        )),
+        ..rotation_of(token.hash(), session.id, now.plus(ms(1)))
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&replayed).await.unwrap(),
+        RotationOutcome::Lost
+    );
+    assert_eq!(refreshed_events_of(&db, session.id).await, 1, "no event");
+    assert_eq!(
+        db.audit_events_of(session.id).await,
+        created_audit_rows + 1,
+        "no audit row"
+    );
+    assert_eq!(db.tokens_of(session.id).await, 2, "no successor");
+    let stored = store.session(session.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_active_at, now, "the session did not move");
+
+    // Not audited: the event, and no audit row.
+    let unaudited = rotation_of(audited.successor, session.id, now.plus(ms(2)));
+    assert_eq!(
+        store.rotate_refresh_token(&unaudited).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert_eq!(refreshed_events_of(&db, session.id).await, 2);
+    assert_eq!(refreshed_audit_rows_of(&db, session.id).await, 1);
+
+    // An audit event that is published as an event of its own (any kind but
+    // `session.refreshed` is) follows `session.refreshed` in the events, in one transaction.
+    let with_published = Rotation {
+        audit: Some(event_for(event::ANOMALY, &session, now.plus(ms(3)))),
+        ..rotation_of(unaudited.successor, session.id, now.plus(ms(3)))
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&with_published).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let written: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT type, tx FROM events WHERE session_id = $1 AND at = $2 ORDER BY tx, id",
+    )
+    .bind(session.id.as_uuid())
+    .bind(now.plus(ms(3)).unix_millis())
+    .fetch_all(&db.raw)
+    .await
+    .unwrap();
+    assert_eq!(
+        written
+            .iter()
+            .map(|(kind, _)| kind.as_str())
+            .collect::<Vec<_>>(),
+        ["session.refreshed", "security.anomaly"]
+    );
+    assert_eq!(written[0].1, written[1].1, "one transaction");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE type = 'security.anomaly' AND session_id = $1",
+            Some(session.id),
+        )
+        .await,
+        1
+    );
 }
