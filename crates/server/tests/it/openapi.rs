@@ -178,6 +178,19 @@ fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
                     ));
                 }
             }
+            "minLength" | "maxLength" => {
+                if let (Some(text), Some(bound)) = (value.as_str(), argument.as_u64()) {
+                    let length = text.chars().count() as u64;
+                    let fine = if keyword == "minLength" {
+                        length >= bound
+                    } else {
+                        length <= bound
+                    };
+                    if !fine {
+                        return Err(format!("{at}: {text:?} has the wrong length ({keyword})"));
+                    }
+                }
+            }
             "minimum" | "maximum" => {
                 if let (Some(number), Some(bound)) = (value.as_f64(), argument.as_f64()) {
                     let fine = if keyword == "minimum" {
@@ -221,6 +234,7 @@ fn the_validator_refuses_what_its_keywords_forbid() {
             "n": {"type": "integer", "minimum": 1, "maximum": 3},
             "tags": {"type": "array", "items": {"type": "string"}},
             "fixed": {"const": "x"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 3},
         },
         "required": ["id"],
         "additionalProperties": false,
@@ -228,7 +242,7 @@ fn the_validator_refuses_what_its_keywords_forbid() {
     let thing = json!({"$ref": "#/components/schemas/Thing"});
     let check = |value: Value| validate(&spec, &thing, &value, "$");
     let good = json!({"id": "67e55044-10b1-426f-9247-bb680e5fe0c8", "at": "2026-01-02T03:04:05.678Z",
-        "kind": "a", "n": 2, "tags": ["t"], "fixed": "x"});
+        "kind": "a", "n": 2, "tags": ["t"], "fixed": "x", "name": "é"});
     assert_eq!(check(good.clone()), Ok(()));
     assert_eq!(
         check(json!({"id": "67e55044-10b1-426f-9247-bb680e5fe0c8", "at": null})),
@@ -244,6 +258,8 @@ fn the_validator_refuses_what_its_keywords_forbid() {
         ("n", json!(1.5)),
         ("tags", json!([1])),
         ("fixed", json!("y")),
+        ("name", json!("")),
+        ("name", json!("long")),
         ("extra", json!(1)),
     ] {
         let mut value = good.clone();
@@ -1035,6 +1051,34 @@ async fn documented_answers_match_what_the_server_answers() {
     .await;
     c.expect("delete", t, 200, http(M::DELETE, p).bearer_auth(ADMIN_KEY))
         .await;
+
+    // Every admin route naming a user refuses a user id that is not one.
+    let user_routes: Vec<(String, String)> = c.spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/users/{user_id}"))
+        .flat_map(|(path, item)| {
+            let path = path.clone();
+            item.as_object()
+                .expect("item")
+                .keys()
+                .map(move |method| (path.clone(), method.clone()))
+        })
+        .collect();
+    assert_eq!(user_routes.len(), 5, "{user_routes:?}");
+    for (template, method) in user_routes {
+        let path = sample_path(&template).replace("/alice/", "/%01bad/");
+        let body = c
+            .expect(
+                &method,
+                &template,
+                400,
+                http(method.to_uppercase().parse().expect("method"), &path).bearer_auth(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(body["error"], "invalid_request");
+    }
 
     // Admin reads.
     app.advance(Duration::from_secs(5));
