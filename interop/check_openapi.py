@@ -21,7 +21,9 @@ import time
 import urllib.request
 
 ADMIN_KEY = "openapi-admin-key-0123456789-abcdefghijklmnop"
-DOCUMENT = os.path.join(os.path.dirname(__file__), "..", "crates", "server", "openapi.json")
+DOCUMENT = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "crates", "server", "openapi.json")
+)
 # Checks of the server's answers only: whether the fuzzer's guesses about what the server
 # accepts hold is not something the document promises (a well-formed but unknown refresh
 # token is refused, as it should be).
@@ -83,7 +85,7 @@ def start(binary, workdir):
     raise RuntimeError("sessiond did not start")
 
 
-def fuzz(base, bearer, filters, label):
+def fuzz(base, bearer, filters, label, workdir):
     schemathesis = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     command = [
         schemathesis,
@@ -107,7 +109,8 @@ def fuzz(base, bearer, filters, label):
         *filters,
     ]
     print(f"== schemathesis, {label}", flush=True)
-    finished = subprocess.run(command, check=False)
+    # Its working directory takes the fuzzer's own files (.schemathesis/), not the checkout.
+    finished = subprocess.run(command, check=False, cwd=workdir)
     return finished.returncode == 0
 
 
@@ -138,7 +141,7 @@ def main():
                 ),
             ]
             for bearer, filters, label in runs:
-                if fuzz(base, bearer, filters, label):
+                if fuzz(base, bearer, filters, label, workdir):
                     passed += 1
                 else:
                     failed += 1
