@@ -25,7 +25,7 @@ pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
-pub(crate) const ROUTES: [&str; 32] = [
+pub(crate) const ROUTES: [&str; 33] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/sessions/current",
@@ -57,6 +57,7 @@ pub(crate) const ROUTES: [&str; 32] = [
     "/oauth/introspect",
     "/oauth/revoke",
     "/.well-known/oauth-authorization-server",
+    "/openapi.json",
     "unmatched",
 ];
 const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;

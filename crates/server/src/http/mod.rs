@@ -12,6 +12,7 @@ mod keys;
 mod limits;
 mod oauth;
 mod observability;
+mod openapi;
 mod sessions;
 mod ui;
 
@@ -83,6 +84,7 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/stats/history", get(observability::history))
         .route("/v1/keys", get(keys::list))
+        .route("/openapi.json", get(openapi::document))
         .merge(ui::routes(state.clone()));
     if with_metrics {
         routes = routes.route("/metrics", get(observability::metrics));

@@ -15,6 +15,7 @@ mod keys;
 mod lifetimes;
 mod oauth;
 mod observability;
+mod openapi;
 mod policy;
 mod process;
 mod revocation;
