@@ -126,7 +126,8 @@ fn random<const N: usize>() -> Zeroizing<[u8; N]> {
 
 /// AES-256-GCM of `plaintext` under `cipher` with a fresh nonce: `nonce || ciphertext`.
 fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-    let nonce = random::<NONCE_LEN>();
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::random::fill(&mut nonce);
     #[allow(clippy::expect_used)]
     let ciphertext = cipher
         .encrypt(

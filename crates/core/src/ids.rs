@@ -16,7 +16,7 @@ pub struct SessionId(Uuid);
 impl SessionId {
     /// A fresh random session id.
     pub fn generate() -> Self {
-        Self(Uuid::new_v4())
+        Self(crate::random::uuid_v4())
     }
 
     /// Wraps an existing UUID (from storage).
@@ -114,7 +114,7 @@ string_id!(
 impl DeviceId {
     /// A fresh random device id, for clients that did not send one.
     pub fn generate() -> Self {
-        Self(Uuid::new_v4().simple().to_string())
+        Self(crate::random::uuid_v4().simple().to_string())
     }
 }
 

@@ -14,6 +14,7 @@ pub mod event;
 pub mod ids;
 pub mod permission;
 pub mod policy;
+pub mod random;
 pub mod refresh;
 pub mod revocation;
 pub mod service;

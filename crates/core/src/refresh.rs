@@ -39,14 +39,10 @@ impl std::fmt::Debug for RefreshToken {
 }
 
 impl RefreshToken {
-    /// Mints a new token from the OS CSPRNG.
-    ///
-    /// # Panics
-    /// When the operating system cannot provide randomness, which leaves nothing safe to do.
+    /// Mints a new token from the thread's CSPRNG (see [`crate::random`]).
     pub fn generate() -> Self {
         let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-        #[allow(clippy::expect_used)]
-        getrandom::fill(secret.as_mut()).expect("the OS CSPRNG is unavailable");
+        crate::random::fill(secret.as_mut());
         let mut text = String::with_capacity(TOKEN_LEN);
         text.push_str(PREFIX);
         URL_SAFE_NO_PAD.encode_string(secret.as_ref(), &mut text);
@@ -98,8 +94,7 @@ impl RefreshToken {
         let key = self.sealing_key();
         let cipher = Aes256Gcm::new(key.as_ref().into());
         let mut nonce = [0u8; NONCE_LEN];
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut nonce).expect("the OS CSPRNG is unavailable");
+        crate::random::fill(&mut nonce);
         let plaintext = Zeroizing::new(serde_json::to_vec(pair).unwrap_or_default());
         let aad = self.hash();
         #[allow(clippy::expect_used)]

@@ -4,7 +4,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::keys::Keyring;
 use crate::session::Session;
@@ -94,7 +93,7 @@ impl AccessTokenIssuer {
             aud: &self.audience,
             exp: expires_at.unix_seconds(),
             iat: now.unix_seconds(),
-            jti: Uuid::new_v4().to_string(),
+            jti: crate::random::uuid_v4().to_string(),
             sid: session.id.to_string(),
             client_id: &self.client_id,
             tenant_id: session.tenant_id.as_ref().map(|tenant| tenant.as_str()),
