@@ -3,7 +3,7 @@
 
 use crate::{SqliteSettings, SqliteStore};
 use sessiond_core::refresh::RefreshToken;
-use sessiond_core::store::Store;
+use sessiond_core::store::{KeyStore, SessionStore};
 use sessiond_core::store::{Rotation, RotationOutcome, audit_for};
 use sessiond_core::{Session, SessionId, Timestamp};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use sessiond_core::audit::{AuditQuery, ChainVerifier};
-use sessiond_core::store::Store;
+use sessiond_core::store::{AuditStore, Store};
 
 use crate::helpers::{T0, TestDb, event_for, session_for};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sessiond_core::store::{Store, StoreError};
+use sessiond_core::store::{SessionStore, StoreError};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sqlx::Connection;
 

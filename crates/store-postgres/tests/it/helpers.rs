@@ -11,7 +11,7 @@ use serde_json::Map;
 use sessiond_core::audit::{NewAuditEvent, Severity};
 use sessiond_core::refresh::{RefreshToken, RefreshTokenHash};
 use sessiond_core::session::{Device, DeviceType};
-use sessiond_core::store::{Revocation, Rotation, Store};
+use sessiond_core::store::{Revocation, Rotation, SessionStore};
 use sessiond_core::{DeviceId, RevokeReason, Session, SessionId, Timestamp, UserId};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sessiond_core::store::Store;
+use sessiond_core::store::SessionStore;
 use tokio::sync::Barrier;
 
 use crate::helpers::{T0, TestDb, create, ms, rotation_of, session_for};

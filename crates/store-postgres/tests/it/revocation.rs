@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::store::{Revocation, Store};
+use sessiond_core::store::{Revocation, SessionStore};
 use sessiond_core::{RevokeReason, SessionId};
 use tokio::sync::Barrier;
 

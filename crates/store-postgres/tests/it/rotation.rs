@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sessiond_core::refresh::RefreshToken;
-use sessiond_core::store::{RotationOutcome, Store};
+use sessiond_core::store::{RotationOutcome, SessionStore};
 use tokio::sync::Barrier;
 
 use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, rotation_of, session_for};

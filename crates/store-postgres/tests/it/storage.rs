@@ -1,7 +1,7 @@
 //! Purging, signing keys, audit events and the exact round trip of stored values.
 
 use sessiond_core::audit::{NewAuditEvent, Severity};
-use sessiond_core::store::{Store, StoreError};
+use sessiond_core::store::{AuditStore, KeyStore, SessionStore, Store, StoreError};
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 
 use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, session_for};
