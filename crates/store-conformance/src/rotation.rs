@@ -6,11 +6,11 @@ use sessiond_core::refresh::RefreshToken;
 use sessiond_core::store::{RotationOutcome, SessionStore};
 use tokio::sync::Barrier;
 
-use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, rotation_of, session_for};
+use crate::Backend;
+use crate::fixtures::{T0, by_admin, create, event_for, ms, rotation_of, session_for};
 
-#[tokio::test]
-async fn a_created_session_is_found_by_its_token_and_each_token_rotates_once() {
-    let Some(db) = TestDb::create("rotation::a_created_session_is_found_by_its_token").await else {
+pub async fn a_created_session_is_found_by_its_token_and_each_token_rotates_once<B: Backend>() {
+    let Some(db) = B::create("rotation::a_created_session_is_found_by_its_token").await else {
         return;
     };
     let store = db.store().await;
@@ -110,9 +110,8 @@ async fn a_created_session_is_found_by_its_token_and_each_token_rotates_once() {
     assert_eq!(db.tokens_of(session.id).await, 3);
 }
 
-#[tokio::test]
-async fn a_rotation_of_a_revoked_session_writes_nothing() {
-    let Some(db) = TestDb::create("rotation::a_rotation_of_a_revoked_session_writes_nothing").await
+pub async fn a_rotation_of_a_revoked_session_writes_nothing<B: Backend>() {
+    let Some(db) = B::create("rotation::a_rotation_of_a_revoked_session_writes_nothing").await
     else {
         return;
     };
@@ -146,9 +145,8 @@ async fn a_rotation_of_a_revoked_session_writes_nothing() {
     assert_eq!(db.tokens_of(session.id).await, 1, "no successor was stored");
 }
 
-#[tokio::test]
-async fn a_rotation_naming_another_session_than_the_tokens_is_lost() {
-    let Some(db) = TestDb::create("rotation::a_rotation_naming_another_session").await else {
+pub async fn a_rotation_naming_another_session_than_the_tokens_is_lost<B: Backend>() {
+    let Some(db) = B::create("rotation::a_rotation_naming_another_session").await else {
         return;
     };
     let store = db.store().await;
@@ -162,15 +160,55 @@ async fn a_rotation_naming_another_session_than_the_tokens_is_lost() {
         store.rotate_refresh_token(&rotation).await.unwrap(),
         RotationOutcome::Lost
     );
+    let (record, _) = store
+        .find_refresh_token(&alice_token.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.spent_at.is_none(),
+        "the presented token is not spent"
+    );
     assert_eq!(db.tokens_of(alice.id).await, 1);
     assert_eq!(db.tokens_of(bob.id).await, 1);
     let stored = store.session(bob.id).await.unwrap().unwrap();
     assert_eq!(stored.last_active_at, T0, "bob's session did not move");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_successor() {
-    let Some(db) = TestDb::create("rotation::thirty_two_concurrent_rotations").await else {
+pub async fn two_rotations_of_one_token_at_once_on_one_store_yield_one_successor<B: Backend>() {
+    let Some(db) = B::create("rotation::two_rotations_of_one_token_at_once_on_one_store").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 5).await;
+    let now = T0.plus(ms(10));
+    let (one, other) = (
+        rotation_of(token.hash(), session.id, now),
+        rotation_of(token.hash(), session.id, now),
+    );
+    // Submitted together, so that a store batching its writes (SQLite's group commit) puts
+    // both in one transaction.
+    let (first, second) = tokio::join!(
+        store.rotate_refresh_token(&one),
+        store.rotate_refresh_token(&other),
+    );
+    let mut outcomes = [first.expect("first"), second.expect("second")];
+    outcomes.sort_by_key(|outcome| *outcome == RotationOutcome::Lost);
+    assert_eq!(outcomes, [RotationOutcome::Rotated, RotationOutcome::Lost]);
+    let (record, stored) = store
+        .find_refresh_token(&token.hash())
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert!(record.spent_at.is_some());
+    assert_eq!(stored.last_active_at, now);
+    assert_eq!(db.tokens_of(session.id).await, 2, "one successor");
+}
+
+pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_successor<B: Backend>() {
+    let Some(db) = B::create("rotation::thirty_two_concurrent_rotations").await else {
         return;
     };
     let instances = [db.store().await, db.store().await];
