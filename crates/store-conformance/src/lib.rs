@@ -20,6 +20,7 @@ use sessiond_core::SessionId;
 use sessiond_core::store::Store;
 
 pub mod audit;
+pub mod events;
 pub mod fixtures;
 pub mod keys;
 pub mod limits;
@@ -104,6 +105,10 @@ macro_rules! conformance_suite {
             keys {
                 signing_keys_round_trip_in_creation_order,
                 only_one_first_signing_key_wins_among_instances_starting_together,
+                a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire,
+            }
+            events {
+                each_change_writes_its_event_in_order_and_filters_select_them,
             }
             audit {
                 instances_sealing_at_once_build_one_chain_that_verifies,
