@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 use crate::token::TokenError;
 
 /// Why a refresh token was refused. Every variant answers the same way on the wire except for

@@ -19,8 +19,9 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
-    RotationOutcome, Store, StoreError, StoreStats,
+    AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, RetireOutcome,
+    Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
+    StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -60,7 +61,7 @@ impl InstrumentedStore {
 }
 
 #[async_trait]
-impl Store for InstrumentedStore {
+impl SessionStore for InstrumentedStore {
     async fn create_session(
         &self,
         session: &Session,
@@ -88,51 +89,6 @@ impl Store for InstrumentedStore {
         self.metrics
             .record_revocations(RevokeReason::SessionLimit, evicted.len());
         Ok(evicted)
-    }
-
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.timed(StoreOperation::Devices, self.inner.devices(user))
-            .await
-    }
-
-    async fn set_device_trusted(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        trusted: bool,
-        audit: &NewAuditEvent,
-    ) -> Result<bool, StoreError> {
-        let changed = self
-            .timed(
-                StoreOperation::DeviceWrite,
-                self.inner.set_device_trusted(user, device, trusted, audit),
-            )
-            .await?;
-        self.events.poke();
-        Ok(changed)
-    }
-
-    async fn forget_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        revocation: Revocation,
-        audit: &NewAuditEvent,
-        revoke_audit: AuditFor<'_>,
-    ) -> Result<Option<Vec<Session>>, StoreError> {
-        let revoked = self
-            .timed(
-                StoreOperation::DeviceWrite,
-                self.inner
-                    .forget_device(user, device, revocation, audit, revoke_audit),
-            )
-            .await?;
-        if let Some(revoked) = &revoked {
-            self.events.poke();
-            self.metrics
-                .record_revocations(revocation.reason, revoked.len());
-        }
-        Ok(revoked)
     }
 
     async fn find_refresh_token(
@@ -242,27 +198,6 @@ impl Store for InstrumentedStore {
             .await
     }
 
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.timed(StoreOperation::SigningKeys, self.inner.signing_keys())
-            .await
-    }
-
-    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.timed(
-            StoreOperation::InsertSigningKey,
-            self.inner.insert_signing_key(key),
-        )
-        .await
-    }
-
-    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        self.timed(
-            StoreOperation::InsertSigningKey,
-            self.inner.insert_first_signing_key(key),
-        )
-        .await
-    }
-
     async fn announce_expired(
         &self,
         now: Timestamp,
@@ -281,31 +216,79 @@ impl Store for InstrumentedStore {
         Ok(announced)
     }
 
-    async fn events_after(
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        self.timed(StoreOperation::Stats, self.inner.stats(now))
+            .await
+    }
+}
+
+#[async_trait]
+impl DeviceStore for InstrumentedStore {
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.timed(StoreOperation::Devices, self.inner.devices(user))
+            .await
+    }
+
+    async fn set_device_trusted(
         &self,
-        after: EventCursor,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .timed(
+                StoreOperation::DeviceWrite,
+                self.inner.set_device_trusted(user, device, trusted, audit),
+            )
+            .await?;
+        self.events.poke();
+        Ok(changed)
+    }
+
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        let revoked = self
+            .timed(
+                StoreOperation::DeviceWrite,
+                self.inner
+                    .forget_device(user, device, revocation, audit, revoke_audit),
+            )
+            .await?;
+        if let Some(revoked) = &revoked {
+            self.events.poke();
+            self.metrics
+                .record_revocations(revocation.reason, revoked.len());
+        }
+        Ok(revoked)
+    }
+}
+
+#[async_trait]
+impl KeyStore for InstrumentedStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.timed(StoreOperation::SigningKeys, self.inner.signing_keys())
+            .await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         self.timed(
-            StoreOperation::EventsAfter,
-            self.inner.events_after(after, filter, limit),
+            StoreOperation::InsertSigningKey,
+            self.inner.insert_signing_key(key),
         )
         .await
     }
 
-    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
         self.timed(
-            StoreOperation::EventsAfter,
-            self.inner.latest_event_cursor(),
-        )
-        .await
-    }
-
-    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
-        self.timed(
-            StoreOperation::Purge,
-            self.inner.purge_events(before, batch),
+            StoreOperation::InsertSigningKey,
+            self.inner.insert_first_signing_key(key),
         )
         .await
     }
@@ -348,7 +331,42 @@ impl Store for InstrumentedStore {
         )
         .await
     }
+}
 
+#[async_trait]
+impl EventStore for InstrumentedStore {
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.timed(
+            StoreOperation::EventsAfter,
+            self.inner.events_after(after, filter, limit),
+        )
+        .await
+    }
+
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        self.timed(
+            StoreOperation::EventsAfter,
+            self.inner.latest_event_cursor(),
+        )
+        .await
+    }
+
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::Purge,
+            self.inner.purge_events(before, batch),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for InstrumentedStore {
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         self.timed(StoreOperation::AppendAudit, self.inner.append_audit(events))
             .await?;
@@ -397,7 +415,10 @@ impl Store for InstrumentedStore {
         )
         .await
     }
+}
 
+#[async_trait]
+impl EncryptionStore for InstrumentedStore {
     // Key bootstrap and rotation happen at start and from the command line: not timed.
     async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.master_key_check().await
@@ -429,14 +450,12 @@ impl Store for InstrumentedStore {
     fn install_cipher(&self, cipher: Arc<Cipher>) {
         self.inner.install_cipher(cipher);
     }
+}
 
+#[async_trait]
+impl Store for InstrumentedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed(StoreOperation::Ping, self.inner.ping()).await
-    }
-
-    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
-        self.timed(StoreOperation::Stats, self.inner.stats(now))
-            .await
     }
 
     // Forwarded untimed: the feed is long-lived, and a wrapper that kept the default `None`

@@ -19,8 +19,9 @@ use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
-    RotationOutcome, Store, StoreError, StoreStats,
+    AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, RetireOutcome,
+    Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
+    StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -1060,27 +1061,7 @@ fn revoked_ref_from_row(row: &PgRow) -> Result<RevokedSessionRef, StoreError> {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn create_session(
-        &self,
-        session: &Session,
-        first_token: &RefreshTokenHash,
-        max_active: u32,
-        audit: &NewAuditEvent,
-        eviction_audit: AuditFor<'_>,
-        new_device_audit: &NewAuditEvent,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.bounded(self.create_session_now(
-            session,
-            first_token,
-            max_active,
-            audit,
-            eviction_audit,
-            new_device_audit,
-        ))
-        .await
-    }
-
+impl DeviceStore for PostgresStore {
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
@@ -1177,6 +1158,29 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(store_error)?;
             Ok(Some(revoked))
         })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_token: &RefreshTokenHash,
+        max_active: u32,
+        audit: &NewAuditEvent,
+        eviction_audit: AuditFor<'_>,
+        new_device_audit: &NewAuditEvent,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.bounded(self.create_session_now(
+            session,
+            first_token,
+            max_active,
+            audit,
+            eviction_audit,
+            new_device_audit,
+        ))
         .await
     }
 
@@ -1325,6 +1329,69 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn announce_expired(
+        &self,
+        now: Timestamp,
+        batch: u32,
+        audit: AuditFor<'_>,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // `SKIP LOCKED` gives announcers on several instances disjoint batches; the row
+            // locks last until the commit, so no session is announced twice.
+            let rows = sqlx::query(concat!(
+                "UPDATE sessions AS s SET expiry_announced = TRUE
+                 WHERE s.id IN (SELECT id FROM sessions
+                                WHERE revoked_at IS NULL AND NOT expiry_announced
+                                  AND idle_expires_at <= $1
+                                LIMIT $2
+                                FOR UPDATE SKIP LOCKED)
+                   AND s.revoked_at IS NULL
+                 RETURNING ",
+                session_columns!()
+            ))
+            .bind(now.unix_millis())
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let expired = rows::sessions(&rows, &self.cipher)?;
+            let events: Vec<NewAuditEvent> = expired.iter().map(&**audit).collect();
+            insert_audit(&mut tx, &events).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(expired.len() as u64)
+        })
+        .await
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        self.bounded(async {
+            let row = sqlx::query(
+                "SELECT COUNT(*),
+                        COUNT(DISTINCT (user_id, device_id)),
+                        COALESCE(AVG(last_active_at - created_at), 0)::float8
+                 FROM sessions
+                 WHERE revoked_at IS NULL AND idle_expires_at > $1 AND expires_at > $1",
+            )
+            .bind(now.unix_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            let active_sessions: i64 = row.try_get(0).map_err(store_error)?;
+            let active_devices: i64 = row.try_get(1).map_err(store_error)?;
+            let average: f64 = row.try_get(2).map_err(store_error)?;
+            Ok(StoreStats {
+                active_sessions: u64::try_from(active_sessions).unwrap_or(0),
+                active_devices: u64::try_from(active_devices).unwrap_or(0),
+                average_session_duration_ms: average,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
@@ -1458,42 +1525,10 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
-    async fn announce_expired(
-        &self,
-        now: Timestamp,
-        batch: u32,
-        audit: AuditFor<'_>,
-    ) -> Result<u64, StoreError> {
-        self.bounded(async {
-            let mut tx = self.begin().await?;
-            // `SKIP LOCKED` gives announcers on several instances disjoint batches; the row
-            // locks last until the commit, so no session is announced twice.
-            let rows = sqlx::query(concat!(
-                "UPDATE sessions AS s SET expiry_announced = TRUE
-                 WHERE s.id IN (SELECT id FROM sessions
-                                WHERE revoked_at IS NULL AND NOT expiry_announced
-                                  AND idle_expires_at <= $1
-                                LIMIT $2
-                                FOR UPDATE SKIP LOCKED)
-                   AND s.revoked_at IS NULL
-                 RETURNING ",
-                session_columns!()
-            ))
-            .bind(now.unix_millis())
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            let expired = rows::sessions(&rows, &self.cipher)?;
-            let events: Vec<NewAuditEvent> = expired.iter().map(&**audit).collect();
-            insert_audit(&mut tx, &events).await?;
-            tx.commit().await.map_err(store_error)?;
-            Ok(expired.len() as u64)
-        })
-        .await
-    }
-
+#[async_trait]
+impl EventStore for PostgresStore {
     async fn events_after(
         &self,
         after: EventCursor,
@@ -1547,7 +1582,10 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AuditStore for PostgresStore {
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         self.bounded(async {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
@@ -1764,11 +1802,28 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
 
     fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
         Some(Box::new(self.revocation_listener()))
     }
+}
 
+#[async_trait]
+impl EncryptionStore for PostgresStore {
     async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.bounded(async {
             sqlx::query_scalar("SELECT check_value FROM master_key WHERE id = 1")
@@ -1878,41 +1933,5 @@ impl Store for PostgresStore {
 
     fn install_cipher(&self, cipher: std::sync::Arc<Cipher>) {
         self.cipher.install(cipher);
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(async {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
-        self.bounded(async {
-            let row = sqlx::query(
-                "SELECT COUNT(*),
-                        COUNT(DISTINCT (user_id, device_id)),
-                        COALESCE(AVG(last_active_at - created_at), 0)::float8
-                 FROM sessions
-                 WHERE revoked_at IS NULL AND idle_expires_at > $1 AND expires_at > $1",
-            )
-            .bind(now.unix_millis())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-            let active_sessions: i64 = row.try_get(0).map_err(store_error)?;
-            let active_devices: i64 = row.try_get(1).map_err(store_error)?;
-            let average: f64 = row.try_get(2).map_err(store_error)?;
-            Ok(StoreStats {
-                active_sessions: u64::try_from(active_sessions).unwrap_or(0),
-                active_devices: u64::try_from(active_devices).unwrap_or(0),
-                average_session_duration_ms: average,
-            })
-        })
-        .await
     }
 }

@@ -15,8 +15,6 @@ mod error;
 mod migrate;
 mod rows;
 mod store;
-#[cfg(test)]
-mod tests;
 
 pub use migrate::MIGRATIONS;
 pub use store::{SqliteSettings, SqliteStore, Synchronous};

@@ -93,7 +93,7 @@ mod tests {
     use std::time::Duration;
 
     use sessiond_core::Timestamp;
-    use sessiond_core::store::Store as _;
+    use sessiond_core::store::KeyStore as _;
     use sessiond_core::token::{SigningAlgorithm, StoredKey};
 
     use super::MIGRATIONS;

@@ -24,8 +24,9 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
-    AuditFn, AuditFor, RetireOutcome, Revocation, RevokedSessionRef, Rotation, RotationOutcome,
-    Store, StoreError, StoreStats,
+    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore,
+    RetireOutcome, Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
+    StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -546,7 +547,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl SessionStore for SqliteStore {
     async fn create_session(
         &self,
         session: &Session,
@@ -630,93 +631,6 @@ impl Store for SqliteStore {
                     tx.append_audit(&new_device_audit)?;
                 }
                 Ok(evicted)
-            })
-            .await
-    }
-
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let cipher = Arc::clone(&self.cipher);
-        let user = user.clone();
-        self.engine
-            .read(move |connection| {
-                query_all(
-                    connection,
-                    "SELECT d.user_id, d.device_id, d.name, d.device_type, d.browser, d.os,
-                            d.trusted, d.user_agent, d.last_ip, d.first_seen_at,
-                            MAX(d.last_seen_at, COALESCE((SELECT MAX(s.last_active_at)
-                                FROM sessions s
-                                WHERE s.user_id = d.user_id AND s.device_id = d.device_id), 0))
-                                AS seen
-                     FROM devices d WHERE d.user_id = ?1
-                     ORDER BY seen DESC, d.device_id",
-                    [user.as_str()],
-                    |row| rows::device(row, &cipher),
-                )
-            })
-            .await
-    }
-
-    async fn set_device_trusted(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        trusted: bool,
-        audit: &NewAuditEvent,
-    ) -> Result<bool, StoreError> {
-        let (user, device, audit) = (user.clone(), device.clone(), audit.clone());
-        self.engine
-            .write(move |tx| {
-                let changed = execute(
-                    tx.connection(),
-                    "UPDATE devices SET trusted = ?1 WHERE user_id = ?2 AND device_id = ?3",
-                    params![i64::from(trusted), user.as_str(), device.as_str()],
-                )?;
-                if changed == 0 {
-                    return Ok(false);
-                }
-                tx.append_audit(&audit)?;
-                Ok(true)
-            })
-            .await
-    }
-
-    async fn forget_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        revocation: Revocation,
-        audit: &NewAuditEvent,
-        revoke_audit: AuditFor<'_>,
-    ) -> Result<Option<Vec<Session>>, StoreError> {
-        let cipher = Arc::clone(&self.cipher);
-        let (user, device, audit) = (user.clone(), device.clone(), audit.clone());
-        let revoke_audit = Arc::clone(revoke_audit);
-        self.engine
-            .write(move |tx| {
-                let connection = tx.connection();
-                let deleted = execute(
-                    connection,
-                    "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
-                    params![user.as_str(), device.as_str()],
-                )?;
-                if deleted == 0 {
-                    return Ok(None);
-                }
-                let active = query_all(
-                    connection,
-                    concat!(
-                        "SELECT ",
-                        session_columns!(),
-                        " FROM sessions s
-                         WHERE s.user_id = ?1 AND s.device_id = ?2 AND s.revoked_at IS NULL
-                           AND s.idle_expires_at > ?3 AND s.expires_at > ?3"
-                    ),
-                    params![user.as_str(), device.as_str(), revocation.at.unix_millis()],
-                    |row| rows::session(row, 0, &cipher),
-                )?;
-                tx.append_audit(&audit)?;
-                let revoked = revoke_all_of(tx, active, revocation, &*revoke_audit)?;
-                Ok(Some(revoked))
             })
             .await
     }
@@ -862,45 +776,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let cipher = Arc::clone(&self.cipher);
-        self.engine
-            .read(move |connection| {
-                query_all(
-                    connection,
-                    "SELECT kid, algorithm, secret, created_at, deactivated_at
-                     FROM signing_keys ORDER BY created_at, kid",
-                    [],
-                    |row| key_from_row(row, &cipher),
-                )
-            })
-            .await
-    }
-
-    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        let cipher = Arc::clone(&self.cipher);
-        let key = key.clone();
-        self.engine
-            .write(move |tx| insert_key(tx.connection(), &cipher, &key))
-            .await
-    }
-
-    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        let cipher = Arc::clone(&self.cipher);
-        let key = key.clone();
-        // The write transaction holds the file's write lock: serialised against every other
-        // writer, in any process.
-        self.engine
-            .write(move |tx| {
-                if active_kid(tx.connection(), key.algorithm)?.is_some() {
-                    return Ok(false);
-                }
-                insert_key(tx.connection(), &cipher, &key)?;
-                Ok(true)
-            })
-            .await
-    }
-
     async fn announce_expired(
         &self,
         now: Timestamp,
@@ -939,62 +814,159 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn events_after(
-        &self,
-        after: EventCursor,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let kinds = filter
-            .kinds
-            .as_ref()
-            .map(|kinds| serde_json::Value::from(kinds.clone()).to_string());
-        let user = filter.user_id.clone();
-        // SQLite cursors are plain ids (epoch 0); a cursor from another store kind is past
-        // nothing here.
-        let after = if after.epoch == 0 { after.sequence } else { 0 };
+    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
+        self.engine
+            .read(move |connection| {
+                let (active_sessions, active_devices, average): (i64, i64, f64) = connection
+                    .prepare_cached(
+                        "SELECT COUNT(*),
+                                COUNT(DISTINCT user_id || char(0) || device_id),
+                                COALESCE(AVG(last_active_at - created_at), 0.0)
+                         FROM sessions
+                         WHERE revoked_at IS NULL AND idle_expires_at > ?1 AND expires_at > ?1",
+                    )
+                    .map_err(store_error)?
+                    .query_row([now.unix_millis()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .map_err(store_error)?;
+                Ok(StoreStats {
+                    active_sessions: u64::try_from(active_sessions).unwrap_or(0),
+                    active_devices: u64::try_from(active_devices).unwrap_or(0),
+                    average_session_duration_ms: average,
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        let cipher = Arc::clone(&self.cipher);
+        let user = user.clone();
         self.engine
             .read(move |connection| {
                 query_all(
                     connection,
-                    EVENTS_AFTER,
-                    params![
-                        after,
-                        user.as_ref().map(UserId::as_str),
-                        i64::from(limit),
-                        kinds
-                    ],
-                    rows::event,
+                    "SELECT d.user_id, d.device_id, d.name, d.device_type, d.browser, d.os,
+                            d.trusted, d.user_agent, d.last_ip, d.first_seen_at,
+                            MAX(d.last_seen_at, COALESCE((SELECT MAX(s.last_active_at)
+                                FROM sessions s
+                                WHERE s.user_id = d.user_id AND s.device_id = d.device_id), 0))
+                                AS seen
+                     FROM devices d WHERE d.user_id = ?1
+                     ORDER BY seen DESC, d.device_id",
+                    [user.as_str()],
+                    |row| rows::device(row, &cipher),
                 )
             })
             .await
     }
 
-    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+    async fn set_device_trusted(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        trusted: bool,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        let (user, device, audit) = (user.clone(), device.clone(), audit.clone());
         self.engine
-            .read(|connection| {
-                let newest: i64 = connection
-                    .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
-                    .map_err(store_error)?
-                    .query_row([], |row| row.get(0))
-                    .map_err(store_error)?;
-                Ok(EventCursor {
-                    epoch: 0,
-                    sequence: newest,
-                })
+            .write(move |tx| {
+                let changed = execute(
+                    tx.connection(),
+                    "UPDATE devices SET trusted = ?1 WHERE user_id = ?2 AND device_id = ?3",
+                    params![i64::from(trusted), user.as_str(), device.as_str()],
+                )?;
+                if changed == 0 {
+                    return Ok(false);
+                }
+                tx.append_audit(&audit)?;
+                Ok(true)
             })
             .await
     }
 
-    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+    async fn forget_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        revocation: Revocation,
+        audit: &NewAuditEvent,
+        revoke_audit: AuditFor<'_>,
+    ) -> Result<Option<Vec<Session>>, StoreError> {
+        let cipher = Arc::clone(&self.cipher);
+        let (user, device, audit) = (user.clone(), device.clone(), audit.clone());
+        let revoke_audit = Arc::clone(revoke_audit);
         self.engine
             .write(move |tx| {
+                let connection = tx.connection();
                 let deleted = execute(
-                    tx.connection(),
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 LIMIT ?2)",
-                    params![before.unix_millis(), i64::from(batch)],
+                    connection,
+                    "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                    params![user.as_str(), device.as_str()],
                 )?;
-                Ok(deleted as u64)
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                let active = query_all(
+                    connection,
+                    concat!(
+                        "SELECT ",
+                        session_columns!(),
+                        " FROM sessions s
+                         WHERE s.user_id = ?1 AND s.device_id = ?2 AND s.revoked_at IS NULL
+                           AND s.idle_expires_at > ?3 AND s.expires_at > ?3"
+                    ),
+                    params![user.as_str(), device.as_str(), revocation.at.unix_millis()],
+                    |row| rows::session(row, 0, &cipher),
+                )?;
+                tx.append_audit(&audit)?;
+                let revoked = revoke_all_of(tx, active, revocation, &*revoke_audit)?;
+                Ok(Some(revoked))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let cipher = Arc::clone(&self.cipher);
+        self.engine
+            .read(move |connection| {
+                query_all(
+                    connection,
+                    "SELECT kid, algorithm, secret, created_at, deactivated_at
+                     FROM signing_keys ORDER BY created_at, kid",
+                    [],
+                    |row| key_from_row(row, &cipher),
+                )
+            })
+            .await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let cipher = Arc::clone(&self.cipher);
+        let key = key.clone();
+        self.engine
+            .write(move |tx| insert_key(tx.connection(), &cipher, &key))
+            .await
+    }
+
+    async fn insert_first_signing_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        let cipher = Arc::clone(&self.cipher);
+        let key = key.clone();
+        // The write transaction holds the file's write lock: serialised against every other
+        // writer, in any process.
+        self.engine
+            .write(move |tx| {
+                if active_kid(tx.connection(), key.algorithm)?.is_some() {
+                    return Ok(false);
+                }
+                insert_key(tx.connection(), &cipher, &key)?;
+                Ok(true)
             })
             .await
     }
@@ -1082,7 +1054,73 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn events_after(
+        &self,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let kinds = filter
+            .kinds
+            .as_ref()
+            .map(|kinds| serde_json::Value::from(kinds.clone()).to_string());
+        let user = filter.user_id.clone();
+        // SQLite cursors are plain ids (epoch 0); a cursor from another store kind is past
+        // nothing here.
+        let after = if after.epoch == 0 { after.sequence } else { 0 };
+        self.engine
+            .read(move |connection| {
+                query_all(
+                    connection,
+                    EVENTS_AFTER,
+                    params![
+                        after,
+                        user.as_ref().map(UserId::as_str),
+                        i64::from(limit),
+                        kinds
+                    ],
+                    rows::event,
+                )
+            })
+            .await
+    }
+
+    async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        self.engine
+            .read(|connection| {
+                let newest: i64 = connection
+                    .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
+                    .map_err(store_error)?
+                    .query_row([], |row| row.get(0))
+                    .map_err(store_error)?;
+                Ok(EventCursor {
+                    epoch: 0,
+                    sequence: newest,
+                })
+            })
+            .await
+    }
+
+    async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 LIMIT ?2)",
+                    params![before.unix_millis(), i64::from(batch)],
+                )?;
+                Ok(deleted as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
         let events = events.to_vec();
         self.engine
@@ -1252,7 +1290,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl EncryptionStore for SqliteStore {
     async fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.engine
             .read(|connection| {
@@ -1367,7 +1408,10 @@ impl Store for SqliteStore {
     fn install_cipher(&self, cipher: Arc<Cipher>) {
         self.cipher.install(cipher);
     }
+}
 
+#[async_trait]
+impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.engine
             .lookup(|connection| {
@@ -1376,31 +1420,6 @@ impl Store for SqliteStore {
                     .map_err(store_error)?
                     .query_row([], |_| Ok(()))
                     .map_err(store_error)
-            })
-            .await
-    }
-
-    async fn stats(&self, now: Timestamp) -> Result<StoreStats, StoreError> {
-        self.engine
-            .read(move |connection| {
-                let (active_sessions, active_devices, average): (i64, i64, f64) = connection
-                    .prepare_cached(
-                        "SELECT COUNT(*),
-                                COUNT(DISTINCT user_id || char(0) || device_id),
-                                COALESCE(AVG(last_active_at - created_at), 0.0)
-                         FROM sessions
-                         WHERE revoked_at IS NULL AND idle_expires_at > ?1 AND expires_at > ?1",
-                    )
-                    .map_err(store_error)?
-                    .query_row([now.unix_millis()], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .map_err(store_error)?;
-                Ok(StoreStats {
-                    active_sessions: u64::try_from(active_sessions).unwrap_or(0),
-                    active_devices: u64::try_from(active_devices).unwrap_or(0),
-                    average_session_duration_ms: average,
-                })
             })
             .await
     }

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use sessiond_core::store::{Store, StoreError};
+use sessiond_core::store::{SessionStore, StoreError};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sqlx::Connection;
+
+use sessiond_store_conformance::Backend as _;
 
 use crate::helpers::{FreezableProxy, T0, TestDb, by_admin, create, event_for, session_for};
 

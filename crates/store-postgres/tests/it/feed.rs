@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sessiond_core::store::{FeedEvent, RevocationFeed, Store};
+use sessiond_core::store::{FeedEvent, RevocationFeed, SessionStore};
 use sessiond_store_postgres::PostgresRevocationFeed;
 
 use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, session_for};

@@ -7,12 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use serde_json::Map;
-use sessiond_core::audit::{NewAuditEvent, Severity};
-use sessiond_core::refresh::{RefreshToken, RefreshTokenHash};
-use sessiond_core::session::{Device, DeviceType};
-use sessiond_core::store::{Revocation, Rotation, Store};
-use sessiond_core::{DeviceId, RevokeReason, Session, SessionId, Timestamp, UserId};
+use async_trait::async_trait;
+use sessiond_core::SessionId;
+use sessiond_store_conformance::{AuditRow, Backend};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection};
@@ -20,15 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
+pub use sessiond_store_conformance::fixtures::{T0, by_admin, create, event_for, ms, session_for};
+
 /// The variable naming the PostgreSQL server the tests may use.
 pub const DATABASE_URL_VARIABLE: &str = "SESSIOND_TEST_DATABASE_URL";
-
-/// An instant well after the epoch, so that subtracting durations stays positive.
-pub const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
-
-pub fn ms(millis: u64) -> Duration {
-    Duration::from_millis(millis)
-}
 
 /// A schema of its own for one test, dropped when the test ends (even by a panic).
 pub struct TestDb {
@@ -98,24 +90,6 @@ impl TestDb {
         query.fetch_one(&self.raw).await.expect("count")
     }
 
-    /// How many refresh tokens session `id` has.
-    pub async fn tokens_of(&self, id: SessionId) -> i64 {
-        self.count(
-            "SELECT count(*) FROM refresh_tokens WHERE session_id = $1",
-            Some(id),
-        )
-        .await
-    }
-
-    /// How many audit events name session `id`.
-    pub async fn audit_events_of(&self, id: SessionId) -> i64 {
-        self.count(
-            "SELECT count(*) FROM audit_events WHERE session_id = $1",
-            Some(id),
-        )
-        .await
-    }
-
     /// Where the server listens, for tests that put something between it and the store.
     pub fn server_address(&self) -> Option<SocketAddr> {
         let options = PgConnectOptions::from_str(&self.base_url).ok()?;
@@ -152,6 +126,30 @@ impl TestDb {
             .map(|(user, _)| format!("{user}@"))
             .unwrap_or_default();
         format!("{scheme}://{user}{address}{path}")
+    }
+}
+
+#[async_trait(?Send)]
+impl Backend for TestDb {
+    type Store = PostgresStore;
+
+    async fn create(test: &str) -> Option<Self> {
+        TestDb::create(test).await
+    }
+
+    async fn store(&self) -> PostgresStore {
+        TestDb::store(self).await
+    }
+
+    async fn count(&self, sql: &str, id: Option<SessionId>) -> i64 {
+        TestDb::count(self, sql, id).await
+    }
+
+    async fn audit_rows(&self) -> Vec<AuditRow> {
+        sqlx::query_as("SELECT type, severity, ip, at, details FROM audit_events ORDER BY seq")
+            .fetch_all(&self.raw)
+            .await
+            .unwrap()
     }
 }
 
@@ -211,99 +209,6 @@ fn say_skipped(test: &str) {
 fn with_search_path(base: &str, schema: &str) -> String {
     let separator = if base.contains('?') { '&' } else { '?' };
     format!("{base}{separator}options=-c%20search_path%3D{schema}&application_name={schema}")
-}
-
-/// A fresh session of `user` created at `now`: idle timeout one hour, lifetime one day, access
-/// tokens five minutes.
-pub fn session_for(user: &str, now: Timestamp) -> Session {
-    Session {
-        id: SessionId::generate(),
-        user_id: UserId::from_trusted(user.into()),
-        tenant_id: None,
-        device: Device {
-            id: DeviceId::from_trusted("laptop".into()),
-            name: Some("work laptop".into()),
-            device_type: DeviceType::Desktop,
-            browser: Some("Firefox".into()),
-            os: Some("Linux".into()),
-            trusted: false,
-        },
-        ip: Some("192.0.2.1".into()),
-        user_agent: Some("Mozilla/5.0".into()),
-        claims: Map::new(),
-        metadata: Map::new(),
-        created_at: now,
-        last_active_at: now,
-        idle_expires_at: now.plus(Duration::from_secs(3600)),
-        expires_at: now.plus(Duration::from_secs(86_400)),
-        access_expires_at: now.plus(Duration::from_secs(300)),
-        revoked_at: None,
-        revoke_reason: None,
-    }
-}
-
-/// An audit event about `session`.
-pub fn event_for(kind: &'static str, session: &Session, at: Timestamp) -> NewAuditEvent {
-    NewAuditEvent {
-        kind,
-        severity: Severity::Info,
-        user_id: Some(session.user_id.clone()),
-        session_id: Some(session.id),
-        ip: None,
-        at,
-        details: Map::new(),
-    }
-}
-
-/// Stores `session` with a fresh first token under a limit of `max_active`; returns the token
-/// and the sessions evicted.
-pub async fn create(
-    store: &PostgresStore,
-    session: &Session,
-    max_active: u32,
-) -> (RefreshToken, Vec<Session>) {
-    let token = RefreshToken::generate();
-    let created = event_for("session.created", session, session.created_at);
-    let evicted = store
-        .create_session(
-            session,
-            &token.hash(),
-            max_active,
-            &created,
-            &sessiond_core::store::audit_for(move |evicted: &sessiond_core::Session| {
-                event_for("session.evicted", evicted, evicted.revoked_at.unwrap_or(T0))
-            }),
-            // Not about the session: tests count a session's own audit events.
-            &NewAuditEvent {
-                session_id: None,
-                ..event_for("device.new", session, session.created_at)
-            },
-        )
-        .await
-        .expect("create the session");
-    (token, evicted)
-}
-
-/// A rotation of `presented` at `now` to a fresh successor.
-pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timestamp) -> Rotation {
-    Rotation {
-        presented,
-        session_id: session,
-        successor: RefreshToken::generate().hash(),
-        sealed_successor: vec![7; 64],
-        now,
-        idle_expires_at: now.plus(Duration::from_secs(3600)),
-        access_expires_at: now.plus(Duration::from_secs(300)),
-        audit: None,
-    }
-}
-
-/// A revocation by an administrator at `at`.
-pub fn by_admin(at: Timestamp) -> Revocation {
-    Revocation {
-        at,
-        reason: RevokeReason::RevokedByAdmin,
-    }
 }
 
 /// A TCP proxy to the database that can stop forwarding, as a frozen server or a network

@@ -89,7 +89,7 @@ async fn a_version_1_database_with_a_key(db: &TestDb) -> sessiond_core::token::S
 
 #[tokio::test]
 async fn a_version_1_database_upgrades_with_its_key_active_and_rotatable() {
-    use sessiond_core::store::Store as _;
+    use sessiond_core::store::KeyStore as _;
     let Some(db) = TestDb::create("migrations::a_version_1_database_upgrades").await else {
         return;
     };

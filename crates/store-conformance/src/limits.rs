@@ -3,15 +3,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sessiond_core::store::Store;
+use sessiond_core::store::SessionStore;
 use tokio::sync::Barrier;
 
-use crate::helpers::{T0, TestDb, create, ms, rotation_of, session_for};
+use crate::Backend;
+use crate::fixtures::{T0, create, ms, rotation_of, session_for};
 
-#[tokio::test]
-async fn the_least_recently_active_sessions_are_evicted_past_the_limit() {
-    let Some(db) = TestDb::create("limits::the_least_recently_active_sessions_are_evicted").await
-    else {
+pub async fn the_least_recently_active_sessions_are_evicted_past_the_limit<B: Backend>() {
+    let Some(db) = B::create("limits::the_least_recently_active_sessions_are_evicted").await else {
         return;
     };
     let store = db.store().await;
@@ -63,9 +62,8 @@ async fn the_least_recently_active_sessions_are_evicted_past_the_limit() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twelve_concurrent_creations_on_two_instances_keep_exactly_three_active() {
-    let Some(db) = TestDb::create("limits::twelve_concurrent_creations").await else {
+pub async fn twelve_concurrent_creations_on_two_instances_keep_exactly_three_active<B: Backend>() {
+    let Some(db) = B::create("limits::twelve_concurrent_creations").await else {
         return;
     };
     let instances = [db.store().await, db.store().await];

@@ -1,15 +1,13 @@
-//! Purging, signing keys, audit events and the exact round trip of stored values.
+//! Purging, audit events and the exact round trip of stored values.
 
 use sessiond_core::audit::{NewAuditEvent, Severity};
-use sessiond_core::store::{Store, StoreError};
-use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_core::store::{AuditStore, SessionStore, Store};
 
-use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, session_for};
+use crate::Backend;
+use crate::fixtures::{T0, by_admin, create, event_for, ms, session_for};
 
-#[tokio::test]
-async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens() {
-    let Some(db) = TestDb::create("storage::purge_deletes_old_dead_sessions_in_batches").await
-    else {
+pub async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens<B: Backend>() {
+    let Some(db) = B::create("storage::purge_deletes_old_dead_sessions_in_batches").await else {
         return;
     };
     let store = db.store().await;
@@ -67,38 +65,8 @@ async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens() {
     assert_eq!(store.purge(cutoff, now, 4).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn signing_keys_round_trip_in_creation_order() {
-    let Some(db) = TestDb::create("storage::signing_keys_round_trip").await else {
-        return;
-    };
-    let store = db.store().await;
-    assert!(store.signing_keys().await.unwrap().is_empty());
-    let newer = StoredKey::generate(SigningAlgorithm::Hs256, T0.plus(ms(5)));
-    let older = StoredKey::generate(SigningAlgorithm::EdDsa, T0);
-    store.insert_signing_key(&newer).await.unwrap();
-    store.insert_signing_key(&older).await.unwrap();
-
-    let keys = store.signing_keys().await.unwrap();
-    assert_eq!(keys.len(), 2);
-    for (stored, original) in keys.iter().zip([&older, &newer]) {
-        assert_eq!(stored.kid, original.kid);
-        assert_eq!(stored.algorithm, original.algorithm);
-        assert_eq!(*stored.secret, *original.secret);
-        assert_eq!(stored.created_at, original.created_at);
-    }
-    assert!(
-        matches!(
-            store.insert_signing_key(&older).await,
-            Err(StoreError::Backend(_))
-        ),
-        "a duplicate kid is refused, not retried"
-    );
-}
-
-#[tokio::test]
-async fn claims_and_metadata_round_trip_exactly_including_escaped_nul_characters() {
-    let Some(db) = TestDb::create("storage::claims_and_metadata_round_trip").await else {
+pub async fn claims_and_metadata_round_trip_exactly_including_escaped_nul_characters<B: Backend>() {
+    let Some(db) = B::create("storage::claims_and_metadata_round_trip").await else {
         return;
     };
     let store = db.store().await;
@@ -119,9 +87,8 @@ async fn claims_and_metadata_round_trip_exactly_including_escaped_nul_characters
     assert_eq!(store.session(session.id).await.unwrap().unwrap(), session);
 }
 
-#[tokio::test]
-async fn audit_events_are_appended_together_in_order() {
-    let Some(db) = TestDb::create("storage::audit_events_are_appended").await else {
+pub async fn audit_events_are_appended_together_in_order<B: Backend>() {
+    let Some(db) = B::create("storage::audit_events_are_appended").await else {
         return;
     };
     let store = db.store().await;
@@ -141,11 +108,7 @@ async fn audit_events_are_appended_together_in_order() {
         event_for("session.revoked", &session_for("alice", T0), T0.plus(ms(1))),
     ];
     store.append_audit(&events).await.unwrap();
-    let rows: Vec<(String, String, Option<String>, i64, String)> =
-        sqlx::query_as("SELECT type, severity, ip, at, details FROM audit_events ORDER BY seq")
-            .fetch_all(&db.raw)
-            .await
-            .unwrap();
+    let rows = db.audit_rows().await;
     assert_eq!(
         rows,
         [
@@ -166,33 +129,4 @@ async fn audit_events_are_appended_together_in_order() {
         ]
     );
     store.ping().await.unwrap();
-}
-
-#[tokio::test]
-async fn only_one_first_signing_key_wins_among_instances_starting_together() {
-    let Some(db) = TestDb::create("storage::only_one_first_signing_key_wins").await else {
-        return;
-    };
-    let (first, second) = (db.store().await, db.store().await);
-    let candidates: Vec<StoredKey> = (0..8)
-        .map(|_| StoredKey::generate(SigningAlgorithm::EdDsa, T0))
-        .collect();
-    let inserted =
-        futures_util::future::join_all(candidates.iter().enumerate().map(|(index, key)| {
-            let store = if index % 2 == 0 { &first } else { &second };
-            store.insert_first_signing_key(key)
-        }))
-        .await;
-    let winners = inserted
-        .into_iter()
-        .filter(|won| *won.as_ref().unwrap())
-        .count();
-    assert_eq!(winners, 1, "exactly one instance stores the first key");
-    let keys = first.signing_keys().await.unwrap();
-    assert_eq!(keys.len(), 1);
-    let other = StoredKey::generate(SigningAlgorithm::Hs256, T0);
-    assert!(
-        second.insert_first_signing_key(&other).await.unwrap(),
-        "the first key of another algorithm is stored"
-    );
 }

@@ -1,18 +1,18 @@
-//! Revoking sessions: idempotence, exactly one audit event per session across instances, and
-//! the revocation feed.
+//! Revoking sessions: idempotence, exactly one audit event per session across instances, what
+//! a user-wide revocation spares, and the revocations a poll still needs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::store::{Revocation, Store};
+use sessiond_core::store::{Revocation, SessionStore};
 use sessiond_core::{RevokeReason, SessionId};
 use tokio::sync::Barrier;
 
-use crate::helpers::{T0, TestDb, by_admin, create, event_for, ms, rotation_of, session_for};
+use crate::Backend;
+use crate::fixtures::{T0, by_admin, create, event_for, ms, rotation_of, session_for};
 
-#[tokio::test]
-async fn revoking_twice_revokes_once_and_writes_one_audit_event() {
-    let Some(db) = TestDb::create("revocation::revoking_twice_revokes_once").await else {
+pub async fn revoking_twice_revokes_once_and_writes_one_audit_event<B: Backend>() {
+    let Some(db) = B::create("revocation::revoking_twice_revokes_once").await else {
         return;
     };
     let store = db.store().await;
@@ -71,10 +71,8 @@ async fn revoking_twice_revokes_once_and_writes_one_audit_event() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_revocations_from_two_instances_audit_each_session_once() {
-    let Some(db) = TestDb::create("revocation::concurrent_revocations_from_two_instances").await
-    else {
+pub async fn concurrent_revocations_from_two_instances_audit_each_session_once<B: Backend>() {
+    let Some(db) = B::create("revocation::concurrent_revocations_from_two_instances").await else {
         return;
     };
     let instances = [db.store().await, db.store().await];
@@ -157,9 +155,10 @@ async fn concurrent_revocations_from_two_instances_audit_each_session_once() {
     }
 }
 
-#[tokio::test]
-async fn revoking_a_user_spares_the_excepted_session_expired_ones_and_other_users() {
-    let Some(db) = TestDb::create("revocation::revoking_a_user_spares").await else {
+pub async fn revoking_a_user_spares_the_excepted_session_expired_ones_and_other_users<
+    B: Backend,
+>() {
+    let Some(db) = B::create("revocation::revoking_a_user_spares").await else {
         return;
     };
     let store = db.store().await;
@@ -199,9 +198,8 @@ async fn revoking_a_user_spares_the_excepted_session_expired_ones_and_other_user
     }
 }
 
-#[tokio::test]
-async fn revoked_since_lists_recent_revocations_whose_access_tokens_still_live() {
-    let Some(db) = TestDb::create("revocation::revoked_since").await else {
+pub async fn revoked_since_lists_recent_revocations_whose_access_tokens_still_live<B: Backend>() {
+    let Some(db) = B::create("revocation::revoked_since").await else {
         return;
     };
     let store = db.store().await;
@@ -252,9 +250,8 @@ async fn revoked_since_lists_recent_revocations_whose_access_tokens_still_live()
     assert_eq!(everything, expected, "since is inclusive");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mixed_writes_of_one_user_on_two_instances_never_deadlock() {
-    let Some(db) = TestDb::create("revocation::mixed_writes_never_deadlock").await else {
+pub async fn mixed_writes_of_one_user_on_two_instances_never_deadlock<B: Backend>() {
+    let Some(db) = B::create("revocation::mixed_writes_never_deadlock").await else {
         return;
     };
     let instances = [db.store().await, db.store().await];

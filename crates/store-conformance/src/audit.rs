@@ -1,0 +1,64 @@
+//! The audit chain at the store level: instances sealing at once build one chain, and the
+//! chain they form verifies.
+
+use std::time::{Duration, Instant};
+
+use sessiond_core::audit::{AuditQuery, ChainVerifier};
+use sessiond_core::store::AuditStore;
+
+use crate::Backend;
+use crate::fixtures::{T0, event_for, session_for};
+
+/// Seals until `expected` events are sealed; other tests' transactions on a shared database
+/// server can hold sealing back for a moment.
+pub async fn seal_until<B: Backend>(store: &impl AuditStore, db: &B, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        store.seal_audit(1_000).await.unwrap();
+        let sealed = db
+            .count(
+                "SELECT count(*) FROM audit_events WHERE chain_seq IS NOT NULL",
+                None,
+            )
+            .await;
+        if sealed >= expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {sealed} of {expected} sealed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn instances_sealing_at_once_build_one_chain_that_verifies<B: Backend>() {
+    let Some(db) = B::create("audit::instances_sealing_at_once_build_one_chain").await else {
+        return;
+    };
+    let first = db.store().await;
+    let second = db.store().await;
+    let session = session_for("alice", T0);
+    for _ in 0..10 {
+        let events: Vec<_> = (0..20)
+            .map(|_| event_for("session.created", &session, T0))
+            .collect();
+        first.append_audit(&events).await.unwrap();
+        let (a, b) = tokio::join!(first.seal_audit(7), second.seal_audit(7));
+        a.unwrap();
+        b.unwrap();
+    }
+    seal_until(&first, &db, 200).await;
+
+    let chain = second.audit_chain().await.unwrap();
+    assert_eq!(chain.head_seq, 200);
+    let mut verifier = ChainVerifier::new(None, b"unused without a checkpoint").unwrap();
+    for event in first
+        .audit_events(&AuditQuery::default(), 1_000)
+        .await
+        .unwrap()
+    {
+        verifier.check(&event).unwrap();
+    }
+    verifier.finish(chain.head_seq, &chain.head_hash).unwrap();
+}

@@ -1,0 +1,141 @@
+//! Live events: each change's event in the change's order, filters, and resuming from a cursor.
+
+use std::time::{Duration, Instant};
+
+use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
+use sessiond_core::store::{EventStore, RotationOutcome, SessionStore};
+
+use crate::Backend;
+use crate::fixtures::{T0, by_admin, create, event_for, ms, rotation_of, session_for};
+
+const SESSION_KINDS: [&str; 3] = ["session.created", "session.refreshed", "session.revoked"];
+
+/// The events after `after` that pass `filter`, once at least `expected` are readable: a
+/// networked store returns an event only once its position is final, which other transactions
+/// on a shared server can delay for a moment.
+async fn events_once_final(
+    store: &impl EventStore,
+    after: EventCursor,
+    filter: &EventFilter,
+    expected: usize,
+) -> Vec<StoredEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = store.events_after(after, filter, 100).await.unwrap();
+        if events.len() >= expected {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} events",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Backend>() {
+    let Some(db) = B::create("events::each_change_writes_its_event_in_order").await else {
+        return;
+    };
+    let store = db.store().await;
+    assert_eq!(
+        store.latest_event_cursor().await.unwrap(),
+        EventCursor::START
+    );
+    let alice = session_for("alice", T0);
+    let bob = session_for("bob", T0.plus(ms(1)));
+    let (alice_token, _) = create(&store, &alice, 5).await;
+    create(&store, &bob, 5).await;
+    assert_eq!(
+        store
+            .rotate_refresh_token(&rotation_of(alice_token.hash(), alice.id, T0.plus(ms(2))))
+            .await
+            .unwrap(),
+        RotationOutcome::Rotated
+    );
+    let audit = sessiond_core::store::audit_for(|revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, T0.plus(ms(3)))
+    });
+    store
+        .revoke_session(bob.id, by_admin(T0.plus(ms(3))), &audit)
+        .await
+        .unwrap();
+    // A lost rotation changes nothing, so it announces nothing.
+    assert_eq!(
+        store
+            .rotate_refresh_token(&rotation_of(alice_token.hash(), alice.id, T0.plus(ms(4))))
+            .await
+            .unwrap(),
+        RotationOutcome::Lost
+    );
+
+    let sessions_only = EventFilter {
+        user_id: None,
+        kinds: Some(SESSION_KINDS.to_vec()),
+    };
+    let events = events_once_final(&store, EventCursor::START, &sessions_only, 4).await;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|event| (event.kind, event.session_id))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("session.created", Some(alice.id)),
+            ("session.created", Some(bob.id)),
+            ("session.refreshed", Some(alice.id)),
+            ("session.revoked", Some(bob.id)),
+        ],
+        "one event per change, in the changes' order"
+    );
+    assert!(
+        events
+            .windows(2)
+            .all(|pair| pair[0].cursor < pair[1].cursor),
+        "cursors grow"
+    );
+
+    let of_bob = EventFilter {
+        user_id: Some(bob.user_id.clone()),
+        kinds: Some(SESSION_KINDS.to_vec()),
+    };
+    let bobs: Vec<_> = store
+        .events_after(EventCursor::START, &of_bob, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(bobs, ["session.created", "session.revoked"]);
+
+    let resumed = store
+        .events_after(events[1].cursor, &sessions_only, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.iter().map(|event| event.cursor).collect::<Vec<_>>(),
+        [events[2].cursor, events[3].cursor],
+        "a reader resuming from a cursor gets what came after it, once"
+    );
+    let everything = store
+        .events_after(EventCursor::START, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_event_cursor().await.unwrap(),
+        everything.last().unwrap().cursor,
+        "the latest cursor is the newest event's"
+    );
+    assert!(
+        store
+            .events_after(
+                everything.last().unwrap().cursor,
+                &EventFilter::default(),
+                100
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

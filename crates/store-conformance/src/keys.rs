@@ -1,0 +1,145 @@
+//! Signing keys: their exact round trip, one first key among instances starting together, the
+//! rotation compare-and-swap, and retirement.
+
+use sessiond_core::store::{KeyStore, RetireOutcome, StoreError};
+use sessiond_core::token::{SigningAlgorithm, StoredKey};
+
+use crate::Backend;
+use crate::fixtures::{T0, ms};
+
+pub async fn signing_keys_round_trip_in_creation_order<B: Backend>() {
+    let Some(db) = B::create("storage::signing_keys_round_trip").await else {
+        return;
+    };
+    let store = db.store().await;
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let newer = StoredKey::generate(SigningAlgorithm::Hs256, T0.plus(ms(5)));
+    let older = StoredKey::generate(SigningAlgorithm::EdDsa, T0);
+    store.insert_signing_key(&newer).await.unwrap();
+    store.insert_signing_key(&older).await.unwrap();
+
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    for (stored, original) in keys.iter().zip([&older, &newer]) {
+        assert_eq!(stored.kid, original.kid);
+        assert_eq!(stored.algorithm, original.algorithm);
+        assert_eq!(*stored.secret, *original.secret);
+        assert_eq!(stored.created_at, original.created_at);
+    }
+    assert!(
+        matches!(
+            store.insert_signing_key(&older).await,
+            Err(StoreError::Backend(_))
+        ),
+        "a duplicate kid is refused, not retried"
+    );
+}
+
+pub async fn only_one_first_signing_key_wins_among_instances_starting_together<B: Backend>() {
+    let Some(db) = B::create("storage::only_one_first_signing_key_wins").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let candidates: Vec<StoredKey> = (0..8)
+        .map(|_| StoredKey::generate(SigningAlgorithm::EdDsa, T0))
+        .collect();
+    let inserted =
+        futures_util::future::join_all(candidates.iter().enumerate().map(|(index, key)| {
+            let store = if index % 2 == 0 { &first } else { &second };
+            store.insert_first_signing_key(key)
+        }))
+        .await;
+    let winners = inserted
+        .into_iter()
+        .filter(|won| *won.as_ref().unwrap())
+        .count();
+    assert_eq!(winners, 1, "exactly one instance stores the first key");
+    let keys = first.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let other = StoredKey::generate(SigningAlgorithm::Hs256, T0);
+    assert!(
+        second.insert_first_signing_key(&other).await.unwrap(),
+        "the first key of another algorithm is stored"
+    );
+}
+
+pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B: Backend>() {
+    let Some(db) = B::create("keys::a_rotation_is_a_compare_and_swap").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let version = first.signing_keys_version().await.unwrap();
+    let original = StoredKey::generate(SigningAlgorithm::EdDsa, T0);
+    assert!(first.rotate_signing_key(&original, None).await.unwrap());
+    assert_ne!(
+        second.signing_keys_version().await.unwrap(),
+        version,
+        "every process sees the version move"
+    );
+
+    // Two instances rotate away from the same key: one wins.
+    let one = StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(10)));
+    let other = StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(10)));
+    let (a, b) = tokio::join!(
+        first.rotate_signing_key(&one, Some(&original.kid)),
+        second.rotate_signing_key(&other, Some(&original.kid)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one rotation from one key wins");
+    let winner = if a { &one } else { &other };
+    assert!(
+        !first.rotate_signing_key(&other, None).await.unwrap(),
+        "a rotation that expects no active key loses once one exists"
+    );
+
+    let keys = second.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2, "the loser stored nothing");
+    let active: Vec<_> = keys
+        .iter()
+        .filter(|key| key.deactivated_at.is_none())
+        .map(|key| key.kid.as_str())
+        .collect();
+    assert_eq!(active, [winner.kid.as_str()], "one active key");
+    let replaced = keys.iter().find(|key| key.kid == original.kid).unwrap();
+    assert_eq!(replaced.deactivated_at, Some(winner.created_at));
+
+    assert_eq!(
+        first.retire_signing_key(&winner.kid).await.unwrap(),
+        RetireOutcome::Active,
+        "the active key is never retired"
+    );
+    assert_eq!(
+        first.retire_signing_key("no-such-kid").await.unwrap(),
+        RetireOutcome::NotFound
+    );
+    assert!(
+        first
+            .retire_signing_keys_deactivated_before(winner.created_at)
+            .await
+            .unwrap()
+            .is_empty(),
+        "deactivated at the cutoff, not before it"
+    );
+    let version = first.signing_keys_version().await.unwrap();
+    assert_eq!(
+        second
+            .retire_signing_keys_deactivated_before(winner.created_at.plus(ms(1)))
+            .await
+            .unwrap(),
+        std::slice::from_ref(&original.kid)
+    );
+    assert_ne!(first.signing_keys_version().await.unwrap(), version);
+    assert_eq!(
+        first.retire_signing_key(&original.kid).await.unwrap(),
+        RetireOutcome::NotFound,
+        "already retired"
+    );
+    let kids: Vec<_> = first
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|key| key.kid)
+        .collect();
+    assert_eq!(kids, std::slice::from_ref(&winner.kid));
+}
