@@ -21,6 +21,7 @@
 //! pool of read-only connections on Tokio's blocking threads, so they never hold up a commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 8192;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// The WAL size (pages) at which the storage thread checkpoints by itself: a safety net for a
+/// checkpointer that cannot keep up; normally the checkpointer's PASSIVE checkpoints keep the
+/// WAL far below it.
+const WRITER_CHECKPOINT_PAGES: u32 = 50_000;
 
 /// A lookup run on the storage thread outside any transaction.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -87,16 +94,39 @@ impl ConnectionSettings {
                 "PRAGMA synchronous = {};
                  PRAGMA foreign_keys = ON;
                  PRAGMA temp_store = MEMORY;
-                 PRAGMA cache_size = -{};",
-                if self.synchronous_full {
-                    "FULL"
-                } else {
-                    "NORMAL"
-                },
+                 PRAGMA cache_size = -{};
+                 PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};",
+                self.synchronous(),
                 self.writer_cache_kib
             ))
             .map_err(store_error)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(connection)
+    }
+
+    fn synchronous(&self) -> &'static str {
+        if self.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        }
+    }
+
+    fn open_checkpointer(&self) -> Result<Connection, StoreError> {
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(store_error)?;
+        connection
+            .busy_timeout(self.busy_timeout)
+            .map_err(store_error)?;
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {}; PRAGMA cache_size = -256;",
+                self.synchronous()
+            ))
+            .map_err(store_error)?;
         Ok(connection)
     }
 
@@ -156,10 +186,14 @@ impl Engine {
                     prepare(&mut connection)?;
                     Ok(connection)
                 });
-                match opened {
-                    Ok(connection) => {
+                let checkpointer = opened.and_then(|connection| {
+                    Checkpointer::start(&writer_settings)
+                        .map(|checkpointer| (connection, checkpointer))
+                });
+                match checkpointer {
+                    Ok((connection, checkpointer)) => {
                         let _ = started.send(Ok(()));
-                        serve(connection, receiver);
+                        serve(connection, receiver, checkpointer);
                     }
                     Err(error) => {
                         let _ = started.send(Err(error));
@@ -547,7 +581,7 @@ fn read_head(connection: &Connection) -> Result<ChainHead, StoreError> {
 }
 
 /// The storage thread's loop: until every handle is gone or it is told to close.
-fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
@@ -575,12 +609,57 @@ fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>) {
     }
     // Whatever arrives after a close is refused (its reply is dropped: "unavailable").
     receiver.close();
+    checkpointer.stop();
+    // Every page back in the database file and the WAL emptied: the file alone holds the data.
     if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %error, "could not checkpoint the WAL at close");
     }
     drop(connection);
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+/// The thread that copies committed pages from the WAL into the database file.
+///
+/// A checkpoint writes back every page the WAL holds and syncs the file; run by the storage
+/// thread after a commit (SQLite's automatic checkpoint), it made every request of that batch
+/// wait, and it was the largest single cost of a refresh. Here it runs on a connection of its
+/// own every [`CHECKPOINT_INTERVAL`], in PASSIVE mode, which never blocks the writer or a
+/// reader; pages rewritten between two checkpoints are copied once.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(settings: &ConnectionSettings) -> Result<Self, StoreError> {
+        let connection = settings.open_checkpointer()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sessiond-sqlite-checkpoint".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    std::thread::park_timeout(CHECKPOINT_INTERVAL);
+                    if stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::debug!(error = %error, "checkpoint failed; retrying on the next tick");
+                    }
+                }
+            })
+            .map_err(|error| StoreError::Backend(Box::new(error)))?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        if self.thread.join().is_err() {
+            tracing::warn!("the checkpoint thread panicked");
+        }
     }
 }
 

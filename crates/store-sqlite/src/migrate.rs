@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "encryption_at_rest",
         include_str!("../migrations/0006_encryption_at_rest.sql"),
     ),
+    (
+        7,
+        "hot_path_indexes",
+        include_str!("../migrations/0007_hot_path_indexes.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -171,7 +176,7 @@ mod tests {
         // whatever order builds met the database in.
         let dir = tempfile::TempDir::new().expect("temp dir");
         let path = dir.path().join("s.db").display().to_string();
-        a_version_1_database_with_a_key(&path, &[2]);
+        a_version_1_database_with_a_key(&path, &[7]);
         let store = SqliteStore::open(&format!("sqlite://{path}"), &SqliteSettings::default())
             .await
             .expect("open and migrate");

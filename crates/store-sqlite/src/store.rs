@@ -765,9 +765,19 @@ impl SessionStore for SqliteStore {
             .write(move |tx| {
                 let deleted = execute(
                     tx.connection(),
+                    // Revoked, or expired (before or after the announcement), each branch
+                    // through an index of its own.
                     "DELETE FROM sessions WHERE id IN (
                          SELECT id FROM sessions
-                         WHERE (revoked_at < ?1 OR idle_expires_at < ?1) AND access_expires_at < ?2
+                         WHERE revoked_at < ?1 AND access_expires_at < ?2
+                         UNION ALL
+                         SELECT id FROM sessions
+                         WHERE revoked_at IS NULL AND expiry_announced = 0
+                           AND idle_expires_at < ?1 AND access_expires_at < ?2
+                         UNION ALL
+                         SELECT id FROM sessions
+                         WHERE revoked_at IS NULL AND expiry_announced = 1
+                           AND idle_expires_at < ?1 AND access_expires_at < ?2
                          LIMIT ?3)",
                     params![cutoff.unix_millis(), now.unix_millis(), i64::from(batch)],
                 )?;
