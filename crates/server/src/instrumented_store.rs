@@ -454,6 +454,10 @@ impl EncryptionStore for InstrumentedStore {
 
 #[async_trait]
 impl Store for InstrumentedStore {
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed(StoreOperation::Ping, self.inner.ping()).await
     }

@@ -17,6 +17,7 @@ pub mod state;
 pub mod tasks;
 
 use std::future::{Future, IntoFuture as _};
+use std::sync::Arc;
 
 pub use http::{api_router, metrics_router, router};
 pub use state::{AppState, SystemClock};
@@ -59,6 +60,7 @@ pub async fn run_with_metrics_listener(
         )
     });
     let events = state.events.clone();
+    let store = Arc::clone(state.service.store());
     let api = api_router(state, metrics_server.is_none());
     let served = axum::serve(
         listener,
@@ -77,5 +79,7 @@ pub async fn run_with_metrics_listener(
     };
     gauges.stop().await;
     background.stop().await;
+    // Nothing uses the store any more: let it put its data in durable storage for good.
+    store.close().await;
     served.and(metrics_served)
 }

@@ -1806,6 +1806,10 @@ impl AuditStore for PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
             sqlx::query("SELECT 1")

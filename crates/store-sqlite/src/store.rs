@@ -1422,6 +1422,10 @@ impl EncryptionStore for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        self.engine.close().await;
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.engine
             .lookup(|connection| {

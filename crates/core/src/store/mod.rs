@@ -118,4 +118,10 @@ pub trait Store:
     fn revocation_feed(&self) -> Option<Box<dyn RevocationFeed>> {
         None
     }
+
+    /// Finishes what the store has in flight and releases its connections, leaving the data
+    /// entirely in durable storage (an embedded store folds its log into its file). Called
+    /// once, at shutdown; later calls to the store fail as unavailable. The default does
+    /// nothing.
+    async fn close(&self) {}
 }

@@ -197,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let seal_seconds = seal_started.elapsed().as_secs_f64();
+    // Folds the WAL into the database file, so the file alone (copied, or opened by a server)
+    // holds every seeded session.
+    state.service.store().close().await;
     drop(state);
 
     let db_bytes = sqlite_path(&config.database_url).map(|path| database_bytes(&path));
