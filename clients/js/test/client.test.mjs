@@ -122,3 +122,39 @@ test('a refresh is timed and kept in the metrics', async () => {
   assert.equal(metrics.sharedRefreshes, 0);
   sessiond.close();
 });
+
+test('coming back online or visible many times at once costs one refresh, after a pause', async () => {
+  // A page's own events, as a browser fires them; the client listens on these globals.
+  const previous = { window: globalThis.window, document: globalThis.document };
+  globalThis.window = new EventTarget();
+  globalThis.document = Object.assign(new EventTarget(), { visibilityState: 'visible' });
+  try {
+    const server = fakeServer();
+    const reachable = server.fetch;
+    server.fetch = async (input, init) => {
+      if (server.down) throw new TypeError('network is down');
+      return reachable(input, init);
+    };
+    const sessiond = client(server);
+    server.down = true;
+    await sessiond.signIn(pair(1, 1)); // due at once, while the network is down
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(server.refreshes, 0);
+    server.down = false;
+    const before = server.calls.length;
+    for (let i = 0; i < 20; i++) {
+      globalThis.window.dispatchEvent(new Event('online'));
+      globalThis.document.dispatchEvent(new Event('visibilitychange'));
+    }
+    assert.equal(server.calls.length, before, 'nothing is sent in the same instant');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const refreshes = server.calls.slice(before).filter((call) => call === 'POST /v1/sessions/refresh');
+    assert.equal(refreshes.length, 1, `${refreshes.length} refresh requests after 40 wake-ups`);
+    assert.equal(server.refreshes, 1);
+    assert.equal(await sessiond.accessToken(), 'access-2');
+    sessiond.close();
+  } finally {
+    globalThis.window = previous.window;
+    globalThis.document = previous.document;
+  }
+});

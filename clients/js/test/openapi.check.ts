@@ -18,5 +18,4 @@ export type Checks = [
   Fits<Schemas['Error'], ErrorBody>,
   Fits<Schemas['StreamEvent'], ServerEvent>,
   Fits<RefreshRequest, Schemas['RefreshRequest']>,
-  Fits<RefreshRequest, Schemas['CookieRefreshRequest']>,
 ];
