@@ -36,9 +36,11 @@ async fn seeded_sessions_refresh_through_the_api_and_none_is_evicted() {
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["sessions"], 20);
+    // SQLite chains audit rows as it writes them (session.created and device.new for each
+    // session), so nothing is left for the seal at the end.
     assert_eq!(
-        summary["audit_sealed"], 40,
-        "session.created and device.new each"
+        summary["audit_sealed"], 0,
+        "every audit row is already chained"
     );
     let tokens = std::fs::read_to_string(&tokens_file).unwrap();
     let tokens: Vec<&str> = tokens.lines().collect();
