@@ -141,6 +141,10 @@ pub struct RawConfig {
     /// SQLite commit durability: `full` (default) or `normal`.
     #[arg(long, global = true, env = "SESSIOND_SQLITE_SYNCHRONOUS")]
     pub sqlite_synchronous: Option<String>,
+    /// The size the SQLite file may not grow beyond, e.g. `10GiB` (bytes, or with `KiB`,
+    /// `MiB` or `GiB`); unset: only the disk limits it.
+    #[arg(long, global = true, env = "SESSIOND_SQLITE_MAX_SIZE")]
+    pub sqlite_max_size: Option<String>,
     /// `text` (default) or `json`.
     #[arg(long, global = true, env = "SESSIOND_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -271,6 +275,7 @@ impl RawConfig {
             key_rotation,
             body_limit,
             sqlite_synchronous,
+            sqlite_max_size,
             log_format,
             metrics_listen,
             event_retention,
@@ -326,6 +331,8 @@ pub struct Config {
     pub body_limit: usize,
     /// SQLite commit durability.
     pub sqlite_synchronous: Synchronous,
+    /// The size the SQLite file may not grow beyond, in bytes.
+    pub sqlite_max_size: Option<u64>,
     /// Log format.
     pub log_format: LogFormat,
     /// Where `/metrics` is served instead of the API's listener, if anywhere.
@@ -902,6 +909,7 @@ impl Config {
                 ));
             }
         };
+        let sqlite_max_size = sqlite_max_size(raw.sqlite_max_size.as_deref())?;
         let log_format = match raw.log_format.as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -982,6 +990,7 @@ impl Config {
             key_rotation,
             body_limit,
             sqlite_synchronous,
+            sqlite_max_size,
             log_format,
             metrics_listen,
             event_retention,
@@ -998,6 +1007,38 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The smallest `SESSIOND_SQLITE_MAX_SIZE` accepted: room for the schema and some sessions.
+const MIN_SQLITE_MAX_SIZE: u64 = 1024 * 1024;
+
+/// `SESSIOND_SQLITE_MAX_SIZE`: bytes, or a number followed by `KiB`, `MiB` or `GiB`.
+fn sqlite_max_size(value: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(text) = value.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, ""),
+    };
+    let multiplier: u64 = match unit.trim() {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(multiplier))
+        .filter(|bytes| *bytes >= MIN_SQLITE_MAX_SIZE)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "SESSIOND_SQLITE_MAX_SIZE must be a size of at least 1MiB, in bytes or with KiB, MiB or GiB (got {text:?})"
+            )
+        })
 }
 
 /// The entries of `SESSIOND_ADMIN_KEYS`: `KEY` (scope `full`) or `KEY:SCOPE`, the key at

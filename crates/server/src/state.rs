@@ -311,6 +311,7 @@ impl AppState {
 pub async fn open_sqlite(config: &Config, mode: OpenMode) -> anyhow::Result<SqliteStore> {
     let settings = SqliteSettings {
         synchronous: config.sqlite_synchronous,
+        max_size: config.sqlite_max_size,
         create_if_missing: mode == OpenMode::CreateIfMissing,
         ..SqliteSettings::default()
     };

@@ -24,7 +24,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "57P05", "25P03", //
     // read_only_sql_transaction: connected to a standby, as happens for a moment after a
     // failover until the pool reconnects to the new primary.
-    "25006",
+    "25006", //
+    // io_error: the server could not read or write its files.
+    "58030",
 ];
 
 /// SQLSTATE classes after which the same operation may succeed if retried: `08` connection

@@ -19,9 +19,9 @@ use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, RetireOutcome,
-    Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
-    StoreError, StoreStats,
+    AuditFor, AuditStore, CannotWrite, DeviceStore, EncryptionStore, EventStore, KeyStore,
+    RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome,
+    SessionStore, Store, StoreError, StoreStats, WriteBlock,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -1812,10 +1812,22 @@ impl Store for PostgresStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
+            // One round trip, as `SELECT 1` was: a standby (after a failover the pool has not
+            // followed yet) or a database set to read-only transactions answers, but refuses
+            // every write.
+            let read_only: bool = sqlx::query_scalar(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            if read_only {
+                return Err(StoreError::Unavailable(Box::new(CannotWrite {
+                    reason: WriteBlock::ReadOnly,
+                    detail: "postgresql accepts only read-only transactions on this connection"
+                        .into(),
+                })));
+            }
             Ok(())
         })
         .await

@@ -19,20 +19,26 @@
 //!
 //! Reads that may be long (listings, the audit log, event pages, statistics) run on a small
 //! pool of read-only connections on Tokio's blocking threads, so they never hold up a commit.
+//!
+//! The storage thread also records whether writes are failing for want of space, permission
+//! or a working device ([`WriteHealth`]): a write that fails so marks the store as unable to
+//! write, a batch that commits clears the mark. While it is set, the health check runs one
+//! small write (at most once per [`PROBE_INTERVAL`]) to learn whether writing works again;
+//! while it is clear, the health check writes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sessiond_core::Timestamp;
 use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
 use sessiond_core::event::{self, NewEvent};
-use sessiond_core::store::StoreError;
+use sessiond_core::store::{CannotWrite, StoreError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{copy_error, shared_failure, store_error};
+use crate::error::{copy_error, shared_failure, store_error, write_block, write_block_of};
 
 /// Most jobs taken in one wake-up; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 256;
@@ -47,6 +53,11 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// (SQLite's default) the writer spends its time copying; at 50,000 the rare copy stalls a
 /// batch for over 100 ms; 10,000 (40 MB) balances the two.
 const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+/// While writes fail, the shortest time between two write probes of the health check.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// What a write probe inserts (and deletes again): a few pages, so that it needs the database
+/// to grow, or free pages to reuse, as the inserts of real writes do.
+const PROBE_BYTES: i64 = 16 * 1024;
 
 /// A lookup run on the storage thread outside any transaction.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -69,6 +80,8 @@ pub(crate) struct ConnectionSettings {
     pub(crate) writer_cache_kib: u32,
     /// Page cache of each read connection, in KiB.
     pub(crate) reader_cache_kib: u32,
+    /// The size the write connection never grows the database beyond, in bytes.
+    pub(crate) max_size: Option<u64>,
 }
 
 impl ConnectionSettings {
@@ -101,6 +114,16 @@ impl ConnectionSettings {
                 self.writer_cache_kib
             ))
             .map_err(store_error)?;
+        if let Some(max_size) = self.max_size {
+            let page_size: u64 = connection
+                .query_row("PRAGMA page_size", [], |row| row.get(0))
+                .map_err(store_error)?;
+            let pages = (max_size / page_size.max(1)).max(1);
+            // SQLite keeps the limit at the current size when the file is already larger.
+            connection
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(store_error)?;
+        }
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(connection)
     }
@@ -156,6 +179,7 @@ impl ConnectionSettings {
 pub(crate) struct Engine {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    health: Arc<WriteHealth>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -180,6 +204,8 @@ impl Engine {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (started, start_result) = oneshot::channel();
         let writer_settings = settings.clone();
+        let health = Arc::new(WriteHealth::default());
+        let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("sessiond-sqlite".into())
             .spawn(move || {
@@ -194,7 +220,7 @@ impl Engine {
                 match checkpointer {
                     Ok((connection, checkpointer)) => {
                         let _ = started.send(Ok(()));
-                        serve(connection, receiver, checkpointer);
+                        serve(connection, receiver, checkpointer, &writer_health);
                     }
                     Err(error) => {
                         let _ = started.send(Err(error));
@@ -207,6 +233,7 @@ impl Engine {
             .map_err(|_| unavailable("the storage thread ended while starting"))??;
         Ok(Self {
             jobs,
+            health,
             readers: Arc::new(ReaderPool {
                 settings,
                 idle: Mutex::new(Vec::new()),
@@ -291,9 +318,114 @@ impl Engine {
         self.readers.clear();
     }
 
+    /// Whether writes work, as cheaply as can be known: nothing at all is written while no
+    /// write has failed for want of space, permission or a working device; after one has, a
+    /// probe write (at most one per [`PROBE_INTERVAL`]; callers in between get the last
+    /// answer) tells whether writing works again.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] with a [`CannotWrite`] source while writes fail so.
+    pub(crate) async fn check_writable(&self) -> Result<(), StoreError> {
+        match self.health.probe_due() {
+            ProbeDue::Writable => Ok(()),
+            ProbeDue::Recent(cannot) => Err(StoreError::Unavailable(Box::new(cannot))),
+            ProbeDue::Now => match self.write(probe_write).await {
+                Ok(()) => Ok(()),
+                Err(error) => Err(match self.health.blocked() {
+                    Some(cannot) => StoreError::Unavailable(Box::new(cannot)),
+                    None => error,
+                }),
+            },
+        }
+    }
+
     /// The database file.
     pub(crate) fn path(&self) -> &Path {
         &self.readers.settings.path
+    }
+}
+
+/// A small write that needs new pages (or free ones), then gives them back: it fails when the
+/// database cannot grow, is read-only, or its device fails, and commits otherwise.
+fn probe_write(tx: &mut WriteTx<'_>) -> Result<(), StoreError> {
+    let connection = tx.connection();
+    connection
+        .prepare_cached("INSERT INTO write_probe (filler) VALUES (zeroblob(?1))")
+        .map_err(store_error)?
+        .execute([PROBE_BYTES])
+        .map_err(store_error)?;
+    connection
+        .prepare_cached("DELETE FROM write_probe")
+        .map_err(store_error)?
+        .execute([])
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Whether the storage thread's writes fail for want of space, permission or a working device.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth {
+    blocked: Mutex<Option<Blocked>>,
+}
+
+#[derive(Debug, Clone)]
+struct Blocked {
+    cannot: CannotWrite,
+    /// When the health check last probed (or the block was first seen).
+    probed_at: Instant,
+}
+
+/// What the health check should do about writes.
+enum ProbeDue {
+    /// No write has failed so since the last commit.
+    Writable,
+    /// Writes failed, and were probed a moment ago: report this.
+    Recent(CannotWrite),
+    /// Writes failed: probe now (this caller alone; others get `Recent` meanwhile).
+    Now,
+}
+
+impl WriteHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Blocked>> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A write failed with `cannot`.
+    fn record_blocked(&self, cannot: CannotWrite) {
+        let mut blocked = self.lock();
+        let probed_at = blocked
+            .as_ref()
+            .map_or_else(Instant::now, |blocked| blocked.probed_at);
+        *blocked = Some(Blocked { cannot, probed_at });
+    }
+
+    /// A batch committed with no write failing for want of space, permission or a device.
+    fn record_written(&self) {
+        let mut blocked = self.lock();
+        if blocked.is_some() {
+            tracing::info!("sqlite writes succeed again");
+            *blocked = None;
+        }
+    }
+
+    fn blocked(&self) -> Option<CannotWrite> {
+        self.lock().as_ref().map(|blocked| blocked.cannot.clone())
+    }
+
+    fn probe_due(&self) -> ProbeDue {
+        let mut blocked = self.lock();
+        match blocked.as_mut() {
+            None => ProbeDue::Writable,
+            Some(blocked) if blocked.probed_at.elapsed() < PROBE_INTERVAL => {
+                ProbeDue::Recent(blocked.cannot.clone())
+            }
+            Some(blocked) => {
+                blocked.probed_at = Instant::now();
+                ProbeDue::Now
+            }
+        }
     }
 }
 
@@ -344,6 +476,11 @@ trait WriteJob: Send {
     /// Runs the work inside the batch's transaction; `false` if it failed (and must be rolled
     /// back to its savepoint).
     fn run(&mut self, tx: &mut WriteTx<'_>) -> bool;
+    /// What kept the job from writing, if it failed for want of space, permission or a
+    /// working device.
+    fn cannot_write(&self) -> Option<CannotWrite>;
+    /// A copy of the job's own error, if it failed.
+    fn own_error(&self) -> Option<StoreError>;
     /// The batch committed: send the answer.
     fn committed(self: Box<Self>);
     /// The batch did not commit: answer with `error`, or with the job's own error if it had one.
@@ -369,6 +506,25 @@ where
         let succeeded = outcome.is_ok();
         self.outcome = Some(outcome);
         succeeded
+    }
+
+    fn cannot_write(&self) -> Option<CannotWrite> {
+        let Some(Err(error)) = &self.outcome else {
+            return None;
+        };
+        error.cannot_write().cloned().or_else(|| {
+            write_block_of(error).map(|reason| CannotWrite {
+                reason,
+                detail: error_chain(error),
+            })
+        })
+    }
+
+    fn own_error(&self) -> Option<StoreError> {
+        match &self.outcome {
+            Some(Err(error)) => Some(copy_error(error)),
+            _ => None,
+        }
     }
 
     fn committed(self: Box<Self>) {
@@ -582,7 +738,12 @@ fn read_head(connection: &Connection) -> Result<ChainHead, StoreError> {
 }
 
 /// The storage thread's loop: until every handle is gone or it is told to close.
-fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
+fn serve(
+    connection: Connection,
+    mut receiver: mpsc::Receiver<Job>,
+    checkpointer: Checkpointer,
+    health: &WriteHealth,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
@@ -605,7 +766,7 @@ fn serve(connection: Connection, mut receiver: mpsc::Receiver<Job>, checkpointer
             }
         }
         if !writes.is_empty() {
-            apply(&connection, &mut writes);
+            apply(&connection, &mut writes, health);
         }
     }
     // Whatever arrives after a close is refused (its reply is dropped: "unavailable").
@@ -672,10 +833,12 @@ fn checkpoint(connection: &Connection) -> Result<(), rusqlite::Error> {
     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
-/// Runs `writes` in one transaction, each in a savepoint, and answers each.
-fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
+/// Runs `writes` in one transaction, each in a savepoint, and answers each; records in
+/// `health` whether writes fail for want of space, permission or a working device.
+fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>, health: &WriteHealth) {
     if let Err(error) = begin(connection) {
         tracing::warn!(error = %error, writes = writes.len(), "cannot begin a write transaction");
+        record_failure(health, &error);
         for job in writes.drain(..) {
             job.failed(shared_failure(&error));
         }
@@ -684,46 +847,101 @@ fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
     }
     let mut tx = WriteTx::new(connection);
     let mut broken = None;
+    let mut cannot_write = None;
+    let mut kept_any = false;
     for job in writes.iter_mut() {
         if let Err(error) = statement(connection, "SAVEPOINT job") {
-            broken = Some(error);
+            broken = Some((error, None));
             break;
         }
         let head = (tx.head, tx.head_moved);
         let kept = job.run(&mut tx);
         let ended = if kept {
+            kept_any = true;
             statement(connection, "RELEASE job")
         } else {
             (tx.head, tx.head_moved) = head;
+            if let Some(cannot) = job.cannot_write() {
+                cannot_write = Some(cannot);
+            }
             statement(connection, "ROLLBACK TO job")
                 .and_then(|()| statement(connection, "RELEASE job"))
         };
         if let Err(error) = ended {
-            broken = Some(error);
+            // SQLite may have rolled the whole transaction back on the job's failure (a full
+            // disk or an I/O error can): its savepoint is gone, and the job's error, not
+            // "no such savepoint", is what every write of the batch failed of.
+            let cause = (!kept && connection.is_autocommit())
+                .then(|| job.own_error())
+                .flatten();
+            broken = Some((error, cause));
             break;
         }
     }
     let committed = match broken {
-        Some(error) => Err(error),
+        Some(broken) => Err(broken),
         None => tx
             .flush_head()
-            .and_then(|()| statement(connection, "COMMIT")),
+            .and_then(|()| statement(connection, "COMMIT"))
+            .map_err(|error| (error, None)),
     };
     match committed {
         Ok(()) => {
+            match cannot_write {
+                Some(cannot) => record_blocked(health, cannot),
+                None if kept_any => health.record_written(),
+                None => {}
+            }
             for job in writes.drain(..) {
                 job.committed();
             }
         }
-        Err(error) => {
+        Err((error, cause)) => {
             tracing::warn!(error = %error, writes = writes.len(), "a write transaction failed; nothing of it was kept");
             roll_back_if_open(connection);
-            let failure = shared_failure(&error);
+            let failure = match cause {
+                Some(cause) => cause,
+                None => shared_failure(&error),
+            };
+            match failure.cannot_write().cloned().or(cannot_write) {
+                Some(cannot) => record_blocked(health, cannot),
+                None => record_failure(health, &error),
+            }
             for job in writes.drain(..) {
                 job.failed(copy_error(&failure));
             }
         }
     }
+}
+
+/// Marks writes as failing when `error` is a want of space, permission or a working device.
+fn record_failure(health: &WriteHealth, error: &rusqlite::Error) {
+    if let Some(reason) = write_block(error) {
+        record_blocked(
+            health,
+            CannotWrite {
+                reason,
+                detail: error.to_string(),
+            },
+        );
+    }
+}
+
+fn record_blocked(health: &WriteHealth, cannot: CannotWrite) {
+    tracing::warn!(reason = cannot.reason.as_str(), error = %cannot.detail, "sqlite cannot write");
+    health.record_blocked(cannot);
+}
+
+/// `error` and its sources on one line.
+fn error_chain(error: &StoreError) -> String {
+    let mut line = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 fn begin(connection: &Connection) -> Result<(), rusqlite::Error> {

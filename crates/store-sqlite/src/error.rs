@@ -1,7 +1,7 @@
 //! Mapping SQLite failures to the store's error variants.
 
 use rusqlite::ErrorCode;
-use sessiond_core::store::StoreError;
+use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 
 /// Whether a failure with this code may pass by itself: a lock held past the busy timeout, a
 /// full disk, an I/O error, a file made read-only, or memory that ran out. Such failures are
@@ -36,6 +36,12 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
 /// of which gets its own error value.
 pub(crate) fn shared_failure(error: &rusqlite::Error) -> StoreError {
     let message = format!("the write transaction failed: {error}");
+    if let Some(reason) = write_block(error) {
+        return StoreError::Unavailable(Box::new(CannotWrite {
+            reason,
+            detail: message,
+        }));
+    }
     match error {
         rusqlite::Error::SqliteFailure(failure, _) if is_transient(failure.code) => {
             StoreError::Unavailable(message.into())
@@ -46,9 +52,41 @@ pub(crate) fn shared_failure(error: &rusqlite::Error) -> StoreError {
 
 /// A copy of a store error for a second requester: same variant, same message.
 pub(crate) fn copy_error(error: &StoreError) -> StoreError {
+    if let Some(cannot) = error.cannot_write() {
+        return StoreError::Unavailable(Box::new(cannot.clone()));
+    }
     match error {
         StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
         StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
         StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
+    }
+}
+
+/// What keeps the database from writing, when `error` says so: a full disk (or the size limit
+/// reached), a read-only file or file system, an I/O error.
+pub(crate) fn write_block(error: &rusqlite::Error) -> Option<WriteBlock> {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DiskFull => Some(WriteBlock::DiskFull),
+            ErrorCode::ReadOnly => Some(WriteBlock::ReadOnly),
+            ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => Some(WriteBlock::IoError),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// [`write_block`] of the SQLite error a store error carries, if it carries one.
+pub(crate) fn write_block_of(error: &StoreError) -> Option<WriteBlock> {
+    match error {
+        StoreError::Unavailable(source) => source
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(write_block)
+            .or_else(|| {
+                source
+                    .downcast_ref::<CannotWrite>()
+                    .map(|cannot| cannot.reason)
+            }),
+        _ => None,
     }
 }

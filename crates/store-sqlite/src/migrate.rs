@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hot_path_indexes",
         include_str!("../migrations/0007_hot_path_indexes.sql"),
     ),
+    (
+        8,
+        "write_probe",
+        include_str!("../migrations/0008_write_probe.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

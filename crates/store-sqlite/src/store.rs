@@ -65,6 +65,10 @@ pub struct SqliteSettings {
     pub writer_cache_kib: u32,
     /// Page cache of each read connection, in KiB.
     pub reader_cache_kib: u32,
+    /// The size, in bytes, the store never grows the database file beyond (SQLite's
+    /// `max_page_count`): at it, writes that need space fail as unavailable until space is
+    /// freed inside the file, as on a full disk. `None`: only the disk limits it.
+    pub max_size: Option<u64>,
 }
 
 impl Default for SqliteSettings {
@@ -76,6 +80,7 @@ impl Default for SqliteSettings {
             create_if_missing: true,
             writer_cache_kib: 32 * 1024,
             reader_cache_kib: 2 * 1024,
+            max_size: None,
         }
     }
 }
@@ -118,6 +123,7 @@ impl SqliteStore {
             create_if_missing: settings.create_if_missing,
             writer_cache_kib: settings.writer_cache_kib,
             reader_cache_kib: settings.reader_cache_kib,
+            max_size: settings.max_size,
         };
         let readers = usize::try_from(settings.readers).unwrap_or(1);
         let engine = Engine::start(connection_settings, readers, |connection| {
@@ -1435,7 +1441,8 @@ impl Store for SqliteStore {
                     .query_row([], |_| Ok(()))
                     .map_err(store_error)
             })
-            .await
+            .await?;
+        self.engine.check_writable().await
     }
 }
 

@@ -21,3 +21,52 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
+
+impl StoreError {
+    /// Why storage cannot write, when that is what this error reports (see [`CannotWrite`]).
+    pub fn cannot_write(&self) -> Option<&CannotWrite> {
+        match self {
+            Self::Unavailable(source) => source.downcast_ref::<CannotWrite>(),
+            _ => None,
+        }
+    }
+}
+
+/// What keeps a store that answers from writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteBlock {
+    /// The disk (or the database's size limit) is full.
+    DiskFull,
+    /// The database, its file or its file system accepts only reads.
+    ReadOnly,
+    /// Writing failed with an I/O error.
+    IoError,
+}
+
+impl WriteBlock {
+    /// The stable code readiness reports (`disk_full`, `read_only`, `io_error`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk_full",
+            Self::ReadOnly => "read_only",
+            Self::IoError => "io_error",
+        }
+    }
+}
+
+impl std::fmt::Display for WriteBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The source of the [`StoreError::Unavailable`] a store's health check returns while it
+/// answers but cannot write: its writes fail until space, permission or the device comes back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage cannot write ({reason}): {detail}")]
+pub struct CannotWrite {
+    /// What blocks writes.
+    pub reason: WriteBlock,
+    /// The backend's own words, for the log.
+    pub detail: String,
+}

@@ -29,7 +29,7 @@ mod sessions;
 pub use audit::AuditStore;
 pub use devices::DeviceStore;
 pub use encryption::EncryptionStore;
-pub use error::{BackendError, StoreError};
+pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
 pub use events::EventStore;
 pub use keys::{KeyStore, RetireOutcome};
 pub use sessions::{
@@ -105,10 +105,14 @@ pub trait Store:
     + Debug
     + 'static
 {
-    /// Checks that storage answers.
+    /// Checks that storage answers and, as far as the store can tell cheaply, accepts writes:
+    /// the readiness check calls it on every probe, so it must stay about as cheap as one
+    /// round trip while all is well.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when it does not.
+    /// [`StoreError::Unavailable`] when storage does not answer; when it answers but cannot
+    /// write (a full disk, a read-only database, I/O errors), with a [`CannotWrite`] as its
+    /// source ([`StoreError::cannot_write`]).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// A push feed of revocations committed by any process sharing this store (see

@@ -30,7 +30,9 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: storage answers and keys are loaded.
+/// `GET /readyz`: storage answers, can write, and keys are loaded. Not ready, the body's
+/// `reason` says why: `unreachable` (storage does not answer), or what keeps a store that
+/// answers from writing: `disk_full`, `read_only`, `io_error`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.store().ping().await {
         Ok(()) => {
@@ -43,10 +45,24 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             Json(json!({ "status": "ready", "signing_kid": signing_kid })).into_response()
         }
         Err(error) => {
-            tracing::warn!(error = %error, "readiness check failed");
+            let (reason, message) = match error.cannot_write() {
+                Some(cannot) => {
+                    tracing::warn!(reason = cannot.reason.as_str(), error = %cannot.detail, "readiness check failed: storage cannot write");
+                    (cannot.reason.as_str(), "storage cannot write")
+                }
+                None => {
+                    tracing::warn!(error = %error, "readiness check failed");
+                    ("unreachable", "storage does not answer")
+                }
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "error": "unavailable", "message": "storage does not answer" })),
+                Json(json!({
+                    "status": "unavailable",
+                    "error": "unavailable",
+                    "reason": reason,
+                    "message": message,
+                })),
             )
                 .into_response()
         }

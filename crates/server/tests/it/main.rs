@@ -22,4 +22,5 @@ mod revocation;
 mod rotation;
 mod security;
 mod sessions;
+mod storage;
 mod ui;
