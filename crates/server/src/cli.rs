@@ -1,5 +1,5 @@
 //! The `sessiond` command line: `serve`, `migrate`, `sessions list`, `sessions revoke`,
-//! `keys list|rotate|retire|rotate-master`, and `audit verify|export|seal|prune`.
+//! `keys list|rotate|retire|rotate-master`, `audit verify|export|seal|prune`, and `backup`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +56,16 @@ pub enum Command {
     /// Verify, export or prune the audit trail in the database.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the SQLite database to PATH as of one commit, while servers keep running on it
+    /// (PostgreSQL: use pg_dump). Restore by stopping the server and putting the copy in the
+    /// database's place; keep the master key with it.
+    Backup {
+        /// The file to write; it must not exist unless `--force` is given.
+        path: PathBuf,
+        /// Replace PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `sessiond keys ...`.
@@ -207,6 +217,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sessions(command) => sessions(config, command).await,
+        Command::Backup { path, force } => backup(&config, &path, force).await,
         Command::Keys(command) => keys(config, command).await,
         Command::Audit(command) => {
             // These inspect an existing database: a mistyped path must not become a new one.
@@ -367,6 +378,37 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `sessiond backup PATH`: a consistent copy of the SQLite database, made on a blocking thread.
+async fn backup(config: &Config, path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if is_postgres_url(&config.database_url) {
+        return Err(anyhow!(
+            "sessiond backup copies SQLite databases; back up PostgreSQL with pg_dump (see docs/operations.md)"
+        ));
+    }
+    let url = config.database_url.clone();
+    let destination = path.to_owned();
+    let size = tokio::task::spawn_blocking(move || {
+        sessiond_store_sqlite::backup(&url, &destination, force)
+    })
+    .await
+    .context("the backup stopped")?
+    .map_err(|error| match error {
+        sessiond_store_sqlite::BackupError::Exists(path) => anyhow!(
+            "{} already exists; pass --force to replace it",
+            path.display()
+        ),
+        other => {
+            anyhow::Error::new(other).context(format!("cannot back up {}", config.database_url))
+        }
+    })?;
+    println!(
+        "backed up {} to {} ({size} bytes)",
+        config.database_url,
+        path.display()
+    );
+    Ok(())
 }
 
 async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()> {

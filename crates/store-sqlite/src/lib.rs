@@ -10,11 +10,13 @@
 //! pool of read-only connections that never block the writer. The audit chain is extended as
 //! audit rows are written, in commit order.
 
+mod backup;
 mod engine;
 mod error;
 mod migrate;
 mod rows;
 mod store;
 
+pub use backup::{BackupError, backup};
 pub use migrate::MIGRATIONS;
 pub use store::{SqliteSettings, SqliteStore, Synchronous};

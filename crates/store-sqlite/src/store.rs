@@ -94,7 +94,7 @@ pub struct SqliteStore {
 }
 
 /// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; a query string is ignored.
-fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+pub(crate) fn database_path(url: &str) -> Result<PathBuf, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod audit;
+mod backup;
 mod browser;
 mod crypt;
 mod devices;
