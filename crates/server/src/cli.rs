@@ -169,6 +169,30 @@ impl Cli {
     pub fn resolve_config(&self) -> anyhow::Result<Config> {
         resolve_config(self.config.as_deref(), &self.settings)
     }
+
+    /// The log format the settings ask for, read before (and whether or not) the whole
+    /// configuration is valid, so that every line the command writes, a refusal of a bad
+    /// configuration included, follows it: a flag or the environment, else the config file,
+    /// else text.
+    pub fn log_format(&self) -> LogFormat {
+        let from_file = || {
+            self.config
+                .as_deref()
+                .and_then(|path| RawConfig::from_file(path).ok())
+                .and_then(|file| file.log_format)
+        };
+        match self
+            .settings
+            .log_format
+            .clone()
+            .or_else(from_file)
+            .as_deref()
+            .map(str::trim)
+        {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 /// The configuration of the settings file `config_file` (if any) overlaid with `settings`
@@ -195,8 +219,8 @@ pub fn resolve_config(
 /// # Errors
 /// Whatever stops it, with context, for a one-line message.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.log_format());
     let config = cli.resolve_config()?;
-    init_logging(config.log_format);
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -306,12 +330,14 @@ fn export_query(since: Option<&str>) -> anyhow::Result<AuditQuery> {
 }
 
 /// Sends log lines to stderr in `format`, filtered by `RUST_LOG` (default `info,sqlx=warn`),
-/// as `sessiond` does; a second call is ignored.
+/// as `sessiond` does, coloured only when stderr is a terminal; a second call is ignored.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests running several commands) is harmless; ignore it.
     let _ = match format {
@@ -328,7 +354,15 @@ pub fn init_logging(format: LogFormat) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
-        eprintln!("WARNING: sessiond is running with development defaults: {warning}");
+        match config.log_format {
+            // Loud, and whatever RUST_LOG says.
+            LogFormat::Text => {
+                eprintln!("WARNING: sessiond is running with development defaults: {warning}");
+            }
+            LogFormat::Json => {
+                tracing::warn!(warning = %warning, "sessiond is running with development defaults");
+            }
+        }
     }
     let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::CreateIfMissing).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -3,26 +3,40 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sessiond_server::cli::{Cli, execute};
+use sessiond_server::cli::{Cli, execute, init_logging};
+use sessiond_server::config::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli.log_format();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("sessiond: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return fail(
+                format,
+                &format!("sessiond: cannot start the async runtime: {error}"),
+            );
         }
     };
     match runtime.block_on(execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // `{:#}` joins the context chain on one line: the one-line reason API.md asks for.
-            eprintln!("sessiond: {error:#}");
-            ExitCode::FAILURE
+        // `{:#}` joins the context chain on one line: the one-line reason API.md asks for.
+        Err(error) => fail(format, &format!("sessiond: {error:#}")),
+    }
+}
+
+/// Writes the one-line reason of a failure in the log format: a plain line, or a JSON log line
+/// like every other one.
+fn fail(format: LogFormat, reason: &str) -> ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("{reason}"),
+        LogFormat::Json => {
+            init_logging(format);
+            tracing::error!("{reason}");
         }
     }
+    ExitCode::FAILURE
 }

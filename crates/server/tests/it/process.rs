@@ -1037,3 +1037,94 @@ async fn serve_with_no_configuration_warns_loudly_and_runs() {
     let stderr = server.stderr();
     assert!(stderr.contains("WARNING"), "a loud warning: {stderr:?}");
 }
+
+/// Waits until `server`'s stderr contains `text`; returns it.
+fn stderr_once_it_contains(server: &Server, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stderr = server.stderr();
+        if stderr.contains(text) || Instant::now() > deadline {
+            assert!(stderr.contains(text), "{text:?} in stderr:\n{stderr}");
+            return stderr;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Regression: log lines carried ANSI colour codes into files and log collectors.
+#[tokio::test]
+async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut command = configured(dir.path(), port);
+    command.env("RUST_LOG", "info");
+    let server = Server::start(command, port);
+    let created = send(
+        client()
+            .post(format!("{}/v1/sessions", server.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": "alice"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let stderr = stderr_once_it_contains(&server, "answered");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no escape sequence on a pipe:\n{stderr:?}"
+    );
+}
+
+/// Regression: with `SESSIOND_LOG_FORMAT=json` the development warnings of start-up, and the
+/// refusal of a bad configuration, were plain text among the JSON lines.
+#[tokio::test]
+async fn in_json_format_every_line_from_start_up_to_a_refusal_is_json() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut command = configured(dir.path(), port);
+    command
+        .env("SESSIOND_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    let server = Server::start(command, port);
+    let answer = send(client().get(format!("{}/healthz", server.base))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stderr = stderr_once_it_contains(&server, "development defaults");
+    let mut warnings = 0;
+    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}"));
+        let message = entry["fields"]["message"].as_str().unwrap_or_default();
+        if message.contains("development defaults") {
+            assert_eq!(entry["level"], "WARN", "{line}");
+            assert!(entry["fields"]["warning"].is_string(), "{line}");
+            warnings += 1;
+        }
+    }
+    assert!(warnings >= 1, "{stderr}");
+    drop(server);
+
+    let refused = run(dir_command(dir.path())
+        .env("SESSIOND_LOG_FORMAT", "json")
+        .env("SESSIOND_ACCESS_TTL", "soon")
+        .arg("serve"));
+    assert!(!refused.status.success());
+    let lines: Vec<&str> = refused.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {:?}", refused.stderr);
+    let entry: Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|_| panic!("not JSON: {:?}", lines[0]));
+    assert_eq!(entry["level"], "ERROR", "{}", lines[0]);
+    let message = entry["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("sessiond: bad configuration")
+            && message.contains("SESSIOND_ACCESS_TTL"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// `sessiond` on the database in `dir`, with nothing else set.
+fn dir_command(dir: &Path) -> Command {
+    let mut command = sessiond();
+    command.env("SESSIOND_DATABASE_URL", database_url(dir));
+    command
+}
