@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ADMIN_KEY, Answer, TestApp, text};
+use crate::helpers::{ADMIN_KEY, Answer, Backend, TestApp, postgres_url, text};
 
 /// The limit the test app's SQLite file runs at.
 const MAX_SIZE: &str = "2MiB";
@@ -204,4 +204,156 @@ async fn a_full_sqlite_database_answers_503_keeps_every_token_and_writes_again_o
         .expect("audit readable")
         .expect("the audit chain is intact");
     assert!(verified.events > 0);
+}
+
+/// A PostgreSQL login role of its own, dropped (with whatever it owns) at the end.
+struct PgRole {
+    base: String,
+    name: String,
+}
+
+impl PgRole {
+    async fn create(base: &str) -> Self {
+        let name = format!("it_ro_{}", uuid::Uuid::new_v4().simple());
+        Self::run(base, &format!("CREATE ROLE {name} LOGIN SUPERUSER")).await;
+        Self {
+            base: base.to_owned(),
+            name,
+        }
+    }
+
+    async fn run(base: &str, sql: &str) {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(base)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::raw_sql(sql)
+            .execute(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        connection.close().await.expect("close");
+    }
+
+    /// `url` connecting as this role.
+    fn url_as(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{}@{host}", self.name)
+    }
+
+    /// Sets whether new connections of the role default to read-only transactions, and ends
+    /// the open ones, as a failover to a standby (and back) does.
+    async fn set_read_only(&self, read_only: bool) {
+        let setting = if read_only {
+            format!(
+                "ALTER ROLE {} SET default_transaction_read_only = on",
+                self.name
+            )
+        } else {
+            format!(
+                "ALTER ROLE {} RESET default_transaction_read_only",
+                self.name
+            )
+        };
+        Self::run(&self.base, &setting).await;
+        Self::run(
+            &self.base,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",
+                self.name
+            ),
+        )
+        .await;
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // A thread of its own: Drop cannot await.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                use sqlx::Connection as _;
+                let mut connection = sqlx::PgConnection::connect(&base).await?;
+                sqlx::raw_sql(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}';
+                     DROP OWNED BY {name}; DROP ROLE {name}"
+                ))
+                .execute(&mut connection)
+                .await?;
+                connection.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test role {}", self.name);
+        }
+    }
+}
+
+/// Polls `/readyz` until it reports `reason`.
+async fn readiness_reason_becomes(app: &TestApp, reason: &str) -> Answer {
+    let started = Instant::now();
+    loop {
+        let answer = app.get("/readyz", None).await;
+        if answer.body["reason"] == reason || started.elapsed() > READINESS_BOUND {
+            assert_eq!(
+                answer.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                answer.body
+            );
+            assert_eq!(answer.body["reason"], reason, "{}", answer.body);
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A PostgreSQL server that accepts only read-only transactions (a standby after a failover,
+/// `default_transaction_read_only`): writes answer 503 and write nothing, `/readyz` says
+/// `read_only`, and both recover once writes are accepted again.
+#[tokio::test]
+async fn a_read_only_postgresql_answers_503_is_not_ready_and_recovers_without_a_restart() {
+    Backend::Postgres
+        .run(async {
+            let base = postgres_url().expect("run only with a URL");
+            let role = PgRole::create(&base).await;
+            let app = TestApp::spawn_with(|raw| {
+                let url = raw.database_url.clone().expect("the schema's URL");
+                raw.database_url = Some(role.url_as(&url));
+            })
+            .await;
+            let created = app.create_session("alice").await;
+            let session_id = text(&created["session"], "id").to_owned();
+            let refresh_token = text(&created, "refresh_token").to_owned();
+            assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+
+            role.set_read_only(true).await;
+            let ready = readiness_reason_becomes(&app, "read_only").await;
+            assert_eq!(ready.body["error"], "unavailable");
+            let before = session_rows(&app, &session_id).await;
+            let refused = app.refresh(&refresh_token).await;
+            assert_unavailable(&refused, "a refresh on a read-only database");
+            assert_eq!(session_rows(&app, &session_id).await, before);
+            let refused = app
+                .post("/v1/sessions", Some(ADMIN_KEY), json!({"user_id": "bob"}))
+                .await;
+            assert_unavailable(&refused, "a creation on a read-only database");
+
+            role.set_read_only(false).await;
+            readiness_becomes(&app, StatusCode::OK).await;
+            let mut answer = app.refresh(&refresh_token).await;
+            // The first request after the connections were cut may meet one of them dead.
+            if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+                answer = app.refresh(&refresh_token).await;
+            }
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            drop(app);
+        })
+        .await;
 }
