@@ -258,8 +258,12 @@ impl TestApp {
         self.clock.now()
     }
 
+    /// The SQLite file the app runs on: in its directory unless the test named another.
     pub fn database_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("sessiond.db")
+        match self.config.database_url.strip_prefix("sqlite://") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => self.dir.path().join("sessiond.db"),
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {

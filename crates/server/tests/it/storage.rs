@@ -357,3 +357,127 @@ async fn a_read_only_postgresql_answers_503_is_not_ready_and_recovers_without_a_
         })
         .await;
 }
+
+/// A small tmpfs mounted on a temporary directory, unmounted when dropped. Mounting needs root
+/// (`CAP_SYS_ADMIN`); `mount` says why it could not.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(Self { dir })
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the server's files may still be open while the test unwinds.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system at `dir` with a file of its own until it is full.
+fn fill_file_system(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).expect("ballast file");
+    let chunk = vec![0_u8; 64 * 1024];
+    loop {
+        if let Err(error) = file.write_all(&chunk) {
+            assert_eq!(
+                error.raw_os_error(),
+                Some(28),
+                "the file system fills up: {error}"
+            );
+            break;
+        }
+    }
+    // Fill the last partial chunk too.
+    for _ in 0..64 {
+        if file.write_all(&[0_u8; 1024]).is_err() {
+            break;
+        }
+    }
+    path
+}
+
+/// Refreshes the chain of `refresh_token` until one is refused; checks the refusal wrote
+/// nothing and returns the token it refused.
+async fn refresh_until_refused(
+    app: &TestApp,
+    session_id: &str,
+    mut refresh_token: String,
+) -> String {
+    for _ in 0..5_000 {
+        let before = session_rows(app, session_id).await;
+        let answer = app.refresh(&refresh_token).await;
+        if answer.status == StatusCode::OK {
+            refresh_token = text(&answer.body, "refresh_token").to_owned();
+            continue;
+        }
+        assert_unavailable(&answer, "a refresh that cannot be written");
+        assert_eq!(
+            session_rows(app, session_id).await,
+            before,
+            "the refused refresh wrote nothing"
+        );
+        return refresh_token;
+    }
+    panic!("no refresh was ever refused");
+}
+
+/// The same on a real file system: a tmpfs filled up by another file (`ENOSPC`), then freed.
+/// Needs root; says so and does nothing without it.
+#[tokio::test]
+async fn a_full_file_system_answers_503_and_writes_resume_once_space_is_freed() {
+    let tmpfs = match Tmpfs::mount("4m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!(
+                "cannot mount a tmpfs ({reason}): the full-disk test on a real file system needs root; not run"
+            );
+            return;
+        }
+    };
+    let database = tmpfs.dir.path().join("sessiond.db");
+    let app = TestApp::spawn_with(|raw| {
+        raw.database_url = Some(format!("sqlite://{}", database.display()));
+    })
+    .await;
+    let created = app.create_session("alice").await;
+    let session_id = text(&created["session"], "id").to_owned();
+    let refresh_token = text(&created, "refresh_token").to_owned();
+
+    // Full: another file takes the last byte.
+    let ballast = fill_file_system(tmpfs.dir.path());
+    let refused = refresh_until_refused(&app, &session_id, refresh_token).await;
+    let ready = readiness_reason_becomes(&app, "disk_full").await;
+    assert_eq!(ready.body["error"], "unavailable");
+    std::fs::remove_file(&ballast).expect("free the space");
+    readiness_becomes(&app, StatusCode::OK).await;
+    let answer = app.refresh(&refused).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let verified = app
+        .state
+        .service
+        .verify_audit()
+        .await
+        .expect("audit readable")
+        .expect("the audit chain is intact");
+    assert!(verified.events > 0);
+    drop(app);
+}
