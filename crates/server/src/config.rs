@@ -1252,6 +1252,34 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_max_size_takes_bytes_or_binary_units_of_a_mebibyte_or_more() {
+        let parsed = |text: &str| {
+            Config::from_raw(&RawConfig {
+                sqlite_max_size: Some(text.into()),
+                ..RawConfig::default()
+            })
+            .map(|config| config.sqlite_max_size)
+        };
+        assert_eq!(
+            Config::from_raw(&RawConfig::default())
+                .unwrap()
+                .sqlite_max_size,
+            None
+        );
+        assert_eq!(parsed("1048576"), Ok(Some(1_048_576)));
+        assert_eq!(parsed("2MiB"), Ok(Some(2 * 1024 * 1024)));
+        assert_eq!(parsed(" 10 GiB "), Ok(Some(10 * 1024 * 1024 * 1024)));
+        assert_eq!(parsed("4096KiB"), Ok(Some(4 * 1024 * 1024)));
+        for bad in ["1KiB", "1MB", "lots", "-5MiB", "99999999999999GiB"] {
+            let error = parsed(bad).unwrap_err();
+            assert!(
+                error.starts_with("SESSIOND_SQLITE_MAX_SIZE must be"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn key_rotation_is_off_by_default_and_takes_a_duration_of_a_minute_or_more() {
         assert_eq!(
             Config::from_raw(&RawConfig::default())
