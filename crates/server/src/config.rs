@@ -18,6 +18,8 @@ use sessiond_store_sqlite::Synchronous;
 
 /// The shortest automatic key rotation period accepted.
 pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
+use crate::connections::ConnectionSettings;
+use crate::events::hub::StreamLimits;
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
 use crate::state::{AdminKey, AdminScope};
 
@@ -226,6 +228,24 @@ pub struct RawConfig {
     /// Which refreshes are audited: `all` (default), `off`, or `sample:N` (one in N).
     #[arg(long, global = true, env = "SESSIOND_AUDIT_REFRESHES")]
     pub audit_refreshes: Option<String>,
+    /// How long a client may take to send a request's headers, e.g. `10s`.
+    #[arg(long, global = true, env = "SESSIOND_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// How long a client may take to send a request's body once its headers are in, e.g. `20s`.
+    #[arg(long, global = true, env = "SESSIOND_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// How long a connection may wait idle for its next request, e.g. `75s`.
+    #[arg(long, global = true, env = "SESSIOND_KEEP_ALIVE_TIMEOUT")]
+    pub keep_alive_timeout: Option<String>,
+    /// Most connections open at once.
+    #[arg(long, global = true, env = "SESSIOND_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Most event streams (SSE and WebSocket) open at once.
+    #[arg(long, global = true, env = "SESSIOND_MAX_STREAMS")]
+    pub max_streams: Option<String>,
+    /// Most event streams one user's access tokens hold open at once.
+    #[arg(long, global = true, env = "SESSIOND_MAX_STREAMS_PER_USER")]
+    pub max_streams_per_user: Option<String>,
 }
 
 macro_rules! overlay {
@@ -298,7 +318,13 @@ impl RawConfig {
             roles,
             anomaly_policy,
             anomaly_checks,
-            audit_refreshes
+            audit_refreshes,
+            header_timeout,
+            body_timeout,
+            keep_alive_timeout,
+            max_connections,
+            max_streams,
+            max_streams_per_user
         );
         self
     }
@@ -360,6 +386,10 @@ pub struct Config {
     pub anomaly: AnomalySettings,
     /// Which refreshes are audited.
     pub audit_refreshes: RefreshAudit,
+    /// Connection timeouts and the connection cap.
+    pub connections: ConnectionSettings,
+    /// Caps on open event streams.
+    pub stream_limits: StreamLimits,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -511,6 +541,8 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("roles", &self.roles)
             .field("anomaly", &self.anomaly)
+            .field("connections", &self.connections)
+            .field("stream_limits", &self.stream_limits)
             .finish_non_exhaustive()
     }
 }
@@ -977,6 +1009,8 @@ impl Config {
         let roles = roles(raw.roles.as_ref())?;
         let anomaly = anomaly(raw)?;
         let audit_refreshes = audit_refreshes(raw.audit_refreshes.as_deref())?;
+        let connections = connection_settings(raw)?;
+        let stream_limits = stream_limits(raw)?;
         Ok(Self {
             listen,
             database_url,
@@ -1004,6 +1038,8 @@ impl Config {
             roles,
             anomaly,
             audit_refreshes,
+            connections,
+            stream_limits,
             warnings,
         })
     }
@@ -1039,6 +1075,85 @@ fn sqlite_max_size(value: Option<&str>) -> Result<Option<u64>, String> {
                 "SESSIOND_SQLITE_MAX_SIZE must be a size of at least 1MiB, in bytes or with KiB, MiB or GiB (got {text:?})"
             )
         })
+}
+
+/// The shortest and longest connection timeouts accepted.
+const CONNECTION_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+
+/// A connection timeout: a duration within [`CONNECTION_TIMEOUTS`].
+fn connection_timeout(
+    value: Option<&str>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    let timeout = duration(value, name, default)?;
+    if !CONNECTION_TIMEOUTS.contains(&timeout) {
+        return Err(format!(
+            "{name} must be between 100ms and 1h (got {})",
+            compact_duration(timeout)
+        ));
+    }
+    Ok(timeout)
+}
+
+/// A count setting: a whole number from 1 to `max`.
+fn count(value: Option<&str>, name: &str, default: usize, max: usize) -> Result<usize, String> {
+    let Some(text) = value.map(str::trim) else {
+        return Ok(default);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|count| (1..=max).contains(count))
+        .ok_or_else(|| format!("{name} must be a whole number from 1 to {max} (got {text:?})"))
+}
+
+/// The most connections or streams a setting may allow.
+const MAX_COUNT: usize = 1_000_000;
+
+fn connection_settings(raw: &RawConfig) -> Result<ConnectionSettings, String> {
+    let defaults = ConnectionSettings::default();
+    Ok(ConnectionSettings {
+        header_timeout: connection_timeout(
+            raw.header_timeout.as_deref(),
+            "SESSIOND_HEADER_TIMEOUT",
+            defaults.header_timeout,
+        )?,
+        body_timeout: connection_timeout(
+            raw.body_timeout.as_deref(),
+            "SESSIOND_BODY_TIMEOUT",
+            defaults.body_timeout,
+        )?,
+        keep_alive_timeout: connection_timeout(
+            raw.keep_alive_timeout.as_deref(),
+            "SESSIOND_KEEP_ALIVE_TIMEOUT",
+            defaults.keep_alive_timeout,
+        )?,
+        max_connections: count(
+            raw.max_connections.as_deref(),
+            "SESSIOND_MAX_CONNECTIONS",
+            defaults.max_connections,
+            MAX_COUNT,
+        )?,
+    })
+}
+
+fn stream_limits(raw: &RawConfig) -> Result<StreamLimits, String> {
+    let defaults = StreamLimits::default();
+    Ok(StreamLimits {
+        total: count(
+            raw.max_streams.as_deref(),
+            "SESSIOND_MAX_STREAMS",
+            defaults.total,
+            MAX_COUNT,
+        )?,
+        per_user: count(
+            raw.max_streams_per_user.as_deref(),
+            "SESSIOND_MAX_STREAMS_PER_USER",
+            defaults.per_user,
+            MAX_COUNT,
+        )?,
+    })
 }
 
 /// The entries of `SESSIOND_ADMIN_KEYS`: `KEY` (scope `full`) or `KEY:SCOPE`, the key at
@@ -1789,6 +1904,106 @@ mod tests {
             error.starts_with("SESSIOND_ANOMALY_CHECKS must list"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn connection_and_stream_limits_have_defaults_and_refuse_bad_values_naming_the_variable() {
+        let config = Config::from_raw(&RawConfig::default()).unwrap();
+        assert_eq!(config.connections, ConnectionSettings::default());
+        assert_eq!(config.connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.connections.body_timeout, Duration::from_secs(20));
+        assert_eq!(
+            config.connections.keep_alive_timeout,
+            Duration::from_secs(75)
+        );
+        assert_eq!(config.connections.max_connections, 4096);
+        assert_eq!(
+            config.stream_limits,
+            StreamLimits {
+                total: 2048,
+                per_user: 16
+            }
+        );
+
+        let config = Config::from_raw(&RawConfig {
+            header_timeout: Some("2s".into()),
+            body_timeout: Some("500ms".into()),
+            keep_alive_timeout: Some("2m".into()),
+            max_connections: Some("100".into()),
+            max_streams: Some("50".into()),
+            max_streams_per_user: Some("3".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.connections,
+            ConnectionSettings {
+                header_timeout: Duration::from_secs(2),
+                body_timeout: Duration::from_millis(500),
+                keep_alive_timeout: Duration::from_secs(120),
+                max_connections: 100,
+            }
+        );
+        assert_eq!(
+            config.stream_limits,
+            StreamLimits {
+                total: 50,
+                per_user: 3
+            }
+        );
+
+        let cases: [(RawConfig, &str); 6] = [
+            (
+                RawConfig {
+                    header_timeout: Some("0".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_HEADER_TIMEOUT must be between 100ms and 1h (got 0)",
+            ),
+            (
+                RawConfig {
+                    body_timeout: Some("soon".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_BODY_TIMEOUT must be a duration",
+            ),
+            (
+                RawConfig {
+                    keep_alive_timeout: Some("2h".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_KEEP_ALIVE_TIMEOUT must be between 100ms and 1h (got 2h)",
+            ),
+            (
+                RawConfig {
+                    max_connections: Some("0".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_MAX_CONNECTIONS must be a whole number from 1 to 1000000 (got \"0\")",
+            ),
+            (
+                RawConfig {
+                    max_streams: Some("lots".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_MAX_STREAMS must be a whole number",
+            ),
+            (
+                RawConfig {
+                    max_streams_per_user: Some("-1".into()),
+                    ..RawConfig::default()
+                },
+                "SESSIOND_MAX_STREAMS_PER_USER must be a whole number",
+            ),
+        ];
+        for (raw, expected) in cases {
+            let error = Config::from_raw(&raw).unwrap_err();
+            assert!(
+                error.starts_with(expected),
+                "{error:?} should start with {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
     }
 
     #[test]

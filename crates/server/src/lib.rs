@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod events;
 pub mod history;
 mod http;
@@ -23,7 +24,8 @@ pub use http::{api_router, metrics_router, router};
 pub use state::{AppState, SystemClock};
 
 /// Serves the API on `listener` until `shutdown` completes, running the background tasks
-/// alongside; in-flight requests finish before it returns.
+/// alongside; in-flight requests finish before it returns. Connections are capped and timed
+/// out as `state.connections` says (see [`connections`]).
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -61,12 +63,9 @@ pub async fn run_with_metrics_listener(
     });
     let events = state.events.clone();
     let store = Arc::clone(state.service.store());
+    let settings = state.connections;
     let api = api_router(state, metrics_server.is_none());
-    let served = axum::serve(
-        listener,
-        api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    connections::serve(listener, api, settings, async move {
         shutdown.await;
         // Event streams never finish on their own; end them so the graceful shutdown can.
         events.close();
@@ -81,5 +80,5 @@ pub async fn run_with_metrics_listener(
     background.stop().await;
     // Nothing uses the store any more: let it put its data in durable storage for good.
     store.close().await;
-    served.and(metrics_served)
+    metrics_served
 }

@@ -65,9 +65,11 @@ const UNMATCHED_ROUTE: usize = ROUTES.len() - 1;
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `error` codes of the contract that this server answers with.
-pub(crate) const ERROR_CODES: [&str; 15] = [
+pub(crate) const ERROR_CODES: [&str; 17] = [
     "invalid_request",
     "payload_too_large",
+    "request_timeout",
+    "too_many_streams",
     "unauthenticated",
     "forbidden",
     "not_found",

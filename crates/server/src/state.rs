@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::connections::ConnectionSettings;
 use crate::events::EventHub;
 use crate::history::StatsHistory;
 use crate::instrumented_store::InstrumentedStore;
@@ -222,6 +223,8 @@ pub struct AppState {
     pub history: Arc<StatsHistory>,
     /// The `frame-ancestors` sources of the web UI's pages (`SESSIOND_UI_FRAME_ANCESTORS`).
     pub ui_frame_ancestors: Arc<str>,
+    /// Connection timeouts and the connection cap; the body timeout is applied by the router.
+    pub connections: ConnectionSettings,
 }
 
 /// Whether opening the database may create it.
@@ -246,7 +249,7 @@ impl AppState {
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let events = Arc::new(EventHub::default());
+        let events = Arc::new(EventHub::new(config.stream_limits));
         let inner = open_store(config, mode).await?;
         // Before anything else reads or writes: a wrong master key stops here, with nothing
         // written.
@@ -298,6 +301,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
             history,
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
+            connections: config.connections,
         })
     }
 }

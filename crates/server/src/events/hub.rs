@@ -5,7 +5,8 @@
 //! its user and to the streams that watch every user. Each stream has a bounded queue: a
 //! stream that falls behind by a full queue is dropped, marked as lagged, and resumes from its
 //! cursor when its client reconnects. Memory is therefore bounded by streams × queue depth,
-//! whatever a slow client does.
+//! whatever a slow client does, and the number of streams is capped in total and per user
+//! ([`StreamLimits`]): a stream is opened only with a [`StreamPermit`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,42 @@ use crate::http::convert::rfc3339;
 /// tailer's page, so that a burst published at once never drops a stream that keeps up; a
 /// queued event costs a pointer (the event itself is shared).
 pub const STREAM_QUEUE_DEPTH: usize = 1024;
+
+/// Caps on open event streams, SSE and WebSocket together (`SESSIOND_MAX_STREAMS`,
+/// `SESSIOND_MAX_STREAMS_PER_USER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Streams open at once in this process, every caller's.
+    pub total: usize,
+    /// Streams one user's access tokens hold open at once (admin streams count in the total
+    /// only).
+    pub per_user: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            total: 2048,
+            per_user: 16,
+        }
+    }
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// The user already holds this many streams.
+    PerUser(usize),
+    /// The process already serves this many streams.
+    Total(usize),
+}
+
+/// Streams admitted and not yet closed.
+#[derive(Debug, Default)]
+struct Admitted {
+    total: usize,
+    by_user: HashMap<UserId, usize>,
+}
 
 /// A stored event, serialised once for every stream it goes to.
 #[derive(Debug)]
@@ -126,19 +163,66 @@ pub struct EventHub {
     written: Notify,
     /// Set when the server shuts down: every stream ends.
     closing: watch::Sender<bool>,
+    limits: StreamLimits,
+    admitted: Mutex<Admitted>,
 }
 
 impl Default for EventHub {
     fn default() -> Self {
-        Self {
-            subscribers: Mutex::default(),
-            written: Notify::new(),
-            closing: watch::Sender::new(false),
-        }
+        Self::new(StreamLimits::default())
     }
 }
 
 impl EventHub {
+    /// A hub that admits streams up to `limits`.
+    pub fn new(limits: StreamLimits) -> Self {
+        Self {
+            subscribers: Mutex::default(),
+            written: Notify::new(),
+            closing: watch::Sender::new(false),
+            limits,
+            admitted: Mutex::default(),
+        }
+    }
+
+    /// Admits one more stream, counted against `user` (a stream opened by that user's access
+    /// token) and the total; the stream holds the permit while it is open.
+    ///
+    /// # Errors
+    /// [`StreamRefusal`] when the user, or the process, already has as many streams as allowed.
+    pub fn admit(self: &Arc<Self>, user: Option<&UserId>) -> Result<StreamPermit, StreamRefusal> {
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(user) = user
+            && admitted.by_user.get(user).copied().unwrap_or(0) >= self.limits.per_user
+        {
+            return Err(StreamRefusal::PerUser(self.limits.per_user));
+        }
+        if admitted.total >= self.limits.total {
+            return Err(StreamRefusal::Total(self.limits.total));
+        }
+        admitted.total += 1;
+        if let Some(user) = user {
+            *admitted.by_user.entry(user.clone()).or_default() += 1;
+        }
+        Ok(StreamPermit {
+            hub: Arc::clone(self),
+            user: user.cloned(),
+        })
+    }
+
+    fn release(&self, user: Option<&UserId>) {
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        admitted.total = admitted.total.saturating_sub(1);
+        if let Some(user) = user
+            && let Some(count) = admitted.by_user.get_mut(user)
+        {
+            *count -= 1;
+            if *count == 0 {
+                admitted.by_user.remove(user);
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Subscribers> {
         // Every critical section leaves the map consistent, so a panic elsewhere cannot have
         // broken it.
@@ -246,6 +330,19 @@ impl EventHub {
     }
 }
 
+/// One admitted stream ([`EventHub::admit`]); gives its place back when dropped.
+#[derive(Debug)]
+pub struct StreamPermit {
+    hub: Arc<EventHub>,
+    user: Option<UserId>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.hub.release(self.user.as_ref());
+    }
+}
+
 /// One registered subscriber; unregisters itself when dropped.
 #[derive(Debug)]
 pub struct Subscription {
@@ -321,6 +418,27 @@ mod tests {
         assert_eq!(hub.open_streams(), 2);
         drop(alice);
         assert_eq!(hub.open_streams(), 1);
+    }
+
+    #[test]
+    fn streams_are_capped_per_user_and_in_total_and_dropping_a_permit_frees_its_place() {
+        let hub = Arc::new(EventHub::new(StreamLimits {
+            total: 3,
+            per_user: 2,
+        }));
+        let alice = UserId::from_trusted("alice".to_owned());
+        let bob = UserId::from_trusted("bob".to_owned());
+        let first = hub.admit(Some(&alice)).expect("alice's first");
+        let _second = hub.admit(Some(&alice)).expect("alice's second");
+        assert_eq!(
+            hub.admit(Some(&alice)).unwrap_err(),
+            StreamRefusal::PerUser(2)
+        );
+        let _bobs = hub.admit(Some(&bob)).expect("bob is not alice");
+        assert_eq!(hub.admit(None).unwrap_err(), StreamRefusal::Total(3));
+        drop(first);
+        let _again = hub.admit(Some(&alice)).expect("alice's place came back");
+        assert_eq!(hub.admit(None).unwrap_err(), StreamRefusal::Total(3));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! the request id.
 
 use std::any::Any;
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,10 +14,14 @@ use sessiond_core::store::StoreError;
 use sessiond_wire::ErrorBody;
 
 use super::REQUEST_ID;
+use crate::events::hub::StreamRefusal;
 use crate::ratelimit::{Refusal, ceil_seconds};
 
 /// Seconds a client should wait before retrying when storage is unavailable.
 const UNAVAILABLE_RETRY_AFTER: u64 = 1;
+/// Seconds a client should wait before opening an event stream again after a refusal: streams
+/// are long-lived, so a place frees up seldom.
+const STREAMS_RETRY_AFTER: u64 = 5;
 
 /// A failed request.
 #[derive(Debug)]
@@ -38,6 +43,11 @@ pub(crate) enum ApiError {
     MethodNotAllowed,
     /// A rate limit refused the request (already counted and audited, see `http::limits`).
     RateLimited(Refusal),
+    /// The request body did not arrive within this time (`http::deadline`).
+    RequestTimeout(Duration),
+    /// No event stream may be opened now: the caller's user, or the process, has as many open
+    /// as allowed.
+    TooManyStreams(StreamRefusal),
 }
 
 impl From<Error> for ApiError {
@@ -141,6 +151,30 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::RateLimited(refusal) => rate_limited(&refusal),
+            Self::RequestTimeout(timeout) => body(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "request body not received within {}",
+                    humantime::format_duration(timeout)
+                ),
+                None,
+                None,
+            ),
+            Self::TooManyStreams(StreamRefusal::PerUser(limit)) => body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("this user already has {limit} event streams open; close one first"),
+                None,
+                Some(STREAMS_RETRY_AFTER),
+            ),
+            Self::TooManyStreams(StreamRefusal::Total(limit)) => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                format!("the server already serves {limit} event streams; retry later"),
+                None,
+                Some(STREAMS_RETRY_AFTER),
+            ),
             Self::Domain(error) => domain_response(error),
         }
     }

@@ -8,6 +8,12 @@
 //!
 //! Each message is the event's JSON with its `cursor`. The last message says why the stream
 //! ended: `{"type":"stream.closed","reason":"session_ended|lagged|unavailable|shutdown"}`.
+//!
+//! Streams are capped per user and in total (see [`crate::events::hub::StreamLimits`]). A
+//! WebSocket client sends nothing but control frames, so inbound frames and messages are
+//! limited to [`MAX_INBOUND_MESSAGE`] bytes (a larger one closes the socket with 1009), and its
+//! buffers are small. Browsers do not apply CORS to WebSockets, so an upgrade that carries an
+//! `Origin` must come from the server's own origin or one of `SESSIOND_CORS_ORIGINS`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,6 +31,7 @@ use sessiond_core::event::{self, EventCursor, EventFilter};
 
 use super::error::ApiError;
 use super::extract::{Caller, Read, require};
+use crate::events::hub::StreamPermit;
 use crate::events::stream::{EndReason, EventStream, Next, StreamRequest};
 use crate::state::AppState;
 
@@ -42,6 +49,14 @@ pub(crate) struct EventsQuery {
 
 /// How the stream tells the client when to reconnect, in milliseconds (SSE `retry:`).
 const SSE_RETRY: Duration = Duration::from_secs(1);
+/// The largest frame or message a WebSocket client may send: it has nothing to send but
+/// control frames (at most 125 bytes each).
+pub(crate) const MAX_INBOUND_MESSAGE: usize = 1024;
+/// The read buffer of a WebSocket (tungstenite allocates it up front; its default is 128 KiB).
+const WEBSOCKET_READ_BUFFER: usize = 4 * 1024;
+/// What a WebSocket may hold unsent before writes fail: far above one event, far below what
+/// many sockets could make of it.
+const WEBSOCKET_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 pub(crate) async fn events(
     State(state): State<AppState>,
@@ -67,14 +82,25 @@ pub(crate) async fn events(
     let request = stream_request(&caller, &query, last_event_id)?;
     let heartbeat = state.event_heartbeat;
     if wants_websocket {
+        if !origin_allowed(&state, &headers) {
+            return Err(ApiError::Forbidden(
+                "a WebSocket from this Origin is not allowed: it must be this server's own or one of SESSIOND_CORS_ORIGINS",
+            ));
+        }
         let upgrade = upgrade.map_err(|rejection| {
             ApiError::BadRequest(format!("invalid WebSocket upgrade: {rejection}"))
         })?;
+        let permit = admit(&state, &caller)?;
         let stream = EventStream::open(state, request)
             .await
             .map_err(sessiond_core::Error::from)?;
         return Ok(upgrade
-            .on_upgrade(move |socket| serve_websocket(socket, stream, heartbeat))
+            .read_buffer_size(WEBSOCKET_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(WEBSOCKET_MAX_WRITE_BUFFER)
+            .max_frame_size(MAX_INBOUND_MESSAGE)
+            .max_message_size(MAX_INBOUND_MESSAGE)
+            .on_upgrade(move |socket| serve_websocket(socket, stream, permit, heartbeat))
             .into_response());
     }
     let accepts_sse = headers
@@ -88,10 +114,49 @@ pub(crate) async fn events(
                 .into(),
         ));
     }
+    let permit = admit(&state, &caller)?;
     let stream = EventStream::open(state, request)
         .await
         .map_err(sessiond_core::Error::from)?;
-    Ok(serve_sse(stream, heartbeat).into_response())
+    Ok(serve_sse(stream, permit, heartbeat).into_response())
+}
+
+/// A place for one more stream of `caller`: counted against its user when it is one.
+fn admit(state: &AppState, caller: &Caller) -> Result<StreamPermit, ApiError> {
+    let user = match caller {
+        Caller::User(token) => Some(UserId::from_trusted(token.user_id.clone())),
+        Caller::Admin(_) => None,
+    };
+    state
+        .events
+        .admit(user.as_ref())
+        .map_err(ApiError::TooManyStreams)
+}
+
+/// Whether a WebSocket upgrade may proceed given its `Origin`: none (not a browser), the
+/// server's own (the origin's host and port are the request's `Host`), or a listed CORS
+/// origin.
+fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if state
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
 }
 
 fn stream_request(
@@ -160,9 +225,13 @@ fn stream_request(
 
 fn serve_sse(
     stream: EventStream,
+    permit: StreamPermit,
     heartbeat: Duration,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-    let events = futures_util::stream::unfold((stream, true), |(mut stream, first)| async move {
+    // The permit lives as long as the response body, which ends with the stream or when the
+    // client goes away.
+    let state = (stream, permit, true);
+    let events = futures_util::stream::unfold(state, |(mut stream, permit, first)| async move {
         let next = stream.next().await?;
         let mut message = match next {
             Next::Event(event) => SseEvent::default()
@@ -173,12 +242,17 @@ fn serve_sse(
         if first {
             message = message.retry(SSE_RETRY);
         }
-        Some((Ok(message), (stream, false)))
+        Some((Ok(message), (stream, permit, false)))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat))
 }
 
-async fn serve_websocket(mut socket: WebSocket, mut stream: EventStream, heartbeat: Duration) {
+async fn serve_websocket(
+    mut socket: WebSocket,
+    mut stream: EventStream,
+    _permit: StreamPermit,
+    heartbeat: Duration,
+) {
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.tick().await;
     loop {
@@ -208,13 +282,33 @@ async fn serve_websocket(mut socket: WebSocket, mut stream: EventStream, heartbe
                 }
             }
             received = socket.recv() => match received {
-                // The client closed, or the connection broke.
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Err(error)) => {
+                    if is_too_big(error) {
+                        let _ = socket
+                            .send(Message::Close(Some(CloseFrame {
+                                code: close_code::SIZE,
+                                reason: "message too big".into(),
+                            })))
+                            .await;
+                    }
+                    return;
+                }
+                // The client closed.
+                None | Some(Ok(Message::Close(_))) => return,
                 // Pongs and anything else the client sends are ignored.
                 Some(Ok(_)) => {}
             },
         }
     }
+}
+
+/// Whether a read failed on a frame or message over [`MAX_INBOUND_MESSAGE`].
+fn is_too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .into_inner()
+        .downcast::<Error>()
+        .is_ok_and(|error| matches!(*error, Error::Capacity(_)))
 }
 
 /// Completes the closing handshake: reads (and drops) what the client still sends until its

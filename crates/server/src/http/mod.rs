@@ -1,8 +1,9 @@
-//! The HTTP edge: routes, request ids, body limits and the JSON error contract.
+//! The HTTP edge: routes, request ids, body limits and deadlines, and the JSON error contract.
 
 pub(crate) mod audit;
 mod browser;
 pub(crate) mod convert;
+mod deadline;
 mod devices;
 mod error;
 mod events;
@@ -93,6 +94,10 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::request_body,
+        ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -480,6 +480,190 @@ async fn shutdown_ends_open_streams() {
     assert_eq!(closed["reason"], "shutdown");
 }
 
+/// Opens a WebSocket on `/v1/events` with `bearer` and, if given, an `Origin`; the upgrade's
+/// answer status when it is refused.
+async fn open_websocket(
+    app: &TestApp,
+    bearer: &str,
+    origin: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    let mut request = format!("{}/v1/events", app.base.replace("http", "ws"))
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer {bearer}").parse().expect("header"),
+    );
+    if let Some(origin) = origin {
+        headers.insert("origin", origin.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("upgrade failed: {other}"),
+    }
+}
+
+/// The answer to a request on `/v1/events`: a stream's `200` is not read (it never ends), any
+/// other answer's JSON body is.
+async fn stream_answer(request: reqwest::RequestBuilder) -> crate::helpers::Answer {
+    let response = request.send().await.expect("request is sent");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = if status == StatusCode::OK {
+        Value::Null
+    } else {
+        response.json().await.expect("a JSON body")
+    };
+    crate::helpers::Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// A WebSocket upgrade request sent as plain HTTP, to read a refusal's JSON body.
+fn upgrade_request(app: &TestApp, bearer: &str, origin: &str) -> reqwest::RequestBuilder {
+    app.client
+        .get(format!("{}/v1/events", app.base))
+        .bearer_auth(bearer)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("origin", origin)
+}
+
+async fn a_browser_websocket_from_an_origin_not_allowed_is_refused_before_the_upgrade() {
+    let app =
+        TestApp::spawn_with(|raw| raw.cors_origins = Some("https://app.example.com".into())).await;
+    let session = app.create_session("alice").await;
+    let token = text(&session, "access_token");
+
+    let refused = app
+        .raw(upgrade_request(&app, token, "https://evil.example"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.error_code(), "forbidden");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("Origin")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        open_websocket(&app, token, Some("https://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert_eq!(
+        open_websocket(&app, token, Some("null")).await.err(),
+        Some(403),
+        "an opaque origin is a browser's too"
+    );
+    assert_eq!(
+        open_websocket(&app, token, Some("https://app.example.com.evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+
+    // A listed origin, the server's own, and a client that is not a browser are let in.
+    let own = app.base.clone();
+    for origin in [Some("https://app.example.com"), Some(own.as_str()), None] {
+        let mut socket = open_websocket(&app, token, origin)
+            .await
+            .unwrap_or_else(|status| panic!("{origin:?} refused with {status}"));
+        let _ = socket.close(None).await;
+    }
+    // Nothing else was refused on the way: SSE stays governed by CORS.
+    let sse = stream_answer(
+        app.client
+            .get(format!("{}/v1/events", app.base))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    assert!(
+        sse.headers.get("access-control-allow-origin").is_none(),
+        "no CORS grant for an unlisted origin"
+    );
+}
+
+async fn streams_are_capped_per_user_and_in_total_with_a_clear_error() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.max_streams_per_user = Some("2".into());
+        raw.max_streams = Some("3".into());
+        raw.event_heartbeat = Some("200ms".into());
+    })
+    .await;
+    let alice = app.create_session("alice").await;
+    let alice_token = text(&alice, "access_token").to_owned();
+    let bob = app.create_session("bob").await;
+    let bob_token = text(&bob, "access_token").to_owned();
+    let sse = |bearer: &str| {
+        app.client
+            .get(format!("{}/v1/events", app.base))
+            .bearer_auth(bearer)
+            .header("accept", "text/event-stream")
+    };
+
+    let first = SseStream::open(&app, &alice_token, "", None).await;
+    let socket = open_websocket(&app, &alice_token, None)
+        .await
+        .expect("alice's second stream, over WebSocket");
+    let third = stream_answer(sse(&alice_token)).await;
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        third.body
+    );
+    assert_eq!(third.error_code(), "too_many_streams");
+    assert_eq!(third.body["retry_after"], 5);
+    assert_eq!(third.headers["retry-after"], "5");
+    assert_eq!(
+        open_websocket(&app, &alice_token, None).await.err(),
+        Some(429),
+        "SSE and WebSocket count together"
+    );
+
+    let bobs = SseStream::open(&app, &bob_token, "", None).await;
+    let full = stream_answer(sse(ADMIN_KEY)).await;
+    assert_eq!(
+        full.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        full.body
+    );
+    assert_eq!(full.error_code(), "too_many_streams");
+    assert_eq!(full.headers["retry-after"], "5");
+
+    // A stream that ends gives its place back.
+    drop(socket);
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let again = stream_answer(sse(&alice_token)).await;
+        if again.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(again.error_code(), "too_many_streams");
+        assert!(Instant::now() < deadline, "the place never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((first, bobs));
+}
+
 crate::on_every_store!(
     a_users_stream_carries_their_events_as_they_happen_and_no_one_elses,
     a_stream_resumes_after_its_last_event_id_without_loss_or_repeats,
@@ -491,4 +675,6 @@ crate::on_every_store!(
     the_websocket_stream_resumes_from_since_and_sends_heartbeats,
     bad_stream_requests_are_refused_clearly,
     shutdown_ends_open_streams,
+    a_browser_websocket_from_an_origin_not_allowed_is_refused_before_the_upgrade,
+    streams_are_capped_per_user_and_in_total_with_a_clear_error,
 );

@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod backup;
 mod browser;
+mod connections;
 mod crypt;
 mod devices;
 mod errors;
