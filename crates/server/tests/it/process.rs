@@ -1128,3 +1128,190 @@ fn dir_command(dir: &Path) -> Command {
     command.env("SESSIOND_DATABASE_URL", database_url(dir));
     command
 }
+
+/// How many file descriptors process `pid` has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd is readable")
+        .count()
+}
+
+/// The resident set of process `pid`, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// A thousand connections that send nothing or part of their headers, against a server capped
+/// at 200 with timeouts longer than the test: the cap alone keeps its descriptors bounded (the
+/// connections that waited longest make room), and a request that comes after them is
+/// answered at once.
+#[tokio::test]
+async fn a_thousand_slow_connections_leave_the_binary_answering_with_bounded_descriptors_and_memory()
+ {
+    use tokio::io::AsyncWriteExt as _;
+    const CAP: usize = 200;
+    const SLOW: usize = 1000;
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut command = configured(dir.path(), port);
+    command
+        .env("SESSIOND_MAX_CONNECTIONS", CAP.to_string())
+        .env("SESSIOND_HEADER_TIMEOUT", "10m")
+        .env("SESSIOND_KEEP_ALIVE_TIMEOUT", "10m");
+    let server = Server::start(command, port);
+    let pid = server.child.id();
+    let client = client();
+    create_session(&client, &server.base, "warm-up").await;
+    let descriptors_before = open_descriptors(pid);
+    let resident_before = resident_kib(pid);
+
+    let address = format!("127.0.0.1:{port}");
+    let mut slow = Vec::with_capacity(SLOW);
+    for index in 0..SLOW {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connects");
+        if index % 2 == 1 {
+            stream
+                .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: sessiond.test\r\nX-Slow: ")
+                .await
+                .expect("written");
+        }
+        slow.push(stream);
+    }
+
+    let started = Instant::now();
+    let fresh = reqwest::Client::new();
+    let health = send(fresh.get(format!("{}/healthz", server.base))).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let session = create_session(&fresh, &server.base, "alice").await;
+    assert!(session["access_token"].is_string());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered promptly: {elapsed:?}"
+    );
+
+    let descriptors = open_descriptors(pid);
+    let resident = resident_kib(pid);
+    eprintln!(
+        "{SLOW} slow connections, cap {CAP}: descriptors {descriptors_before} -> {descriptors}, \
+         RSS {resident_before} -> {resident} KiB, two requests in {elapsed:?}"
+    );
+    assert!(
+        descriptors <= descriptors_before + CAP + 16,
+        "descriptors stay within the cap: {descriptors_before} -> {descriptors}"
+    );
+    assert!(
+        resident < resident_before + 64 * 1024,
+        "memory stays bounded: {resident_before} -> {resident} KiB"
+    );
+
+    // The server closed the connections beyond the cap, oldest first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = slow
+        .iter()
+        .filter(|stream| {
+            let mut byte = [0_u8; 1];
+            !matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert!(
+        closed >= SLOW - CAP,
+        "{closed} of {SLOW} slow connections closed"
+    );
+    assert!(
+        slow[SLOW - 1].try_read(&mut [0_u8; 1]).is_err(),
+        "the newest slow connection is still open"
+    );
+}
+
+/// Twelve WebSockets each of two users send a frame far over the inbound limit or an endless
+/// fragmented message: each is closed with 1009 and the server's memory hardly moves (before
+/// the limits, each socket could buffer a 60 MiB message).
+#[tokio::test]
+async fn oversized_and_fragmented_websocket_messages_close_with_1009_and_memory_stays_flat() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    const PER_USER: usize = 12;
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let server = Server::start(configured(dir.path(), port), port);
+    let pid = server.child.id();
+    let client = client();
+    let mut tokens = Vec::new();
+    for user in ["alice", "bob"] {
+        let session = create_session(&client, &server.base, user).await;
+        tokens.push(text(&session, "access_token").to_owned());
+    }
+    let resident_before = resident_kib(pid);
+
+    let mut sockets = Vec::new();
+    for index in 0..2 * PER_USER {
+        let mut request = format!("ws://127.0.0.1:{port}/v1/events")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", tokens[index % 2])
+                .parse()
+                .expect("header"),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        let (mut sink, stream) = socket.split();
+        let sender = tokio::spawn(async move {
+            if index % 4 < 2 {
+                let _ = sink.send(Message::Binary(vec![7_u8; 1 << 20].into())).await;
+                return;
+            }
+            let first = Frame::message(vec![b'a'; 512], OpCode::Data(Data::Text), false);
+            if sink.send(Message::Frame(first)).await.is_err() {
+                return;
+            }
+            // Up to 8 MiB in 512-byte fragments, none of them final.
+            for _ in 0..16_384 {
+                let more = Frame::message(vec![b'a'; 512], OpCode::Data(Data::Continue), false);
+                if sink.send(Message::Frame(more)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        sockets.push((stream, sender));
+    }
+    for (index, (mut stream, sender)) in sockets.into_iter().enumerate() {
+        let close = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Close(frame))) => {
+                        return frame.map(|frame| u16::from(frame.code));
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("socket {index}: {other:?} before a close frame"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("socket {index} is closed within 10 s"));
+        assert_eq!(close, Some(1009), "socket {index}");
+        sender.abort();
+    }
+    let resident = resident_kib(pid);
+    eprintln!(
+        "{} abusive WebSockets: RSS {resident_before} -> {resident} KiB",
+        2 * PER_USER
+    );
+    assert!(
+        resident < resident_before + 32 * 1024,
+        "memory stays flat: {resident_before} -> {resident} KiB"
+    );
+}
