@@ -67,9 +67,10 @@ impl Default for ConnectionSettings {
     }
 }
 
-/// The largest buffer hyper keeps per connection: the bound on a request's headers (a larger
-/// head is answered 431) and on what a connection holds in memory.
-const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+/// The largest request head (start line and headers) accepted; a larger one is answered 431.
+/// Also the largest buffer hyper keeps per connection, the bound on what a waiting connection
+/// holds in memory.
+const MAX_HEAD: usize = 64 * 1024;
 /// Refused connections being answered at once; beyond that they are closed without an answer.
 const MAX_REFUSING: usize = 64;
 /// How long a refused connection may take to be answered and closed.
@@ -368,7 +369,7 @@ pub(crate) async fn serve(
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop, stopped) = watch::channel(false);
     let mut builder = http1::Builder::new();
-    builder.max_buf_size(MAX_CONNECTION_BUFFER);
+    builder.max_buf_size(MAX_HEAD).max_header_size(MAX_HEAD);
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -402,3 +402,34 @@ async fn a_graceful_stop_closes_idle_connections_and_returns_promptly() {
         assert!(read_until_closed(stream, SLACK).await.is_empty());
     }
 }
+
+#[tokio::test]
+async fn request_headers_over_64_kib_are_refused_with_431_and_smaller_ones_served() {
+    let app = TestApp::spawn().await;
+    let mut large = connect(&app).await;
+    let padding = "a".repeat(70 * 1024);
+    large
+        .write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: sessiond.test\r\nX-Padding: {padding}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("written");
+    let received = read_until_closed(&mut large, SLACK).await;
+    assert!(
+        received.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+
+    let mut fitting = connect(&app).await;
+    let padding = "a".repeat(32 * 1024);
+    fitting
+        .write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: sessiond.test\r\nX-Padding: {padding}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("written");
+    assert_eq!(read_answer(&mut fitting).await.0, 200);
+}

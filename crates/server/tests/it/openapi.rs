@@ -1300,6 +1300,8 @@ async fn documented_answers_match_what_the_server_answers() {
     events_over_websocket(&app, &mut c, &alice_access).await;
 
     rate_limited_answers(&mut c).await;
+    stalled_body_answers(&mut c).await;
+    stream_refusals(&mut c).await;
     cookie_mode_answers(&mut c).await;
     c.assert_everything_seen();
 }
@@ -1413,6 +1415,129 @@ async fn rate_limited_answers(c: &mut Checker) {
         let body = c.expect(&method, &path, 429, request).await;
         assert_eq!(body["error"], "rate_limited");
     }
+}
+
+/// A server with a short body timeout: every operation that takes a body is sent its headers
+/// and the start of a body that never ends, and answers the documented `408`.
+async fn stalled_body_answers(c: &mut Checker) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn_with(|raw| raw.body_timeout = Some("200ms".into())).await;
+    let user = create(&app, "alice", "alice-1").await;
+    let operations: Vec<(String, String, String)> = c.spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("item")
+                .iter()
+                .filter_map(|(method, operation)| {
+                    let body = resolve(&c.spec, operation.get("requestBody")?);
+                    let media = body["content"].as_object()?.keys().next()?.clone();
+                    Some((path.clone(), method.clone(), media))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(operations.len() >= 8, "{operations:?}");
+    for (path, method, media) in operations {
+        // Admin routes take the admin key, the user's own routes an access token; a route
+        // that refuses the caller before reading the body would never time out.
+        let mut reply = None;
+        for bearer in [ADMIN_KEY, token(&user, "access_token")] {
+            let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+                .await
+                .expect("connects");
+            let head = format!(
+                "{} {} HTTP/1.1\r\nHost: sessiond.test\r\nAuthorization: Bearer {bearer}\r\n\
+                 Content-Type: {media}\r\nContent-Length: 100\r\n\r\n{{",
+                method.to_uppercase(),
+                sample_path(&path)
+            );
+            stream.write_all(head.as_bytes()).await.expect("written");
+            let mut received = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+                .await
+                .expect("answered and closed")
+                .expect("read");
+            let parsed = parse_reply(&received);
+            if parsed.status == 408 {
+                reply = Some(parsed);
+                break;
+            }
+        }
+        let reply = reply.unwrap_or_else(|| panic!("{method} {path}: no 408 for a stalled body"));
+        let body = c.check(&method, &path, &reply);
+        assert_eq!(body["error"], "request_timeout");
+    }
+}
+
+/// An HTTP/1.1 answer read off a socket, as a [`Reply`].
+fn parse_reply(received: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(received).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP answer: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().expect("status line")[9..12]
+        .parse()
+        .expect("status code");
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').expect("a header line");
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).expect("name"),
+            HeaderValue::from_str(value.trim()).expect("value"),
+        );
+    }
+    Reply {
+        status,
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Stream refusals: a WebSocket from a foreign origin (`403`), and streams beyond the caps per
+/// user (`429`) and in total (`503`), all with the documented bodies.
+async fn stream_refusals(c: &mut Checker) {
+    let app = TestApp::spawn_with(|raw| {
+        raw.max_streams_per_user = Some("1".into());
+        raw.max_streams = Some("2".into());
+        raw.cors_origins = Some("https://app.example.com".into());
+    })
+    .await;
+    let t = "/v1/events";
+    let user = create(&app, "alice", "alice-1").await;
+    let access = token(&user, "access_token");
+    c.expect(
+        "get",
+        t,
+        403,
+        app.client
+            .get(url(&app, t))
+            .bearer_auth(access)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    let sse = |bearer: &str| {
+        app.client
+            .get(url(&app, t))
+            .bearer_auth(bearer)
+            .header("accept", "text/event-stream")
+    };
+    let open = sse(access).send().await.expect("a stream");
+    assert_eq!(open.status(), 200);
+    let body = c.expect("get", t, 429, sse(access)).await;
+    assert_eq!(body["error"], "too_many_streams");
+    let admin = sse(ADMIN_KEY).send().await.expect("a stream");
+    assert_eq!(admin.status(), 200);
+    let body = c.expect("get", t, 503, sse(ADMIN_KEY)).await;
+    assert_eq!(body["error"], "too_many_streams");
+    drop((open, admin));
 }
 
 /// Cookie mode: the refresh cookie, its CSRF header, and the cookie-only pair.
