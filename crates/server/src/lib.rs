@@ -28,7 +28,8 @@ pub use state::{AppState, SystemClock};
 /// out as `state.connections` says (see [`connections`]).
 ///
 /// # Errors
-/// When accepting connections fails.
+/// None at present: an error accepting a connection is logged and the loop goes on (the type
+/// leaves room for listeners that can fail for good).
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -41,7 +42,8 @@ pub async fn run(
 /// when one is given.
 ///
 /// # Errors
-/// When accepting connections fails on either listener.
+/// When serving the metrics listener fails; accept errors on the API's listener are logged and
+/// the loop goes on.
 pub async fn run_with_metrics_listener(
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
