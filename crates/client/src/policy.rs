@@ -99,9 +99,11 @@ impl RefreshPolicy {
 ///
 /// The bound in time matters. A refresh whose answer was lost (a timeout after the request
 /// went out) may have rotated the token on the server; presenting the same token again is
-/// answered with the same successor only within the server's reuse grace window
+/// answered with the same successor while that successor is unused, for up to the server's
+/// `SESSIOND_UNUSED_SUCCESSOR_REPLAY` (1 h by default) and at least its reuse grace window
 /// (`SESSIOND_REUSE_GRACE`, 10 s by default). After that it counts as reuse and revokes the
-/// session. The default [`max_elapsed`](Self::max_elapsed) stays inside the default window.
+/// session. The default [`max_elapsed`](Self::max_elapsed) stays inside the grace window, so
+/// it holds even on a server that replays only inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (default 5).

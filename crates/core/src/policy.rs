@@ -12,8 +12,15 @@ pub struct Policy {
     /// How long a session may live at all; never extended.
     pub absolute_timeout: Duration,
     /// How long after a refresh token is spent it may be presented again and receive the same
-    /// successor pair (while that successor is still unused). Zero turns replays off.
+    /// successor pair (while that successor is still unused). Zero turns every replay off,
+    /// [`Policy::unused_successor_replay`] included.
     pub reuse_grace: Duration,
+    /// How long after a refresh token is spent it is still answered with its successor pair
+    /// while that successor has never been used, past the grace window: a client whose answer
+    /// was lost (a long outage, a dropped connection) retries with the spent token and must not
+    /// be taken for a thief. Once the successor has been used, the spent token is reuse at
+    /// once, whatever this says. The grace window applies when it is the longer of the two.
+    pub unused_successor_replay: Duration,
     /// Most active sessions per user; creating one more evicts the least recently active.
     pub max_sessions_per_user: u32,
     /// Clock skew tolerated when checking `exp`, `nbf` and `iat`.
@@ -29,6 +36,7 @@ impl Default for Policy {
             idle_timeout: Duration::from_secs(7 * 24 * 3600),
             absolute_timeout: Duration::from_secs(30 * 24 * 3600),
             reuse_grace: Duration::from_secs(10),
+            unused_successor_replay: Duration::from_secs(3600),
             max_sessions_per_user: 5,
             leeway: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),

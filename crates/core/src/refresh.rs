@@ -4,7 +4,8 @@
 //! SHA-256 hash is stored, and lookups go by that hash, so a copy of the database yields no
 //! usable token.
 //!
-//! For the reuse grace window the successor pair must be handed out again, yet it must not be
+//! For the reuse grace window, and for as long as the successor is unused (see
+//! [`decide_refresh`]), the successor pair must be handed out again, yet it must not be
 //! stored in the clear. It is sealed with AES-256-GCM under a key derived from the *presented*
 //! token, which the store never sees: only a caller holding the spent token can open its
 //! successor, and a database dump alone cannot.
@@ -218,8 +219,17 @@ pub fn decide_refresh(
     let Some(spent_at) = token.spent_at else {
         return RefreshDecision::Rotate;
     };
-    let within_grace = !policy.reuse_grace.is_zero() && now <= spent_at.plus(policy.reuse_grace);
-    if within_grace && !token.successor_spent && token.sealed_successor.is_some() {
+    // A spent token whose successor was never used says nothing of theft: its holder is the
+    // client whose answer was lost, or a thief who then shares the successor with it, and
+    // whichever of the two uses the chain second is caught (its token is spent and its
+    // successor used). So the successor is replayed while unused, within a bound; once it has
+    // been used, the spent token is reuse at once.
+    let window = policy.reuse_grace.max(policy.unused_successor_replay);
+    let replayable = !policy.reuse_grace.is_zero()
+        && !token.successor_spent
+        && token.sealed_successor.is_some()
+        && now <= spent_at.plus(window);
+    if replayable {
         RefreshDecision::ReplaySuccessor
     } else {
         RefreshDecision::RevokeForReuse
@@ -320,14 +330,66 @@ mod tests {
     }
 
     #[test]
-    fn a_replay_after_the_grace_window_revokes_the_session() {
-        let policy = Policy::default();
+    fn a_replay_after_the_grace_window_revokes_the_session_when_unused_successors_are_not_replayed()
+    {
+        let policy = Policy {
+            unused_successor_replay: Duration::ZERO,
+            ..Policy::default()
+        };
         let now = Timestamp::from_unix_millis(1_000_000);
         let session = session_at(now, &policy);
         let spent = record(Some(now), false);
         let later = now.plus(policy.reuse_grace + Duration::from_millis(1));
         assert_eq!(
             decide_refresh(&spent, &session, later, &policy),
+            RefreshDecision::RevokeForReuse
+        );
+    }
+
+    #[test]
+    fn a_spent_token_whose_successor_is_unused_is_replayed_until_the_bound_then_is_reuse() {
+        let policy = Policy::default();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        let spent = record(Some(now), false);
+        let after_grace = now.plus(policy.reuse_grace + Duration::from_secs(1));
+        assert_eq!(
+            decide_refresh(&spent, &session, after_grace, &policy),
+            RefreshDecision::ReplaySuccessor
+        );
+        let at_bound = now.plus(policy.unused_successor_replay);
+        assert_eq!(
+            decide_refresh(&spent, &session, at_bound, &policy),
+            RefreshDecision::ReplaySuccessor
+        );
+        let past_bound = at_bound.plus(Duration::from_millis(1));
+        assert_eq!(
+            decide_refresh(&spent, &session, past_bound, &policy),
+            RefreshDecision::RevokeForReuse
+        );
+        assert_eq!(
+            decide_refresh(&record(Some(now), true), &session, after_grace, &policy),
+            RefreshDecision::RevokeForReuse,
+            "once the successor was used the spent token is reuse"
+        );
+    }
+
+    #[test]
+    fn a_grace_window_longer_than_the_unused_successor_bound_still_applies() {
+        let policy = Policy {
+            reuse_grace: Duration::from_secs(60),
+            unused_successor_replay: Duration::from_secs(5),
+            ..Policy::default()
+        };
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let session = session_at(now, &policy);
+        let spent = record(Some(now), false);
+        assert_eq!(
+            decide_refresh(&spent, &session, now.plus(Duration::from_secs(30)), &policy),
+            RefreshDecision::ReplaySuccessor
+        );
+        assert_eq!(
+            decide_refresh(&spent, &session, now.plus(Duration::from_secs(61)), &policy),
             RefreshDecision::RevokeForReuse
         );
     }

@@ -118,6 +118,10 @@ pub struct RawConfig {
     /// Reuse grace window, e.g. `10s`; `0` turns it off.
     #[arg(long, global = true, env = "SESSIOND_REUSE_GRACE")]
     pub reuse_grace: Option<String>,
+    /// How long a spent refresh token still gets its successor pair while that successor has
+    /// never been used, e.g. `1h`; `0` leaves only the grace window.
+    #[arg(long, global = true, env = "SESSIOND_UNUSED_SUCCESSOR_REPLAY")]
+    pub unused_successor_replay: Option<String>,
     /// Clock skew tolerated when validating tokens, e.g. `5s`.
     #[arg(long, global = true, env = "SESSIOND_LEEWAY")]
     pub leeway: Option<String>,
@@ -287,6 +291,7 @@ impl RawConfig {
             idle_timeout,
             absolute_timeout,
             reuse_grace,
+            unused_successor_replay,
             leeway,
             retention,
             max_sessions_per_user,
@@ -662,6 +667,11 @@ fn policy(raw: &RawConfig) -> Result<Policy, String> {
         "SESSIOND_REUSE_GRACE",
         defaults.reuse_grace,
     )?;
+    let unused_successor_replay = duration_setting(
+        raw.unused_successor_replay.as_deref(),
+        "SESSIOND_UNUSED_SUCCESSOR_REPLAY",
+        defaults.unused_successor_replay,
+    )?;
     let leeway = duration_setting(raw.leeway.as_deref(), "SESSIOND_LEEWAY", defaults.leeway)?;
     let retention = duration_setting(
         raw.retention.as_deref(),
@@ -717,6 +727,7 @@ fn policy(raw: &RawConfig) -> Result<Policy, String> {
         idle_timeout: idle_timeout.value,
         absolute_timeout: absolute_timeout.value,
         reuse_grace: reuse_grace.value,
+        unused_successor_replay: unused_successor_replay.value,
         max_sessions_per_user: max_sessions_per_user.value,
         leeway: leeway.value,
         retention: retention.value,
@@ -1660,6 +1671,34 @@ mod tests {
         let config = Config::from_raw(&raw).unwrap();
         assert_eq!(config.policy.reuse_grace, Duration::ZERO);
         assert_eq!(config.policy.access_ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn unused_successors_are_replayed_for_an_hour_unless_configured_otherwise() {
+        let config = Config::from_raw(&RawConfig::default()).unwrap();
+        assert_eq!(
+            config.policy.unused_successor_replay,
+            Duration::from_secs(3600)
+        );
+        let config = Config::from_raw(&RawConfig {
+            unused_successor_replay: Some("6h".into()),
+            ..RawConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.policy.unused_successor_replay,
+            Duration::from_secs(6 * 3600)
+        );
+        let error = Config::from_raw(&RawConfig {
+            unused_successor_replay: Some("soon".into()),
+            ..RawConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.starts_with("SESSIOND_UNUSED_SUCCESSOR_REPLAY"),
+            "{error:?}"
+        );
+        assert!(!error.contains('\n'), "one line: {error:?}");
     }
 
     #[test]

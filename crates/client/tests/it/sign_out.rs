@@ -69,11 +69,14 @@ async fn a_refresh_token_replayed_after_the_grace_window_signs_the_client_out_as
     let (client, store) = client_with(&server.base, None, on_demand_only()).await;
     client.sign_in(&pair).await.expect("signs in");
 
-    // Someone else (a thief with a copy) spends the client's refresh token first, and the
-    // server's reuse grace window (10 s by default) passes.
-    let (status, _) = server.refresh(&pair.refresh_token).await;
+    // Someone else (a thief with a copy) spends the client's refresh token first and then
+    // uses its successor, after the server's reuse grace window (10 s by default) passed.
+    let (status, stolen) = server.refresh(&pair.refresh_token).await;
     assert_eq!(status, StatusCode::OK);
     server.advance(Duration::from_secs(11));
+    let successor = stolen["refresh_token"].as_str().expect("a successor");
+    let (status, _) = server.refresh(successor).await;
+    assert_eq!(status, StatusCode::OK);
 
     let refreshed = client.refresh().await;
     assert!(

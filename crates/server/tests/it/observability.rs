@@ -332,7 +332,9 @@ fn grew(before: &Exposition, after: &Exposition, name: &str, labels: &[(&str, &s
 }
 
 async fn metrics_parse_as_prometheus_text_and_counters_move_as_operations_happen() {
-    let app = TestApp::spawn().await;
+    // Unused successors replayed inside the grace window only, so that the late replay below
+    // is reuse.
+    let app = TestApp::spawn_with(|raw| raw.unused_successor_replay = Some("0".into())).await;
     let before = scrape(&app).await;
 
     let first = app.create_session("alice").await;

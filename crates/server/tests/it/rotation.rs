@@ -79,7 +79,9 @@ async fn thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor() {
 }
 
 async fn a_replay_after_the_grace_window_revokes_the_whole_session() {
-    let app = TestApp::spawn().await;
+    // With unused successors replayed only inside the grace window, as before that bound
+    // existed: the grace window alone decides.
+    let app = TestApp::spawn_with(|raw| raw.unused_successor_replay = Some("0".into())).await;
     let created = app.create_session("alice").await;
     let first = app.refresh(text(&created, "refresh_token")).await;
     assert_eq!(first.status, StatusCode::OK);
@@ -128,6 +130,100 @@ async fn a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window()
     assert_eq!(replay.body["reason"], "reuse_detected");
     let latest = app.refresh(text(&second.body, "refresh_token")).await;
     assert_eq!(latest.body["reason"], "revoked");
+}
+
+/// Regression: a server down longer than the grace window (a PostgreSQL restart of 11 s against
+/// a 10 s grace) revoked the sessions of clients retrying a refresh whose rotation had
+/// committed but whose answer was lost.
+async fn a_spent_token_retried_after_a_long_outage_gets_its_unused_successor_which_then_rotates() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // The answer was lost; the server is back ten minutes later, far past the grace window.
+    app.advance(Duration::from_secs(10 * 60));
+
+    let retried = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.body["refresh_token"], first.body["refresh_token"]);
+    assert_eq!(retried.body["access_token"], first.body["access_token"]);
+    let retried_again = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(
+        retried_again.body["refresh_token"], first.body["refresh_token"],
+        "every retry gets the same pair while the successor is unused"
+    );
+
+    let next = app.refresh(text(&retried.body, "refresh_token")).await;
+    assert_eq!(
+        next.status,
+        StatusCode::OK,
+        "the successor rotates: {}",
+        next.body
+    );
+    assert_ne!(next.body["refresh_token"], first.body["refresh_token"]);
+    let current = app
+        .get(
+            "/v1/sessions/current",
+            Some(text(&next.body, "access_token")),
+        )
+        .await;
+    assert_eq!(current.status, StatusCode::OK, "the session lives on");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM refresh_tokens").await,
+        3,
+        "the replays stored nothing"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+async fn a_spent_token_is_reuse_once_its_successor_was_used_even_long_after() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    app.advance(Duration::from_secs(10 * 60));
+    let second = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    app.advance(Duration::from_secs(60));
+
+    let stolen = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(stolen.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stolen.body["reason"], "reuse_detected");
+    let latest = app.refresh(text(&second.body, "refresh_token")).await;
+    assert_eq!(latest.body["reason"], "revoked", "the whole session died");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM sessions WHERE revoke_reason = 'reuse_detected'")
+            .await,
+        1
+    );
+}
+
+async fn a_spent_token_past_the_unused_successor_bound_is_reuse() {
+    let app = TestApp::spawn_with(|raw| raw.unused_successor_replay = Some("5m".into())).await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    app.advance(Duration::from_secs(5 * 60));
+    let at_bound = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(at_bound.status, StatusCode::OK, "{}", at_bound.body);
+    assert_eq!(at_bound.body["refresh_token"], first.body["refresh_token"]);
+    app.advance(Duration::from_secs(1));
+
+    let late = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(late.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(late.body["reason"], "reuse_detected");
+    let successor = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(successor.body["reason"], "revoked");
+
+    // The default bound is an hour.
+    let app = TestApp::spawn().await;
+    let created = app.create_session("bob").await;
+    app.refresh(text(&created, "refresh_token")).await;
+    app.advance(Duration::from_secs(3600 + 1));
+    let late = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(late.body["reason"], "reuse_detected");
 }
 
 async fn a_zero_grace_window_treats_any_replay_as_reuse() {
@@ -188,6 +284,9 @@ crate::on_every_store!(
     thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor,
     a_replay_after_the_grace_window_revokes_the_whole_session,
     a_replay_after_the_successor_was_used_is_reuse_even_inside_the_window,
+    a_spent_token_retried_after_a_long_outage_gets_its_unused_successor_which_then_rotates,
+    a_spent_token_is_reuse_once_its_successor_was_used_even_long_after,
+    a_spent_token_past_the_unused_successor_bound_is_reuse,
     a_zero_grace_window_treats_any_replay_as_reuse,
     unknown_and_malformed_refresh_tokens_are_refused_as_unknown,
     refresh_tokens_are_stored_only_as_hashes,
