@@ -457,6 +457,26 @@ impl CipherSlot {
             .transpose()
     }
 
+    /// The text of a stored value of `column` in row `row`, or `None` when it does not open;
+    /// then `column` is added to `unreadable`. A value that does not open is one moved from
+    /// another row or column, altered, or sealed under a key not loaded: reading the rest of the
+    /// row must not depend on it (see [`crate::integrity`]).
+    pub fn open_text_or_note(
+        &self,
+        column: &'static str,
+        row: &[u8],
+        stored: Option<String>,
+        unreadable: &mut Vec<&'static str>,
+    ) -> Option<String> {
+        match self.open_optional_text(column, row, stored) {
+            Ok(text) => text,
+            Err(_) => {
+                unreadable.push(column);
+                None
+            }
+        }
+    }
+
     /// `bytes` as they are stored in `column` of row `row`.
     pub fn seal_bytes(&self, column: &str, row: &[u8], bytes: &[u8]) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(match self.get() {

@@ -23,6 +23,9 @@ pub struct DeviceRecord {
     pub first_seen_at: Timestamp,
     /// The latest activity of any of its sessions.
     pub last_seen_at: Timestamp,
+    /// The encrypted columns (named as in [`crate::crypt::columns`]) whose stored value did not
+    /// open when the device was read: their fields read as absent.
+    pub unreadable: Vec<&'static str>,
 }
 
 /// Builds the device of a new session: keeps the client's id or mints one, and parses the

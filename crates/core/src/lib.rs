@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod integrity;
 pub mod permission;
 pub mod policy;
 pub mod random;

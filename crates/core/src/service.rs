@@ -19,6 +19,7 @@ use crate::audit::{
 use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
+use crate::integrity::{INTEGRITY_FAILURE, IntegrityReports};
 use crate::permission::RolePermissions;
 use crate::policy::Policy;
 use crate::refresh::{
@@ -116,6 +117,8 @@ pub struct SessionService {
     sessions: SessionCache,
     /// Rotations this process has attempted, for sampling their audit events.
     refreshes: AtomicU64,
+    /// Which unreadable encrypted values were reported lately.
+    integrity: IntegrityReports,
 }
 
 impl SessionService {
@@ -151,6 +154,7 @@ impl SessionService {
             revoked: RevokedSessions::new(),
             sessions: SessionCache::default(),
             refreshes: AtomicU64::new(0),
+            integrity: IntegrityReports::default(),
         };
         service
             .sync_revocations(Timestamp::from_unix_millis(0))
@@ -232,6 +236,7 @@ impl SessionService {
             access_expires_at: now,
             revoked_at: None,
             revoke_reason: None,
+            unreadable: Vec::new(),
         };
         let access =
             self.issue_access_token(&session, now, session.access_token_expiry(now, policy));
@@ -336,6 +341,7 @@ impl SessionService {
             let Some((record, mut session)) = self.store.find_refresh_token(&hash).await? else {
                 return Err(Error::RefreshRejected(RefreshRejection::Unknown));
             };
+            self.report_unreadable(std::slice::from_ref(&session)).await;
             let now = self.clock.now();
             let policy = &self.settings.policy;
             match decide_refresh(&record, &session, now, policy) {
@@ -427,6 +433,83 @@ impl SessionService {
         Err(Error::Corrupt(
             "refresh token changed state on every attempt".into(),
         ))
+    }
+
+    /// Logs, and audits as `security.integrity_failure`, each encrypted value of `sessions` that
+    /// did not open, once per row and column per [`crate::integrity::REPORT_INTERVAL`]. The
+    /// read that found them succeeds whatever happens here: an audit write that fails is
+    /// logged.
+    async fn report_unreadable(&self, sessions: &[Session]) {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        for session in sessions.iter().filter(|s| !s.unreadable.is_empty()) {
+            let row = session.id.to_string();
+            for &column in &session.unreadable {
+                if !self.integrity.should_report(column, &row, now) {
+                    tracing::debug!(column, session_id = %row, "encrypted value still does not open");
+                    continue;
+                }
+                tracing::warn!(
+                    column,
+                    session_id = %row,
+                    "an encrypted value does not open (moved from another row, altered, or \
+                     sealed under an unknown key); it reads as unreadable"
+                );
+                events.push(audit_event(
+                    INTEGRITY_FAILURE,
+                    Severity::Critical,
+                    session,
+                    now,
+                    None,
+                    json!({ "column": column, "session_id": row }),
+                ));
+            }
+        }
+        self.append_integrity_events(&events).await;
+    }
+
+    /// As [`Self::report_unreadable`], for devices of the registry.
+    async fn report_unreadable_devices(&self, devices: &[DeviceRecord]) {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        for record in devices.iter().filter(|d| !d.unreadable.is_empty()) {
+            let row = format!("{}\0{}", record.user_id, record.device.id);
+            for &column in &record.unreadable {
+                if !self.integrity.should_report(column, &row, now) {
+                    tracing::debug!(column, device_id = %record.device.id, "encrypted value still does not open");
+                    continue;
+                }
+                tracing::warn!(
+                    column,
+                    user_id = %record.user_id,
+                    device_id = %record.device.id,
+                    "an encrypted value does not open (moved from another row, altered, or \
+                     sealed under an unknown key); it reads as unreadable"
+                );
+                let mut details = Map::new();
+                details.insert("column".into(), json!(column));
+                details.insert("device_id".into(), json!(record.device.id.as_str()));
+                events.push(NewAuditEvent {
+                    kind: INTEGRITY_FAILURE,
+                    severity: Severity::Critical,
+                    user_id: Some(record.user_id.clone()),
+                    session_id: None,
+                    ip: None,
+                    at: now,
+                    details,
+                });
+            }
+        }
+        self.append_integrity_events(&events).await;
+    }
+
+    async fn append_integrity_events(&self, events: &[NewAuditEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.append_audit(events).await {
+            tracing::error!(%error, "could not audit unreadable encrypted values");
+        }
     }
 
     /// Signs an access token for `session`, its roles' permissions added to its claims.
@@ -632,7 +715,9 @@ impl SessionService {
         if let Some(session) = self.sessions.get(&caller.session_id, now) {
             return Ok(session);
         }
-        match self.store.session(caller.session_id).await? {
+        let stored = self.store.session(caller.session_id).await?;
+        self.report_unreadable(stored.as_slice()).await;
+        match stored {
             Some(session) if session.revoked_at.is_none() => {
                 self.sessions.put(session.clone(), now);
                 Ok(Arc::new(session))
@@ -651,7 +736,9 @@ impl SessionService {
     /// [`Error::InvalidInput`] for a bad user id; [`Error::Store`].
     pub async fn list_sessions(&self, user: &str) -> Result<Vec<Session>, Error> {
         let user = UserId::parse(user, "user_id")?;
-        Ok(self.store.active_sessions(&user, self.clock.now()).await?)
+        let sessions = self.store.active_sessions(&user, self.clock.now()).await?;
+        self.report_unreadable(&sessions).await;
+        Ok(sessions)
     }
 
     /// Revokes session `id` on behalf of `actor`. Revoking an already revoked session succeeds.
@@ -686,6 +773,8 @@ impl SessionService {
             .await?
             .ok_or(Error::NotFound)?;
         self.revoke_locally(id, revoked.0.access_expires_at);
+        self.report_unreadable(std::slice::from_ref(&revoked.0))
+            .await;
         Ok(())
     }
 
@@ -720,6 +809,7 @@ impl SessionService {
         for session in &revoked {
             self.revoke_locally(session.id, session.access_expires_at);
         }
+        self.report_unreadable(&revoked).await;
         Ok(revoked.len())
     }
 
@@ -729,7 +819,9 @@ impl SessionService {
     /// [`Error::InvalidInput`] for a bad user id; [`Error::Store`].
     pub async fn list_devices(&self, user: &str) -> Result<Vec<DeviceRecord>, Error> {
         let user = UserId::parse(user, "user_id")?;
-        Ok(self.store.devices(&user).await?)
+        let devices = self.store.devices(&user).await?;
+        self.report_unreadable_devices(&devices).await;
+        Ok(devices)
     }
 
     /// Marks `user`'s device `device` trusted (or not) on behalf of `actor`.

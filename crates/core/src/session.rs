@@ -136,6 +136,10 @@ pub struct Session {
     pub revoked_at: Option<Timestamp>,
     /// Why it was revoked, if it was.
     pub revoke_reason: Option<String>,
+    /// The encrypted columns (named as in [`crate::crypt::columns`]) whose stored value did not
+    /// open when the session was read: their fields read as absent (`metadata` as empty). A
+    /// session built rather than read has none.
+    pub unreadable: Vec<&'static str>,
 }
 
 impl Session {
@@ -194,6 +198,7 @@ pub(crate) mod tests {
             access_expires_at: now.plus(policy.access_ttl),
             revoked_at: None,
             revoke_reason: None,
+            unreadable: Vec::new(),
         }
     }
 

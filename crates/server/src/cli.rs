@@ -445,6 +445,9 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> anyhow:
     Ok(())
 }
 
+/// How `sessions list` shows a field whose encrypted value does not open.
+const UNREADABLE: &str = "<unreadable>";
+
 async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()> {
     // These inspect an existing database: a mistyped path must not become a new, empty one.
     let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
@@ -470,15 +473,22 @@ async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()
                 )?;
                 for session in &sessions {
                     let view = session_view(session, None);
-                    let device = view.device.name.as_deref().unwrap_or(&view.device.id);
+                    // A field that does not open is shown as such, not as missing.
+                    let unreadable = |field: &str| view.unreadable.iter().any(|name| name == field);
+                    let device = if unreadable("device.name") {
+                        UNREADABLE
+                    } else {
+                        view.device.name.as_deref().unwrap_or(&view.device.id)
+                    };
+                    let ip = if unreadable("ip") {
+                        UNREADABLE
+                    } else {
+                        view.ip.as_deref().unwrap_or("-")
+                    };
                     writeln!(
                         stdout,
                         "{:<36}  {:<24.24}  {:<8}  {:<24}  {}",
-                        view.id,
-                        device,
-                        view.device.device_type,
-                        view.last_active_at,
-                        view.ip.as_deref().unwrap_or("-")
+                        view.id, device, view.device.device_type, view.last_active_at, ip
                     )?;
                 }
             }

@@ -22,6 +22,7 @@ use sessiond_core::store::Store;
 pub mod audit;
 pub mod events;
 pub mod fixtures;
+pub mod integrity;
 pub mod keys;
 pub mod limits;
 pub mod revocation;
@@ -52,6 +53,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Every audit row, in the order it was appended.
     async fn audit_rows(&self) -> Vec<AuditRow>;
+
+    /// Runs `sql`, a statement without parameters that both schemas understand, straight on the
+    /// database: to damage rows the way the store never would.
+    async fn execute(&self, sql: &str);
 
     /// How many refresh tokens session `id` has.
     async fn tokens_of(&self, id: SessionId) -> i64 {
@@ -112,6 +117,9 @@ macro_rules! conformance_suite {
             }
             audit {
                 instances_sealing_at_once_build_one_chain_that_verifies,
+            }
+            integrity {
+                a_ciphertext_moved_from_another_row_reads_as_unreadable_and_the_session_still_revokes,
             }
         }
     };

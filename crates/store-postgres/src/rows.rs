@@ -67,26 +67,40 @@ pub(crate) fn session(
     };
     let id: Uuid = row.try_get(offset).map_err(store_error)?;
     let id_text = id.to_string();
-    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
-        Ok(cipher.open_optional_text(column, id_text.as_bytes(), optional(index)?)?)
+    // A value that does not open reads as absent and is named in `unreadable`: the rest of the
+    // session (its revocation above all) must not depend on it.
+    let mut unreadable = Vec::new();
+    let mut open = |column: &'static str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_text_or_note(
+            column,
+            id_text.as_bytes(),
+            optional(index)?,
+            &mut unreadable,
+        ))
     };
-    let metadata = cipher.open_text(SESSION_METADATA, id_text.as_bytes(), text(11)?)?;
+    let device_name = open(SESSION_DEVICE_NAME, 4)?;
+    let ip = open(SESSION_IP, 8)?;
+    let user_agent = open(SESSION_USER_AGENT, 9)?;
+    let metadata = open(SESSION_METADATA, 11)?;
     Ok(Session {
         id: SessionId::from_uuid(id),
         user_id: UserId::from_trusted(text(1)?),
         tenant_id: optional(2)?.map(TenantId::from_trusted),
         device: Device {
             id: DeviceId::from_trusted(text(3)?),
-            name: open(SESSION_DEVICE_NAME, 4)?,
+            name: device_name,
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
             trusted: row.try_get(offset + 19).map_err(store_error)?,
         },
-        ip: open(SESSION_IP, 8)?,
-        user_agent: open(SESSION_USER_AGENT, 9)?,
+        ip,
+        user_agent,
         claims: json_object(&text(10)?, "claims")?,
-        metadata: json_object(&metadata, "metadata")?,
+        metadata: match metadata {
+            Some(metadata) => json_object(&metadata, "metadata")?,
+            None => Map::new(),
+        },
         created_at: timestamp(row, offset + 12)?,
         last_active_at: timestamp(row, offset + 13)?,
         idle_expires_at: timestamp(row, offset + 14)?,
@@ -94,6 +108,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: optional_timestamp(row, offset + 17)?,
         revoke_reason: optional(18)?,
+        unreadable,
     })
 }
 

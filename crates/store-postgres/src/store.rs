@@ -712,23 +712,28 @@ fn device_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<DeviceRecord, Sto
     };
     let (user_id, device_id) = (text(0)?, text(1)?);
     let key = device_row(&user_id, &device_id);
-    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
-        Ok(cipher.open_optional_text(column, &key, optional(index)?)?)
+    let mut unreadable = Vec::new();
+    let mut open = |column: &'static str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_text_or_note(column, &key, optional(index)?, &mut unreadable))
     };
+    let name = open(DEVICE_NAME, 2)?;
+    let user_agent = open(DEVICE_USER_AGENT, 7)?;
+    let last_ip = open(DEVICE_LAST_IP, 8)?;
     Ok(DeviceRecord {
         user_id: UserId::from_trusted(user_id),
         device: Device {
             id: DeviceId::from_trusted(device_id),
-            name: open(DEVICE_NAME, 2)?,
+            name,
             device_type: DeviceType::from_name(&text(3)?),
             browser: optional(4)?,
             os: optional(5)?,
             trusted: row.try_get(6).map_err(store_error)?,
         },
-        user_agent: open(DEVICE_USER_AGENT, 7)?,
-        last_ip: open(DEVICE_LAST_IP, 8)?,
+        user_agent,
+        last_ip,
         first_seen_at: rows::timestamp(row, 9)?,
         last_seen_at: rows::timestamp(row, 10)?,
+        unreadable,
     })
 }
 

@@ -67,10 +67,21 @@ pub(crate) fn session(
         |index: usize| -> Result<Option<String>, StoreError> { get(row, offset + index) };
     let id_text = text(0)?;
     let id = session_id(&id_text)?;
-    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
-        Ok(cipher.open_optional_text(column, id_text.as_bytes(), optional(index)?)?)
+    // A value that does not open reads as absent and is named in `unreadable`: the rest of the
+    // session (its revocation above all) must not depend on it.
+    let mut unreadable = Vec::new();
+    let mut open = |column: &'static str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_text_or_note(
+            column,
+            id_text.as_bytes(),
+            optional(index)?,
+            &mut unreadable,
+        ))
     };
-    let metadata = cipher.open_text(SESSION_METADATA, id_text.as_bytes(), text(11)?)?;
+    let device_name = open(SESSION_DEVICE_NAME, 4)?;
+    let ip = open(SESSION_IP, 8)?;
+    let user_agent = open(SESSION_USER_AGENT, 9)?;
+    let metadata = open(SESSION_METADATA, 11)?;
     let revoked_at: Option<i64> = get(row, offset + 17)?;
     Ok(Session {
         id,
@@ -78,16 +89,19 @@ pub(crate) fn session(
         tenant_id: optional(2)?.map(TenantId::from_trusted),
         device: Device {
             id: DeviceId::from_trusted(text(3)?),
-            name: open(SESSION_DEVICE_NAME, 4)?,
+            name: device_name,
             device_type: DeviceType::from_name(&text(5)?),
             browser: optional(6)?,
             os: optional(7)?,
             trusted: get::<i64>(row, offset + 19)? != 0,
         },
-        ip: open(SESSION_IP, 8)?,
-        user_agent: open(SESSION_USER_AGENT, 9)?,
+        ip,
+        user_agent,
         claims: json_object(&text(10)?, "claims")?,
-        metadata: json_object(&metadata, "metadata")?,
+        metadata: match metadata {
+            Some(metadata) => json_object(&metadata, "metadata")?,
+            None => Map::new(),
+        },
         created_at: timestamp(row, offset + 12)?,
         last_active_at: timestamp(row, offset + 13)?,
         idle_expires_at: timestamp(row, offset + 14)?,
@@ -95,6 +109,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: revoked_at.map(Timestamp::from_unix_millis),
         revoke_reason: optional(18)?,
+        unreadable,
     })
 }
 
@@ -106,23 +121,28 @@ pub(crate) fn device(row: &Row<'_>, cipher: &CipherSlot) -> Result<DeviceRecord,
     let trusted: i64 = get(row, 6)?;
     let (user_id, device_id) = (text(0)?, text(1)?);
     let key = device_row(&user_id, &device_id);
-    let open = |column: &str, index: usize| -> Result<Option<String>, StoreError> {
-        Ok(cipher.open_optional_text(column, &key, optional(index)?)?)
+    let mut unreadable = Vec::new();
+    let mut open = |column: &'static str, index: usize| -> Result<Option<String>, StoreError> {
+        Ok(cipher.open_text_or_note(column, &key, optional(index)?, &mut unreadable))
     };
+    let name = open(DEVICE_NAME, 2)?;
+    let user_agent = open(DEVICE_USER_AGENT, 7)?;
+    let last_ip = open(DEVICE_LAST_IP, 8)?;
     Ok(DeviceRecord {
         user_id: UserId::from_trusted(user_id),
         device: Device {
             id: DeviceId::from_trusted(device_id),
-            name: open(DEVICE_NAME, 2)?,
+            name,
             device_type: DeviceType::from_name(&text(3)?),
             browser: optional(4)?,
             os: optional(5)?,
             trusted: trusted != 0,
         },
-        user_agent: open(DEVICE_USER_AGENT, 7)?,
-        last_ip: open(DEVICE_LAST_IP, 8)?,
+        user_agent,
+        last_ip,
         first_seen_at: timestamp(row, 9)?,
         last_seen_at: timestamp(row, 10)?,
+        unreadable,
     })
 }
 

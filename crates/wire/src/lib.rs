@@ -98,6 +98,10 @@ pub struct RegisteredDeviceView {
     /// Only for a user: whether it is the device of the caller's own session.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub current: Option<bool>,
+    /// Only when some encrypted field of the stored device does not open: the fields that read
+    /// as `null` (`name`, `user_agent`, `last_ip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// `GET /v1/devices` and `GET /v1/users/{user_id}/devices`.
@@ -156,6 +160,10 @@ pub struct SessionView {
     /// Only when the caller is a user: whether this is the caller's own session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<bool>,
+    /// Only when some encrypted field of the stored session does not open: the fields that
+    /// read as `null` (`device.name`, `ip`, `user_agent`; `metadata`, never shown, as empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// A token pair and its session.

@@ -2,6 +2,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use sessiond_core::crypt::columns::{
+    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, SESSION_DEVICE_NAME, SESSION_IP,
+    SESSION_METADATA, SESSION_USER_AGENT,
+};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::refresh::IssuedPair;
 use sessiond_core::service::IssuedSession;
@@ -37,7 +41,28 @@ pub(crate) fn session_view(session: &Session, caller_session: Option<SessionId>)
         revoked_at: session.revoked_at.map(rfc3339),
         revoke_reason: session.revoke_reason.clone(),
         current: caller_session.map(|caller| caller == session.id),
+        unreadable: wire_fields(&session.unreadable),
     }
+}
+
+/// The wire names of the fields of unreadable encrypted `columns` (see
+/// [`sessiond_core::integrity`]), as `docs/API.md` lists them.
+fn wire_fields(columns: &[&'static str]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|column| {
+            match *column {
+                SESSION_DEVICE_NAME => "device.name",
+                SESSION_IP => "ip",
+                SESSION_USER_AGENT | DEVICE_USER_AGENT => "user_agent",
+                SESSION_METADATA => "metadata",
+                DEVICE_NAME => "name",
+                DEVICE_LAST_IP => "last_ip",
+                other => other,
+            }
+            .to_owned()
+        })
+        .collect()
 }
 
 /// The wire token pair of `issued` at `now`.
@@ -81,5 +106,6 @@ pub(crate) fn device_view(record: &DeviceRecord, current: Option<bool>) -> Regis
         first_seen_at: rfc3339(record.first_seen_at),
         last_seen_at: rfc3339(record.last_seen_at),
         current,
+        unreadable: wire_fields(&record.unreadable),
     }
 }

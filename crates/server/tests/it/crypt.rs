@@ -15,7 +15,7 @@ use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
 use sessiond_server::state::{OpenMode, open_store};
 
-use crate::helpers::{ADMIN_KEY, Backend, TestApp};
+use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
 use crate::on_every_store;
 
 const METADATA_MARKER: &str = "metadata-marker-7f3a9c";
@@ -172,14 +172,13 @@ async fn a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key()
     );
 }
 
-async fn an_encrypted_value_copied_into_another_row_does_not_decrypt() {
-    let app = TestApp::spawn().await;
-    create_marked_session(&app, "alice").await;
+/// Moves alice's sealed device name, user agent and metadata into bob's session row, and
+/// alice's sealed device name into bob's registry row, as someone with write access to the
+/// database (or a botched restore) would. Returns bob's session as created.
+async fn move_alices_ciphertexts_into_bobs_rows(app: &TestApp) -> serde_json::Value {
+    create_marked_session(app, "alice").await;
     let bob = app.create_session("bob").await;
-    let bob_id = bob["session"]["id"]
-        .as_str()
-        .expect("session id")
-        .to_owned();
+    let bob_id = text(&bob["session"], "id").to_owned();
     let alice_id = app
         .get("/v1/users/alice/sessions", Some(ADMIN_KEY))
         .await
@@ -187,26 +186,181 @@ async fn an_encrypted_value_copied_into_another_row_does_not_decrypt() {
         .as_str()
         .expect("alice's session")
         .to_owned();
-    app.execute(&format!(
-        "UPDATE sessions SET metadata = (SELECT metadata FROM sessions WHERE id = '{alice_id}'),
-                             user_agent = (SELECT user_agent FROM sessions WHERE id = '{alice_id}')
-         WHERE id = '{bob_id}'"
-    ))
-    .await;
-    let answer = app.get("/v1/users/bob/sessions", Some(ADMIN_KEY)).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "{}",
-        answer.body
-    );
-    assert_eq!(answer.error_code(), "internal");
-    let body = answer.body.to_string();
-    assert!(!body.contains(METADATA_MARKER) && !body.contains(AGENT_MARKER));
-    // Alice's own row still opens.
+    let moved = app
+        .execute(&format!(
+            "UPDATE sessions SET
+                 device_name = (SELECT device_name FROM sessions WHERE id = '{alice_id}'),
+                 user_agent = (SELECT user_agent FROM sessions WHERE id = '{alice_id}'),
+                 metadata = (SELECT metadata FROM sessions WHERE id = '{alice_id}')
+             WHERE id = '{bob_id}'"
+        ))
+        .await;
+    assert_eq!(moved, 1);
+    let moved = app
+        .execute(
+            "UPDATE devices SET name = (SELECT name FROM devices WHERE user_id = 'alice')
+             WHERE user_id = 'bob'",
+        )
+        .await;
+    assert_eq!(moved, 1);
+    bob
+}
+
+/// Regression: a ciphertext moved between rows made the user's session list answer 500, for
+/// the user and for admins, and the session impossible to revoke, so its tokens stayed valid.
+async fn an_encrypted_value_copied_into_another_row_reads_as_unreadable_and_the_session_still_revokes()
+ {
+    let app = TestApp::spawn().await;
+    let bob = move_alices_ciphertexts_into_bobs_rows(&app).await;
+    let bob_id = text(&bob["session"], "id").to_owned();
+    let bob_access = text(&bob, "access_token").to_owned();
+
+    for (path, bearer) in [
+        ("/v1/users/bob/sessions", ADMIN_KEY),
+        ("/v1/sessions", bob_access.as_str()),
+    ] {
+        let answer = app.get(path, Some(bearer)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        let session = &answer.body["sessions"][0];
+        assert_eq!(session["id"], bob_id.as_str(), "{path}");
+        assert_eq!(
+            session["unreadable"],
+            json!(["device.name", "user_agent", "metadata"]),
+            "{path}: {session}"
+        );
+        assert_eq!(session["device"]["name"], serde_json::Value::Null);
+        assert_eq!(session["user_agent"], serde_json::Value::Null);
+        assert_eq!(session["ip"], "203.0.113.7", "what opens still reads");
+        let body = answer.body.to_string();
+        assert!(
+            !body.contains(NAME_MARKER) && !body.contains(AGENT_MARKER),
+            "never another row's value: {body}"
+        );
+    }
+    for (path, bearer) in [
+        ("/v1/users/bob/devices", ADMIN_KEY),
+        ("/v1/devices", bob_access.as_str()),
+    ] {
+        let answer = app.get(path, Some(bearer)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        let device = &answer.body["devices"][0];
+        assert_eq!(device["unreadable"], json!(["name"]), "{path}: {device}");
+        assert_eq!(device["name"], serde_json::Value::Null);
+        assert_eq!(device["user_agent"], crate::helpers::FIREFOX);
+    }
+    // Alice's rows still open, and show no `unreadable`.
     let alice = app.get("/v1/users/alice/sessions", Some(ADMIN_KEY)).await;
-    assert_eq!(alice.status, StatusCode::OK);
     assert_eq!(alice.body["sessions"][0]["user_agent"], AGENT_MARKER);
+    assert!(alice.body["sessions"][0].get("unreadable").is_none());
+
+    // Each bad value is logged and audited once, naming its row, however often it is read.
+    let failures = |column: &'static str| {
+        let app = &app;
+        async move {
+            app.audit_count("security.integrity_failure", Some(("column", column)))
+                .await
+        }
+    };
+    for column in [
+        "sessions.device_name",
+        "sessions.user_agent",
+        "sessions.metadata",
+        "devices.name",
+    ] {
+        assert_eq!(failures(column).await, 1, "{column}");
+    }
+    assert_eq!(
+        app.audit_count("security.integrity_failure", Some(("session_id", &bob_id)))
+            .await,
+        3
+    );
+    let bob_device = text(&bob["session"]["device"], "id");
+    assert_eq!(
+        app.audit_count(
+            "security.integrity_failure",
+            Some(("device_id", bob_device))
+        )
+        .await,
+        1,
+        "the device row is named"
+    );
+    let critical = app
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE type = 'security.integrity_failure'
+               AND severity = 'critical' AND user_id = 'bob' AND session_id = '{bob_id}'"
+        ))
+        .await;
+    assert_eq!(critical, 3);
+    // An hour later the same bad value is reported again, once.
+    app.advance(Duration::from_secs(3600));
+    for _ in 0..3 {
+        let answer = app.get("/v1/users/bob/sessions", Some(ADMIN_KEY)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(failures("sessions.device_name").await, 2);
+
+    // The session still refreshes, and the user revokes it; its tokens die with it.
+    let refreshed = app.refresh(text(&bob, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_eq!(
+        refreshed.body["session"]["unreadable"],
+        json!(["device.name", "user_agent", "metadata"])
+    );
+    let bob_access = text(&refreshed.body, "access_token");
+    let revoked = app
+        .delete(&format!("/v1/sessions/{bob_id}"), Some(bob_access))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    let after = app.get("/v1/sessions/current", Some(bob_access)).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    let refresh = app.refresh(text(&refreshed.body, "refresh_token")).await;
+    assert_eq!(refresh.body["reason"], "revoked", "{}", refresh.body);
+}
+
+async fn the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open() {
+    let app = TestApp::spawn().await;
+    let bob = move_alices_ciphertexts_into_bobs_rows(&app).await;
+    let bob_id = text(&bob["session"], "id").to_owned();
+    let env = crate::helpers::master_key_env(&app.config.database_url);
+
+    let listed = sessiond(&app, &["sessions", "list", "--user", "bob"], &env);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(&bob_id))
+        .unwrap_or_else(|| panic!("bob's session is listed: {stdout}"));
+    assert!(line.contains("<unreadable>"), "{line}");
+    assert!(!stdout.contains(NAME_MARKER), "{stdout}");
+    let listed = sessiond(&app, &["sessions", "list", "--user", "bob", "--json"], &env);
+    let json_list: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("the list is JSON");
+    assert_eq!(
+        json_list["sessions"][0]["unreadable"],
+        json!(["device.name", "user_agent", "metadata"])
+    );
+
+    let revoked = sessiond(&app, &["sessions", "revoke", &bob_id], &env);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&revoked.stdout).contains(&format!("revoked session {bob_id}"))
+    );
+    // The running server learns of it from storage.
+    let refresh = app.refresh(text(&bob, "refresh_token")).await;
+    assert_eq!(refresh.body["reason"], "revoked", "{}", refresh.body);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM sessions WHERE revoke_reason = 'revoked_by_admin'")
+            .await,
+        1
+    );
 }
 
 /// `app`'s configuration with another master key.
@@ -544,7 +698,8 @@ async fn the_rotate_master_command_moves_the_database_to_a_new_key_file() {
 
 on_every_store!(
     a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
-    an_encrypted_value_copied_into_another_row_does_not_decrypt,
+    an_encrypted_value_copied_into_another_row_reads_as_unreadable_and_the_session_still_revokes,
+    the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open,
     a_wrong_master_key_refuses_to_start_and_changes_nothing,
     rotating_the_master_key_under_load_fails_no_request,
     a_database_written_before_encryption_keeps_working_and_seals_new_values,

@@ -145,6 +145,10 @@ impl Backend for TestDb {
         TestDb::count(self, sql, id).await
     }
 
+    async fn execute(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.raw).await.expect("execute");
+    }
+
     async fn audit_rows(&self) -> Vec<AuditRow> {
         sqlx::query_as("SELECT type, severity, ip, at, details FROM audit_events ORDER BY seq")
             .fetch_all(&self.raw)

@@ -64,6 +64,14 @@ impl Backend for TestFile {
         .expect("count")
     }
 
+    async fn execute(&self, sql: &str) {
+        let connection = Connection::open(&self.path).expect("open the test file");
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        connection.execute(sql, []).expect("execute");
+    }
+
     async fn audit_rows(&self) -> Vec<AuditRow> {
         let raw = self.raw();
         let mut statement = raw
