@@ -51,6 +51,10 @@ pub enum Error {
     /// The refresh token is not live.
     #[error("refresh token refused: {0}")]
     RefreshRejected(RefreshRejection),
+    /// A refresh asked for a scope its session was never granted (RFC 6749 §6); the token
+    /// presented was not spent.
+    #[error("scope {0:?} is beyond the session's permissions")]
+    ScopeBeyondSession(String),
     /// The access token is not valid.
     #[error("access token refused: {0}")]
     Unauthenticated(#[from] TokenError),

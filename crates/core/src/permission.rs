@@ -13,6 +13,10 @@
 //!
 //! This is the one implementation of the rule: sessiond checks admin key scopes with it, and
 //! `sessiond-verifier` re-exports it for resource servers.
+//!
+//! Permissions are also OAuth scopes (RFC 6749 §3.3): every permission is a scope token, an
+//! access token's `scope` claim lists its permissions (RFC 9068 §2.2.3), and a client may ask
+//! the token endpoint for a narrower set ([`Scope`], [`narrow`]).
 
 use std::collections::BTreeMap;
 
@@ -51,12 +55,122 @@ pub fn has_permission(claims: &Map<String, Value>, required: &str) -> bool {
         })
 }
 
+/// Whether `text` is a scope token of RFC 6749 §3.3: one or more printable ASCII characters
+/// other than space, `"` and `\`. Every permission must be one, so that the space-separated
+/// `scope` claim lists permissions without ambiguity.
+pub fn is_scope_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|byte| {
+            byte == 0x21 || (0x23..=0x5b).contains(&byte) || (0x5d..=0x7e).contains(&byte)
+        })
+}
+
+/// The `scope` claim (RFC 9068 §2.2.3) of an access token whose claims are `claims`: its
+/// permissions that are scope tokens, separated by single spaces; `None` when there are none.
+/// Only permissions granted before scope tokens were enforced can be left out.
+pub fn scope_claim(claims: &Map<String, Value>) -> Option<String> {
+    let permissions = claims.get("permissions").and_then(Value::as_array)?;
+    let mut scope = String::new();
+    for permission in permissions
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|permission| is_scope_token(permission))
+    {
+        if !scope.is_empty() {
+            scope.push(' ');
+        }
+        scope.push_str(permission);
+    }
+    (!scope.is_empty()).then_some(scope)
+}
+
+/// A `scope` request parameter (RFC 6749 §3.3): one or more scope tokens separated by spaces,
+/// each kept once, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(Vec<String>);
+
+/// Why a `scope` parameter cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// Empty, or with a character no scope token may hold.
+    #[error("scope must be scope tokens (printable ASCII without \" or \\) separated by spaces")]
+    Malformed,
+}
+
+impl Scope {
+    /// Parses a `scope` parameter. Runs of spaces separate tokens like one space does.
+    ///
+    /// # Errors
+    /// [`ScopeError::Malformed`] when it holds no token, or a token with a character RFC 6749
+    /// §3.3 does not allow.
+    pub fn parse(text: &str) -> Result<Self, ScopeError> {
+        let mut tokens: Vec<String> = Vec::new();
+        for token in text.split(' ').filter(|token| !token.is_empty()) {
+            if !is_scope_token(token) {
+                return Err(ScopeError::Malformed);
+            }
+            if !tokens.iter().any(|known| known == token) {
+                tokens.push(token.to_owned());
+            }
+        }
+        if tokens.is_empty() {
+            return Err(ScopeError::Malformed);
+        }
+        Ok(Self(tokens))
+    }
+
+    /// The tokens, each once, in the order given.
+    pub fn tokens(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// `claims` (a session's, its roles' permissions already added) with `permissions` replaced
+/// by exactly the `requested` ones, as RFC 6749 §6 narrows a refreshed access token. A
+/// requested permission is within the session's when one of the session's grants it
+/// ([`permission_matches`]: `notes:*` covers a request for `notes:read`).
+///
+/// # Errors
+/// The first requested token that none of the session's permissions grants.
+pub fn narrow(
+    claims: &Map<String, Value>,
+    requested: &Scope,
+) -> Result<Map<String, Value>, String> {
+    let granted: Vec<&str> = claims
+        .get("permissions")
+        .and_then(Value::as_array)
+        .map(|permissions| permissions.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(beyond) = requested
+        .tokens()
+        .iter()
+        .find(|token| !any_grants(granted.iter().copied(), token))
+    {
+        return Err(beyond.clone());
+    }
+    let mut narrowed = claims.clone();
+    narrowed.insert(
+        "permissions".to_owned(),
+        Value::Array(
+            requested
+                .tokens()
+                .iter()
+                .map(|token| Value::from(token.as_str()))
+                .collect(),
+        ),
+    );
+    Ok(narrowed)
+}
+
 /// Why a role mapping cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoleMapError {
     /// A role or permission name is empty, or has spaces or control characters.
     #[error("{0:?} is not a valid role or permission name (no spaces, not empty)")]
     BadName(String),
+    /// A permission is not a scope token ([`is_scope_token`]).
+    #[error("{0:?} is not a valid permission: printable ASCII without spaces, \" or \\")]
+    BadPermission(String),
 }
 
 /// Which permissions each role stands for (`SESSIOND_ROLES`).
@@ -86,6 +200,9 @@ impl RolePermissions {
             check_name(role)?;
             for permission in permissions {
                 check_name(permission)?;
+                if !is_scope_token(permission) {
+                    return Err(RoleMapError::BadPermission(permission.clone()));
+                }
             }
         }
         Ok(Self { roles })
@@ -94,6 +211,14 @@ impl RolePermissions {
     /// Whether no role is mapped.
     pub fn is_empty(&self) -> bool {
         self.roles.is_empty()
+    }
+
+    /// Every permission some role stands for, each once, sorted.
+    pub fn all_permissions(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.roles.values().flatten().map(String::as_str).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// The permissions `role` stands for; none for a role that is not mapped.
@@ -262,5 +387,64 @@ mod tests {
                 Err(RoleMapError::BadName(bad.to_owned()))
             );
         }
+    }
+
+    #[test]
+    fn permissions_must_be_scope_tokens() {
+        for bad in ["caf\u{e9}:read", "say:\"hi\"", "back\\slash"] {
+            let roles = BTreeMap::from([("r".to_owned(), vec![bad.to_owned()])]);
+            assert_eq!(
+                RolePermissions::new(roles),
+                Err(RoleMapError::BadPermission(bad.to_owned()))
+            );
+        }
+        assert!(is_scope_token("notes:*"));
+        assert!(is_scope_token("a!#[]~"));
+        assert!(!is_scope_token(""));
+    }
+
+    #[test]
+    fn the_scope_claim_lists_the_permissions_separated_by_spaces() {
+        assert_eq!(
+            scope_claim(&claims(json!({"permissions": ["notes:read", "notes:*"]}))),
+            Some("notes:read notes:*".to_owned())
+        );
+        assert_eq!(scope_claim(&claims(json!({"permissions": []}))), None);
+        assert_eq!(scope_claim(&claims(json!({"roles": ["admin"]}))), None);
+        // A permission granted before they had to be scope tokens cannot be told apart from
+        // two in a space-separated list, so it is left out rather than split.
+        assert_eq!(
+            scope_claim(&claims(json!({"permissions": ["notes read", "x", 3]}))),
+            Some("x".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_scope_parameter_is_space_separated_tokens_each_kept_once() {
+        let scope = Scope::parse(" notes:read  notes:write notes:read").expect("valid");
+        assert_eq!(scope.tokens(), ["notes:read", "notes:write"]);
+        for bad in ["", "   ", "notes:read caf\u{e9}", "a\"b", "tab\tseparated"] {
+            assert_eq!(Scope::parse(bad), Err(ScopeError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn narrowing_keeps_exactly_the_requested_permissions_within_the_session() {
+        let session = claims(
+            json!({"roles": ["editor"], "permissions": ["notes:*", "tasks:read"], "team": "x"}),
+        );
+        let scope = Scope::parse("notes:read tasks:read").expect("valid");
+        let narrowed = narrow(&session, &scope).expect("within");
+        assert_eq!(narrowed["permissions"], json!(["notes:read", "tasks:read"]));
+        assert_eq!(narrowed["roles"], json!(["editor"]));
+        assert_eq!(narrowed["team"], "x");
+
+        let beyond = Scope::parse("notes:read tasks:write").expect("valid");
+        assert_eq!(narrow(&session, &beyond), Err("tasks:write".to_owned()));
+        let nothing = claims(json!({"roles": ["editor"]}));
+        assert_eq!(
+            narrow(&nothing, &Scope::parse("notes:read").expect("valid")),
+            Err("notes:read".to_owned())
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::device::{self, DeviceRecord};
 use crate::error::{Error, RefreshRejection};
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
 use crate::integrity::{INTEGRITY_FAILURE, IntegrityReports};
-use crate::permission::RolePermissions;
+use crate::permission::{RolePermissions, Scope};
 use crate::policy::Policy;
 use crate::refresh::{
     IssuedPair, RefreshDecision, RefreshToken, RefreshTokenRecord, decide_refresh,
@@ -170,6 +170,11 @@ impl SessionService {
     /// The `iss`, `aud` and `client_id` of access tokens.
     pub fn token_settings(&self) -> &AccessTokenIssuer {
         &self.settings.tokens
+    }
+
+    /// The permissions each role stands for.
+    pub fn roles(&self) -> &RolePermissions {
+        &self.settings.roles
     }
 
     /// The current time of the service's clock.
@@ -331,6 +336,28 @@ impl SessionService {
         &self,
         presented: &str,
         origin: &RequestOrigin,
+        admit: impl FnMut(&Session) -> bool + Send,
+    ) -> Result<Option<IssuedSession>, Error> {
+        self.refresh_scoped(presented, origin, None, admit).await
+    }
+
+    /// Like [`SessionService::refresh_admitted`], with the scope a client asked for (RFC 6749
+    /// §6): the new access token carries exactly the `requested` permissions (see
+    /// [`crate::permission::narrow`]) instead of all of its session's; the refresh token and
+    /// the session are unchanged, so the next refresh may ask for more again. A scope beyond
+    /// the session's is refused before anything is written or `admit` is asked, and the
+    /// presented token stays live. A grace-window replay answers the pair issued first,
+    /// whatever scope that one was given.
+    ///
+    /// # Errors
+    /// As [`SessionService::refresh`], and [`Error::ScopeBeyondSession`] naming the first
+    /// requested permission the session lacks.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh_scoped(
+        &self,
+        presented: &str,
+        origin: &RequestOrigin,
+        requested: Option<&Scope>,
         mut admit: impl FnMut(&Session) -> bool + Send,
     ) -> Result<Option<IssuedSession>, Error> {
         let token = RefreshToken::parse(presented)?;
@@ -347,6 +374,9 @@ impl SessionService {
             match decide_refresh(&record, &session, now, policy) {
                 RefreshDecision::Refuse(reason) => return Err(Error::RefreshRejected(reason)),
                 RefreshDecision::ReplaySuccessor => {
+                    if let Some(requested) = requested {
+                        self.narrowed_claims(&session, requested)?;
+                    }
                     if !anomaly_handled {
                         self.handle_anomaly(&session, origin, now).await?;
                     }
@@ -363,6 +393,9 @@ impl SessionService {
                     return Err(Error::RefreshRejected(RefreshRejection::ReuseDetected));
                 }
                 RefreshDecision::Rotate => {
+                    let narrowed = requested
+                        .map(|requested| self.narrowed_claims(&session, requested))
+                        .transpose()?;
                     // A rotation that lost its race comes back here only if the winner's
                     // successor cannot be replayed; it was admitted once already.
                     if !admitted {
@@ -378,7 +411,18 @@ impl SessionService {
                     }
                     let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
                     let access_expires_at = session.access_token_expiry(now, policy);
-                    let access = self.issue_access_token(&session, now, access_expires_at);
+                    let access = match &narrowed {
+                        Some(claims) => self.keys.with_keyring(|keyring| {
+                            self.settings.tokens.issue_with_claims(
+                                keyring,
+                                &session,
+                                claims,
+                                now,
+                                access_expires_at,
+                            )
+                        }),
+                        None => self.issue_access_token(&session, now, access_expires_at),
+                    };
                     let successor = RefreshToken::generate();
                     let pair = IssuedPair {
                         access_token: access.token,
@@ -510,6 +554,17 @@ impl SessionService {
         if let Err(error) = self.store.append_audit(events).await {
             tracing::error!(%error, "could not audit unreadable encrypted values");
         }
+    }
+
+    /// `session`'s claims, its roles' permissions added, narrowed to `requested`.
+    fn narrowed_claims(
+        &self,
+        session: &Session,
+        requested: &Scope,
+    ) -> Result<Map<String, Value>, Error> {
+        let expanded = self.settings.roles.expand(&session.claims);
+        crate::permission::narrow(expanded.as_ref().unwrap_or(&session.claims), requested)
+            .map_err(Error::ScopeBeyondSession)
     }
 
     /// Signs an access token for `session`, its roles' permissions added to its claims.
@@ -1222,6 +1277,21 @@ fn check_claims(claims: &Map<String, Value>) -> Result<(), Error> {
                 return Err(Error::invalid(field, "must be an array of strings"));
             }
         }
+    }
+    // Permissions are also the access token's `scope`, a space-separated list, so each must
+    // be a scope token of RFC 6749 §3.3.
+    if let Some(bad) = claims
+        .get("permissions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|permission| !crate::permission::is_scope_token(permission))
+    {
+        return Err(Error::invalid(
+            "claims.permissions",
+            format!("{bad:?} is not a scope token: printable ASCII without spaces, \" or \\"),
+        ));
     }
     Ok(())
 }

@@ -21,10 +21,12 @@ pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
 use crate::connections::ConnectionSettings;
 use crate::events::hub::StreamLimits;
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
-use crate::state::{AdminKey, AdminScope};
+use crate::state::{AdminKey, AdminScope, IntrospectionClient};
 
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
+/// The shortest introspection client secret accepted.
+pub const MIN_CLIENT_SECRET_LEN: usize = 32;
 
 /// Development (loud warnings, local defaults) or production (refuses insecure defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,15 @@ pub struct RawConfig {
         hide_env_values = true
     )]
     pub admin_keys: Option<String>,
+    /// Comma-separated `CLIENT_ID:SECRET` pairs of resource servers that may introspect
+    /// tokens (and do nothing else), each secret at least 32 characters.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_INTROSPECTION_CLIENTS",
+        hide_env_values = true
+    )]
+    pub introspection_clients: Option<SecretSetting>,
     /// `iss` of access tokens.
     #[arg(long, global = true, env = "SESSIOND_ISSUER")]
     pub issuer: Option<String>,
@@ -284,6 +295,7 @@ impl RawConfig {
             listen,
             database_url,
             admin_keys,
+            introspection_clients,
             issuer,
             audience,
             client_id,
@@ -344,6 +356,8 @@ pub struct Config {
     pub database_url: String,
     /// Keys that authenticate the application backend and operators, with their scopes.
     pub admin_keys: Vec<AdminKey>,
+    /// Resource servers that may introspect tokens with an id and secret.
+    pub introspection_clients: Vec<IntrospectionClient>,
     /// `iss`.
     pub issuer: String,
     /// `aud`.
@@ -539,6 +553,7 @@ impl std::fmt::Debug for Config {
                 "admin_keys",
                 &format_args!("<{} redacted>", self.admin_keys.len()),
             )
+            .field("introspection_clients", &self.introspection_clients)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("policy", &self.policy)
@@ -864,6 +879,12 @@ impl Config {
             );
         }
 
+        let introspection_clients = introspection_clients(
+            raw.introspection_clients
+                .as_ref()
+                .map(SecretSetting::expose),
+        )?;
+
         let database_url = match &raw.database_url {
             Some(url) => url.clone(),
             None => {
@@ -1026,6 +1047,7 @@ impl Config {
             listen,
             database_url,
             admin_keys,
+            introspection_clients,
             issuer,
             audience,
             client_id,
@@ -1204,6 +1226,49 @@ fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
         });
     }
     Ok(keys)
+}
+
+/// The entries of `SESSIOND_INTROSPECTION_CLIENTS`: `CLIENT_ID:SECRET`, split at the first
+/// `:`. A client id is printable, without spaces or `:`; a secret is at least
+/// [`MIN_CLIENT_SECRET_LEN`] characters; no id twice. Messages name an entry by its position,
+/// and by its id once that is known to be one: never a secret.
+fn introspection_clients(value: Option<&str>) -> Result<Vec<IntrospectionClient>, String> {
+    const NAME: &str = "SESSIOND_INTROSPECTION_CLIENTS";
+    let mut clients: Vec<IntrospectionClient> = Vec::new();
+    for (index, entry) in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+    {
+        let number = index + 1;
+        let Some((client_id, secret)) = entry.split_once(':') else {
+            return Err(format!("{NAME}: entry #{number} must be CLIENT_ID:SECRET"));
+        };
+        if client_id.is_empty()
+            || client_id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "{NAME}: entry #{number} must start with a client id without spaces, then :SECRET"
+            ));
+        }
+        if secret.chars().count() < MIN_CLIENT_SECRET_LEN {
+            return Err(format!(
+                "{NAME}: the secret of {client_id:?} is shorter than {MIN_CLIENT_SECRET_LEN} characters"
+            ));
+        }
+        if clients.iter().any(|client| client.client_id == client_id) {
+            return Err(format!("{NAME}: client id {client_id:?} is given twice"));
+        }
+        clients.push(IntrospectionClient {
+            client_id: client_id.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+    Ok(clients)
 }
 
 /// `SESSIOND_ROLES`, from its one-line form or the config file's table.
@@ -2043,6 +2108,80 @@ mod tests {
             );
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    #[test]
+    fn introspection_clients_are_id_and_secret_pairs_and_a_bad_one_stops_start_up() {
+        let with = |text: String| {
+            Config::from_raw(&RawConfig {
+                introspection_clients: Some(text.into()),
+                ..RawConfig::default()
+            })
+        };
+        // The secret is everything after the first `:`, so it may hold `:` itself.
+        let config = with(format!("notes-api:{k}, billing:{k}:x", k = key())).unwrap();
+        assert_eq!(
+            config.introspection_clients,
+            [
+                IntrospectionClient {
+                    client_id: "notes-api".into(),
+                    secret: key(),
+                },
+                IntrospectionClient {
+                    client_id: "billing".into(),
+                    secret: format!("{}:x", key()),
+                },
+            ]
+        );
+        assert!(
+            with(String::new())
+                .unwrap()
+                .introspection_clients
+                .is_empty()
+        );
+        for (text, expected) in [
+            (
+                key(),
+                "SESSIOND_INTROSPECTION_CLIENTS: entry #1 must be CLIENT_ID:SECRET",
+            ),
+            (
+                format!(":{}", key()),
+                "SESSIOND_INTROSPECTION_CLIENTS: entry #1 must start with a client id",
+            ),
+            (
+                format!("a b:{}", key()),
+                "SESSIOND_INTROSPECTION_CLIENTS: entry #1 must start with a client id",
+            ),
+            (
+                format!("api:{},api2:tiny", key()),
+                "SESSIOND_INTROSPECTION_CLIENTS: the secret of \"api2\" is shorter than 32",
+            ),
+            (
+                format!("api:{k},api:{k}", k = key()),
+                "SESSIOND_INTROSPECTION_CLIENTS: client id \"api\" is given twice",
+            ),
+        ] {
+            let error = with(text).unwrap_err();
+            assert!(
+                error.starts_with(expected),
+                "{error:?} should start with {expected:?}"
+            );
+            assert!(!error.contains(&key()), "no secret in {error:?}");
+            assert!(!error.contains("tiny"), "no secret in {error:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_introspection_secrets() {
+        let raw = RawConfig {
+            introspection_clients: Some(format!("notes-api:{}", key()).into()),
+            ..RawConfig::default()
+        };
+        assert!(!format!("{raw:?}").contains(&key()));
+        let config = Config::from_raw(&raw).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(&key()), "{shown}");
+        assert!(shown.contains("notes-api"), "{shown}");
     }
 
     #[test]

@@ -340,6 +340,8 @@ impl Metrics {
     /// Records the outcome and duration of one `SessionService::refresh`.
     pub fn record_refresh(&self, result: Result<&IssuedSession, &Error>, elapsed: Duration) {
         let outcome = match result {
+            // Refused before the token was looked at for a rotation: not a refresh outcome.
+            Err(Error::ScopeBeyondSession(_)) => return,
             Ok(issued) if issued.replayed => REPLAYED,
             Ok(_) => ROTATED,
             Err(Error::RefreshRejected(RefreshRejection::Unknown)) => 2,

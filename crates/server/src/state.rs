@@ -172,6 +172,64 @@ impl AdminKeys {
     }
 }
 
+/// A resource server allowed to introspect tokens (`SESSIOND_INTROSPECTION_CLIENTS`): an
+/// OAuth client id and secret that authenticate at `POST /oauth/introspect` and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IntrospectionClient {
+    /// The client id, not secret.
+    pub client_id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IntrospectionClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IntrospectionClient({}:<redacted>)", self.client_id)
+    }
+}
+
+/// The configured introspection clients, ids and secrets kept as SHA-256 digests and compared
+/// against every client every time, so that neither which id exists nor how much of a secret
+/// is right shows in the time an answer takes.
+pub struct IntrospectionClients {
+    clients: Vec<([u8; 32], [u8; 32])>,
+}
+
+impl std::fmt::Debug for IntrospectionClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IntrospectionClients(<{} redacted>)", self.clients.len())
+    }
+}
+
+impl IntrospectionClients {
+    /// Digests of `clients`' ids and secrets.
+    pub fn new(clients: &[IntrospectionClient]) -> Self {
+        Self {
+            clients: clients
+                .iter()
+                .map(|client| {
+                    (
+                        Sha256::digest(client.client_id.as_bytes()).into(),
+                        Sha256::digest(client.secret.as_bytes()).into(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `client_id` and `secret` are those of one configured client, found in time
+    /// independent of which (if any) matches.
+    pub fn authenticate(&self, client_id: &str, secret: &str) -> bool {
+        let id: [u8; 32] = Sha256::digest(client_id.as_bytes()).into();
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let mut found = subtle::Choice::from(0);
+        for (known_id, known_secret) in &self.clients {
+            found |= known_id.ct_eq(&id) & known_secret.ct_eq(&presented);
+        }
+        bool::from(found)
+    }
+}
+
 /// Which admin key a request used: the first half of the key's SHA-256, which rate limits key
 /// on and logs may show (as [`AdminKeyId::short`]); never the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +259,8 @@ pub struct AppState {
     pub service: Arc<SessionService>,
     /// Admin credentials.
     pub admin_keys: Arc<AdminKeys>,
+    /// Resource servers' credentials, for introspection only.
+    pub introspection_clients: Arc<IntrospectionClients>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     /// What this process counts, for `/metrics` and `/v1/stats`.
@@ -290,6 +350,9 @@ impl AppState {
         Ok(Self {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
+            introspection_clients: Arc::new(IntrospectionClients::new(
+                &config.introspection_clients,
+            )),
             body_limit: config.body_limit,
             metrics,
             events,

@@ -265,6 +265,10 @@ pub struct OAuthTokenRequest {
     /// The refresh token to spend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Space-separated permissions the new access token is limited to (RFC 6749 §6); all of
+    /// the session's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// A successful `POST /oauth/token` (RFC 6749 §5.1).
@@ -278,6 +282,9 @@ pub struct OAuthTokenResponse {
     pub expires_in: i64,
     /// The new refresh token; the one presented is spent.
     pub refresh_token: String,
+    /// The access token's `scope` claim (its permissions, space-separated), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// An error of an `/oauth/*` route, in the format of RFC 6749 §5.2 (also used by RFC 7009 and
@@ -302,6 +309,13 @@ pub struct OAuthTokenOnlyRequest {
     /// `access_token` or `refresh_token`; only a hint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type_hint: Option<String>,
+    /// The client's id: with `client_secret` (`client_secret_post`, RFC 6749 §2.3.1), a
+    /// resource server's credentials for introspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The client's secret (`client_secret_post`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 /// A `POST /oauth/introspect` answer: `{"active": false}` alone for any token that is not
@@ -334,8 +348,13 @@ pub struct AuthorizationServerMetadata {
     pub response_types_supported: Vec<String>,
     /// `["none"]`: the refresh token is the credential.
     pub token_endpoint_auth_methods_supported: Vec<String>,
-    /// `["none"]`: the token's holder may revoke it (an admin key also may).
+    /// `["none", "Bearer"]`: the token's holder may revoke it, and so may an admin key.
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// `["client_secret_basic", "client_secret_post", "Bearer"]`: a resource server's id and
+    /// secret, or an admin key.
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The permissions the configured roles stand for; sessions may be granted others.
+    pub scopes_supported: Vec<String>,
 }
 
 /// One sealed audit event, as `GET /v1/audit` and `sessiond audit export` give it.

@@ -60,6 +60,8 @@ struct Claims<'a> {
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     #[serde(flatten)]
     custom: &'a Map<String, Value>,
 }
@@ -78,7 +80,9 @@ impl AccessTokenIssuer {
     }
 
     /// Like [`Self::issue`], with `custom` in place of the session's claims (the session's
-    /// claims with its roles' permissions added, see [`crate::permission::RolePermissions`]).
+    /// claims with its roles' permissions added, see [`crate::permission::RolePermissions`],
+    /// or narrowed to a requested scope, see [`crate::permission::narrow`]). A token whose
+    /// `permissions` are not empty also carries them as its `scope` (RFC 9068 §2.2.3).
     pub fn issue_with_claims(
         &self,
         keyring: &Keyring,
@@ -97,6 +101,7 @@ impl AccessTokenIssuer {
             sid: session.id.to_string(),
             client_id: &self.client_id,
             tenant_id: session.tenant_id.as_ref().map(|tenant| tenant.as_str()),
+            scope: crate::permission::scope_claim(custom),
             custom,
         };
         // Serializing a struct of strings, integers and a JSON map cannot fail.

@@ -1434,6 +1434,36 @@ fn decode_claims_returns_the_session_claims() {
 }
 
 #[test]
+fn a_token_carries_its_permissions_as_a_space_separated_scope_claim() {
+    for mut fixture in fixtures() {
+        let token = fixture.issue();
+        assert_eq!(decode_claims(&token).unwrap()["scope"], json!("notes:read"));
+
+        fixture.session.claims.insert(
+            "permissions".into(),
+            json!(["notes:read", "notes:write", "billing:*"]),
+        );
+        let token = fixture.issue();
+        assert_eq!(
+            decode_claims(&token).unwrap()["scope"],
+            json!("notes:read notes:write billing:*")
+        );
+
+        // No permissions, no scope claim (RFC 9068 §2.2.3 asks for one only where a scope
+        // was granted).
+        fixture.session.claims.remove("permissions");
+        let token = fixture.issue();
+        assert!(!decode_claims(&token).unwrap().contains_key("scope"));
+        fixture
+            .session
+            .claims
+            .insert("permissions".into(), json!([]));
+        let token = fixture.issue();
+        assert!(!decode_claims(&token).unwrap().contains_key("scope"));
+    }
+}
+
+#[test]
 fn decode_claims_refuses_what_is_not_a_token() {
     assert_eq!(decode_claims(""), Err(TokenError::Malformed));
     assert_eq!(decode_claims("abc"), Err(TokenError::Malformed));

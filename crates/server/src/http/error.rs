@@ -229,6 +229,14 @@ fn domain_response(error: Error) -> Response {
             Some(reason.as_str()),
             None,
         ),
+        // Only the OAuth token endpoint takes a scope, and it answers `invalid_scope` itself.
+        Error::ScopeBeyondSession(permission) => body(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("scope {permission:?} is beyond the session's permissions"),
+            None,
+            None,
+        ),
         Error::Unauthenticated(reason) => body(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",

@@ -5,8 +5,13 @@
 //! These routes take `application/x-www-form-urlencoded` bodies and answer errors in the
 //! RFCs' own format (`{"error": "invalid_grant", "error_description": …}`) rather than the
 //! `/v1` one. Every rule stays in `SessionService`: the token endpoint is
-//! `SessionService::refresh`, with the same rotation, grace window and reuse detection as
-//! `POST /v1/sessions/refresh`.
+//! `SessionService::refresh_scoped`, with the same rotation, grace window and reuse detection
+//! as `POST /v1/sessions/refresh`, and a `scope` parameter that narrows the new access token.
+//!
+//! Introspection takes an admin key (`Authorization: Bearer`) or a resource server's client id
+//! and secret (`SESSIOND_INTROSPECTION_CLIENTS`), sent as `client_secret_basic` or
+//! `client_secret_post` (RFC 6749 §2.3.1). Those credentials authenticate nowhere else: the
+//! admin routes know only admin keys, and the token and revocation endpoints need none.
 
 use std::time::Instant;
 
@@ -15,10 +20,13 @@ use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sessiond_core::Error;
 use sessiond_core::error::RefreshRejection;
+use sessiond_core::permission::Scope;
 use sessiond_core::store::StoreError;
 use sessiond_core::token::decode_claims;
 use sessiond_wire::{
@@ -42,8 +50,15 @@ pub(crate) enum OAuthError {
     InvalidGrant(RefreshRejection),
     /// A grant other than `refresh_token`.
     UnsupportedGrantType,
+    /// A `scope` beyond the session's permissions (RFC 6749 §5.2); nothing was spent.
+    InvalidScope(String),
     /// A route that needs an admin key got none or a wrong one.
     InvalidClient(&'static str),
+    /// Client credentials (`client_secret_basic` or `client_secret_post`) that are not a
+    /// configured introspection client's; challenged with `Basic`.
+    InvalidClientSecret(&'static str),
+    /// Introspection without any credential: both schemes are challenged.
+    ClientAuthenticationRequired,
     /// An admin key whose scope lacks the route's permission (RFC 6750 §3.1).
     InsufficientScope(&'static str),
     /// Storage or another internal failure.
@@ -54,6 +69,7 @@ impl From<Error> for OAuthError {
     fn from(error: Error) -> Self {
         match error {
             Error::RefreshRejected(reason) => Self::InvalidGrant(reason),
+            Error::ScopeBeyondSession(permission) => Self::InvalidScope(permission),
             other => Self::Domain(other),
         }
     }
@@ -61,6 +77,11 @@ impl From<Error> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        let challenges: &[&'static str] = match &self {
+            Self::InvalidClientSecret(_) => &[BASIC_CHALLENGE],
+            Self::ClientAuthenticationRequired => &[BEARER_CHALLENGE, BASIC_CHALLENGE],
+            _ => &[BEARER_CHALLENGE],
+        };
         let (status, code, description) = match self {
             Self::InvalidRequest(message) => (StatusCode::BAD_REQUEST, "invalid_request", message),
             Self::InvalidGrant(reason) => (
@@ -83,9 +104,21 @@ impl IntoResponse for OAuthError {
                 "unsupported_grant_type",
                 "only grant_type=refresh_token is supported".to_owned(),
             ),
-            Self::InvalidClient(message) => {
+            Self::InvalidScope(permission) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                format!("scope {permission:?} is beyond the session's permissions"),
+            ),
+            Self::InvalidClient(message) | Self::InvalidClientSecret(message) => {
                 (StatusCode::UNAUTHORIZED, "invalid_client", message.into())
             }
+            Self::ClientAuthenticationRequired => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "an admin key (Bearer) or introspection client credentials \
+                 (client_secret_basic or client_secret_post) are required"
+                    .into(),
+            ),
             Self::InsufficientScope(message) => {
                 (StatusCode::FORBIDDEN, "insufficient_scope", message.into())
             }
@@ -113,14 +146,21 @@ impl IntoResponse for OAuthError {
         };
         let mut response = answer(status, code, description);
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="sessiond""#),
-            );
+            for challenge in challenges {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
         }
         response
     }
 }
+
+/// The challenge of an admin key.
+const BEARER_CHALLENGE: &str = r#"Bearer realm="sessiond""#;
+/// The challenge of client credentials sent in the `Authorization` header (RFC 6749 §2.3.1).
+const BASIC_CHALLENGE: &str = r#"Basic realm="sessiond", charset="UTF-8""#;
 
 fn answer(status: StatusCode, code: &'static str, description: String) -> Response {
     let mut response = no_store(
@@ -182,21 +222,130 @@ impl FromRequestParts<AppState> for RevokeCaller {
     }
 }
 
-/// An admin key whose scope allows reads, for introspection; refused as `invalid_client`.
-pub(crate) struct OAuthAdmin;
+/// An introspection request: its `token`, once its caller has proved to be an admin key whose
+/// scope allows reads or a configured introspection client. It reads the body itself, since
+/// `client_secret_post` credentials travel there.
+pub(crate) struct Introspection {
+    token: String,
+}
 
-impl FromRequestParts<AppState> for OAuthAdmin {
+impl FromRequest<AppState> for Introspection {
     type Rejection = OAuthError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
-        match bearer_credential(parts).and_then(|key| state.admin_keys.identify(key)) {
-            Some(key) if key.scope.grants(ADMIN_READ) => Ok(Self),
-            Some(_) => Err(OAuthError::InsufficientScope(
-                "this admin key's scope does not allow reads (admin:read)",
-            )),
-            None => Err(OAuthError::InvalidClient("admin key required")),
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, OAuthError> {
+        let authorization = match request.headers().get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|value| value.split_once(' '))
+                    .map(|(scheme, credential)| (scheme.to_owned(), credential.trim().to_owned()))
+                    .ok_or(OAuthError::InvalidClient(
+                        "Authorization must be `Bearer <admin key>` or `Basic <client credentials>`",
+                    ))?,
+            ),
+        };
+        let OAuthForm(body) =
+            OAuthForm::<OAuthTokenOnlyRequest>::from_request(request, state).await?;
+        let in_body = body.client_secret.is_some();
+        match authorization {
+            Some(_) if in_body => {
+                // RFC 6749 §2.3: one authentication method per request.
+                return Err(OAuthError::InvalidRequest(
+                    "send client credentials in the Authorization header or in the body, not both"
+                        .into(),
+                ));
+            }
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
+                match state.admin_keys.identify(&key) {
+                    Some(admin) if admin.scope.grants(ADMIN_READ) => {}
+                    Some(_) => {
+                        return Err(OAuthError::InsufficientScope(
+                            "this admin key's scope does not allow reads (admin:read)",
+                        ));
+                    }
+                    None => return Err(OAuthError::InvalidClient("admin key not recognised")),
+                }
+            }
+            Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("basic") => {
+                let (client_id, secret) =
+                    basic_credentials(&credentials).ok_or(OAuthError::InvalidClientSecret(
+                        "Basic credentials must be base64 of CLIENT_ID:SECRET, each \
+                         form-urlencoded",
+                    ))?;
+                if body
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|named| named != client_id.decoded)
+                {
+                    return Err(OAuthError::InvalidRequest(
+                        "client_id differs from the Basic credentials".into(),
+                    ));
+                }
+                // Clients should form-urlencode both parts; one that does not (`curl -u`)
+                // sends a secret with `+` or `%` as it is, so that form is tried too.
+                let decoded = state
+                    .introspection_clients
+                    .authenticate(&client_id.decoded, &secret.decoded);
+                let literal = state
+                    .introspection_clients
+                    .authenticate(&client_id.literal, &secret.literal);
+                if !(decoded | literal) {
+                    return Err(OAuthError::InvalidClientSecret(
+                        "client id or secret not recognised",
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(OAuthError::InvalidClient(
+                    "Authorization must be `Bearer <admin key>` or `Basic <client credentials>`",
+                ));
+            }
+            None => match (body.client_id.as_deref(), body.client_secret.as_deref()) {
+                (Some(client_id), Some(secret)) => {
+                    if !state.introspection_clients.authenticate(client_id, secret) {
+                        return Err(OAuthError::InvalidClientSecret(
+                            "client id or secret not recognised",
+                        ));
+                    }
+                }
+                (None, Some(_)) => {
+                    return Err(OAuthError::InvalidRequest(
+                        "client_secret needs client_id".into(),
+                    ));
+                }
+                // A public client (a client id alone) may not introspect.
+                (_, None) => return Err(OAuthError::ClientAuthenticationRequired),
+            },
         }
+        required_token(body).map(|token| Self { token })
     }
+}
+
+/// One part of `client_secret_basic` credentials: form-urldecoded as RFC 6749 §2.3.1 says,
+/// and as it was sent.
+struct CredentialPart {
+    decoded: String,
+    literal: String,
+}
+
+/// The client id and secret of `Basic` credentials; `None` when they are not base64 of UTF-8
+/// text with a `:`.
+fn basic_credentials(encoded: &str) -> Option<(CredentialPart, CredentialPart)> {
+    let text = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    let (client_id, secret) = text.split_once(':')?;
+    let part = |literal: &str| -> Option<CredentialPart> {
+        let decoded = percent_encoding::percent_decode_str(&literal.replace('+', " "))
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        Some(CredentialPart {
+            decoded,
+            literal: literal.to_owned(),
+        })
+    };
+    Some((part(client_id)?, part(secret)?))
 }
 
 /// The credential of an `Authorization: Bearer …` header, if there is one.
@@ -235,9 +384,21 @@ pub(crate) async fn token(
         .refresh_token
         .filter(|token| !token.is_empty())
         .ok_or_else(|| OAuthError::InvalidRequest("missing refresh_token".into()))?;
+    let scope = request
+        .scope
+        .map(|scope| Scope::parse(&scope))
+        .transpose()
+        .map_err(|error| OAuthError::InvalidRequest(error.to_string()))?;
     let started = Instant::now();
     let origin = request_origin(client, &headers);
-    let result = state.service.refresh(&refresh_token, &origin).await;
+    let result = state
+        .service
+        .refresh_scoped(&refresh_token, &origin, scope.as_ref(), |_| true)
+        .await
+        .and_then(|issued| {
+            issued
+                .ok_or_else(|| Error::Corrupt("a refresh admitting everything was refused".into()))
+        });
     state
         .metrics
         .record_refresh(result.as_ref(), started.elapsed());
@@ -251,20 +412,25 @@ pub(crate) async fn token(
             // Whole seconds, as in `/v1`: a fresh token's `expires_in` equals `exp - iat`.
             expires_in: (access_expires_at - now.unix_seconds()).max(0),
             refresh_token: issued.pair.refresh_token.clone(),
+            // What the token carries, which a grace-window replay may not have asked for.
+            scope: decode_claims(&issued.pair.access_token).ok().and_then(
+                |mut claims| match claims.remove("scope") {
+                    Some(Value::String(scope)) => Some(scope),
+                    _ => None,
+                },
+            ),
         })
         .into_response(),
     ))
 }
 
-/// `POST /oauth/introspect` (admin): `{"active": false}` for anything that is not a live token
+/// `POST /oauth/introspect` (an admin key, or an introspection client): `{"active": false}` for anything that is not a live token
 /// (malformed, unknown, expired, spent, revoked), else its claims. The hint is not needed:
 /// refresh tokens (`sdr_…`) and access tokens (JWTs) cannot be mistaken for each other.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
-    _admin: OAuthAdmin,
-    OAuthForm(request): OAuthForm<OAuthTokenOnlyRequest>,
+    Introspection { token }: Introspection,
 ) -> Result<Response, OAuthError> {
-    let token = required_token(request)?;
     let service = &state.service;
     let mut claims = Map::new();
     if token.starts_with("sdr_") {
@@ -289,9 +455,11 @@ pub(crate) async fn introspect(
             Ok(_) => {
                 // The token has just been validated, so its payload decodes.
                 claims = decode_claims(&token).map_err(Error::from)?;
-                if let Some(permissions) = claims.get("permissions").and_then(Value::as_array) {
-                    let scope: Vec<&str> = permissions.iter().filter_map(Value::as_str).collect();
-                    claims.insert("scope".into(), scope.join(" ").into());
+                // Tokens signed before they carried `scope` still have one here.
+                if !claims.contains_key("scope")
+                    && let Some(scope) = sessiond_core::permission::scope_claim(&claims)
+                {
+                    claims.insert("scope".into(), scope.into());
                 }
                 claims.insert("token_type".into(), "Bearer".into());
             }
@@ -328,6 +496,7 @@ pub(crate) async fn metadata(State(state): State<AppState>) -> Json<Authorizatio
     let issuer = state.service.token_settings().issuer.clone();
     let base = issuer.trim_end_matches('/').to_owned();
     let strings = |values: &[&str]| values.iter().map(|value| (*value).to_owned()).collect();
+    let scopes: Vec<&str> = state.service.roles().all_permissions();
     Json(AuthorizationServerMetadata {
         token_endpoint: format!("{base}/oauth/token"),
         introspection_endpoint: format!("{base}/oauth/introspect"),
@@ -337,6 +506,13 @@ pub(crate) async fn metadata(State(state): State<AppState>) -> Json<Authorizatio
         grant_types_supported: strings(&["refresh_token"]),
         response_types_supported: Vec::new(),
         token_endpoint_auth_methods_supported: strings(&["none"]),
-        revocation_endpoint_auth_methods_supported: strings(&["none"]),
+        // RFC 8414 §2 lets these two name access token types too: `Bearer` is an admin key.
+        revocation_endpoint_auth_methods_supported: strings(&["none", "Bearer"]),
+        introspection_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "Bearer",
+        ]),
+        scopes_supported: strings(&scopes),
     })
 }

@@ -6,7 +6,52 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sessiond_core::token::decode_claims;
+
 use crate::helpers::{ADMIN_KEY, Answer, TestApp, text};
+
+/// A resource server's credentials, with the characters RFC 6749 §2.3.1's form-urlencoding
+/// changes: `+`, `%` and `/` in the id; `+`, `/`, `=`, `%`, `:`, a space and a non-ASCII
+/// letter in the secret.
+const CLIENT_ID: &str = "notes.api/v1+ro%";
+const CLIENT_SECRET: &str = "s3cret+/with=odd%20chars: and ünicode-0123456789abcdef";
+
+/// A second resource server whose secret can also travel in a header as it is.
+const PLAIN_CLIENT_ID: &str = "billing-api";
+const PLAIN_CLIENT_SECRET: &str = "billing-secret-0123456789-abcdefghijklmnop";
+
+/// A server with two introspection clients: [`CLIENT_ID`] and [`PLAIN_CLIENT_ID`].
+async fn spawn_with_introspection_client() -> TestApp {
+    TestApp::spawn_with(|raw| {
+        raw.introspection_clients = Some(
+            format!("{CLIENT_ID}:{CLIENT_SECRET},{PLAIN_CLIENT_ID}:{PLAIN_CLIENT_SECRET}").into(),
+        );
+    })
+    .await
+}
+
+/// `value` form-urlencoded, every byte but letters and digits escaped (RFC 6749 §2.3.1 and
+/// the HTML form encoding allow escaping more than needed).
+fn form_urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `client_secret_basic` credentials, encoded as RFC 6749 §2.3.1 says.
+fn basic(client_id: &str, secret: &str) -> String {
+    let pair = format!("{}:{}", form_urlencode(client_id), form_urlencode(secret));
+    format!("Basic {}", STANDARD.encode(pair))
+}
 
 impl TestApp {
     async fn form(&self, path: &str, bearer: Option<&str>, form: &[(&str, &str)]) -> Answer {
@@ -36,6 +81,33 @@ impl TestApp {
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         assert_uncacheable(&answer);
         answer.body
+    }
+
+    async fn form_with_authorization(
+        &self,
+        path: &str,
+        authorization: &str,
+        form: &[(&str, &str)],
+    ) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("authorization", authorization)
+            .form(form);
+        self.raw(request).await
+    }
+
+    async fn oauth_refresh_scoped(&self, refresh_token: &str, scope: &str) -> Answer {
+        self.form(
+            "/oauth/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("scope", scope),
+            ],
+        )
+        .await
     }
 
     async fn current_status(&self, access_token: &str) -> StatusCode {
@@ -82,8 +154,15 @@ async fn the_token_endpoint_rotates_the_refresh_token_and_answers_rfc_6749_json(
         .collect();
     assert_eq!(
         fields,
-        ["access_token", "expires_in", "refresh_token", "token_type"]
+        [
+            "access_token",
+            "expires_in",
+            "refresh_token",
+            "scope",
+            "token_type"
+        ]
     );
+    assert_eq!(answer.body["scope"], "notes:read");
     assert_eq!(answer.body["token_type"], "Bearer");
     assert_eq!(answer.body["expires_in"], 900);
     let refresh = text(&answer.body, "refresh_token");
@@ -454,8 +533,455 @@ async fn the_metadata_document_names_every_endpoint() {
             "grant_types_supported": ["refresh_token"],
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["none"],
-            "revocation_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none", "Bearer"],
+            "introspection_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "Bearer"],
+            "scopes_supported": [],
         })
+    );
+}
+
+async fn the_metadata_lists_the_permissions_of_the_configured_roles_as_scopes() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.roles = Some(sessiond_server::config::RolesSetting::Text(
+            "editor=notes:write|notes:read;viewer=notes:read;billing=billing:*".into(),
+        ));
+    })
+    .await;
+    let answer = app
+        .get("/.well-known/oauth-authorization-server", None)
+        .await;
+    assert_eq!(
+        answer.body["scopes_supported"],
+        json!(["billing:*", "notes:read", "notes:write"]),
+        "{}",
+        answer.body
+    );
+}
+
+async fn access_tokens_carry_their_permissions_as_a_scope_claim() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.roles = Some(sessiond_server::config::RolesSetting::Text(
+            "editor=notes:write".into(),
+        ));
+    })
+    .await;
+    let created = app
+        .create_session_with(json!({
+            "user_id": "alice",
+            "claims": {"roles": ["editor"], "permissions": ["notes:read", "tasks:*"]},
+        }))
+        .await;
+    let claims = decode_claims(text(&created, "access_token")).expect("a JWT");
+    assert_eq!(claims["scope"], "notes:read tasks:* notes:write");
+    assert_eq!(
+        claims["permissions"],
+        json!(["notes:read", "tasks:*", "notes:write"])
+    );
+    let refreshed = app.oauth_refresh(text(&created, "refresh_token")).await;
+    let claims = decode_claims(text(&refreshed.body, "access_token")).expect("a JWT");
+    assert_eq!(claims["scope"], "notes:read tasks:* notes:write");
+    assert_eq!(refreshed.body["scope"], "notes:read tasks:* notes:write");
+
+    // A session without permissions: no scope claim, and none in the token response.
+    let bare = app
+        .create_session_with(json!({"user_id": "bob", "claims": {"roles": ["viewer"]}}))
+        .await;
+    let claims = decode_claims(text(&bare, "access_token")).expect("a JWT");
+    assert!(!claims.contains_key("scope"), "{claims:?}");
+    let refreshed = app.oauth_refresh(text(&bare, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert!(refreshed.body.get("scope").is_none(), "{}", refreshed.body);
+
+    // A permission that is not a scope token cannot be granted: it would read as two.
+    for bad in ["notes read", "say\"hi\"", "caf\u{e9}"] {
+        let answer = app
+            .post(
+                "/v1/sessions",
+                Some(ADMIN_KEY),
+                json!({"user_id": "carol", "claims": {"permissions": ["ok", bad]}}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert_eq!(answer.body["error"], "invalid_request");
+        let message = answer.body["message"].as_str().expect("a message");
+        assert!(message.contains("claims.permissions"), "{message}");
+    }
+}
+
+async fn a_refresh_may_narrow_the_access_token_to_part_of_the_session_scope() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .create_session_with(json!({
+            "user_id": "alice",
+            "claims": {"roles": ["user"], "permissions": ["notes:*", "tasks:read"]},
+        }))
+        .await;
+
+    // `notes:*` covers `notes:read`; the token carries exactly what was asked for.
+    let narrowed = app
+        .oauth_refresh_scoped(text(&created, "refresh_token"), "notes:read  tasks:read")
+        .await;
+    assert_eq!(narrowed.status, StatusCode::OK, "{}", narrowed.body);
+    assert_eq!(narrowed.body["scope"], "notes:read tasks:read");
+    let claims = decode_claims(text(&narrowed.body, "access_token")).expect("a JWT");
+    assert_eq!(claims["scope"], "notes:read tasks:read");
+    assert_eq!(claims["permissions"], json!(["notes:read", "tasks:read"]));
+    assert_eq!(claims["roles"], json!(["user"]));
+    assert_eq!(
+        app.current_status(text(&narrowed.body, "access_token"))
+            .await,
+        StatusCode::OK
+    );
+
+    // The session keeps its permissions: the next refresh without a scope gets them all.
+    let full = app
+        .oauth_refresh(text(&narrowed.body, "refresh_token"))
+        .await;
+    assert_eq!(full.status, StatusCode::OK, "{}", full.body);
+    assert_eq!(full.body["scope"], "notes:* tasks:read");
+    let claims = decode_claims(text(&full.body, "access_token")).expect("a JWT");
+    assert_eq!(claims["permissions"], json!(["notes:*", "tasks:read"]));
+
+    // Asking for the session's own wildcard is within it too.
+    let wildcard = app
+        .oauth_refresh_scoped(text(&full.body, "refresh_token"), "notes:*")
+        .await;
+    assert_eq!(wildcard.status, StatusCode::OK, "{}", wildcard.body);
+    assert_eq!(wildcard.body["scope"], "notes:*");
+    // Introspection reports the narrowed scope.
+    let introspected = app.introspect(text(&wildcard.body, "access_token")).await;
+    assert_eq!(introspected["scope"], "notes:*", "{introspected}");
+}
+
+async fn a_scope_beyond_the_session_is_invalid_scope_and_spends_nothing() {
+    // Unused successors replayed inside the grace window only, so that a late replay of a
+    // spent token is reuse.
+    let app = TestApp::spawn_with(|raw| raw.unused_successor_replay = Some("0".into())).await;
+    let created = app.create_session("alice").await;
+    let refresh = text(&created, "refresh_token");
+
+    for beyond in ["notes:write", "notes:read notes:write", "notes:*", "*"] {
+        let answer = app.oauth_refresh_scoped(refresh, beyond).await;
+        assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_scope");
+        let description = answer.body["error_description"].as_str().expect("text");
+        assert!(!description.contains("sdr_"), "{description}");
+    }
+    for malformed in ["", "   ", "notes:read caf\u{e9}", "a\"b"] {
+        let answer = app.oauth_refresh_scoped(refresh, malformed).await;
+        assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // A session without permissions grants no scope at all.
+    let bare = app.create_session_with(json!({"user_id": "bob"})).await;
+    let answer = app
+        .oauth_refresh_scoped(text(&bare, "refresh_token"), "notes:read")
+        .await;
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_scope");
+
+    // Nothing was spent or written: the token rotates once, as if first presented, and
+    // the refusals are not counted as refreshes.
+    let stats = app.get("/v1/stats", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        stats.body["refreshes_by_outcome"]["rotated"], 0,
+        "{}",
+        stats.body
+    );
+    assert_eq!(
+        stats.body["refreshes_by_outcome"]["error"], 0,
+        "{}",
+        stats.body
+    );
+    let rotated = app.oauth_refresh_scoped(refresh, "notes:read").await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let stats = app.get("/v1/stats", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        stats.body["refreshes_by_outcome"]["rotated"], 1,
+        "{}",
+        stats.body
+    );
+    assert_eq!(
+        stats.body["refreshes_by_outcome"]["replayed"], 0,
+        "{}",
+        stats.body
+    );
+    assert_eq!(app.audit_count("security.reuse_detected", None).await, 0);
+
+    // Inside the grace window the spent token replays the same pair, and a scope beyond the
+    // session is still refused.
+    let replay = app.oauth_refresh_scoped(refresh, "notes:read").await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["refresh_token"], rotated.body["refresh_token"]);
+    let beyond = app.oauth_refresh_scoped(refresh, "admin:*").await;
+    assert_oauth_error(&beyond, StatusCode::BAD_REQUEST, "invalid_scope");
+
+    // After the window, reuse is reuse whatever the scope asked: the session is revoked.
+    app.advance(Duration::from_secs(11));
+    let reused = app.oauth_refresh_scoped(refresh, "admin:*").await;
+    assert_oauth_error(&reused, StatusCode::BAD_REQUEST, "invalid_grant");
+    assert_eq!(app.audit_count("security.reuse_detected", None).await, 1);
+}
+
+async fn a_resource_server_introspects_with_client_secret_basic_or_client_secret_post() {
+    let app = spawn_with_introspection_client().await;
+    let created = app.create_session("alice").await;
+    let access = text(&created, "access_token");
+    let refresh = text(&created, "refresh_token");
+
+    let by_basic = app
+        .form_with_authorization(
+            "/oauth/introspect",
+            &basic(CLIENT_ID, CLIENT_SECRET),
+            &[("token", access), ("token_type_hint", "access_token")],
+        )
+        .await;
+    assert_eq!(by_basic.status, StatusCode::OK, "{}", by_basic.body);
+    assert_uncacheable(&by_basic);
+    assert_eq!(by_basic.body["active"], true, "{}", by_basic.body);
+    assert_eq!(by_basic.body["sub"], "alice");
+    assert_eq!(by_basic.body["scope"], "notes:read");
+
+    let by_post = app
+        .form(
+            "/oauth/introspect",
+            None,
+            &[
+                ("token", refresh),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(by_post.status, StatusCode::OK, "{}", by_post.body);
+    assert_eq!(by_post.body["active"], true, "{}", by_post.body);
+    assert_eq!(by_post.body["token_type"], "refresh_token");
+
+    // `curl -u id:secret` does not form-urlencode: the secret as written is accepted too.
+    let literal = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let by_curl = app
+        .form_with_authorization("/oauth/introspect", &literal, &[("token", access)])
+        .await;
+    assert_eq!(by_curl.status, StatusCode::OK, "{}", by_curl.body);
+    assert_eq!(by_curl.body["active"], true, "{}", by_curl.body);
+
+    // A client id that matches the Basic one may be repeated in the body.
+    let repeated = app
+        .form_with_authorization(
+            "/oauth/introspect",
+            &basic(CLIENT_ID, CLIENT_SECRET),
+            &[("token", access), ("client_id", CLIENT_ID)],
+        )
+        .await;
+    assert_eq!(repeated.status, StatusCode::OK, "{}", repeated.body);
+
+    // Admin keys keep working beside the clients.
+    assert_eq!(app.introspect(access).await["active"], true);
+
+    // Asking spent nothing.
+    assert_eq!(app.refresh(refresh).await.status, StatusCode::OK);
+}
+
+async fn introspection_refuses_wrong_client_credentials_as_invalid_client() {
+    let app = spawn_with_introspection_client().await;
+    let created = app.create_session("alice").await;
+    let access = text(&created, "access_token");
+    let wrong_secret = format!("{CLIENT_SECRET}x");
+
+    for authorization in [
+        basic(CLIENT_ID, &wrong_secret),
+        basic("other-api", CLIENT_SECRET),
+        basic(CLIENT_ID, &CLIENT_SECRET[..CLIENT_SECRET.len() - 1]),
+        "Basic !!!not-base64".to_owned(),
+        format!("Basic {}", STANDARD.encode("no-colon-here")),
+        format!("Basic {}", STANDARD.encode([b'a', b':', 0xff, 0xfe])),
+        format!("Basic {}", STANDARD.encode("notes.api%2Fv1%2Bro%25:%zz")),
+    ] {
+        let answer = app
+            .form_with_authorization("/oauth/introspect", &authorization, &[("token", access)])
+            .await;
+        assert_oauth_error(&answer, StatusCode::UNAUTHORIZED, "invalid_client");
+        assert_eq!(
+            answer.headers["www-authenticate"], r#"Basic realm="sessiond", charset="UTF-8""#,
+            "{authorization}"
+        );
+        assert!(answer.body.get("active").is_none(), "{}", answer.body);
+    }
+
+    let wrong_post = app
+        .form(
+            "/oauth/introspect",
+            None,
+            &[
+                ("token", access),
+                ("client_id", CLIENT_ID),
+                ("client_secret", &wrong_secret),
+            ],
+        )
+        .await;
+    assert_oauth_error(&wrong_post, StatusCode::UNAUTHORIZED, "invalid_client");
+
+    // A public client (an id, no secret) is not allowed; both schemes are offered.
+    let public = app
+        .form(
+            "/oauth/introspect",
+            None,
+            &[("token", access), ("client_id", CLIENT_ID)],
+        )
+        .await;
+    assert_oauth_error(&public, StatusCode::UNAUTHORIZED, "invalid_client");
+    let challenges: Vec<&str> = public
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|value| value.to_str().expect("ASCII"))
+        .collect();
+    assert_eq!(
+        challenges,
+        [
+            r#"Bearer realm="sessiond""#,
+            r#"Basic realm="sessiond", charset="UTF-8""#
+        ]
+    );
+
+    // One authentication method per request (RFC 6749 §2.3), and a secret needs its id.
+    let both = app
+        .form_with_authorization(
+            "/oauth/introspect",
+            &basic(CLIENT_ID, CLIENT_SECRET),
+            &[
+                ("token", access),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ],
+        )
+        .await;
+    assert_oauth_error(&both, StatusCode::BAD_REQUEST, "invalid_request");
+    let admin_and_post = app
+        .form(
+            "/oauth/introspect",
+            Some(ADMIN_KEY),
+            &[
+                ("token", access),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ],
+        )
+        .await;
+    assert_oauth_error(&admin_and_post, StatusCode::BAD_REQUEST, "invalid_request");
+    let no_id = app
+        .form(
+            "/oauth/introspect",
+            None,
+            &[("token", access), ("client_secret", CLIENT_SECRET)],
+        )
+        .await;
+    assert_oauth_error(&no_id, StatusCode::BAD_REQUEST, "invalid_request");
+    let other_id = app
+        .form_with_authorization(
+            "/oauth/introspect",
+            &basic(CLIENT_ID, CLIENT_SECRET),
+            &[("token", access), ("client_id", "other-api")],
+        )
+        .await;
+    assert_oauth_error(&other_id, StatusCode::BAD_REQUEST, "invalid_request");
+    // Good credentials without a token.
+    let no_token = app
+        .form_with_authorization("/oauth/introspect", &basic(CLIENT_ID, CLIENT_SECRET), &[])
+        .await;
+    assert_oauth_error(&no_token, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+async fn introspection_credentials_are_refused_everywhere_else() {
+    let app = spawn_with_introspection_client().await;
+    let created = app.create_session("alice").await;
+    let session_id = text(&created["session"], "id");
+    let as_basic = basic(PLAIN_CLIENT_ID, PLAIN_CLIENT_SECRET);
+    let introspected = app
+        .form_with_authorization(
+            "/oauth/introspect",
+            &as_basic,
+            &[("token", text(&created, "access_token"))],
+        )
+        .await;
+    assert_eq!(introspected.body["active"], true, "{}", introspected.body);
+
+    // The secret is not an admin key, whichever way it is sent.
+    for credential in [
+        format!("Bearer {PLAIN_CLIENT_SECRET}"),
+        format!("Bearer {PLAIN_CLIENT_ID}:{PLAIN_CLIENT_SECRET}"),
+        as_basic.clone(),
+    ] {
+        for (method, path) in [
+            ("GET", "/v1/users/alice/sessions".to_owned()),
+            ("GET", "/v1/audit".to_owned()),
+            ("GET", "/v1/stats".to_owned()),
+            ("GET", "/v1/sessions".to_owned()),
+            ("GET", "/v1/sessions/current".to_owned()),
+            ("POST", "/v1/users/alice/sessions/revoke-all".to_owned()),
+            ("DELETE", format!("/v1/sessions/{session_id}")),
+        ] {
+            let request = app
+                .client
+                .request(
+                    method.parse().expect("a method"),
+                    format!("{}{path}", app.base),
+                )
+                .header("authorization", &credential);
+            let answer = app.raw(request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}: {}",
+                answer.body
+            );
+            assert_eq!(answer.body["error"], "unauthenticated", "{}", answer.body);
+        }
+        let create = app
+            .raw(
+                app.client
+                    .post(format!("{}/v1/sessions", app.base))
+                    .header("authorization", &credential)
+                    .json(&json!({"user_id": "mallory"})),
+            )
+            .await;
+        assert_eq!(create.status, StatusCode::UNAUTHORIZED, "{}", create.body);
+    }
+    // Nor does a Bearer secret introspect: only Basic or the body carry client credentials.
+    let as_bearer = app
+        .form(
+            "/oauth/introspect",
+            Some(PLAIN_CLIENT_SECRET),
+            &[("token", text(&created, "access_token"))],
+        )
+        .await;
+    assert_oauth_error(&as_bearer, StatusCode::UNAUTHORIZED, "invalid_client");
+    assert_eq!(
+        app.current_status(text(&created, "access_token")).await,
+        StatusCode::OK
+    );
+
+    // Revocation takes the credentials for nothing: the request is a holder's, as without
+    // them, and is recorded as the user's own logout, never as an admin's revocation.
+    let other = app.create_session("bob").await;
+    let revoke = app
+        .form_with_authorization(
+            "/oauth/revoke",
+            &as_basic,
+            &[("token", text(&other, "refresh_token"))],
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.body);
+    assert_eq!(
+        app.audit_count("session.revoked", Some(("reason", "logout")))
+            .await,
+        1
+    );
+    assert_eq!(
+        app.audit_count("session.revoked", Some(("reason", "revoked_by_admin")))
+            .await,
+        0
     );
 }
 
@@ -470,4 +996,11 @@ crate::on_every_store!(
     revoking_an_access_token_ends_its_session_and_admins_may_revoke_any,
     revoking_an_unknown_token_answers_200_and_bad_requests_400,
     the_metadata_document_names_every_endpoint,
+    the_metadata_lists_the_permissions_of_the_configured_roles_as_scopes,
+    access_tokens_carry_their_permissions_as_a_scope_claim,
+    a_refresh_may_narrow_the_access_token_to_part_of_the_session_scope,
+    a_scope_beyond_the_session_is_invalid_scope_and_spends_nothing,
+    a_resource_server_introspects_with_client_secret_basic_or_client_secret_post,
+    introspection_refuses_wrong_client_credentials_as_invalid_client,
+    introspection_credentials_are_refused_everywhere_else,
 );

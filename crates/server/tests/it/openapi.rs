@@ -19,6 +19,10 @@ const DOCUMENT: &str = include_str!("../../openapi.json");
 /// An admin key scoped `read`, for the `403` of routes that need more.
 const READ_KEY: &str = "test-read-key-0123456789-abcdefghijklmnopqrs";
 
+/// An introspection client.
+const CLIENT_ID: &str = "notes-api";
+const CLIENT_SECRET: &str = "notes-api-secret-0123456789-abcdefghijklmn";
+
 /// Documented answers no test here provokes, by status, and why.
 const NOT_EXERCISED: &[(u16, &str)] = &[
     (
@@ -663,6 +667,7 @@ async fn documented_answers_match_what_the_server_answers() {
         // Unused successors replayed inside the grace window only, so that a late replay of a
         // spent token is reuse.
         raw.unused_successor_replay = Some("0".into());
+        raw.introspection_clients = Some(format!("{CLIENT_ID}:{CLIENT_SECRET}").into());
     })
     .await;
     let mut c = Checker::new();
@@ -1168,6 +1173,14 @@ async fn documented_answers_match_what_the_server_answers() {
             form_of(&[("grant_type", "refresh_token"), ("refresh_token", "sdr_x")]),
             "invalid_grant",
         ),
+        (
+            form_of(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token(&oauth, "refresh_token")),
+                ("scope", "billing:read"),
+            ]),
+            "invalid_scope",
+        ),
     ] {
         let answer = c.expect("post", t, 400, form(M::POST, t, body)).await;
         assert_eq!(answer["error"], code);
@@ -1204,6 +1217,44 @@ async fn documented_answers_match_what_the_server_answers() {
     .await;
     c.expect("post", t, 401, form(M::POST, t, form_of(&[("token", "x")])))
         .await;
+    let by_client = c
+        .expect(
+            "post",
+            t,
+            200,
+            form(
+                M::POST,
+                t,
+                form_of(&[("token", token(&granted, "access_token"))]),
+            )
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET)),
+        )
+        .await;
+    assert_eq!(by_client["active"], true, "{by_client}");
+    let by_post = c
+        .expect(
+            "post",
+            t,
+            200,
+            form(
+                M::POST,
+                t,
+                form_of(&[
+                    ("token", token(&granted, "access_token")),
+                    ("client_id", CLIENT_ID),
+                    ("client_secret", CLIENT_SECRET),
+                ]),
+            ),
+        )
+        .await;
+    assert_eq!(by_post["active"], true, "{by_post}");
+    c.expect(
+        "post",
+        t,
+        401,
+        form(M::POST, t, form_of(&[("token", "x")])).basic_auth(CLIENT_ID, Some("wrong")),
+    )
+    .await;
     let t = "/oauth/revoke";
     c.expect(
         "post",
