@@ -7,8 +7,9 @@ temporary database (the issuer set to that address, so the RFC 8414 metadata poi
 no reuse grace window, so a replayed refresh token is reuse at once), creates a session through
 the admin API, discovers the token endpoint from `/.well-known/oauth-authorization-server`, and
 has the client refresh explicitly and on its own when its token has expired; then checks that a
-reused refresh token is refused as `invalid_grant` and that the client's revocation ends the
-session. Prints a closing line `interop: N passed, M failed` and exits non-zero on any failure.
+reused refresh token is refused as `invalid_grant`, that a resource server's client introspects
+with `client_secret_basic` (the method the metadata advertises first), and that the client's
+revocation ends the session. Prints a closing line `interop: N passed, M failed` and exits non-zero on any failure.
 """
 
 import json
@@ -25,6 +26,11 @@ from authlib.integrations.base_client.errors import OAuthError
 
 ADMIN_KEY = "interop-admin-key-0123456789-abcdefghijklmnop"
 CLIENT_ID = "interop-client"
+# A resource server's introspection credentials. Authlib sends client_secret_basic without the
+# form-urlencoding of RFC 6749 §2.3.1, so the characters that encoding would change (`+`, `/`,
+# `=`, `:`) check that sessiond also takes a secret as written.
+RESOURCE_SERVER = "notes-api"
+RESOURCE_SECRET = "rs+secret/with=odd:chars-0123456789abcdef"
 
 
 def free_port():
@@ -55,6 +61,7 @@ def start(binary, workdir):
         "SESSIOND_ADMIN_KEYS": ADMIN_KEY,
         "SESSIOND_ISSUER": base,
         "SESSIOND_REUSE_GRACE": "0",
+        "SESSIOND_INTROSPECTION_CLIENTS": f"{RESOURCE_SERVER}:{RESOURCE_SECRET}",
     }
     process = subprocess.Popen(
         [binary, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -144,6 +151,46 @@ def check_automatic_refresh(base):
     assert saved[0]["refresh_token"] != created["refresh_token"], saved
 
 
+def check_introspection(base):
+    document = metadata(base)
+    assert "client_secret_basic" in document["introspection_endpoint_auth_methods_supported"], (
+        document
+    )
+    created = new_session(base)
+    resource_server = OAuth2Session(
+        client_id=RESOURCE_SERVER,
+        client_secret=RESOURCE_SECRET,
+        revocation_endpoint_auth_method="client_secret_basic",
+    )
+    answer = resource_server.introspect_token(
+        document["introspection_endpoint"],
+        token=created["access_token"],
+        token_type_hint="access_token",
+    )
+    assert answer.status_code == 200, answer.text
+    claims = answer.json()
+    assert claims["active"] is True, claims
+    assert claims["sub"] == "interop-user", claims
+    assert claims["sid"] == created["session"]["id"], claims
+
+    answer = resource_server.introspect_token(
+        document["introspection_endpoint"], token=created["refresh_token"]
+    )
+    assert answer.json()["token_type"] == "refresh_token", answer.text
+
+    wrong = OAuth2Session(
+        client_id=RESOURCE_SERVER,
+        client_secret=RESOURCE_SECRET + "x",
+        revocation_endpoint_auth_method="client_secret_basic",
+    )
+    answer = wrong.introspect_token(
+        document["introspection_endpoint"], token=created["access_token"]
+    )
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "invalid_client", answer.text
+    assert answer.headers["www-authenticate"].startswith("Basic "), answer.headers
+
+
 def check_revocation(base):
     document = metadata(base)
     created = new_session(base)
@@ -170,7 +217,12 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         process, base = start(binary, workdir)
         try:
-            for check in (check_explicit_refresh, check_automatic_refresh, check_revocation):
+            for check in (
+                check_explicit_refresh,
+                check_automatic_refresh,
+                check_introspection,
+                check_revocation,
+            ):
                 try:
                     check(base)
                     passed += 1
