@@ -233,75 +233,34 @@ impl FromRequest<AppState> for Introspection {
     type Rejection = OAuthError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, OAuthError> {
-        let authorization = match request.headers().get(header::AUTHORIZATION) {
+        // Credentials in the header are checked before the body is read, so that a wrong one
+        // is `401` whatever the body holds; the client id of good Basic credentials is kept
+        // to compare with one the body may repeat.
+        let basic_client_id = match request.headers().get(header::AUTHORIZATION) {
             None => None,
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|value| value.split_once(' '))
-                    .map(|(scheme, credential)| (scheme.to_owned(), credential.trim().to_owned()))
-                    .ok_or(OAuthError::InvalidClient(
-                        "Authorization must be `Bearer <admin key>` or `Basic <client credentials>`",
-                    ))?,
-            ),
+            Some(value) => Some(authenticate_header(value, state)?),
         };
         let OAuthForm(body) =
             OAuthForm::<OAuthTokenOnlyRequest>::from_request(request, state).await?;
-        let in_body = body.client_secret.is_some();
-        match authorization {
-            Some(_) if in_body => {
+        match basic_client_id {
+            Some(_) if body.client_secret.is_some() => {
                 // RFC 6749 §2.3: one authentication method per request.
                 return Err(OAuthError::InvalidRequest(
                     "send client credentials in the Authorization header or in the body, not both"
                         .into(),
                 ));
             }
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
-                match state.admin_keys.identify(&key) {
-                    Some(admin) if admin.scope.grants(ADMIN_READ) => {}
-                    Some(_) => {
-                        return Err(OAuthError::InsufficientScope(
-                            "this admin key's scope does not allow reads (admin:read)",
-                        ));
-                    }
-                    None => return Err(OAuthError::InvalidClient("admin key not recognised")),
-                }
-            }
-            Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("basic") => {
-                let (client_id, secret) =
-                    basic_credentials(&credentials).ok_or(OAuthError::InvalidClientSecret(
-                        "Basic credentials must be base64 of CLIENT_ID:SECRET, each \
-                         form-urlencoded",
-                    ))?;
+            Some(Some(client_id))
                 if body
                     .client_id
                     .as_deref()
-                    .is_some_and(|named| named != client_id.decoded)
-                {
-                    return Err(OAuthError::InvalidRequest(
-                        "client_id differs from the Basic credentials".into(),
-                    ));
-                }
-                // Clients should form-urlencode both parts; one that does not (`curl -u`)
-                // sends a secret with `+` or `%` as it is, so that form is tried too.
-                let decoded = state
-                    .introspection_clients
-                    .authenticate(&client_id.decoded, &secret.decoded);
-                let literal = state
-                    .introspection_clients
-                    .authenticate(&client_id.literal, &secret.literal);
-                if !(decoded | literal) {
-                    return Err(OAuthError::InvalidClientSecret(
-                        "client id or secret not recognised",
-                    ));
-                }
-            }
-            Some(_) => {
-                return Err(OAuthError::InvalidClient(
-                    "Authorization must be `Bearer <admin key>` or `Basic <client credentials>`",
+                    .is_some_and(|named| named != client_id) =>
+            {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id differs from the Basic credentials".into(),
                 ));
             }
+            Some(_) => {}
             None => match (body.client_id.as_deref(), body.client_secret.as_deref()) {
                 (Some(client_id), Some(secret)) => {
                     if !state.introspection_clients.authenticate(client_id, secret) {
@@ -320,6 +279,52 @@ impl FromRequest<AppState> for Introspection {
             },
         }
         required_token(body).map(|token| Self { token })
+    }
+}
+
+/// Checks an `Authorization` header of an introspection request: an admin key that may read
+/// (`Bearer`) or an introspection client's credentials (`Basic`). Answers the client id the
+/// Basic credentials named (decoded), or `None` for an admin key.
+fn authenticate_header(
+    value: &HeaderValue,
+    state: &AppState,
+) -> Result<Option<String>, OAuthError> {
+    const MALFORMED: &str =
+        "Authorization must be `Bearer <admin key>` or `Basic <client credentials>`";
+    let (scheme, credential) = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .map(|(scheme, credential)| (scheme, credential.trim()))
+        .ok_or(OAuthError::InvalidClient(MALFORMED))?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return match state.admin_keys.identify(credential) {
+            Some(admin) if admin.scope.grants(ADMIN_READ) => Ok(None),
+            Some(_) => Err(OAuthError::InsufficientScope(
+                "this admin key's scope does not allow reads (admin:read)",
+            )),
+            None => Err(OAuthError::InvalidClient("admin key not recognised")),
+        };
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::InvalidClient(MALFORMED));
+    }
+    let (client_id, secret) =
+        basic_credentials(credential).ok_or(OAuthError::InvalidClientSecret(
+            "Basic credentials must be base64 of CLIENT_ID:SECRET, each form-urlencoded",
+        ))?;
+    // Clients should form-urlencode both parts; one that does not (`curl -u`, Authlib)
+    // sends a secret with `+` or `%` as it is, so that form is tried too. Both are always
+    // compared, so the time taken does not tell which matched.
+    let clients = &state.introspection_clients;
+    let decoded = clients.authenticate(&client_id.decoded, &secret.decoded);
+    let literal = clients.authenticate(&client_id.literal, &secret.literal);
+    match (decoded, literal) {
+        (true, _) => Ok(Some(client_id.decoded)),
+        (false, true) => Ok(Some(client_id.literal)),
+        (false, false) => Err(OAuthError::InvalidClientSecret(
+            "client id or secret not recognised",
+        )),
     }
 }
 
@@ -424,9 +429,10 @@ pub(crate) async fn token(
     ))
 }
 
-/// `POST /oauth/introspect` (an admin key, or an introspection client): `{"active": false}` for anything that is not a live token
-/// (malformed, unknown, expired, spent, revoked), else its claims. The hint is not needed:
-/// refresh tokens (`sdr_…`) and access tokens (JWTs) cannot be mistaken for each other.
+/// `POST /oauth/introspect` (an admin key, or an introspection client): `{"active": false}`
+/// for anything that is not a live token (malformed, unknown, expired, spent, revoked), else
+/// its claims. The hint is not needed: refresh tokens (`sdr_…`) and access tokens (JWTs)
+/// cannot be mistaken for each other.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
     Introspection { token }: Introspection,

@@ -858,6 +858,16 @@ async fn introspection_refuses_wrong_client_credentials_as_invalid_client() {
         )
         .await;
     assert_oauth_error(&both, StatusCode::BAD_REQUEST, "invalid_request");
+    // Wrong header credentials are refused as such, whatever the body holds.
+    for form in [
+        vec![("token", access), ("client_secret", CLIENT_SECRET)],
+        vec![("token", access), ("client_id", "other-api")],
+    ] {
+        let answer = app
+            .form_with_authorization("/oauth/introspect", &basic(CLIENT_ID, &wrong_secret), &form)
+            .await;
+        assert_oauth_error(&answer, StatusCode::UNAUTHORIZED, "invalid_client");
+    }
     let admin_and_post = app
         .form(
             "/oauth/introspect",
