@@ -32,8 +32,8 @@ use crate::signing_keys::SigningKeys;
 use crate::store::{Revocation, Rotation, RotationOutcome, Store, audit_for};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
-    AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, RESERVED_CLAIMS, SigningAlgorithm,
-    TokenError, ValidatedToken, ValidationRules,
+    AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, MAX_CLAIMS_DEPTH, RESERVED_CLAIMS,
+    SigningAlgorithm, TokenError, ValidatedToken, ValidationRules,
 };
 
 /// Largest serialized `claims` object accepted: they travel in every access token.
@@ -1254,6 +1254,16 @@ fn check_size(value: &Map<String, Value>, limit: usize, field: &'static str) -> 
     Ok(())
 }
 
+/// How deep arrays and objects nest in `value` (0 for a scalar). Values come from a parser
+/// with its own depth limit, so the recursion is bounded.
+fn nesting_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting_depth).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(nesting_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn check_claims(claims: &Map<String, Value>) -> Result<(), Error> {
     check_size(claims, MAX_CLAIMS_BYTES, "claims")?;
     if let Some(reserved) = claims
@@ -1263,6 +1273,16 @@ fn check_claims(claims: &Map<String, Value>) -> Result<(), Error> {
         return Err(Error::invalid(
             "claims",
             format!("`{reserved}` is set by sessiond and cannot be given"),
+        ));
+    }
+    // The claims object is the token payload's first level.
+    if claims
+        .values()
+        .any(|value| nesting_depth(value) >= MAX_CLAIMS_DEPTH)
+    {
+        return Err(Error::invalid(
+            "claims",
+            format!("must not nest arrays and objects more than {MAX_CLAIMS_DEPTH} deep"),
         ));
     }
     for (name, field) in [

@@ -20,7 +20,9 @@ pub use keys::{
     JwksError, KeyLookup, Keyring, KeyringError, SigningAlgorithm, StoredKey, VerificationKey,
     VerificationKeys,
 };
-pub use validate::{AccessTokenValidator, ValidatedToken, ValidationRules, decode_claims};
+pub use validate::{
+    AccessTokenValidator, MAX_CLAIMS_DEPTH, ValidatedToken, ValidationRules, decode_claims,
+};
 
 /// Why an access token was refused. The variants are for logs and metrics; every one of them
 /// answers `401 unauthenticated` on the wire.

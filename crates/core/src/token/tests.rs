@@ -25,6 +25,8 @@ use crate::session::Session;
 use crate::session::tests::session_at;
 use crate::time::Timestamp;
 
+mod properties;
+
 const ISSUER: &str = "https://sessiond.example";
 const AUDIENCE: &str = "notes-api";
 const CLIENT_ID: &str = "notes-web";
@@ -1084,7 +1086,6 @@ fn a_token_not_before_a_future_time_is_refused_beyond_the_leeway() {
                 .validate(&with_nbf(json!(now + LEEWAY_SECONDS)))
                 .is_ok()
         );
-        assert!(fixture.validate(&with_nbf(Value::Null)).is_ok());
         assert_eq!(
             fixture.validate(&with_nbf(json!(now + LEEWAY_SECONDS + 1))),
             Err(TokenError::NotYetValid),
@@ -1098,6 +1099,102 @@ fn a_token_not_before_a_future_time_is_refused_beyond_the_leeway() {
         claims["iat"] = json!(now + 60);
         let token = fixture.forge(&fixture.header(), &claims);
         assert_eq!(fixture.validate(&token), Err(TokenError::NotYetValid));
+    }
+}
+
+#[test]
+fn a_registered_claim_present_as_null_is_refused_not_read_as_absent() {
+    // Regression: `"nbf": null` used to pass as if `nbf` were absent. RFC 7519 gives every
+    // time claim a NumericDate; `null` is none, so the token is malformed, as it is for
+    // `exp`, `iat` and the string claims.
+    for fixture in fixtures() {
+        for name in ["nbf", "exp", "iat", "iss", "sub", "aud", "sid"] {
+            let mut claims = fixture.claims();
+            claims[name] = Value::Null;
+            let token = fixture.forge(&fixture.header(), &claims);
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::Malformed),
+                "{name}: null under {:?}",
+                fixture.algorithm
+            );
+        }
+        // Left out, `nbf` is simply not checked.
+        let mut claims = fixture.claims();
+        if let Value::Object(object) = &mut claims {
+            object.remove("nbf");
+        }
+        assert!(
+            fixture
+                .validate(&fixture.forge(&fixture.header(), &claims))
+                .is_ok()
+        );
+    }
+}
+
+/// `depth` arrays nested in one another, innermost empty.
+fn nested_arrays(depth: usize) -> Value {
+    (0..depth).fold(json!([]), |inner, _| json!([inner]))
+}
+
+#[test]
+fn claims_nested_past_the_depth_limit_are_refused_and_those_within_it_decode() {
+    // Regression: a validly signed token with a custom claim nested 127 deep passed
+    // validation (unknown claims are skipped, at any depth) but its claims could not be
+    // decoded, and introspection answered 500.
+    for fixture in fixtures() {
+        let with_depth = |depth: usize| {
+            let mut claims = fixture.claims();
+            // The claims object is the first level, the outer array of `nested_arrays(d)`
+            // the second: `d` nested arrays plus the innermost make `d + 2` levels.
+            claims["deep"] = nested_arrays(depth - 2);
+            fixture.forge(&fixture.header(), &claims)
+        };
+        let deepest = with_depth(MAX_CLAIMS_DEPTH);
+        assert!(
+            fixture.validate(&deepest).is_ok(),
+            "{:?}",
+            fixture.algorithm
+        );
+        assert!(decode_claims(&deepest).is_ok());
+        for depth in [MAX_CLAIMS_DEPTH + 1, 127, 128, 200, 1_000] {
+            assert_eq!(
+                fixture.validate(&with_depth(depth)),
+                Err(TokenError::Malformed),
+                "{depth} deep under {:?}",
+                fixture.algorithm
+            );
+        }
+        // Brackets inside strings are text, not nesting.
+        let mut claims = fixture.claims();
+        claims["text"] = json!("[[[[[[[[[[{{{{{{{{{{\\\"".repeat(40));
+        assert!(
+            fixture
+                .validate(&fixture.forge(&fixture.header(), &claims))
+                .is_ok()
+        );
+    }
+}
+
+#[test]
+fn a_custom_claim_with_a_number_out_of_range_is_refused() {
+    // Regression (found by the property tests): `"custom": 1e400` passed validation, which
+    // skips unknown claims, but no JSON value holds it, so the claims did not decode.
+    for fixture in fixtures() {
+        let payload = fixture
+            .claims()
+            .to_string()
+            .replacen('{', r#"{"custom":1e400,"#, 1);
+        let token = fixture.forge_raw(fixture.header().to_string().as_bytes(), payload.as_bytes());
+        assert_eq!(fixture.validate(&token), Err(TokenError::Malformed));
+        let payload = fixture.claims().to_string().replacen(
+            '{',
+            r#"{"custom":[-1.5e300,18446744073709551616],"#,
+            1,
+        );
+        let token = fixture.forge_raw(fixture.header().to_string().as_bytes(), payload.as_bytes());
+        assert!(fixture.validate(&token).is_ok());
+        assert!(decode_claims(&token).is_ok());
     }
 }
 

@@ -20,6 +20,12 @@ use crate::time::Timestamp;
 
 /// The longest token considered at all; anything longer is refused before decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The deepest nesting of arrays and objects a token's claims may have, the claims object
+/// itself counting as one level. Validation skips unknown claims without building them, at
+/// any depth, but every user of a validated token's claims builds them ([`decode_claims`]),
+/// and a JSON parser gives up at some depth (serde_json at 128): a token accepted here must
+/// decode there.
+pub const MAX_CLAIMS_DEPTH: usize = 64;
 const HEADER_BUFFER: usize = 256;
 const PAYLOAD_STACK_BUFFER: usize = 1536;
 /// The longest signature of any accepted key: an RSA signature is as long as the modulus.
@@ -71,9 +77,19 @@ struct Claims<'a> {
     aud: Audience<'a>,
     exp: i64,
     iat: i64,
-    #[serde(default)]
+    /// Absent or an integer: a present `null` is refused rather than read as absent, as for
+    /// every other registered claim (RFC 7519 §4.1.5 defines `nbf` as a NumericDate).
+    #[serde(default, deserialize_with = "present_numeric_date")]
     nbf: Option<i64>,
     sid: &'a str,
+}
+
+/// A claim that may be left out but, when present, must be a NumericDate in whole seconds;
+/// `#[serde(default)]` covers the absent case, so `null` reaches here and is refused.
+fn present_numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    i64::deserialize(deserializer).map(Some)
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -190,6 +206,9 @@ impl AccessTokenValidator {
         };
         let claims: Claims<'_> =
             serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
+        if !decodable_within(payload, MAX_CLAIMS_DEPTH) {
+            return Err(TokenError::Malformed);
+        }
         self.check_claims(&claims, now)?;
 
         let session_id = Uuid::try_parse(claims.sid)
@@ -226,6 +245,55 @@ impl AccessTokenValidator {
         }
         Ok(())
     }
+}
+
+/// Whether `json` (already known to be well-formed JSON) decodes as a whole into
+/// `serde_json::Value`, as [`decode_claims`] does: its arrays and objects nest at most
+/// `max_depth` deep, and each of its numbers is one `Value` can hold (`1e400` is not).
+/// Validation reads only the claims it checks and merely skips the others, so without this a
+/// validly signed token could pass and still fail every later use. One pass over the bytes,
+/// strings skipped, no allocation.
+fn decodable_within(json: &[u8], max_depth: usize) -> bool {
+    let mut depth = 0usize;
+    let mut index = 0;
+    while let Some(&byte) = json.get(index) {
+        match byte {
+            b'"' => {
+                // Skip to the closing quote; escapes are well-formed, so `\x` is two bytes.
+                index += 1;
+                while let Some(&byte) = json.get(index) {
+                    match byte {
+                        b'\\' => index += 2,
+                        b'"' => break,
+                        _ => index += 1,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = index;
+                while json.get(index + 1).is_some_and(|byte| {
+                    matches!(byte, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                }) {
+                    index += 1;
+                }
+                // A number parses without allocating; the same parser decides as later.
+                let number = &json[start..=index];
+                if serde_json::from_slice::<serde_json::Number>(number).is_err() {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    true
 }
 
 fn verify_signature(
