@@ -62,3 +62,28 @@ pub async fn instances_sealing_at_once_build_one_chain_that_verifies<B: Backend>
     }
     verifier.finish(chain.head_seq, &chain.head_hash).unwrap();
 }
+
+/// Regression: `GET /v1/audit?since=9223372036854775808` answered 500, because a seq past
+/// `i64::MAX` (the largest a database column holds) failed as corrupt data. No event has one,
+/// so none comes after it.
+pub async fn a_query_after_a_seq_beyond_any_stored_one_finds_nothing<B: Backend>() {
+    let Some(db) = B::create("audit::a_query_after_a_seq_beyond_any_stored_one").await else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let events: Vec<_> = (0..3)
+        .map(|_| event_for("session.created", &session, T0))
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    seal_until(&store, &db, 3).await;
+    for after_seq in [2, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        let query = AuditQuery {
+            after_seq,
+            ..AuditQuery::default()
+        };
+        let found = store.audit_events(&query, 1_000).await.unwrap();
+        let expected = usize::from(after_seq == 2);
+        assert_eq!(found.len(), expected, "after {after_seq}");
+    }
+}

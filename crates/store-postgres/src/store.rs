@@ -1667,7 +1667,8 @@ impl AuditStore for PostgresStore {
     ) -> Result<Vec<SealedAuditEvent>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(AUDIT_EVENTS)
-                .bind(stored_seq(query.after_seq)?)
+                // No event's seq exceeds `i64::MAX`, so after a larger one there is none.
+                .bind(i64::try_from(query.after_seq).unwrap_or(i64::MAX))
                 .bind(query.user_id.as_ref().map(UserId::as_str))
                 .bind(query.session_id.map(|id| *id.as_uuid()))
                 .bind(query.kind.as_deref())

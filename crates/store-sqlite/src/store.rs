@@ -1175,7 +1175,8 @@ impl AuditStore for SqliteStore {
         query: &AuditQuery,
         limit: u32,
     ) -> Result<Vec<SealedAuditEvent>, StoreError> {
-        let after = stored_seq(query.after_seq)?;
+        // No event's seq exceeds `i64::MAX`, so after a larger one there is none.
+        let after = i64::try_from(query.after_seq).unwrap_or(i64::MAX);
         let query = query.clone();
         self.engine
             .read(move |connection| {
