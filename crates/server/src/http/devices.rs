@@ -3,14 +3,14 @@
 //! so another user's device id names nothing here: `404`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use sessiond_core::service::Actor;
 use sessiond_wire::{DeviceList, RevokedCount, TrustRequest};
 
 use super::ApiError;
 use super::convert::device_view;
-use super::extract::{AdminCaller, OptionalJsonBody, Read, Revoke, UserCaller, Write};
+use super::extract::{AdminCaller, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write};
 use crate::state::AppState;
 
 /// `GET /v1/devices`: the caller's devices, the current one marked.
@@ -33,7 +33,7 @@ pub(crate) async fn list_own(
 pub(crate) async fn trust_own(
     State(state): State<AppState>,
     caller: UserCaller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     OptionalJsonBody(request): OptionalJsonBody<TrustRequest>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -53,7 +53,7 @@ pub(crate) async fn trust_own(
 pub(crate) async fn forget_own(
     State(state): State<AppState>,
     caller: UserCaller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let revoked = state
         .service
@@ -66,7 +66,7 @@ pub(crate) async fn forget_own(
 pub(crate) async fn list_of_user(
     State(state): State<AppState>,
     _admin: AdminCaller<Read>,
-    Path(user_id): Path<String>,
+    PathParams(user_id): PathParams<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.service.list_devices(&user_id).await?;
     Ok(Json(DeviceList {
@@ -81,7 +81,7 @@ pub(crate) async fn list_of_user(
 pub(crate) async fn trust_of_user(
     State(state): State<AppState>,
     _admin: AdminCaller<Write>,
-    Path((user_id, id)): Path<(String, String)>,
+    PathParams((user_id, id)): PathParams<(String, String)>,
     OptionalJsonBody(request): OptionalJsonBody<TrustRequest>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -95,7 +95,7 @@ pub(crate) async fn trust_of_user(
 pub(crate) async fn forget_of_user(
     State(state): State<AppState>,
     _admin: AdminCaller<Revoke>,
-    Path((user_id, id)): Path<(String, String)>,
+    PathParams((user_id, id)): PathParams<(String, String)>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let revoked = state
         .service

@@ -1,9 +1,9 @@
-//! Extractors that turn a request into trusted values or an [`ApiError`]: JSON bodies and the
-//! two kinds of callers (admin key or access token).
+//! Extractors that turn a request into trusted values or an [`ApiError`]: JSON bodies, path
+//! parameters and the two kinds of callers (admin key or access token).
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use std::marker::PhantomData;
@@ -20,7 +20,8 @@ use crate::state::{
     ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope, AppState,
 };
 
-/// A JSON body, refused with `400 invalid_request` when malformed and `413` when too large.
+/// A JSON body, refused with `400 invalid_request` when malformed, when it is not a JSON object
+/// (nor is any struct inside it: see [`super::strict_json`]), and `413` when too large.
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -74,7 +75,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| {
+    super::strict_json::from_slice(bytes).map_err(|error| {
         // serde's message names the field ("missing field `user_id`", "unknown field `x`");
         // the position suffix is noise for an API client.
         let message = error.to_string();
@@ -85,6 +86,27 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .to_owned();
         ApiError::BadRequest(format!("invalid JSON body: {message}"))
     })
+}
+
+/// The path parameters of a route, refused with `400 invalid_request` (instead of axum's plain
+/// text answer) when one is not valid UTF-8 once percent-decoded, e.g. `/v1/sessions/%FF`.
+pub(crate) struct PathParams<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|rejection| match rejection {
+                PathRejection::FailedToDeserializePathParams(error) => {
+                    ApiError::BadRequest(format!("invalid path: {}", error.body_text()))
+                }
+                // Only a route without parameters could miss them: a bug, not bad input.
+                other => ApiError::from(Error::Corrupt(other.body_text())),
+            })
+    }
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {

@@ -15,11 +15,13 @@ mod oauth;
 mod observability;
 mod openapi;
 mod sessions;
+mod strict_json;
 mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::handler::Handler as _;
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -45,13 +47,21 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
     let mut routes = Router::new()
         .route(
             "/v1/sessions",
-            post(sessions::create).get(sessions::list_own),
+            post(sessions::create.layer(middleware::map_response(no_store_answers)))
+                .get(sessions::list_own),
         )
-        .route("/v1/sessions/refresh", post(sessions::refresh))
+        .route(
+            "/v1/sessions/refresh",
+            post(sessions::refresh.layer(middleware::map_response(no_store_answers))),
+        )
         .route("/v1/sessions/current", get(sessions::current))
         .route("/v1/sessions/revoke-all", post(sessions::revoke_all_own))
         .route("/v1/sessions/{id}", delete(sessions::revoke_one))
-        .route("/v1/logout", post(sessions::logout))
+        // In cookie mode its answer sets the refresh cookie (to nothing): not for caches either.
+        .route(
+            "/v1/logout",
+            post(sessions::logout.layer(middleware::map_response(no_store_answers))),
+        )
         .route("/v1/users/{user_id}/sessions", get(sessions::list_of_user))
         .route(
             "/v1/users/{user_id}/sessions/revoke-all",
@@ -120,6 +130,22 @@ pub fn metrics_router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Marks an answer uncacheable, as RFC 6749 §5.1 requires of anything carrying tokens: every
+/// answer of a route that hands out tokens gets it, its error answers included (a cache keyed
+/// on the URL alone must never store one and serve it again).
+pub(crate) fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// [`no_store`] as a `map_response` middleware, for the `/v1` routes that hand out tokens or
+/// set the refresh cookie.
+async fn no_store_answers(response: Response) -> Response {
+    no_store(response)
 }
 
 /// Gives every request an id, runs it inside a span carrying that id, and returns the id in

@@ -36,6 +36,7 @@ use sessiond_wire::{
 
 use super::error::ErrorCode;
 use super::limits::{ClientIp, request_origin};
+use super::no_store;
 use crate::state::{ADMIN_READ, ADMIN_REVOKE, AppState};
 
 /// Seconds a client should wait before retrying when storage is unavailable.
@@ -174,14 +175,6 @@ fn answer(status: StatusCode, code: &'static str, description: String) -> Respon
             .into_response(),
     );
     response.extensions_mut().insert(ErrorCode(code));
-    response
-}
-
-/// `response` marked uncacheable, as RFC 6749 §5.1 requires of anything carrying tokens.
-fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -459,15 +452,18 @@ pub(crate) async fn introspect(
     } else {
         match service.inspect_access_token(&token).await {
             Ok(_) => {
-                // The token has just been validated, so its payload decodes.
-                claims = decode_claims(&token).map_err(Error::from)?;
-                // Tokens signed before they carried `scope` still have one here.
-                if !claims.contains_key("scope")
-                    && let Some(scope) = sessiond_core::permission::scope_claim(&claims)
-                {
-                    claims.insert("scope".into(), scope.into());
+                // Validation accepts only claims that decode (see `MAX_CLAIMS_DEPTH`); a token
+                // whose claims did not would not be one to vouch for, so it stays inactive.
+                if let Ok(decoded) = decode_claims(&token) {
+                    claims = decoded;
+                    // Tokens signed before they carried `scope` still have one here.
+                    if !claims.contains_key("scope")
+                        && let Some(scope) = sessiond_core::permission::scope_claim(&claims)
+                    {
+                        claims.insert("scope".into(), scope.into());
+                    }
+                    claims.insert("token_type".into(), "Bearer".into());
                 }
-                claims.insert("token_type".into(), "Bearer".into());
             }
             Err(Error::Unauthenticated(_)) => {}
             Err(other) => return Err(other.into()),

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sessiond_core::anomaly::RequestOrigin;
@@ -21,7 +21,8 @@ use super::ApiError;
 use super::browser;
 use super::convert::{session_view, token_pair};
 use super::extract::{
-    AdminCaller, Caller, JsonBody, OptionalJsonBody, Read, Revoke, UserCaller, Write, require,
+    AdminCaller, Caller, JsonBody, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write,
+    require,
 };
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::{Limit, ip_key, session_key, user_key};
@@ -215,7 +216,7 @@ pub(crate) async fn current(
 pub(crate) async fn revoke_one(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     // An id that is not a UUID names no session.
     let id = SessionId::parse(&id, "id").map_err(|_| ApiError::NotFound)?;
@@ -265,7 +266,7 @@ pub(crate) async fn logout(
 pub(crate) async fn list_of_user(
     State(state): State<AppState>,
     _admin: AdminCaller<Read>,
-    Path(user_id): Path<String>,
+    PathParams(user_id): PathParams<String>,
 ) -> Result<Json<SessionList>, ApiError> {
     let sessions = state.service.list_sessions(&user_id).await?;
     Ok(Json(SessionList {
@@ -280,7 +281,7 @@ pub(crate) async fn list_of_user(
 pub(crate) async fn revoke_all_of_user(
     State(state): State<AppState>,
     _admin: AdminCaller<Revoke>,
-    Path(user_id): Path<String>,
+    PathParams(user_id): PathParams<String>,
 ) -> Result<Json<RevokedCount>, ApiError> {
     let revoked = state
         .service

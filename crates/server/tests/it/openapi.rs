@@ -880,6 +880,13 @@ async fn documented_answers_match_what_the_server_answers() {
     c.expect(
         "delete",
         t,
+        400,
+        http(M::DELETE, &path("%FF")).bearer_auth(ADMIN_KEY),
+    )
+    .await;
+    c.expect(
+        "delete",
+        t,
         204,
         http(M::DELETE, &path(&dave_session)).bearer_auth(ADMIN_KEY),
     )
@@ -992,6 +999,13 @@ async fn documented_answers_match_what_the_server_answers() {
     .await;
     c.expect("delete", t, 401, http(M::DELETE, "/v1/devices/alice-phone"))
         .await;
+    c.expect(
+        "delete",
+        t,
+        400,
+        http(M::DELETE, "/v1/devices/%FF").bearer_auth(&alice_access),
+    )
+    .await;
     let forgotten = c
         .expect(
             "delete",
