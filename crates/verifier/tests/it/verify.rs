@@ -1,5 +1,7 @@
 //! Verifying real tokens: claims, revocation, and tokens sessiond never signed.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::time::Duration;
 
 use sessiond_core::{SessionId, Timestamp};
@@ -185,4 +187,49 @@ async fn a_flood_of_unknown_kids_costs_sessiond_at_most_one_fetch_per_interval()
     let stats = verifier.stats();
     assert_eq!((stats.fetches, stats.unknown_kid_refetches), (2, 1));
     assert!(verifier.verify(&pair.access_token).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_registered_claim_present_as_null_is_refused_not_read_as_absent() {
+    // Regression: `"nbf": null` passed as if `nbf` were absent. A resource server applies the
+    // same rule as sessiond: present means a value of the claim's type.
+    let key = foreign_key();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "local-1",
+        "x": URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()),
+    }]});
+    let keys = sessiond_verifier::VerificationKeys::from_public_jwks(&jwks).unwrap();
+    // Never fetched: the keys are given, and the URL leads nowhere.
+    let verifier = verifier_of("http://127.0.0.1:9/.well-known/jwks.json")
+        .initial_keys(keys)
+        .build()
+        .unwrap();
+    let now = wall_clock_now().unix_millis() / 1000;
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "user-1", "aud": AUDIENCE, "exp": now + 600, "iat": now,
+        "sid": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+    });
+    assert!(
+        verifier
+            .verify_cached(&mint(&key, "local-1", &claims))
+            .is_ok()
+    );
+    let mut with_nbf = claims.clone();
+    with_nbf["nbf"] = serde_json::json!(now);
+    assert!(
+        verifier
+            .verify_cached(&mint(&key, "local-1", &with_nbf))
+            .is_ok()
+    );
+    for name in ["nbf", "exp", "iat", "iss", "sub", "aud", "sid"] {
+        let mut nulled = claims.clone();
+        nulled[name] = serde_json::Value::Null;
+        assert!(
+            matches!(
+                verifier.verify_cached(&mint(&key, "local-1", &nulled)),
+                Err(VerifyError::Invalid(TokenError::Malformed))
+            ),
+            "{name}: null"
+        );
+    }
 }
