@@ -12,6 +12,7 @@ mod devices;
 mod errors;
 mod events;
 mod faults;
+mod fuzz;
 mod input;
 mod instances;
 mod keys;
