@@ -21,8 +21,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, Key, KeyInit, Nonce};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{StoreError, StoredTokens, TokenStore};
@@ -86,7 +85,7 @@ impl std::fmt::Debug for FileKey {
 /// once each write their own temporary file, and the last rename wins whole.
 pub struct EncryptedFileStore {
     path: PathBuf,
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
 }
 
 impl EncryptedFileStore {
@@ -95,7 +94,10 @@ impl EncryptedFileStore {
     pub fn new(path: impl Into<PathBuf>, key: &FileKey) -> Self {
         Self {
             path: path.into(),
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0)),
+            cipher: LessSafeKey::new(
+                #[allow(clippy::expect_used)]
+                UnboundKey::new(&AES_256_GCM, &key.0).expect("an AES-256 key is 32 bytes"),
+            ),
         }
     }
 
@@ -189,19 +191,22 @@ impl EncryptedFileStore {
             return Err(corrupt("too short for a nonce and a tag"));
         }
         let (nonce, ciphertext) = bytes[HEADER_LEN..].split_at(NONCE_LEN);
-        let plaintext = Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &self.associated_data(),
-                    },
-                )
-                .map_err(|_| StoreError::Decrypt {
-                    path: self.path.clone(),
-                })?,
-        );
+        let nonce: &[u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| corrupt("too short for a nonce and a tag"))?;
+        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+        let opened = self
+            .cipher
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(self.associated_data()),
+                &mut plaintext,
+            )
+            .map_err(|_| StoreError::Decrypt {
+                path: self.path.clone(),
+            })?
+            .len();
+        plaintext.truncate(opened);
         serde_json::from_slice(&plaintext).map_err(StoreError::Json)
     }
 }
@@ -228,24 +233,23 @@ impl TokenStore for EncryptedFileStore {
         let plaintext = Zeroizing::new(serde_json::to_vec(tokens).map_err(StoreError::Json)?);
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
-        let ciphertext = self
+        let mut contents = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
+        contents.extend_from_slice(MAGIC);
+        contents.push(VERSION);
+        contents.extend_from_slice(&nonce);
+        contents.extend_from_slice(&plaintext);
+        let tag = self
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &self.associated_data(),
-                },
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.associated_data()),
+                &mut contents[HEADER_LEN + NONCE_LEN..],
             )
             .map_err(|_| StoreError::Corrupt {
                 path: self.path.clone(),
                 reason: "the token pair is too large to encrypt",
             })?;
-        let mut contents = Vec::with_capacity(HEADER_LEN + NONCE_LEN + ciphertext.len());
-        contents.extend_from_slice(MAGIC);
-        contents.push(VERSION);
-        contents.extend_from_slice(&nonce);
-        contents.extend_from_slice(&ciphertext);
+        contents.extend_from_slice(tag.as_ref());
 
         let temporary = self.temporary_path()?;
         if let Err(error) = Self::write_new_file(&temporary, &contents) {

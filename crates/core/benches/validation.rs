@@ -2,8 +2,11 @@
 //!
 //! For each algorithm (EdDSA, ES256, RS256, HS256), one benchmark runs `AccessTokenValidator::validate` on a realistic token
 //! (claims `roles: ["user"]`, `permissions: ["notes:read"]`) and another runs only the bare
-//! signature check over the same signing input and signature bytes, decoded beforehand. The
+//! signature check of the same backend (AWS-LC) over the same signing input and signature
+//! bytes, decoded beforehand, with the public key parsed beforehand as the keyring parses it. The
 //! difference is what splitting, base64, JSON, the claim checks and the revocation lookup add.
+//! A third, `{alg}/sign`, issues one token with the same session: the signing cost every
+//! session creation and every refresh pays.
 //! The `jsonwebtoken` crate is not a dependency, so there is no comparison with it here.
 //!
 //! Run with `cargo bench -p sessiond-core --bench validation`.
@@ -11,18 +14,18 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ed25519_dalek::Verifier as _;
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sessiond_core::revocation::RevokedSessions;
 use sessiond_core::token::{
     AccessTokenIssuer, AccessTokenValidator, Keyring, SigningAlgorithm, StoredKey, ValidationRules,
 };
 use sessiond_core::{Device, DeviceId, DeviceType, Session, SessionId, Timestamp, UserId};
-use sha2::Sha256;
 
 const ISSUER: &str = "https://sessiond.example";
 const AUDIENCE: &str = "notes-api";
@@ -38,6 +41,8 @@ struct Setup {
     revoked: RevokedSessions,
     token: String,
     now: Timestamp,
+    issuer: AccessTokenIssuer,
+    session: Session,
 }
 
 fn session(now: Timestamp) -> Session {
@@ -113,6 +118,8 @@ fn setup(algorithm: SigningAlgorithm) -> Setup {
         revoked,
         token,
         now,
+        issuer,
+        session,
     }
 }
 
@@ -126,6 +133,18 @@ fn split(token: &str) -> (&str, Vec<u8>) {
 }
 
 fn validate(criterion: &mut Criterion, name: &str, setup: &Setup) {
+    let algorithm = name.split('/').next().expect("an algorithm prefix");
+    criterion.bench_function(&format!("{algorithm}/sign"), |bencher| {
+        let expires_at = setup.now.plus(Duration::from_secs(15 * 60));
+        bencher.iter(|| {
+            setup.issuer.issue(
+                &setup.keyring,
+                black_box(&setup.session),
+                setup.now,
+                expires_at,
+            )
+        });
+    });
     criterion.bench_function(name, |bencher| {
         bencher.iter(|| {
             setup.validator.validate(
@@ -138,71 +157,66 @@ fn validate(criterion: &mut Criterion, name: &str, setup: &Setup) {
     });
 }
 
-fn signing_secret(setup: &Setup) -> &[u8] {
-    &setup
-        .keys
-        .iter()
-        .find(|key| key.kid == setup.keyring.signing_kid())
-        .expect("the signing key is among the stored keys")
-        .secret
+/// The signing key's public JWK, as the server publishes it.
+fn public_jwk(setup: &Setup) -> Value {
+    setup
+        .keyring
+        .find(setup.keyring.signing_kid())
+        .and_then(|key| key.public_jwk())
+        .expect("an asymmetric signing key has a public JWK")
+}
+
+fn member(jwk: &Value, name: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(jwk[name].as_str().expect("a string member"))
+        .expect("base64url")
+}
+
+/// Benchmarks the bare check of `signature` over the token's signing input with `public`.
+fn bare_verify(criterion: &mut Criterion, name: &str, setup: &Setup, public: &ParsedPublicKey) {
+    let (signing_input, signature) = split(&setup.token);
+    public
+        .verify_sig(signing_input.as_bytes(), &signature)
+        .expect("the bare signature verifies");
+    criterion.bench_function(name, |bencher| {
+        bencher
+            .iter(|| public.verify_sig(black_box(signing_input.as_bytes()), black_box(&signature)));
+    });
 }
 
 fn eddsa(criterion: &mut Criterion) {
     let setup = setup(SigningAlgorithm::EdDsa);
     eprintln!("EdDSA token: {} bytes", setup.token.len());
     validate(criterion, "eddsa/validate", &setup);
-
-    let (signing_input, signature) = split(&setup.token);
-    let signature_bytes: [u8; 64] = signature.try_into().expect("a 64-byte signature");
-    let signature = ed25519_dalek::Signature::from_bytes(&signature_bytes);
-    let seed: [u8; 32] = signing_secret(&setup).try_into().expect("a 32-byte seed");
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    public
-        .verify(signing_input.as_bytes(), &signature)
-        .expect("the bare signature verifies");
-    criterion.bench_function("eddsa/bare_verify", |bencher| {
-        bencher.iter(|| public.verify(black_box(signing_input.as_bytes()), black_box(&signature)));
-    });
+    let public = ParsedPublicKey::new(&ED25519, member(&public_jwk(&setup), "x"))
+        .expect("an Ed25519 public key");
+    bare_verify(criterion, "eddsa/bare_verify", &setup, &public);
 }
 
 fn es256(criterion: &mut Criterion) {
     let setup = setup(SigningAlgorithm::Es256);
     eprintln!("ES256 token: {} bytes", setup.token.len());
     validate(criterion, "es256/validate", &setup);
-
-    let (signing_input, signature) = split(&setup.token);
-    let signature = p256::ecdsa::Signature::from_slice(&signature).expect("r || s");
-    let public = *p256::ecdsa::SigningKey::from_slice(signing_secret(&setup))
-        .expect("a P-256 scalar")
-        .verifying_key();
-    public
-        .verify(signing_input.as_bytes(), &signature)
-        .expect("the bare signature verifies");
-    criterion.bench_function("es256/bare_verify", |bencher| {
-        bencher.iter(|| public.verify(black_box(signing_input.as_bytes()), black_box(&signature)));
-    });
+    let jwk = public_jwk(&setup);
+    let mut point = vec![4u8];
+    point.extend(member(&jwk, "x"));
+    point.extend(member(&jwk, "y"));
+    let public = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).expect("a P-256 public key");
+    bare_verify(criterion, "es256/bare_verify", &setup, &public);
 }
 
 fn rs256(criterion: &mut Criterion) {
     let setup = setup(SigningAlgorithm::Rs256);
     eprintln!("RS256 token: {} bytes", setup.token.len());
     validate(criterion, "rs256/validate", &setup);
-
-    let (signing_input, signature) = split(&setup.token);
-    let pair =
-        ring::signature::RsaKeyPair::from_pkcs8(signing_secret(&setup)).expect("an RSA PKCS#8 key");
-    let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
-    let verify = |input: &[u8], signature: &[u8]| {
-        public.verify(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-            input,
-            signature,
-        )
-    };
-    verify(signing_input.as_bytes(), &signature).expect("the bare signature verifies");
-    criterion.bench_function("rs256/bare_verify", |bencher| {
-        bencher.iter(|| verify(black_box(signing_input.as_bytes()), black_box(&signature)));
-    });
+    let jwk = public_jwk(&setup);
+    let public = aws_lc_rs::signature::RsaPublicKeyComponents {
+        n: member(&jwk, "n"),
+        e: member(&jwk, "e"),
+    }
+    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+    .expect("an RSA public key");
+    bare_verify(criterion, "rs256/bare_verify", &setup, &public);
 }
 
 fn hs256(criterion: &mut Criterion) {
@@ -211,16 +225,23 @@ fn hs256(criterion: &mut Criterion) {
     validate(criterion, "hs256/validate", &setup);
 
     let (signing_input, signature) = split(&setup.token);
-    let keyed =
-        Hmac::<Sha256>::new_from_slice(signing_secret(&setup)).expect("HMAC takes any key length");
-    let verify = |input: &[u8], tag: &[u8]| {
-        let mut mac = keyed.clone();
-        mac.update(input);
-        mac.verify_slice(tag)
-    };
-    verify(signing_input.as_bytes(), &signature).expect("the bare HMAC verifies");
+    let secret = &setup
+        .keys
+        .iter()
+        .find(|key| key.kid == setup.keyring.signing_kid())
+        .expect("the signing key is among the stored keys")
+        .secret;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    aws_lc_rs::hmac::verify(&key, signing_input.as_bytes(), &signature)
+        .expect("the bare HMAC verifies");
     criterion.bench_function("hs256/bare_hmac", |bencher| {
-        bencher.iter(|| verify(black_box(signing_input.as_bytes()), black_box(&signature)));
+        bencher.iter(|| {
+            aws_lc_rs::hmac::verify(
+                &key,
+                black_box(signing_input.as_bytes()),
+                black_box(&signature),
+            )
+        });
     });
 }
 

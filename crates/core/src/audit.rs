@@ -197,17 +197,17 @@ fn canonical_details_text(details: &str) -> std::borrow::Cow<'_, str> {
 ///
 /// Length prefixes make the encoding injective: no two different events encode alike.
 pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainHash {
-    use sha2::{Digest, Sha256};
+    use crate::primitives::Sha256;
     fn text(hasher: &mut Sha256, value: &str) {
         let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
-        hasher.update(length.to_be_bytes());
+        hasher.update(&length.to_be_bytes());
         hasher.update(value.as_bytes());
     }
     fn optional(hasher: &mut Sha256, value: Option<&str>) {
         match value {
-            None => hasher.update([0]),
+            None => hasher.update(&[0]),
             Some(value) => {
-                hasher.update([1]);
+                hasher.update(&[1]);
                 text(hasher, value);
             }
         }
@@ -215,15 +215,15 @@ pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainH
     let mut hasher = Sha256::new();
     hasher.update(EVENT_DOMAIN);
     hasher.update(prev_hash);
-    hasher.update(seq.to_be_bytes());
+    hasher.update(&seq.to_be_bytes());
     text(&mut hasher, &entry.kind);
     text(&mut hasher, &entry.severity);
     optional(&mut hasher, entry.user_id.as_deref());
     optional(&mut hasher, entry.session_id.as_deref());
     optional(&mut hasher, entry.ip.as_deref());
-    hasher.update(entry.at.unix_millis().to_be_bytes());
+    hasher.update(&entry.at.unix_millis().to_be_bytes());
     text(&mut hasher, &canonical_details_text(&entry.details));
-    hasher.finalize().into()
+    hasher.finish()
 }
 
 /// Lower-case hex of `bytes`.
@@ -269,16 +269,12 @@ impl AuditCheckpoint {
 }
 
 fn checkpoint_mac(seq: u64, hash: &ChainHash, at: Timestamp, key: &[u8]) -> ChainHash {
-    use hmac::{Hmac, Mac};
-    // HMAC accepts keys of any length, so this cannot fail.
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
-        return [0; 32];
-    };
-    mac.update(CHECKPOINT_DOMAIN);
-    mac.update(&seq.to_be_bytes());
-    mac.update(hash);
-    mac.update(&at.unix_millis().to_be_bytes());
-    mac.finalize().into_bytes().into()
+    let mut message = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 8 + hash.len() + 8);
+    message.extend_from_slice(CHECKPOINT_DOMAIN);
+    message.extend_from_slice(&seq.to_be_bytes());
+    message.extend_from_slice(hash);
+    message.extend_from_slice(&at.unix_millis().to_be_bytes());
+    crate::primitives::hmac_sha256(key, &message)
 }
 
 /// The secret that signs checkpoints: 256 random bits.

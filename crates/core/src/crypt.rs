@@ -19,13 +19,11 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use crate::primitives::{Aes256Gcm, hmac_sha256};
 
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
@@ -128,18 +126,8 @@ fn random<const N: usize>() -> Zeroizing<[u8; N]> {
 fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     crate::random::fill(&mut nonce);
-    #[allow(clippy::expect_used)]
-    let ciphertext = cipher
-        .encrypt(
-            Nonce::from_slice(nonce.as_ref()),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("AES-GCM encryption of a short message cannot fail");
     out.extend_from_slice(nonce.as_ref());
-    out.extend_from_slice(&ciphertext);
+    cipher.seal_into(&nonce, aad, plaintext, out);
 }
 
 fn decrypt(
@@ -151,16 +139,10 @@ fn decrypt(
         return Err(CryptError::Truncated);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptError::Truncated)?;
     cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| CryptError::DoesNotOpen)
+        .open(nonce, aad, ciphertext)
+        .ok_or(CryptError::DoesNotOpen)
 }
 
 /// The master key: 32 bytes that wrap the data keys. Zeroized on drop; `Debug` is redacted.
@@ -205,15 +187,11 @@ impl MasterKey {
     /// The key-check value stored in the database: HMAC-SHA256 of a fixed label under the key.
     /// It tells whether a key is the right one and reveals nothing about it.
     pub fn check_value(&self) -> Vec<u8> {
-        #[allow(clippy::expect_used)]
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
-            .expect("HMAC takes a key of any length");
-        mac.update(CHECK_LABEL);
-        mac.finalize().into_bytes().to_vec()
+        hmac_sha256(self.0.as_ref(), CHECK_LABEL).to_vec()
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.as_ref().into())
+        Aes256Gcm::new(&self.0)
     }
 
     fn wrap_aad(id: u32) -> Vec<u8> {
@@ -324,7 +302,7 @@ impl Cipher {
         Some(Self {
             keys: keys
                 .iter()
-                .map(|key| (key.id, Aes256Gcm::new(key.key.as_ref().into())))
+                .map(|key| (key.id, Aes256Gcm::new(&key.key)))
                 .collect(),
             current,
         })

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod integrity;
 pub mod permission;
 pub mod policy;
+pub mod primitives;
 pub mod random;
 pub mod refresh;
 pub mod revocation;

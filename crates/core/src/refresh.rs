@@ -10,16 +10,14 @@
 //! token, which the store never sees: only a caller holding the spent token can open its
 //! successor, and a database dump alone cannot.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, RefreshRejection};
 use crate::policy::Policy;
+use crate::primitives::{Aes256Gcm, Sha256, sha256};
 use crate::session::Session;
 use crate::time::Timestamp;
 
@@ -77,7 +75,7 @@ impl RefreshToken {
 
     /// The hash under which the token is stored and looked up.
     pub fn hash(&self) -> RefreshTokenHash {
-        RefreshTokenHash(Sha256::digest(self.0.as_bytes()).into())
+        RefreshTokenHash(sha256(self.0.as_bytes()))
     }
 
     fn sealing_key(&self) -> Zeroizing<[u8; 32]> {
@@ -85,7 +83,7 @@ impl RefreshToken {
         let mut hasher = Sha256::new();
         hasher.update(b"sessiond/successor-seal/v1\0");
         hasher.update(self.0.as_bytes());
-        Zeroizing::new(hasher.finalize().into())
+        Zeroizing::new(hasher.finish())
     }
 
     /// Encrypts `pair`, the successor issued when this token was spent, so that only a holder
@@ -93,24 +91,14 @@ impl RefreshToken {
     /// value moved to another token's row fails to open.
     pub fn seal_successor(&self, pair: &IssuedPair) -> Vec<u8> {
         let key = self.sealing_key();
-        let cipher = Aes256Gcm::new(key.as_ref().into());
+        let cipher = Aes256Gcm::new(&key);
         let mut nonce = [0u8; NONCE_LEN];
         crate::random::fill(&mut nonce);
         let plaintext = Zeroizing::new(serde_json::to_vec(pair).unwrap_or_default());
         let aad = self.hash();
-        #[allow(clippy::expect_used)]
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad.0,
-                },
-            )
-            .expect("AES-GCM encryption of a short message cannot fail");
-        let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
         sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
+        cipher.seal_into(&nonce, &aad.0, &plaintext, &mut sealed);
         sealed
     }
 
@@ -123,20 +111,15 @@ impl RefreshToken {
             return Err(Error::Corrupt("sealed successor is truncated".into()));
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce: &[u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| Error::Corrupt("sealed successor is truncated".into()))?;
         let key = self.sealing_key();
-        let cipher = Aes256Gcm::new(key.as_ref().into());
+        let cipher = Aes256Gcm::new(&key);
         let aad = self.hash();
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &aad.0,
-                    },
-                )
-                .map_err(|_| Error::Corrupt("sealed successor does not open".into()))?,
-        );
+        let plaintext = cipher
+            .open(nonce, &aad.0, ciphertext)
+            .ok_or_else(|| Error::Corrupt("sealed successor does not open".into()))?;
         serde_json::from_slice(&plaintext)
             .map_err(|_| Error::Corrupt("sealed successor is not a token pair".into()))
     }

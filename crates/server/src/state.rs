@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use sessiond_core::primitives::sha256;
 use sessiond_core::service::ServiceSettings;
 use sessiond_core::store::Store;
 use sessiond_core::token::AccessTokenIssuer;
 use sessiond_core::{Clock, SessionService, Timestamp};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sessiond_store_sqlite::{SqliteSettings, SqliteStore};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -135,7 +135,7 @@ impl AdminKeys {
         Self {
             keys: keys
                 .iter()
-                .map(|entry| (Sha256::digest(entry.key.as_bytes()).into(), entry.scope))
+                .map(|entry| (sha256(entry.key.as_bytes()), entry.scope))
                 .collect(),
         }
     }
@@ -149,7 +149,7 @@ impl AdminKeys {
     /// independent of which (if any) matches.
     pub fn identify(&self, presented: &str) -> Option<AdminIdentity> {
         use subtle::ConditionallySelectable as _;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let digest: [u8; 32] = sha256(presented.as_bytes());
         let mut found = subtle::Choice::from(0);
         let mut scope_code = 0u8;
         for (key, scope) in &self.keys {

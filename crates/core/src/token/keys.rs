@@ -1,33 +1,52 @@
 //! Signing keys and the keyring that holds the active one and those that still verify.
 //!
-//! Four algorithms: Ed25519 (`EdDSA`, the default) with `ed25519-dalek`, P-256 (`ES256`) with
-//! RustCrypto's `p256`, RSA (`RS256`) with `ring`, and HMAC-SHA256 (`HS256`) with `hmac`. RSA
-//! signing and verifying go through `ring`, whose private-key arithmetic is constant-time; the
-//! `rsa` crate is used only to generate a key pair once (`ring` cannot), never to sign, because
-//! its private-key operations are exposed to the Marvin timing attack (RUSTSEC-2023-0071).
+//! Four algorithms, every one from a single backend, `aws-lc-rs` (AWS-LC, the provider rustls
+//! defaults to): Ed25519 (`EdDSA`, the default), ECDSA on P-256 (`ES256`), RSASSA-PKCS1-v1_5
+//! (`RS256`, generation included) and HMAC-SHA256 (`HS256`). What is stored per key has not
+//! changed since earlier builds (an Ed25519 seed, a P-256 scalar, RSA PKCS#8 DER, an HMAC
+//! secret), so keys written by them are read as they are.
+//!
+//! A key that is too weak to trust stops the keyring from being built, with an error that names
+//! the key and the problem: an HMAC secret under 32 bytes, an RSA modulus under 2048 bits, or an
+//! RSA public exponent other than 65537.
 //!
 //! Every key is parsed once, when the keyring is built, so that validation does no key setup.
 
 use std::fmt;
 
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+    RsaKeyPair, RsaPublicKeyComponents,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::Signer as _;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::primitives::{HmacSha256, sha256};
 use crate::time::Timestamp;
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// The size of the RSA keys sessiond generates.
-const RSA_GENERATED_BITS: usize = 2048;
+const RSA_GENERATED_SIZE: aws_lc_rs::rsa::KeySize = aws_lc_rs::rsa::KeySize::Rsa2048;
 /// The smallest RSA modulus accepted, in bytes (2048 bits).
 const RSA_MIN_MODULUS_BYTES: usize = 256;
-/// The largest RSA modulus accepted, in bytes (8192 bits): `ring`'s limit.
+/// The largest RSA modulus accepted, in bytes (8192 bits): AWS-LC's limit for verification.
 pub(crate) const RSA_MAX_MODULUS_BYTES: usize = 1024;
+/// The only RSA public exponent a signing key may have: 65537 (F4), big-endian.
+const RSA_SIGNING_EXPONENT: [u8; 3] = [1, 0, 1];
+/// The shortest HMAC secret accepted: 256 bits, the output size of SHA-256 (RFC 7518 §3.2).
+pub const HMAC_MIN_SECRET_BYTES: usize = 32;
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// ⌊n / 2⌋ for P-256: the largest S of a low-S signature.
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
 
 /// The signature algorithm a key was made for; a key verifies only its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,13 +123,7 @@ impl StoredKey {
     pub fn generate(algorithm: SigningAlgorithm, now: Timestamp) -> Self {
         let secret = match algorithm {
             SigningAlgorithm::EdDsa | SigningAlgorithm::Hs256 => random_secret(),
-            SigningAlgorithm::Es256 => loop {
-                // A random 32-byte string is a valid scalar except with probability ~2^-32.
-                let candidate = random_secret();
-                if p256::ecdsa::SigningKey::from_slice(&candidate).is_ok() {
-                    break candidate;
-                }
-            },
+            SigningAlgorithm::Es256 => generate_p256_scalar(),
             SigningAlgorithm::Rs256 => generate_rsa_pkcs8(),
         };
         let kid = match algorithm {
@@ -156,39 +169,48 @@ fn random_secret() -> Zeroizing<Vec<u8>> {
     secret
 }
 
-/// A fresh RSA private key as PKCS#8 DER. This is the only use of the `rsa` crate: it touches
-/// no attacker-chosen input and runs once per key, so the Marvin timing channel of its
-/// private-key operations does not arise; every signature is made by `ring`.
+/// A fresh P-256 private scalar, 32 bytes big-endian (AWS-LC draws it in [1, n - 1]).
+fn generate_p256_scalar() -> Zeroizing<Vec<u8>> {
+    use aws_lc_rs::encoding::{AsBigEndian as _, EcPrivateKeyBin};
+    #[allow(clippy::expect_used)]
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .expect("P-256 key generation with the OS CSPRNG");
+    #[allow(clippy::expect_used)]
+    let scalar: EcPrivateKeyBin<'_> = pair
+        .private_key()
+        .as_be_bytes()
+        .expect("a P-256 private key has a 32-byte scalar");
+    Zeroizing::new(scalar.as_ref().to_vec())
+}
+
+/// A fresh 2048-bit RSA private key (public exponent 65537) as PKCS#8 DER.
 fn generate_rsa_pkcs8() -> Zeroizing<Vec<u8>> {
-    use rsa::pkcs8::EncodePrivateKey as _;
+    use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der};
     #[allow(clippy::expect_used)]
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, RSA_GENERATED_BITS)
-        .expect("RSA key generation with the OS CSPRNG");
+    let pair =
+        RsaKeyPair::generate(RSA_GENERATED_SIZE).expect("RSA key generation with the OS CSPRNG");
     #[allow(clippy::expect_used)]
-    let der = private
-        .to_pkcs8_der()
+    let der: Pkcs8V1Der<'_> = pair
+        .as_der()
         .expect("a generated RSA key encodes as PKCS#8");
-    Zeroizing::new(der.as_bytes().to_vec())
+    Zeroizing::new(der.as_ref().to_vec())
 }
 
 /// The public members of a key's JWK, in the lexicographic order RFC 7638 hashes them in.
 fn public_members(verifier: &Verifier) -> Option<Vec<(&'static str, String)>> {
     Some(match verifier {
-        Verifier::EdDsa(public) => vec![
+        Verifier::EdDsa { public, .. } => vec![
             ("crv", "Ed25519".to_owned()),
             ("kty", "OKP".to_owned()),
-            ("x", URL_SAFE_NO_PAD.encode(public.as_bytes())),
+            ("x", URL_SAFE_NO_PAD.encode(public)),
         ],
-        Verifier::Es256(public) => {
-            let point = public.to_sec1_point(false);
-            vec![
-                ("crv", "P-256".to_owned()),
-                ("kty", "EC".to_owned()),
-                ("x", URL_SAFE_NO_PAD.encode(point.x()?)),
-                ("y", URL_SAFE_NO_PAD.encode(point.y()?)),
-            ]
-        }
-        Verifier::Rs256(public) => vec![
+        Verifier::Es256 { point, .. } => vec![
+            ("crv", "P-256".to_owned()),
+            ("kty", "EC".to_owned()),
+            ("x", URL_SAFE_NO_PAD.encode(&point[1..33])),
+            ("y", URL_SAFE_NO_PAD.encode(&point[33..])),
+        ],
+        Verifier::Rs256 { public, .. } => vec![
             ("e", URL_SAFE_NO_PAD.encode(&public.e)),
             ("kty", "RSA".to_owned()),
             ("n", URL_SAFE_NO_PAD.encode(&public.n)),
@@ -206,7 +228,7 @@ fn thumbprint(verifier: &Verifier) -> Option<String> {
         .map(|(name, value)| format!(r#""{name}":"{value}""#))
         .collect::<Vec<_>>()
         .join(",");
-    Some(URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{{{canonical}}}").as_bytes())))
+    Some(URL_SAFE_NO_PAD.encode(sha256(format!("{{{canonical}}}").as_bytes())))
 }
 
 /// Why stored keys cannot form a keyring.
@@ -218,23 +240,119 @@ pub enum KeyringError {
         /// The key's id.
         kid: String,
     },
+    /// An HS256 secret is shorter than [`HMAC_MIN_SECRET_BYTES`].
+    #[error("signing key {kid}: its HS256 secret is {len} bytes, under the 32 bytes required")]
+    ShortHmacSecret {
+        /// The key's id.
+        kid: String,
+        /// The secret's length in bytes.
+        len: usize,
+    },
+    /// An RSA key's modulus is under 2048 bits.
+    #[error("signing key {kid}: its RSA modulus is under the 2048 bits required")]
+    SmallRsaModulus {
+        /// The key's id.
+        kid: String,
+    },
+    /// An RSA key's public exponent is not 65537.
+    #[error("signing key {kid}: its RSA public exponent is {exponent}, not 65537")]
+    RsaExponent {
+        /// The key's id.
+        kid: String,
+        /// The exponent, in decimal (or its size when it is too large to print).
+        exponent: String,
+    },
     /// No key of the wanted algorithm exists to sign with.
     #[error("no signing key for {0}")]
     NoActiveKey(&'static str),
 }
 
-/// An RSA public key as `ring` verifies with it: big-endian modulus and exponent.
+/// An RSA public key's members: big-endian modulus and exponent, without leading zeros.
 pub(crate) struct RsaPublicKey {
     pub(crate) n: Vec<u8>,
     pub(crate) e: Vec<u8>,
 }
 
-/// A key ready to verify: parsed once, so that validation does no setup work.
+/// A key ready to verify: parsed once, so that validation does no setup work. Each public key
+/// keeps its members too, for its JWK and thumbprint. A keyring holds a handful of these, built
+/// once; they stay inline rather than boxed so that validation follows no extra pointer.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Verifier {
-    EdDsa(ed25519_dalek::VerifyingKey),
-    Es256(p256::ecdsa::VerifyingKey),
-    Rs256(RsaPublicKey),
+    EdDsa {
+        key: ParsedPublicKey,
+        public: [u8; 32],
+    },
+    Es256 {
+        key: ParsedPublicKey,
+        /// The uncompressed SEC1 point: `04 || x || y`.
+        point: [u8; 65],
+    },
+    Rs256 {
+        key: ParsedPublicKey,
+        public: RsaPublicKey,
+    },
     Hs256(HmacSha256),
+}
+
+impl Verifier {
+    pub(crate) fn ed25519(public: [u8; 32]) -> Result<Self, &'static str> {
+        let key = ParsedPublicKey::new(&ED25519, public)
+            .map_err(|_| "\"x\" is not an Ed25519 public key")?;
+        Ok(Self::EdDsa { key, public })
+    }
+
+    pub(crate) fn p256(point: [u8; 65]) -> Result<Self, &'static str> {
+        let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            .map_err(|_| "\"x\" and \"y\" are not a P-256 point")?;
+        Ok(Self::Es256 { key, point })
+    }
+
+    pub(crate) fn rs256(public: RsaPublicKey) -> Result<Self, &'static str> {
+        let key = RsaPublicKeyComponents {
+            n: &public.n,
+            e: &public.e,
+        }
+        .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+        .map_err(|_| "\"n\" and \"e\" are not an RSA public key")?;
+        Ok(Self::Rs256 { key, public })
+    }
+
+    /// Whether `signature` is a valid signature of `message`. An ES256 signature must be
+    /// `R || S` of 32 bytes each with a low S (at most n/2): sessiond signs with low S only,
+    /// and the high-S twin of a signature (S replaced by n - S) would verify the same equation
+    /// and make a second token string for the same claims. HMAC tags compare in constant time.
+    #[inline]
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::EdDsa { key, .. } | Self::Rs256 { key, .. } => {
+                key.verify_sig(message, signature).is_ok()
+            }
+            Self::Es256 { key, .. } => {
+                signature.len() == 64
+                    && signature[32..] <= P256_HALF_ORDER[..]
+                    && key.verify_sig(message, signature).is_ok()
+            }
+            Self::Hs256(mac) => mac.verify(message, signature),
+        }
+    }
+}
+
+/// Replaces a high S (above n/2) of a P-256 `R || S` signature by n - S, its low twin.
+pub(crate) fn normalize_p256_s(signature: &mut [u8]) {
+    let Some(s) = signature.get_mut(32..64) else {
+        return;
+    };
+    if *s <= P256_HALF_ORDER[..] {
+        return;
+    }
+    let mut borrow = 0u16;
+    for index in (0..32).rev() {
+        let difference = u16::from(P256_ORDER[index])
+            .wrapping_sub(u16::from(s[index]))
+            .wrapping_sub(borrow);
+        s[index] = difference.to_be_bytes()[1];
+        borrow = u16::from(difference > 0xff);
+    }
 }
 
 /// One key that verifies access tokens, parsed once: its `kid`, its algorithm and the key
@@ -289,10 +407,12 @@ pub trait KeyLookup {
     fn find(&self, kid: &str) -> Option<&VerificationKey>;
 }
 
+/// A key ready to sign; one per keyring, built once.
+#[allow(clippy::large_enum_variant)]
 enum Signer {
-    EdDsa(ed25519_dalek::SigningKey),
-    Es256(p256::ecdsa::SigningKey),
-    Rs256(ring::signature::RsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Es256(EcdsaKeyPair),
+    Rs256(RsaKeyPair),
     Hs256(HmacSha256),
 }
 
@@ -376,31 +496,33 @@ impl Keyring {
     }
 
     pub(crate) fn sign(&self, signing_input: &[u8]) -> Vec<u8> {
+        // With a key that parsed, AWS-LC fails to sign only when it cannot allocate.
         match &self.signing.signer {
-            Signer::EdDsa(key) => key.sign(signing_input).to_bytes().to_vec(),
+            Signer::EdDsa(key) => key.sign(signing_input).as_ref().to_vec(),
             Signer::Es256(key) => {
-                let signature: p256::ecdsa::Signature = key.sign(signing_input);
+                #[allow(clippy::expect_used)]
+                let signature = key
+                    .sign(&aws_lc_rs::rand::SystemRandom::new(), signing_input)
+                    .expect("ECDSA signing with a parsed key");
+                let mut signature = signature.as_ref().to_vec();
                 // Low S only, so that a token has one signature and validation can insist on it.
-                signature.normalize_s().to_bytes().to_vec()
-            }
-            Signer::Rs256(key) => {
-                let mut signature = vec![0u8; key.public().modulus_len()];
-                // Signing fails only for a buffer of the wrong size, which this is not; `ring`
-                // blinds the private-key operation with the randomness it is given.
-                let signed = key.sign(
-                    &ring::signature::RSA_PKCS1_SHA256,
-                    &ring::rand::SystemRandom::new(),
-                    signing_input,
-                    &mut signature,
-                );
-                debug_assert!(signed.is_ok(), "RSA signing failed");
+                normalize_p256_s(&mut signature);
                 signature
             }
-            Signer::Hs256(mac) => {
-                let mut mac = mac.clone();
-                mac.update(signing_input);
-                mac.finalize().into_bytes().to_vec()
+            Signer::Rs256(key) => {
+                let mut signature = vec![0u8; key.public_modulus_len()];
+                // AWS-LC blinds the private-key operation.
+                #[allow(clippy::expect_used)]
+                key.sign(
+                    &RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    signing_input,
+                    &mut signature,
+                )
+                .expect("RSA signing with a parsed key into a buffer of the modulus's size");
+                signature
             }
+            Signer::Hs256(mac) => mac.sign(signing_input).to_vec(),
         }
     }
 
@@ -467,8 +589,9 @@ impl VerificationKeys {
     /// Three kinds of key are taken, each for one algorithm: `kty: "OKP"` with
     /// `crv: "Ed25519"` (`EdDSA`), `kty: "EC"` with `crv: "P-256"` (`ES256`), and `kty: "RSA"`
     /// (`RS256`). A key is taken when it has a `kid` (validation looks keys up by `kid`), its
-    /// `alg` is absent or that algorithm, and its `use` is absent or `"sig"`. Any other key
-    /// (another curve or type, an encryption key, one without `kid`) is skipped, not an error,
+    /// `alg` is absent or that algorithm, its `use` is absent or `"sig"`, and its `key_ops` is
+    /// absent or includes `"verify"`. Any other key (another curve or type, an encryption key,
+    /// one without `kid`) is skipped, not an error,
     /// so a set shared with other issuers still works. Of two keys with the same `kid`, the
     /// first wins.
     ///
@@ -499,7 +622,11 @@ impl VerificationKeys {
             };
             let wanted = (entry.get("alg").is_none()
                 || field("alg") == Some(algorithm.jose_name()))
-                && (entry.get("use").is_none() || field("use") == Some("sig"));
+                && (entry.get("use").is_none() || field("use") == Some("sig"))
+                && entry.get("key_ops").is_none_or(|ops| {
+                    ops.as_array()
+                        .is_some_and(|ops| ops.iter().any(|op| op == "verify"))
+                });
             if !wanted || keys.iter().any(|key| key.kid == kid) {
                 continue;
             }
@@ -519,10 +646,7 @@ impl VerificationKeys {
                     let bytes: [u8; 32] = x
                         .try_into()
                         .map_err(|_| malformed("\"x\" is not 32 bytes"))?;
-                    Verifier::EdDsa(
-                        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                            .map_err(|_| malformed("\"x\" is not an Ed25519 public key"))?,
-                    )
+                    Verifier::ed25519(bytes).map_err(malformed)?
                 }
                 SigningAlgorithm::Es256 => {
                     let x = member("x", "no \"x\"", "\"x\" is not base64url")?;
@@ -534,15 +658,12 @@ impl VerificationKeys {
                     sec1[0] = 0x04;
                     sec1[1..33].copy_from_slice(&x);
                     sec1[33..].copy_from_slice(&y);
-                    Verifier::Es256(
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                            .map_err(|_| malformed("\"x\" and \"y\" are not a P-256 point"))?,
-                    )
+                    Verifier::p256(sec1).map_err(malformed)?
                 }
                 SigningAlgorithm::Rs256 => {
                     let n = member("n", "no \"n\"", "\"n\" is not base64url")?;
                     let e = member("e", "no \"e\"", "\"e\" is not base64url")?;
-                    Verifier::Rs256(rsa_public_key(n, e).map_err(malformed)?)
+                    Verifier::rs256(rsa_public_key(n, e).map_err(malformed)?).map_err(malformed)?
                 }
                 SigningAlgorithm::Hs256 => continue,
             };
@@ -579,7 +700,7 @@ impl KeyLookup for VerificationKeys {
 }
 
 /// Checks an RSA public key's members: no leading zero, a modulus of 2048 to 8192 bits, an odd
-/// exponent of at least 3 that fits in 33 bits (what `ring` verifies with).
+/// exponent of at least 3 that fits in 33 bits.
 fn rsa_public_key(n: Vec<u8>, e: Vec<u8>) -> Result<RsaPublicKey, &'static str> {
     if n.first().is_none_or(|&byte| byte == 0) || e.first().is_none_or(|&byte| byte == 0) {
         return Err("\"n\" or \"e\" is empty or has a leading zero");
@@ -616,44 +737,122 @@ fn malformed_secret(key: &StoredKey) -> KeyringError {
 }
 
 fn verifier_for(key: &StoredKey) -> Result<Verifier, KeyringError> {
-    Ok(match signer_for(key)? {
-        Signer::EdDsa(private) => Verifier::EdDsa(private.verifying_key()),
-        Signer::Es256(private) => Verifier::Es256(*private.verifying_key()),
-        Signer::Rs256(pair) => {
-            let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
-            Verifier::Rs256(rsa_public_key(public.n, public.e).map_err(|_| malformed_secret(key))?)
+    let malformed = |_| malformed_secret(key);
+    match signer_for(key)? {
+        Signer::EdDsa(pair) => {
+            let public: [u8; 32] = pair
+                .public_key()
+                .as_ref()
+                .try_into()
+                .map_err(|_| malformed_secret(key))?;
+            Verifier::ed25519(public).map_err(malformed)
         }
-        Signer::Hs256(mac) => Verifier::Hs256(mac),
-    })
+        Signer::Es256(pair) => {
+            let point: [u8; 65] = pair
+                .public_key()
+                .as_ref()
+                .try_into()
+                .map_err(|_| malformed_secret(key))?;
+            Verifier::p256(point).map_err(malformed)
+        }
+        Signer::Rs256(pair) => {
+            let public = pair.public_key();
+            let public = rsa_public_key(
+                public.modulus().big_endian_without_leading_zero().to_vec(),
+                public.exponent().big_endian_without_leading_zero().to_vec(),
+            )
+            .map_err(malformed)?;
+            Verifier::rs256(public).map_err(malformed)
+        }
+        Signer::Hs256(mac) => Ok(Verifier::Hs256(mac)),
+    }
 }
 
 /// Parses a stored secret into the key that signs with it.
 fn signer_for(key: &StoredKey) -> Result<Signer, KeyringError> {
     Ok(match key.algorithm {
-        SigningAlgorithm::EdDsa => {
-            Signer::EdDsa(ed25519_dalek::SigningKey::from_bytes(&*fixed_secret(key)?))
-        }
-        SigningAlgorithm::Es256 => Signer::Es256(
-            p256::ecdsa::SigningKey::from_slice(&*fixed_secret(key)?)
+        SigningAlgorithm::EdDsa => Signer::EdDsa(
+            Ed25519KeyPair::from_seed_unchecked(&*fixed_secret(key)?)
                 .map_err(|_| malformed_secret(key))?,
         ),
-        SigningAlgorithm::Rs256 => {
-            let pair = ring::signature::RsaKeyPair::from_pkcs8(&key.secret)
-                .map_err(|_| malformed_secret(key))?;
-            if pair.public().modulus_len() < RSA_MIN_MODULUS_BYTES {
-                return Err(malformed_secret(key));
+        SigningAlgorithm::Es256 => Signer::Es256(p256_key_pair(key)?),
+        SigningAlgorithm::Rs256 => Signer::Rs256(rsa_key_pair(key)?),
+        SigningAlgorithm::Hs256 => {
+            if key.secret.len() < HMAC_MIN_SECRET_BYTES {
+                return Err(KeyringError::ShortHmacSecret {
+                    kid: key.kid.clone(),
+                    len: key.secret.len(),
+                });
             }
-            Signer::Rs256(pair)
+            Signer::Hs256(HmacSha256::new(&key.secret))
         }
-        SigningAlgorithm::Hs256 => Signer::Hs256(hmac_key(key)?),
     })
 }
 
-fn hmac_key(key: &StoredKey) -> Result<HmacSha256, KeyringError> {
-    if key.secret.len() < 32 {
-        return Err(malformed_secret(key));
+/// A P-256 key pair from its stored private scalar; the public point is derived from it.
+fn p256_key_pair(key: &StoredKey) -> Result<EcdsaKeyPair, KeyringError> {
+    use aws_lc_rs::agreement;
+    let scalar = fixed_secret(key)?;
+    let public = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &*scalar)
+        .and_then(|private| private.compute_public_key().map_err(Into::into))
+        .map_err(|_| malformed_secret(key))?;
+    EcdsaKeyPair::from_private_key_and_public_key(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &*scalar,
+        public.as_ref(),
+    )
+    .map_err(|_| malformed_secret(key))
+}
+
+/// An RSA key pair from its stored PKCS#8 DER, held to the strength rules: a modulus of 2048
+/// bits or more and the public exponent 65537.
+fn rsa_key_pair(key: &StoredKey) -> Result<RsaKeyPair, KeyringError> {
+    let too_small = || KeyringError::SmallRsaModulus {
+        kid: key.kid.clone(),
+    };
+    let pair = match RsaKeyPair::from_pkcs8(&key.secret) {
+        Ok(pair) => pair,
+        // AWS-LC's PKCS#8 reader refuses a weak key without saying why; its lenient DER reader
+        // is asked only to name the problem, and never yields a key to sign with.
+        Err(_) => {
+            return Err(match RsaKeyPair::from_der(&key.secret) {
+                Err(rejected) if rejected.description_() == "TooSmall" => too_small(),
+                Ok(pair) => rsa_strength(key, &pair)
+                    .err()
+                    .unwrap_or_else(|| malformed_secret(key)),
+                Err(_) => malformed_secret(key),
+            });
+        }
+    };
+    rsa_strength(key, &pair)?;
+    Ok(pair)
+}
+
+/// Checks an RSA key pair's modulus (2048 bits or more) and public exponent (65537).
+fn rsa_strength(key: &StoredKey, pair: &RsaKeyPair) -> Result<(), KeyringError> {
+    if pair.public_modulus_len() < RSA_MIN_MODULUS_BYTES {
+        return Err(KeyringError::SmallRsaModulus {
+            kid: key.kid.clone(),
+        });
     }
-    HmacSha256::new_from_slice(&key.secret).map_err(|_| malformed_secret(key))
+    let exponent = pair.public_key().exponent();
+    let exponent = exponent.big_endian_without_leading_zero();
+    if exponent != RSA_SIGNING_EXPONENT {
+        let decimal = exponent
+            .iter()
+            .try_fold(0u64, |acc, &byte| {
+                acc.checked_mul(256).map(|acc| acc + u64::from(byte))
+            })
+            .map_or_else(
+                || format!("{} bits long", exponent.len() * 8),
+                |e| e.to_string(),
+            );
+        return Err(KeyringError::RsaExponent {
+            kid: key.kid.clone(),
+            exponent: decimal,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -723,7 +922,7 @@ mod tests {
             ))
             .unwrap();
         let e = URL_SAFE_NO_PAD.decode("AQAB").unwrap();
-        let verifier = Verifier::Rs256(rsa_public_key(n, e).unwrap());
+        let verifier = Verifier::rs256(rsa_public_key(n, e).unwrap()).unwrap();
         assert_eq!(
             thumbprint(&verifier).unwrap(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
@@ -768,9 +967,17 @@ mod tests {
                     created_at: now,
                     deactivated_at: None,
                 };
+                let expected = if algorithm == SigningAlgorithm::Hs256 {
+                    KeyringError::ShortHmacSecret {
+                        kid: "k".into(),
+                        len: key.secret.len(),
+                    }
+                } else {
+                    KeyringError::MalformedSecret { kid: "k".into() }
+                };
                 assert_eq!(
                     Keyring::from_stored(&[key], algorithm).unwrap_err(),
-                    KeyringError::MalformedSecret { kid: "k".into() },
+                    expected,
                     "{algorithm:?}"
                 );
             }

@@ -13,6 +13,8 @@ mod keys;
 #[cfg(test)]
 mod tests;
 mod validate;
+#[cfg(test)]
+mod wycheproof;
 
 pub use issue::{AccessTokenIssuer, IssuedAccessToken, RESERVED_CLAIMS};
 pub use jwks::jwks_json;

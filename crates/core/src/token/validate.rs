@@ -5,15 +5,13 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::Verifier as _;
-use hmac::Mac;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::TokenError;
-use super::keys::{KeyLookup, RSA_MAX_MODULUS_BYTES, Verifier};
+use super::keys::{KeyLookup, RSA_MAX_MODULUS_BYTES};
 use crate::ids::SessionId;
 use crate::revocation::RevokedSessions;
 use crate::time::Timestamp;
@@ -63,7 +61,8 @@ pub struct AccessTokenValidator {
 #[serde(deny_unknown_fields)]
 struct Header<'a> {
     alg: &'a str,
-    typ: &'a str,
+    #[serde(default, borrow)]
+    typ: Option<&'a str>,
     kid: &'a str,
 }
 
@@ -159,68 +158,25 @@ impl AccessTokenValidator {
         revoked: &RevokedSessions,
         now: Timestamp,
     ) -> Result<ValidatedToken, TokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::Malformed);
-        }
-        let (signing_input, encoded_signature) =
-            token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-        let (encoded_header, encoded_payload) =
-            signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+        verify_compact(token, keyring, Some(ACCESS_TOKEN_TYPES), |payload| {
+            let claims: Claims<'_> =
+                serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
+            if !decodable_within(payload, MAX_CLAIMS_DEPTH) {
+                return Err(TokenError::Malformed);
+            }
+            self.check_claims(&claims, now)?;
 
-        let mut header_buffer = [0u8; HEADER_BUFFER];
-        let header_len = URL_SAFE_NO_PAD
-            .decode_slice(encoded_header, &mut header_buffer)
-            .map_err(|_| TokenError::Malformed)?;
-        let header: Header<'_> = serde_json::from_slice(&header_buffer[..header_len])
-            .map_err(|_| TokenError::UnsupportedHeader)?;
-        if header.typ != "at+jwt" && header.typ != "application/at+jwt" {
-            return Err(TokenError::WrongType);
-        }
-        let key = keyring.find(header.kid).ok_or(TokenError::UnknownKey)?;
-        if header.alg != key.algorithm.jose_name() {
-            return Err(TokenError::AlgorithmMismatch);
-        }
-
-        let mut signature = [0u8; SIGNATURE_BUFFER];
-        let signature_len = URL_SAFE_NO_PAD
-            .decode_slice(encoded_signature, &mut signature)
-            .map_err(|_| TokenError::BadSignature)?;
-        verify_signature(
-            &key.verifier,
-            signing_input.as_bytes(),
-            &signature[..signature_len],
-        )?;
-
-        let mut stack_buffer = [0u8; PAYLOAD_STACK_BUFFER];
-        let heap_buffer;
-        let payload: &[u8] = if encoded_payload.len() / 4 * 3 + 3 <= PAYLOAD_STACK_BUFFER {
-            let len = URL_SAFE_NO_PAD
-                .decode_slice(encoded_payload, &mut stack_buffer)
+            let session_id = Uuid::try_parse(claims.sid)
+                .map(SessionId::from_uuid)
                 .map_err(|_| TokenError::Malformed)?;
-            &stack_buffer[..len]
-        } else {
-            heap_buffer = URL_SAFE_NO_PAD
-                .decode(encoded_payload)
-                .map_err(|_| TokenError::Malformed)?;
-            &heap_buffer
-        };
-        let claims: Claims<'_> =
-            serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
-        if !decodable_within(payload, MAX_CLAIMS_DEPTH) {
-            return Err(TokenError::Malformed);
-        }
-        self.check_claims(&claims, now)?;
-
-        let session_id = Uuid::try_parse(claims.sid)
-            .map(SessionId::from_uuid)
-            .map_err(|_| TokenError::Malformed)?;
-        if revoked.contains(&session_id) {
-            return Err(TokenError::Revoked);
-        }
-        Ok(ValidatedToken {
-            session_id,
-            user_id: claims.sub.into_owned(),
-            expires_at_seconds: claims.exp,
+            if revoked.contains(&session_id) {
+                return Err(TokenError::Revoked);
+            }
+            Ok(ValidatedToken {
+                session_id,
+                user_id: claims.sub.into_owned(),
+                expires_at_seconds: claims.exp,
+            })
         })
     }
 
@@ -296,47 +252,74 @@ fn decodable_within(json: &[u8], max_depth: usize) -> bool {
     true
 }
 
-fn verify_signature(
-    verifier: &Verifier,
-    signing_input: &[u8],
-    signature: &[u8],
-) -> Result<(), TokenError> {
-    match verifier {
-        Verifier::EdDsa(public) => {
-            let bytes: &[u8; 64] = signature.try_into().map_err(|_| TokenError::BadSignature)?;
-            public
-                .verify(signing_input, &ed25519_dalek::Signature::from_bytes(bytes))
-                .map_err(|_| TokenError::BadSignature)
+/// The `typ` values of an access token (RFC 9068 §2.1).
+const ACCESS_TOKEN_TYPES: &[&str] = &["at+jwt", "application/at+jwt"];
+
+/// Verifies a JWS in compact serialization (RFC 7515 §7.1) and hands its decoded payload to
+/// `payload`: the JWS layer of [`AccessTokenValidator::validate`], also run alone by the JWS
+/// test vectors.
+///
+/// The header must be a JSON object of `alg`, `kid` and, optionally, `typ`, nothing else (so
+/// `crit`, `jwk`, `jku`, `x5u` and the like are refused, not ignored); when `types` is given,
+/// `typ` must be present and one of them. The key is found by `kid`, `alg` must be that key's algorithm,
+/// and each part must be unpadded base64url in its canonical form. Nothing of the payload is
+/// looked at before the signature verifies.
+pub(crate) fn verify_compact<K, T>(
+    token: &str,
+    keys: &K,
+    types: Option<&[&str]>,
+    payload: impl FnOnce(&[u8]) -> Result<T, TokenError>,
+) -> Result<T, TokenError>
+where
+    K: KeyLookup + ?Sized,
+{
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let (signing_input, encoded_signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let (encoded_header, encoded_payload) =
+        signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+
+    let mut header_buffer = [0u8; HEADER_BUFFER];
+    let header_len = URL_SAFE_NO_PAD
+        .decode_slice(encoded_header, &mut header_buffer)
+        .map_err(|_| TokenError::Malformed)?;
+    let header: Header<'_> = serde_json::from_slice(&header_buffer[..header_len])
+        .map_err(|_| TokenError::UnsupportedHeader)?;
+    if let Some(types) = types {
+        // Without `typ` the header misses a field the caller requires.
+        let typ = header.typ.ok_or(TokenError::UnsupportedHeader)?;
+        if !types.contains(&typ) {
+            return Err(TokenError::WrongType);
         }
-        Verifier::Es256(public) => {
-            let signature = p256::ecdsa::Signature::from_slice(signature)
-                .map_err(|_| TokenError::BadSignature)?;
-            // sessiond signs with low S only; the high-S twin of a signature (S replaced by
-            // n - S) verifies the same equation, and would make a second token string.
-            if signature.normalize_s() != signature {
-                return Err(TokenError::BadSignature);
-            }
-            public
-                .verify(signing_input, &signature)
-                .map_err(|_| TokenError::BadSignature)
-        }
-        Verifier::Rs256(public) => ring::signature::RsaPublicKeyComponents {
-            n: &public.n,
-            e: &public.e,
-        }
-        .verify(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-            signing_input,
-            signature,
-        )
-        .map_err(|_| TokenError::BadSignature),
-        Verifier::Hs256(mac) => {
-            let mut mac = mac.clone();
-            mac.update(signing_input);
-            // `verify_slice` compares in constant time.
-            mac.verify_slice(signature)
-                .map_err(|_| TokenError::BadSignature)
-        }
+    }
+    let key = keys.find(header.kid).ok_or(TokenError::UnknownKey)?;
+    if header.alg != key.algorithm.jose_name() {
+        return Err(TokenError::AlgorithmMismatch);
+    }
+
+    let mut signature = [0u8; SIGNATURE_BUFFER];
+    let signature_len = URL_SAFE_NO_PAD
+        .decode_slice(encoded_signature, &mut signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    if !key
+        .verifier
+        .verify(signing_input.as_bytes(), &signature[..signature_len])
+    {
+        return Err(TokenError::BadSignature);
+    }
+
+    let mut stack_buffer = [0u8; PAYLOAD_STACK_BUFFER];
+    if encoded_payload.len() / 4 * 3 + 3 <= PAYLOAD_STACK_BUFFER {
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(encoded_payload, &mut stack_buffer)
+            .map_err(|_| TokenError::Malformed)?;
+        payload(&stack_buffer[..len])
+    } else {
+        let heap_buffer = URL_SAFE_NO_PAD
+            .decode(encoded_payload)
+            .map_err(|_| TokenError::Malformed)?;
+        payload(&heap_buffer)
     }
 }
 

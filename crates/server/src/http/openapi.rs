@@ -6,14 +6,14 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
+use sessiond_core::primitives::sha256;
 
 /// The document.
 const DOCUMENT: &[u8] = include_bytes!("../../openapi.json");
 
 /// Its strong `ETag`: the first 16 bytes of its SHA-256, computed once.
 static ETAG: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let digest = Sha256::digest(DOCUMENT);
+    let digest = sha256(DOCUMENT);
     let mut tag = String::from("\"");
     for byte in &digest[..16] {
         tag.push_str(&format!("{byte:02x}"));

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
+use sessiond_core::primitives::sha256;
 
 use super::ApiError;
 use crate::state::AppState;
@@ -80,7 +80,7 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|asset| {
-            let digest = Sha256::digest(asset.body);
+            let digest = sha256(asset.body);
             let mut tag = String::from("\"");
             for byte in &digest[..16] {
                 tag.push_str(&format!("{byte:02x}"));

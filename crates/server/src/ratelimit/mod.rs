@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sessiond_core::Timestamp;
-use sha2::{Digest, Sha256};
+use sessiond_core::primitives::sha256;
 
 pub use client_ip::{Cidr, ClientIpSource, ForwardedHeader};
 pub use limiter::{Decision, LimitKey, Limiter, MemoryLimiter, Quota, WAYS};
@@ -313,7 +313,7 @@ pub fn session_key(session_id: uuid::Uuid) -> LimitKey {
 
 /// The key of a user id: the first half of its SHA-256, so any length fits.
 pub fn user_key(user_id: &str) -> LimitKey {
-    let digest = Sha256::digest(user_id.as_bytes());
+    let digest = sha256(user_id.as_bytes());
     let mut bytes = [0; 16];
     bytes.copy_from_slice(&digest[..16]);
     LimitKey(bytes)
