@@ -1315,3 +1315,241 @@ async fn oversized_and_fragmented_websocket_messages_close_with_1009_and_memory_
         "memory stays flat: {resident_before} -> {resident} KiB"
     );
 }
+
+/// `tests/fixtures/legacy-crypto`: a database written by the build that signed with
+/// `ed25519-dalek`, `p256` and `ring`, generated RSA keys with `rsa` and encrypted with
+/// `aes-gcm` (see its `make.sh`), with the settings it was made with.
+mod legacy {
+    use std::path::PathBuf;
+
+    pub const MASTER_KEY: &str = "bGVnYWN5LWNyeXB0by1maXh0dXJlLW1hc3Rlci1rZXk=";
+    pub const ADMIN_KEY: &str = "legacy-crypto-fixture-admin-key-0123456789";
+    pub const ISSUER: &str = "https://legacy.sessiond.test";
+    pub const AUDIENCE: &str = "legacy-api";
+    pub const ALGORITHMS: [&str; 4] = ["EdDSA", "ES256", "RS256", "HS256"];
+
+    pub fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/legacy-crypto")
+            .join(name)
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_keys_written_by_the_previous_crypto_code_still_verify_and_sign() {
+    use sessiond_core::crypt::{self, MasterKey};
+    use sessiond_core::revocation::RevokedSessions;
+    use sessiond_core::store::KeyStore as _;
+    use sessiond_core::token::{AccessTokenValidator, Keyring, SigningAlgorithm, ValidationRules};
+    use sessiond_core::{Timestamp, token::decode_claims};
+    use sessiond_store_sqlite::{SqliteSettings, SqliteStore};
+
+    let dir = TempDir::new().expect("temp dir");
+    std::fs::copy(legacy::fixture("sessiond.db"), database_path(dir.path()))
+        .expect("copy the fixture");
+    let tokens: Value = serde_json::from_str(
+        &std::fs::read_to_string(legacy::fixture("tokens.json")).expect("tokens.json"),
+    )
+    .expect("tokens.json is JSON");
+
+    // The keys the old code generated and sealed, opened with the new code.
+    let store = SqliteStore::open(&database_url(dir.path()), &SqliteSettings::default())
+        .await
+        .expect("the fixture opens");
+    let master = MasterKey::from_base64(legacy::MASTER_KEY).expect("the fixture's master key");
+    crypt::unlock(&store, &master, None, Timestamp::from_unix_millis(0))
+        .await
+        .expect("the master key unwraps the data keys the old code wrapped");
+    let keys = store.signing_keys().await.expect("the signing keys open");
+    assert_eq!(keys.len(), 4, "one key per algorithm");
+    let validator = AccessTokenValidator::new(ValidationRules {
+        issuer: legacy::ISSUER.into(),
+        audience: legacy::AUDIENCE.into(),
+        leeway_seconds: 0,
+    });
+    for name in legacy::ALGORITHMS {
+        let algorithm = SigningAlgorithm::from_jose_name(name).expect("an algorithm");
+        let keyring = Keyring::from_stored(&keys, algorithm).expect("the old keys parse");
+        let token = text(&tokens[name], "access_token");
+        let issued_at = decode_claims(token).expect("claims")["iat"]
+            .as_i64()
+            .expect("iat");
+        let validated = validator
+            .validate(
+                token,
+                &keyring,
+                &RevokedSessions::new(),
+                Timestamp::from_unix_millis(issued_at * 1000),
+            )
+            .unwrap_or_else(|error| panic!("{name}: the old token validates: {error:?}"));
+        assert_eq!(validated.user_id, format!("user-{name}"));
+        // The kid the old code derived (an RFC 7638 thumbprint) is the one the new code derives.
+        assert_eq!(keyring.signing_kid(), {
+            let header = token.split('.').next().expect("a header");
+            let header: Value = serde_json::from_slice(
+                &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                    .expect("base64url"),
+            )
+            .expect("JSON");
+            header["kid"].as_str().expect("a kid").to_owned()
+        });
+    }
+    drop(store);
+
+    // The server, with each algorithm: the old refresh token rotates (its hash is found, its
+    // session's sealed columns open), the new token is signed with the old key, and every old
+    // public key is published.
+    let client = client();
+    for name in legacy::ALGORITHMS {
+        let port = free_port();
+        let mut command = sessiond();
+        command
+            .env("SESSIOND_DATABASE_URL", database_url(dir.path()))
+            .env("SESSIOND_MASTER_KEY", legacy::MASTER_KEY)
+            .env("SESSIOND_ADMIN_KEYS", legacy::ADMIN_KEY)
+            .env("SESSIOND_ISSUER", legacy::ISSUER)
+            .env("SESSIOND_AUDIENCE", legacy::AUDIENCE)
+            .env("SESSIOND_IDLE_TIMEOUT", "3650d")
+            .env("SESSIOND_ABSOLUTE_TIMEOUT", "3650d")
+            .env("SESSIOND_RATE_LIMITS", "off")
+            .env("SESSIOND_SIGNING_ALG", name)
+            .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"));
+        let mut server = Server::start(command, port);
+        let refreshed = send(refresh_request(
+            &client,
+            &server.base,
+            text(&tokens[name], "refresh_token"),
+        ))
+        .await;
+        assert_eq!(
+            refreshed.status,
+            StatusCode::OK,
+            "{name}: {}",
+            refreshed.body
+        );
+        let access_token = text(&refreshed.body, "access_token");
+        let header = decode_claims(&format!(
+            "x.{}.x",
+            access_token.split('.').next().expect("a header")
+        ))
+        .expect("a JSON header");
+        assert_eq!(header["alg"], name);
+        let own = current(&client, &server.base, access_token).await;
+        assert_eq!(own.status, StatusCode::OK, "{name}: {}", own.body);
+        assert_eq!(own.body["device"]["name"], format!("Laptop of {name}"));
+        assert_eq!(own.body["ip"], "203.0.113.7");
+        assert!(
+            own.body["user_agent"]
+                .as_str()
+                .is_some_and(|agent| agent.contains("Firefox/128.0")),
+            "{name}: {}",
+            own.body
+        );
+        let jwks = send(client.get(format!("{}/.well-known/jwks.json", server.base))).await;
+        let published = jwks.body["keys"].as_array().expect("keys").len();
+        assert_eq!(published, 3, "the three old public keys: {}", jwks.body);
+        assert!(server.terminate(Duration::from_secs(10)).success());
+    }
+
+    let mut verify = legacy_audit_verify(dir.path());
+    let verified = run(&mut verify);
+    assert!(
+        verified.status.success(),
+        "{}\n{}",
+        verified.stdout,
+        verified.stderr
+    );
+    assert!(
+        verified.stdout.contains("audit chain intact"),
+        "{}",
+        verified.stdout
+    );
+}
+
+fn legacy_audit_verify(dir: &Path) -> Command {
+    let mut command = sessiond();
+    command
+        .env("SESSIOND_DATABASE_URL", database_url(dir))
+        .env("SESSIOND_MASTER_KEY", legacy::MASTER_KEY)
+        .env("SESSIOND_ISSUER", legacy::ISSUER)
+        .args(["audit", "verify"]);
+    command
+}
+
+/// Runs `serve` on a fresh database holding one stored signing key of `algorithm` whose
+/// secret is `secret`, and returns its one line of refusal.
+fn refusal_with_stored_key(algorithm: &str, secret: &[u8]) -> String {
+    let dir = TempDir::new().expect("temp dir");
+    let mut migrate = sessiond();
+    migrate
+        .env("SESSIOND_DATABASE_URL", database_url(dir.path()))
+        .arg("migrate");
+    assert!(run(&mut migrate).status.success());
+    let connection = rusqlite::Connection::open(database_path(dir.path())).expect("open");
+    connection
+        .execute(
+            "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES ('weak', ?1, ?2, 1)",
+            rusqlite::params![algorithm, secret],
+        )
+        .expect("insert the key");
+    drop(connection);
+
+    let mut command = configured(dir.path(), free_port());
+    command
+        .env("SESSIOND_SIGNING_ALG", algorithm)
+        .env("SESSIOND_MASTER_KEY", legacy::MASTER_KEY)
+        .env("SESSIOND_RATE_LIMITS", "on")
+        .arg("serve");
+    let finished = run(&mut command);
+    assert!(
+        !finished.status.success(),
+        "{algorithm}: start-up is refused"
+    );
+    assert!(
+        !finished.stdout.contains("listening"),
+        "{}",
+        finished.stdout
+    );
+    let lines = reason_lines(&finished.stderr);
+    assert_eq!(lines.len(), 1, "one line of reason: {:?}", finished.stderr);
+    lines[0].to_owned()
+}
+
+#[test]
+fn serve_refuses_an_hs256_secret_under_32_bytes_in_one_line() {
+    let reason = refusal_with_stored_key("HS256", &[7u8; 31]);
+    assert!(reason.starts_with("sessiond:"), "{reason}");
+    assert!(
+        reason.contains(
+            "signing key weak: its HS256 secret is 31 bytes, under the 32 bytes required"
+        ),
+        "{reason}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_rsa_key_under_2048_bits_in_one_line() {
+    let key = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weak-keys/rsa-1024.pk8.der"),
+    )
+    .expect("the 1024-bit key");
+    let reason = refusal_with_stored_key("RS256", &key);
+    assert!(
+        reason.contains("signing key weak: its RSA modulus is under the 2048 bits required"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_rsa_key_whose_exponent_is_not_65537_in_one_line() {
+    let key = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/weak-keys/rsa-2048-e3.pk8.der"),
+    )
+    .expect("the e = 3 key");
+    let reason = refusal_with_stored_key("RS256", &key);
+    assert!(
+        reason.contains("signing key weak: its RSA public exponent is 3, not 65537"),
+        "{reason}"
+    );
+}
