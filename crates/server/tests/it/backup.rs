@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
+use sessiond_core::primitives::sha256;
 use tokio::sync::Mutex;
 
 use crate::helpers::{ADMIN_KEY, TestApp, text};
@@ -56,7 +56,7 @@ async fn run_backup(database_url: String, args: Vec<String>) -> (bool, String, S
 }
 
 fn token_hash_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+    sha256(token.as_bytes())
         .iter()
         .map(|byte| format!("{byte:02X}"))
         .collect()
