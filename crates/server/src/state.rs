@@ -209,8 +209,8 @@ impl IntrospectionClients {
                 .iter()
                 .map(|client| {
                     (
-                        Sha256::digest(client.client_id.as_bytes()).into(),
-                        Sha256::digest(client.secret.as_bytes()).into(),
+                        sha256(client.client_id.as_bytes()),
+                        sha256(client.secret.as_bytes()),
                     )
                 })
                 .collect(),
@@ -220,8 +220,8 @@ impl IntrospectionClients {
     /// Whether `client_id` and `secret` are those of one configured client, found in time
     /// independent of which (if any) matches.
     pub fn authenticate(&self, client_id: &str, secret: &str) -> bool {
-        let id: [u8; 32] = Sha256::digest(client_id.as_bytes()).into();
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let id: [u8; 32] = sha256(client_id.as_bytes());
+        let presented: [u8; 32] = sha256(secret.as_bytes());
         let mut found = subtle::Choice::from(0);
         for (known_id, known_secret) in &self.clients {
             found |= known_id.ct_eq(&id) & known_secret.ct_eq(&presented);
