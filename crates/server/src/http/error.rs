@@ -6,7 +6,7 @@ use std::any::Any;
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::Error;
 use sessiond_core::error::RefreshRejection;
@@ -180,29 +180,35 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `429 rate_limited` with `Retry-After` and the `RateLimit-*` fields of the IETF draft
-/// (draft-ietf-httpapi-ratelimit-headers): the quota, what is left of it (nothing), and the
-/// seconds until it is whole again.
+/// `429 rate_limited` with `Retry-After` and the `RateLimit-*` fields (see
+/// [`rate_limit_headers`]).
 fn rate_limited(refusal: &Refusal) -> Response {
-    let retry_after = refusal.retry_after_seconds();
     let mut response = body(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         refusal.message(),
         None,
-        Some(retry_after),
+        Some(refusal.retry_after_seconds()),
     );
+    rate_limit_headers(response.headers_mut(), refusal);
+    response
+}
+
+/// `Retry-After` and the `RateLimit-*` fields of the IETF draft
+/// (draft-ietf-httpapi-ratelimit-headers) for a refusal: the quota, what is left of it
+/// (nothing), and the seconds until it is whole again. The OAuth endpoints send them too.
+pub(crate) fn rate_limit_headers(headers: &mut HeaderMap, refusal: &Refusal) {
+    let retry_after = refusal.retry_after_seconds();
     let decision = &refusal.decision;
     let reset = ceil_seconds(decision.reset).max(retry_after);
     let period = ceil_seconds(refusal.quota.period);
-    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(reset));
     if let Ok(policy) = HeaderValue::from_str(&format!("{};w={period}", decision.limit)) {
         headers.insert("ratelimit-policy", policy);
     }
-    response
 }
 
 fn domain_response(error: Error) -> Response {

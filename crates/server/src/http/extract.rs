@@ -127,33 +127,35 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(credential.trim())
 }
 
-/// Refuses the request when its address has spent its failed-authentication allowance,
-/// before any credential is looked at; returns the address.
-async fn failed_auth_gate(
-    parts: &Parts,
+/// The request's client address and the time, for the failed-authentication limit.
+fn origin(parts: &Parts, state: &AppState) -> (Option<IpAddr>, Timestamp) {
+    (limits::client_ip(parts, state), state.service.now())
+}
+
+/// Answers a credential that did not authenticate. It counts against its address's
+/// failed-authentication allowance; once that is spent the answer is the `429` instead of
+/// `refusal`. Only invalid credentials come here: the limit throttles failures and never
+/// refuses a credential that is valid, so an attacker sharing an address (a NAT, a proxy) with
+/// legitimate clients cannot lock them out.
+pub(crate) async fn failed_credential(
     state: &AppState,
-) -> Result<(Option<IpAddr>, Timestamp), ApiError> {
-    let ip = limits::client_ip(parts, state);
-    let now = state.service.now();
-    if let Some(ip) = ip
-        && let Err(refusal) = state
-            .limits
-            .check_spent(Limit::FailedAuthPerIp, &ip_key(ip), now)
-    {
+    ip: Option<IpAddr>,
+    now: Timestamp,
+    refusal: ApiError,
+) -> ApiError {
+    let Some(ip) = ip else {
+        return refusal;
+    };
+    let key = ip_key(ip);
+    if let Err(limited) = state.limits.check_spent(Limit::FailedAuthPerIp, &key, now) {
         let subject = Subject {
             ip: Some(ip),
             ..Subject::default()
         };
-        return Err(limits::refused(state, refusal, subject).await);
+        return limits::refused(state, limited, subject).await;
     }
-    Ok((ip, now))
-}
-
-/// Counts a refused credential against its address.
-fn record_failure(state: &AppState, ip: Option<IpAddr>, now: Timestamp) {
-    if let Some(ip) = ip {
-        state.limits.record_failure(&ip_key(ip), now);
-    }
+    state.limits.record_failure(&key, now);
+    refusal
 }
 
 /// Whether a refused access token looks forged or guessed, rather than once genuine: expired,
@@ -164,6 +166,21 @@ fn is_forgery(error: &Error) -> bool {
         error,
         Error::Unauthenticated(TokenError::Expired | TokenError::NotYetValid | TokenError::Revoked)
     )
+}
+
+/// Answers an access token that did not validate: a forged one as a failed authentication
+/// (see [`failed_credential`]), an expired or revoked one as it is.
+async fn refused_token(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    now: Timestamp,
+    error: Error,
+) -> ApiError {
+    if is_forgery(&error) {
+        failed_credential(state, ip, now, error.into()).await
+    } else {
+        error.into()
+    }
 }
 
 /// Counts an admin-authenticated request against its key's allowance.
@@ -238,10 +255,10 @@ impl<P: AdminPermission> FromRequestParts<AppState> for AdminCaller<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (ip, now) = failed_auth_gate(parts, state).await?;
+        let (ip, now) = origin(parts, state);
         let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(bearer(parts)?) else {
-            record_failure(state, ip, now);
-            return Err(ApiError::Unauthenticated("admin key required"));
+            let refusal = ApiError::Unauthenticated("admin key required");
+            return Err(failed_credential(state, ip, now, refusal).await);
         };
         admit_admin(state, id, ip, now).await?;
         require::<P>(scope)?;
@@ -260,13 +277,12 @@ impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (ip, now) = failed_auth_gate(parts, state).await?;
+        let (ip, now) = origin(parts, state);
         let raw = bearer(parts)?;
-        let token = state.service.authenticate(raw).inspect_err(|error| {
-            if is_forgery(error) {
-                record_failure(state, ip, now);
-            }
-        })?;
+        let token = match state.service.authenticate(raw) {
+            Ok(token) => token,
+            Err(error) => return Err(refused_token(state, ip, now, error).await),
+        };
         Ok(Self {
             token,
             raw: raw.to_owned(),
@@ -285,20 +301,15 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (ip, now) = failed_auth_gate(parts, state).await?;
+        let (ip, now) = origin(parts, state);
         let credential = bearer(parts)?;
         if let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(credential) {
             admit_admin(state, id, ip, now).await?;
             return Ok(Self::Admin(scope));
         }
-        let token = state
-            .service
-            .authenticate(credential)
-            .inspect_err(|error| {
-                if is_forgery(error) {
-                    record_failure(state, ip, now);
-                }
-            })?;
-        Ok(Self::User(token))
+        match state.service.authenticate(credential) {
+            Ok(token) => Ok(Self::User(token)),
+            Err(error) => Err(refused_token(state, ip, now, error).await),
+        }
     }
 }

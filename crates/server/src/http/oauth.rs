@@ -4,16 +4,15 @@
 //!
 //! These routes take `application/x-www-form-urlencoded` bodies and answer errors in the
 //! RFCs' own format (`{"error": "invalid_grant", "error_description": …}`) rather than the
-//! `/v1` one. Every rule stays in `SessionService`: the token endpoint is
-//! `SessionService::refresh_scoped`, with the same rotation, grace window and reuse detection
-//! as `POST /v1/sessions/refresh`, and a `scope` parameter that narrows the new access token.
+//! `/v1` one. Every rule stays in `SessionService`: the token endpoint spends tokens through
+//! the same path as `POST /v1/sessions/refresh` (`sessions::spend_refresh_token_scoped`, over
+//! `SessionService::refresh_scoped`), with the same rotation, grace window, reuse detection and
+//! rate limits, and a `scope` parameter that narrows the new access token.
 //!
 //! Introspection takes an admin key (`Authorization: Bearer`) or a resource server's client id
 //! and secret (`SESSIOND_INTROSPECTION_CLIENTS`), sent as `client_secret_basic` or
 //! `client_secret_post` (RFC 6749 §2.3.1). Those credentials authenticate nowhere else: the
 //! admin routes know only admin keys, and the token and revocation endpoints need none.
-
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
@@ -34,9 +33,12 @@ use sessiond_wire::{
     OAuthTokenRequest, OAuthTokenResponse,
 };
 
-use super::error::ErrorCode;
+use super::ApiError;
+use super::error::{ErrorCode, rate_limit_headers};
 use super::limits::{ClientIp, request_origin};
 use super::no_store;
+use super::sessions::spend_refresh_token_scoped;
+use crate::ratelimit::Refusal;
 use crate::state::{ADMIN_READ, ADMIN_REVOKE, AppState};
 
 /// Seconds a client should wait before retrying when storage is unavailable.
@@ -62,8 +64,34 @@ pub(crate) enum OAuthError {
     ClientAuthenticationRequired,
     /// An admin key whose scope lacks the route's permission (RFC 6750 §3.1).
     InsufficientScope(&'static str),
+    /// A rate limit refused the request (already counted and audited, see `http::limits`).
+    RateLimited(Refusal),
     /// Storage or another internal failure.
     Domain(Error),
+}
+
+impl From<ApiError> for OAuthError {
+    /// The OAuth form of a `/v1` failure, for the token endpoint, which shares the refresh
+    /// path (and its limits) with `POST /v1/sessions/refresh`.
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Domain(error) => error.into(),
+            ApiError::RateLimited(refusal) => Self::RateLimited(refusal),
+            ApiError::BadRequest(message) => Self::InvalidRequest(message),
+            ApiError::PayloadTooLarge(limit) => {
+                Self::InvalidRequest(format!("request body exceeds {limit} bytes"))
+            }
+            ApiError::Unauthenticated(message) => Self::InvalidClient(message),
+            ApiError::Forbidden(message) => Self::InsufficientScope(message),
+            ApiError::RequestTimeout(timeout) => Self::InvalidRequest(format!(
+                "request body did not arrive within {} s",
+                timeout.as_secs()
+            )),
+            ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::TooManyStreams(_) => {
+                Self::InvalidRequest("no such operation".into())
+            }
+        }
+    }
 }
 
 impl From<Error> for OAuthError {
@@ -122,6 +150,16 @@ impl IntoResponse for OAuthError {
             ),
             Self::InsufficientScope(message) => {
                 (StatusCode::FORBIDDEN, "insufficient_scope", message.into())
+            }
+            Self::RateLimited(refusal) => {
+                // RFC 6749 §8.5 lets a server define error codes; this one is the `/v1` code.
+                let mut response = answer(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    refusal.message(),
+                );
+                rate_limit_headers(response.headers_mut(), &refusal);
+                return response;
             }
             Self::Domain(Error::Store(StoreError::Unavailable(source))) => {
                 tracing::warn!(error = %source, "storage unavailable");
@@ -364,7 +402,9 @@ fn required_token(request: OAuthTokenOnlyRequest) -> Result<String, OAuthError> 
 }
 
 /// `POST /oauth/token`: `grant_type=refresh_token&refresh_token=…` spends the token for a new
-/// pair, exactly as `POST /v1/sessions/refresh` does.
+/// pair, exactly as `POST /v1/sessions/refresh` does, within the same rate limits (per
+/// address, per session, failed authentications), refused as `429 rate_limited` with
+/// `Retry-After`.
 pub(crate) async fn token(
     State(state): State<AppState>,
     client: ClientIp,
@@ -387,20 +427,9 @@ pub(crate) async fn token(
         .map(|scope| Scope::parse(&scope))
         .transpose()
         .map_err(|error| OAuthError::InvalidRequest(error.to_string()))?;
-    let started = Instant::now();
     let origin = request_origin(client, &headers);
-    let result = state
-        .service
-        .refresh_scoped(&refresh_token, &origin, scope.as_ref(), |_| true)
-        .await
-        .and_then(|issued| {
-            issued
-                .ok_or_else(|| Error::Corrupt("a refresh admitting everything was refused".into()))
-        });
-    state
-        .metrics
-        .record_refresh(result.as_ref(), started.elapsed());
-    let issued = result?;
+    let issued =
+        spend_refresh_token_scoped(&state, client, &origin, &refresh_token, scope.as_ref()).await?;
     let now = state.service.now();
     let access_expires_at = issued.pair.access_expires_at_ms / 1000;
     Ok(no_store(

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sessiond_core::anomaly::RequestOrigin;
 use sessiond_core::error::RefreshRejection;
+use sessiond_core::permission::Scope;
 use sessiond_core::service::{Actor, IssuedSession, NewSessionRequest};
 use sessiond_core::token::decode_claims;
 use sessiond_core::{Error, SessionId, UserId};
@@ -22,7 +23,7 @@ use super::browser;
 use super::convert::{session_view, token_pair};
 use super::extract::{
     AdminCaller, Caller, JsonBody, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write,
-    require,
+    failed_credential, require,
 };
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::{Limit, ip_key, session_key, user_key};
@@ -102,30 +103,40 @@ pub(crate) async fn refresh(
 /// Spends `presented` through the service, within the rate limits, and counts the outcome.
 /// `origin` (the client address and user agent) is compared with the session's for anomalies.
 ///
-/// The client address must not have spent its failed-authentication allowance (unknown
-/// refresh tokens spend it) or its request allowance. The session's allowance is looked at
-/// only if the token would rotate, before anything is written, so a refused refresh leaves
-/// the presented token live; it is spent only by a rotation that happened, so grace-window
-/// replays and the losers of a race between tabs never count.
+/// The client address must not have spent its request allowance. A token that is not known
+/// counts as a failed authentication of the address; once the address's failure allowance is
+/// spent, such tokens are answered `429`, but a live token is never refused by that limit (its
+/// lookup costs one hash and one read, bounded by the request allowance). The session's
+/// allowance is looked at only if the token would rotate, before anything is written, so a
+/// refused refresh leaves the presented token live; it is spent only by a rotation that
+/// happened, so grace-window replays and the losers of a race between tabs never count.
 pub(crate) async fn spend_refresh_token(
     state: &AppState,
     client: ClientIp,
     origin: &RequestOrigin,
     presented: &str,
 ) -> Result<IssuedSession, ApiError> {
+    spend_refresh_token_scoped(state, client, origin, presented, None).await
+}
+
+/// [`spend_refresh_token`], the new access token narrowed to `scope` when one is asked for
+/// (the OAuth token endpoint's `scope` parameter).
+pub(crate) async fn spend_refresh_token_scoped(
+    state: &AppState,
+    client: ClientIp,
+    origin: &RequestOrigin,
+    presented: &str,
+    scope: Option<&Scope>,
+) -> Result<IssuedSession, ApiError> {
     let now = state.service.now();
-    if let Some(key) = client.key() {
-        let gate = state
-            .limits
-            .check_spent(Limit::FailedAuthPerIp, &key, now)
-            .and_then(|()| state.limits.acquire(Limit::PerIp, &key, now));
-        if let Err(refusal) = gate {
-            let subject = Subject {
-                ip: client.0,
-                ..Subject::default()
-            };
-            return Err(limits::refused(state, refusal, subject).await);
-        }
+    if let Some(key) = client.key()
+        && let Err(refusal) = state.limits.acquire(Limit::PerIp, &key, now)
+    {
+        let subject = Subject {
+            ip: client.0,
+            ..Subject::default()
+        };
+        return Err(limits::refused(state, refusal, subject).await);
     }
     let started = Instant::now();
     let mut refused_for = None;
@@ -134,7 +145,7 @@ pub(crate) async fn spend_refresh_token(
     // one rotates and the others replay its pair, so the burst counts once.
     let result = state
         .service
-        .refresh_admitted(presented, origin, |session| {
+        .refresh_scoped(presented, origin, scope, |session| {
             match state.limits.check_spent(
                 Limit::RefreshPerSession,
                 &session_key(*session.id.as_uuid()),
@@ -163,12 +174,10 @@ pub(crate) async fn spend_refresh_token(
             return Err(limits::refused(state, refusal, subject).await);
         }
         Err(error) => {
-            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown))
-                && let Some(key) = client.key()
-            {
-                state.limits.record_failure(&key, now);
-            }
             state.metrics.record_refresh(Err(&error), started.elapsed());
+            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown)) {
+                return Err(failed_credential(state, client.0, now, error.into()).await);
+            }
             return Err(error.into());
         }
     };

@@ -9,7 +9,7 @@
 //! | `per_ip` | client address (IPv6 by /64) | refreshes, and session creations by the end user's `device.ip` |
 //! | `create_per_user` | user id (digest) | session creations |
 //! | `admin_per_key` | admin key (digest) | every admin-authenticated request |
-//! | `failed_auth_per_ip` | client address (IPv6 by /64) | forged or unknown credentials; once spent, every authentication from the address is refused |
+//! | `failed_auth_per_ip` | client address (IPv6 by /64) | forged or unknown credentials; once spent, further ones are refused, but a valid credential never is |
 //!
 //! The HTTP edge asks [`RateLimits`] before doing the work and turns a refusal into a `429`.
 
@@ -235,7 +235,7 @@ impl RateLimits {
     }
 
     /// Refuses when `key` has no allowance left under `limit`, counting nothing: for the
-    /// failed-authentication limit, asked before a credential is checked, and for a session,
+    /// failed-authentication limit, asked once a credential has failed, and for a session,
     /// asked before a rotation that is counted only once it has happened.
     ///
     /// # Errors

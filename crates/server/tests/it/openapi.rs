@@ -1447,7 +1447,8 @@ async fn events_over_websocket(app: &TestApp, c: &mut Checker, access: &str) {
 }
 
 /// A server whose failed-authentication allowance is one a minute: after one wrong key, every
-/// documented `429` is provoked by sending its route a request.
+/// documented `429` is provoked by sending its route a request with a wrong credential (a
+/// valid one is never refused by that limit).
 async fn rate_limited_answers(c: &mut Checker) {
     let app = TestApp::spawn_with(|raw| {
         raw.rate_limit_failed_auth_per_ip = Some("1/1m".into());
@@ -1476,9 +1477,14 @@ async fn rate_limited_answers(c: &mut Checker) {
                 method.to_uppercase().parse().expect("method"),
                 url(&app, &sample_path(&path)),
             )
-            .bearer_auth(ADMIN_KEY);
+            .bearer_auth("not-a-key");
         if path == "/v1/sessions/refresh" {
             request = request.json(&json!({"refresh_token": "sdr_x"}));
+        }
+        if path == "/oauth/token" {
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("grant_type=refresh_token&refresh_token=sdr_x");
         }
         let body = c.expect(&method, &path, 429, request).await;
         assert_eq!(body["error"], "rate_limited");

@@ -20,7 +20,10 @@ on_every_store!(
     refreshes_past_the_session_limit_are_refused_and_the_token_stays_live,
     grace_window_replays_do_not_count_against_the_session_limit,
     refreshes_and_creations_past_the_per_address_limit_are_refused,
-    failed_authentications_past_the_limit_lock_the_address_out,
+    failed_authentications_past_the_limit_refuse_invalid_credentials_only,
+    a_flood_of_bad_refresh_tokens_behind_a_shared_address_locks_no_one_out,
+    the_oauth_token_endpoint_is_limited_per_session_like_the_refresh_route,
+    the_oauth_token_endpoint_shares_the_per_address_and_failure_limits,
     admin_requests_past_the_per_key_limit_are_refused_for_that_key_only,
     creations_past_the_per_user_limit_are_refused,
     a_spoofed_forwarded_header_from_an_untrusted_peer_changes_nothing,
@@ -223,7 +226,7 @@ async fn refreshes_and_creations_past_the_per_address_limit_are_refused() {
     assert_eq!(elsewhere.status, StatusCode::CREATED, "{}", elsewhere.body);
 }
 
-async fn failed_authentications_past_the_limit_lock_the_address_out() {
+async fn failed_authentications_past_the_limit_refuse_invalid_credentials_only() {
     let app = TestApp::spawn_with(|raw| {
         raw.rate_limit_failed_auth_per_ip = Some("3/1m".into());
     })
@@ -243,28 +246,256 @@ async fn failed_authentications_past_the_limit_lock_the_address_out() {
         .await;
     assert_eq!(wrong_key.status, StatusCode::UNAUTHORIZED);
 
-    // The address is locked out of every authentication, even with good credentials.
-    let refused = app.get("/v1/sessions", Some(&access_token)).await;
+    // The allowance is spent: every further invalid credential is refused with 429.
+    let refused = app
+        .get("/v1/sessions", Some("eyJhbGciOiJub25lIn0.e30."))
+        .await;
     assert_rate_limited(&refused, 3, 20, 60);
     assert!(text(&refused.body, "message").contains("failed authentications"));
-    let refused = app.refresh(text(&created, "refresh_token")).await;
-    assert_eq!(refused.error_code(), "rate_limited");
-    let refused = app.get("/v1/users/dave/sessions", Some(ADMIN_KEY)).await;
-    assert_eq!(refused.error_code(), "rate_limited");
+    let refused = app.refresh(&format!("sdr_{}", "C".repeat(43))).await;
+    assert_eq!(refused.error_code(), "rate_limited", "{}", refused.body);
+    let refused = app
+        .get("/v1/users/dave/sessions", Some(&"y".repeat(40)))
+        .await;
+    assert_eq!(refused.error_code(), "rate_limited", "{}", refused.body);
     assert_eq!(
         rate_limited_rows(&app, "failed_auth_per_ip", Some(("ip", "127.0.0.1"))).await,
         1
     );
 
-    // Routine refusals do not count: an expired access token is not a guess.
+    // Valid credentials from the same address are never refused by it.
+    let own = app.get("/v1/sessions", Some(&access_token)).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    let admin = app.get("/v1/users/dave/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
+    let refreshed = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+
+    // Routine refusals are answered as they are: an expired access token is not a guess.
     app.advance(Duration::from_secs(16 * 60));
     for _ in 0..5 {
         let expired = app.get("/v1/sessions", Some(&access_token)).await;
         assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "{}", expired.body);
         assert_eq!(expired.error_code(), "unauthenticated");
     }
-    let admin = app.get("/v1/users/dave/sessions", Some(ADMIN_KEY)).await;
+}
+
+/// `POST /oauth/token` with a form, from `forwarded_for` behind the trusted proxy.
+async fn oauth_refresh_from(app: &TestApp, refresh_token: &str, forwarded_for: &str) -> Answer {
+    app.raw(
+        app.client
+            .post(format!("{}/oauth/token", app.base))
+            .header("x-forwarded-for", forwarded_for)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ]),
+    )
+    .await
+}
+
+async fn a_flood_of_bad_refresh_tokens_behind_a_shared_address_locks_no_one_out() {
+    // Everyone behind one carrier-grade NAT reaches sessiond as 198.51.100.77, through a
+    // trusted proxy on 127.0.0.1.
+    const SHARED: &str = "198.51.100.77";
+    let app = TestApp::spawn_with(|raw| {
+        raw.rate_limit_failed_auth_per_ip = Some("5/1m".into());
+        raw.trusted_proxies = Some("127.0.0.1/32".into());
+    })
+    .await;
+    let created = app.create_session("ivan").await;
+    let other = app.create_session("judy").await;
+
+    // An attacker floods bad refresh tokens: five are answered 401, the rest 429.
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        let answer = app
+            .raw(
+                app.client
+                    .post(format!("{}/v1/sessions/refresh", app.base))
+                    .header("x-forwarded-for", SHARED)
+                    .json(&json!({ "refresh_token": format!("sdr_{n:0>43}") })),
+            )
+            .await;
+        statuses.push(answer.status);
+    }
+    assert!(
+        statuses[..5]
+            .iter()
+            .all(|status| *status == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|status| *status == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // The other users behind the same address, with valid credentials, all get through.
+    let admin = app
+        .raw(
+            app.client
+                .get(format!("{}/v1/users/ivan/sessions", app.base))
+                .bearer_auth(ADMIN_KEY)
+                .header("x-forwarded-for", SHARED),
+        )
+        .await;
     assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
+    let refreshed = app
+        .raw(
+            app.client
+                .post(format!("{}/v1/sessions/refresh", app.base))
+                .header("x-forwarded-for", SHARED)
+                .json(&json!({ "refresh_token": text(&created, "refresh_token") })),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let access_token = text(&refreshed.body, "access_token");
+    let own = app
+        .raw(
+            app.client
+                .get(format!("{}/v1/sessions/current", app.base))
+                .bearer_auth(access_token)
+                .header("x-forwarded-for", SHARED),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    let oauth = oauth_refresh_from(&app, text(&other, "refresh_token"), SHARED).await;
+    assert_eq!(oauth.status, StatusCode::OK, "{}", oauth.body);
+    assert!(oauth.body["access_token"].is_string(), "{}", oauth.body);
+
+    // Invalid credentials from there stay throttled, on every route.
+    let bad_key = app
+        .raw(
+            app.client
+                .get(format!("{}/v1/users/ivan/sessions", app.base))
+                .bearer_auth("z".repeat(40))
+                .header("x-forwarded-for", SHARED),
+        )
+        .await;
+    assert_eq!(bad_key.error_code(), "rate_limited", "{}", bad_key.body);
+    let bad_oauth = oauth_refresh_from(&app, &format!("sdr_{}", "D".repeat(43)), SHARED).await;
+    assert_eq!(bad_oauth.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(bad_oauth.error_code(), "rate_limited", "{}", bad_oauth.body);
+
+    // Another address is not affected by this one's failures.
+    let elsewhere = oauth_refresh_from(&app, &format!("sdr_{}", "E".repeat(43)), "192.0.2.8").await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        elsewhere.body
+    );
+    assert_eq!(elsewhere.error_code(), "invalid_grant");
+}
+
+async fn the_oauth_token_endpoint_is_limited_per_session_like_the_refresh_route() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.rate_limit_refresh_per_session = Some("2/5m".into());
+    })
+    .await;
+    let created = app.create_session("kim").await;
+    let session_id = text(&created["session"], "id").to_owned();
+    // One rotation through each route: they share the session's allowance.
+    let answer = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = oauth_refresh_from(&app, text(&answer.body, "refresh_token"), "127.0.0.1").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let refresh_token = text(&answer.body, "refresh_token").to_owned();
+
+    let refused = oauth_refresh_from(&app, &refresh_token, "127.0.0.1").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    // RFC 6749's error format, not `/v1`'s, with the same headers.
+    assert_eq!(refused.error_code(), "rate_limited");
+    assert!(
+        text(&refused.body, "error_description").contains("refreshes of this session"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.get("message").is_none(), "{}", refused.body);
+    assert_eq!(header(&refused, "retry-after"), "150");
+    assert_eq!(header(&refused, "ratelimit-limit"), "2");
+    assert_eq!(header(&refused, "ratelimit-remaining"), "0");
+    assert_eq!(header(&refused, "ratelimit-reset"), "300");
+    assert_eq!(header(&refused, "cache-control"), "no-store");
+    assert_eq!(
+        rate_limited_rows(
+            &app,
+            "refresh_per_session",
+            Some(("session_id", &session_id))
+        )
+        .await,
+        1
+    );
+
+    // The refusal wrote nothing: the token rotates once the wait is over.
+    app.advance(Duration::from_secs(150));
+    let answer = oauth_refresh_from(&app, &refresh_token, "127.0.0.1").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(app.audit_count("security.reuse_detected", None).await, 0);
+}
+
+async fn the_oauth_token_endpoint_shares_the_per_address_and_failure_limits() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.rate_limit_per_ip = Some("3/1m".into());
+    })
+    .await;
+    let created = app.create_session("lee").await;
+    let unknown = format!("sdr_{}", "F".repeat(43));
+    for _ in 0..2 {
+        let answer = oauth_refresh_from(&app, &unknown, "127.0.0.1").await;
+        assert_eq!(answer.error_code(), "invalid_grant", "{}", answer.body);
+    }
+    let answer = app.refresh(&unknown).await;
+    assert_eq!(
+        answer.error_code(),
+        "invalid_refresh_token",
+        "{}",
+        answer.body
+    );
+    // Three requests from 127.0.0.1 on either route: the fourth is refused on both.
+    let refused = oauth_refresh_from(&app, text(&created, "refresh_token"), "127.0.0.1").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.error_code(), "rate_limited");
+    assert!(text(&refused.body, "error_description").contains("requests from this address"));
+    assert_eq!(header(&refused, "retry-after"), "20");
+    let refused = app.refresh(text(&created, "refresh_token")).await;
+    assert_rate_limited(&refused, 3, 20, 60);
+
+    // The failure limit counts unknown tokens sent to /oauth/token too.
+    let app = TestApp::spawn_with(|raw| {
+        raw.rate_limit_failed_auth_per_ip = Some("2/1m".into());
+    })
+    .await;
+    let created = app.create_session("lee").await;
+    for _ in 0..2 {
+        let answer = oauth_refresh_from(&app, &unknown, "127.0.0.1").await;
+        assert_eq!(answer.error_code(), "invalid_grant", "{}", answer.body);
+    }
+    let refused = oauth_refresh_from(&app, &unknown, "127.0.0.1").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert!(text(&refused.body, "error_description").contains("failed authentications"));
+    let refused = app.refresh(&unknown).await;
+    assert_eq!(refused.error_code(), "rate_limited", "{}", refused.body);
+    // A live token still passes.
+    let answer = oauth_refresh_from(&app, text(&created, "refresh_token"), "127.0.0.1").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
 async fn admin_requests_past_the_per_key_limit_are_refused_for_that_key_only() {
