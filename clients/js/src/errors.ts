@@ -5,7 +5,7 @@ export class SessiondError extends Error {
   readonly status: number;
   /** The server's stable error code (`invalid_refresh_token`, `unauthenticated`, ...), or `network_error`. */
   readonly error: string;
-  /** Why a refresh token was refused: `unknown`, `expired`, `revoked` or `reuse_detected`. */
+  /** Why a refresh token was refused: `unknown`, `expired`, `revoked`, `reuse_detected` or `anomaly`. */
   readonly reason: string | undefined;
   /** The request id of the answer (body `request_id`, else the `x-request-id` header), for the server's logs. */
   readonly requestId: string | undefined;

@@ -17,6 +17,9 @@ pub enum RefreshRejection {
     Revoked,
     /// A spent token was presented again outside the grace window: the session is now revoked.
     ReuseDetected,
+    /// The refresh came from a network or device unlike the session's, and the anomaly
+    /// policy (`revoke`) revoked the session instead of rotating.
+    Anomaly,
 }
 
 impl RefreshRejection {
@@ -27,6 +30,7 @@ impl RefreshRejection {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::ReuseDetected => "reuse_detected",
+            Self::Anomaly => "anomaly",
         }
     }
 }

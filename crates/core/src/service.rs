@@ -304,7 +304,8 @@ impl SessionService {
     ///
     /// `origin` is where the request comes from: a refresh unlike the session's creation is
     /// handled as the anomaly policy says (see [`crate::anomaly`]); under `revoke` the session
-    /// is revoked and the refresh refused as [`RefreshRejection::Revoked`].
+    /// is revoked and the refresh refused as [`RefreshRejection::Anomaly`] (later refreshes of
+    /// the session are refused as [`RefreshRejection::Revoked`]).
     ///
     /// # Errors
     /// [`Error::RefreshRejected`] with the reason; [`Error::Store`].
@@ -629,7 +630,7 @@ impl SessionService {
                 .map(|(session, _)| session.access_expires_at)
                 .unwrap_or(session.access_expires_at);
             self.revoke_locally(session.id, access_expires_at);
-            return Err(Error::RefreshRejected(RefreshRejection::Revoked));
+            return Err(Error::RefreshRejected(RefreshRejection::Anomaly));
         }
         Ok(())
     }

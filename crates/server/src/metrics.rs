@@ -86,7 +86,7 @@ pub(crate) const ERROR_CODES: [&str; 17] = [
     "server_error",
 ];
 
-const REFRESH_OUTCOMES: [&str; 7] = [
+const REFRESH_OUTCOMES: [&str; 8] = [
     "rotated",
     "replayed",
     "unknown",
@@ -94,6 +94,7 @@ const REFRESH_OUTCOMES: [&str; 7] = [
     "revoked",
     "reuse_detected",
     "error",
+    "anomaly",
 ];
 const ROTATED: usize = 0;
 const REPLAYED: usize = 1;
@@ -351,6 +352,7 @@ impl Metrics {
                 self.reuse_detections.fetch_add(1, Ordering::Relaxed);
                 5
             }
+            Err(Error::RefreshRejected(RefreshRejection::Anomaly)) => 7,
             Err(_) => 6,
         };
         self.refreshes[outcome].fetch_add(1, Ordering::Relaxed);

@@ -243,7 +243,8 @@ pub struct ErrorBody {
     pub error: String,
     /// A human explanation.
     pub message: String,
-    /// For `invalid_refresh_token`: `unknown`, `expired`, `revoked` or `reuse_detected`.
+    /// For `invalid_refresh_token`: `unknown`, `expired`, `revoked`, `reuse_detected` or
+    /// `anomaly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// For `rate_limited` and `unavailable`: seconds to wait.

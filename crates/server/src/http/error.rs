@@ -230,6 +230,9 @@ fn domain_response(error: Error) -> Response {
                 RefreshRejection::ReuseDetected => {
                     "refresh token was already used; the session has been revoked"
                 }
+                RefreshRejection::Anomaly => {
+                    "refresh from a network or device unlike the session's; the session has been revoked"
+                }
             }
             .into(),
             Some(reason.as_str()),

@@ -125,6 +125,9 @@ impl IntoResponse for OAuthError {
                     RefreshRejection::ReuseDetected => {
                         "refresh token was already used; the session has been revoked"
                     }
+                    RefreshRejection::Anomaly => {
+                        "refresh from a network or device unlike the session's; the session has been revoked"
+                    }
                 }
                 .to_owned(),
             ),

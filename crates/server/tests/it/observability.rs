@@ -375,6 +375,7 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_as_operations_happen
         ("expired", 0.0),
         ("revoked", 0.0),
         ("error", 0.0),
+        ("anomaly", 0.0),
     ] {
         assert_eq!(
             counted("sessiond_refreshes_total", &[("outcome", outcome)]),

@@ -124,7 +124,8 @@ async fn a_refresh_from_another_network_revokes_the_session_under_revoke() {
     let refused = refresh_as(&app, refresh_token, FIREFOX).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
     assert_eq!(refused.error_code(), "invalid_refresh_token");
-    assert_eq!(text(&refused.body, "reason"), "revoked");
+    // The refusal says why: an anomaly, not a revocation the client could have heard of.
+    assert_eq!(text(&refused.body, "reason"), "anomaly");
 
     assert_eq!(
         app.audit_count("security.anomaly", Some(("action", "revoked")))
@@ -209,6 +210,11 @@ async fn the_oauth_token_endpoint_applies_the_same_anomaly_policy() {
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
     assert_eq!(answer.error_code(), "invalid_grant");
+    assert!(
+        text(&answer.body, "error_description").contains("unlike the session's"),
+        "{}",
+        answer.body
+    );
     assert_eq!(
         app.audit_count("session.revoked", Some(("reason", "anomaly")))
             .await,
