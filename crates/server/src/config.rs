@@ -261,6 +261,10 @@ pub struct RawConfig {
     /// Most event streams one user's access tokens hold open at once.
     #[arg(long, global = true, env = "SESSIOND_MAX_STREAMS_PER_USER")]
     pub max_streams_per_user: Option<String>,
+    /// How often failed refreshes are written to the audit trail, aggregated per address and
+    /// reason, e.g. `60s` (1 s to 1 h).
+    #[arg(long, global = true, env = "SESSIOND_AUDIT_FAILURE_PERIOD")]
+    pub audit_failure_period: Option<String>,
 }
 
 macro_rules! overlay {
@@ -341,7 +345,8 @@ impl RawConfig {
             keep_alive_timeout,
             max_connections,
             max_streams,
-            max_streams_per_user
+            max_streams_per_user,
+            audit_failure_period
         );
         self
     }
@@ -409,6 +414,8 @@ pub struct Config {
     pub connections: ConnectionSettings,
     /// Caps on open event streams.
     pub stream_limits: StreamLimits,
+    /// How often failed refreshes are written to the audit trail.
+    pub audit_failure_period: Duration,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -565,6 +572,19 @@ impl std::fmt::Debug for Config {
             .field("stream_limits", &self.stream_limits)
             .finish_non_exhaustive()
     }
+}
+
+/// `SESSIOND_AUDIT_FAILURE_PERIOD`: a duration from 1 s to 1 h.
+fn audit_failure_period(value: Option<&str>) -> Result<Duration, String> {
+    const NAME: &str = "SESSIOND_AUDIT_FAILURE_PERIOD";
+    let period = duration(value, NAME, crate::refresh_failures::DEFAULT_PERIOD)?;
+    if period < Duration::from_secs(1) || period > Duration::from_secs(3600) {
+        return Err(format!(
+            "{NAME} must be from 1s to 1h (got {:?})",
+            value.unwrap_or_default()
+        ));
+    }
+    Ok(period)
 }
 
 /// `SESSIOND_AUDIT_REFRESHES`: `all`, `off` or `sample:N` with N from 1 to 1,000,000.
@@ -1043,6 +1063,7 @@ impl Config {
         let audit_refreshes = audit_refreshes(raw.audit_refreshes.as_deref())?;
         let connections = connection_settings(raw)?;
         let stream_limits = stream_limits(raw)?;
+        let audit_failure_period = audit_failure_period(raw.audit_failure_period.as_deref())?;
         Ok(Self {
             listen,
             database_url,
@@ -1073,6 +1094,7 @@ impl Config {
             audit_refreshes,
             connections,
             stream_limits,
+            audit_failure_period,
             warnings,
         })
     }
@@ -1495,6 +1517,27 @@ mod tests {
                 .unwrap_err()
                 .contains("SESSIOND_KEY_ROTATION")
         );
+    }
+
+    #[test]
+    fn failed_refreshes_are_audited_each_minute_unless_a_period_from_1s_to_1h_is_set() {
+        let with = |text: Option<&str>| {
+            Config::from_raw(&RawConfig {
+                audit_failure_period: text.map(Into::into),
+                ..RawConfig::default()
+            })
+            .map(|config| config.audit_failure_period)
+        };
+        assert_eq!(with(None), Ok(Duration::from_secs(60)));
+        assert_eq!(with(Some("5s")), Ok(Duration::from_secs(5)));
+        assert_eq!(with(Some("1h")), Ok(Duration::from_secs(3600)));
+        for bad in ["0", "500ms", "2h", "often"] {
+            let error = with(Some(bad)).unwrap_err();
+            assert!(
+                error.starts_with("SESSIOND_AUDIT_FAILURE_PERIOD must be") && !error.contains('\n'),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod instrumented_store;
 pub mod master_key;
 pub mod metrics;
 pub mod ratelimit;
+pub mod refresh_failures;
 pub mod state;
 pub mod tasks;
 

@@ -20,6 +20,7 @@ use crate::history::StatsHistory;
 use crate::instrumented_store::InstrumentedStore;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
+use crate::refresh_failures::RefreshFailures;
 
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -281,6 +282,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// The last hour of counters, a minute at a time, for `GET /v1/stats/history`.
     pub history: Arc<StatsHistory>,
+    /// Failed refreshes waiting to be written to the audit trail.
+    pub refresh_failures: Arc<RefreshFailures>,
     /// The `frame-ancestors` sources of the web UI's pages (`SESSIOND_UI_FRAME_ANCESTORS`).
     pub ui_frame_ancestors: Arc<str>,
     /// Connection timeouts and the connection cap; the body timeout is applied by the router.
@@ -363,6 +366,7 @@ impl AppState {
             cors_origins: config.cors_origins.clone().into(),
             limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
             history,
+            refresh_failures: Arc::new(RefreshFailures::new(config.audit_failure_period)),
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
             connections: config.connections,
         })

@@ -87,6 +87,7 @@ pub fn spawn(state: AppState) -> BackgroundTasks {
         )),
         tokio::spawn(maintain_signing_keys(state.clone(), stopped.clone())),
         tokio::spawn(record_history(state.clone(), stopped.clone())),
+        tokio::spawn(flush_refresh_failures(state.clone(), stopped.clone())),
     ];
     if let Some(feed) = state.service.store().revocation_feed() {
         handles.push(tokio::spawn(follow_revocation_feed(state, feed, stopped)));
@@ -185,6 +186,22 @@ async fn announce_expiries(state: AppState, mut stopped: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Writes the failed refreshes counted in each period to the audit trail, and what is pending
+/// when the server stops. A failed write keeps the counts for the next period.
+async fn flush_refresh_failures(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let failures = &state.refresh_failures;
+    loop {
+        let stopping = wait_or_stop(failures.period(), &mut stopped).await;
+        let store = state.service.store();
+        if let Err(error) = failures.flush(store.as_ref(), state.service.now()).await {
+            tracing::warn!(error = %error, "could not audit failed refreshes; will retry");
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -175,6 +175,9 @@ pub(crate) async fn spend_refresh_token_scoped(
         }
         Err(error) => {
             state.metrics.record_refresh(Err(&error), started.elapsed());
+            if let Error::RefreshRejected(reason) = &error {
+                state.refresh_failures.record(client.0, *reason, now);
+            }
             if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown)) {
                 return Err(failed_credential(state, client.0, now, error.into()).await);
             }

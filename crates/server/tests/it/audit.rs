@@ -24,6 +24,8 @@ on_every_store!(
     a_tampered_checkpoint_is_caught,
     refreshes_are_audited_in_full_by_sample_or_not_at_all,
     signing_key_rotations_and_retirements_are_audited,
+    failed_refreshes_are_audited_per_address_and_reason_once_a_period,
+    failed_refreshes_are_written_by_the_background_task_each_period,
 );
 
 /// The `zeroblob(32)` of both stores.
@@ -441,6 +443,131 @@ async fn signing_key_rotations_and_retirements_are_audited() {
         .expect("retire");
     assert_eq!(
         app.audit_count("key.retired", Some(("kid", &retired_kid)))
+            .await,
+        1
+    );
+}
+
+/// A refresh of `refresh_token` on `path` (`/v1/sessions/refresh` or `/oauth/token`) from
+/// `client`, as reported by the trusted proxy on 127.0.0.1.
+async fn refresh_from(app: &TestApp, path: &str, refresh_token: &str, client: &str) -> u16 {
+    let request = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .header("x-forwarded-for", client);
+    let request = if path == "/oauth/token" {
+        request.form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+    } else {
+        request.json(&serde_json::json!({ "refresh_token": refresh_token }))
+    };
+    app.raw(request).await.status.as_u16()
+}
+
+async fn failed_refreshes_are_audited_per_address_and_reason_once_a_period() {
+    let mut app = TestApp::spawn_with(|raw| {
+        raw.rate_limits = Some("off".into());
+        raw.trusted_proxies = Some("127.0.0.1/32".into());
+        raw.audit_failure_period = Some("1h".into());
+    })
+    .await;
+    let revoked = app.create_session("mallory").await;
+    let answer = app
+        .delete(
+            &format!("/v1/sessions/{}", text(&revoked["session"], "id")),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+    let unknown = format!("sdr_{}", "G".repeat(43));
+    for _ in 0..40 {
+        let status = refresh_from(&app, "/v1/sessions/refresh", &unknown, "198.51.100.1").await;
+        assert_eq!(status, 401);
+    }
+    for _ in 0..10 {
+        let status = refresh_from(&app, "/oauth/token", &unknown, "198.51.100.1").await;
+        assert_eq!(status, 400);
+    }
+    for _ in 0..3 {
+        refresh_from(&app, "/v1/sessions/refresh", "sdr_short", "198.51.100.2").await;
+    }
+    for _ in 0..2 {
+        let token = text(&revoked, "refresh_token");
+        refresh_from(&app, "/v1/sessions/refresh", token, "198.51.100.1").await;
+    }
+
+    // Nothing is written per failure: 55 failures make three rows, once the period ends.
+    assert_eq!(app.audit_count("security.refresh_failures", None).await, 0);
+    let failures = &app.state.refresh_failures;
+    let store = app.state.service.store();
+    let written = failures.flush(store.as_ref(), app.clock_now()).await;
+    assert_eq!(written.expect("flush"), 3);
+    assert_eq!(
+        failures.flush(store.as_ref(), app.clock_now()).await.ok(),
+        Some(0)
+    );
+    seal_all(&app).await;
+    let listed = app
+        .get("/v1/audit?type=security.refresh_failures", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let mut rows: Vec<(String, String, u64)> = listed.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| {
+            assert_eq!(event["severity"], "warning", "{event}");
+            assert!(event["user_id"].is_null() && event["session_id"].is_null());
+            let details = &event["details"];
+            assert!(
+                details["first_seen"]
+                    .as_str()
+                    .is_some_and(|at| at.ends_with('Z'))
+            );
+            assert!(details["first_seen"].as_str() <= details["last_seen"].as_str());
+            assert_eq!(details["period_seconds"], 3600);
+            (
+                text(event, "ip").to_owned(),
+                text(details, "reason").to_owned(),
+                details["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("198.51.100.1".to_owned(), "revoked".to_owned(), 2),
+            ("198.51.100.1".to_owned(), "unknown".to_owned(), 50),
+            ("198.51.100.2".to_owned(), "unknown".to_owned(), 3),
+        ]
+    );
+
+    // What is pending when the server stops is written then.
+    refresh_from(&app, "/v1/sessions/refresh", &unknown, "198.51.100.3").await;
+    app.stop().await;
+    assert_eq!(app.audit_count("security.refresh_failures", None).await, 4);
+}
+
+async fn failed_refreshes_are_written_by_the_background_task_each_period() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.trusted_proxies = Some("127.0.0.1/32".into());
+        raw.audit_failure_period = Some("1s".into());
+    })
+    .await;
+    let unknown = format!("sdr_{}", "H".repeat(43));
+    for _ in 0..5 {
+        refresh_from(&app, "/v1/sessions/refresh", &unknown, "192.0.2.44").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.audit_count("security.refresh_failures", None).await == 0 {
+        assert!(Instant::now() < deadline, "no failures written within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.audit_count("security.refresh_failures", Some(("reason", "unknown")))
             .await,
         1
     );
