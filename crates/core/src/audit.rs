@@ -1,5 +1,6 @@
 //! Audit events: what happened to which session, for whoever must explain it later.
 
+use crate::primitives::Sha256;
 use serde_json::{Map, Value};
 
 use crate::ids::{SessionId, UserId};
@@ -92,6 +93,8 @@ pub const GENESIS_HASH: ChainHash = [0; 32];
 
 /// The domain separation prefix of an event's hash input.
 const EVENT_DOMAIN: &[u8] = b"sessiond/audit-event/v1\0";
+/// The domain separation prefix of the row key of an event's encrypted `ip`.
+const IP_ROW_DOMAIN: &[u8] = b"sessiond/audit-ip-row/v1\0";
 /// The domain separation prefix of a checkpoint's MAC input.
 const CHECKPOINT_DOMAIN: &[u8] = b"sessiond/audit-checkpoint/v1\0";
 
@@ -197,21 +200,6 @@ fn canonical_details_text(details: &str) -> std::borrow::Cow<'_, str> {
 ///
 /// Length prefixes make the encoding injective: no two different events encode alike.
 pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainHash {
-    use crate::primitives::Sha256;
-    fn text(hasher: &mut Sha256, value: &str) {
-        let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
-        hasher.update(&length.to_be_bytes());
-        hasher.update(value.as_bytes());
-    }
-    fn optional(hasher: &mut Sha256, value: Option<&str>) {
-        match value {
-            None => hasher.update(&[0]),
-            Some(value) => {
-                hasher.update(&[1]);
-                text(hasher, value);
-            }
-        }
-    }
     let mut hasher = Sha256::new();
     hasher.update(EVENT_DOMAIN);
     hasher.update(prev_hash);
@@ -224,6 +212,62 @@ pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainH
     hasher.update(&entry.at.unix_millis().to_be_bytes());
     text(&mut hasher, &canonical_details_text(&entry.details));
     hasher.finish()
+}
+
+fn text(hasher: &mut Sha256, value: &str) {
+    let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    hasher.update(&length.to_be_bytes());
+    hasher.update(value.as_bytes());
+}
+
+fn optional(hasher: &mut Sha256, value: Option<&str>) {
+    match value {
+        None => hasher.update(&[0]),
+        Some(value) => {
+            hasher.update(&[1]);
+            text(hasher, value);
+        }
+    }
+}
+
+/// The row an audit event's `ip` is sealed for (see [`crate::crypt::aad`]): SHA-256 of
+/// `"sessiond/audit-ip-row/v1" 0x00`, then `str(type) str(severity) opt(user_id)
+/// opt(session_id)`, `at` and `str(details in canonical JSON)` encoded as in [`chain_hash`].
+///
+/// Every field but the address itself is bound, all of them known before the row is written
+/// (its seq is not, on PostgreSQL), so a sealed address moved to another event does not open.
+/// `session_id` is the lower-case hyphenated UUID, as both stores read it back.
+pub fn ip_row(
+    kind: &str,
+    severity: &str,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    at: Timestamp,
+    details: &str,
+) -> ChainHash {
+    let mut hasher = Sha256::new();
+    hasher.update(IP_ROW_DOMAIN);
+    text(&mut hasher, kind);
+    text(&mut hasher, severity);
+    optional(&mut hasher, user_id);
+    optional(&mut hasher, session_id);
+    hasher.update(&at.unix_millis().to_be_bytes());
+    text(&mut hasher, &canonical_details_text(details));
+    hasher.finish()
+}
+
+impl AuditEntry {
+    /// The row its `ip` is sealed for: [`ip_row`] of its other fields.
+    pub fn ip_row(&self) -> ChainHash {
+        ip_row(
+            &self.kind,
+            &self.severity,
+            self.user_id.as_deref(),
+            self.session_id.as_deref(),
+            self.at,
+            &self.details,
+        )
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -471,6 +515,34 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_events_ip_row_binds_every_other_field_and_not_the_address() {
+        let base = entry(1);
+        let row = base.ip_row();
+        let mut other_address = base.clone();
+        other_address.ip = Some("198.51.100.1".into());
+        assert_eq!(other_address.ip_row(), row);
+        // Details hash in canonical form, however the store gives them back.
+        let mut reordered = base.clone();
+        reordered.details = "{\"b\": 1, \"a\": 2}".into();
+        let mut canonical = base.clone();
+        canonical.details = "{\"a\":2,\"b\":1}".into();
+        assert_eq!(reordered.ip_row(), canonical.ip_row());
+        let changes: [fn(&mut AuditEntry); 6] = [
+            |entry| entry.kind = "session.revoked".into(),
+            |entry| entry.severity = "warning".into(),
+            |entry| entry.user_id = None,
+            |entry| entry.session_id = Some("00000000-0000-0000-0000-000000000001".into()),
+            |entry| entry.at = Timestamp::from_unix_millis(entry.at.unix_millis() + 1),
+            |entry| entry.details = "{\"reason\":\"x\"}".into(),
+        ];
+        for change in changes {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(changed.ip_row(), row, "{changed:?}");
+        }
+    }
 
     fn entry(index: u64) -> AuditEntry {
         AuditEntry {

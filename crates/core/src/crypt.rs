@@ -94,6 +94,8 @@ pub mod columns {
     pub const KEY_SECRET: &str = "signing_keys.secret";
     /// `refresh_tokens.sealed_successor`.
     pub const SEALED_SUCCESSOR: &str = "refresh_tokens.sealed_successor";
+    /// `audit_events.ip`; its row is [`crate::audit::ip_row`] of the event's other fields.
+    pub const AUDIT_IP: &str = "audit_events.ip";
 }
 
 /// The row key of a `devices` row in associated data: `user_id NUL device_id`.

@@ -1053,6 +1053,19 @@ impl SessionService {
         Ok(self.store.audit_events(query, limit).await?)
     }
 
+    /// The client address of a sealed audit event, opened (addresses are stored sealed, see
+    /// [`crate::store::AuditStore::open_audit_ip`]). An address that does not open is logged
+    /// and given as `None`: the rest of the event is still worth reading, and
+    /// [`SessionService::verify_audit`] names an event altered after it was sealed.
+    pub fn audit_ip(&self, event: &SealedAuditEvent) -> Option<String> {
+        self.store
+            .open_audit_ip(&event.entry)
+            .unwrap_or_else(|error| {
+                tracing::warn!(seq = event.seq, error = %error, "an audit event's address does not open");
+                None
+            })
+    }
+
     /// Recomputes the sealed audit chain from its checkpoint (or from genesis) to its recorded
     /// head. The outer result is whether storage could be read; the inner one names the first
     /// bad seq, if any.

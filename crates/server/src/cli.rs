@@ -289,7 +289,10 @@ pub async fn audit(
             loop {
                 let events = service.audit_events(&query, PAGE).await?;
                 for event in &events {
-                    serde_json::to_writer(&mut *out, &audit_event_view(event))?;
+                    serde_json::to_writer(
+                        &mut *out,
+                        &audit_event_view(event, service.audit_ip(event)),
+                    )?;
                     writeln!(out)?;
                 }
                 match events.last() {

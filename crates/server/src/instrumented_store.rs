@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use sessiond_core::audit::{
-    AuditChain, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
+    AuditChain, AuditEntry, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent,
+    SealedAuditEvent,
 };
 use sessiond_core::crypt::{Cipher, WrappedDataKey};
 use sessiond_core::device::DeviceRecord;
@@ -406,6 +407,10 @@ impl AuditStore for InstrumentedStore {
             self.inner.prune_audit(before, checkpoint),
         )
         .await
+    }
+
+    fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, StoreError> {
+        self.inner.open_audit_ip(entry)
     }
 
     async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {

@@ -1,10 +1,14 @@
 //! The audit chain at the store level: instances sealing at once build one chain, and the
-//! chain they form verifies.
+//! chain they form verifies; client addresses are stored sealed and the chain covers them as
+//! stored.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sessiond_core::audit::{AuditQuery, ChainVerifier};
-use sessiond_core::store::AuditStore;
+use sessiond_core::Timestamp;
+use sessiond_core::audit::{AuditQuery, ChainVerifier, SealedAuditEvent};
+use sessiond_core::crypt::{Cipher, DataKey, TEXT_PREFIX};
+use sessiond_core::store::{AuditStore, EncryptionStore};
 
 use crate::Backend;
 use crate::fixtures::{T0, event_for, session_for};
@@ -86,4 +90,77 @@ pub async fn a_query_after_a_seq_beyond_any_stored_one_finds_nothing<B: Backend>
         let expected = usize::from(after_seq == 2);
         assert_eq!(found.len(), expected, "after {after_seq}");
     }
+}
+
+/// Checks the chain `events` form up to the store's recorded head.
+async fn assert_chain_verifies(store: &impl AuditStore, events: &[SealedAuditEvent]) {
+    let chain = store.audit_chain().await.unwrap();
+    let mut verifier = ChainVerifier::new(None, b"unused without a checkpoint").unwrap();
+    for event in events {
+        verifier.check(event).unwrap();
+    }
+    verifier.finish(chain.head_seq, &chain.head_hash).unwrap();
+}
+
+pub async fn audit_addresses_are_stored_sealed_and_old_plaintext_ones_still_read<B: Backend>() {
+    let Some(db) = B::create("audit::audit_addresses_are_stored_sealed").await else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    // Written before encryption existed: stored and read as it is.
+    let mut legacy = event_for("session.created", &session, T0);
+    legacy.ip = Some("192.0.2.1".into());
+    store.append_audit(&[legacy]).await.unwrap();
+
+    let cipher = Arc::new(Cipher::new(&[DataKey::generate(1)]).unwrap());
+    store.install_cipher(cipher.clone());
+    let mut sealed = event_for("security.anomaly", &session, T0);
+    sealed.ip = Some("198.51.100.23".into());
+    sealed.details.insert("action".into(), "notified".into());
+    let without_address = event_for("session.revoked", &session, T0);
+    store
+        .append_audit(&[sealed, without_address])
+        .await
+        .unwrap();
+    seal_until(&store, &db, 3).await;
+
+    let rows = db.audit_rows().await;
+    assert_eq!(rows[0].2.as_deref(), Some("192.0.2.1"));
+    let stored = rows[1].2.clone().unwrap();
+    assert!(stored.starts_with(TEXT_PREFIX), "{stored}");
+    assert!(!stored.contains("198.51.100"), "{stored}");
+    assert_eq!(rows[2].2, None);
+
+    // Another instance holding the same data key reads every address; the chain, which
+    // covers the addresses as stored, verifies across old and new rows.
+    let other = db.store().await;
+    other.install_cipher(cipher);
+    let events = other
+        .audit_events(&AuditQuery::default(), 10)
+        .await
+        .unwrap();
+    let opened: Vec<Option<String>> = events
+        .iter()
+        .map(|event| other.open_audit_ip(&event.entry).unwrap())
+        .collect();
+    assert_eq!(
+        opened,
+        [Some("192.0.2.1".into()), Some("198.51.100.23".into()), None]
+    );
+    assert_chain_verifies(&other, &events).await;
+
+    // A sealed address opens for its own event only, and only with the data key.
+    let mut moved = events[1].entry.clone();
+    moved.at = Timestamp::from_unix_millis(moved.at.unix_millis() + 1);
+    assert!(other.open_audit_ip(&moved).is_err());
+    let mut moved = events[1].entry.clone();
+    moved.details = "{}".into();
+    assert!(other.open_audit_ip(&moved).is_err());
+    let keyless = db.store().await;
+    assert!(keyless.open_audit_ip(&events[1].entry).is_err());
+    assert_eq!(
+        keyless.open_audit_ip(&events[0].entry).unwrap().as_deref(),
+        Some("192.0.2.1")
+    );
 }

@@ -118,6 +118,7 @@ macro_rules! conformance_suite {
             audit {
                 instances_sealing_at_once_build_one_chain_that_verifies,
                 a_query_after_a_seq_beyond_any_stored_one_finds_nothing,
+                audit_addresses_are_stored_sealed_and_old_plaintext_ones_still_read,
             }
             integrity {
                 a_ciphertext_moved_from_another_row_reads_as_unreadable_and_the_session_still_revokes,

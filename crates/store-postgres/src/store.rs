@@ -10,7 +10,7 @@ use sessiond_core::audit::{
     CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
 use sessiond_core::crypt::columns::{
-    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
+    AUDIT_IP, DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
     SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
 };
 use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
@@ -527,7 +527,7 @@ impl PostgresStore {
         if record_device(&mut tx, &self.cipher, session).await? {
             events.push(new_device_audit.clone());
         }
-        insert_audit(&mut tx, &events).await?;
+        insert_audit(&self.cipher, &mut tx, &events).await?;
         notify_revoked(&mut tx, &evicted).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(evicted)
@@ -535,7 +535,7 @@ impl PostgresStore {
 
     /// One round trip: [`ROTATE`] sent on its own, outside any explicit transaction.
     async fn rotate_now(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
-        let audit = AuditColumns::of(rotation.audit.as_slice());
+        let audit = AuditColumns::of(rotation.audit.as_slice(), &self.cipher);
         let published: Vec<NewEvent> = rotation
             .audit
             .iter()
@@ -604,7 +604,7 @@ impl PostgresStore {
         let outcome = match row {
             Some(row) => {
                 let session = rows::session(&row, 0, &self.cipher)?;
-                insert_audit(&mut tx, &[audit(&session)]).await?;
+                insert_audit(&self.cipher, &mut tx, &[audit(&session)]).await?;
                 notify_revoked(&mut tx, std::slice::from_ref(&session)).await?;
                 Some((session, true))
             }
@@ -639,7 +639,7 @@ impl PostgresStore {
             std::cmp::Reverse((session.last_active_at, session.created_at, session.id))
         });
         let events: Vec<NewAuditEvent> = revoked.iter().map(&**audit).collect();
-        insert_audit(&mut tx, &events).await?;
+        insert_audit(&self.cipher, &mut tx, &events).await?;
         notify_revoked(&mut tx, &revoked).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(revoked)
@@ -780,13 +780,14 @@ struct AuditColumns<'a> {
     severities: Vec<&'static str>,
     users: Vec<Option<&'a str>>,
     sessions: Vec<Option<Uuid>>,
-    ips: Vec<Option<&'a str>>,
+    /// Sealed under the data key once a cipher is installed (see [`audit::ip_row`]).
+    ips: Vec<Option<String>>,
     ats: Vec<i64>,
     details: Vec<String>,
 }
 
 impl<'a> AuditColumns<'a> {
-    fn of(events: &'a [NewAuditEvent]) -> Self {
+    fn of(events: &'a [NewAuditEvent], cipher: &CipherSlot) -> Self {
         let mut columns = Self {
             kinds: Vec::with_capacity(events.len()),
             severities: Vec::with_capacity(events.len()),
@@ -805,11 +806,21 @@ impl<'a> AuditColumns<'a> {
             columns
                 .sessions
                 .push(event.session_id.map(|id| *id.as_uuid()));
-            columns.ips.push(event.ip.as_deref());
-            columns.ats.push(event.at.unix_millis());
+            let details = audit::canonical_details(&event.details);
+            let session_id = event.session_id.map(|id| id.to_string());
+            let row = audit::ip_row(
+                event.kind,
+                event.severity.as_str(),
+                event.user_id.as_ref().map(UserId::as_str),
+                session_id.as_deref(),
+                event.at,
+                &details,
+            );
             columns
-                .details
-                .push(audit::canonical_details(&event.details));
+                .ips
+                .push(cipher.seal_optional_text(AUDIT_IP, &row, event.ip.as_deref()));
+            columns.ats.push(event.at.unix_millis());
+            columns.details.push(details);
         }
         columns
     }
@@ -877,13 +888,14 @@ impl<'a> EventColumns<'a> {
 }
 
 async fn insert_audit(
+    cipher: &CipherSlot,
     connection: &mut PgConnection,
     events: &[NewAuditEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let columns = AuditColumns::of(events);
+    let columns = AuditColumns::of(events, cipher);
     columns
         .bind_to(sqlx::query(INSERT_AUDIT))
         .execute(&mut *connection)
@@ -1111,7 +1123,7 @@ impl DeviceStore for PostgresStore {
                 tx.rollback().await.map_err(store_error)?;
                 return Ok(false);
             }
-            insert_audit(&mut tx, std::slice::from_ref(audit)).await?;
+            insert_audit(&self.cipher, &mut tx, std::slice::from_ref(audit)).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(true)
         })
@@ -1158,7 +1170,7 @@ impl DeviceStore for PostgresStore {
             let revoked = rows::sessions(&rows, &self.cipher)?;
             let mut events = vec![audit.clone()];
             events.extend(revoked.iter().map(&**revoke_audit));
-            insert_audit(&mut tx, &events).await?;
+            insert_audit(&self.cipher, &mut tx, &events).await?;
             notify_revoked(&mut tx, &revoked).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(Some(revoked))
@@ -1362,7 +1374,7 @@ impl SessionStore for PostgresStore {
             .map_err(store_error)?;
             let expired = rows::sessions(&rows, &self.cipher)?;
             let events: Vec<NewAuditEvent> = expired.iter().map(&**audit).collect();
-            insert_audit(&mut tx, &events).await?;
+            insert_audit(&self.cipher, &mut tx, &events).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(expired.len() as u64)
         })
@@ -1595,7 +1607,7 @@ impl AuditStore for PostgresStore {
         self.bounded(async {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
             // One statement for all of them, so they are appended together or not at all.
-            insert_audit(&mut connection, events).await
+            insert_audit(&self.cipher, &mut connection, events).await
         })
         .await
     }
@@ -1772,6 +1784,12 @@ impl AuditStore for PostgresStore {
             Ok(deleted)
         })
         .await
+    }
+
+    fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .cipher
+            .open_optional_text(AUDIT_IP, &entry.ip_row(), entry.ip.clone())?)
     }
 
     async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {

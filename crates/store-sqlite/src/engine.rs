@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sessiond_core::Timestamp;
 use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
+use sessiond_core::crypt::CipherSlot;
+use sessiond_core::crypt::columns::AUDIT_IP;
 use sessiond_core::event::{self, NewEvent};
 use sessiond_core::store::{CannotWrite, StoreError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -199,6 +201,7 @@ impl Engine {
     pub(crate) async fn start(
         settings: ConnectionSettings,
         readers: usize,
+        cipher: Arc<CipherSlot>,
         prepare: impl FnOnce(&mut Connection) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
         let (jobs, receiver) = mpsc::channel(QUEUE_DEPTH);
@@ -220,7 +223,7 @@ impl Engine {
                 match checkpointer {
                     Ok((connection, checkpointer)) => {
                         let _ = started.send(Ok(()));
-                        serve(connection, receiver, checkpointer, &writer_health);
+                        serve(connection, receiver, checkpointer, &writer_health, &cipher);
                     }
                     Err(error) => {
                         let _ = started.send(Err(error));
@@ -554,6 +557,8 @@ struct ChainHead {
 /// The open write transaction a job runs in.
 pub(crate) struct WriteTx<'c> {
     connection: &'c Connection,
+    /// Seals the audit rows' addresses.
+    cipher: &'c CipherSlot,
     /// Read from `audit_head` at the first audit row of the transaction, written back before
     /// the commit.
     head: Option<ChainHead>,
@@ -574,9 +579,10 @@ const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, d
      VALUES (?1, ?2, ?3, ?4, ?5)";
 
 impl<'c> WriteTx<'c> {
-    fn new(connection: &'c Connection) -> Self {
+    fn new(connection: &'c Connection, cipher: &'c CipherSlot) -> Self {
         Self {
             connection,
+            cipher,
             head: None,
             head_moved: false,
         }
@@ -599,15 +605,19 @@ impl<'c> WriteTx<'c> {
     /// Appends an audit event, chained: its seq is the head's plus one and its hash covers the
     /// head's hash and the row as stored. Also writes the live events it publishes.
     pub(crate) fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), StoreError> {
-        let entry = AuditEntry {
+        let mut entry = AuditEntry {
             kind: event.kind.to_owned(),
             severity: event.severity.as_str().to_owned(),
             user_id: event.user_id.as_ref().map(|user| user.as_str().to_owned()),
             session_id: event.session_id.map(|id| id.to_string()),
-            ip: event.ip.clone(),
+            ip: None,
             at: event.at,
             details: audit::canonical_details(&event.details),
         };
+        // Sealed before it is chained: the chain covers the address as stored.
+        entry.ip = self
+            .cipher
+            .seal_optional_text(AUDIT_IP, &entry.ip_row(), event.ip.as_deref());
         self.append_entry(&entry)?;
         for published in event::events_of_audit(event) {
             self.insert_event(&published)?;
@@ -743,6 +753,7 @@ fn serve(
     mut receiver: mpsc::Receiver<Job>,
     checkpointer: Checkpointer,
     health: &WriteHealth,
+    cipher: &CipherSlot,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
@@ -766,7 +777,7 @@ fn serve(
             }
         }
         if !writes.is_empty() {
-            apply(&connection, &mut writes, health);
+            apply(&connection, &mut writes, health, cipher);
         }
     }
     // Whatever arrives after a close is refused (its reply is dropped: "unavailable").
@@ -834,8 +845,14 @@ fn checkpoint(connection: &Connection) -> Result<(), rusqlite::Error> {
 }
 
 /// Runs `writes` in one transaction, each in a savepoint, and answers each; records in
-/// `health` whether writes fail for want of space, permission or a working device.
-fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>, health: &WriteHealth) {
+/// `health` whether writes fail for want of space, permission or a working device. Audit
+/// addresses are sealed with `cipher`.
+fn apply(
+    connection: &Connection,
+    writes: &mut Vec<Box<dyn WriteJob>>,
+    health: &WriteHealth,
+    cipher: &CipherSlot,
+) {
     if let Err(error) = begin(connection) {
         tracing::warn!(error = %error, writes = writes.len(), "cannot begin a write transaction");
         record_failure(health, &error);
@@ -845,7 +862,7 @@ fn apply(connection: &Connection, writes: &mut Vec<Box<dyn WriteJob>>, health: &
         roll_back_if_open(connection);
         return;
     }
-    let mut tx = WriteTx::new(connection);
+    let mut tx = WriteTx::new(connection, cipher);
     let mut broken = None;
     let mut cannot_write = None;
     let mut kept_any = false;

@@ -15,7 +15,7 @@ use sessiond_core::audit::{
     NewAuditEvent, SealedAuditEvent,
 };
 use sessiond_core::crypt::columns::{
-    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
+    AUDIT_IP, DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
     SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
 };
 use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
@@ -126,14 +126,12 @@ impl SqliteStore {
             max_size: settings.max_size,
         };
         let readers = usize::try_from(settings.readers).unwrap_or(1);
-        let engine = Engine::start(connection_settings, readers, |connection| {
+        let cipher = Arc::<CipherSlot>::default();
+        let engine = Engine::start(connection_settings, readers, cipher.clone(), |connection| {
             migrate::run(connection).map(drop)
         })
         .await?;
-        let store = Self {
-            engine,
-            cipher: Arc::default(),
-        };
+        let store = Self { engine, cipher };
         while store.seal_audit(1_000).await? > 0 {}
         Ok(store)
     }
@@ -1286,6 +1284,12 @@ impl AuditStore for SqliteStore {
                 Ok(deleted as u64)
             })
             .await
+    }
+
+    fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .cipher
+            .open_optional_text(AUDIT_IP, &entry.ip_row(), entry.ip.clone())?)
     }
 
     async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {

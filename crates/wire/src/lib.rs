@@ -374,6 +374,10 @@ pub struct AuditEventView {
     pub session_id: Option<String>,
     /// The client address.
     pub ip: Option<String>,
+    /// The client address as stored, sealed under the data key, when it is: what the chain's
+    /// hash covers in place of `ip`. `None` when the address is stored as `ip` shows it.
+    #[serde(default)]
+    pub stored_ip: Option<String>,
     /// When it happened (RFC 3339, UTC, milliseconds).
     pub at: String,
     /// Anything else recorded (`reason`, `actor`, ...).

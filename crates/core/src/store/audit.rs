@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::audit::{
-    AuditChain, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
+    AuditChain, AuditEntry, AuditQuery, CheckpointFor, CheckpointKey, NewAuditEvent,
+    SealedAuditEvent,
 };
 use crate::time::Timestamp;
 
@@ -72,6 +73,16 @@ pub trait AuditStore: Send + Sync {
         before: Timestamp,
         checkpoint: CheckpointFor<'_>,
     ) -> Result<u64, StoreError>;
+
+    /// The client address of a stored audit event, opened: `entry.ip` as stored is sealed
+    /// under the data key (column [`crate::crypt::columns::AUDIT_IP`], row
+    /// [`AuditEntry::ip_row`]) when written with a cipher installed, or plaintext when written
+    /// before that. The chain hashes the stored form, so reading never changes what verifies.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when a sealed address does not open (altered, moved from
+    /// another event, or sealed under a data key that is not loaded).
+    fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, StoreError>;
 
     /// The key that signs audit checkpoints: the stored one, or `candidate` after storing it
     /// when there is none. Atomic across processes, so all agree on one key.

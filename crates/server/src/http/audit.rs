@@ -79,7 +79,10 @@ pub(crate) async fn list(
         .then(|| events.last().map(|event| event.seq.to_string()))
         .flatten();
     Ok(Json(AuditPage {
-        events: events.iter().map(audit_event_view).collect(),
+        events: events
+            .iter()
+            .map(|event| audit_event_view(event, state.service.audit_ip(event)))
+            .collect(),
         next,
     }))
 }
@@ -133,8 +136,8 @@ pub(crate) fn parse_since(since: &str, query: &mut AuditQuery) -> Option<()> {
     Some(())
 }
 
-/// The wire view of a sealed event (export uses it too).
-pub(crate) fn audit_event_view(event: &SealedAuditEvent) -> AuditEventView {
+/// The wire view of a sealed event whose address, opened, is `ip` (export uses it too).
+pub(crate) fn audit_event_view(event: &SealedAuditEvent, ip: Option<String>) -> AuditEventView {
     let entry = &event.entry;
     AuditEventView {
         seq: event.seq,
@@ -142,7 +145,11 @@ pub(crate) fn audit_event_view(event: &SealedAuditEvent) -> AuditEventView {
         severity: entry.severity.clone(),
         user_id: entry.user_id.clone(),
         session_id: entry.session_id.clone(),
-        ip: entry.ip.clone(),
+        stored_ip: entry
+            .ip
+            .clone()
+            .filter(|stored| ip.as_ref() != Some(stored)),
+        ip,
         at: rfc3339(entry.at),
         details: serde_json::from_str(&entry.details).unwrap_or_default(),
         hash: hex(&event.hash),

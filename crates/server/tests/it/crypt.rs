@@ -704,4 +704,147 @@ on_every_store!(
     rotating_the_master_key_under_load_fails_no_request,
     a_database_written_before_encryption_keeps_working_and_seals_new_values,
     the_rotate_master_command_moves_the_database_to_a_new_key_file,
+    audit_addresses_are_sealed_shown_to_admins_and_verify_across_old_rows_and_a_master_key_rotation,
+    an_audit_address_moved_onto_another_event_does_not_open_and_is_named_by_verify,
 );
+
+async fn audit_addresses_are_sealed_shown_to_admins_and_verify_across_old_rows_and_a_master_key_rotation()
+ {
+    let app = TestApp::spawn().await;
+    // A row an older release wrote, its address in the clear and not yet chained.
+    app.execute(&format!(
+        "INSERT INTO audit_events (type, severity, ip, at, details) \
+         VALUES ('security.rate_limited', 'warning', '192.0.2.77', {}, '{{}}')",
+        app.clock_now().unix_millis()
+    ))
+    .await;
+    crate::audit::seal_all(&app).await;
+    // New rows: the session's creation from 198.51.100.23.
+    create_marked_session(&app, "frank").await;
+    crate::audit::seal_all(&app).await;
+
+    // The new address is stored sealed; the old one stays as it was written.
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM audit_events WHERE ip LIKE '%198.51.100.23%'")
+            .await,
+        0
+    );
+    assert!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE type = 'session.created' AND {} \
+             AND ip IS NOT NULL",
+            sealed_text("ip")
+        ))
+        .await
+            >= 1
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM audit_events WHERE ip = '192.0.2.77'")
+            .await,
+        1
+    );
+    if app.backend == Backend::Sqlite {
+        assert!(!contains(&sqlite_bytes(&app), b"198.51.100.23"));
+    }
+
+    // Admins read both, opened, through the API and the export.
+    let created = app.audit_events("session.created").await;
+    assert_eq!(created[0]["ip"], "198.51.100.23", "{created:?}");
+    // What the hash covers is shown too, so other tools can still check the chain.
+    assert!(
+        created[0]["stored_ip"]
+            .as_str()
+            .is_some_and(|stored| stored.starts_with("sdenc1:")),
+        "{created:?}"
+    );
+    let legacy = app.audit_events("security.rate_limited").await;
+    assert_eq!(legacy[0]["ip"], "192.0.2.77", "{legacy:?}");
+    assert!(legacy[0]["stored_ip"].is_null(), "{legacy:?}");
+    let verified = app.get("/v1/audit/verify", Some(ADMIN_KEY)).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.body);
+
+    let old_env = crate::helpers::master_key_env(&app.config.database_url);
+    let verify = sessiond(&app, &["audit", "verify"], &old_env);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let export = sessiond(&app, &["audit", "export", "--since", "0"], &old_env);
+    let exported = String::from_utf8_lossy(&export.stdout);
+    assert!(exported.contains("\"ip\":\"198.51.100.23\""), "{exported}");
+    assert!(exported.contains("\"ip\":\"192.0.2.77\""), "{exported}");
+
+    // A master key rotation re-wraps the data key and rewrites no row: the chain still
+    // verifies and the addresses still open, under the new key and in the running server.
+    let new_file = app.dir.path().join("audit.master-key");
+    let new_file_text = new_file.display().to_string();
+    let rotated = sessiond(
+        &app,
+        &["keys", "rotate-master", "--new-key-file", &new_file_text],
+        &old_env,
+    );
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let new_env = [("SESSIOND_MASTER_KEY_FILE", new_file_text.as_str())];
+    let verify = sessiond(&app, &["audit", "verify"], &new_env);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let export = sessiond(&app, &["audit", "export", "--since", "0"], &new_env);
+    let exported = String::from_utf8_lossy(&export.stdout);
+    assert!(exported.contains("\"ip\":\"198.51.100.23\""), "{exported}");
+    // The running server keeps sealing new addresses and reading old ones. (Read through the
+    // API only: the test's own SQLite connections are not used after the commands ran.)
+    create_marked_session(&app, "frank").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let created = loop {
+        app.state.service.seal_audit(1_000).await.expect("seal");
+        let listed = app
+            .get("/v1/audit?type=session.created", Some(ADMIN_KEY))
+            .await;
+        let events = listed.body["events"].as_array().expect("events").clone();
+        if events.len() == 2 || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(created.iter().all(|event| event["ip"] == "198.51.100.23"));
+    let verified = app.get("/v1/audit/verify", Some(ADMIN_KEY)).await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.body);
+}
+
+async fn an_audit_address_moved_onto_another_event_does_not_open_and_is_named_by_verify() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "grace").await;
+    create_marked_session(&app, "heidi").await;
+    crate::audit::seal_all(&app).await;
+    // A sealed address moved onto another event does not open there: that event shows no
+    // address rather than another's, and verification names it.
+    let sealed: i64 = app
+        .scalar("SELECT MIN(chain_seq) FROM audit_events WHERE ip LIKE 'sdenc1:%'")
+        .await;
+    let target: i64 = app
+        .scalar("SELECT MAX(chain_seq) FROM audit_events WHERE ip LIKE 'sdenc1:%'")
+        .await;
+    assert_ne!(sealed, target);
+    app.execute(&format!(
+        "UPDATE audit_events SET ip = (SELECT ip FROM audit_events WHERE chain_seq = {sealed}) \
+         WHERE chain_seq = {target}"
+    ))
+    .await;
+    let listed = app
+        .get(&format!("/v1/audit?since={}", target - 1), Some(ADMIN_KEY))
+        .await;
+    let moved = &listed.body["events"][0];
+    assert_eq!(moved["seq"], target, "{}", listed.body);
+    assert!(moved["ip"].is_null(), "{moved}");
+    let verified = app.get("/v1/audit/verify", Some(ADMIN_KEY)).await;
+    assert_eq!(verified.body["first_bad_seq"], target, "{}", verified.body);
+}

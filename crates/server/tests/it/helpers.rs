@@ -382,6 +382,20 @@ impl TestApp {
         }
     }
 
+    /// The sealed audit events of `kind` as an admin reads them through `GET /v1/audit`, with
+    /// their client addresses opened (the `ip` column holds them sealed). Seals first.
+    pub async fn audit_events(&self, kind: &str) -> Vec<Value> {
+        crate::audit::seal_all(self).await;
+        let answer = self
+            .get(
+                &format!("/v1/audit?type={kind}&limit=1000"),
+                Some(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["events"].as_array().expect("events").clone()
+    }
+
     /// How many audit events of `kind` there are, optionally with `details[key] == value`.
     pub async fn audit_count(&self, kind: &str, detail: Option<(&str, &str)>) -> i64 {
         let matches_detail = |key: &str, value: &str| match self.backend {

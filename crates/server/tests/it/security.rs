@@ -63,8 +63,18 @@ fn assert_rate_limited(answer: &Answer, limit: u32, retry_after: u64, reset: u64
     assert_eq!(header(answer, "ratelimit-reset"), reset.to_string());
 }
 
-/// Audit rows of refusals by `limit`, optionally also matching a column.
+/// Audit rows of refusals by `limit`, optionally also matching a column (`ip` as an admin
+/// reads it, opened).
 async fn rate_limited_rows(app: &TestApp, limit: &str, column: Option<(&str, &str)>) -> i64 {
+    if let Some(("ip", address)) = column {
+        let events = app.audit_events("security.rate_limited").await;
+        let matching = events.iter().filter(|event| {
+            event["severity"] == "warning"
+                && event["details"]["limit"] == limit
+                && event["ip"] == address
+        });
+        return i64::try_from(matching.count()).expect("count fits");
+    }
     let condition = column.map_or_else(String::new, |(name, value)| {
         format!(" AND {name} = '{value}'")
     });
@@ -574,10 +584,13 @@ async fn a_spoofed_forwarded_header_from_an_untrusted_peer_changes_nothing() {
         rate_limited_rows(&app, "per_ip", Some(("ip", "127.0.0.1"))).await,
         1
     );
-    assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM audit_events WHERE ip LIKE '198.51.100.%'")
-            .await,
-        0
+    let events = app.audit_events("security.rate_limited").await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|event| event["ip"].as_str() == Some("127.0.0.1")),
+        "{events:?}"
     );
 }
 
