@@ -28,12 +28,12 @@ use crate::refresh::{
 use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
 use crate::session_cache::SessionCache;
-use crate::signing_keys::SigningKeys;
+use crate::signing_keys::{KeyLoading, KeySettings, SigningKeys};
 use crate::store::{Revocation, Rotation, RotationOutcome, Store, audit_for};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
     AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, MAX_CLAIMS_DEPTH, RESERVED_CLAIMS,
-    SigningAlgorithm, TokenError, ValidatedToken, ValidationRules,
+    SigningAlgorithm, TokenError, ValidatedToken, ValidationRules, VerificationKeys,
 };
 
 /// Largest serialized `claims` object accepted: they travel in every access token.
@@ -55,6 +55,10 @@ pub struct ServiceSettings {
     /// How old the active signing key may grow before it is rotated automatically; `None`
     /// rotates only when asked.
     pub key_rotation: Option<Duration>,
+    /// How long a rotation's key is published before it signs.
+    pub publication_delay: Duration,
+    /// Whether starting may generate the first signing key (a server) or only reads (commands).
+    pub key_loading: KeyLoading,
     /// The permissions each role stands for, added to every access token's `permissions`
     /// when it is signed.
     pub roles: RolePermissions,
@@ -134,9 +138,13 @@ impl SessionService {
     ) -> Result<Self, Error> {
         let keys = SigningKeys::load(
             store.clone(),
-            settings.signing_algorithm,
-            settings.policy.access_ttl + settings.policy.leeway,
-            settings.key_rotation,
+            KeySettings {
+                algorithm: settings.signing_algorithm,
+                token_lifetime: settings.policy.access_ttl + settings.policy.leeway,
+                rotation_period: settings.key_rotation,
+                publication_delay: settings.publication_delay,
+            },
+            settings.key_loading,
             clock.now(),
         )
         .await?;
@@ -244,7 +252,7 @@ impl SessionService {
             unreadable: Vec::new(),
         };
         let access =
-            self.issue_access_token(&session, now, session.access_token_expiry(now, policy));
+            self.issue_access_token(&session, now, session.access_token_expiry(now, policy))?;
         session.access_expires_at = access.expires_at;
         let refresh = RefreshToken::generate();
         let created = audit_event(
@@ -413,7 +421,7 @@ impl SessionService {
                     let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
                     let access_expires_at = session.access_token_expiry(now, policy);
                     let access = match &narrowed {
-                        Some(claims) => self.keys.with_keyring(|keyring| {
+                        Some(claims) => self.keys.with_signing_keyring(now, |keyring| {
                             self.settings.tokens.issue_with_claims(
                                 keyring,
                                 &session,
@@ -421,8 +429,8 @@ impl SessionService {
                                 now,
                                 access_expires_at,
                             )
-                        }),
-                        None => self.issue_access_token(&session, now, access_expires_at),
+                        })?,
+                        None => self.issue_access_token(&session, now, access_expires_at)?,
                     };
                     let successor = RefreshToken::generate();
                     let pair = IssuedPair {
@@ -568,16 +576,20 @@ impl SessionService {
             .map_err(Error::ScopeBeyondSession)
     }
 
-    /// Signs an access token for `session`, its roles' permissions added to its claims.
+    /// Signs an access token for `session` with the key that signs at `now`, its roles'
+    /// permissions added to its claims.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when no key signs at `now` (a service that only reads).
     fn issue_access_token(
         &self,
         session: &Session,
         now: Timestamp,
         expires_at: Timestamp,
-    ) -> IssuedAccessToken {
+    ) -> Result<IssuedAccessToken, Error> {
         let expanded = self.settings.roles.expand(&session.claims);
         let claims = expanded.as_ref().unwrap_or(&session.claims);
-        self.keys.with_keyring(|keyring| {
+        self.keys.with_signing_keyring(now, |keyring| {
             self.settings
                 .tokens
                 .issue_with_claims(keyring, session, claims, now, expires_at)
@@ -756,9 +768,14 @@ impl SessionService {
     /// [`Error::Unauthenticated`] with the reason.
     pub fn authenticate(&self, access_token: &str) -> Result<ValidatedToken, Error> {
         let now = self.clock.now();
-        Ok(self.keys.with_keyring(|keyring| {
-            self.validator
-                .validate(access_token, keyring, &self.revoked, now)
+        Ok(self.keys.with_keyring(|keyring| match keyring {
+            Some(keyring) => self
+                .validator
+                .validate(access_token, keyring, &self.revoked, now),
+            None => {
+                self.validator
+                    .validate(access_token, &VerificationKeys::new(), &self.revoked, now)
+            }
         })?)
     }
 

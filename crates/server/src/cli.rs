@@ -11,7 +11,7 @@ use sessiond_core::SessionId;
 use sessiond_core::audit::{AuditQuery, hex};
 use sessiond_core::crypt;
 use sessiond_core::service::Actor;
-use sessiond_core::signing_keys::KeyInfo;
+use sessiond_core::signing_keys::{Activation, KeyInfo, Rotation};
 use sessiond_core::store::{RetireOutcome, Store};
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_wire::SessionList;
@@ -19,7 +19,7 @@ use sessiond_wire::SessionList;
 use crate::config::{Config, LogFormat, RawConfig};
 use crate::http::audit::{audit_event_view, parse_since};
 use crate::http::convert::{rfc3339, session_view};
-use crate::master_key::{generate_key_file, master_key, read_key_file};
+use crate::master_key::{generate_key_file, master_key, read_key_file, unlock_existing};
 use crate::state::{
     AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
 };
@@ -71,16 +71,27 @@ pub enum Command {
 /// `sessiond keys ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the signing keys: the active one of each algorithm and those that still verify.
+    /// List the signing keys and their state: `next` (published, not signing yet), `signing`,
+    /// `active` (signing for instances of another algorithm) or `verifying`.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Generate a new key of the configured algorithm (`SESSIOND_SIGNING_ALG`) and make it the
-    /// signing key. The key it replaces keeps verifying until its tokens have expired, and is
-    /// then retired automatically.
-    Rotate,
+    /// Generate a new key and publish it in the JWK Set at once; it signs only after the
+    /// publication delay (`SESSIOND_KEY_PUBLICATION_DELAY`), so that verifiers that cached the
+    /// JWK Set know it first. Until then the key it replaces signs; afterwards that key
+    /// verifies its tokens until they have expired, and is then retired automatically.
+    Rotate {
+        /// The new key's algorithm (default: `SESSIOND_SIGNING_ALG`). A different one is how the
+        /// algorithm changes: instances configured for it sign with the new key once it signs.
+        #[arg(long)]
+        alg: Option<String>,
+        /// Emergency rotation, for a compromised key: the new key signs at once. Verifiers that
+        /// cached the JWK Set refuse its tokens until they refetch it.
+        #[arg(long)]
+        now: bool,
+    },
     /// Retire a key that no longer signs, now: tokens it signed are refused from now on.
     Retire {
         /// The key's `kid` (a thumbprint may begin with `-`; it is taken as the `kid` all
@@ -225,14 +236,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(config).await,
         Command::Migrate => {
             // The same durability as `serve`; opening brings the schema up to date, and its
-            // error already names the database.
+            // error already names the database. A database whose encryption is initialised must
+            // open with the configured master key, as every other command requires.
+            let now = sessiond_core::Clock::now(&SystemClock);
             if is_postgres_url(&config.database_url) {
-                open_postgres(&config).await?.close().await;
+                let store = open_postgres(&config).await?;
+                let checked = unlock_existing(&config, &store, now).await;
+                store.close().await;
+                checked?;
             } else {
-                open_sqlite(&config, OpenMode::CreateIfMissing)
-                    .await?
-                    .close()
-                    .await;
+                let store = open_sqlite(&config, OpenMode::CreateIfMissing).await?;
+                let checked = unlock_existing(&config, &store, now).await;
+                store.close().await;
+                checked?;
             }
             println!(
                 "database {} is up to date",
@@ -245,8 +261,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys(config, command).await,
         Command::Audit(command) => {
             // These inspect an existing database: a mistyped path must not become a new one.
-            let state =
-                AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
+            let mode = match command {
+                AuditCommand::Verify | AuditCommand::Export { .. } => OpenMode::ReadOnly,
+                AuditCommand::Seal | AuditCommand::Prune { .. } => OpenMode::MustExist,
+            };
+            let state = AppState::build(&config, Arc::new(SystemClock), mode).await?;
             let mut stdout = std::io::stdout().lock();
             audit(&state, command, &mut stdout).await
         }
@@ -453,7 +472,11 @@ const UNREADABLE: &str = "<unreadable>";
 
 async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()> {
     // These inspect an existing database: a mistyped path must not become a new, empty one.
-    let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
+    let mode = match command {
+        SessionsCommand::List { .. } => OpenMode::ReadOnly,
+        SessionsCommand::Revoke { .. } => OpenMode::MustExist,
+    };
+    let state = AppState::build(&config, Arc::new(SystemClock), mode).await?;
     let service = &state.service;
     match command {
         SessionsCommand::List { user, json } => {
@@ -513,53 +536,102 @@ async fn sessions(config: Config, command: SessionsCommand) -> anyhow::Result<()
 }
 
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
-    // Like `sessions`: act on an existing database, never on a new, empty one.
-    let state = AppState::build(&config, Arc::new(SystemClock), OpenMode::MustExist).await?;
+    // Like `sessions`: act on an existing database, never on a new, empty one; and `list` and
+    // `secret` write nothing, whatever `SESSIOND_SIGNING_ALG` says.
+    let mode = match command {
+        KeysCommand::List { .. } | KeysCommand::Secret { .. } => OpenMode::ReadOnly,
+        _ => OpenMode::MustExist,
+    };
+    let state = AppState::build(&config, Arc::new(SystemClock), mode).await?;
     let service = &state.service;
     let keys = service.signing_keys();
+    let now = service.now();
     let mut stdout = std::io::stdout().lock();
     match command {
         KeysCommand::List { json } => {
             let listed = keys.keys();
-            let signing_kid = keys.keyring().signing_kid().to_owned();
             if json {
-                serde_json::to_writer_pretty(&mut stdout, &key_list_json(&listed, &signing_kid))?;
+                serde_json::to_writer_pretty(
+                    &mut stdout,
+                    &key_list_json(&listed, keys.algorithm(), now),
+                )?;
                 writeln!(stdout)?;
             } else {
                 writeln!(
                     stdout,
-                    "{:<43}  {:<5}  {:<9}  {:<24}  RETIRES",
-                    "KID", "ALG", "STATE", "CREATED"
+                    "{:<43}  {:<5}  {:<9}  {:<24}  {:<24}  RETIRES",
+                    "KID", "ALG", "STATE", "CREATED", "SIGNS FROM"
                 )?;
                 for key in &listed {
                     writeln!(
                         stdout,
-                        "{:<43}  {:<5}  {:<9}  {:<24}  {}",
+                        "{:<43}  {:<5}  {:<9}  {:<24}  {:<24}  {}",
                         key.kid,
                         key.algorithm.jose_name(),
-                        key_state(key, &signing_kid),
+                        key.state(keys.algorithm(), now).as_str(),
                         rfc3339(key.created_at),
+                        rfc3339(key.signs_from),
                         key.retire_at.map_or_else(|| "-".to_owned(), rfc3339)
                     )?;
                 }
             }
             Ok(())
         }
-        KeysCommand::Rotate => {
-            let before = keys.keyring().signing_kid().to_owned();
-            let rotated = keys.rotate(service.now()).await?;
-            writeln!(
-                stdout,
-                "rotated: {} ({}) signs new tokens",
-                rotated.kid,
-                rotated.algorithm.jose_name()
-            )?;
-            if let Some(replaced) = keys.keys().into_iter().find(|key| key.kid == before)
+        KeysCommand::Rotate { alg, now: at_once } => {
+            let algorithm = match alg.as_deref() {
+                None => keys.algorithm(),
+                Some(name) => SigningAlgorithm::from_jose_name(name).ok_or_else(|| {
+                    anyhow!("--alg must be EdDSA, ES256, RS256 or HS256 (got {name:?})")
+                })?,
+            };
+            let activation = if at_once {
+                Activation::Now
+            } else {
+                Activation::AfterPublication
+            };
+            let before = keys
+                .keys()
+                .into_iter()
+                .find(|key| key.algorithm == algorithm && key.deactivated_at.is_none());
+            let rotated = match keys.rotate(algorithm, activation, now).await? {
+                Rotation::Rotated(key) => key,
+                Rotation::AlreadyScheduled(waiting) => {
+                    return Err(anyhow!(
+                        "nothing rotated: {} ({}) is already published and signs from {}; \
+                         `sessiond keys rotate --now` makes a new key that signs at once",
+                        waiting.kid,
+                        waiting.algorithm.jose_name(),
+                        rfc3339(waiting.signs_from)
+                    ));
+                }
+            };
+            if at_once {
+                writeln!(
+                    stdout,
+                    "rotated now: {} ({}) signs new tokens from now on; verifiers that cached the \
+                     JWK Set refuse them until they refetch it (up to {} s)",
+                    rotated.kid,
+                    rotated.algorithm.jose_name(),
+                    keys.jwks_max_age().as_secs()
+                )?;
+            } else {
+                writeln!(
+                    stdout,
+                    "rotated: {} ({}) is published now and signs new tokens from {}",
+                    rotated.kid,
+                    rotated.algorithm.jose_name(),
+                    rfc3339(rotated.signs_from)
+                )?;
+            }
+            if let Some(before) = before
+                && let Some(replaced) = keys.keys().into_iter().find(|key| key.kid == before.kid)
                 && let Some(retire_at) = replaced.retire_at
             {
                 writeln!(
                     stdout,
-                    "{before} verifies the tokens it signed until {}, then is retired",
+                    "{} signs until {}, verifies the tokens it signed until {}, then is retired",
+                    replaced.kid,
+                    rfc3339(replaced.deactivated_at.unwrap_or(now)),
                     rfc3339(retire_at)
                 )?;
             }
@@ -590,15 +662,11 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             rotate_master(&config, service.store().as_ref(), new_key_file.as_deref()).await
         }
         KeysCommand::Retire { kid } => {
-            let retire_at = keys
-                .keys()
-                .into_iter()
-                .find(|key| key.kid == kid)
-                .and_then(|key| key.retire_at);
-            match keys.retire(&kid, service.now()).await? {
+            let known = keys.keys().into_iter().find(|key| key.kid == kid);
+            match keys.retire(&kid, now).await? {
                 RetireOutcome::Retired => {
                     writeln!(stdout, "retired {kid}")?;
-                    if let Some(at) = retire_at.filter(|at| *at > service.now()) {
+                    if let Some(at) = known.and_then(|key| key.retire_at).filter(|at| *at > now) {
                         writeln!(
                             stdout,
                             "tokens it signed that were still valid (until {}) are refused now",
@@ -608,25 +676,39 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                     Ok(())
                 }
                 RetireOutcome::NotFound => Err(anyhow!("no signing key {kid}")),
-                RetireOutcome::Active => Err(anyhow!(
-                    "{kid} is the active signing key; rotate first, then retire it"
-                )),
+                RetireOutcome::Active => Err(match known {
+                    Some(key) if key.signs_from > now && key.deactivated_at.is_none() => anyhow!(
+                        "{kid} is the next signing key (it signs from {}); it is never retired",
+                        rfc3339(key.signs_from)
+                    ),
+                    Some(KeyInfo {
+                        deactivated_at: Some(until),
+                        ..
+                    }) => anyhow!("{kid} signs until {}; retire it after then", rfc3339(until)),
+                    _ => anyhow!("{kid} is the active signing key; rotate first, then retire it"),
+                }),
             }
         }
     }
 }
 
-/// `{"keys": [{kid, alg, state, created_at, deactivated_at, retire_at}]}`: what
-/// `sessiond keys list --json` prints and `GET /v1/keys` answers.
-pub(crate) fn key_list_json(listed: &[KeyInfo], signing_kid: &str) -> serde_json::Value {
+/// `{"keys": [{kid, alg, state, created_at, signs_from, deactivated_at, retire_at}]}`: what
+/// `sessiond keys list --json` prints and `GET /v1/keys` answers, for an instance that signs
+/// with `algorithm`, at `now`.
+pub(crate) fn key_list_json(
+    listed: &[KeyInfo],
+    algorithm: SigningAlgorithm,
+    now: sessiond_core::Timestamp,
+) -> serde_json::Value {
     let list: Vec<serde_json::Value> = listed
         .iter()
         .map(|key| {
             serde_json::json!({
                 "kid": key.kid,
                 "alg": key.algorithm.jose_name(),
-                "state": key_state(key, signing_kid),
+                "state": key.state(algorithm, now).as_str(),
                 "created_at": rfc3339(key.created_at),
+                "signs_from": rfc3339(key.signs_from),
                 "deactivated_at": key.deactivated_at.map(rfc3339),
                 "retire_at": key.retire_at.map(rfc3339),
             })
@@ -671,17 +753,4 @@ async fn rotate_master(
         )?;
     }
     Ok(())
-}
-
-/// `signing` for the active key of the configured algorithm, `active` for the active key of
-/// another algorithm (which instances configured for it sign with), `verifying` for a key a
-/// rotation replaced, which verifies until it is retired.
-fn key_state(key: &KeyInfo, signing_kid: &str) -> &'static str {
-    if key.kid == signing_kid {
-        "signing"
-    } else if key.deactivated_at.is_none() {
-        "active"
-    } else {
-        "verifying"
-    }
 }

@@ -13,6 +13,7 @@ use sessiond_core::anomaly::{AnomalyPolicy, AnomalySettings, Signal};
 use sessiond_core::audit::RefreshAudit;
 use sessiond_core::crypt::MasterKey;
 use sessiond_core::permission::RolePermissions;
+use sessiond_core::signing_keys::{DEFAULT_PUBLICATION_DELAY, MIN_PUBLICATION_DELAY};
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
@@ -152,6 +153,10 @@ pub struct RawConfig {
     /// only `sessiond keys rotate` rotates.
     #[arg(long, global = true, env = "SESSIOND_KEY_ROTATION")]
     pub key_rotation: Option<String>,
+    /// How long a rotation's new key is published in the JWK Set before it signs (default
+    /// `10m`, at least `2s`); the JWK Set may be cached for half of it, at most 5 minutes.
+    #[arg(long, global = true, env = "SESSIOND_KEY_PUBLICATION_DELAY")]
+    pub key_publication_delay: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, global = true, env = "SESSIOND_BODY_LIMIT")]
     pub body_limit: Option<String>,
@@ -314,6 +319,7 @@ impl RawConfig {
             env,
             signing_alg,
             key_rotation,
+            key_publication_delay,
             body_limit,
             sqlite_synchronous,
             sqlite_max_size,
@@ -377,6 +383,8 @@ pub struct Config {
     pub signing_algorithm: SigningAlgorithm,
     /// The age at which the signing key is rotated automatically, if at all.
     pub key_rotation: Option<Duration>,
+    /// How long a rotation's key is published before it signs.
+    pub key_publication_delay: Duration,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     /// SQLite commit durability.
@@ -972,6 +980,28 @@ impl Config {
             }
             period => Some(period),
         };
+        let key_publication_delay = match duration(
+            raw.key_publication_delay.as_deref(),
+            "SESSIOND_KEY_PUBLICATION_DELAY",
+            DEFAULT_PUBLICATION_DELAY,
+        )? {
+            delay if delay < MIN_PUBLICATION_DELAY => {
+                return Err(format!(
+                    "SESSIOND_KEY_PUBLICATION_DELAY must be at least 2s (got {}); an emergency \
+                     rotation that signs at once is `sessiond keys rotate --now`",
+                    compact_duration(delay)
+                ));
+            }
+            delay => delay,
+        };
+        if let Some(period) = key_rotation.filter(|period| *period < key_publication_delay) {
+            return Err(format!(
+                "SESSIOND_KEY_ROTATION ({}) must be at least SESSIOND_KEY_PUBLICATION_DELAY ({}): \
+                 each key is published for the delay before it signs",
+                compact_duration(period),
+                compact_duration(key_publication_delay)
+            ));
+        }
         let body_limit = match raw.body_limit.as_deref().map(str::trim) {
             None => 64 * 1024,
             Some(text) => text
@@ -1076,6 +1106,7 @@ impl Config {
             environment,
             signing_algorithm,
             key_rotation,
+            key_publication_delay,
             body_limit,
             sqlite_synchronous,
             sqlite_max_size,
@@ -1538,6 +1569,42 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_publication_delay_defaults_to_ten_minutes_and_bounds_the_rotation_period() {
+        let with = |delay: Option<&str>, rotation: Option<&str>| {
+            Config::from_raw(&RawConfig {
+                key_publication_delay: delay.map(Into::into),
+                key_rotation: rotation.map(Into::into),
+                ..RawConfig::default()
+            })
+        };
+        assert_eq!(
+            with(None, None).unwrap().key_publication_delay,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            with(Some("2s"), None).unwrap().key_publication_delay,
+            Duration::from_secs(2)
+        );
+        for refused in ["0", "1s", "soon"] {
+            let error = with(Some(refused), None).unwrap_err();
+            assert!(
+                error.contains("SESSIOND_KEY_PUBLICATION_DELAY") && !error.contains('\n'),
+                "{refused}: {error}"
+            );
+        }
+        let error = with(None, Some("5m")).unwrap_err();
+        assert!(
+            error.contains("SESSIOND_KEY_ROTATION (5m)")
+                && error.contains("SESSIOND_KEY_PUBLICATION_DELAY (10m)"),
+            "{error}"
+        );
+        assert_eq!(
+            with(Some("1m"), Some("5m")).unwrap().key_rotation,
+            Some(Duration::from_secs(300))
+        );
     }
 
     #[test]

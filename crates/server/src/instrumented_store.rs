@@ -314,10 +314,14 @@ impl KeyStore for InstrumentedStore {
         .await
     }
 
-    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: Timestamp,
+    ) -> Result<RetireOutcome, StoreError> {
         self.timed(
             StoreOperation::RetireSigningKey,
-            self.inner.retire_signing_key(kid),
+            self.inner.retire_signing_key(kid, now),
         )
         .await
     }

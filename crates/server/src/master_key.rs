@@ -102,3 +102,25 @@ pub async fn unlock(
     }
     Ok(cipher)
 }
+
+/// Unlocks `store`'s data keys as [`unlock`] does if the database has a key-check value, and
+/// otherwise does nothing: a database where encryption was never initialised holds nothing
+/// encrypted, and a command that only reads initialises nothing. A wrong master key is refused
+/// all the same.
+///
+/// # Errors
+/// As [`unlock`].
+pub async fn unlock_existing(
+    config: &Config,
+    store: &dyn Store,
+    now: Timestamp,
+) -> anyhow::Result<Option<Arc<Cipher>>> {
+    let check = store
+        .master_key_check()
+        .await
+        .map_err(|error| anyhow!("cannot unlock the database: {error}"))?;
+    match check {
+        None => Ok(None),
+        Some(_) => unlock(config, store, now).await.map(Some),
+    }
+}

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use sessiond_core::primitives::sha256;
 use sessiond_core::service::ServiceSettings;
+use sessiond_core::signing_keys::KeyLoading;
 use sessiond_core::store::Store;
-use sessiond_core::token::AccessTokenIssuer;
+use sessiond_core::token::{AccessTokenIssuer, SigningAlgorithm};
 use sessiond_core::{Clock, SessionService, Timestamp};
 use sessiond_store_postgres::{PostgresSettings, PostgresStore};
 use sessiond_store_sqlite::{SqliteSettings, SqliteStore};
@@ -290,14 +291,20 @@ pub struct AppState {
     pub connections: ConnectionSettings,
 }
 
-/// Whether opening the database may create it.
+/// Whether opening the database may create it, and what starting may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Create the file when it does not exist: `serve` and `migrate`.
+    /// Create the file when it does not exist, initialise encryption and generate the first
+    /// signing key on a new database, and refuse a `SESSIOND_SIGNING_ALG` no stored key signs
+    /// with: `serve`.
     CreateIfMissing,
     /// Fail when it does not exist, so that a mistyped path is an error rather than a new,
-    /// empty database: the `sessions` commands, which inspect an existing one.
+    /// empty database, and generate no signing key: the commands that change something
+    /// (`sessions revoke`, `keys rotate`, `audit seal`...).
     MustExist,
+    /// As [`OpenMode::MustExist`], and write nothing at all (encryption is not initialised
+    /// either): the commands that only read (`keys list`, `sessions list`, `audit verify`...).
+    ReadOnly,
 }
 
 impl AppState {
@@ -316,7 +323,14 @@ impl AppState {
         let inner = open_store(config, mode).await?;
         // Before anything else reads or writes: a wrong master key stops here, with nothing
         // written.
-        crate::master_key::unlock(config, inner.as_ref(), clock.now()).await?;
+        if mode == OpenMode::ReadOnly {
+            crate::master_key::unlock_existing(config, inner.as_ref(), clock.now()).await?;
+        } else {
+            crate::master_key::unlock(config, inner.as_ref(), clock.now()).await?;
+        }
+        if mode == OpenMode::CreateIfMissing {
+            check_signing_algorithm(inner.as_ref(), config.signing_algorithm, clock.now()).await?;
+        }
         // Other instances write events to a shared database without waking this one, so it
         // looks often; one SQLite file is written by this process (woken directly) and, rarely,
         // by the `sessiond sessions` commands.
@@ -342,6 +356,12 @@ impl AppState {
                 },
                 signing_algorithm: config.signing_algorithm,
                 key_rotation: config.key_rotation,
+                publication_delay: config.key_publication_delay,
+                key_loading: if mode == OpenMode::CreateIfMissing {
+                    KeyLoading::GenerateFirst
+                } else {
+                    KeyLoading::ReadOnly
+                },
                 roles: config.roles.clone(),
                 anomaly: config.anomaly.clone(),
                 audit_refreshes: config.audit_refreshes,
@@ -371,6 +391,60 @@ impl AppState {
             connections: config.connections,
         })
     }
+}
+
+/// Refuses to serve with `algorithm` when the database has signing keys but none of
+/// `algorithm` that signs now: changing the algorithm is an explicit rotation
+/// (`sessiond keys rotate --alg X`), published before it signs, never a side effect of a
+/// setting. A new database (no key at all) gets its first key when the service starts.
+///
+/// # Errors
+/// One line naming what to do; a storage failure.
+async fn check_signing_algorithm(
+    store: &dyn Store,
+    algorithm: SigningAlgorithm,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let keys = store
+        .signing_keys()
+        .await
+        .context("cannot read the signing keys")?;
+    let name = algorithm.jose_name();
+    if keys.is_empty()
+        || keys
+            .iter()
+            .any(|key| key.algorithm == algorithm && key.signs_at(now))
+    {
+        return Ok(());
+    }
+    if let Some(waiting) = keys
+        .iter()
+        .find(|key| key.algorithm == algorithm && key.is_active() && key.signs_from > now)
+    {
+        anyhow::bail!(
+            "the {name} signing key {} is published but signs only from {}: start instances with \
+             SESSIOND_SIGNING_ALG={name} after then",
+            waiting.kid,
+            crate::http::convert::rfc3339(waiting.signs_from)
+        );
+    }
+    let mut signing: Vec<&str> = keys
+        .iter()
+        .filter(|key| key.signs_at(now))
+        .map(|key| key.algorithm.jose_name())
+        .collect();
+    signing.sort_unstable();
+    signing.dedup();
+    anyhow::bail!(
+        "SESSIOND_SIGNING_ALG is {name} but no {name} key signs in this database (it signs with \
+         {}): run `sessiond keys rotate --alg {name}` to publish one, which signs after the \
+         publication delay, or keep SESSIOND_SIGNING_ALG={}",
+        signing.join(", "),
+        signing
+            .first()
+            .copied()
+            .unwrap_or("the algorithm its keys have")
+    )
 }
 
 /// Opens the store named by `config.database_url` with `config`'s durability, creating the

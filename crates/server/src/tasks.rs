@@ -10,9 +10,12 @@
 //! is the safety net for a feed connection that died without the transport noticing yet.
 //!
 //! Signing keys are checked every second too: one cheap read of the store's key version, and a
-//! reload of the keys only when it moved, so that a rotation or retirement by another instance
-//! or by `sessiond keys` is in force here within about a second. The same task rotates the key
-//! when `SESSIOND_KEY_ROTATION` says it is due, and retires keys whose tokens have all expired.
+//! reload of the keys only when it moved or a key's activation time passed, so that a rotation
+//! or retirement by another instance or by `sessiond keys` is in force here within about a
+//! second (which key signs is decided from the clock at each signature, so every instance
+//! switches to a new key at its `signs_from`). The same task rotates the key when
+//! `SESSIOND_KEY_ROTATION` says it is due (the new key is published first and signs after the
+//! publication delay), and retires keys whose tokens have all expired.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Signing keys: their exact round trip, one first key among instances starting together, the
-//! rotation compare-and-swap, and retirement.
+//! rotation compare-and-swap, staged rotation (a key published before it signs), and
+//! retirement.
 
 use sessiond_core::store::{KeyStore, RetireOutcome, StoreError};
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
@@ -25,6 +26,8 @@ pub async fn signing_keys_round_trip_in_creation_order<B: Backend>() {
         assert_eq!(stored.algorithm, original.algorithm);
         assert_eq!(*stored.secret, *original.secret);
         assert_eq!(stored.created_at, original.created_at);
+        assert_eq!(stored.signs_from, original.signs_from);
+        assert_eq!(stored.deactivated_at, original.deactivated_at);
     }
     assert!(
         matches!(
@@ -104,12 +107,18 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
     assert_eq!(replaced.deactivated_at, Some(winner.created_at));
 
     assert_eq!(
-        first.retire_signing_key(&winner.kid).await.unwrap(),
+        first
+            .retire_signing_key(&winner.kid, winner.created_at)
+            .await
+            .unwrap(),
         RetireOutcome::Active,
         "the active key is never retired"
     );
     assert_eq!(
-        first.retire_signing_key("no-such-kid").await.unwrap(),
+        first
+            .retire_signing_key("no-such-kid", winner.created_at)
+            .await
+            .unwrap(),
         RetireOutcome::NotFound
     );
     assert!(
@@ -130,7 +139,10 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
     );
     assert_ne!(first.signing_keys_version().await.unwrap(), version);
     assert_eq!(
-        first.retire_signing_key(&original.kid).await.unwrap(),
+        first
+            .retire_signing_key(&original.kid, winner.created_at.plus(ms(1)))
+            .await
+            .unwrap(),
         RetireOutcome::NotFound,
         "already retired"
     );
@@ -142,4 +154,94 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
         .map(|key| key.kid)
         .collect();
     assert_eq!(kids, std::slice::from_ref(&winner.kid));
+}
+
+pub async fn a_staged_rotation_keeps_the_old_key_signing_until_the_new_one_starts<B: Backend>() {
+    let Some(db) = B::create("keys::a_staged_rotation").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let original = StoredKey::generate(SigningAlgorithm::EdDsa, T0);
+    assert!(first.insert_first_signing_key(&original).await.unwrap());
+
+    // Published at T0 + 10 ms, signing from T0 + 1 s.
+    let staged = StoredKey {
+        signs_from: T0.plus(ms(1_000)),
+        ..StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(10)))
+    };
+    assert!(
+        first
+            .rotate_signing_key(&staged, Some(&original.kid))
+            .await
+            .unwrap()
+    );
+    let keys = second.signing_keys().await.unwrap();
+    let old = keys.iter().find(|key| key.kid == original.kid).unwrap();
+    let new = keys.iter().find(|key| key.kid == staged.kid).unwrap();
+    assert_eq!(
+        new.signs_from, staged.signs_from,
+        "the activation round-trips"
+    );
+    assert_eq!(new.created_at, staged.created_at);
+    assert_eq!(new.deactivated_at, None);
+    assert_eq!(
+        old.deactivated_at,
+        Some(staged.signs_from),
+        "the old key signs until the new one starts"
+    );
+    for at in [T0.plus(ms(10)), T0.plus(ms(999))] {
+        assert!(old.signs_at(at) && !new.signs_at(at), "{at:?}");
+    }
+    assert!(!old.signs_at(staged.signs_from) && new.signs_at(staged.signs_from));
+
+    // The key that still signs is not retired before its successor starts, even by hand;
+    // nor is the key waiting to sign.
+    for kid in [&original.kid, &staged.kid] {
+        assert_eq!(
+            second
+                .retire_signing_key(kid, T0.plus(ms(500)))
+                .await
+                .unwrap(),
+            RetireOutcome::Active,
+            "{kid}"
+        );
+    }
+
+    // An emergency rotation before the staged key starts: the new key signs at once, and
+    // neither the old key nor the staged one signs after it.
+    let emergency = StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(500)));
+    assert!(
+        second
+            .rotate_signing_key(&emergency, Some(&staged.kid))
+            .await
+            .unwrap()
+    );
+    let keys = first.signing_keys().await.unwrap();
+    let deactivated = |kid: &str| {
+        keys.iter()
+            .find(|key| key.kid == kid)
+            .unwrap()
+            .deactivated_at
+    };
+    assert_eq!(deactivated(&original.kid), Some(emergency.signs_from));
+    assert_eq!(deactivated(&staged.kid), Some(emergency.signs_from));
+    assert_eq!(deactivated(&emergency.kid), None);
+    let signing: Vec<_> = keys
+        .iter()
+        .filter(|key| key.signs_at(T0.plus(ms(2_000))))
+        .map(|key| key.kid.as_str())
+        .collect();
+    assert_eq!(
+        signing,
+        [emergency.kid.as_str()],
+        "one key signs afterwards"
+    );
+    assert_eq!(
+        first
+            .retire_signing_key(&original.kid, T0.plus(ms(500)))
+            .await
+            .unwrap(),
+        RetireOutcome::Retired,
+        "once replaced, the old key may be retired"
+    );
 }

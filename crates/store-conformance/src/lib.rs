@@ -111,6 +111,7 @@ macro_rules! conformance_suite {
                 signing_keys_round_trip_in_creation_order,
                 only_one_first_signing_key_wins_among_instances_starting_together,
                 a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire,
+                a_staged_rotation_keeps_the_old_key_signing_until_the_new_one_starts,
             }
             events {
                 each_change_writes_its_event_in_order_and_filters_select_them,

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "encryption_at_rest",
         include_str!("../migrations/0006_encryption_at_rest.sql"),
     ),
+    (
+        7,
+        "staged_key_rotation",
+        include_str!("../migrations/0007_staged_key_rotation.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

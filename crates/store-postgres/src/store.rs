@@ -1023,6 +1023,7 @@ fn key_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<StoredKey, StoreErro
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
         secret: open_key_material(cipher, &kid, row.try_get("secret").map_err(store_error)?)?,
         created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
+        signs_from: Timestamp::from_unix_millis(row.try_get("signs_from").map_err(store_error)?),
         deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
         kid,
     })
@@ -1055,14 +1056,15 @@ async fn insert_key(
     key: &StoredKey,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at, signs_from)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&key.kid)
     .bind(key.algorithm.jose_name())
     .bind(&seal_key_material(cipher, key)[..])
     .bind(key.created_at.unix_millis())
     .bind(key.deactivated_at.map(Timestamp::unix_millis))
+    .bind(key.signs_from.unix_millis())
     .execute(connection)
     .await
     .map_err(store_error)?;
@@ -1412,8 +1414,8 @@ impl KeyStore for PostgresStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
-                "SELECT kid, algorithm, secret, created_at, deactivated_at FROM signing_keys
-                 ORDER BY created_at, kid",
+                "SELECT kid, algorithm, secret, created_at, deactivated_at, signs_from
+                 FROM signing_keys ORDER BY created_at, kid",
             )
             .fetch_all(&self.pool)
             .await
@@ -1476,9 +1478,9 @@ impl KeyStore for PostgresStore {
             }
             sqlx::query(
                 "UPDATE signing_keys SET deactivated_at = $1
-                 WHERE algorithm = $2 AND deactivated_at IS NULL",
+                 WHERE algorithm = $2 AND (deactivated_at IS NULL OR deactivated_at > $1)",
             )
-            .bind(key.created_at.unix_millis())
+            .bind(key.signs_from.unix_millis())
             .bind(key.algorithm.jose_name())
             .execute(&mut *tx)
             .await
@@ -1498,7 +1500,11 @@ impl KeyStore for PostgresStore {
         .await
     }
 
-    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: Timestamp,
+    ) -> Result<RetireOutcome, StoreError> {
         self.bounded(async {
             let mut tx = self.begin().await?;
             sqlx::query(LOCK_SIGNING_KEYS)
@@ -1514,6 +1520,7 @@ impl KeyStore for PostgresStore {
             let outcome = match found {
                 None => RetireOutcome::NotFound,
                 Some(None) => RetireOutcome::Active,
+                Some(Some(until)) if until > now.unix_millis() => RetireOutcome::Active,
                 Some(Some(_)) => {
                     sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                         .bind(kid)

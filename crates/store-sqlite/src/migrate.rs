@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "write_probe",
         include_str!("../migrations/0008_write_probe.sql"),
     ),
+    (
+        9,
+        "staged_key_rotation",
+        include_str!("../migrations/0009_staged_key_rotation.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -163,6 +168,10 @@ mod tests {
             "the only key of its algorithm stays active"
         );
         assert_eq!(*keys[0].secret, *key.secret);
+        assert_eq!(
+            keys[0].signs_from, key.created_at,
+            "a key stored before staged rotation signed from its creation"
+        );
         let version = store.signing_keys_version().await.expect("version");
         let successor =
             StoredKey::generate(key.algorithm, key.created_at.plus(Duration::from_secs(1)));
@@ -185,7 +194,11 @@ mod tests {
         let store = SqliteStore::open(&format!("sqlite://{path}"), &SqliteSettings::default())
             .await
             .expect("open and migrate");
-        assert_eq!(store.signing_keys_version().await.expect("version"), 0);
+        assert_eq!(
+            store.signing_keys_version().await.expect("version"),
+            1,
+            "moved once, by 0008 stamping the key's activation"
+        );
         assert_eq!(
             store.migrate().await.expect("migrate"),
             0,

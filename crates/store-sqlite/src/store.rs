@@ -381,6 +381,7 @@ fn key_from_row(row: &rusqlite::Row<'_>, cipher: &CipherSlot) -> Result<StoredKe
             .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
         secret: open_key_material(cipher, &kid, get(row, 2)?)?,
         created_at: Timestamp::from_unix_millis(get(row, 3)?),
+        signs_from: Timestamp::from_unix_millis(get(row, 5)?),
         deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
         kid,
     })
@@ -407,14 +408,15 @@ fn insert_key(
 ) -> Result<(), StoreError> {
     execute(
         connection,
-        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, deactivated_at, signs_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             key.kid,
             key.algorithm.jose_name(),
             &seal_key_material(cipher, key)[..],
             key.created_at.unix_millis(),
             key.deactivated_at.map(Timestamp::unix_millis),
+            key.signs_from.unix_millis(),
         ],
     )?;
     Ok(())
@@ -952,7 +954,7 @@ impl KeyStore for SqliteStore {
             .read(move |connection| {
                 query_all(
                     connection,
-                    "SELECT kid, algorithm, secret, created_at, deactivated_at
+                    "SELECT kid, algorithm, secret, created_at, deactivated_at, signs_from
                      FROM signing_keys ORDER BY created_at, kid",
                     [],
                     |row| key_from_row(row, &cipher),
@@ -1017,8 +1019,8 @@ impl KeyStore for SqliteStore {
                 execute(
                     connection,
                     "UPDATE signing_keys SET deactivated_at = ?1
-                     WHERE algorithm = ?2 AND deactivated_at IS NULL",
-                    params![key.created_at.unix_millis(), key.algorithm.jose_name()],
+                     WHERE algorithm = ?2 AND (deactivated_at IS NULL OR deactivated_at > ?1)",
+                    params![key.signs_from.unix_millis(), key.algorithm.jose_name()],
                 )?;
                 insert_key(connection, &cipher, &key)?;
                 Ok(true)
@@ -1026,7 +1028,11 @@ impl KeyStore for SqliteStore {
             .await
     }
 
-    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError> {
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: Timestamp,
+    ) -> Result<RetireOutcome, StoreError> {
         let kid = kid.to_owned();
         self.engine
             .write(move |tx| {
@@ -1040,6 +1046,7 @@ impl KeyStore for SqliteStore {
                 Ok(match found {
                     None => RetireOutcome::NotFound,
                     Some(None) => RetireOutcome::Active,
+                    Some(Some(until)) if until > now.unix_millis() => RetireOutcome::Active,
                     Some(Some(_)) => {
                         execute(
                             connection,

@@ -13,7 +13,7 @@ pub enum RetireOutcome {
     Retired,
     /// No key has that `kid`.
     NotFound,
-    /// The key still signs, so it was kept.
+    /// The key signs, or will sign, so it was kept.
     Active,
 }
 /// Persistent signing keys and the version that tells instances when to reload them.
@@ -21,8 +21,9 @@ pub enum RetireOutcome {
 /// What an implementer guarantees: a key's secret is sealed with the installed cipher
 /// ([`EncryptionStore::install_cipher`](super::EncryptionStore::install_cipher)) before it is
 /// written; the first key of an algorithm and each rotation are compare-and-swaps across
-/// processes, so instances never make two active keys of one algorithm; an active key is never
-/// deleted; and every change moves [`KeyStore::signing_keys_version`].
+/// processes, so instances never make two active keys of one algorithm; a key's `signs_from`
+/// and `deactivated_at` round-trip exactly; a key that signs or will sign is never deleted;
+/// and every change moves [`KeyStore::signing_keys_version`].
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// Every stored signing key.
@@ -53,11 +54,12 @@ pub trait KeyStore: Send + Sync {
     /// [`StoreError`].
     async fn signing_keys_version(&self) -> Result<i64, StoreError>;
 
-    /// Makes `key` the signing key of its algorithm, atomically across processes: if the active
-    /// key of that algorithm (the newest one not deactivated) is `replaces` (`None`: there is
-    /// none), every active key of the algorithm gets `deactivated_at = key.created_at` and `key`
-    /// is stored, active. Otherwise nothing is written and `false` is returned: another process
-    /// rotated first.
+    /// Makes `key` the active key of its algorithm, signing from `key.signs_from`, atomically
+    /// across processes: if the active key of that algorithm (the newest one not deactivated)
+    /// is `replaces` (`None`: there is none), every key of the algorithm that would still sign
+    /// at `key.signs_from` (no `deactivated_at`, or a later one) gets
+    /// `deactivated_at = key.signs_from`, and `key` is stored with no `deactivated_at`.
+    /// Otherwise nothing is written and `false` is returned: another process rotated first.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -67,12 +69,16 @@ pub trait KeyStore: Send + Sync {
         replaces: Option<&str>,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes the key `kid`, secret and all, if it has been deactivated. An active key is
-    /// never deleted.
+    /// Deletes the key `kid`, secret and all, if it stopped signing at or before `now` (its
+    /// `deactivated_at`). A key that signs or will sign is never deleted.
     ///
     /// # Errors
     /// [`StoreError`].
-    async fn retire_signing_key(&self, kid: &str) -> Result<RetireOutcome, StoreError>;
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: Timestamp,
+    ) -> Result<RetireOutcome, StoreError>;
 
     /// Deletes every key deactivated before `cutoff`; returns their `kid`s.
     ///

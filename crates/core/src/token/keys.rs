@@ -96,10 +96,14 @@ pub struct StoredKey {
     /// The Ed25519 seed, the P-256 private scalar (32 bytes, big-endian), the RSA private key
     /// (PKCS#8 DER) or the HMAC secret.
     pub secret: Zeroizing<Vec<u8>>,
-    /// When it was generated.
+    /// When it was generated, and published in the JWK Set.
     pub created_at: Timestamp,
-    /// When a newer key of its algorithm replaced it as the signing key; `None` while no key
-    /// has. A replaced key still verifies until it is retired.
+    /// When it starts signing: its creation for the first key, a publication delay later for
+    /// the key of a rotation, so that verifiers that cached the JWK Set know it before they
+    /// see a token it signed.
+    pub signs_from: Timestamp,
+    /// When a newer key of its algorithm took over signing from it (it signs until then); `None`
+    /// while no key has replaced it. A replaced key still verifies until it is retired.
     pub deactivated_at: Option<Timestamp>,
 }
 
@@ -109,14 +113,15 @@ impl fmt::Debug for StoredKey {
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
             .field("created_at", &self.created_at)
+            .field("signs_from", &self.signs_from)
             .field("deactivated_at", &self.deactivated_at)
             .finish_non_exhaustive()
     }
 }
 
 impl StoredKey {
-    /// Generates a new key from the OS CSPRNG. An RSA key takes a noticeable moment (tens to
-    /// hundreds of milliseconds).
+    /// Generates a new key from the OS CSPRNG, signing from `now`. An RSA key takes a noticeable
+    /// moment (tens to hundreds of milliseconds).
     ///
     /// # Panics
     /// When the operating system cannot provide randomness.
@@ -139,6 +144,7 @@ impl StoredKey {
                     algorithm,
                     secret: secret.clone(),
                     created_at: now,
+                    signs_from: now,
                     deactivated_at: None,
                 };
                 #[allow(clippy::expect_used)]
@@ -152,13 +158,21 @@ impl StoredKey {
             algorithm,
             secret,
             created_at: now,
+            signs_from: now,
             deactivated_at: None,
         }
     }
 
-    /// Whether it may sign: no newer key of its algorithm has replaced it.
+    /// Whether it is the newest key of its algorithm: no rotation has replaced it (it may not
+    /// sign yet, see [`StoredKey::signs_at`]).
     pub fn is_active(&self) -> bool {
         self.deactivated_at.is_none()
+    }
+
+    /// Whether it is the key that signs at `at`: its activation has come and no newer key has
+    /// taken over.
+    pub fn signs_at(&self, at: Timestamp) -> bool {
+        self.signs_from <= at && self.deactivated_at.is_none_or(|until| at < until)
     }
 }
 
@@ -443,8 +457,8 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// Builds a keyring from stored keys: every key verifies, and the newest active key of
-    /// `algorithm` signs.
+    /// Builds a keyring from stored keys: every key verifies, and the active key of `algorithm`
+    /// (the newest, once its activation has come) signs.
     ///
     /// # Errors
     /// [`KeyringError`] when a secret is malformed or no active key of `algorithm` exists.
@@ -452,10 +466,23 @@ impl Keyring {
         keys: &[StoredKey],
         algorithm: SigningAlgorithm,
     ) -> Result<Self, KeyringError> {
+        Self::from_stored_at(keys, algorithm, Timestamp::from_unix_millis(i64::MAX))
+    }
+
+    /// Builds a keyring from stored keys as it stands at `at`: every key verifies (a key not
+    /// signing yet included), and the key of `algorithm` that signs at `at` signs.
+    ///
+    /// # Errors
+    /// [`KeyringError`] when a secret is malformed or no key of `algorithm` signs at `at`.
+    pub fn from_stored_at(
+        keys: &[StoredKey],
+        algorithm: SigningAlgorithm,
+        at: Timestamp,
+    ) -> Result<Self, KeyringError> {
         let active = keys
             .iter()
-            .filter(|key| key.algorithm == algorithm && key.is_active())
-            .max_by_key(|key| (key.created_at, key.kid.clone()))
+            .filter(|key| key.algorithm == algorithm && key.signs_at(at))
+            .max_by_key(|key| (key.signs_from, key.created_at, key.kid.clone()))
             .ok_or(KeyringError::NoActiveKey(algorithm.jose_name()))?;
         let mut verification = Vec::with_capacity(keys.len());
         for key in keys {
@@ -965,6 +992,7 @@ mod tests {
                     algorithm,
                     secret: Zeroizing::new(secret),
                     created_at: now,
+                    signs_from: now,
                     deactivated_at: None,
                 };
                 let expected = if algorithm == SigningAlgorithm::Hs256 {

@@ -175,6 +175,7 @@ fn generate(algorithm: SigningAlgorithm, now: Timestamp, which: usize) -> Stored
     });
     StoredKey {
         created_at: now,
+        signs_from: now,
         ..keys[which].clone()
     }
 }

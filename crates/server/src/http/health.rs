@@ -5,21 +5,18 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sessiond_core::token::jwks_json;
 
 use crate::state::AppState;
 
-/// How long verifiers may cache the JWK Set. A rotation makes the new key sign at once, so a
-/// verifier that does not refetch on an unknown `kid` (the `sessiond-verifier` crate and
-/// PyJWT's `PyJWKClient` do) learns of it within this; and a key retired early, by hand, is
-/// still trusted by caches for at most this long. Keys retired on schedule no longer matter.
-const JWKS_MAX_AGE_SECONDS: u32 = 300;
-
-/// `GET /.well-known/jwks.json`.
+/// `GET /.well-known/jwks.json`: every stored asymmetric key, a rotation's key from the moment
+/// it is made. Verifiers may cache it for half the publication delay (at most 5 minutes), so a
+/// verifier honouring `max-age` has refetched it before the new key signs. A key retired early,
+/// by hand, is still trusted by caches for at most this long.
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
-    let jwks = state.service.signing_keys().with_keyring(jwks_json);
-    let mut response = Json(jwks).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE_SECONDS}")) {
+    let keys = state.service.signing_keys();
+    let max_age = keys.jwks_max_age().as_secs();
+    let mut response = Json(keys.jwks()).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
         response.headers_mut().insert(header::CACHE_CONTROL, value);
     }
     response
@@ -39,9 +36,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             let signing_kid = state
                 .service
                 .signing_keys()
-                .keyring()
-                .signing_kid()
-                .to_owned();
+                .signing_kid(state.service.now());
             Json(json!({ "status": "ready", "signing_kid": signing_kid })).into_response()
         }
         Err(error) => {

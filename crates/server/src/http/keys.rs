@@ -10,13 +10,16 @@ use crate::cli::key_list_json;
 use crate::state::AppState;
 
 /// `GET /v1/keys`: every key that signs or still verifies, as `sessiond keys list --json`
-/// prints them (`state` is `signing`, `active` or `verifying`). Public material only; no
-/// private key ever leaves the store.
+/// prints them (`state` is `next`, `signing`, `active` or `verifying`). Public material only;
+/// no private key ever leaves the store.
 pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: AdminCaller<Read>,
 ) -> Result<Json<Value>, ApiError> {
     let keys = state.service.signing_keys();
-    let signing_kid = keys.keyring().signing_kid().to_owned();
-    Ok(Json(key_list_json(&keys.keys(), &signing_kid)))
+    Ok(Json(key_list_json(
+        &keys.keys(),
+        keys.algorithm(),
+        state.service.now(),
+    )))
 }

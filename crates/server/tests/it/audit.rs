@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sessiond_server::cli::{self, AuditCommand};
 
+use sessiond_core::signing_keys::Activation;
+
 use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
 use crate::on_every_store;
 
@@ -421,7 +423,7 @@ async fn refreshes_are_audited_in_full_by_sample_or_not_at_all() {
 async fn signing_key_rotations_and_retirements_are_audited() {
     let app = TestApp::spawn().await;
     let keys = app.state.service.signing_keys();
-    let rotated = keys.rotate(app.state.service.now()).await.expect("rotate");
+    let rotated = crate::keys::rotate(&app, Activation::Now).await;
     assert_eq!(
         app.audit_count("key.rotated", Some(("kid", &rotated.kid)))
             .await,

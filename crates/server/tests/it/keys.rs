@@ -9,9 +9,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::Value;
-use sessiond_core::signing_keys::RETIREMENT_MARGIN;
+use sessiond_core::Timestamp;
+use sessiond_core::revocation::RevokedSessions;
+use sessiond_core::signing_keys::{Activation, KeyInfo, RETIREMENT_MARGIN, Rotation};
 use sessiond_core::store::RetireOutcome;
-use sessiond_core::token::{SigningAlgorithm, StoredKey};
+use sessiond_core::token::{
+    AccessTokenValidator, SigningAlgorithm, StoredKey, ValidationRules, VerificationKeys,
+};
 use sessiond_server::AppState;
 use sessiond_server::state::OpenMode;
 
@@ -24,6 +28,29 @@ pub fn kid_of(token: &str) -> String {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url header"))
             .expect("a JSON header");
     text(&header, "kid").to_owned()
+}
+
+/// Rotates `app`'s signing key of its algorithm, as `sessiond keys rotate` does (`Now`: with
+/// `--now`); returns the new key.
+pub async fn rotate(app: &TestApp, activation: Activation) -> KeyInfo {
+    let keys = app.state.service.signing_keys();
+    match keys
+        .rotate(keys.algorithm(), activation, app.clock_now())
+        .await
+        .expect("rotation")
+    {
+        Rotation::Rotated(key) => key,
+        Rotation::AlreadyScheduled(key) => panic!("a rotation is already scheduled: {key:?}"),
+    }
+}
+
+/// The `kid` of the key `app` signs with now.
+pub fn signing_kid(app: &TestApp) -> String {
+    app.state
+        .service
+        .signing_keys()
+        .signing_kid(app.clock_now())
+        .expect("a key signs")
 }
 
 /// The `kid`s the JWKS publishes, sorted.
@@ -69,7 +96,7 @@ async fn a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired() {
     let old_kid = kid_of(&old_token);
     assert_eq!(published_kids(&app).await, std::slice::from_ref(&old_kid));
 
-    let rotated = keys.rotate(app.clock_now()).await.expect("rotation");
+    let rotated = rotate(&app, Activation::Now).await;
     assert_ne!(rotated.kid, old_kid);
 
     // New tokens, from new sessions and from refreshes, carry the new kid.
@@ -148,12 +175,15 @@ async fn a_rotation_by_another_instance_reaches_a_running_server_within_seconds(
     let other = AppState::build(&app.config, app.clock.clone(), OpenMode::MustExist)
         .await
         .expect("a second instance starts");
-    let rotated = other
-        .service
-        .signing_keys()
-        .rotate(app.clock_now())
+    let other_keys = other.service.signing_keys();
+    let rotated = match other_keys
+        .rotate(other_keys.algorithm(), Activation::Now, app.clock_now())
         .await
-        .expect("rotation");
+        .expect("rotation")
+    {
+        Rotation::Rotated(key) => key,
+        Rotation::AlreadyScheduled(key) => panic!("already scheduled: {key:?}"),
+    };
     let took = within(Duration::from_secs(5), "the new key signs", || async {
         kid_of(text(&app.create_session("bob").await, "access_token")) == rotated.kid
     })
@@ -195,13 +225,7 @@ async fn a_rotation_by_another_instance_reaches_a_running_server_within_seconds(
 
 async fn keys_rotate_when_due_and_retire_once_their_tokens_have_expired() {
     let app = TestApp::spawn_with(|raw| raw.key_rotation = Some("1h".into())).await;
-    let first_kid = app
-        .state
-        .service
-        .signing_keys()
-        .keyring()
-        .signing_kid()
-        .to_owned();
+    let first_kid = signing_kid(&app);
 
     // Not due yet: nothing happens for a while.
     app.advance(Duration::from_secs(59 * 60));
@@ -211,20 +235,33 @@ async fn keys_rotate_when_due_and_retire_once_their_tokens_have_expired() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(published_kids(&app).await, std::slice::from_ref(&first_kid));
 
-    // Due: the background task rotates within a second or two.
+    // Due: the background task rotates within a second or two. The new key is published at
+    // once and signs only after the publication delay.
     app.advance(Duration::from_secs(2 * 60));
     within(Duration::from_secs(5), "the key is rotated", || async {
         published_kids(&app).await.len() == 2
     })
     .await;
-    let new_kid = app
-        .state
-        .service
-        .signing_keys()
-        .keyring()
-        .signing_kid()
-        .to_owned();
-    assert_ne!(new_kid, first_kid);
+    let delay = app.state.service.signing_keys().publication_delay();
+    assert_eq!(delay, Duration::from_secs(600), "the default");
+    let new_kid = published_kids(&app)
+        .await
+        .into_iter()
+        .find(|kid| *kid != first_kid)
+        .expect("the new key");
+    assert_eq!(
+        kid_of(text(&app.create_session("carol").await, "access_token")),
+        first_kid,
+        "published, not signing yet"
+    );
+    app.advance(delay);
+    assert_eq!(signing_kid(&app), new_kid);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        published_kids(&app).await.len(),
+        2,
+        "no second rotation while the first is young"
+    );
     assert_eq!(
         kid_of(text(&app.create_session("bob").await, "access_token")),
         new_kid
@@ -258,13 +295,7 @@ async fn the_store_rotates_by_compare_and_swap_and_moves_its_key_version() {
     let app = TestApp::spawn().await;
     let store = app.state.service.store();
     let now = app.clock_now();
-    let active = app
-        .state
-        .service
-        .signing_keys()
-        .keyring()
-        .signing_kid()
-        .to_owned();
+    let active = signing_kid(&app);
     let version = store.signing_keys_version().await.expect("version");
 
     let first = StoredKey::generate(SigningAlgorithm::EdDsa, now);
@@ -337,7 +368,10 @@ async fn the_store_rotates_by_compare_and_swap_and_moves_its_key_version() {
     );
     assert!(store.signing_keys_version().await.expect("version") > after);
     assert_eq!(
-        store.retire_signing_key(&first.kid).await.expect("retire"),
+        store
+            .retire_signing_key(&first.kid, now)
+            .await
+            .expect("retire"),
         RetireOutcome::Active
     );
 }
@@ -346,13 +380,7 @@ async fn a_server_signing_with_each_algorithm_rotates_to_a_key_of_that_algorithm
     for algorithm in ["ES256", "RS256", "HS256"] {
         let app = TestApp::spawn_with(|raw| raw.signing_alg = Some(algorithm.into())).await;
         let old_token = text(&app.create_session("alice").await, "access_token").to_owned();
-        let rotated = app
-            .state
-            .service
-            .signing_keys()
-            .rotate(app.clock_now())
-            .await
-            .expect("rotation");
+        let rotated = rotate(&app, Activation::Now).await;
         assert_eq!(rotated.algorithm.jose_name(), algorithm);
         let new_token = text(&app.create_session("bob").await, "access_token").to_owned();
         assert_eq!(kid_of(&new_token), rotated.kid);
@@ -368,7 +396,209 @@ async fn a_server_signing_with_each_algorithm_rotates_to_a_key_of_that_algorithm
     }
 }
 
+/// A resource server as `jose`'s `createRemoteJWKSet` or an HTTP cache would be at its
+/// strictest: it fetches the JWK Set, keeps it for the `max-age` the answer gives (by the test's
+/// clock), and refuses a token whose `kid` the cached set lacks, without refetching early.
+struct CachingVerifier {
+    validator: AccessTokenValidator,
+    keys: VerificationKeys,
+    expires_at: Timestamp,
+    fetches: usize,
+}
+
+impl CachingVerifier {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            validator: AccessTokenValidator::new(ValidationRules {
+                issuer: app.config.issuer.clone(),
+                audience: app.config.audience.clone(),
+                leeway_seconds: 0,
+            }),
+            keys: VerificationKeys::new(),
+            expires_at: Timestamp::from_unix_millis(0),
+            fetches: 0,
+        }
+    }
+
+    /// Whether `token` verifies against the cached set, refetched only once it is stale.
+    async fn accepts(&mut self, app: &TestApp, token: &str) -> bool {
+        let now = app.clock_now();
+        if now >= self.expires_at {
+            let answer = app.get("/.well-known/jwks.json", None).await;
+            let cache_control = answer.headers[reqwest::header::CACHE_CONTROL]
+                .to_str()
+                .expect("ASCII");
+            let max_age: u64 = cache_control
+                .strip_prefix("public, max-age=")
+                .and_then(|seconds| seconds.parse().ok())
+                .unwrap_or_else(|| panic!("a max-age: {cache_control}"));
+            self.keys = VerificationKeys::from_public_jwks(&answer.body).expect("a JWK Set");
+            self.expires_at = now.plus(Duration::from_secs(max_age));
+            self.fetches += 1;
+        }
+        self.validator
+            .validate(token, &self.keys, &RevokedSessions::new(), now)
+            .is_ok()
+    }
+}
+
+/// Runs a rotation with `activation` under steady traffic, with a verifier that cached the JWK
+/// Set just before; returns the tokens it refused and the kids that signed.
+async fn refusals_across_a_rotation(app: &TestApp, activation: Activation) -> (usize, Vec<String>) {
+    let mut verifier = CachingVerifier::new(app);
+    let step = Duration::from_secs(10);
+    let mut refused = 0;
+    let mut kids: Vec<String> = Vec::new();
+    let mut session = app.create_session("alice").await;
+    let mut rotated = false;
+    // 40 minutes of a token every 10 s: the rotation happens after 1 minute, with the
+    // verifier's set fetched a moment before.
+    for tick in 0..240 {
+        if tick == 6 && !rotated {
+            rotate(app, activation).await;
+            rotated = true;
+        }
+        let refreshed = app.refresh(text(&session, "refresh_token")).await;
+        assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+        session = refreshed.body;
+        let token = text(&session, "access_token").to_owned();
+        let kid = kid_of(&token);
+        if kids.last() != Some(&kid) {
+            kids.push(kid);
+        }
+        if !verifier.accepts(app, &token).await {
+            refused += 1;
+        }
+        app.advance(step);
+    }
+    assert!(
+        verifier.fetches > 1,
+        "the verifier refetched as max-age said"
+    );
+    (refused, kids)
+}
+
+async fn a_verifier_caching_the_jwks_for_its_max_age_refuses_no_token_across_a_rotation() {
+    let app = TestApp::spawn().await;
+    let keys = app.state.service.signing_keys();
+    let max_age = app.get("/.well-known/jwks.json", None).await.headers
+        [reqwest::header::CACHE_CONTROL]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert_eq!(
+        max_age, "public, max-age=300",
+        "half the default 10-minute delay"
+    );
+    assert!(keys.jwks_max_age() * 2 <= keys.publication_delay());
+
+    let (refused, kids) = refusals_across_a_rotation(&app, Activation::AfterPublication).await;
+    assert_eq!(kids.len(), 2, "the new key signed within the run: {kids:?}");
+    assert_eq!(refused, 0, "no token refused across a staged rotation");
+
+    // The control: an emergency rotation signs at once, and the same verifier refuses the new
+    // key's tokens until its cached set expires. This is what the staged rotation prevents.
+    let (refused, kids) = refusals_across_a_rotation(&app, Activation::Now).await;
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    assert!(refused > 0, "an emergency rotation breaks cached key sets");
+}
+
+async fn a_staged_rotation_switches_every_instance_at_the_same_moment() {
+    let app = TestApp::spawn().await;
+    let old_kid = signing_kid(&app);
+    // A second instance on the same database.
+    let other = AppState::build(&app.config, app.clock.clone(), OpenMode::MustExist)
+        .await
+        .expect("a second instance starts");
+    let other_keys = other.service.signing_keys();
+    let rotated = match other_keys
+        .rotate(
+            other_keys.algorithm(),
+            Activation::AfterPublication,
+            app.clock_now(),
+        )
+        .await
+        .expect("rotation")
+    {
+        Rotation::Rotated(key) => key,
+        Rotation::AlreadyScheduled(key) => panic!("already scheduled: {key:?}"),
+    };
+    let delay = other_keys.publication_delay();
+    assert_eq!(rotated.signs_from, app.clock_now().plus(delay));
+
+    // The running server publishes the new key within seconds, and neither instance signs
+    // with it yet.
+    within(
+        Duration::from_secs(5),
+        "the new key is published",
+        || async { published_kids(&app).await.contains(&rotated.kid) },
+    )
+    .await;
+    app.advance(delay - Duration::from_millis(1));
+    assert_eq!(signing_kid(&app), old_kid);
+    assert_eq!(
+        other_keys.signing_kid(app.clock_now()).as_deref(),
+        Some(old_kid.as_str())
+    );
+    assert_eq!(
+        kid_of(text(&app.create_session("alice").await, "access_token")),
+        old_kid
+    );
+    let listed = app.state.service.signing_keys().keys();
+    let states: Vec<_> = listed
+        .iter()
+        .map(|key| key.state(SigningAlgorithm::EdDsa, app.clock_now()).as_str())
+        .collect();
+    assert_eq!(states, ["signing", "next"]);
+
+    // At its activation, both sign with it, without waiting for a reload.
+    app.advance(Duration::from_millis(1));
+    assert_eq!(signing_kid(&app), rotated.kid);
+    assert_eq!(
+        other_keys.signing_kid(app.clock_now()).as_deref(),
+        Some(rotated.kid.as_str())
+    );
+    assert_eq!(
+        kid_of(text(&app.create_session("bob").await, "access_token")),
+        rotated.kid
+    );
+
+    // A second staged rotation while one waits writes nothing; the old key, still signing
+    // before the activation, could not be retired then.
+    let keys = app.state.service.signing_keys();
+    assert_eq!(
+        keys.retire(&old_kid, rotated.signs_from.minus(Duration::from_millis(1)))
+            .await
+            .expect("retire"),
+        RetireOutcome::Active,
+        "a key is never retired while it signs"
+    );
+    let next = rotate(&app, Activation::AfterPublication).await;
+    let again = keys
+        .rotate(
+            keys.algorithm(),
+            Activation::AfterPublication,
+            app.clock_now(),
+        )
+        .await
+        .expect("rotation");
+    assert_eq!(again, Rotation::AlreadyScheduled(next.clone()));
+    assert_eq!(
+        app.state
+            .service
+            .store()
+            .signing_keys()
+            .await
+            .expect("keys")
+            .len(),
+        3,
+        "one key per rotation"
+    );
+}
+
 crate::on_every_store!(
+    a_verifier_caching_the_jwks_for_its_max_age_refuses_no_token_across_a_rotation,
+    a_staged_rotation_switches_every_instance_at_the_same_moment,
     a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired,
     a_rotation_by_another_instance_reaches_a_running_server_within_seconds,
     keys_rotate_when_due_and_retire_once_their_tokens_have_expired,

@@ -13,6 +13,8 @@ use reqwest::header::{
 };
 use serde_json::json;
 
+use sessiond_core::signing_keys::Activation;
+
 use crate::helpers::{ADMIN_KEY, TestApp, text};
 use crate::on_every_store;
 
@@ -290,23 +292,41 @@ async fn keys_lists_the_signing_keys_as_the_cli_does() {
     assert_eq!(key["deactivated_at"], json!(null));
     assert_eq!(key["retire_at"], json!(null));
 
-    app.state
-        .service
-        .signing_keys()
-        .rotate(app.state.service.now())
-        .await
-        .expect("rotated");
+    let next = crate::keys::rotate(&app, Activation::AfterPublication).await;
+    let states = |listed: &serde_json::Value| -> Vec<(String, String)> {
+        listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|key| (text(key, "kid").to_owned(), text(key, "state").to_owned()))
+            .collect()
+    };
     let listed = app.get("/v1/keys", Some(ADMIN_KEY)).await;
-    let states: Vec<&str> = listed.body["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|key| text(key, "state"))
-        .collect();
-    assert_eq!(states.len(), 2, "{}", listed.body);
+    let old_kid = text(key, "kid").to_owned();
+    assert_eq!(
+        states(&listed.body),
+        [
+            (old_kid.clone(), "signing".to_owned()),
+            (next.kid.clone(), "next".to_owned())
+        ],
+        "{}",
+        listed.body
+    );
+    let listed_next = &listed.body["keys"][1];
     assert!(
-        states.contains(&"signing") && states.contains(&"verifying"),
-        "{states:?}"
+        text(listed_next, "signs_from") > text(listed_next, "created_at"),
+        "published before it signs: {listed_next}"
+    );
+    app.advance(app.state.service.signing_keys().publication_delay());
+    let listed = app.get("/v1/keys", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        states(&listed.body),
+        [
+            (old_kid, "verifying".to_owned()),
+            (next.kid.clone(), "signing".to_owned())
+        ],
+        "{}",
+        listed.body
     );
     // No private material, whatever the field names.
     let body = listed.body.to_string();

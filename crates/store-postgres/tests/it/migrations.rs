@@ -103,6 +103,10 @@ async fn a_version_1_database_upgrades_with_its_key_active_and_rotatable() {
         "the only key of its algorithm stays active"
     );
     assert_eq!(*keys[0].secret, *key.secret);
+    assert_eq!(
+        keys[0].signs_from, key.created_at,
+        "a key stored before staged rotation signed from its creation"
+    );
     let version = store.signing_keys_version().await.unwrap();
     let successor = sessiond_core::token::StoredKey::generate(
         key.algorithm,
