@@ -1,7 +1,6 @@
 -- Staged key rotation. A rotation publishes its new key at once and lets it sign only from
 -- signs_from, a publication delay later; the key it replaces signs until then (its
--- deactivated_at is the new key's signs_from). Keys stored before this migration signed from
--- their creation.
+-- deactivated_at is the new key's signs_from). A key without signs_from (stored before this
+-- migration, or inserted by hand) signs from its creation: sessiond reads
+-- coalesce(signs_from, created_at).
 ALTER TABLE signing_keys ADD COLUMN signs_from BIGINT;
-UPDATE signing_keys SET signs_from = created_at;
-ALTER TABLE signing_keys ALTER COLUMN signs_from SET NOT NULL;

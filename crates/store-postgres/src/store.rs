@@ -1414,7 +1414,8 @@ impl KeyStore for PostgresStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
-                "SELECT kid, algorithm, secret, created_at, deactivated_at, signs_from
+                "SELECT kid, algorithm, secret, created_at, deactivated_at,
+                 coalesce(signs_from, created_at) AS signs_from
                  FROM signing_keys ORDER BY created_at, kid",
             )
             .fetch_all(&self.pool)

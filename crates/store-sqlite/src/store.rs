@@ -954,7 +954,8 @@ impl KeyStore for SqliteStore {
             .read(move |connection| {
                 query_all(
                     connection,
-                    "SELECT kid, algorithm, secret, created_at, deactivated_at, signs_from
+                    "SELECT kid, algorithm, secret, created_at, deactivated_at,
+                     coalesce(signs_from, created_at) AS signs_from
                      FROM signing_keys ORDER BY created_at, kid",
                     [],
                     |row| key_from_row(row, &cipher),

@@ -626,7 +626,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `sessiond ARGS` on `app`'s database with `env`, and none of this process's `SESSIOND_*`
 /// variables.
-fn sessiond(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+pub fn sessiond(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("SESSIOND_") {

@@ -545,11 +545,14 @@ async fn a_staged_rotation_switches_every_instance_at_the_same_moment() {
         old_kid
     );
     let listed = app.state.service.signing_keys().keys();
-    let states: Vec<_> = listed
-        .iter()
-        .map(|key| key.state(SigningAlgorithm::EdDsa, app.clock_now()).as_str())
-        .collect();
-    assert_eq!(states, ["signing", "next"]);
+    let state_of = |kid: &str| {
+        listed
+            .iter()
+            .find(|key| key.kid == kid)
+            .map(|key| key.state(SigningAlgorithm::EdDsa, app.clock_now()).as_str())
+    };
+    assert_eq!(state_of(&old_kid), Some("signing"));
+    assert_eq!(state_of(&rotated.kid), Some("next"));
 
     // At its activation, both sign with it, without waiting for a reload.
     app.advance(Duration::from_millis(1));
@@ -596,7 +599,222 @@ async fn a_staged_rotation_switches_every_instance_at_the_same_moment() {
     );
 }
 
+/// What a command must not change: every signing key's row, and how many rows the other
+/// tables hold.
+async fn fingerprint(app: &TestApp) -> Vec<String> {
+    let mut rows: Vec<String> = app
+        .state
+        .service
+        .store()
+        .signing_keys()
+        .await
+        .expect("keys")
+        .iter()
+        .map(|key| {
+            format!(
+                "{} {} {:?} {:?} {:?} {}",
+                key.kid,
+                key.algorithm.jose_name(),
+                key.created_at,
+                key.signs_from,
+                key.deactivated_at,
+                URL_SAFE_NO_PAD.encode(&key.secret[..])
+            )
+        })
+        .collect();
+    for table in [
+        "signing_keys",
+        "data_keys",
+        "sessions",
+        "refresh_tokens",
+        "audit_events",
+        "devices",
+    ] {
+        let count = app.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
+        rows.push(format!("{table}: {count}"));
+    }
+    let version = app.scalar("SELECT version FROM signing_keys_version").await;
+    rows.push(format!("signing_keys_version: {version}"));
+    rows
+}
+
+/// The lines of `stderr` that are not development warnings.
+fn reasons(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("WARNING:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn read_only_commands_write_nothing_even_when_the_signing_algorithm_differs() {
+    let app = TestApp::spawn().await;
+    let session = app.create_session("alice").await;
+    let kid = kid_of(text(&session, "access_token"));
+    // Let the server seal its audit events first: it runs beside the commands.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = fingerprint(&app).await;
+
+    let mut env = crate::helpers::master_key_env(&app.config.database_url);
+    env.push(("SESSIOND_SIGNING_ALG", "ES256"));
+    let commands: [&[&str]; 7] = [
+        &["keys", "list"],
+        &["keys", "list", "--json"],
+        &["sessions", "list", "--user", "alice"],
+        &["sessions", "list", "--user", "alice", "--json"],
+        &["audit", "verify"],
+        &["audit", "export"],
+        &["keys", "secret", &kid],
+    ];
+    for args in commands {
+        let finished = crate::crypt::sessiond(&app, args, &env);
+        let secret = args[..2] == ["keys", "secret"];
+        assert_eq!(
+            finished.status.success(),
+            !secret,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        assert_eq!(fingerprint(&app).await, before, "{args:?} wrote nothing");
+    }
+    let listed = crate::crypt::sessiond(&app, &["keys", "list", "--json"], &env);
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(
+        listed["keys"].as_array().expect("keys").len(),
+        1,
+        "no ES256 key made: {listed}"
+    );
+    assert_eq!(
+        listed["keys"][0]["state"], "active",
+        "the EdDSA key signs for EdDSA instances: {listed}"
+    );
+}
+
+async fn changing_the_signing_algorithm_is_one_staged_rotation() {
+    let app = TestApp::spawn().await;
+    let old_kid = signing_kid(&app);
+    let mut env = crate::helpers::master_key_env(&app.config.database_url);
+    env.push(("SESSIOND_SIGNING_ALG", "ES256"));
+    let mut es256 = app.config.clone();
+    es256.signing_algorithm = SigningAlgorithm::Es256;
+
+    // A server configured for another algorithm refuses to start, saying what to run.
+    let refused = AppState::build(&es256, app.clock.clone(), OpenMode::CreateIfMissing)
+        .await
+        .expect_err("refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("sessiond keys rotate --alg ES256") && !message.contains('\n'),
+        "{message}"
+    );
+    let served = crate::crypt::sessiond(&app, &["serve"], &env);
+    assert!(!served.status.success());
+    let lines = reasons(&served.stderr);
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("keys rotate --alg ES256"), "{lines:?}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM signing_keys").await, 1);
+
+    // The rotation makes exactly one key, published now and signing after the delay.
+    let rotated = crate::crypt::sessiond(&app, &["keys", "rotate", "--alg", "ES256"], &env);
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        stdout.contains("is published now and signs new tokens from"),
+        "{stdout}"
+    );
+    let stored = app
+        .state
+        .service
+        .store()
+        .signing_keys()
+        .await
+        .expect("keys");
+    assert_eq!(stored.len(), 2, "exactly one new key");
+    let new = stored
+        .iter()
+        .find(|key| key.algorithm == SigningAlgorithm::Es256)
+        .expect("the ES256 key");
+    assert_eq!(
+        new.signs_from,
+        new.created_at.plus(Duration::from_secs(600)),
+        "signs after the default publication delay"
+    );
+    within(
+        Duration::from_secs(5),
+        "the new key is published",
+        || async { published_kids(&app).await.contains(&new.kid) },
+    )
+    .await;
+
+    // Until it signs, an ES256 server still refuses to start, naming the moment.
+    let served = crate::crypt::sessiond(&app, &["serve"], &env);
+    assert!(!served.status.success());
+    let lines = reasons(&served.stderr);
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("signs only from"), "{lines:?}");
+
+    // From then on an ES256 instance starts and signs with it; the EdDSA server keeps its key.
+    app.clock.set(new.signs_from.max(app.clock_now()));
+    let switched = AppState::build(&es256, app.clock.clone(), OpenMode::CreateIfMissing)
+        .await
+        .expect("starts once the key signs");
+    assert_eq!(
+        switched
+            .service
+            .signing_keys()
+            .signing_kid(app.clock_now())
+            .as_deref(),
+        Some(new.kid.as_str())
+    );
+    assert_eq!(signing_kid(&app), old_kid);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM signing_keys").await, 2);
+}
+
+async fn every_command_refuses_a_wrong_master_key_with_one_line() {
+    let app = TestApp::spawn().await;
+    app.create_session("alice").await;
+    let kid = signing_kid(&app);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = fingerprint(&app).await;
+    let wrong = [(
+        "SESSIOND_MASTER_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )];
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let new_key_file = app.dir.path().join("new.master-key").display().to_string();
+    let commands: [&[&str]; 13] = [
+        &["migrate"],
+        &["keys", "list"],
+        &["keys", "secret", &kid],
+        &["keys", "rotate"],
+        &["keys", "rotate", "--now"],
+        &["keys", "retire", &kid],
+        &["keys", "rotate-master", "--new-key-file", &new_key_file],
+        &["sessions", "list", "--user", "alice"],
+        &["sessions", "revoke", &session_id],
+        &["audit", "verify"],
+        &["audit", "export"],
+        &["audit", "seal"],
+        &["audit", "prune", "--older-than", "1d"],
+    ];
+    for args in commands {
+        let finished = crate::crypt::sessiond(&app, args, &wrong);
+        assert!(!finished.status.success(), "{args:?} refused");
+        let lines = reasons(&finished.stderr);
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {lines:?}");
+        assert!(lines[0].contains("wrong master key"), "{args:?}: {lines:?}");
+        assert_eq!(fingerprint(&app).await, before, "{args:?} wrote nothing");
+    }
+}
+
 crate::on_every_store!(
+    read_only_commands_write_nothing_even_when_the_signing_algorithm_differs,
+    changing_the_signing_algorithm_is_one_staged_rotation,
+    every_command_refuses_a_wrong_master_key_with_one_line,
     a_verifier_caching_the_jwks_for_its_max_age_refuses_no_token_across_a_rotation,
     a_staged_rotation_switches_every_instance_at_the_same_moment,
     a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired,

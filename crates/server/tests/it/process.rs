@@ -805,36 +805,101 @@ async fn cli_rotates_and_retires_keys_while_the_server_runs(database_url: &str) 
     .to_owned();
     let old_kid = kid_of(&old_token);
 
-    let rotated = keys_command(&["rotate"]);
+    let list_keys = || {
+        let listed = keys_command(&["list", "--json"]);
+        assert!(listed.status.success(), "list: {}", listed.stderr);
+        let list: Value = serde_json::from_str(&listed.stdout)
+            .unwrap_or_else(|error| panic!("list --json prints JSON ({error}): {}", listed.stdout));
+        list["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|key| (text(key, "kid").to_owned(), text(key, "state").to_owned()))
+            .collect::<Vec<_>>()
+    };
+
+    // A rotation publishes its key first: listed as `next`, in the JWK Set within seconds,
+    // while the server keeps signing with the old key.
+    let staged = keys_command(&["rotate"]);
+    assert!(
+        staged.status.success(),
+        "rotate: {}{}",
+        staged.stdout,
+        staged.stderr
+    );
+    assert!(
+        staged
+            .stdout
+            .contains("is published now and signs new tokens from"),
+        "{}",
+        staged.stdout
+    );
+    let listed = list_keys();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0], (old_kid.clone(), "signing".to_owned()));
+    assert_eq!(listed[1].1, "next", "{listed:?}");
+    let next_kid = listed[1].0.clone();
+    assert!(staged.stdout.contains(&next_kid), "{}", staged.stdout);
+    let started = Instant::now();
+    while !published(client.clone(), server.base.clone())
+        .await
+        .contains(&next_kid)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the next key is not published after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created = create_session(&client, &server.base, "erin").await;
+    assert_eq!(
+        kid_of(text(&created, "access_token")),
+        old_kid,
+        "not signing before the publication delay"
+    );
+    let again = keys_command(&["rotate"]);
+    assert!(!again.status.success(), "a second staged rotation waits");
+    let lines = reason_lines(&again.stderr);
+    assert_eq!(lines.len(), 1, "one line: {:?}", again.stderr);
+    assert!(lines[0].contains("already published"), "{:?}", lines[0]);
+
+    // The emergency rotation signs at once.
+    let rotated = keys_command(&["rotate", "--now"]);
     assert!(
         rotated.status.success(),
-        "rotate: {}{}",
+        "rotate --now: {}{}",
         rotated.stdout,
         rotated.stderr
     );
-    let listed = keys_command(&["list", "--json"]);
-    assert!(listed.status.success(), "list: {}", listed.stderr);
-    let list: Value = serde_json::from_str(&listed.stdout)
-        .unwrap_or_else(|error| panic!("list --json prints JSON ({error}): {}", listed.stdout));
-    let entries = list["keys"].as_array().expect("keys");
-    assert_eq!(entries.len(), 2, "{list}");
-    let old_entry = entries
+    assert!(rotated.stdout.contains("rotated now"), "{}", rotated.stdout);
+    let listed = list_keys();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let state_of = |kid: &str| {
+        listed
+            .iter()
+            .find(|(listed_kid, _)| listed_kid == kid)
+            .map(|(_, state)| state.clone())
+    };
+    assert_eq!(state_of(&old_kid).as_deref(), Some("verifying"));
+    assert_eq!(
+        state_of(&next_kid).as_deref(),
+        Some("verifying"),
+        "the staged key never signs"
+    );
+    let new_kid = listed
         .iter()
-        .find(|key| key["kid"] == old_kid)
-        .expect("the old key is listed");
-    assert_eq!(old_entry["state"], "verifying", "{list}");
-    assert!(old_entry["retire_at"].is_string(), "{list}");
-    let new_kid = entries
-        .iter()
-        .find(|key| key["state"] == "signing")
-        .map(|key| text(key, "kid").to_owned())
+        .find(|(_, state)| state == "signing")
+        .map(|(kid, _)| kid.clone())
         .expect("a signing key is listed");
     assert_ne!(new_kid, old_kid);
     assert!(rotated.stdout.contains(&new_kid), "{}", rotated.stdout);
     let table = keys_command(&["list"]);
     assert!(table.status.success(), "list: {}", table.stderr);
     assert!(
-        table.stdout.contains(&old_kid) && table.stdout.contains(&new_kid),
+        table.stdout.contains(&old_kid)
+            && table.stdout.contains(&new_kid)
+            && table.stdout.contains("SIGNS FROM"),
         "{}",
         table.stdout
     );
@@ -856,9 +921,9 @@ async fn cli_rotates_and_retires_keys_while_the_server_runs(database_url: &str) 
         "a rotation by the CLI in force after {:?}",
         started.elapsed()
     );
-    let mut both = vec![old_kid.clone(), new_kid.clone()];
-    both.sort();
-    assert_eq!(published(client.clone(), server.base.clone()).await, both);
+    let mut all = vec![old_kid.clone(), next_kid.clone(), new_kid.clone()];
+    all.sort();
+    assert_eq!(published(client.clone(), server.base.clone()).await, all);
     assert_eq!(
         current(&client, &server.base, &old_token).await.status,
         StatusCode::OK,
@@ -894,9 +959,11 @@ async fn cli_rotates_and_retires_keys_while_the_server_runs(database_url: &str) 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut remaining = vec![next_kid, new_kid];
+    remaining.sort();
     assert_eq!(
         published(client.clone(), server.base.clone()).await,
-        [new_kid]
+        remaining
     );
     drop(server);
 }
