@@ -573,6 +573,7 @@ async fn read(
     // check reloads.
     let mut version = store.signing_keys_version().await?;
     let mut keys = store.signing_keys().await?;
+    let mut now = now;
     if loading == KeyLoading::GenerateFirst && keys.is_empty() {
         // A new database: no verifier can have cached a key set yet, so the first key signs at
         // once. Another instance starting at the same moment may win; then its key is used.
@@ -582,6 +583,16 @@ async fn read(
         }
         version = store.signing_keys_version().await?;
         keys = store.signing_keys().await?;
+    }
+    // Another instance may have made the first key of a new database a few milliseconds after
+    // `now` was read here. A first key that signs from its creation replaces nothing and was
+    // published as it was made, so taking it as signing already is harmless.
+    let first = keys
+        .iter()
+        .filter(|key| key.algorithm == algorithm)
+        .min_by_key(|key| (key.created_at, key.kid.clone()));
+    if let Some(first) = first.filter(|key| key.signs_from == key.created_at && key.is_active()) {
+        now = now.max(first.signs_from);
     }
     // The next instant at which the key that signs changes: a key's activation or a
     // deactivation still to come.

@@ -329,7 +329,8 @@ impl AppState {
             crate::master_key::unlock(config, inner.as_ref(), clock.now()).await?;
         }
         if mode == OpenMode::CreateIfMissing {
-            check_signing_algorithm(inner.as_ref(), config.signing_algorithm, clock.now()).await?;
+            check_signing_algorithm(inner.as_ref(), config.signing_algorithm, clock.as_ref())
+                .await?;
         }
         // Other instances write events to a shared database without waking this one, so it
         // looks often; one SQLite file is written by this process (woken directly) and, rarely,
@@ -403,12 +404,14 @@ impl AppState {
 async fn check_signing_algorithm(
     store: &dyn Store,
     algorithm: SigningAlgorithm,
-    now: Timestamp,
+    clock: &dyn Clock,
 ) -> anyhow::Result<()> {
     let keys = store
         .signing_keys()
         .await
         .context("cannot read the signing keys")?;
+    // Read after the keys, so that a first key another instance made a moment ago signs by now.
+    let now = clock.now();
     let name = algorithm.jose_name();
     if keys.is_empty()
         || keys
