@@ -305,18 +305,21 @@ async fn a_validly_signed_token_with_claims_nested_127_deep_is_inactive_not_500(
     let token_with = |depth: usize| {
         let mut custom = Map::new();
         custom.insert("deep".into(), nested_arrays(depth));
-        service.signing_keys().with_keyring(|keyring| {
-            service
-                .token_settings()
-                .issue_with_claims(
-                    keyring,
-                    &session,
-                    &custom,
-                    now,
-                    Timestamp::from_unix_millis(now.unix_millis() + 600_000),
-                )
-                .token
-        })
+        service
+            .signing_keys()
+            .with_signing_keyring(now, |keyring| {
+                service
+                    .token_settings()
+                    .issue_with_claims(
+                        keyring,
+                        &session,
+                        &custom,
+                        now,
+                        Timestamp::from_unix_millis(now.unix_millis() + 600_000),
+                    )
+                    .token
+            })
+            .expect("a key signs")
     };
     for depth in [127, 200] {
         let token = token_with(depth);
