@@ -239,6 +239,7 @@ fn jws_keys(group: &Value) -> Option<Box<dyn KeyLookup>> {
             algorithm: SigningAlgorithm::Hs256,
             secret: Zeroizing::new(secret),
             created_at: Timestamp::from_unix_millis(0),
+            signs_from: Timestamp::from_unix_millis(0),
             deactivated_at: None,
         };
         return Some(Box::new(
