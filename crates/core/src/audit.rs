@@ -1,4 +1,18 @@
 //! Audit events: what happened to which session, for whoever must explain it later.
+//!
+//! Events form a SHA-256 hash chain. [`canonical_details`] writes an event's details as
+//! canonical JSON, and [`chain_hash`] hashes an event's sequence number, its predecessor's
+//! hash and the event itself in a length-prefixed encoding (defined in `docs/audit.md`).
+//! [`AuditCheckpoint`] is what pruning leaves behind: the last pruned seq and hash, with an
+//! HMAC-SHA256 under the checkpoint key kept in the store. [`ChainVerifier`] checks sealed
+//! events one at a time in seq order, from the checkpoint (or from seq 1 with a zero
+//! `prev_hash`) to the recorded head, and names the first bad seq ([`ChainBreak`]);
+//! `SessionService::verify_audit` pages the sealed events through it, and pruning verifies
+//! before it deletes anything, so a checkpoint is never signed over a broken chain.
+//!
+//! The chain's head (seq and hash of the newest sealed event) is kept in a row of its own,
+//! updated in the transaction that extends the chain, so deleting the newest sealed events is
+//! detected rather than silently continued from.
 
 use crate::primitives::Sha256;
 use serde_json::{Map, Value};

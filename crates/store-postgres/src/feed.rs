@@ -14,6 +14,13 @@
 //! [`FeedEvent::Resync`] every time it starts listening (first connection and every reconnect),
 //! after `LISTEN` has been issued: a revocation committed before that point is found by the
 //! consumer's resync, and one committed after it is notified.
+//!
+//! Not yet: a heartbeat on the listening connection. A connection that dies silently (a
+//! network partition rather than a closed socket) is noticed only when TCP gives up;
+//! meanwhile the server's one-second poll of `revoked_since` carries revocations. That poll
+//! compares `revoked_at` times written by each instance's clock, looking back 10 s, so an
+//! instance whose clock runs more than 10 s behind could have its revocations missed by the
+//! poll until the feed reconnects and resyncs.
 
 use std::time::Duration;
 

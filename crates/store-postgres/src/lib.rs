@@ -43,7 +43,25 @@
 //!   other.
 //! - **`migrate`** takes a transaction-scoped advisory lock on a fixed key in each migration
 //!   transaction before reading the applied version, so instances starting together apply each
-//!   migration once; a schema newer than the build is refused.
+//!   migration once; a schema newer than the build is refused. Each version is looked up by
+//!   itself, so a migration numbered below one already applied is still applied.
+//! - **Events** are written in the transaction of their change (the rotation statement has a
+//!   step for `session.refreshed`). Their ids come from a sequence, taken before commit, so
+//!   transactions commit out of id order; the cursor is therefore `(tx, id)`, `tx` being the
+//!   writing transaction's id (`pg_current_xact_id()`), and `events_after` returns only events
+//!   whose `tx` is below the oldest transaction still running (`pg_snapshot_xmin`). Every
+//!   transaction that could still commit an event has a larger `tx`, so nothing ever appears
+//!   before a cursor a reader has passed. The price is that a long transaction anywhere on the
+//!   database server holds events back until it ends (sessiond's own are bounded by its
+//!   statement and idle-in-transaction timeouts).
+//! - **`seal_audit`** follows the same rule: it takes only audit rows below `pg_snapshot_xmin`,
+//!   in `(tx, id)` order, under a per-schema transaction-level advisory lock taken with
+//!   `pg_try_advisory_xact_lock` (an instance that finds it taken skips its turn); pruning takes
+//!   the same lock and waits for it.
+//! - **Signing keys**: a rotation, a retirement and the first key of an algorithm take a
+//!   per-schema advisory lock, so a rotation is a compare-and-swap on the active key across
+//!   instances. A statement-level trigger moves `signing_keys_version` on every change, which
+//!   is what instances poll.
 //!
 //! Revocations also reach the other instances as they commit: each revoking transaction
 //! queues a `pg_notify`, and [`PostgresStore::revocation_listener`] (the store's

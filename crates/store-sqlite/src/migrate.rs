@@ -1,4 +1,9 @@
 //! Embedded schema migrations, applied in order inside one transaction each.
+//!
+//! Each migration runs in its own `BEGIN IMMEDIATE` transaction, so two processes opening one
+//! file never apply a migration twice, and each version is looked up by itself, so a migration
+//! numbered below one already applied (a branch that landed later) is still applied. A
+//! database whose schema is newer than this build is refused rather than opened.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 

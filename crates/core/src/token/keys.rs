@@ -11,6 +11,17 @@
 //! RSA public exponent other than 65537.
 //!
 //! Every key is parsed once, when the keyring is built, so that validation does no key setup.
+//!
+//! | `alg` | key | stored secret |
+//! |---|---|---|
+//! | `EdDSA` (default) | Ed25519 | 32-byte seed |
+//! | `ES256` | ECDSA P-256, SHA-256; signatures normalised to low S and high-S twins refused, so one set of claims has one token string | 32-byte private scalar |
+//! | `RS256` | RSA PKCS#1 v1.5, 2048-bit generated with e = 65537, 2048 to 8192 bits verified | PKCS#8 DER |
+//! | `HS256` | HMAC-SHA256, for a single trusted verifier only, never published | 32 random bytes or more |
+//!
+//! The `kid` of a public key is its RFC 7638 thumbprint. In the [`Keyring`] every stored key
+//! verifies, each only under its own algorithm. The Wycheproof vectors run against these code
+//! paths (`token/wycheproof.rs`, `cargo test wycheproof`).
 
 use std::fmt;
 

@@ -1,4 +1,23 @@
 //! Validating access tokens: no I/O, no allocation but the returned user id.
+//!
+//! [`AccessTokenValidator::validate`] works on memory already loaded (the keyring, the revoked
+//! set, the instant it is given), in this order:
+//!
+//! 1. Tokens longer than [`MAX_TOKEN_LEN`] (8 KiB) are refused; the rest are split once into
+//!    header, payload and signature.
+//! 2. The header is decoded into a stack buffer and parsed with `deny_unknown_fields`: it must
+//!    hold exactly `alg`, `typ` and `kid`, so `jku`, `x5u`, `jwk`, `crit` and the like are
+//!    refused before any key is used. `typ` must be `at+jwt` (or `application/at+jwt`).
+//! 3. `kid` is looked up in the keyring; an unknown `kid` is refused. `alg` must equal the
+//!    algorithm that key was made for, so `none` and algorithm confusion fail here.
+//! 4. The signature is decoded into a stack buffer (1 KiB, the size of an 8192-bit RSA
+//!    signature) and checked: Ed25519, ECDSA P-256 (low S only), RSASSA-PKCS1-v1_5 with
+//!    SHA-256, or HMAC-SHA256 compared in constant time. Nothing in the payload is trusted
+//!    before this point.
+//! 5. The claims are checked: `exp` (with the leeway), `nbf` and `iat` not in the future,
+//!    `iss` equal to the issuer, `aud` (a string or an array) naming the audience, `sub`
+//!    non-empty, and `sid` a UUID.
+//! 6. `sid` must not be in the revoked set.
 
 use std::borrow::Cow;
 use std::fmt;
