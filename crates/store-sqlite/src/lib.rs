@@ -9,6 +9,11 @@
 //! whose page cache no other connection of the process invalidates; long reads use a small
 //! pool of read-only connections that never block the writer. The audit chain is extended as
 //! audit rows are written, in commit order.
+//!
+//! Commit order is also the order of live events: an event's cursor is its row id (epoch 0),
+//! and since every transaction of the file holds the write lock from `BEGIN IMMEDIATE` to
+//! `COMMIT`, ids are assigned in commit order and a reader never sees a smaller id appear after
+//! a larger one.
 
 mod backup;
 mod engine;

@@ -1,193 +1,27 @@
-//! `TestServer`: the real sessiond server on a port-0 listener with a `ManualClock` (started as
-//! the server's own tests start it), and `Proxy`: a counting reverse proxy in front of it that
-//! can also answer `503` or delay refreshes.
+//! `TestServer`: the real sessiond server on a port-0 listener with a `ManualClock` (the test
+//! kit's `Sessiond`), and `Proxy`: a counting reverse proxy in front of it that can also answer
+//! `503` or delay refreshes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
 use sessiond_client::{
     EventStreamPolicy, MemoryStore, RefreshPolicy, RetryPolicy, SessionClient, StoredTokens,
     TokenStore,
 };
-use sessiond_core::{ManualClock, Timestamp};
-use sessiond_server::AppState;
-use sessiond_server::config::{Config, RawConfig};
+use sessiond_testkit::{HttpServer, forward};
 use sessiond_wire::TokenPairResponse;
-use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-pub const ADMIN_KEY: &str = "client-test-admin-key-0123456789-abcdefghij";
-
-fn init_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug,sqlx=warn,hyper=info,hyper_util=info")
-                .with_test_writer()
-                .try_init();
-        }
-    });
-}
-
-fn wall_clock_now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis();
-    Timestamp::from_unix_millis(i64::try_from(millis).expect("millis fit"))
-}
-
-/// A running sessiond.
-pub struct TestServer {
-    pub base: String,
-    pub clock: Arc<ManualClock>,
-    pub http: reqwest::Client,
-    _dir: TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}).await
-    }
-
-    pub async fn spawn_with(configure: impl FnOnce(&mut RawConfig)) -> Self {
-        init_logging();
-        let dir = TempDir::new().expect("temp dir");
-        let mut raw = RawConfig {
-            listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("sessiond.db").display()
-            )),
-            admin_keys: Some(ADMIN_KEY.into()),
-            issuer: Some("http://sessiond.test".into()),
-            sqlite_synchronous: Some("normal".into()),
-            ..RawConfig::default()
-        };
-        configure(&mut raw);
-        let config = Config::from_raw(&raw).expect("test configuration is valid");
-        let clock = Arc::new(ManualClock::new(wall_clock_now()));
-        let state = AppState::build(
-            &config,
-            clock.clone(),
-            sessiond_server::state::OpenMode::CreateIfMissing,
-        )
-        .await
-        .expect("server state builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            sessiond_server::run(listener, state, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        Self {
-            base: format!("http://{address}"),
-            clock,
-            http: reqwest::Client::new(),
-            _dir: dir,
-            shutdown: Some(shutdown),
-        }
-    }
-
-    /// Moves the server's clock (not the client's).
-    pub fn advance(&self, duration: Duration) {
-        self.clock.advance(duration);
-    }
-
-    /// Creates a session for `user` through the admin API.
-    pub async fn create_session(&self, user: &str) -> TokenPairResponse {
-        let response = self
-            .http
-            .post(format!("{}/v1/sessions", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .json(&json!({"user_id": user, "device": {"name": "CLI"}}))
-            .send()
-            .await
-            .expect("create request is sent");
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.expect("a token pair")
-    }
-
-    /// Revokes a session through the admin API.
-    pub async fn revoke(&self, session_id: &str) {
-        let response = self
-            .http
-            .delete(format!("{}/v1/sessions/{session_id}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .expect("revoke request is sent");
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    }
-
-    /// Spends a refresh token directly (not through any client).
-    pub async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}/v1/sessions/refresh", self.base))
-            .json(&json!({ "refresh_token": refresh_token }))
-            .send()
-            .await
-            .expect("refresh request is sent");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Refresh requests the server has answered, whatever their outcome (from `/metrics`).
-    pub async fn refreshes(&self) -> u64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics request is sent")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|line| line.starts_with("sessiond_refreshes_total{"))
-            .map(|line| {
-                line.rsplit(' ')
-                    .next()
-                    .and_then(|count| count.parse::<u64>().ok())
-                    .expect("a count")
-            })
-            .sum()
-    }
-
-    /// The status of `GET /v1/sessions/current` with `access_token`.
-    pub async fn current_status(&self, access_token: &str) -> StatusCode {
-        self.http
-            .get(format!("{}/v1/sessions/current", self.base))
-            .bearer_auth(access_token)
-            .send()
-            .await
-            .expect("request is sent")
-            .status()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
+/// The running sessiond the client talks to.
+pub use sessiond_testkit::Sessiond as TestServer;
 
 /// What the proxy counts and how it misbehaves.
 #[derive(Default)]
@@ -215,7 +49,7 @@ struct ProxyState {
 pub struct Proxy {
     pub base: String,
     pub control: Arc<ProxyControl>,
-    shutdown: Option<oneshot::Sender<()>>,
+    _server: HttpServer,
 }
 
 impl Proxy {
@@ -225,27 +59,18 @@ impl Proxy {
     }
 
     pub fn spawn_on(listener: TcpListener, upstream: &str) -> Self {
-        let address = listener.local_addr().expect("local address");
         let control = Arc::new(ProxyControl::default());
         let state = ProxyState {
             upstream: upstream.to_owned(),
             http: reqwest::Client::new(),
             control: control.clone(),
         };
-        let router = axum::Router::new().fallback(forward).with_state(state);
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("proxy runs");
-        });
+        let router = axum::Router::new().fallback(intercept).with_state(state);
+        let server = HttpServer::spawn_on(listener, router);
         Self {
-            base: format!("http://{address}"),
+            base: server.base.clone(),
             control,
-            shutdown: Some(shutdown),
+            _server: server,
         }
     }
 
@@ -254,19 +79,9 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
-
-async fn forward(State(state): State<ProxyState>, request: Request) -> Response {
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned());
+/// Counts, fails or delays what the test asks for, and forwards the rest.
+async fn intercept(State(state): State<ProxyState>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
     let control = &state.control;
     if path == "/v1/sessions/refresh" {
         control.refreshes.fetch_add(1, Ordering::SeqCst);
@@ -300,32 +115,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     if path == "/v1/sessions/current" {
         control.current.fetch_add(1, Ordering::SeqCst);
     }
-    let method = request.method().clone();
-    let headers = request.headers().clone();
-    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
-        .await
-        .expect("request body");
-    let mut upstream = state
-        .http
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body);
-    for (name, value) in &headers {
-        if name != header::HOST && name != header::CONTENT_LENGTH {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = upstream.send().await.expect("upstream answers");
-    let status = answer.status();
-    let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.expect("upstream body");
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    for (name, value) in &answer_headers {
-        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
-    response
+    forward(&state.http, &state.upstream, request).await
 }
 
 /// A port on 127.0.0.1 with nothing listening (it was bound, then released).

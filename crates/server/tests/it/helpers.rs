@@ -5,19 +5,18 @@
 //! the test it runs in. The PostgreSQL half needs `SESSIOND_TEST_DATABASE_URL` and says so
 //! when it is absent; each app gets a schema of its own.
 
-use std::sync::{Arc, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, Timestamp};
 use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
+use sessiond_testkit::{RunningServer, init_logging, wall_clock_now};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-pub const ADMIN_KEY: &str = "test-admin-key-0123456789-abcdefghijklmnop";
+pub use sessiond_testkit::{ADMIN_KEY, PgSchema, postgres_url};
 /// A quota no test reaches: the test apps' default for every rate limit.
 pub const UNREACHED_LIMIT: &str = "1000000/1m";
 /// The master key of PostgreSQL test apps (SQLite apps generate one next to their file, as
@@ -44,13 +43,6 @@ pub enum Backend {
 
 tokio::task_local! {
     static BACKEND: Backend;
-}
-
-/// The PostgreSQL server the PostgreSQL half of the suite uses.
-pub fn postgres_url() -> Option<String> {
-    std::env::var("SESSIOND_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
 }
 
 impl Backend {
@@ -104,28 +96,7 @@ pub struct TestApp {
     /// restart makes, and dropped with the last of them.
     pub schema: Option<Arc<PgSchema>>,
     pub config: Config,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-}
-
-fn init_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug,sqlx=warn,hyper=info")
-                .with_test_writer()
-                .try_init();
-        }
-    });
-}
-
-fn wall_clock_now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis();
-    Timestamp::from_unix_millis(i64::try_from(millis).expect("millis fit"))
+    server: RunningServer,
 }
 
 /// A response: status and JSON body (`Value::Null` when the body is empty or not JSON).
@@ -197,35 +168,17 @@ impl TestApp {
         backend: Backend,
         schema: Option<Arc<PgSchema>>,
     ) -> Self {
-        let state = AppState::build(
-            &config,
-            clock.clone(),
-            sessiond_server::state::OpenMode::CreateIfMissing,
-        )
-        .await
-        .expect("server state builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(sessiond_server::run(listener, state.clone(), async move {
-            let _ = stopped.await;
-        }));
-        let server = tokio::spawn(async move {
-            server.await.expect("server task").expect("server runs");
-        });
+        let server = RunningServer::start(&config, clock.clone()).await;
         Self {
-            base: format!("http://{address}"),
+            base: format!("http://{}", server.address),
             client: reqwest::Client::new(),
             clock,
-            state,
+            state: server.state.clone(),
             dir,
             backend,
             schema,
             config,
-            shutdown: Some(shutdown),
-            server: Some(server),
+            server,
         }
     }
 
@@ -240,12 +193,7 @@ impl TestApp {
     }
 
     pub async fn stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server stops cleanly");
-        }
+        self.server.stop().await;
     }
 
     pub fn advance(&self, duration: Duration) {
@@ -410,111 +358,6 @@ impl TestApp {
             "SELECT COUNT(*) FROM audit_events WHERE type = '{kind}' AND {condition}"
         ))
         .await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
-
-/// A schema of its own on the test PostgreSQL server. Connections made through [`url_on`]
-/// carry the schema's name as their application name, so that dropping it can end them
-/// before it drops the schema.
-///
-/// [`url_on`]: PgSchema::url_on
-pub struct PgSchema {
-    base: String,
-    name: String,
-}
-
-impl PgSchema {
-    /// Creates `PREFIX_<random>` on the server at `base`.
-    pub async fn create(base: &str, prefix: &str) -> Self {
-        use sqlx::Connection as _;
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut connection = sqlx::PgConnection::connect(base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut connection)
-            .await
-            .expect("create schema");
-        connection.close().await.expect("close");
-        Self {
-            base: base.to_owned(),
-            name,
-        }
-    }
-
-    /// `url` (the server's, or a proxy's in front of it) using this schema.
-    pub fn url_on(&self, url: &str) -> String {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        format!(
-            "{url}{separator}options=-c%20search_path%3D{0}&application_name={0}",
-            self.name
-        )
-    }
-
-    /// The server's URL using this schema.
-    pub fn url(&self) -> String {
-        self.url_on(&self.base)
-    }
-
-    /// A connection to this schema, straight to the server.
-    pub async fn connect(&self) -> sqlx::PgConnection {
-        use sqlx::Connection as _;
-        sqlx::PgConnection::connect(&self.url())
-            .await
-            .expect("connect to PostgreSQL")
-    }
-
-    /// Runs a scalar query on this schema.
-    pub async fn scalar(&self, sql: &str) -> i64 {
-        use sqlx::Connection as _;
-        let mut connection = self.connect().await;
-        let value: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&mut connection)
-            .await
-            .unwrap_or_else(|error| panic!("{sql}: {error}"));
-        connection.close().await.expect("close");
-        value
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // A thread of its own: Drop cannot await, and the test's runtime may be the single
-        // thread this runs on.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                use sqlx::Connection as _;
-                let mut connection = sqlx::PgConnection::connect(&base).await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&name)
-                .execute(&mut connection)
-                .await?;
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&mut connection)
-                    .await?;
-                connection.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}", self.name);
-        }
     }
 }
 

@@ -27,7 +27,7 @@ async fn following(server: &TestServer) -> Verifier {
 }
 
 async fn feed_connected(verifier: &Verifier, connected: bool) {
-    eventually("the feed to change state", || {
+    eventually("the feed to change state", async || {
         verifier.stats().feed.unwrap().connected == connected
     })
     .await;
@@ -73,7 +73,7 @@ async fn a_verifier_started_after_the_revocation_refuses_the_token_too() {
     server.revoke(&revoked.session.id).await;
 
     let verifier = following(&server).await;
-    eventually("the replayed revocation", || {
+    eventually("the replayed revocation", async || {
         verifier.stats().feed.unwrap().revocations == 1
     })
     .await;
@@ -92,7 +92,7 @@ async fn while_sessiond_is_down_cached_keys_keep_verifying_and_the_feed_says_dis
     let second = server.token_with(&["notes:read"]).await;
     let verifier = following(&server).await;
     server.revoke(&first.session.id).await;
-    eventually("the first revocation", || {
+    eventually("the first revocation", async || {
         verifier.stats().revoked_sessions == 1
     })
     .await;
@@ -138,7 +138,7 @@ async fn revocations_older_than_the_longest_token_lifetime_are_not_kept() {
         .build()
         .unwrap();
     verifier.refresh().await.unwrap();
-    eventually("the replayed revocation", || {
+    eventually("the replayed revocation", async || {
         verifier.stats().feed.unwrap().revocations == 1
     })
     .await;

@@ -1,214 +1,46 @@
-//! `TestServer`: the real sessiond on a port-0 listener (started as the server's and the
-//! client's own tests start it), `JwksProxy`: a counting reverse proxy in front of it that can
-//! rewrite `Cache-Control`, and tokens minted with keys sessiond never published.
+//! `TestServer`: the real sessiond on a port-0 listener (the test kit's `Sessiond`),
+//! `JwksProxy`: a counting reverse proxy in front of it that can rewrite `Cache-Control`, and
+//! tokens minted with keys sessiond never published.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer as _;
 use serde_json::{Value, json};
-use sessiond_core::{ManualClock, Timestamp};
-use sessiond_server::AppState;
-use sessiond_server::config::{Config, RawConfig};
+use sessiond_testkit::{HttpServer, forward};
 use sessiond_verifier::{Verifier, VerifierBuilder};
 use sessiond_wire::TokenPairResponse;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-pub const ADMIN_KEY: &str = "verifier-test-admin-key-0123456789-abcdefghij";
-pub const ISSUER: &str = "http://sessiond.test";
-pub const AUDIENCE: &str = "sessiond";
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// The running sessiond the verifier checks tokens of.
+pub use sessiond_testkit::Sessiond as TestServer;
+pub use sessiond_testkit::{ADMIN_KEY, AUDIENCE, ISSUER, JWKS_PATH, eventually, wall_clock_now};
 
-fn init_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug,sqlx=warn,hyper=info,hyper_util=info")
-                .with_test_writer()
-                .try_init();
-        }
-    });
+/// A server whose `SESSIOND_SIGNING_ALG` is `algorithm`.
+pub async fn spawn_signing_with(algorithm: &str) -> TestServer {
+    let algorithm = algorithm.to_owned();
+    TestServer::spawn_with(move |raw| raw.signing_alg = Some(algorithm)).await
 }
 
-pub fn wall_clock_now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis();
-    Timestamp::from_unix_millis(i64::try_from(millis).expect("millis fit"))
-}
-
-/// A running sessiond.
-pub struct TestServer {
-    pub base: String,
-    pub http: reqwest::Client,
-    pub clock: Arc<ManualClock>,
-    raw: RawConfig,
-    address: std::net::SocketAddr,
-    _dir: TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}).await
-    }
-
-    /// A server whose `SESSIOND_SIGNING_ALG` is `algorithm`.
-    pub async fn spawn_signing_with(algorithm: &str) -> Self {
-        let algorithm = algorithm.to_owned();
-        Self::spawn_with(move |raw| raw.signing_alg = Some(algorithm)).await
-    }
-
-    pub async fn spawn_with(configure: impl FnOnce(&mut RawConfig)) -> Self {
-        init_logging();
-        let dir = TempDir::new().expect("temp dir");
-        let mut raw = RawConfig {
-            listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("sessiond.db").display()
-            )),
-            admin_keys: Some(ADMIN_KEY.into()),
-            issuer: Some(ISSUER.into()),
-            sqlite_synchronous: Some("normal".into()),
-            ..RawConfig::default()
-        };
-        configure(&mut raw);
-        let clock = Arc::new(ManualClock::new(wall_clock_now()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
-        let shutdown = Self::serve(&raw, clock.clone(), listener).await;
-        Self {
-            base: format!("http://{address}"),
-            http: reqwest::Client::new(),
-            clock,
-            raw,
-            address,
-            _dir: dir,
-            shutdown: Some(shutdown),
-        }
-    }
-
-    async fn serve(
-        raw: &RawConfig,
-        clock: Arc<ManualClock>,
-        listener: TcpListener,
-    ) -> oneshot::Sender<()> {
-        let config = Config::from_raw(raw).expect("test configuration is valid");
-        let state = AppState::build(
-            &config,
-            clock,
-            sessiond_server::state::OpenMode::CreateIfMissing,
-        )
-        .await
-        .expect("server state builds");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            sessiond_server::run(listener, state, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        shutdown
-    }
-
-    /// Starts the server again after [`stop`](Self::stop), on the same address and database
-    /// (so with the same signing keys).
-    pub async fn start_again(&mut self) {
-        let listener = TcpListener::bind(self.address)
-            .await
-            .expect("the address is free again");
-        self.shutdown = Some(Self::serve(&self.raw, self.clock.clone(), listener).await);
-        // Connections kept alive to the old server are dead.
-        self.http = reqwest::Client::new();
-    }
-
-    /// Revokes a session through the admin API.
-    pub async fn revoke(&self, session_id: &str) {
-        let response = self
-            .http
-            .delete(format!("{}/v1/sessions/{session_id}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .expect("revoke request is sent");
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    }
-
-    pub fn jwks_url(&self) -> String {
-        format!("{}{JWKS_PATH}", self.base)
-    }
-
-    /// Creates a session for `user` with `claims` through the admin API.
-    pub async fn create_session(&self, user: &str, claims: Value) -> TokenPairResponse {
-        let response = self
-            .http
-            .post(format!("{}/v1/sessions", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .json(&json!({
-                "user_id": user,
-                "tenant_id": "acme",
-                "device": {"name": "test"},
-                "claims": claims,
-            }))
-            .send()
-            .await
-            .expect("create request is sent");
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.expect("a token pair")
-    }
-
+/// Sessions as the verifier's tests need them.
+pub trait Sessions {
     /// An access token of a new session whose `permissions` are `permissions`.
-    pub async fn token_with(&self, permissions: &[&str]) -> TokenPairResponse {
-        self.create_session(
-            "user-1",
-            json!({"roles": ["user"], "permissions": permissions}),
-        )
-        .await
-    }
-
-    /// Stops the server and waits until it refuses connections.
-    pub async fn stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let probe = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_millis(500))
-            .build()
-            .expect("probe client");
-        for _ in 0..100 {
-            if probe
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server did not stop");
-    }
+    async fn token_with(&self, permissions: &[&str]) -> TokenPairResponse;
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+impl Sessions for TestServer {
+    async fn token_with(&self, permissions: &[&str]) -> TokenPairResponse {
+        self.create_session_with(json!({
+            "user_id": "user-1",
+            "tenant_id": "acme",
+            "device": {"name": "test"},
+            "claims": {"roles": ["user"], "permissions": permissions},
+        }))
+        .await
     }
 }
 
@@ -239,33 +71,23 @@ struct ProxyState {
 pub struct JwksProxy {
     pub base: String,
     pub control: Arc<ProxyControl>,
-    shutdown: Option<oneshot::Sender<()>>,
+    _server: HttpServer,
 }
 
 impl JwksProxy {
     pub async fn spawn(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
         let control = Arc::new(ProxyControl::default());
         let state = ProxyState {
             upstream: upstream.to_owned(),
             http: reqwest::Client::new(),
             control: control.clone(),
         };
-        let router = axum::Router::new().fallback(forward).with_state(state);
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("proxy runs");
-        });
+        let router = axum::Router::new().fallback(intercept).with_state(state);
+        let server = HttpServer::spawn(router).await;
         Self {
-            base: format!("http://{address}"),
+            base: server.base.clone(),
             control,
-            shutdown: Some(shutdown),
+            _server: server,
         }
     }
 
@@ -282,42 +104,13 @@ impl JwksProxy {
     }
 }
 
-impl Drop for JwksProxy {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
-
-async fn forward(State(state): State<ProxyState>, request: Request) -> Response {
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned());
-    let is_jwks = path == JWKS_PATH;
+/// Counts JWK Set requests and rewrites their `Cache-Control` when asked; forwards everything.
+async fn intercept(State(state): State<ProxyState>, request: Request) -> Response {
+    let is_jwks = request.uri().path() == JWKS_PATH;
     if is_jwks {
         state.control.jwks_requests.fetch_add(1, Ordering::SeqCst);
     }
-    let answer = state
-        .http
-        .request(
-            request.method().clone(),
-            format!("{}{path}", state.upstream),
-        )
-        .send()
-        .await
-        .expect("upstream answers");
-    let status = answer.status();
-    let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.expect("upstream body");
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    for (name, value) in &answer_headers {
-        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
+    let mut response = forward(&state.http, &state.upstream, request).await;
     let cache_control = *state.control.cache_control.lock().expect("not poisoned");
     if let (true, Some(value)) = (is_jwks, cache_control) {
         response
@@ -352,15 +145,4 @@ pub fn mint(key: &ed25519_dalek::SigningKey, kid: &str, claims: &Value) -> Strin
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
     token
-}
-
-/// Waits up to 5 s for `condition`.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..250 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

@@ -48,7 +48,10 @@ async fn a_stale_key_set_is_refreshed_in_the_background_while_tokens_still_verif
 
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     verifier.verify(&pair.access_token).await.unwrap();
-    eventually("the background refresh", || proxy.jwks_requests() == 2).await;
+    eventually("the background refresh", async || {
+        proxy.jwks_requests() == 2
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ async fn a_real_token_verifies_and_its_claims_come_through() {
 #[tokio::test]
 async fn tokens_of_every_published_algorithm_verify_and_tampered_ones_do_not() {
     for algorithm in ["EdDSA", "ES256", "RS256"] {
-        let server = TestServer::spawn_signing_with(algorithm).await;
+        let server = spawn_signing_with(algorithm).await;
         let pair = server.token_with(&["notes:read"]).await;
         let verifier = verifier_of(&server.jwks_url()).build().unwrap();
         let claims = verifier

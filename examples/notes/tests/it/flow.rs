@@ -9,7 +9,7 @@ use sessiond_client::reqwest::StatusCode;
 use sessiond_client::{Error, FileKey, SessionState, SignOutReason};
 use tempfile::TempDir;
 
-use crate::helpers::{NotesApi, Sessiond, SharedClock, eventually};
+use crate::helpers::{Backend as _, NotesApi, Sessiond, SharedClock, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_stays_signed_in_for_an_hour_and_is_signed_out_when_revoked_elsewhere() {
@@ -28,7 +28,7 @@ async fn the_cli_stays_signed_in_for_an_hour_and_is_signed_out_when_revoked_else
     .unwrap();
 
     // The application's backend authenticates the user and hands the pair to the CLI.
-    let pair = sessiond.create_session("nora", &["notes:read"]).await;
+    let pair = sessiond.backend_session("nora", &["notes:read"]).await;
     cli.sign_in(&pair).await.unwrap();
     let mut connected = cli.client.events_connected();
     tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|open| *open))
@@ -64,7 +64,7 @@ async fn the_cli_stays_signed_in_for_an_hour_and_is_signed_out_when_revoked_else
     assert!(cli.signed_in());
 
     // The user, on another device, revokes the CLI's session.
-    let phone = sessiond.create_session("nora", &["notes:read"]).await;
+    let phone = sessiond.backend_session("nora", &["notes:read"]).await;
     let last_token = cli.client.access_token().await.unwrap();
     let mut state = cli.client.state();
     state.borrow_and_update();
