@@ -112,11 +112,31 @@ fn audit_query(params: AuditParams) -> Result<(AuditQuery, u32), ApiError> {
         );
     }
     query.kind = params.kind.filter(|kind| !kind.is_empty());
+    if query
+        .kind
+        .as_deref()
+        .is_some_and(|kind| !is_event_type(kind))
+    {
+        return Err(invalid(
+            "type",
+            "must be an event type: at most 64 ASCII letters, digits, '.', '_' or '-'",
+        ));
+    }
     if let Some(since) = params.since.filter(|since| !since.is_empty()) {
         parse_since(&since, &mut query)
             .ok_or_else(|| invalid("since", "must be a seq or an RFC 3339 instant"))?;
     }
     Ok((query, limit))
+}
+
+/// Whether `kind` can name an event type (`session.created`, `security.reuse_detected`). Any
+/// other text matches no event, and a NUL byte is refused by PostgreSQL's text type, so the
+/// filter refuses it before it reaches a store.
+fn is_event_type(kind: &str) -> bool {
+    kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 /// Sets `query` to start after the seq `since`, or at the RFC 3339 instant `since`; `None`

@@ -187,6 +187,9 @@ async fn listing_the_audit_trail_is_for_admins_and_checks_its_query() {
         "?limit=1001",
         "?since=yesterday",
         "?session_id=nope",
+        // PostgreSQL's text type refuses a NUL byte; the filter refuses it first (was a 500).
+        "?type=%00",
+        "?type=session%20created",
     ] {
         let answer = app.get(&format!("/v1/audit{bad}"), Some(ADMIN_KEY)).await;
         assert_eq!(
