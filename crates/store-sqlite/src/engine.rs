@@ -22,9 +22,9 @@
 //!
 //! The storage thread also records whether writes are failing for want of space, permission
 //! or a working device ([`WriteHealth`]): a write that fails so marks the store as unable to
-//! write, a batch that commits clears the mark. While it is set, the health check runs one
-//! small write (at most once per [`PROBE_INTERVAL`]) to learn whether writing works again;
-//! while it is clear, the health check writes nothing.
+//! write, and only a batch that commits a changed row clears the mark. While it is set, the
+//! health check runs one small write (at most once per [`PROBE_INTERVAL`]) to learn whether
+//! writing works again; while it is clear, the health check writes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -404,7 +404,8 @@ impl WriteHealth {
         *blocked = Some(Blocked { cannot, probed_at });
     }
 
-    /// A batch committed with no write failing for want of space, permission or a device.
+    /// A batch committed that changed a row, with no write failing for want of space,
+    /// permission or a device.
     fn record_written(&self) {
         let mut blocked = self.lock();
         if blocked.is_some() {
@@ -865,16 +866,20 @@ fn apply(
     let mut tx = WriteTx::new(connection, cipher);
     let mut broken = None;
     let mut cannot_write = None;
-    let mut kept_any = false;
+    let mut changed_any = false;
     for job in writes.iter_mut() {
         if let Err(error) = statement(connection, "SAVEPOINT job") {
             broken = Some((error, None));
             break;
         }
         let head = (tx.head, tx.head_moved);
+        let changes_before = connection.total_changes();
         let kept = job.run(&mut tx);
         let ended = if kept {
-            kept_any = true;
+            // Only a job that changed a row proves writes work again: one that changed nothing
+            // (a revocation of a revoked session, a purge with nothing to purge) commits
+            // without writing a page, even on a full disk.
+            changed_any |= connection.total_changes() != changes_before;
             statement(connection, "RELEASE job")
         } else {
             (tx.head, tx.head_moved) = head;
@@ -906,7 +911,7 @@ fn apply(
         Ok(()) => {
             match cannot_write {
                 Some(cannot) => record_blocked(health, cannot),
-                None if kept_any => health.record_written(),
+                None if changed_any => health.record_written(),
                 None => {}
             }
             for job in writes.drain(..) {
