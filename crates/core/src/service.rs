@@ -389,8 +389,9 @@ impl SessionService {
                     if !anomaly_handled {
                         self.handle_anomaly(&session, origin, now).await?;
                     }
-                    let sealed = record.sealed_successor.as_deref().unwrap_or_default();
-                    let pair = token.open_successor(sealed)?;
+                    let pair = self
+                        .open_replayed_successor(&token, &record, &session, now)
+                        .await?;
                     return Ok(Some(IssuedSession {
                         pair,
                         session,
@@ -486,6 +487,53 @@ impl SessionService {
         Err(Error::Corrupt(
             "refresh token changed state on every attempt".into(),
         ))
+    }
+
+    /// The successor pair sealed under `token` when it was spent, for a grace-window replay.
+    /// A sealed pair that does not open (altered, or moved from another token's row) cannot be
+    /// handed out: it is logged and audited as `security.integrity_failure` naming the row,
+    /// and the replay is taken for reuse (the session is revoked), never answered 500.
+    ///
+    /// # Errors
+    /// [`Error::RefreshRejected`] with [`RefreshRejection::ReuseDetected`] when it does not
+    /// open; [`Error::Store`] when the revocation cannot be written.
+    async fn open_replayed_successor(
+        &self,
+        token: &RefreshToken,
+        record: &RefreshTokenRecord,
+        session: &Session,
+        now: Timestamp,
+    ) -> Result<IssuedPair, Error> {
+        let sealed = record.sealed_successor.as_deref().unwrap_or_default();
+        let error = match token.open_successor(sealed) {
+            Ok(pair) => return Ok(pair),
+            Err(error) => error,
+        };
+        let column = crate::crypt::columns::SEALED_SUCCESSOR;
+        tracing::warn!(
+            column,
+            session_id = %session.id,
+            %error,
+            "the sealed successor of a spent refresh token does not open (moved from another \
+             row, or altered); its replay is refused as reuse"
+        );
+        // The token is spent and its session revoked below, so its hash names the row and
+        // opens nothing.
+        self.append_integrity_events(&[audit_event(
+            INTEGRITY_FAILURE,
+            Severity::Critical,
+            session,
+            now,
+            None,
+            json!({
+                "column": column,
+                "session_id": session.id.to_string(),
+                "refresh_token_hash": crate::audit::hex(&record.hash.0),
+            }),
+        )])
+        .await;
+        self.revoke_for_reuse(session, now).await?;
+        Err(Error::RefreshRejected(RefreshRejection::ReuseDetected))
     }
 
     /// Logs, and audits as `security.integrity_failure`, each encrypted value of `sessions` that

@@ -696,7 +696,96 @@ async fn the_rotate_master_command_moves_the_database_to_a_new_key_file() {
     assert!(stdout.contains(AGENT_MARKER), "{stdout}");
 }
 
+/// Regression: replaying a spent refresh token whose sealed successor did not open (its
+/// ciphertext altered, or moved from another token's row) answered 500, at rest and under the
+/// token alike; it is reuse, since the successor cannot be handed out.
+async fn a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse_and_is_audited() {
+    // Without a master key only the token's own sealing guards the pair; with one, the
+    // encryption at rest fails first.
+    for master_key in [None, Some(crate::helpers::TEST_MASTER_KEY)] {
+        let app = TestApp::spawn_with(|raw| raw.master_key = master_key.map(Into::into)).await;
+        let alice = app.create_session("alice").await;
+        let alice_id = text(&alice["session"], "id").to_owned();
+        let alice_successor = app.refresh(text(&alice, "refresh_token")).await;
+        assert_eq!(alice_successor.status, StatusCode::OK);
+        let bob = app.create_session("bob").await;
+        let bob_id = text(&bob["session"], "id").to_owned();
+        let bob_successor = app.refresh(text(&bob, "refresh_token")).await;
+        assert_eq!(bob_successor.status, StatusCode::OK);
+        // A replay of the spent token opens its successor while nothing is wrong.
+        let replayed = app.refresh(text(&alice, "refresh_token")).await;
+        assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.body);
+
+        // Alice's sealed pair is altered (its last byte dropped), bob's is alice's.
+        let spent =
+            |session: &str| format!("session_id = '{session}' AND sealed_successor IS NOT NULL");
+        let moved = app
+            .execute(&format!(
+                "UPDATE refresh_tokens SET sealed_successor =
+                     (SELECT sealed_successor FROM refresh_tokens WHERE {})
+                 WHERE {}",
+                spent(&alice_id),
+                spent(&bob_id)
+            ))
+            .await;
+        assert_eq!(moved, 1);
+        let altered = app
+            .execute(&format!(
+                "UPDATE refresh_tokens
+                 SET sealed_successor = substr(sealed_successor, 1, length(sealed_successor) - 1)
+                 WHERE {}",
+                spent(&alice_id)
+            ))
+            .await;
+        assert_eq!(altered, 1);
+
+        for (user, created, successor, session_id) in [
+            ("alice", &alice, &alice_successor, &alice_id),
+            ("bob", &bob, &bob_successor, &bob_id),
+        ] {
+            let what = format!("{user}, master key {}", master_key.is_some());
+            let replay = app.refresh(text(created, "refresh_token")).await;
+            assert_eq!(
+                replay.status,
+                StatusCode::UNAUTHORIZED,
+                "{what}: {}",
+                replay.body
+            );
+            assert_eq!(replay.error_code(), "invalid_refresh_token", "{what}");
+            assert_eq!(replay.body["reason"], "reuse_detected", "{what}");
+            // The session is revoked: its live successor is refused too.
+            let after = app.refresh(text(&successor.body, "refresh_token")).await;
+            assert_eq!(after.body["reason"], "revoked", "{what}: {}", after.body);
+            let reuse = app
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM audit_events
+                     WHERE type = 'security.reuse_detected' AND session_id = '{session_id}'"
+                ))
+                .await;
+            assert_eq!(reuse, 1, "{what}");
+            let reported = app
+                .audit_events("security.integrity_failure")
+                .await
+                .into_iter()
+                .filter(|event| event["details"]["session_id"] == session_id.as_str())
+                .collect::<Vec<_>>();
+            assert_eq!(reported.len(), 1, "{what}: {reported:?}");
+            let details = &reported[0]["details"];
+            assert_eq!(
+                details["column"], "refresh_tokens.sealed_successor",
+                "{what}"
+            );
+            let hash = RefreshToken::parse(text(created, "refresh_token"))
+                .expect("a refresh token")
+                .hash();
+            assert_eq!(details["refresh_token_hash"], hex(&hash.0), "{what}");
+            assert_eq!(reported[0]["severity"], "critical", "{what}");
+        }
+    }
+}
+
 on_every_store!(
+    a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse_and_is_audited,
     a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
     an_encrypted_value_copied_into_another_row_reads_as_unreadable_and_the_session_still_revokes,
     the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open,
