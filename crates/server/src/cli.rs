@@ -443,6 +443,12 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> anyhow:
             "sessiond backup copies SQLite databases; back up PostgreSQL with pg_dump (see docs/operations.md)"
         ));
     }
+    // As every other command: a wrong master key is refused before anything is copied, so a
+    // backup is never made by someone who could not open it (or restore it) later.
+    let store = open_sqlite(config, OpenMode::ReadOnly).await?;
+    let checked = unlock_existing(config, &store, sessiond_core::Clock::now(&SystemClock)).await;
+    store.close().await;
+    checked?;
     let url = config.database_url.clone();
     let destination = path.to_owned();
     let size = tokio::task::spawn_blocking(move || {
