@@ -38,14 +38,65 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-/// Everything the app's SQLite database holds on disk, the write-ahead log included.
+/// Everything the app's SQLite database holds on disk, the write-ahead log included, read
+/// without touching the running server's locks (see [`TestApp::sqlite_bytes`]).
 fn sqlite_bytes(app: &TestApp) -> Vec<u8> {
-    let mut bytes = std::fs::read(app.database_path()).expect("read the database file");
-    let wal = app.database_path().with_extension("db-wal");
-    if let Ok(more) = std::fs::read(wal) {
-        bytes.extend(more);
-    }
-    bytes
+    app.sqlite_bytes()
+}
+
+/// How many POSIX locks this process holds on the file at `path`, as `/proc/locks` lists them;
+/// `None` where there is no `/proc/locks`.
+fn own_locks_on(path: &std::path::Path) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(path)
+        .expect("stat the file")
+        .ino()
+        .to_string();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = std::process::id().to_string();
+    // `1: POSIX  ADVISORY  READ 1234 fe:00:5980545 128 128` (waiters have a `->` more).
+    Some(
+        locks
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| {
+                fields.get(1) == Some(&"POSIX")
+                    && fields.get(4) == Some(&pid.as_str())
+                    && fields
+                        .get(5)
+                        .and_then(|file| file.rsplit(':').next())
+                        .is_some_and(|file_inode| file_inode == inode)
+            })
+            .count(),
+    )
+}
+
+/// Regression: the tests read the running server's database with `std::fs::read` in the
+/// server's own process; closing that descriptor dropped every POSIX lock the process held on
+/// the file (SQLite's known pitfall), so another process could take the database for unused
+/// and checkpoint or reset the WAL under the server.
+#[tokio::test]
+async fn dumping_the_database_file_keeps_the_running_servers_sqlite_locks() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "alice").await;
+    let Some(before) = own_locks_on(&app.database_path()) else {
+        eprintln!("no /proc/locks to read the server's locks from: not run");
+        return;
+    };
+    assert!(
+        before > 0,
+        "the running server holds a lock on its database"
+    );
+    let dump = sqlite_bytes(&app);
+    assert!(contains(&dump, b"SQLite format 3"), "the database was read");
+    assert_eq!(
+        own_locks_on(&app.database_path()),
+        Some(before),
+        "the server's locks survive the dump"
+    );
+    let listed = app.get("/v1/users/alice/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    app.create_session("bob").await;
 }
 
 /// A SQL condition: `column` is NULL or sealed (text columns start with `sdenc1:`).
