@@ -414,6 +414,76 @@ async fn the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open() {
     );
 }
 
+/// What a command could have written: row counts of every table that changes, the sealed
+/// audit events and the chain's last seq.
+async fn written_state(app: &TestApp) -> Vec<(String, i64)> {
+    let mut state = Vec::new();
+    for query in [
+        "SELECT COUNT(*) FROM audit_events",
+        "SELECT COUNT(*) FROM audit_events WHERE hash IS NOT NULL",
+        "SELECT COALESCE(MAX(chain_seq), 0) FROM audit_events",
+        "SELECT COUNT(*) FROM audit_checkpoint",
+        "SELECT COUNT(*) FROM audit_keys",
+        "SELECT COUNT(*) FROM events",
+        "SELECT COUNT(*) FROM sessions",
+        "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL",
+        "SELECT COUNT(*) FROM refresh_tokens",
+        "SELECT COUNT(*) FROM devices",
+        "SELECT COUNT(*) FROM signing_keys",
+        "SELECT COUNT(*) FROM data_keys",
+        "SELECT COUNT(*) FROM master_key",
+    ] {
+        state.push((query.to_owned(), app.scalar(query).await));
+    }
+    state
+}
+
+/// Regression: `sessions list` on a session whose encrypted fields do not open appended
+/// `security.integrity_failure` audit events, so a command that only reads wrote to the
+/// database (and could not run on a read-only copy). Read-only commands log instead.
+async fn read_only_commands_write_nothing_to_the_database() {
+    let mut app = TestApp::spawn().await;
+    move_alices_ciphertexts_into_bobs_rows(&app).await;
+    // The server reports the bad values itself once; the commands are separate processes.
+    let listed = app.get("/v1/users/bob/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    crate::audit::seal_all(&app).await;
+    // Stopped, so that only the commands could change the files.
+    app.stop().await;
+    let env = crate::helpers::master_key_env(&app.config.database_url);
+    let before = written_state(&app).await;
+    let bytes_before = (app.backend == Backend::Sqlite).then(|| sqlite_bytes(&app));
+
+    for args in [
+        &["sessions", "list", "--user", "bob"][..],
+        &["sessions", "list", "--user", "bob", "--json"],
+        &["keys", "list"],
+        &["keys", "list", "--json"],
+        &["audit", "verify"],
+        &["audit", "export"],
+    ] {
+        let output = sessiond(&app, args, &env);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(written_state(&app).await, before, "{args:?} wrote");
+        if let Some(bytes_before) = &bytes_before {
+            assert!(
+                &sqlite_bytes(&app) == bytes_before,
+                "{args:?} changed the database files"
+            );
+        }
+    }
+    let listed = sessiond(&app, &["sessions", "list", "--user", "bob"], &env);
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("does not open"),
+        "the unreadable values are logged: {stderr}"
+    );
+}
+
 /// `app`'s configuration with another master key.
 fn with_master_key(app: &TestApp, key: &MasterKey, previous: Option<&MasterKey>) -> Config {
     let mut config = app.config.clone();
@@ -836,6 +906,7 @@ async fn a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse
 }
 
 on_every_store!(
+    read_only_commands_write_nothing_to_the_database,
     a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse_and_is_audited,
     a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
     an_encrypted_value_copied_into_another_row_reads_as_unreadable_and_the_session_still_revokes,
