@@ -375,6 +375,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    catch_file_size_signal();
     for warning in &config.warnings {
         match config.log_format {
             // Loud, and whatever RUST_LOG says.
@@ -412,6 +413,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     crate::run_with_metrics_listener(listener, metrics_listener, state, shutdown_signal())
         .await
         .context("server failed")
+}
+
+/// Catches `SIGXFSZ`, whose default action ends the process when a write would take a file
+/// past the process's file-size limit (`ulimit -f`, `prlimit --fsize`): the write fails with
+/// `EFBIG` instead, which the store answers as an I/O error (503, `io_error`) until the limit
+/// is raised, like any other disk that cannot write. Tokio's handler stays installed for the
+/// life of the process.
+fn catch_file_size_signal() {
+    #[cfg(unix)]
+    if let Err(error) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    {
+        tracing::warn!(%error, "cannot catch SIGXFSZ: a file-size limit would end the process");
+    }
 }
 
 async fn shutdown_signal() {

@@ -37,7 +37,7 @@ use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
 use sessiond_core::crypt::CipherSlot;
 use sessiond_core::crypt::columns::AUDIT_IP;
 use sessiond_core::event::{self, NewEvent};
-use sessiond_core::store::{CannotWrite, StoreError};
+use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::{copy_error, shared_failure, store_error, write_block, write_block_of};
@@ -925,6 +925,7 @@ fn apply(
                 Some(cause) => cause,
                 None => shared_failure(&error),
             };
+            let failure = named_read_only(failure, connection);
             match failure.cannot_write().cloned().or(cannot_write) {
                 Some(cannot) => record_blocked(health, cannot),
                 None => record_failure(health, &error),
@@ -933,6 +934,29 @@ fn apply(
                 job.failed(copy_error(&failure));
             }
         }
+    }
+}
+
+/// `failure` as `read_only` when it is an I/O error of a database whose file system has turned
+/// read-only under it (ext4's `errors=remount-ro` after a device error, a forced remount):
+/// SQLite reports such a write as an I/O error. Other failures are returned as they are.
+fn named_read_only(failure: StoreError, connection: &Connection) -> StoreError {
+    if write_block_of(&failure) != Some(WriteBlock::IoError) {
+        return failure;
+    }
+    // The WAL, not the database file: SQLite holds no lock on the WAL, whereas closing any
+    // descriptor of the database file would drop every POSIX lock this process holds on it.
+    let Some(wal) = connection.path().map(|path| format!("{path}-wal")) else {
+        return failure;
+    };
+    match std::fs::OpenOptions::new().write(true).open(&wal) {
+        Err(error) if error.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::Unavailable(Box::new(CannotWrite {
+                reason: WriteBlock::ReadOnly,
+                detail: format!("{}: the file system is read-only", error_chain(&failure)),
+            }))
+        }
+        _ => failure,
     }
 }
 
