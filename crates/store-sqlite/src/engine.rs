@@ -506,7 +506,7 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let outcome = work(tx);
+        let outcome = work(tx).map_err(as_cannot_write);
         let succeeded = outcome.is_ok();
         self.outcome = Some(outcome);
         succeeded
@@ -934,6 +934,21 @@ fn apply(
                 job.failed(copy_error(&failure));
             }
         }
+    }
+}
+
+/// A job's failure for want of space, permission or a working device as a [`CannotWrite`], so
+/// that its caller (and the HTTP answer's `reason`) knows it for what it is, like a failed
+/// commit's.
+fn as_cannot_write(error: StoreError) -> StoreError {
+    match write_block_of(&error) {
+        Some(reason) if error.cannot_write().is_none() => {
+            StoreError::Unavailable(Box::new(CannotWrite {
+                reason,
+                detail: error_chain(&error),
+            }))
+        }
+        _ => error,
     }
 }
 

@@ -502,6 +502,7 @@ async fn only_a_commit_that_changed_a_row_clears_the_cannot_write_mark() {
             .await;
         if answer.status != StatusCode::CREATED {
             assert_unavailable(&answer, "a creation on a full database");
+            assert_eq!(answer.body["reason"], "disk_full", "{}", answer.body);
             refused = true;
             break;
         }
