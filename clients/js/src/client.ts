@@ -35,7 +35,7 @@ export interface Tokens {
 }
 
 export interface SignedOut {
-  /** `revoked`, `expired`, `reuse_detected`, `unknown` (refresh refused), `session_ended`, `signed_out` (by this user here), `unauthenticated`. */
+  /** `revoked`, `expired`, `reuse_detected`, `anomaly`, `unknown` (refresh refused), `session_ended`, `signed_out` (by this user here), `unauthenticated`. */
   reason: string;
   event?: ServerEvent;
 }

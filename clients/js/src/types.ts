@@ -23,6 +23,12 @@ export interface Session {
   revoked_at: string | null;
   revoke_reason: string | null;
   current?: boolean;
+  /**
+   * Only when some encrypted field of the stored session does not open (moved from another
+   * row, altered, or sealed under an unknown key): the fields that read as `null` for that
+   * reason rather than because they were never given.
+   */
+  unreadable?: Array<'device.name' | 'ip' | 'user_agent' | 'metadata'>;
 }
 
 /** The answer of `POST /v1/sessions` and `POST /v1/sessions/refresh` (no `refresh_token` by cookie). */

@@ -8,12 +8,17 @@ import type { Device, RefreshRequest, ServerEvent, Session, TokenPair } from '..
 
 type Schemas = components['schemas'];
 type Fits<From extends To, To> = [From, To];
+// Every field the server documents is one the client's type names, optional ones included
+// (`Fits` alone lets a type leave an optional field out).
+type Names<Server extends keyof Client, Client> = [Server, Client];
 
 export type Checks = [
   Fits<Schemas['TokenPair'], TokenPair>,
   Fits<Schemas['CookieTokenPair'], TokenPair>,
   Fits<Schemas['Session'], Session>,
   Fits<Session, Schemas['Session']>,
+  Names<keyof Schemas['Session'], Session>,
+  Names<keyof Schemas['Device'], Device>,
   Fits<Schemas['Device'], Device>,
   Fits<Schemas['Error'], ErrorBody>,
   Fits<Schemas['StreamEvent'], ServerEvent>,

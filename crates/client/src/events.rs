@@ -237,6 +237,7 @@ async fn handle(
             let reason = match event.reason.as_deref() {
                 Some("logout") => SignOutReason::LoggedOut,
                 Some("reuse_detected") => SignOutReason::ReuseDetected,
+                Some("anomaly") => SignOutReason::Anomaly,
                 _ => SignOutReason::Revoked,
             };
             sign_out(inner, session_id, reason).await;

@@ -87,7 +87,7 @@
 //!   `session.expired`, or the server closing the stream with `session_ended`) signs it out at
 //!   once: storage is cleared, then [`SessionState::SignedOut`] is published, as after a
 //!   refused refresh (reason [`SignOutReason::Revoked`], [`SignOutReason::ReuseDetected`],
-//!   [`SignOutReason::Expired`], or [`SignOutReason::LoggedOut`] when another process sharing
+//!   [`SignOutReason::Anomaly`], [`SignOutReason::Expired`], or [`SignOutReason::LoggedOut`] when another process sharing
 //!   the session logged out);
 //! - a refresh of the session by *another process sharing the token store* (two CLI
 //!   invocations on one token file) is picked up by reading the store, with no refresh request

@@ -127,6 +127,9 @@ pub enum SignOutReason {
     /// The refresh token was spent before: the server took it as theft and revoked the
     /// session. Worth telling the user.
     ReuseDetected,
+    /// A refresh came from a network or device unlike the session's, and the server (under
+    /// its `revoke` anomaly policy) revoked the session. Worth telling the user.
+    Anomaly,
     /// The server does not know the refresh token (its session was purged, or the token is
     /// from another deployment).
     Unknown,
@@ -141,6 +144,7 @@ impl SignOutReason {
             Some("revoked") => Self::Revoked,
             Some("expired") => Self::Expired,
             Some("reuse_detected") => Self::ReuseDetected,
+            Some("anomaly") => Self::Anomaly,
             Some("unknown") => Self::Unknown,
             Some(other) => Self::Other(other.to_owned()),
             None => Self::Other(String::new()),
@@ -155,6 +159,7 @@ impl SignOutReason {
             Self::Revoked => "revoked",
             Self::Expired => "expired",
             Self::ReuseDetected => "reuse_detected",
+            Self::Anomaly => "anomaly",
             Self::Unknown => "unknown",
             Self::Other(reason) => reason,
         }

@@ -167,7 +167,10 @@ pub struct RefreshTokenRecord {
     pub issued_at: Timestamp,
     /// When it was spent by a rotation, if it was.
     pub spent_at: Option<Timestamp>,
-    /// The successor pair issued when it was spent, sealed under the token itself.
+    /// The successor pair issued when it was spent, sealed under the token itself. A store
+    /// whose at-rest encryption of this value does not open (it was altered, or moved from
+    /// another row) gives it as empty, which opens under no token, rather than failing the
+    /// lookup: the service then refuses the replay as reuse and reports the row.
     pub sealed_successor: Option<Vec<u8>>,
     /// Whether that successor has itself been spent.
     pub successor_spent: bool,

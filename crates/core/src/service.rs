@@ -66,6 +66,10 @@ pub struct ServiceSettings {
     pub anomaly: AnomalySettings,
     /// Which refreshes leave an audit event.
     pub audit_refreshes: RefreshAudit,
+    /// A service for a command that only reads (`sessions list`, `audit verify`...): what
+    /// would otherwise be audited on a read (an encrypted value that does not open) is only
+    /// logged, so the database is left as it was. Its writing operations are not for use.
+    pub read_only: bool,
 }
 
 /// What the application backend sends to create a session.
@@ -389,8 +393,9 @@ impl SessionService {
                     if !anomaly_handled {
                         self.handle_anomaly(&session, origin, now).await?;
                     }
-                    let sealed = record.sealed_successor.as_deref().unwrap_or_default();
-                    let pair = token.open_successor(sealed)?;
+                    let pair = self
+                        .open_replayed_successor(&token, &record, &session, now)
+                        .await?;
                     return Ok(Some(IssuedSession {
                         pair,
                         session,
@@ -488,6 +493,53 @@ impl SessionService {
         ))
     }
 
+    /// The successor pair sealed under `token` when it was spent, for a grace-window replay.
+    /// A sealed pair that does not open (altered, or moved from another token's row) cannot be
+    /// handed out: it is logged and audited as `security.integrity_failure` naming the row,
+    /// and the replay is taken for reuse (the session is revoked), never answered 500.
+    ///
+    /// # Errors
+    /// [`Error::RefreshRejected`] with [`RefreshRejection::ReuseDetected`] when it does not
+    /// open; [`Error::Store`] when the revocation cannot be written.
+    async fn open_replayed_successor(
+        &self,
+        token: &RefreshToken,
+        record: &RefreshTokenRecord,
+        session: &Session,
+        now: Timestamp,
+    ) -> Result<IssuedPair, Error> {
+        let sealed = record.sealed_successor.as_deref().unwrap_or_default();
+        let error = match token.open_successor(sealed) {
+            Ok(pair) => return Ok(pair),
+            Err(error) => error,
+        };
+        let column = crate::crypt::columns::SEALED_SUCCESSOR;
+        tracing::warn!(
+            column,
+            session_id = %session.id,
+            %error,
+            "the sealed successor of a spent refresh token does not open (moved from another \
+             row, or altered); its replay is refused as reuse"
+        );
+        // The token is spent and its session revoked below, so its hash names the row and
+        // opens nothing.
+        self.append_integrity_events(&[audit_event(
+            INTEGRITY_FAILURE,
+            Severity::Critical,
+            session,
+            now,
+            None,
+            json!({
+                "column": column,
+                "session_id": session.id.to_string(),
+                "refresh_token_hash": crate::audit::hex(&record.hash.0),
+            }),
+        )])
+        .await;
+        self.revoke_for_reuse(session, now).await?;
+        Err(Error::RefreshRejected(RefreshRejection::ReuseDetected))
+    }
+
     /// Logs, and audits as `security.integrity_failure`, each encrypted value of `sessions` that
     /// did not open, once per row and column per [`crate::integrity::REPORT_INTERVAL`]. The
     /// read that found them succeeds whatever happens here: an audit write that fails is
@@ -557,7 +609,8 @@ impl SessionService {
     }
 
     async fn append_integrity_events(&self, events: &[NewAuditEvent]) {
-        if events.is_empty() {
+        // A command that only reads has logged them; it writes nothing.
+        if events.is_empty() || self.settings.read_only {
             return;
         }
         if let Err(error) = self.store.append_audit(events).await {
@@ -1091,9 +1144,15 @@ impl SessionService {
     /// [`Error::Store`].
     pub async fn verify_audit(&self) -> Result<Result<ChainSummary, ChainBreak>, Error> {
         const PAGE: u32 = 1_000;
-        let key = self.checkpoint_key().await?;
         let chain = self.store.audit_chain().await?;
-        let mut verifier = match ChainVerifier::new(chain.checkpoint.as_ref(), &key) {
+        // Only a checkpoint needs the key; asking for it creates it, and a chain without a
+        // checkpoint (never pruned) is verified without writing anything. A checkpoint's key
+        // was made before the checkpoint was.
+        let verifier = match &chain.checkpoint {
+            None => ChainVerifier::new(None, &[]),
+            Some(checkpoint) => ChainVerifier::new(Some(checkpoint), &self.checkpoint_key().await?),
+        };
+        let mut verifier = match verifier {
             Ok(verifier) => verifier,
             Err(broken) => return Ok(Err(broken)),
         };

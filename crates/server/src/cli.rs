@@ -375,6 +375,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    catch_file_size_signal();
     for warning in &config.warnings {
         match config.log_format {
             // Loud, and whatever RUST_LOG says.
@@ -414,6 +415,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("server failed")
 }
 
+/// Catches `SIGXFSZ`, whose default action ends the process when a write would take a file
+/// past the process's file-size limit (`ulimit -f`, `prlimit --fsize`): the write fails with
+/// `EFBIG` instead, which the store answers as an I/O error (503, `io_error`) until the limit
+/// is raised, like any other disk that cannot write. Tokio's handler stays installed for the
+/// life of the process.
+fn catch_file_size_signal() {
+    #[cfg(unix)]
+    if let Err(error) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    {
+        tracing::warn!(%error, "cannot catch SIGXFSZ: a file-size limit would end the process");
+    }
+}
+
 async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -443,6 +458,12 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> anyhow:
             "sessiond backup copies SQLite databases; back up PostgreSQL with pg_dump (see docs/operations.md)"
         ));
     }
+    // As every other command: a wrong master key is refused before anything is copied, so a
+    // backup is never made by someone who could not open it (or restore it) later.
+    let store = open_sqlite(config, OpenMode::ReadOnly).await?;
+    let checked = unlock_existing(config, &store, sessiond_core::Clock::now(&SystemClock)).await;
+    store.close().await;
+    checked?;
     let url = config.database_url.clone();
     let destination = path.to_owned();
     let size = tokio::task::spawn_blocking(move || {

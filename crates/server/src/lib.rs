@@ -18,7 +18,7 @@ pub mod refresh_failures;
 pub mod state;
 pub mod tasks;
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::sync::Arc;
 
 pub use http::{api_router, metrics_router, router};
@@ -40,11 +40,11 @@ pub async fn run(
 }
 
 /// Like [`run`], but serves `/metrics` on `metrics_listener` instead of the API's listener
-/// when one is given.
+/// when one is given, capped and timed out as the API's listener is (each with its own cap).
 ///
 /// # Errors
-/// When serving the metrics listener fails; accept errors on the API's listener are logged and
-/// the loop goes on.
+/// None at present, as [`run`]: accept errors on either listener are logged and the loop
+/// goes on.
 pub async fn run_with_metrics_listener(
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
@@ -54,15 +54,18 @@ pub async fn run_with_metrics_listener(
     let background = tasks::spawn(state.clone());
     let gauges = metrics::GaugeRefresh::spawn(state.clone());
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    // The metrics listener goes through the same accept loop as the API's, with a cap and
+    // timeouts of its own, so slow or idle scrapers cannot hold its connections open.
     let metrics_server = metrics_listener.map(|metrics_listener| {
         let mut metrics_stopped = metrics_stopped.clone();
-        tokio::spawn(
-            axum::serve(metrics_listener, metrics_router(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = metrics_stopped.changed().await;
-                })
-                .into_future(),
-        )
+        tokio::spawn(connections::serve(
+            metrics_listener,
+            metrics_router(state.clone()),
+            state.connections,
+            async move {
+                let _ = metrics_stopped.changed().await;
+            },
+        ))
     });
     let events = state.events.clone();
     let store = Arc::clone(state.service.store());
@@ -75,13 +78,14 @@ pub async fn run_with_metrics_listener(
     })
     .await;
     let _ = stop_metrics.send(true);
-    let metrics_served = match metrics_server {
-        Some(handle) => handle.await.unwrap_or(Ok(())),
-        None => Ok(()),
-    };
+    if let Some(handle) = metrics_server
+        && let Err(error) = handle.await
+    {
+        tracing::warn!(%error, "the metrics listener's accept loop ended abnormally");
+    }
     gauges.stop().await;
     background.stop().await;
     // Nothing uses the store any more: let it put its data in durable storage for good.
     store.close().await;
-    metrics_served
+    Ok(())
 }

@@ -366,6 +366,7 @@ impl AppState {
                 roles: config.roles.clone(),
                 anomaly: config.anomaly.clone(),
                 audit_refreshes: config.audit_refreshes,
+                read_only: mode == OpenMode::ReadOnly,
             },
         )
         .await

@@ -1235,12 +1235,14 @@ impl SessionStore for PostgresStore {
                 sealed_successor: row
                     .try_get::<Option<Vec<u8>>, _>(base + 2)
                     .map_err(store_error)?
+                    // A value that does not open is given as empty, which opens under no
+                    // token (see `RefreshTokenRecord::sealed_successor`).
                     .map(|stored| {
                         self.cipher
                             .open_bytes(SEALED_SUCCESSOR, &hash.0, stored)
                             .map(|inner| inner.to_vec())
-                    })
-                    .transpose()?,
+                            .unwrap_or_default()
+                    }),
                 successor_spent: row.try_get(base + 3).map_err(store_error)?,
             };
             Ok(Some((record, session)))

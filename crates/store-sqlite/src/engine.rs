@@ -22,9 +22,9 @@
 //!
 //! The storage thread also records whether writes are failing for want of space, permission
 //! or a working device ([`WriteHealth`]): a write that fails so marks the store as unable to
-//! write, a batch that commits clears the mark. While it is set, the health check runs one
-//! small write (at most once per [`PROBE_INTERVAL`]) to learn whether writing works again;
-//! while it is clear, the health check writes nothing.
+//! write, and only a batch that commits a changed row clears the mark. While it is set, the
+//! health check runs one small write (at most once per [`PROBE_INTERVAL`]) to learn whether
+//! writing works again; while it is clear, the health check writes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,7 @@ use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
 use sessiond_core::crypt::CipherSlot;
 use sessiond_core::crypt::columns::AUDIT_IP;
 use sessiond_core::event::{self, NewEvent};
-use sessiond_core::store::{CannotWrite, StoreError};
+use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::{copy_error, shared_failure, store_error, write_block, write_block_of};
@@ -404,7 +404,8 @@ impl WriteHealth {
         *blocked = Some(Blocked { cannot, probed_at });
     }
 
-    /// A batch committed with no write failing for want of space, permission or a device.
+    /// A batch committed that changed a row, with no write failing for want of space,
+    /// permission or a device.
     fn record_written(&self) {
         let mut blocked = self.lock();
         if blocked.is_some() {
@@ -505,7 +506,7 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let outcome = work(tx);
+        let outcome = work(tx).map_err(as_cannot_write);
         let succeeded = outcome.is_ok();
         self.outcome = Some(outcome);
         succeeded
@@ -865,16 +866,20 @@ fn apply(
     let mut tx = WriteTx::new(connection, cipher);
     let mut broken = None;
     let mut cannot_write = None;
-    let mut kept_any = false;
+    let mut changed_any = false;
     for job in writes.iter_mut() {
         if let Err(error) = statement(connection, "SAVEPOINT job") {
             broken = Some((error, None));
             break;
         }
         let head = (tx.head, tx.head_moved);
+        let changes_before = connection.total_changes();
         let kept = job.run(&mut tx);
         let ended = if kept {
-            kept_any = true;
+            // Only a job that changed a row proves writes work again: one that changed nothing
+            // (a revocation of a revoked session, a purge with nothing to purge) commits
+            // without writing a page, even on a full disk.
+            changed_any |= connection.total_changes() != changes_before;
             statement(connection, "RELEASE job")
         } else {
             (tx.head, tx.head_moved) = head;
@@ -906,7 +911,7 @@ fn apply(
         Ok(()) => {
             match cannot_write {
                 Some(cannot) => record_blocked(health, cannot),
-                None if kept_any => health.record_written(),
+                None if changed_any => health.record_written(),
                 None => {}
             }
             for job in writes.drain(..) {
@@ -920,6 +925,7 @@ fn apply(
                 Some(cause) => cause,
                 None => shared_failure(&error),
             };
+            let failure = named_read_only(failure, connection);
             match failure.cannot_write().cloned().or(cannot_write) {
                 Some(cannot) => record_blocked(health, cannot),
                 None => record_failure(health, &error),
@@ -928,6 +934,44 @@ fn apply(
                 job.failed(copy_error(&failure));
             }
         }
+    }
+}
+
+/// A job's failure for want of space, permission or a working device as a [`CannotWrite`], so
+/// that its caller (and the HTTP answer's `reason`) knows it for what it is, like a failed
+/// commit's.
+fn as_cannot_write(error: StoreError) -> StoreError {
+    match write_block_of(&error) {
+        Some(reason) if error.cannot_write().is_none() => {
+            StoreError::Unavailable(Box::new(CannotWrite {
+                reason,
+                detail: error_chain(&error),
+            }))
+        }
+        _ => error,
+    }
+}
+
+/// `failure` as `read_only` when it is an I/O error of a database whose file system has turned
+/// read-only under it (ext4's `errors=remount-ro` after a device error, a forced remount):
+/// SQLite reports such a write as an I/O error. Other failures are returned as they are.
+fn named_read_only(failure: StoreError, connection: &Connection) -> StoreError {
+    if write_block_of(&failure) != Some(WriteBlock::IoError) {
+        return failure;
+    }
+    // The WAL, not the database file: SQLite holds no lock on the WAL, whereas closing any
+    // descriptor of the database file would drop every POSIX lock this process holds on it.
+    let Some(wal) = connection.path().map(|path| format!("{path}-wal")) else {
+        return failure;
+    };
+    match std::fs::OpenOptions::new().write(true).open(&wal) {
+        Err(error) if error.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::Unavailable(Box::new(CannotWrite {
+                reason: WriteBlock::ReadOnly,
+                detail: format!("{}: the file system is read-only", error_chain(&failure)),
+            }))
+        }
+        _ => failure,
     }
 }
 

@@ -340,20 +340,21 @@ fn seal_successor(cipher: &CipherSlot, rotation: &Rotation) -> Vec<u8> {
         .to_vec()
 }
 
-/// The inverse of [`seal_successor`].
+/// The inverse of [`seal_successor`]. A value that does not open (altered, or moved from
+/// another row) is given as empty, which opens under no token (see
+/// [`RefreshTokenRecord::sealed_successor`]): the lookup still answers, and the service
+/// refuses the replay and reports the row.
 fn open_successor(
     cipher: &CipherSlot,
     hash: &RefreshTokenHash,
     stored: Option<Vec<u8>>,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    stored
-        .map(|stored| {
-            cipher
-                .open_bytes(SEALED_SUCCESSOR, &hash.0, stored)
-                .map(|inner| inner.to_vec())
-                .map_err(StoreError::from)
-        })
-        .transpose()
+) -> Option<Vec<u8>> {
+    stored.map(|stored| {
+        cipher
+            .open_bytes(SEALED_SUCCESSOR, &hash.0, stored)
+            .map(|inner| inner.to_vec())
+            .unwrap_or_default()
+    })
 }
 
 /// The only place a signing key's secret is turned into what is stored: sealed under the data
@@ -657,7 +658,7 @@ impl SessionStore for SqliteStore {
                         hash,
                         issued_at: Timestamp::from_unix_millis(get(row, base)?),
                         spent_at: spent_at.map(Timestamp::from_unix_millis),
-                        sealed_successor: open_successor(&cipher, &hash, get(row, base + 2)?)?,
+                        sealed_successor: open_successor(&cipher, &hash, get(row, base + 2)?),
                         successor_spent: get(row, base + 3)?,
                     };
                     Ok((record, session))

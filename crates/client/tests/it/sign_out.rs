@@ -97,6 +97,42 @@ async fn a_refresh_token_replayed_after_the_grace_window_signs_the_client_out_as
     assert!(is_empty(store.as_ref()));
 }
 
+/// Regression: a refresh the server refused with reason `anomaly` (its `revoke` anomaly
+/// policy) signed the client out with `Other("anomaly")`, a reason the application could not
+/// match on.
+#[tokio::test]
+async fn a_refresh_refused_as_an_anomaly_signs_the_client_out_with_reason_anomaly() {
+    let server = TestServer::spawn_with(|raw| raw.anomaly_policy = Some("revoke".into())).await;
+    // The session was created from another network than the client refreshes from.
+    let pair = server
+        .create_session_with(serde_json::json!({
+            "user_id": "gina",
+            "device": {"name": "Laptop", "ip": "198.51.100.4"},
+        }))
+        .await;
+    let (client, store) = client_with(&server.base, None, on_demand_only()).await;
+    client.sign_in(&pair).await.expect("signs in");
+
+    let refreshed = client.refresh().await;
+    assert!(
+        matches!(
+            &refreshed,
+            Err(Error::SignedOut {
+                reason: SignOutReason::Anomaly
+            })
+        ),
+        "{refreshed:?}"
+    );
+    assert_eq!(SignOutReason::Anomaly.as_str(), "anomaly");
+    assert_eq!(
+        client.current_state(),
+        SessionState::SignedOut {
+            reason: SignOutReason::Anomaly
+        }
+    );
+    assert!(is_empty(store.as_ref()));
+}
+
 #[tokio::test]
 async fn a_replay_inside_the_grace_window_gets_the_same_successor_and_stays_signed_in() {
     // The case the retry policy relies on: a refresh whose answer was lost is presented

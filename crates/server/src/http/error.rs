@@ -267,13 +267,16 @@ fn domain_response(error: Error) -> Response {
             None,
             None,
         ),
-        Error::Store(StoreError::Unavailable(source)) => {
-            tracing::warn!(error = %source, "storage unavailable");
+        Error::Store(store @ StoreError::Unavailable(_)) => {
+            // What keeps storage from writing, when that is known (`disk_full`, `read_only`,
+            // `io_error`), as `/readyz` names it.
+            let reason = store.cannot_write().map(|cannot| cannot.reason.as_str());
+            tracing::warn!(error = %DisplayChain(&store), reason, "storage unavailable");
             body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "storage is unavailable; retry later".into(),
-                None,
+                reason,
                 Some(UNAVAILABLE_RETRY_AFTER),
             )
         }

@@ -14,6 +14,8 @@
 //! `client_secret_post` (RFC 6749 §2.3.1). Those credentials authenticate nowhere else: the
 //! admin routes know only admin keys, and the token and revocation endpoints need none.
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -35,7 +37,8 @@ use sessiond_wire::{
 
 use super::ApiError;
 use super::error::{ErrorCode, rate_limit_headers};
-use super::limits::{ClientIp, request_origin};
+use super::extract::failed_credential;
+use super::limits::{ClientIp, client_ip, request_origin};
 use super::no_store;
 use super::sessions::spend_refresh_token_scoped;
 use crate::ratelimit::Refusal;
@@ -248,7 +251,12 @@ impl FromRequestParts<AppState> for RevokeCaller {
             Some(Some(_)) => Err(OAuthError::InsufficientScope(
                 "this admin key's scope does not allow revocations (admin:revoke)",
             )),
-            Some(None) => Err(OAuthError::InvalidClient("admin key not recognised")),
+            Some(None) => Err(count_failure(
+                state,
+                client_ip(parts, state),
+                OAuthError::InvalidClient("admin key not recognised"),
+            )
+            .await),
             // A public client authenticates by holding the token (RFC 7009 §5); a Basic
             // header from a stock client without a secret proves nothing more.
             None => Ok(Self::Holder),
@@ -267,6 +275,35 @@ impl FromRequest<AppState> for Introspection {
     type Rejection = OAuthError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, OAuthError> {
+        let (parts, body) = request.into_parts();
+        let ip = client_ip(&parts, state);
+        match Self::authenticated(Request::from_parts(parts, body), state).await {
+            Err(error) => Err(count_failure(state, ip, error).await),
+            introspection => introspection,
+        }
+    }
+}
+
+/// Counts a credential that did not authenticate (an unknown admin key, client credentials
+/// that are not an introspection client's) against its address's failed-authentication
+/// allowance, as the `/v1` routes do (see [`failed_credential`]): once the allowance is spent,
+/// the answer is `429` instead of `error`. Other errors are answered as they are.
+async fn count_failure(state: &AppState, ip: Option<IpAddr>, error: OAuthError) -> OAuthError {
+    if !matches!(
+        error,
+        OAuthError::InvalidClient(_) | OAuthError::InvalidClientSecret(_)
+    ) {
+        return error;
+    }
+    let refusal = ApiError::Unauthenticated("client authentication failed");
+    match failed_credential(state, ip, state.service.now(), refusal).await {
+        ApiError::RateLimited(limited) => OAuthError::RateLimited(limited),
+        _ => error,
+    }
+}
+
+impl Introspection {
+    async fn authenticated(request: Request, state: &AppState) -> Result<Self, OAuthError> {
         // Credentials in the header are checked before the body is read, so that a wrong one
         // is `401` whatever the body holds; the client id of good Basic credentials is kept
         // to compare with one the body may repeat.

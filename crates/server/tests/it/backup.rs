@@ -253,3 +253,40 @@ async fn backup_of_a_postgresql_database_names_pg_dump_in_one_line() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("pg_dump"), "{stderr}");
 }
+
+/// Regression: `sessiond backup` copied the database whatever master key it was given, unlike
+/// every other command, so a mistyped key went unnoticed until the copy had to be restored.
+#[tokio::test]
+async fn backup_refuses_a_wrong_master_key_and_copies_nothing() {
+    let app = TestApp::spawn().await;
+    app.create_session("alice").await;
+    let copy = tempfile::TempDir::new().expect("temp dir");
+    let destination = copy.path().join("copy.db");
+    let wrong = tokio::task::spawn_blocking({
+        let database_url = database_url(&app);
+        let destination = destination.clone();
+        move || {
+            sessiond(&database_url)
+                .env(
+                    "SESSIOND_MASTER_KEY",
+                    "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktMzI=",
+                )
+                .arg("backup")
+                .arg(&destination)
+                .output()
+                .expect("sessiond runs")
+        }
+    })
+    .await
+    .expect("backup thread");
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{stderr}");
+    assert!(stderr.contains("wrong master key"), "{stderr}");
+    assert!(!destination.exists(), "nothing was copied");
+
+    // The key the database was made with (development's key file beside it) backs it up.
+    let (succeeded, stdout, stderr) =
+        run_backup(database_url(&app), vec![destination.display().to_string()]).await;
+    assert!(succeeded, "{stdout}{stderr}");
+    assert!(destination.exists());
+}

@@ -435,3 +435,90 @@ async fn request_headers_over_64_kib_are_refused_with_431_and_smaller_ones_serve
         .expect("written");
     assert_eq!(read_answer(&mut fitting).await.0, 200);
 }
+
+/// The app's settings served again with `/metrics` on a listener of its own (the app's own
+/// server is stopped first); answers the metrics address and what stops the new server.
+async fn serve_with_metrics_listener(
+    app: &mut TestApp,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    app.stop().await;
+    let state = sessiond_server::AppState::build(
+        &app.config,
+        app.clock.clone(),
+        sessiond_server::state::OpenMode::MustExist,
+    )
+    .await
+    .expect("state builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = metrics.local_addr().expect("address").to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(sessiond_server::run_with_metrics_listener(
+        listener,
+        Some(metrics),
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop)
+}
+
+const METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: sessiond.test\r\n\r\n";
+
+/// Regression: the metrics listener was served by a plain accept loop without the header,
+/// body and keep-alive timeouts or the connection cap of the API's listener, so a scraper (or
+/// anything reaching the port) could hold connections open for ever, as many as it liked.
+#[tokio::test]
+async fn the_metrics_listener_times_out_slow_and_idle_clients_and_caps_its_connections() {
+    let timeout = Duration::from_millis(500);
+    let mut app = TestApp::spawn_with(|raw| {
+        raw.header_timeout = Some("500ms".into());
+        raw.keep_alive_timeout = Some("500ms".into());
+    })
+    .await;
+    let (address, _stop) = serve_with_metrics_listener(&mut app).await;
+    // Part of the headers, then nothing: closed after the header timeout.
+    let mut slow = TcpStream::connect(&address).await.expect("connects");
+    let opened = Instant::now();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+        .await
+        .expect("written");
+    read_until_closed(&mut slow, timeout + SLACK).await;
+    assert!(opened.elapsed() >= timeout - Duration::from_millis(100));
+    // An answered scrape left open: closed after the keep-alive timeout.
+    let mut idle = TcpStream::connect(&address).await.expect("connects");
+    idle.write_all(METRICS).await.expect("written");
+    let (status, body) = read_answer(&mut idle).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("sessiond_"), "{body}");
+    let answered = Instant::now();
+    assert!(
+        read_until_closed(&mut idle, timeout + SLACK)
+            .await
+            .is_empty()
+    );
+    assert!(answered.elapsed() >= timeout - Duration::from_millis(100));
+
+    // Capped: past two connections, the one that waited longest makes room.
+    let mut app = TestApp::spawn_with(|raw| {
+        raw.max_connections = Some("2".into());
+        raw.header_timeout = Some(NEVER.into());
+        raw.keep_alive_timeout = Some(NEVER.into());
+    })
+    .await;
+    let (address, _stop) = serve_with_metrics_listener(&mut app).await;
+    let mut first = TcpStream::connect(&address).await.expect("connects");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut second = TcpStream::connect(&address).await.expect("connects");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut third = TcpStream::connect(&address).await.expect("connects");
+    third.write_all(METRICS).await.expect("written");
+    assert_eq!(read_answer(&mut third).await.0, 200);
+    assert!(read_until_closed(&mut first, SLACK).await.is_empty());
+    assert!(stays_open(&mut second, Duration::from_millis(200)).await);
+}

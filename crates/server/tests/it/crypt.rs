@@ -38,14 +38,65 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-/// Everything the app's SQLite database holds on disk, the write-ahead log included.
+/// Everything the app's SQLite database holds on disk, the write-ahead log included, read
+/// without touching the running server's locks (see [`TestApp::sqlite_bytes`]).
 fn sqlite_bytes(app: &TestApp) -> Vec<u8> {
-    let mut bytes = std::fs::read(app.database_path()).expect("read the database file");
-    let wal = app.database_path().with_extension("db-wal");
-    if let Ok(more) = std::fs::read(wal) {
-        bytes.extend(more);
-    }
-    bytes
+    app.sqlite_bytes()
+}
+
+/// How many POSIX locks this process holds on the file at `path`, as `/proc/locks` lists them;
+/// `None` where there is no `/proc/locks`.
+fn own_locks_on(path: &std::path::Path) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(path)
+        .expect("stat the file")
+        .ino()
+        .to_string();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = std::process::id().to_string();
+    // `1: POSIX  ADVISORY  READ 1234 fe:00:5980545 128 128` (waiters have a `->` more).
+    Some(
+        locks
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| {
+                fields.get(1) == Some(&"POSIX")
+                    && fields.get(4) == Some(&pid.as_str())
+                    && fields
+                        .get(5)
+                        .and_then(|file| file.rsplit(':').next())
+                        .is_some_and(|file_inode| file_inode == inode)
+            })
+            .count(),
+    )
+}
+
+/// Regression: the tests read the running server's database with `std::fs::read` in the
+/// server's own process; closing that descriptor dropped every POSIX lock the process held on
+/// the file (SQLite's known pitfall), so another process could take the database for unused
+/// and checkpoint or reset the WAL under the server.
+#[tokio::test]
+async fn dumping_the_database_file_keeps_the_running_servers_sqlite_locks() {
+    let app = TestApp::spawn().await;
+    create_marked_session(&app, "alice").await;
+    let Some(before) = own_locks_on(&app.database_path()) else {
+        eprintln!("no /proc/locks to read the server's locks from: not run");
+        return;
+    };
+    assert!(
+        before > 0,
+        "the running server holds a lock on its database"
+    );
+    let dump = sqlite_bytes(&app);
+    assert!(contains(&dump, b"SQLite format 3"), "the database was read");
+    assert_eq!(
+        own_locks_on(&app.database_path()),
+        Some(before),
+        "the server's locks survive the dump"
+    );
+    let listed = app.get("/v1/users/alice/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    app.create_session("bob").await;
 }
 
 /// A SQL condition: `column` is NULL or sealed (text columns start with `sdenc1:`).
@@ -360,6 +411,76 @@ async fn the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open() {
         app.scalar("SELECT COUNT(*) FROM sessions WHERE revoke_reason = 'revoked_by_admin'")
             .await,
         1
+    );
+}
+
+/// What a command could have written: row counts of every table that changes, the sealed
+/// audit events and the chain's last seq.
+async fn written_state(app: &TestApp) -> Vec<(String, i64)> {
+    let mut state = Vec::new();
+    for query in [
+        "SELECT COUNT(*) FROM audit_events",
+        "SELECT COUNT(*) FROM audit_events WHERE hash IS NOT NULL",
+        "SELECT COALESCE(MAX(chain_seq), 0) FROM audit_events",
+        "SELECT COUNT(*) FROM audit_checkpoint",
+        "SELECT COUNT(*) FROM audit_keys",
+        "SELECT COUNT(*) FROM events",
+        "SELECT COUNT(*) FROM sessions",
+        "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL",
+        "SELECT COUNT(*) FROM refresh_tokens",
+        "SELECT COUNT(*) FROM devices",
+        "SELECT COUNT(*) FROM signing_keys",
+        "SELECT COUNT(*) FROM data_keys",
+        "SELECT COUNT(*) FROM master_key",
+    ] {
+        state.push((query.to_owned(), app.scalar(query).await));
+    }
+    state
+}
+
+/// Regression: `sessions list` on a session whose encrypted fields do not open appended
+/// `security.integrity_failure` audit events, so a command that only reads wrote to the
+/// database (and could not run on a read-only copy). Read-only commands log instead.
+async fn read_only_commands_write_nothing_to_the_database() {
+    let mut app = TestApp::spawn().await;
+    move_alices_ciphertexts_into_bobs_rows(&app).await;
+    // The server reports the bad values itself once; the commands are separate processes.
+    let listed = app.get("/v1/users/bob/sessions", Some(ADMIN_KEY)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    crate::audit::seal_all(&app).await;
+    // Stopped, so that only the commands could change the files.
+    app.stop().await;
+    let env = crate::helpers::master_key_env(&app.config.database_url);
+    let before = written_state(&app).await;
+    let bytes_before = (app.backend == Backend::Sqlite).then(|| sqlite_bytes(&app));
+
+    for args in [
+        &["sessions", "list", "--user", "bob"][..],
+        &["sessions", "list", "--user", "bob", "--json"],
+        &["keys", "list"],
+        &["keys", "list", "--json"],
+        &["audit", "verify"],
+        &["audit", "export"],
+    ] {
+        let output = sessiond(&app, args, &env);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(written_state(&app).await, before, "{args:?} wrote");
+        if let Some(bytes_before) = &bytes_before {
+            assert!(
+                &sqlite_bytes(&app) == bytes_before,
+                "{args:?} changed the database files"
+            );
+        }
+    }
+    let listed = sessiond(&app, &["sessions", "list", "--user", "bob"], &env);
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("does not open"),
+        "the unreadable values are logged: {stderr}"
     );
 }
 
@@ -696,7 +817,97 @@ async fn the_rotate_master_command_moves_the_database_to_a_new_key_file() {
     assert!(stdout.contains(AGENT_MARKER), "{stdout}");
 }
 
+/// Regression: replaying a spent refresh token whose sealed successor did not open (its
+/// ciphertext altered, or moved from another token's row) answered 500, at rest and under the
+/// token alike; it is reuse, since the successor cannot be handed out.
+async fn a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse_and_is_audited() {
+    // Without a master key only the token's own sealing guards the pair; with one, the
+    // encryption at rest fails first.
+    for master_key in [None, Some(crate::helpers::TEST_MASTER_KEY)] {
+        let app = TestApp::spawn_with(|raw| raw.master_key = master_key.map(Into::into)).await;
+        let alice = app.create_session("alice").await;
+        let alice_id = text(&alice["session"], "id").to_owned();
+        let alice_successor = app.refresh(text(&alice, "refresh_token")).await;
+        assert_eq!(alice_successor.status, StatusCode::OK);
+        let bob = app.create_session("bob").await;
+        let bob_id = text(&bob["session"], "id").to_owned();
+        let bob_successor = app.refresh(text(&bob, "refresh_token")).await;
+        assert_eq!(bob_successor.status, StatusCode::OK);
+        // A replay of the spent token opens its successor while nothing is wrong.
+        let replayed = app.refresh(text(&alice, "refresh_token")).await;
+        assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.body);
+
+        // Alice's sealed pair is altered (its last byte dropped), bob's is alice's.
+        let spent =
+            |session: &str| format!("session_id = '{session}' AND sealed_successor IS NOT NULL");
+        let moved = app
+            .execute(&format!(
+                "UPDATE refresh_tokens SET sealed_successor =
+                     (SELECT sealed_successor FROM refresh_tokens WHERE {})
+                 WHERE {}",
+                spent(&alice_id),
+                spent(&bob_id)
+            ))
+            .await;
+        assert_eq!(moved, 1);
+        let altered = app
+            .execute(&format!(
+                "UPDATE refresh_tokens
+                 SET sealed_successor = substr(sealed_successor, 1, length(sealed_successor) - 1)
+                 WHERE {}",
+                spent(&alice_id)
+            ))
+            .await;
+        assert_eq!(altered, 1);
+
+        for (user, created, successor, session_id) in [
+            ("alice", &alice, &alice_successor, &alice_id),
+            ("bob", &bob, &bob_successor, &bob_id),
+        ] {
+            let what = format!("{user}, master key {}", master_key.is_some());
+            let replay = app.refresh(text(created, "refresh_token")).await;
+            assert_eq!(
+                replay.status,
+                StatusCode::UNAUTHORIZED,
+                "{what}: {}",
+                replay.body
+            );
+            assert_eq!(replay.error_code(), "invalid_refresh_token", "{what}");
+            assert_eq!(replay.body["reason"], "reuse_detected", "{what}");
+            // The session is revoked: its live successor is refused too.
+            let after = app.refresh(text(&successor.body, "refresh_token")).await;
+            assert_eq!(after.body["reason"], "revoked", "{what}: {}", after.body);
+            let reuse = app
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM audit_events
+                     WHERE type = 'security.reuse_detected' AND session_id = '{session_id}'"
+                ))
+                .await;
+            assert_eq!(reuse, 1, "{what}");
+            let reported = app
+                .audit_events("security.integrity_failure")
+                .await
+                .into_iter()
+                .filter(|event| event["details"]["session_id"] == session_id.as_str())
+                .collect::<Vec<_>>();
+            assert_eq!(reported.len(), 1, "{what}: {reported:?}");
+            let details = &reported[0]["details"];
+            assert_eq!(
+                details["column"], "refresh_tokens.sealed_successor",
+                "{what}"
+            );
+            let hash = RefreshToken::parse(text(created, "refresh_token"))
+                .expect("a refresh token")
+                .hash();
+            assert_eq!(details["refresh_token_hash"], hex(&hash.0), "{what}");
+            assert_eq!(reported[0]["severity"], "critical", "{what}");
+        }
+    }
+}
+
 on_every_store!(
+    read_only_commands_write_nothing_to_the_database,
+    a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse_and_is_audited,
     a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key,
     an_encrypted_value_copied_into_another_row_reads_as_unreadable_and_the_session_still_revokes,
     the_cli_lists_and_revokes_a_session_whose_device_name_does_not_open,

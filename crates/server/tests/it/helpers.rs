@@ -214,6 +214,17 @@ impl TestApp {
         }
     }
 
+    /// Everything the app's SQLite database holds on disk: the database file, then its
+    /// write-ahead log if there is one.
+    pub fn sqlite_bytes(&self) -> Vec<u8> {
+        let path = self.database_path().display().to_string();
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal"] {
+            bytes.extend(file_bytes_from_a_child(&format!("{path}{suffix}")));
+        }
+        bytes
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.expect("request is sent");
         let status = response.status();
@@ -365,4 +376,27 @@ pub fn text<'a>(value: &'a Value, field: &str) -> &'a str {
     value[field]
         .as_str()
         .unwrap_or_else(|| panic!("{field} is a string in {value}"))
+}
+
+/// The bytes of the file at `path` (none if it does not exist), read by a child process
+/// (`cat`). Never read a SQLite file of a server running in this process with `std::fs`:
+/// closing any descriptor of a file drops every POSIX lock the process holds on it (SQLite's
+/// documented pitfall, "how to corrupt your database files" §2.2), so the server would lose its
+/// locks and another process could checkpoint, truncate or reset the WAL under it.
+pub fn file_bytes_from_a_child(path: &str) -> Vec<u8> {
+    let output = std::process::Command::new("cat")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("cat runs");
+    if output.status.success() {
+        output.stdout
+    } else {
+        assert!(
+            !std::path::Path::new(path).exists(),
+            "cat could not read {path}"
+        );
+        Vec::new()
+    }
 }

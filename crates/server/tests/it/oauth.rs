@@ -995,7 +995,94 @@ async fn introspection_credentials_are_refused_everywhere_else() {
     );
 }
 
+/// Regression: wrong admin keys and client credentials at `/oauth/introspect` and
+/// `/oauth/revoke` were answered 401 for ever, so they could be guessed there without the
+/// failed-authentication limit every other route applies.
+async fn introspection_and_revocation_credential_failures_count_toward_the_failed_authentication_limit()
+ {
+    let app = TestApp::spawn_with(|raw| {
+        raw.introspection_clients = Some(format!("{CLIENT_ID}:{CLIENT_SECRET}").into());
+        raw.rate_limit_failed_auth_per_ip = Some("4/1m".into());
+    })
+    .await;
+    let created = app.create_session("erin").await;
+    let refresh_token = text(&created, "refresh_token").to_owned();
+    let wrong_key = "w".repeat(40);
+    let token = [("token", refresh_token.as_str())];
+    let wrong_basic = || {
+        app.client
+            .post(format!("{}/oauth/introspect", app.base))
+            .header("authorization", basic(CLIENT_ID, "not-the-secret"))
+            .form(&token)
+    };
+
+    // Four failures of four kinds spend the allowance, each answered 401 as before.
+    let failures = [
+        app.form("/oauth/introspect", Some(&wrong_key), &token)
+            .await,
+        app.raw(wrong_basic()).await,
+        app.form(
+            "/oauth/introspect",
+            None,
+            &[
+                ("token", refresh_token.as_str()),
+                ("client_id", CLIENT_ID),
+                ("client_secret", "not-the-secret"),
+            ],
+        )
+        .await,
+        app.form("/oauth/revoke", Some(&wrong_key), &token).await,
+    ];
+    for failure in &failures {
+        assert_eq!(failure.status, StatusCode::UNAUTHORIZED, "{}", failure.body);
+        assert_eq!(failure.error_code(), "invalid_client");
+    }
+
+    // Then each is refused with 429 and Retry-After, on both endpoints and on `/v1`.
+    for refused in [
+        app.form("/oauth/introspect", Some(&wrong_key), &token)
+            .await,
+        app.raw(wrong_basic()).await,
+        app.form("/oauth/revoke", Some(&wrong_key), &token).await,
+        app.get("/v1/users/erin/sessions", Some(&wrong_key)).await,
+    ] {
+        assert_eq!(
+            refused.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            refused.body
+        );
+        assert_eq!(refused.error_code(), "rate_limited", "{}", refused.body);
+        let retry_after = refused
+            .headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .expect("a Retry-After in seconds");
+        assert!(retry_after > 0);
+    }
+
+    // Valid credentials from the same address are never refused by it.
+    let introspected = app.form("/oauth/introspect", Some(ADMIN_KEY), &token).await;
+    assert_eq!(introspected.status, StatusCode::OK, "{}", introspected.body);
+    assert_eq!(introspected.body["active"], true);
+    let introspected = app
+        .raw(
+            app.client
+                .post(format!("{}/oauth/introspect", app.base))
+                .header("authorization", basic(CLIENT_ID, CLIENT_SECRET))
+                .form(&token),
+        )
+        .await;
+    assert_eq!(introspected.body["active"], true, "{}", introspected.body);
+    let revoked = app.form("/oauth/revoke", Some(ADMIN_KEY), &token).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let refresh = app.refresh(&refresh_token).await;
+    assert_eq!(refresh.body["reason"], "revoked", "{}", refresh.body);
+}
+
 crate::on_every_store!(
+    introspection_and_revocation_credential_failures_count_toward_the_failed_authentication_limit,
     the_token_endpoint_rotates_the_refresh_token_and_answers_rfc_6749_json,
     reuse_through_the_token_endpoint_revokes_the_whole_session,
     the_token_endpoint_refuses_bad_grants_and_requests_in_rfc_6749_format,

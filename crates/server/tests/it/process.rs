@@ -1620,3 +1620,264 @@ fn serve_refuses_an_rsa_key_whose_exponent_is_not_65537_in_one_line() {
         "{reason}"
     );
 }
+
+/// Whether `program --version` runs: the tools the disk tests need, or a reason they are not run.
+fn tool_runs(program: &str) -> Result<(), String> {
+    match Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("{program} does not run ({error})")),
+    }
+}
+
+/// Runs `program args`; its stderr as the error when it fails.
+fn succeeds(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("{program} does not run ({error})"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Checks a write refused because storage cannot write: 503 `unavailable` with `reason` and
+/// `Retry-After`.
+fn assert_cannot_write(answer: &Answer, reason: &str, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["error"], "unavailable",
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(answer.body["reason"], reason, "{what}: {}", answer.body);
+    assert_eq!(
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()),
+        Some("1"),
+        "{what}: Retry-After"
+    );
+}
+
+/// Polls `/readyz` of `base` until its `reason` is `reason` (`None`: ready).
+async fn readiness_becomes(client: &reqwest::Client, base: &str, reason: Option<&str>) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = send(client.get(format!("{base}/readyz"))).await;
+        let reached = match reason {
+            None => answer.status == StatusCode::OK,
+            Some(reason) => answer.body["reason"] == reason,
+        };
+        if reached {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never reached {reason:?}: {}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes (a refresh, a creation) are refused as `reason`, while reads and validation work.
+async fn writes_refused_and_reads_served(
+    client: &reqwest::Client,
+    base: &str,
+    created: &Value,
+    refresh_token: &str,
+    reason: &str,
+) {
+    let refused = send(refresh_request(client, base, refresh_token)).await;
+    assert_cannot_write(&refused, reason, "a refresh");
+    let refused = send(
+        client
+            .post(format!("{base}/v1/sessions"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": "bob", "device": {"name": "Phone"}})),
+    )
+    .await;
+    assert_cannot_write(&refused, reason, "a creation");
+    let access_token = text(created, "access_token");
+    let validated = current(client, base, access_token).await;
+    assert_eq!(validated.status, StatusCode::OK, "{}", validated.body);
+    let listed = own_sessions(client, base, access_token).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["sessions"].as_array().map(Vec::len), Some(1));
+    let ready = readiness_becomes(client, base, Some(reason)).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A file-size limit of 0 set on the running server makes every write fail with `EFBIG` (the
+/// server catches `SIGXFSZ`, which would otherwise end it): writes answer 503 `io_error`, reads
+/// keep working, and once the limit is raised writes resume without a restart. Needs
+/// `prlimit`; says so and does nothing without it.
+#[tokio::test]
+async fn an_io_error_on_every_write_answers_503_io_error_and_writes_resume_once_it_passes() {
+    if let Err(reason) = tool_runs("prlimit") {
+        eprintln!("{reason}: the file-size limit test is not run");
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut server = Server::start(configured(dir.path(), port), port);
+    let client = client();
+    let created = create_session(&client, &server.base, "alice").await;
+    let refreshed = send(refresh_request(
+        &client,
+        &server.base,
+        text(&created, "refresh_token"),
+    ))
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let refresh_token = text(&refreshed.body, "refresh_token").to_owned();
+
+    // The soft limit only: lowering the hard one could not be undone without privileges.
+    let pid = server.pid();
+    let soft = match succeeds(
+        "prlimit",
+        &["--pid", &pid, "--output=SOFT", "--noheadings", "--fsize"],
+    )
+    .and_then(|soft| succeeds("prlimit", &["--pid", &pid, "--fsize=0:"]).map(|_| soft))
+    {
+        Ok(soft) => soft,
+        Err(reason) => {
+            eprintln!("{reason}: the file-size limit test is not run");
+            return;
+        }
+    };
+    writes_refused_and_reads_served(&client, &server.base, &created, &refresh_token, "io_error")
+        .await;
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the server survives SIGXFSZ; stderr:\n{}",
+        server.stderr()
+    );
+
+    succeeds("prlimit", &["--pid", &pid, &format!("--fsize={soft}:")])
+        .expect("the limit is lifted");
+    readiness_becomes(&client, &server.base, None).await;
+    // The refused refresh spent nothing: the same token rotates now.
+    let answer = send(refresh_request(&client, &server.base, &refresh_token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    create_session(&client, &server.base, "carol").await;
+    assert_eq!(server.terminate(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// An ext4 file system, on a loop device, mounted with `errors=remount-ro`; unmounted (lazily:
+/// a killed server's files may still be closing) when dropped.
+struct Ext4Mount {
+    dir: TempDir,
+    device: String,
+}
+
+impl Ext4Mount {
+    fn mount() -> Result<Self, String> {
+        tool_runs("mkfs.ext4")?;
+        tool_runs("findmnt")?;
+        let dir = TempDir::new().expect("temp dir");
+        let image = dir.path().join("ext4.img");
+        std::fs::File::create(&image)
+            .and_then(|file| file.set_len(64 * 1024 * 1024))
+            .expect("image file");
+        let image = image.display().to_string();
+        succeeds("mkfs.ext4", &["-q", "-F", &image])?;
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).expect("mount point");
+        let mount_point = mount_point.display().to_string();
+        succeeds(
+            "mount",
+            &["-o", "loop,errors=remount-ro", &image, &mount_point],
+        )?;
+        // From here on, dropping it unmounts.
+        let mut mounted = Self {
+            dir,
+            device: String::new(),
+        };
+        let source = succeeds("findmnt", &["-n", "-o", "SOURCE", &mount_point])?;
+        source
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .clone_into(&mut mounted.device);
+        Ok(mounted)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Reports an error to ext4, as a failing device would: `errors=remount-ro` turns the file
+    /// system read-only under every open file.
+    fn fail(&self) -> Result<(), String> {
+        let trigger = format!("/sys/fs/ext4/{}/trigger_fs_error", self.device);
+        std::fs::write(&trigger, "sessiond test\n").map_err(|error| format!("{trigger}: {error}"))
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        // `mount -o loop` made the loop device with autoclear: unmounting frees it.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// The file system under a running server turns read-only (ext4 after a device error): writes
+/// answer 503 `read_only`, reads and access-token validation keep working, `/readyz` says
+/// `read_only`. Such a file system takes no writes until it is unmounted and checked, so the
+/// server is restarted afterwards (see docs/operations.md). Needs root, `mkfs.ext4` and loop
+/// devices; says so and does nothing without them.
+#[tokio::test]
+async fn a_file_system_turned_read_only_under_the_server_answers_503_read_only_and_keeps_reading() {
+    let mounted = match Ext4Mount::mount() {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            eprintln!(
+                "cannot mount an ext4 image ({reason}): the read-only file system test is not run"
+            );
+            return;
+        }
+    };
+    let port = free_port();
+    let mut server = Server::start(configured(&mounted.path(), port), port);
+    let client = client();
+    let created = create_session(&client, &server.base, "alice").await;
+    let refreshed = send(refresh_request(
+        &client,
+        &server.base,
+        text(&created, "refresh_token"),
+    ))
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let refresh_token = text(&refreshed.body, "refresh_token").to_owned();
+
+    if let Err(reason) = mounted.fail() {
+        eprintln!("cannot make ext4 fail ({reason}): the read-only file system test is not run");
+        return;
+    }
+    writes_refused_and_reads_served(&client, &server.base, &created, &refresh_token, "read_only")
+        .await;
+    // Still so a probe later: nothing is taken for recovered.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let ready = send(client.get(format!("{}/readyz", server.base))).await;
+    assert_eq!(ready.body["reason"], "read_only", "{}", ready.body);
+    server.kill_9();
+}

@@ -264,7 +264,7 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     let mut bytes = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
         let path = format!("{}{suffix}", app.database_path().display());
-        bytes.extend(std::fs::read(path).unwrap_or_default());
+        bytes.extend(crate::helpers::file_bytes_from_a_child(&path));
     }
     for token in [
         text(&created, "refresh_token"),

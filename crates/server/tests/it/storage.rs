@@ -481,3 +481,61 @@ async fn a_full_file_system_answers_503_and_writes_resume_once_space_is_freed() 
     assert!(verified.events > 0);
     drop(app);
 }
+
+/// Regression: once writes had failed for want of space, any batch that committed cleared the
+/// mark, even one whose writes changed no row (a revocation of an unknown session commits
+/// without writing a page on a full disk), so `/readyz` said ready while every real write
+/// still failed.
+#[tokio::test]
+async fn only_a_commit_that_changed_a_row_clears_the_cannot_write_mark() {
+    let app = TestApp::spawn_with(|raw| raw.sqlite_max_size = Some(MAX_SIZE.into())).await;
+    app.create_session("alice").await;
+    fill_with_ballast(&app, 2 * 1024 * 1024);
+    let mut refused = false;
+    for attempt in 0..50 {
+        let answer = app
+            .post(
+                "/v1/sessions",
+                Some(ADMIN_KEY),
+                json!({"user_id": format!("bob-{attempt}"), "metadata": {"pad": "x".repeat(2000)}}),
+            )
+            .await;
+        if answer.status != StatusCode::CREATED {
+            assert_unavailable(&answer, "a creation on a full database");
+            assert_eq!(answer.body["reason"], "disk_full", "{}", answer.body);
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "creations kept fitting in a full database");
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.body["reason"], "disk_full", "{}", ready.body);
+
+    // A write that commits but changes nothing says nothing of space.
+    let unknown = uuid::Uuid::new_v4();
+    let revoked = app
+        .delete(&format!("/v1/sessions/{unknown}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NOT_FOUND, "{}", revoked.body);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still full: {}",
+        ready.body
+    );
+    assert_eq!(ready.body["reason"], "disk_full", "{}", ready.body);
+
+    // A write that changes a row, once space is back, does clear it.
+    let connection = rusqlite::Connection::open(app.database_path()).expect("open database");
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    connection
+        .execute_batch("DROP TABLE ballast")
+        .expect("drop ballast");
+    drop(connection);
+    app.create_session("carol").await;
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+}
