@@ -64,8 +64,7 @@ pub(crate) async fn refresh(
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued =
-            super::sessions::spend_refresh_token(&state, client, &origin, &presented).await?;
+        let issued = super::refresh::spend(&state, client, &origin, &presented, None).await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
@@ -81,7 +80,7 @@ pub(crate) async fn refresh(
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::sessions::spend_refresh_token(&state, client, &origin, &presented).await {
+    match super::refresh::spend(&state, client, &origin, &presented, None).await {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =
