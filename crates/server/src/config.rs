@@ -19,10 +19,10 @@ use sessiond_store_sqlite::Synchronous;
 
 /// The shortest automatic key rotation period accepted.
 pub const MIN_KEY_ROTATION: Duration = Duration::from_secs(60);
+use crate::admin_auth::{AdminKey, AdminScope, IntrospectionClient};
 use crate::connections::ConnectionSettings;
 use crate::events::hub::StreamLimits;
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
-use crate::state::{AdminKey, AdminScope, IntrospectionClient};
 
 /// The shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
@@ -923,7 +923,7 @@ impl Config {
                 "sqlite://sessiond.db".to_owned()
             }
         };
-        let postgres = crate::state::is_postgres_url(&database_url);
+        let postgres = is_postgres_url(&database_url);
         if !database_url.starts_with("sqlite:") && !postgres {
             return Err(format!(
                 "SESSIOND_DATABASE_URL must be sqlite://PATH or postgres://... (got a {} URL)",
@@ -1447,6 +1447,25 @@ fn ui_frame_ancestors(value: Option<&str>) -> Result<String, String> {
         ));
     }
     Ok(sources.join(" "))
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether `url` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 #[cfg(test)]
@@ -2302,5 +2321,26 @@ mod tests {
         })
         .unwrap();
         assert!(!format!("{config:?}").contains(&key()));
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db:5432/sessiond"),
+            "postgres://app:***@db:5432/sessiond"
+        );
+        assert_eq!(
+            redact_password("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+        assert_eq!(
+            redact_password("sqlite://sessiond.db"),
+            "sqlite://sessiond.db"
+        );
     }
 }

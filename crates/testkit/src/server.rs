@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sessiond_core::ManualClock;
 use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 use sessiond_wire::TokenPairResponse;
 use tempfile::TempDir;
 use tokio::net::TcpListener;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sessiond_server::config::{Config, RawConfig};
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 use sessiond_server::{AppState, SystemClock};
 
 #[tokio::test]

@@ -39,8 +39,9 @@ use super::error::{ErrorCode, rate_limit_headers};
 use super::limits::{ClientIp, request_origin};
 use super::no_store;
 use super::refresh;
+use crate::admin_auth::{ADMIN_READ, ADMIN_REVOKE};
 use crate::ratelimit::Refusal;
-use crate::state::{ADMIN_READ, ADMIN_REVOKE, AppState};
+use crate::state::AppState;
 
 /// Seconds a client should wait before retrying when storage is unavailable.
 const UNAVAILABLE_RETRY_AFTER: u64 = 1;
