@@ -139,10 +139,9 @@ impl Sessiond {
         let dir = TempDir::new().expect("temp dir");
         let mut raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("sessiond.db").display()
-            )),
+            database_url: Some(
+                format!("sqlite://{}", dir.path().join("sessiond.db").display()).into(),
+            ),
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some(ISSUER.into()),
             sqlite_synchronous: Some("normal".into()),
