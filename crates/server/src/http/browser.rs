@@ -7,6 +7,14 @@
 //! preflight that only configured origins pass, so a forged form post or `<img>` never
 //! refreshes. It is the only route a cookie authenticates; every other route takes its
 //! credential from the `Authorization` header, which browsers never attach on their own.
+//!
+//! CORS is written here rather than with tower-http's `CorsLayer`, which was tried and fails
+//! two tests of `tests/it/browser.rs`: it answers every `OPTIONS` request itself with `200 OK`
+//! (a preflight here is `204 No Content`, and its status cannot be chosen), and it sends
+//! `Access-Control-Allow-Credentials`, `-Allow-Methods`, `-Allow-Headers` and `-Max-Age` to any
+//! origin, listed or not, leaving only `Access-Control-Allow-Origin` out. Here an origin that
+//! is not listed gets no CORS header at all and its `OPTIONS` request reaches the router like
+//! any other.
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{self, HeaderMap};
