@@ -332,7 +332,7 @@ impl Metrics {
         }
     }
 
-    /// Records the outcome and duration of one `SessionService::refresh`.
+    /// Records the outcome and duration of one refresh (`http::refresh::spend`).
     pub fn record_refresh(&self, result: Result<&IssuedSession, &Error>, elapsed: Duration) {
         let outcome = match result {
             // Refused before the token was looked at for a rotation: not a refresh outcome.

@@ -13,7 +13,7 @@ pub const MIN_CLIENT_SECRET_LEN: usize = 32;
 /// least [`MIN_ADMIN_KEY_LEN`] characters. An entry with a `:` must end in a known scope, so a
 /// mistyped one stops start-up instead of becoming a full key. Messages name an entry by its
 /// position only: the key, and anything after its last `:`, may be secret.
-pub(super) fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
+fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
     let mut keys = Vec::new();
     for (index, entry) in value
         .unwrap_or_default()
@@ -52,9 +52,7 @@ pub(super) fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
 /// `:`. A client id is printable, without spaces or `:`; a secret is at least
 /// [`MIN_CLIENT_SECRET_LEN`] characters; no id twice. Messages name an entry by its position,
 /// and by its id once that is known to be one: never a secret.
-pub(super) fn introspection_clients(
-    value: Option<&str>,
-) -> Result<Vec<IntrospectionClient>, String> {
+fn introspection_clients(value: Option<&str>) -> Result<Vec<IntrospectionClient>, String> {
     const NAME: &str = "SESSIOND_INTROSPECTION_CLIENTS";
     let mut clients: Vec<IntrospectionClient> = Vec::new();
     for (index, entry) in value

@@ -5,7 +5,7 @@ use super::*;
 /// The origins of `SESSIOND_CORS_ORIGINS`: each `http(s)://host[:port]` exactly as a browser
 /// sends it in `Origin` (no path, no trailing slash). A wildcard is refused: CORS answers
 /// carry credentials, and browsers refuse `*` with credentials anyway.
-pub(super) fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
+fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
     let mut origins = Vec::new();
     for origin in value.unwrap_or_default().split(',').map(str::trim) {
         if origin.is_empty() {
@@ -34,7 +34,7 @@ pub(super) fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
 /// The `frame-ancestors` sources of `SESSIOND_UI_FRAME_ANCESTORS`: `'none'` when unset, else
 /// `'none'`, `'self'` or origins, separated by spaces. Anything that could end the directive
 /// and start another (`;`, `,`, quotes other than the two keywords) is refused.
-pub(super) fn ui_frame_ancestors(value: Option<&str>) -> Result<String, String> {
+fn ui_frame_ancestors(value: Option<&str>) -> Result<String, String> {
     let value = value.map(str::trim).filter(|value| !value.is_empty());
     let Some(value) = value else {
         return Ok("'none'".to_owned());

@@ -6,7 +6,7 @@ use super::*;
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
 
 /// `COUNT/PERIOD` (`600/1m`) or `off`.
-pub(super) fn quota(value: Option<&str>, limit: Limit) -> Result<Option<Quota>, String> {
+fn quota(value: Option<&str>, limit: Limit) -> Result<Option<Quota>, String> {
     let Some(text) = value.map(str::trim) else {
         return Ok(Some(limit.default_quota()));
     };

@@ -12,17 +12,17 @@ use crate::connections::ConnectionSettings;
 use crate::events::hub::StreamLimits;
 
 /// How long events are kept by default: a day of reconnects.
-pub(super) const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often an idle stream gets a heartbeat by default: under the usual 30–60 s idle timeout
 /// of proxies and load balancers.
-pub(super) const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
+const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The shortest and longest connection timeouts accepted.
-pub(super) const CONNECTION_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+const CONNECTION_TIMEOUTS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3600);
 
 /// A connection timeout: a duration within [`CONNECTION_TIMEOUTS`].
-pub(super) fn connection_timeout(
+fn connection_timeout(
     value: Option<&str>,
     name: &str,
     default: Duration,

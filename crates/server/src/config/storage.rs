@@ -5,10 +5,10 @@ use sessiond_store_sqlite::Synchronous;
 use super::*;
 
 /// The smallest `SESSIOND_SQLITE_MAX_SIZE` accepted: room for the schema and some sessions.
-pub(super) const MIN_SQLITE_MAX_SIZE: u64 = 1024 * 1024;
+const MIN_SQLITE_MAX_SIZE: u64 = 1024 * 1024;
 
 /// `SESSIOND_SQLITE_MAX_SIZE`: bytes, or a number followed by `KiB`, `MiB` or `GiB`.
-pub(super) fn sqlite_max_size(value: Option<&str>) -> Result<Option<u64>, String> {
+fn sqlite_max_size(value: Option<&str>) -> Result<Option<u64>, String> {
     let Some(text) = value.map(str::trim).filter(|text| !text.is_empty()) else {
         return Ok(None);
     };
