@@ -15,6 +15,9 @@
 //! every 15 s by default) is opened again with equal-jitter backoff, resuming after the last
 //! event seen (`since=CURSOR`). Meanwhile tokens keep being verified with the cached keys and
 //! the revoked set as it stands, and [`FeedStats::connected`] is `false`.
+//!
+//! The task sees the verifier only through [`RevokedSet`]: the revoked set, the clock and the
+//! validation leeway, which the verifier's shared state implements.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
