@@ -33,7 +33,7 @@ use sessiond_wire::sse::{LineTooLong, SseParser};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::Inner;
+use crate::inner::Inner;
 use crate::{Error, EventStreamPolicy, SignOutReason};
 
 /// The event types the client asks for.

@@ -119,6 +119,7 @@ mod clock;
 mod error;
 mod events;
 mod file_store;
+mod inner;
 mod policy;
 mod secret;
 mod store;

@@ -23,7 +23,7 @@ use crate::integrity::{INTEGRITY_FAILURE, IntegrityReports};
 use crate::permission::{RolePermissions, Scope};
 use crate::policy::Policy;
 use crate::refresh::{
-    IssuedPair, RefreshDecision, RefreshToken, RefreshTokenRecord, decide_refresh,
+    IssuedPair, RefreshDecision, RefreshToken, RefreshTokenHash, RefreshTokenRecord, decide_refresh,
 };
 use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
@@ -102,6 +102,50 @@ pub struct IssuedSession {
     pub session: Session,
     /// Whether this pair is a grace-window replay of one issued before.
     pub replayed: bool,
+}
+
+/// What [`SessionService::begin_refresh`] found a presented refresh token to mean.
+#[derive(Debug)]
+#[must_use]
+pub enum RefreshStep<'a> {
+    /// A replay of the successor pair issued before (its `replayed` is true): nothing rotated,
+    /// so nothing needed admitting.
+    Replayed(IssuedSession),
+    /// The token is live and would rotate; nothing has been written yet.
+    Rotation(PendingRotation<'a>),
+}
+
+/// A rotation of a live refresh token, decided but not written: admitted by giving it to
+/// [`SessionService::rotate`], refused by dropping it (the presented token then stays live).
+#[derive(Debug)]
+#[must_use]
+pub struct PendingRotation<'a> {
+    token: RefreshToken,
+    hash: RefreshTokenHash,
+    origin: &'a RequestOrigin,
+    requested: Option<&'a Scope>,
+    session: Session,
+    /// When the token was read; the rotation is issued at this instant.
+    now: Timestamp,
+    /// The access token's claims when a scope was asked for.
+    narrowed: Option<Map<String, Value>>,
+}
+
+impl PendingRotation<'_> {
+    /// The session that would be refreshed, as read with its token.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+/// What one lookup of a presented refresh token came to, short of writing a rotation.
+enum Lookup {
+    Replayed(IssuedSession),
+    Rotate {
+        session: Session,
+        now: Timestamp,
+        narrowed: Option<Map<String, Value>>,
+    },
 }
 
 /// Who asks for a revocation.
@@ -311,186 +355,247 @@ impl SessionService {
         })
     }
 
-    /// Spends a refresh token and issues its successor, or replays the successor inside the
-    /// grace window, or revokes the session when a spent token comes back.
+    /// The first step of spending a refresh token: looks it up and decides, writing nothing
+    /// unless the decision is final.
+    ///
+    /// - A token spent moments ago whose successor can still be handed out (the grace window,
+    ///   or an unused successor, see [`crate::refresh::decide_refresh`]) answers
+    ///   [`RefreshStep::Replayed`] with that successor pair: nothing rotates, so nothing needs
+    ///   admitting.
+    /// - An unspent token answers [`RefreshStep::Rotation`]. Nothing has been written and the
+    ///   presented token stays live: the caller decides whether to admit the rotation (a rate
+    ///   limit on [`PendingRotation::session`]) and then calls [`SessionService::rotate`], or
+    ///   drops it to refuse the refresh.
+    /// - A spent token beyond both bounds revokes its session as reuse, and is refused.
     ///
     /// `origin` is where the request comes from: a refresh unlike the session's creation is
     /// handled as the anomaly policy says (see [`crate::anomaly`]); under `revoke` the session
     /// is revoked and the refresh refused as [`RefreshRejection::Anomaly`] (later refreshes of
-    /// the session are refused as [`RefreshRejection::Revoked`]).
+    /// the session are refused as [`RefreshRejection::Revoked`]). Anomalies are looked for here
+    /// on replays, and by [`SessionService::rotate`] for rotations, after admission (a refused
+    /// refresh writes nothing) and before the write.
     ///
-    /// # Errors
-    /// [`Error::RefreshRejected`] with the reason; [`Error::Store`].
-    #[tracing::instrument(skip_all)]
-    pub async fn refresh(
-        &self,
-        presented: &str,
-        origin: &RequestOrigin,
-    ) -> Result<IssuedSession, Error> {
-        self.refresh_admitted(presented, origin, |_| true)
-            .await?
-            .ok_or_else(|| Error::Corrupt("a refresh admitting everything was refused".into()))
-    }
-
-    /// Like [`SessionService::refresh`], but a rotation happens only if `admit` allows it for
-    /// the token's session; if it does not, nothing is written, the presented token stays
-    /// live, and the answer is `Ok(None)`. `admit` is asked only when the token would rotate:
-    /// grace-window replays and refusals never reach it. Concurrent requests with the same
-    /// live token may all be admitted, but only one rotates and the others replay its pair,
-    /// so a limit should count only answers whose `replayed` is false. `admit` runs
-    /// synchronously between the lookup and the write, and is asked at most once per call.
-    /// Anomalies are looked for after `admit` (a refused refresh writes nothing) and before
-    /// the rotation, and on grace-window replays.
-    ///
-    /// # Errors
-    /// As [`SessionService::refresh`].
-    #[tracing::instrument(skip_all)]
-    pub async fn refresh_admitted(
-        &self,
-        presented: &str,
-        origin: &RequestOrigin,
-        admit: impl FnMut(&Session) -> bool + Send,
-    ) -> Result<Option<IssuedSession>, Error> {
-        self.refresh_scoped(presented, origin, None, admit).await
-    }
-
-    /// Like [`SessionService::refresh_admitted`], with the scope a client asked for (RFC 6749
-    /// §6): the new access token carries exactly the `requested` permissions (see
-    /// [`crate::permission::narrow`]) instead of all of its session's; the refresh token and
-    /// the session are unchanged, so the next refresh may ask for more again. A scope beyond
-    /// the session's is refused before anything is written or `admit` is asked, and the
-    /// presented token stays live. A grace-window replay answers the pair issued first,
+    /// `requested` is the scope a client asked for (RFC 6749 §6): the new access token carries
+    /// exactly those permissions (see [`crate::permission::narrow`]) instead of all of its
+    /// session's; the refresh token and the session are unchanged, so the next refresh may ask
+    /// for more again. A scope beyond the session's is refused here, before anything is written
+    /// or admitted, and the presented token stays live. A replay answers the pair issued first,
     /// whatever scope that one was given.
     ///
     /// # Errors
-    /// As [`SessionService::refresh`], and [`Error::ScopeBeyondSession`] naming the first
-    /// requested permission the session lacks.
+    /// [`Error::RefreshRejected`] with the reason; [`Error::ScopeBeyondSession`] naming the
+    /// first requested permission the session lacks; [`Error::Store`].
     #[tracing::instrument(skip_all)]
-    pub async fn refresh_scoped(
+    pub async fn begin_refresh<'a>(
         &self,
         presented: &str,
-        origin: &RequestOrigin,
-        requested: Option<&Scope>,
-        mut admit: impl FnMut(&Session) -> bool + Send,
-    ) -> Result<Option<IssuedSession>, Error> {
+        origin: &'a RequestOrigin,
+        requested: Option<&'a Scope>,
+    ) -> Result<RefreshStep<'a>, Error> {
         let token = RefreshToken::parse(presented)?;
-        let mut admitted = false;
-        let mut anomaly_handled = false;
         let hash = token.hash();
-        for _ in 0..ROTATION_ATTEMPTS {
-            let Some((record, mut session)) = self.store.find_refresh_token(&hash).await? else {
-                return Err(Error::RefreshRejected(RefreshRejection::Unknown));
-            };
-            self.report_unreadable(std::slice::from_ref(&session)).await;
-            let now = self.clock.now();
-            let policy = &self.settings.policy;
-            match decide_refresh(&record, &session, now, policy) {
-                RefreshDecision::Refuse(reason) => return Err(Error::RefreshRejected(reason)),
-                RefreshDecision::ReplaySuccessor => {
-                    if let Some(requested) = requested {
-                        self.narrowed_claims(&session, requested)?;
-                    }
-                    if !anomaly_handled {
-                        self.handle_anomaly(&session, origin, now).await?;
-                    }
-                    let pair = self
-                        .open_replayed_successor(&token, &record, &session, now)
-                        .await?;
-                    return Ok(Some(IssuedSession {
-                        pair,
-                        session,
-                        replayed: true,
-                    }));
-                }
-                RefreshDecision::RevokeForReuse => {
-                    self.revoke_for_reuse(&session, now).await?;
-                    return Err(Error::RefreshRejected(RefreshRejection::ReuseDetected));
-                }
-                RefreshDecision::Rotate => {
-                    let narrowed = requested
-                        .map(|requested| self.narrowed_claims(&session, requested))
-                        .transpose()?;
-                    // A rotation that lost its race comes back here only if the winner's
-                    // successor cannot be replayed; it was admitted once already.
-                    if !admitted {
-                        if !admit(&session) {
-                            return Ok(None);
-                        }
-                        admitted = true;
-                    }
-                    // A rotation that lost its race has already reported its anomaly.
-                    if !anomaly_handled {
-                        self.handle_anomaly(&session, origin, now).await?;
-                        anomaly_handled = true;
-                    }
-                    let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
-                    let access_expires_at = session.access_token_expiry(now, policy);
-                    let access = match &narrowed {
-                        Some(claims) => self.keys.with_signing_keyring(now, |keyring| {
-                            self.settings.tokens.issue_with_claims(
-                                keyring,
-                                &session,
-                                claims,
-                                now,
-                                access_expires_at,
-                            )
-                        })?,
-                        None => self.issue_access_token(&session, now, access_expires_at)?,
-                    };
-                    let successor = RefreshToken::generate();
-                    let pair = IssuedPair {
-                        access_token: access.token,
-                        access_expires_at_ms: access.expires_at.unix_millis(),
-                        refresh_token: successor.expose().to_owned(),
-                        refresh_expires_at_ms: idle_expires_at
-                            .min(session.expires_at)
-                            .unix_millis(),
-                    };
-                    let rotation = Rotation {
-                        presented: hash,
-                        session_id: session.id,
-                        successor: successor.hash(),
-                        sealed_successor: token.seal_successor(&pair),
-                        now,
-                        idle_expires_at,
-                        access_expires_at: access.expires_at,
-                        audit: self
-                            .settings
-                            .audit_refreshes
-                            .records(self.refreshes.fetch_add(1, Ordering::Relaxed))
-                            .then(|| {
-                                audit_event(
-                                    crate::event::SESSION_REFRESHED,
-                                    Severity::Info,
-                                    &session,
-                                    now,
-                                    None,
-                                    json!({ "access_expires_at": access.expires_at.unix_seconds() }),
-                                )
-                            }),
-                    };
-                    match self.store.rotate_refresh_token(&rotation).await? {
-                        RotationOutcome::Rotated => {
-                            session.last_active_at = now;
-                            session.idle_expires_at = idle_expires_at;
-                            session.access_expires_at =
-                                session.access_expires_at.max(access.expires_at);
-                            self.sessions.put(session.clone(), now);
-                            return Ok(Some(IssuedSession {
-                                pair,
-                                session,
-                                replayed: false,
-                            }));
-                        }
-                        // Another request won the race; read again and follow its outcome.
-                        RotationOutcome::Lost => {}
-                    }
+        Ok(
+            match self
+                .look_up_refresh(&token, hash, origin, requested, false)
+                .await?
+            {
+                Lookup::Replayed(issued) => RefreshStep::Replayed(issued),
+                Lookup::Rotate {
+                    session,
+                    now,
+                    narrowed,
+                } => RefreshStep::Rotation(PendingRotation {
+                    token,
+                    hash,
+                    origin,
+                    requested,
+                    session,
+                    now,
+                    narrowed,
+                }),
+            },
+        )
+    }
+
+    /// The second step of spending a refresh token, once the caller admitted `pending`: checks
+    /// the refresh's origin for anomalies, then issues the successor pair and writes the
+    /// rotation with a compare-and-swap.
+    ///
+    /// Concurrent requests with the same live token may all be admitted, but only one rotates:
+    /// a rotation that loses its race reads the token again and follows the winner, usually by
+    /// replaying its pair (the answer's `replayed` is true), without asking for admission again.
+    /// A limit should therefore count only answers whose `replayed` is false.
+    ///
+    /// # Errors
+    /// As [`SessionService::begin_refresh`], and [`Error::Corrupt`] when the token changed state
+    /// on every attempt.
+    #[tracing::instrument(skip_all)]
+    pub async fn rotate(&self, pending: PendingRotation<'_>) -> Result<IssuedSession, Error> {
+        let PendingRotation {
+            token,
+            hash,
+            origin,
+            requested,
+            mut session,
+            mut now,
+            mut narrowed,
+        } = pending;
+        // Once per refresh: a rotation that lost its race has reported its anomaly already.
+        self.handle_anomaly(&session, origin, now).await?;
+        // `begin_refresh` made the first of the attempts' lookups.
+        let mut attempts = 1;
+        loop {
+            if let Some(issued) = self
+                .write_rotation(&token, hash, session, now, narrowed.as_ref())
+                .await?
+            {
+                return Ok(issued);
+            }
+            if attempts == ROTATION_ATTEMPTS {
+                return Err(Error::Corrupt(
+                    "refresh token changed state on every attempt".into(),
+                ));
+            }
+            attempts += 1;
+            // Another request won the race; read again and follow its outcome.
+            match self
+                .look_up_refresh(&token, hash, origin, requested, true)
+                .await?
+            {
+                Lookup::Replayed(issued) => return Ok(issued),
+                Lookup::Rotate {
+                    session: again,
+                    now: read_at,
+                    narrowed: claims,
+                } => {
+                    session = again;
+                    now = read_at;
+                    narrowed = claims;
                 }
             }
         }
-        Err(Error::Corrupt(
-            "refresh token changed state on every attempt".into(),
-        ))
+    }
+
+    /// One lookup of `token` and the rotation rule's decision on it, carried out unless it is
+    /// a rotation: a replay is opened (its anomaly looked for unless `anomaly_handled`), reuse
+    /// revokes the session, and refusals are errors.
+    async fn look_up_refresh(
+        &self,
+        token: &RefreshToken,
+        hash: RefreshTokenHash,
+        origin: &RequestOrigin,
+        requested: Option<&Scope>,
+        anomaly_handled: bool,
+    ) -> Result<Lookup, Error> {
+        let Some((record, session)) = self.store.find_refresh_token(&hash).await? else {
+            return Err(Error::RefreshRejected(RefreshRejection::Unknown));
+        };
+        self.report_unreadable(std::slice::from_ref(&session)).await;
+        let now = self.clock.now();
+        match decide_refresh(&record, &session, now, &self.settings.policy) {
+            RefreshDecision::Refuse(reason) => Err(Error::RefreshRejected(reason)),
+            RefreshDecision::ReplaySuccessor => {
+                if let Some(requested) = requested {
+                    self.narrowed_claims(&session, requested)?;
+                }
+                if !anomaly_handled {
+                    self.handle_anomaly(&session, origin, now).await?;
+                }
+                let pair = self
+                    .open_replayed_successor(token, &record, &session, now)
+                    .await?;
+                Ok(Lookup::Replayed(IssuedSession {
+                    pair,
+                    session,
+                    replayed: true,
+                }))
+            }
+            RefreshDecision::RevokeForReuse => {
+                self.revoke_for_reuse(&session, now).await?;
+                Err(Error::RefreshRejected(RefreshRejection::ReuseDetected))
+            }
+            RefreshDecision::Rotate => {
+                let narrowed = requested
+                    .map(|requested| self.narrowed_claims(&session, requested))
+                    .transpose()?;
+                Ok(Lookup::Rotate {
+                    session,
+                    now,
+                    narrowed,
+                })
+            }
+        }
+    }
+
+    /// Issues `session`'s successor pair at `now` and writes the rotation of `token`; `None`
+    /// when another request rotated it first (nothing was written).
+    async fn write_rotation(
+        &self,
+        token: &RefreshToken,
+        hash: RefreshTokenHash,
+        mut session: Session,
+        now: Timestamp,
+        narrowed: Option<&Map<String, Value>>,
+    ) -> Result<Option<IssuedSession>, Error> {
+        let policy = &self.settings.policy;
+        let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
+        let access_expires_at = session.access_token_expiry(now, policy);
+        let access = match narrowed {
+            Some(claims) => self.keys.with_signing_keyring(now, |keyring| {
+                self.settings.tokens.issue_with_claims(
+                    keyring,
+                    &session,
+                    claims,
+                    now,
+                    access_expires_at,
+                )
+            })?,
+            None => self.issue_access_token(&session, now, access_expires_at)?,
+        };
+        let successor = RefreshToken::generate();
+        let pair = IssuedPair {
+            access_token: access.token,
+            access_expires_at_ms: access.expires_at.unix_millis(),
+            refresh_token: successor.expose().to_owned(),
+            refresh_expires_at_ms: idle_expires_at.min(session.expires_at).unix_millis(),
+        };
+        let rotation = Rotation {
+            presented: hash,
+            session_id: session.id,
+            successor: successor.hash(),
+            sealed_successor: token.seal_successor(&pair),
+            now,
+            idle_expires_at,
+            access_expires_at: access.expires_at,
+            audit: self
+                .settings
+                .audit_refreshes
+                .records(self.refreshes.fetch_add(1, Ordering::Relaxed))
+                .then(|| {
+                    audit_event(
+                        crate::event::SESSION_REFRESHED,
+                        Severity::Info,
+                        &session,
+                        now,
+                        None,
+                        json!({ "access_expires_at": access.expires_at.unix_seconds() }),
+                    )
+                }),
+        };
+        match self.store.rotate_refresh_token(&rotation).await? {
+            RotationOutcome::Rotated => {
+                session.last_active_at = now;
+                session.idle_expires_at = idle_expires_at;
+                session.access_expires_at = session.access_expires_at.max(access.expires_at);
+                self.sessions.put(session.clone(), now);
+                Ok(Some(IssuedSession {
+                    pair,
+                    session,
+                    replayed: false,
+                }))
+            }
+            RotationOutcome::Lost => Ok(None),
+        }
     }
 
     /// The successor pair sealed under `token` when it was spent, for a grace-window replay.

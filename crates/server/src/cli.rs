@@ -16,13 +16,13 @@ use sessiond_core::store::{RetireOutcome, Store};
 use sessiond_core::token::SigningAlgorithm;
 use sessiond_wire::SessionList;
 
-use crate::config::{Config, LogFormat, RawConfig};
+use crate::clock::SystemClock;
+use crate::config::{Config, LogFormat, RawConfig, is_postgres_url, redact_password};
+use crate::database::{OpenMode, open_postgres, open_sqlite};
 use crate::http::audit::{audit_event_view, parse_since};
 use crate::http::convert::{rfc3339, session_view};
 use crate::master_key::{generate_key_file, master_key, read_key_file, unlock_existing};
-use crate::state::{
-    AppState, OpenMode, SystemClock, is_postgres_url, open_postgres, open_sqlite, redact_password,
-};
+use crate::state::AppState;
 
 /// sessiond: sessions and tokens beside your application's login.
 #[derive(Debug, Parser)]

@@ -4,25 +4,29 @@
 //! `main.rs` only parses the command line; everything else is here so that tests start the
 //! very same server with [`run`] on a port-0 listener.
 
+pub(crate) mod admin_auth;
 pub mod cli;
+pub(crate) mod clock;
 pub mod config;
-pub mod connections;
-pub mod events;
-pub mod history;
+pub(crate) mod connections;
+pub mod database;
+pub(crate) mod events;
+pub(crate) mod history;
 mod http;
-pub mod instrumented_store;
-pub mod master_key;
+pub(crate) mod instrumented_store;
+pub(crate) mod master_key;
 pub mod metrics;
 pub mod ratelimit;
-pub mod refresh_failures;
-pub mod state;
-pub mod tasks;
+pub(crate) mod refresh_failures;
+pub(crate) mod state;
+pub(crate) mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use clock::SystemClock;
 pub use http::{api_router, metrics_router, router};
-pub use state::{AppState, SystemClock};
+pub use state::AppState;
 
 /// Serves the API on `listener` until `shutdown` completes, running the background tasks
 /// alongside; in-flight requests finish before it returns. Connections are capped and timed
@@ -52,7 +56,7 @@ pub async fn run_with_metrics_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let background = tasks::spawn(state.clone());
-    let gauges = metrics::GaugeRefresh::spawn(state.clone());
+    let gauges = tasks::GaugeRefresh::spawn(state.clone());
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     // The metrics listener goes through the same accept loop as the API's, with a cap and
     // timeouts of its own, so slow or idle scrapers cannot hold its connections open.

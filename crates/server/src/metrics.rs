@@ -14,14 +14,8 @@ use sessiond_core::error::RefreshRejection;
 use sessiond_core::service::IssuedSession;
 use sessiond_core::store::StoreStats;
 use sessiond_core::{Error, RevokeReason};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::ratelimit::Limit;
-use crate::state::AppState;
-
-/// How often the storage-backed gauges (active sessions and devices) are refreshed.
-pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Route templates as axum matched them; the last entry stands for any unmatched path, so a
 /// scanner probing random paths cannot create series.
@@ -338,7 +332,7 @@ impl Metrics {
         }
     }
 
-    /// Records the outcome and duration of one `SessionService::refresh`.
+    /// Records the outcome and duration of one refresh (`http::refresh::spend`).
     pub fn record_refresh(&self, result: Result<&IssuedSession, &Error>, elapsed: Duration) {
         let outcome = match result {
             // Refused before the token was looked at for a rotation: not a refresh outcome.
@@ -662,39 +656,6 @@ pub fn route_index(template: &str) -> usize {
 /// The label value of a route index.
 pub(crate) fn route_name(route: usize) -> &'static str {
     ROUTES[route.min(UNMATCHED_ROUTE)]
-}
-
-/// The task that refreshes the storage-backed gauges.
-#[derive(Debug)]
-pub(crate) struct GaugeRefresh {
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
-}
-
-impl GaugeRefresh {
-    /// Starts counting active sessions now and every [`GAUGE_REFRESH_INTERVAL`].
-    pub(crate) fn spawn(state: AppState) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let handle = tokio::spawn(async move {
-            loop {
-                let now = state.service.now();
-                match state.service.store().stats(now).await {
-                    Ok(stats) => state.metrics.set_store_stats(&stats),
-                    Err(error) => tracing::warn!(error = %error, "counting active sessions failed"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(GAUGE_REFRESH_INTERVAL) => {}
-                    _ = stopped.changed() => return,
-                }
-            }
-        });
-        Self { stop, handle }
-    }
-
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.handle.await;
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //! switches to a new key at its `signs_from`). The same task rotates the key when
 //! `SESSIOND_KEY_ROTATION` says it is due (the new key is published first and signs after the
 //! publication delay), and retires keys whose tokens have all expired.
+//!
+//! [`GaugeRefresh`], started by `run` beside the others, counts active sessions and devices for
+//! the storage-backed gauges of `metrics.rs`.
 
 use std::time::Duration;
 
@@ -25,6 +28,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
+
+/// How often the storage-backed gauges (active sessions and devices) are refreshed.
+pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often revocations made by other processes sharing the store are picked up.
 pub const REVOCATION_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -295,5 +301,38 @@ async fn purge_events(state: &AppState, stopped: &watch::Receiver<bool>) {
                 break;
             }
         }
+    }
+}
+
+/// The task that refreshes the storage-backed gauges.
+#[derive(Debug)]
+pub(crate) struct GaugeRefresh {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl GaugeRefresh {
+    /// Starts counting active sessions now and every [`GAUGE_REFRESH_INTERVAL`].
+    pub(crate) fn spawn(state: AppState) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            loop {
+                let now = state.service.now();
+                match state.service.store().stats(now).await {
+                    Ok(stats) => state.metrics.set_store_stats(&stats),
+                    Err(error) => tracing::warn!(error = %error, "counting active sessions failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(GAUGE_REFRESH_INTERVAL) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+        Self { stop, handle }
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sessiond_core::ManualClock;
 use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 use sessiond_wire::TokenPairResponse;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -139,10 +139,9 @@ impl Sessiond {
         let dir = TempDir::new().expect("temp dir");
         let mut raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(format!(
-                "sqlite://{}",
-                dir.path().join("sessiond.db").display()
-            )),
+            database_url: Some(
+                format!("sqlite://{}", dir.path().join("sessiond.db").display()).into(),
+            ),
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some(ISSUER.into()),
             sqlite_synchronous: Some("normal".into()),

@@ -15,6 +15,9 @@
 //! every 15 s by default) is opened again with equal-jitter backoff, resuming after the last
 //! event seen (`since=CURSOR`). Meanwhile tokens keep being verified with the cached keys and
 //! the revoked set as it stands, and [`FeedStats::connected`] is `false`.
+//!
+//! The task sees the verifier only through [`RevokedSet`]: the revoked set, the clock and the
+//! validation leeway, which the verifier's shared state implements.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +31,7 @@ use sessiond_core::{SessionId, Timestamp};
 use sessiond_wire::sse::SseParser;
 use tokio::task::JoinHandle;
 
-use crate::verifier::Inner;
+use sessiond_core::revocation::RevokedSessions;
 
 /// How often expired entries are dropped from the revoked set.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -157,6 +160,19 @@ impl FeedShared {
 }
 
 /// The running feed: stops when dropped (with the last clone of its verifier).
+/// What the feed task fills: the verifier's revoked set, with the verifier's clock and the
+/// leeway its validation allows (a revoked session stays in the set until its last access
+/// token can no longer be accepted). The verifier implements it; the feed knows nothing else
+/// of it.
+pub(crate) trait RevokedSet: Send + Sync + 'static {
+    /// The time by the verifier's clock.
+    fn now(&self) -> Timestamp;
+    /// The sessions whose access tokens are refused.
+    fn revoked(&self) -> &RevokedSessions;
+    /// How far past `exp` validation still accepts a token.
+    fn leeway(&self) -> Duration;
+}
+
 #[derive(Debug)]
 pub(crate) struct FeedTask {
     pub(crate) shared: Arc<FeedShared>,
@@ -173,7 +189,7 @@ impl FeedTask {
     /// Starts following `feed` on `runtime`, filling the revoked set of `inner`.
     pub(crate) fn start(
         runtime: &tokio::runtime::Handle,
-        inner: Arc<Inner>,
+        inner: Arc<dyn RevokedSet>,
         feed: RevocationFeed,
         http: reqwest::Client,
     ) -> Self {
@@ -196,7 +212,7 @@ struct Ended {
 }
 
 async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<dyn RevokedSet>,
     feed: RevocationFeed,
     http: reqwest::Client,
     shared: Arc<FeedShared>,
@@ -208,7 +224,7 @@ async fn run(
         if failures > 0 {
             tokio::time::sleep(feed.backoff(failures)).await;
         }
-        let ended = follow(&inner, &feed, &http, &url, &shared, &mut last_prune).await;
+        let ended = follow(inner.as_ref(), &feed, &http, &url, &shared, &mut last_prune).await;
         shared.connected.store(false, Ordering::Relaxed);
         failures = if ended.connected { 1 } else { failures + 1 };
         if failures <= 1 {
@@ -220,7 +236,7 @@ async fn run(
 }
 
 async fn follow(
-    inner: &Inner,
+    inner: &dyn RevokedSet,
     feed: &RevocationFeed,
     http: &reqwest::Client,
     url: &str,
@@ -256,7 +272,7 @@ async fn follow(
     let mut parser = SseParser::default();
     loop {
         if last_prune.elapsed() >= PRUNE_INTERVAL {
-            inner.revoked.prune(inner.now());
+            inner.revoked().prune(inner.now());
             *last_prune = Instant::now();
         }
         let bytes = match tokio::time::timeout(feed.idle_timeout, response.chunk()).await {
@@ -294,7 +310,7 @@ async fn follow(
 
 /// Puts the session of a `session.revoked` event in the revoked set, until its last access
 /// token can no longer be accepted.
-fn apply(inner: &Inner, feed: &RevocationFeed, event: &Value) {
+fn apply(inner: &dyn RevokedSet, feed: &RevocationFeed, event: &Value) {
     let Some(session) = event
         .get("session_id")
         .and_then(Value::as_str)
@@ -316,11 +332,9 @@ fn apply(inner: &Inner, feed: &RevocationFeed, event: &Value) {
         .min(now);
     let until = revoked_at
         .plus(feed.max_token_lifetime)
-        .plus(Duration::from_secs(
-            u64::try_from(inner.validator.rules().leeway_seconds).unwrap_or(0),
-        ));
+        .plus(inner.leeway());
     if until > now {
-        inner.revoked.insert(session, until);
+        inner.revoked().insert(session, until);
     }
 }
 

@@ -19,7 +19,7 @@ use sessiond_core::token::{
 };
 use sessiond_core::{Clock, SessionId, Timestamp};
 
-use crate::feed::{FeedStats, FeedTask, RevocationFeed};
+use crate::feed::{FeedStats, FeedTask, RevocationFeed, RevokedSet};
 use crate::permission;
 
 /// How long a key set is fresh when the response carries no `Cache-Control: max-age`.
@@ -318,7 +318,12 @@ impl VerifierBuilder {
             offline: AtomicBool::new(false),
         });
         let feed = feed.map(|(runtime, feed, http)| {
-            Arc::new(FeedTask::start(&runtime, Arc::clone(&inner), feed, http))
+            Arc::new(FeedTask::start(
+                &runtime,
+                Arc::clone(&inner) as Arc<dyn RevokedSet>,
+                feed,
+                http,
+            ))
         });
         Ok(Verifier { inner, feed })
     }
@@ -350,7 +355,7 @@ const NEVER: u64 = u64::MAX;
 pub(crate) struct Inner {
     jwks_url: String,
     http: reqwest::Client,
-    pub(crate) validator: AccessTokenValidator,
+    validator: AccessTokenValidator,
     min_refetch_interval: Duration,
     fetch_timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
@@ -366,7 +371,7 @@ pub(crate) struct Inner {
     fetch_lock: tokio::sync::Mutex<()>,
     /// A background refresh task is running.
     background_refresh: AtomicBool,
-    pub(crate) revoked: RevokedSessions,
+    revoked: RevokedSessions,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
     unknown_kid_refetches: AtomicU64,
@@ -683,6 +688,20 @@ impl Inner {
         let document: Value = serde_json::from_slice(&body).map_err(FetchError::NotJson)?;
         let keys = VerificationKeys::from_public_jwks(&document).map_err(FetchError::Jwks)?;
         Ok((keys, max_age))
+    }
+}
+
+impl RevokedSet for Inner {
+    fn now(&self) -> Timestamp {
+        Inner::now(self)
+    }
+
+    fn revoked(&self) -> &RevokedSessions {
+        &self.revoked
+    }
+
+    fn leeway(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.validator.rules().leeway_seconds).unwrap_or(0))
     }
 }
 

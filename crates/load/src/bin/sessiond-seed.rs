@@ -46,7 +46,7 @@ use sessiond_core::service::NewSessionRequest;
 use sessiond_core::store::StoreError;
 use sessiond_server::cli::{init_logging, resolve_config};
 use sessiond_server::config::RawConfig;
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 use sessiond_server::{AppState, SystemClock};
 use tokio::task::JoinSet;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sessiond_server::config::{Config, RawConfig};
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 use sessiond_server::{AppState, SystemClock};
 
 #[tokio::test]
@@ -48,7 +48,7 @@ async fn seeded_sessions_refresh_through_the_api_and_none_is_evicted() {
 
     // The server opens the file with the development master key the seeder left next to it.
     let config = Config::from_raw(&RawConfig {
-        database_url: Some(database_url),
+        database_url: Some(database_url.clone().into()),
         issuer: Some("http://sessiond.test".into()),
         ..RawConfig::default()
     })

@@ -7,6 +7,14 @@
 //! preflight that only configured origins pass, so a forged form post or `<img>` never
 //! refreshes. It is the only route a cookie authenticates; every other route takes its
 //! credential from the `Authorization` header, which browsers never attach on their own.
+//!
+//! CORS is written here rather than with tower-http's `CorsLayer`, which was tried and fails
+//! two tests of `tests/it/browser.rs`: it answers every `OPTIONS` request itself with `200 OK`
+//! (a preflight here is `204 No Content`, and its status cannot be chosen), and it sends
+//! `Access-Control-Allow-Credentials`, `-Allow-Methods`, `-Allow-Headers` and `-Max-Age` to any
+//! origin, listed or not, leaving only `Access-Control-Allow-Origin` out. Here an origin that
+//! is not listed gets no CORS header at all and its `OPTIONS` request reaches the router like
+//! any other.
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{self, HeaderMap};
@@ -64,8 +72,7 @@ pub(crate) async fn refresh(
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued =
-            super::sessions::spend_refresh_token(&state, client, &origin, &presented).await?;
+        let issued = super::refresh::spend(&state, client, &origin, &presented, None).await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
@@ -81,7 +88,7 @@ pub(crate) async fn refresh(
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::sessions::spend_refresh_token(&state, client, &origin, &presented).await {
+    match super::refresh::spend(&state, client, &origin, &presented, None).await {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =

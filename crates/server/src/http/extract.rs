@@ -15,10 +15,11 @@ use sessiond_core::{Error, Timestamp};
 
 use super::ApiError;
 use super::limits::{self, Subject};
-use crate::ratelimit::{Limit, LimitKey, ip_key};
-use crate::state::{
-    ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope, AppState,
+use crate::admin_auth::{
+    ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope,
 };
+use crate::ratelimit::{Limit, LimitKey, ip_key};
+use crate::state::AppState;
 
 /// A JSON body, refused with `400 invalid_request` when malformed, when it is not a JSON object
 /// (nor is any struct inside it: see [`super::strict_json`]), and `413` when too large.

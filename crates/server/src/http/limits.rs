@@ -13,8 +13,9 @@ use sessiond_core::audit::{NewAuditEvent, Severity};
 use sessiond_core::{SessionId, UserId};
 
 use super::ApiError;
+use crate::admin_auth::AdminKeyId;
 use crate::ratelimit::{LimitKey, Refusal, ip_key};
-use crate::state::{AdminKeyId, AppState};
+use crate::state::AppState;
 
 /// The client's address: the socket peer's, or what a trusted proxy reports (see
 /// [`crate::ratelimit::ClientIpSource`]). `None` only when the server runs without connection

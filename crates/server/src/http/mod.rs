@@ -14,6 +14,7 @@ mod limits;
 mod oauth;
 mod observability;
 mod openapi;
+mod refresh;
 mod sessions;
 mod strict_json;
 mod ui;

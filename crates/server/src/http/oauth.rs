@@ -5,9 +5,10 @@
 //! These routes take `application/x-www-form-urlencoded` bodies and answer errors in the
 //! RFCs' own format (`{"error": "invalid_grant", "error_description": …}`) rather than the
 //! `/v1` one. Every rule stays in `SessionService`: the token endpoint spends tokens through
-//! the same path as `POST /v1/sessions/refresh` (`sessions::spend_refresh_token_scoped`, over
-//! `SessionService::refresh_scoped`), with the same rotation, grace window, reuse detection and
-//! rate limits, and a `scope` parameter that narrows the new access token.
+//! the same path as `POST /v1/sessions/refresh` (`refresh::spend`, over
+//! `SessionService::begin_refresh` and `SessionService::rotate`), with the same rotation, grace
+//! window, reuse detection and rate limits, and a `scope` parameter that narrows the new access
+//! token.
 //!
 //! Introspection takes an admin key (`Authorization: Bearer`) or a resource server's client id
 //! and secret (`SESSIOND_INTROSPECTION_CLIENTS`), sent as `client_secret_basic` or
@@ -40,9 +41,10 @@ use super::error::{ErrorCode, rate_limit_headers};
 use super::extract::failed_credential;
 use super::limits::{ClientIp, client_ip, request_origin};
 use super::no_store;
-use super::sessions::spend_refresh_token_scoped;
+use super::refresh;
+use crate::admin_auth::{ADMIN_READ, ADMIN_REVOKE};
 use crate::ratelimit::Refusal;
-use crate::state::{ADMIN_READ, ADMIN_REVOKE, AppState};
+use crate::state::AppState;
 
 /// Seconds a client should wait before retrying when storage is unavailable.
 const UNAVAILABLE_RETRY_AFTER: u64 = 1;
@@ -468,8 +470,7 @@ pub(crate) async fn token(
         .transpose()
         .map_err(|error| OAuthError::InvalidRequest(error.to_string()))?;
     let origin = request_origin(client, &headers);
-    let issued =
-        spend_refresh_token_scoped(&state, client, &origin, &refresh_token, scope.as_ref()).await?;
+    let issued = refresh::spend(&state, client, &origin, &refresh_token, scope.as_ref()).await?;
     let now = state.service.now();
     let access_expires_at = issued.pair.access_expires_at_ms / 1000;
     Ok(no_store(

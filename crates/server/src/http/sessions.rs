@@ -1,16 +1,12 @@
 //! The `/v1/sessions`, `/v1/logout` and `/v1/users/{user_id}/sessions` routes.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sessiond_core::anomaly::RequestOrigin;
-use sessiond_core::error::RefreshRejection;
-use sessiond_core::permission::Scope;
-use sessiond_core::service::{Actor, IssuedSession, NewSessionRequest};
+use sessiond_core::service::{Actor, NewSessionRequest};
 use sessiond_core::token::decode_claims;
 use sessiond_core::{Error, SessionId, UserId};
 use sessiond_wire::{
@@ -23,10 +19,11 @@ use super::browser;
 use super::convert::{session_view, token_pair};
 use super::extract::{
     AdminCaller, Caller, JsonBody, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write,
-    failed_credential, require,
+    require,
 };
 use super::limits::{self, ClientIp, Subject};
-use crate::ratelimit::{Limit, ip_key, session_key, user_key};
+use super::refresh;
+use crate::ratelimit::{Limit, ip_key, user_key};
 use crate::state::AppState;
 
 /// `POST /v1/sessions`: the application backend creates a session for an authenticated user.
@@ -95,106 +92,9 @@ pub(crate) async fn refresh(
     }
     let origin = limits::request_origin(client, request.headers());
     let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
-    let issued = spend_refresh_token(&state, client, &origin, &request.refresh_token).await?;
+    let issued = refresh::spend(&state, client, &origin, &request.refresh_token, None).await?;
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)).into_response())
-}
-
-/// Spends `presented` through the service, within the rate limits, and counts the outcome.
-/// `origin` (the client address and user agent) is compared with the session's for anomalies.
-///
-/// The client address must not have spent its request allowance. A token that is not known
-/// counts as a failed authentication of the address; once the address's failure allowance is
-/// spent, such tokens are answered `429`, but a live token is never refused by that limit (its
-/// lookup costs one hash and one read, bounded by the request allowance). The session's
-/// allowance is looked at only if the token would rotate, before anything is written, so a
-/// refused refresh leaves the presented token live; it is spent only by a rotation that
-/// happened, so grace-window replays and the losers of a race between tabs never count.
-pub(crate) async fn spend_refresh_token(
-    state: &AppState,
-    client: ClientIp,
-    origin: &RequestOrigin,
-    presented: &str,
-) -> Result<IssuedSession, ApiError> {
-    spend_refresh_token_scoped(state, client, origin, presented, None).await
-}
-
-/// [`spend_refresh_token`], the new access token narrowed to `scope` when one is asked for
-/// (the OAuth token endpoint's `scope` parameter).
-pub(crate) async fn spend_refresh_token_scoped(
-    state: &AppState,
-    client: ClientIp,
-    origin: &RequestOrigin,
-    presented: &str,
-    scope: Option<&Scope>,
-) -> Result<IssuedSession, ApiError> {
-    let now = state.service.now();
-    if let Some(key) = client.key()
-        && let Err(refusal) = state.limits.acquire(Limit::PerIp, &key, now)
-    {
-        let subject = Subject {
-            ip: client.0,
-            ..Subject::default()
-        };
-        return Err(limits::refused(state, refusal, subject).await);
-    }
-    let started = Instant::now();
-    let mut refused_for = None;
-    // The session's allowance is only looked at before the rotation and spent once it has
-    // won: concurrent requests with the same live token (tabs) all get past the look, but
-    // one rotates and the others replay its pair, so the burst counts once.
-    let result = state
-        .service
-        .refresh_scoped(presented, origin, scope, |session| {
-            match state.limits.check_spent(
-                Limit::RefreshPerSession,
-                &session_key(*session.id.as_uuid()),
-                now,
-            ) {
-                Ok(()) => true,
-                Err(refusal) => {
-                    refused_for = Some((refusal, session.id, session.user_id.clone()));
-                    false
-                }
-            }
-        })
-        .await;
-    let issued = match result {
-        Ok(Some(issued)) => issued,
-        Ok(None) => {
-            let Some((refusal, session_id, user_id)) = refused_for else {
-                return Err(Error::Corrupt("a refresh was refused without a reason".into()).into());
-            };
-            let subject = Subject {
-                ip: client.0,
-                user_id: Some(user_id),
-                session_id: Some(session_id),
-                admin_key: None,
-            };
-            return Err(limits::refused(state, refusal, subject).await);
-        }
-        Err(error) => {
-            state.metrics.record_refresh(Err(&error), started.elapsed());
-            if let Error::RefreshRejected(reason) = &error {
-                state.refresh_failures.record(client.0, *reason, now);
-            }
-            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown)) {
-                return Err(failed_credential(state, client.0, now, error.into()).await);
-            }
-            return Err(error.into());
-        }
-    };
-    if !issued.replayed {
-        // Counted now that the rotation won. A refusal here could only come from another
-        // rotation of the same session at the same instant, which is counted as well.
-        let _ = state.limits.acquire(
-            Limit::RefreshPerSession,
-            &session_key(*issued.session.id.as_uuid()),
-            now,
-        );
-    }
-    state.metrics.record_refresh(Ok(&issued), started.elapsed());
-    Ok(issued)
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.

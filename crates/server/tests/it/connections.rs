@@ -445,7 +445,7 @@ async fn serve_with_metrics_listener(
     let state = sessiond_server::AppState::build(
         &app.config,
         app.clock.clone(),
-        sessiond_server::state::OpenMode::MustExist,
+        sessiond_server::database::OpenMode::MustExist,
     )
     .await
     .expect("state builds");

@@ -13,7 +13,7 @@ use sessiond_core::refresh::RefreshToken;
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
-use sessiond_server::state::{OpenMode, open_store};
+use sessiond_server::database::{OpenMode, open_store};
 
 use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
 use crate::on_every_store;

@@ -293,7 +293,7 @@ async fn events_written_by_another_process_reach_the_stream() {
     let other = sessiond_server::AppState::build(
         &app.config,
         app.clock.clone(),
-        sessiond_server::state::OpenMode::MustExist,
+        sessiond_server::database::OpenMode::MustExist,
     )
     .await
     .expect("second instance");

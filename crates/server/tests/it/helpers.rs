@@ -135,7 +135,7 @@ impl TestApp {
         };
         let mut raw = RawConfig {
             listen: Some("127.0.0.1:0".into()),
-            database_url: Some(database_url),
+            database_url: Some(database_url.into()),
             admin_keys: Some(ADMIN_KEY.into()),
             issuer: Some("http://sessiond.test".into()),
             sqlite_synchronous: Some("normal".into()),

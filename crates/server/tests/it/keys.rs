@@ -17,7 +17,7 @@ use sessiond_core::token::{
     AccessTokenValidator, SigningAlgorithm, StoredKey, ValidationRules, VerificationKeys,
 };
 use sessiond_server::AppState;
-use sessiond_server::state::OpenMode;
+use sessiond_server::database::OpenMode;
 
 use crate::helpers::{TestApp, text};
 

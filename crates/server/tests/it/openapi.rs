@@ -663,7 +663,7 @@ fn token<'a>(pair: &'a Value, field: &str) -> &'a str {
 
 async fn documented_answers_match_what_the_server_answers() {
     let app = TestApp::spawn_with(|raw| {
-        raw.admin_keys = Some(format!("{ADMIN_KEY},{READ_KEY}:read"));
+        raw.admin_keys = Some(format!("{ADMIN_KEY},{READ_KEY}:read").into());
         // Unused successors replayed inside the grace window only, so that a late replay of a
         // spent token is reuse.
         raw.unused_successor_replay = Some("0".into());

@@ -310,7 +310,7 @@ async fn roles_expand_into_the_permissions_of_every_token_issued() {
 
 async fn spawn_with_scoped_keys() -> TestApp {
     TestApp::spawn_with(|raw| {
-        raw.admin_keys = Some(format!("{ADMIN_KEY},{READ_KEY}:read,{REVOKE_KEY}:revoke"));
+        raw.admin_keys = Some(format!("{ADMIN_KEY},{READ_KEY}:read,{REVOKE_KEY}:revoke").into());
     })
     .await
 }

@@ -261,7 +261,7 @@ async fn a_revocation_by_another_process_sharing_the_database_is_picked_up() {
     let other = sessiond_server::AppState::build(
         &app.config,
         app.clock.clone(),
-        sessiond_server::state::OpenMode::MustExist,
+        sessiond_server::database::OpenMode::MustExist,
     )
     .await
     .expect("second instance");

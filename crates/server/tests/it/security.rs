@@ -510,7 +510,7 @@ async fn the_oauth_token_endpoint_shares_the_per_address_and_failure_limits() {
 
 async fn admin_requests_past_the_per_key_limit_are_refused_for_that_key_only() {
     let app = TestApp::spawn_with(|raw| {
-        raw.admin_keys = Some(format!("{ADMIN_KEY},{OTHER_ADMIN_KEY}"));
+        raw.admin_keys = Some(format!("{ADMIN_KEY},{OTHER_ADMIN_KEY}").into());
         raw.rate_limit_admin_per_key = Some("3/1m".into());
     })
     .await;

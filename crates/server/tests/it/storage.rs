@@ -325,7 +325,7 @@ async fn a_read_only_postgresql_answers_503_is_not_ready_and_recovers_without_a_
             let role = PgRole::create(&base).await;
             let app = TestApp::spawn_with(|raw| {
                 let url = raw.database_url.clone().expect("the schema's URL");
-                raw.database_url = Some(role.url_as(&url));
+                raw.database_url = Some(role.url_as(url.expose()).into());
             })
             .await;
             let created = app.create_session("alice").await;
@@ -455,7 +455,7 @@ async fn a_full_file_system_answers_503_and_writes_resume_once_space_is_freed() 
     };
     let database = tmpfs.dir.path().join("sessiond.db");
     let app = TestApp::spawn_with(|raw| {
-        raw.database_url = Some(format!("sqlite://{}", database.display()));
+        raw.database_url = Some(format!("sqlite://{}", database.display()).into());
     })
     .await;
     let created = app.create_session("alice").await;

@@ -1,0 +1,119 @@
+//! A refresh from request to answer, whichever way it arrives: `POST /v1/sessions/refresh`
+//! with a JSON body (`sessions.rs`), the same route by cookie (`browser.rs`), or
+//! `POST /oauth/token` (`oauth.rs`). Those modules only adapt the request and the answer;
+//! [`spend`] is the one path between them and `SessionService`, so every entrance gets the
+//! same rotation, grace window, reuse detection, rate limits, metrics and failure records.
+//!
+//! The service spends a token in two steps: `begin_refresh` looks it up and decides, and a
+//! rotation it returns is written only when `rotate` is called. Between the two, [`admission`]
+//! asks the session's rate limit, so a refused refresh writes nothing and leaves the presented
+//! token live.
+
+use std::time::Instant;
+
+use sessiond_core::anomaly::RequestOrigin;
+use sessiond_core::error::RefreshRejection;
+use sessiond_core::permission::Scope;
+use sessiond_core::service::{IssuedSession, RefreshStep};
+use sessiond_core::{Error, Session, Timestamp};
+
+use super::ApiError;
+use super::extract::failed_credential;
+use super::limits::{self, ClientIp, Subject};
+use crate::ratelimit::{Limit, Refusal, session_key};
+use crate::state::AppState;
+
+/// Whether a rotation may happen, as the session's rate limit says.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// The session has allowance left; the rotation counts against it once it has won.
+    Admitted,
+    /// The session's allowance is spent.
+    Refused(Refusal),
+}
+
+/// Asks the session's refresh allowance about one more rotation at `now`, counting nothing:
+/// concurrent requests with the same live token (tabs) may all be admitted, but one rotates
+/// and the others replay its pair, so only the rotation that won is counted (in [`spend`]).
+fn admission(state: &AppState, session: &Session, now: Timestamp) -> Admission {
+    match state.limits.check_spent(
+        Limit::RefreshPerSession,
+        &session_key(*session.id.as_uuid()),
+        now,
+    ) {
+        Ok(()) => Admission::Admitted,
+        Err(refusal) => Admission::Refused(refusal),
+    }
+}
+
+/// Spends `presented` through the service, within the rate limits, and counts the outcome;
+/// the new access token is narrowed to `scope` when one is asked for (the OAuth token
+/// endpoint's `scope` parameter). `origin` (the client address and user agent) is compared
+/// with the session's for anomalies.
+///
+/// The client address must not have spent its request allowance. A token that is not known
+/// counts as a failed authentication of the address; once the address's failure allowance is
+/// spent, such tokens are answered `429`, but a live token is never refused by that limit (its
+/// lookup costs one hash and one read, bounded by the request allowance). The session's
+/// allowance is looked at only if the token would rotate, before anything is written, so a
+/// refused refresh leaves the presented token live; it is spent only by a rotation that
+/// happened, so grace-window replays and the losers of a race between tabs never count.
+pub(crate) async fn spend(
+    state: &AppState,
+    client: ClientIp,
+    origin: &RequestOrigin,
+    presented: &str,
+    scope: Option<&Scope>,
+) -> Result<IssuedSession, ApiError> {
+    let now = state.service.now();
+    if let Some(key) = client.key()
+        && let Err(refusal) = state.limits.acquire(Limit::PerIp, &key, now)
+    {
+        let subject = Subject {
+            ip: client.0,
+            ..Subject::default()
+        };
+        return Err(limits::refused(state, refusal, subject).await);
+    }
+    let started = Instant::now();
+    let result = match state.service.begin_refresh(presented, origin, scope).await {
+        Ok(RefreshStep::Replayed(issued)) => Ok(issued),
+        Ok(RefreshStep::Rotation(pending)) => match admission(state, pending.session(), now) {
+            Admission::Admitted => state.service.rotate(pending).await,
+            Admission::Refused(refusal) => {
+                let subject = Subject {
+                    ip: client.0,
+                    user_id: Some(pending.session().user_id.clone()),
+                    session_id: Some(pending.session().id),
+                    admin_key: None,
+                };
+                return Err(limits::refused(state, refusal, subject).await);
+            }
+        },
+        Err(error) => Err(error),
+    };
+    let issued = match result {
+        Ok(issued) => issued,
+        Err(error) => {
+            state.metrics.record_refresh(Err(&error), started.elapsed());
+            if let Error::RefreshRejected(reason) = &error {
+                state.refresh_failures.record(client.0, *reason, now);
+            }
+            if matches!(error, Error::RefreshRejected(RefreshRejection::Unknown)) {
+                return Err(failed_credential(state, client.0, now, error.into()).await);
+            }
+            return Err(error.into());
+        }
+    };
+    if !issued.replayed {
+        // Counted now that the rotation won. A refusal here could only come from another
+        // rotation of the same session at the same instant, which is counted as well.
+        let _ = state.limits.acquire(
+            Limit::RefreshPerSession,
+            &session_key(*issued.session.id.as_uuid()),
+            now,
+        );
+    }
+    state.metrics.record_refresh(Ok(&issued), started.elapsed());
+    Ok(issued)
+}
