@@ -47,7 +47,8 @@ impl SessionClientBuilder {
     }
 
     /// The HTTP client for the refresh requests and for [`SessionClient::send`]; by default
-    /// one with rustls, a 10 s connect timeout and a `sessiond-client` user agent.
+    /// one with rustls (certificates checked against the operating system's trust store), a
+    /// 10 s connect timeout and a `sessiond-client` user agent.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self

@@ -27,6 +27,12 @@
 //!
 //! Tokens never appear in `Debug` output or logs: they are [`SecretString`]s.
 //!
+//! HTTPS uses rustls with the aws-lc-rs provider (the backend sessiond itself signs with), so
+//! no system OpenSSL is needed. The default HTTP client checks server certificates against the
+//! operating system's trust store (through `rustls-platform-verifier`), as a browser would: a
+//! sessiond behind a private CA works once that CA is installed on the machine, or with a
+//! client of your own passed to [`SessionClientBuilder::http_client`].
+//!
 //! # Using the client
 //!
 //! The application's backend creates the session (`POST /v1/sessions` with an admin key) and

@@ -6,13 +6,15 @@
 //! bytes, decoded beforehand, with the public key parsed beforehand as the keyring parses it. The
 //! difference is what splitting, base64, JSON, the claim checks and the revocation lookup add.
 //! A third, `{alg}/sign`, issues one token with the same session: the signing cost every
-//! session creation and every refresh pays.
+//! session creation and every refresh pays. Last, `summary` prints one table: per algorithm the
+//! bare check and the full validation timed in alternating batches, their ratio, and the
+//! signing cost.
 //! The `jsonwebtoken` crate is not a dependency, so there is no comparison with it here.
 //!
 //! Run with `cargo bench -p sessiond-core --bench validation`.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
@@ -172,77 +174,194 @@ fn member(jwk: &Value, name: &str) -> Vec<u8> {
         .expect("base64url")
 }
 
-/// Benchmarks the bare check of `signature` over the token's signing input with `public`.
-fn bare_verify(criterion: &mut Criterion, name: &str, setup: &Setup, public: &ParsedPublicKey) {
+/// The same backend's check of a signature alone: the public key parsed (or the HMAC key
+/// made) beforehand, as the keyring does.
+enum Bare {
+    Public(ParsedPublicKey),
+    Hmac(Box<aws_lc_rs::hmac::Key>),
+}
+
+impl Bare {
+    fn of(setup: &Setup, algorithm: SigningAlgorithm) -> Self {
+        match algorithm {
+            SigningAlgorithm::EdDsa => Self::Public(
+                ParsedPublicKey::new(&ED25519, member(&public_jwk(setup), "x"))
+                    .expect("an Ed25519 public key"),
+            ),
+            SigningAlgorithm::Es256 => {
+                let jwk = public_jwk(setup);
+                let mut point = vec![4u8];
+                point.extend(member(&jwk, "x"));
+                point.extend(member(&jwk, "y"));
+                Self::Public(
+                    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                        .expect("a P-256 public key"),
+                )
+            }
+            SigningAlgorithm::Rs256 => {
+                let jwk = public_jwk(setup);
+                Self::Public(
+                    aws_lc_rs::signature::RsaPublicKeyComponents {
+                        n: member(&jwk, "n"),
+                        e: member(&jwk, "e"),
+                    }
+                    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+                    .expect("an RSA public key"),
+                )
+            }
+            SigningAlgorithm::Hs256 => {
+                let secret = &setup
+                    .keys
+                    .iter()
+                    .find(|key| key.kid == setup.keyring.signing_kid())
+                    .expect("the signing key is among the stored keys")
+                    .secret;
+                Self::Hmac(Box::new(aws_lc_rs::hmac::Key::new(
+                    aws_lc_rs::hmac::HMAC_SHA256,
+                    secret,
+                )))
+            }
+        }
+    }
+
+    fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::Public(key) => key.verify_sig(signing_input, signature).is_ok(),
+            Self::Hmac(key) => aws_lc_rs::hmac::verify(key, signing_input, signature).is_ok(),
+        }
+    }
+}
+
+/// Benchmarks the bare check of the token's signature over its signing input.
+fn bare_verify(criterion: &mut Criterion, name: &str, setup: &Setup, bare: &Bare) {
     let (signing_input, signature) = split(&setup.token);
-    public
-        .verify_sig(signing_input.as_bytes(), &signature)
-        .expect("the bare signature verifies");
+    assert!(
+        bare.verifies(signing_input.as_bytes(), &signature),
+        "the bare signature verifies"
+    );
     criterion.bench_function(name, |bencher| {
-        bencher
-            .iter(|| public.verify_sig(black_box(signing_input.as_bytes()), black_box(&signature)));
+        bencher.iter(|| bare.verifies(black_box(signing_input.as_bytes()), black_box(&signature)));
     });
+}
+
+fn bench_algorithm(criterion: &mut Criterion, algorithm: SigningAlgorithm) {
+    let setup = setup(algorithm);
+    let prefix = algorithm.jose_name().to_lowercase();
+    eprintln!(
+        "{} token: {} bytes",
+        algorithm.jose_name(),
+        setup.token.len()
+    );
+    validate(criterion, &format!("{prefix}/validate"), &setup);
+    let bare_name = match algorithm {
+        SigningAlgorithm::Hs256 => "hs256/bare_hmac".to_owned(),
+        _ => format!("{prefix}/bare_verify"),
+    };
+    bare_verify(criterion, &bare_name, &setup, &Bare::of(&setup, algorithm));
 }
 
 fn eddsa(criterion: &mut Criterion) {
-    let setup = setup(SigningAlgorithm::EdDsa);
-    eprintln!("EdDSA token: {} bytes", setup.token.len());
-    validate(criterion, "eddsa/validate", &setup);
-    let public = ParsedPublicKey::new(&ED25519, member(&public_jwk(&setup), "x"))
-        .expect("an Ed25519 public key");
-    bare_verify(criterion, "eddsa/bare_verify", &setup, &public);
+    bench_algorithm(criterion, SigningAlgorithm::EdDsa);
 }
 
 fn es256(criterion: &mut Criterion) {
-    let setup = setup(SigningAlgorithm::Es256);
-    eprintln!("ES256 token: {} bytes", setup.token.len());
-    validate(criterion, "es256/validate", &setup);
-    let jwk = public_jwk(&setup);
-    let mut point = vec![4u8];
-    point.extend(member(&jwk, "x"));
-    point.extend(member(&jwk, "y"));
-    let public = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).expect("a P-256 public key");
-    bare_verify(criterion, "es256/bare_verify", &setup, &public);
+    bench_algorithm(criterion, SigningAlgorithm::Es256);
 }
 
 fn rs256(criterion: &mut Criterion) {
-    let setup = setup(SigningAlgorithm::Rs256);
-    eprintln!("RS256 token: {} bytes", setup.token.len());
-    validate(criterion, "rs256/validate", &setup);
-    let jwk = public_jwk(&setup);
-    let public = aws_lc_rs::signature::RsaPublicKeyComponents {
-        n: member(&jwk, "n"),
-        e: member(&jwk, "e"),
-    }
-    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
-    .expect("an RSA public key");
-    bare_verify(criterion, "rs256/bare_verify", &setup, &public);
+    bench_algorithm(criterion, SigningAlgorithm::Rs256);
 }
 
 fn hs256(criterion: &mut Criterion) {
-    let setup = setup(SigningAlgorithm::Hs256);
-    eprintln!("HS256 token: {} bytes", setup.token.len());
-    validate(criterion, "hs256/validate", &setup);
+    bench_algorithm(criterion, SigningAlgorithm::Hs256);
+}
 
-    let (signing_input, signature) = split(&setup.token);
-    let secret = &setup
-        .keys
-        .iter()
-        .find(|key| key.kid == setup.keyring.signing_kid())
-        .expect("the signing key is among the stored keys")
-        .secret;
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-    aws_lc_rs::hmac::verify(&key, signing_input.as_bytes(), &signature)
-        .expect("the bare HMAC verifies");
-    criterion.bench_function("hs256/bare_hmac", |bencher| {
-        bencher.iter(|| {
-            aws_lc_rs::hmac::verify(
-                &key,
-                black_box(signing_input.as_bytes()),
-                black_box(&signature),
-            )
-        });
-    });
+/// Nanoseconds per call of `f`, over a batch of `calls`.
+fn per_call(calls: u32, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    started.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
+}
+
+/// How many calls of `f` take about `target`.
+fn batch_for(target: Duration, mut f: impl FnMut()) -> u32 {
+    let one = per_call(16, &mut f).max(1.0);
+    let calls = target.as_secs_f64() * 1e9 / one;
+    // Truncation is the intent: a batch size, at least one call.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let calls = calls.clamp(1.0, 1e6) as u32;
+    calls
+}
+
+/// The smallest and the median of `samples`, sorted in place.
+fn best_and_median(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (samples[0], samples[samples.len() / 2])
+}
+
+/// The table the targets are judged on: per algorithm, the bare signature check and the full
+/// validation measured in alternating batches (a load that comes and goes on a shared machine
+/// then weighs on both alike, unlike groups measured seconds apart), their ratio, and the
+/// signing cost. Times are the best batch's per-call time (the least disturbed), the ratio
+/// also from the medians.
+fn summary(_: &mut Criterion) {
+    const ROUNDS: usize = 300;
+    let batch = Duration::from_millis(2);
+    let mut table = String::from(
+        "\nalgorithm  bare verify  full validation  ratio (best)  ratio (median)  sign\n",
+    );
+    for algorithm in SigningAlgorithm::ALL {
+        let setup = setup(algorithm);
+        let bare = Bare::of(&setup, algorithm);
+        let (signing_input, signature) = split(&setup.token);
+        let mut check = || {
+            black_box(bare.verifies(black_box(signing_input.as_bytes()), black_box(&signature)));
+        };
+        let mut full = || {
+            let validated = setup.validator.validate(
+                black_box(&setup.token),
+                &setup.keyring,
+                &setup.revoked,
+                setup.now,
+            );
+            black_box(validated.is_ok());
+        };
+        let expires_at = setup.now.plus(Duration::from_secs(15 * 60));
+        let mut sign = || {
+            black_box(setup.issuer.issue(
+                &setup.keyring,
+                black_box(&setup.session),
+                setup.now,
+                expires_at,
+            ));
+        };
+        let bare_calls = batch_for(batch, &mut check);
+        let full_calls = batch_for(batch, &mut full);
+        let sign_calls = batch_for(batch, &mut sign);
+        let (mut bare_ns, mut full_ns, mut sign_ns) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            bare_ns.push(per_call(bare_calls, &mut check));
+            full_ns.push(per_call(full_calls, &mut full));
+            if round % 4 == 0 {
+                sign_ns.push(per_call(sign_calls, &mut sign));
+            }
+        }
+        let (bare_best, bare_median) = best_and_median(&mut bare_ns);
+        let (full_best, full_median) = best_and_median(&mut full_ns);
+        let (sign_best, _) = best_and_median(&mut sign_ns);
+        table.push_str(&format!(
+            "{:<9}  {:>8.2} µs  {:>12.2} µs  {:>11.3}×  {:>13.3}×  {:>8.2} µs\n",
+            algorithm.jose_name(),
+            bare_best / 1e3,
+            full_best / 1e3,
+            full_best / bare_best,
+            full_median / bare_median,
+            sign_best / 1e3,
+        ));
+    }
+    println!("{table}");
 }
 
 fn config() -> Criterion {
@@ -254,6 +373,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = eddsa, es256, rs256, hs256
+    targets = eddsa, es256, rs256, hs256, summary
 }
 criterion_main!(benches);

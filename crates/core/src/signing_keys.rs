@@ -1,8 +1,10 @@
 //! The signing keys in force: loading them, noticing changes other processes make, rotating
 //! and retiring.
 //!
-//! The store holds a keyring shared by every instance: per algorithm one active key, and older
-//! keys that a rotation replaced and that still verify. A rotation publishes its new key at
+//! The store holds a keyring shared by every instance: one active key, whatever its algorithm,
+//! and older keys that a rotation replaced and that still verify. A rotation to another
+//! algorithm (`sessiond keys rotate --alg`, which changing `SESSIOND_SIGNING_ALG` calls for) is
+//! a rotation like any other: it replaces the key of the old algorithm. A rotation publishes its new key at
 //! once (every stored key is in the JWK Set) and lets it sign only from its `signs_from`, a
 //! publication delay later, so that a verifier that cached the JWK Set for its `max-age`
 //! ([`SigningKeys::jwks_max_age`], at most half the delay) has refetched it before it sees a
@@ -13,8 +15,10 @@
 //! caching verifiers: it is for a compromised key.
 //!
 //! A replaced key is kept until every token it can have signed has expired (its deactivation,
-//! plus the access TTL, the leeway and [`RETIREMENT_MARGIN`]) and is then retired, which
-//! deletes it, secret and all; an operator may retire it earlier, once it no longer signs.
+//! plus the access TTL, the leeway and [`RETIREMENT_MARGIN`]) and is then retired: its secret
+//! is wiped and it leaves the keyring and the JWK Set, while its row stays, with `retired_at`,
+//! for listing until the retention passes ([`SigningKeys::purge_retired`]). An operator may
+//! retire a key earlier, once it no longer signs.
 //! Each instance holds the keyring in memory and reloads it when the store's cheap key version
 //! moves or a stored activation time passes, which the server checks every second.
 
@@ -25,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::audit::{NewAuditEvent, Severity};
 use crate::error::Error;
-use crate::store::{RetireOutcome, Store};
+use crate::store::{RetireOutcome, RetiredKey, Store};
 use crate::time::Timestamp;
 use crate::token::{Keyring, SigningAlgorithm, StoredKey, VerificationKey};
 
@@ -82,22 +86,23 @@ pub enum KeyLoading {
 pub enum KeyState {
     /// Published, signing from its `signs_from`.
     Next,
-    /// The key this instance signs with.
+    /// The key every instance signs with.
     Signing,
-    /// Signing for instances configured for its algorithm, which is not this instance's.
-    Active,
     /// Replaced: verifies the tokens it signed until it is retired.
     Verifying,
+    /// Its tokens have all expired (or an operator retired it): secret wiped, neither
+    /// published nor verifying; its row is purged after the retention.
+    Retired,
 }
 
 impl KeyState {
-    /// Its name: `next`, `signing`, `active` or `verifying`.
+    /// Its name: `next`, `signing`, `verifying` or `retired`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Next => "next",
             Self::Signing => "signing",
-            Self::Active => "active",
             Self::Verifying => "verifying",
+            Self::Retired => "retired",
         }
     }
 }
@@ -105,7 +110,8 @@ impl KeyState {
 /// The settings of the key lifecycle.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySettings {
-    /// The algorithm this instance signs with, and rotates to by default.
+    /// The algorithm this instance is configured for: the one `sessiond keys rotate` rotates
+    /// to by default, and of the first key of a new database.
     pub algorithm: SigningAlgorithm,
     /// How long a token validates after it is signed (access TTL plus leeway).
     pub token_lifetime: Duration,
@@ -131,19 +137,21 @@ pub struct KeyInfo {
     /// When every token it can have signed has expired, so that it is retired automatically;
     /// `None` while it has no successor.
     pub retire_at: Option<Timestamp>,
+    /// When it was retired; `None` while it verifies.
+    pub retired_at: Option<Timestamp>,
 }
 
 impl KeyInfo {
-    /// Its state at `at`, for an instance that signs with `algorithm`.
-    pub fn state(&self, algorithm: SigningAlgorithm, at: Timestamp) -> KeyState {
-        if self.deactivated_at.is_some_and(|until| until <= at) {
+    /// Its state at `at`.
+    pub fn state(&self, at: Timestamp) -> KeyState {
+        if self.retired_at.is_some() {
+            KeyState::Retired
+        } else if self.deactivated_at.is_some_and(|until| until <= at) {
             KeyState::Verifying
         } else if self.signs_from > at {
             KeyState::Next
-        } else if self.algorithm == algorithm {
-            KeyState::Signing
         } else {
-            KeyState::Active
+            KeyState::Signing
         }
     }
 }
@@ -153,11 +161,12 @@ impl KeyInfo {
 struct Loaded {
     /// The store's key version the keys were read at (or after).
     version: i64,
-    /// The keyring in force when the keys were read; `None` when no key of the algorithm
-    /// signs then (only when loaded read-only).
+    /// The keyring in force when the keys were read; `None` when no key signs then (only when
+    /// loaded read-only).
     keyring: Option<Arc<Keyring>>,
     /// The next instant at which another key starts signing, and the keyring from then on.
     switch: Option<(Timestamp, Option<Arc<Keyring>>)>,
+    /// Every key, the retired ones included, oldest first.
     keys: Vec<KeyInfo>,
 }
 
@@ -186,7 +195,7 @@ impl SigningKeys {
     ///
     /// # Errors
     /// [`Error::Store`]; [`Error::Corrupt`] when a stored key is unusable, or when loading may
-    /// write and still no key of the algorithm signs.
+    /// write and still no key signs.
     pub async fn load(
         store: Arc<dyn Store>,
         settings: KeySettings,
@@ -196,10 +205,7 @@ impl SigningKeys {
         let retention = settings.token_lifetime + RETIREMENT_MARGIN;
         let loaded = read(store.as_ref(), settings.algorithm, retention, loading, now).await?;
         if loading == KeyLoading::GenerateFirst && loaded.keyring.is_none() {
-            return Err(Error::Corrupt(format!(
-                "no {} signing key signs now",
-                settings.algorithm.jose_name()
-            )));
+            return Err(Error::Corrupt("no signing key signs now".into()));
         }
         Ok(Self {
             store,
@@ -226,8 +232,8 @@ impl SigningKeys {
     /// Runs `f` with the keyring whose signing key signs at `now`.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] when no key of the algorithm signs at `now` (never on a server, which
-    /// refuses to start without one).
+    /// [`Error::Corrupt`] when no key signs at `now` (never on a server, which refuses to start
+    /// without one).
     pub fn with_signing_keyring<R>(
         &self,
         now: Timestamp,
@@ -236,14 +242,11 @@ impl SigningKeys {
         let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
         match loaded.keyring_at(now) {
             Some(keyring) => Ok(f(keyring)),
-            None => Err(Error::Corrupt(format!(
-                "no {} signing key signs now",
-                self.settings.algorithm.jose_name()
-            ))),
+            None => Err(Error::Corrupt("no signing key signs now".into())),
         }
     }
 
-    /// The keyring in force at `now`, if a key of the algorithm signs then.
+    /// The keyring in force at `now`, if a key signs then.
     pub fn keyring(&self, now: Timestamp) -> Option<Arc<Keyring>> {
         self.current().keyring_at(now).cloned()
     }
@@ -254,7 +257,7 @@ impl SigningKeys {
             .map(|keyring| keyring.signing_kid().to_owned())
     }
 
-    /// The JWK Set: every stored asymmetric key, the ones not signing yet included.
+    /// The JWK Set: every asymmetric key not retired, the ones not signing yet included.
     pub fn jwks(&self) -> Value {
         let loaded = self.current();
         let keys: Vec<Value> = loaded
@@ -283,12 +286,12 @@ impl SigningKeys {
         self.settings.publication_delay
     }
 
-    /// The keys as last loaded, oldest first.
+    /// The keys as last loaded, the retired ones included, oldest first.
     pub fn keys(&self) -> Vec<KeyInfo> {
         self.current().keys.clone()
     }
 
-    /// The algorithm this instance signs with.
+    /// The algorithm this instance is configured for (`SESSIOND_SIGNING_ALG`).
     pub fn algorithm(&self) -> SigningAlgorithm {
         self.settings.algorithm
     }
@@ -337,11 +340,12 @@ impl SigningKeys {
         Ok(())
     }
 
-    /// Generates a new key of `algorithm` and stores it as the active key of its algorithm:
-    /// published at once, signing from `now` plus the publication delay, or from `now` for
-    /// [`Activation::Now`]. Until then the key it replaces signs, and afterwards it keeps
-    /// verifying until its tokens have expired. A rotation after the publication delay while
-    /// a key of `algorithm` is already waiting to sign writes nothing and names that key.
+    /// Generates a new key of `algorithm` and stores it as the active key, replacing the active
+    /// key whatever its algorithm: published at once, signing from `now` plus the publication
+    /// delay, or from `now` for [`Activation::Now`]. Until then the key it replaces signs, and
+    /// afterwards it keeps verifying until its tokens have expired. A rotation after the
+    /// publication delay while a key of `algorithm` is already waiting to sign writes nothing
+    /// and names that key.
     ///
     /// # Errors
     /// [`Error::Store`]; [`Error::Corrupt`] when a stored key is unusable or other processes
@@ -361,7 +365,7 @@ impl SigningKeys {
             {
                 return Ok(Rotation::AlreadyScheduled(info(waiting, self.retention)));
             }
-            let replaces = active_kid(&stored, algorithm);
+            let replaces = active_kid(&stored);
             if let Some(key) = self
                 .rotate_from(algorithm, replaces.as_deref(), activation, now)
                 .await?
@@ -419,7 +423,7 @@ impl SigningKeys {
         Ok(Some(info(&key, self.retention)))
     }
 
-    /// Rotates, after the publication delay, if the active key of this instance's algorithm
+    /// Rotates, after the publication delay, to a key of the same algorithm if the active key
     /// is older than the rotation period and no key is waiting to sign; returns the new key if
     /// this call rotated. When another instance rotates at the same moment, only one wins.
     ///
@@ -433,7 +437,8 @@ impl SigningKeys {
         let Some(active) = loaded
             .keys
             .iter()
-            .find(|key| key.algorithm == self.settings.algorithm && key.deactivated_at.is_none())
+            .rev()
+            .find(|key| key.deactivated_at.is_none() && key.retired_at.is_none())
         else {
             return Ok(None);
         };
@@ -441,7 +446,7 @@ impl SigningKeys {
             return Ok(None);
         }
         self.rotate_from(
-            self.settings.algorithm,
+            active.algorithm,
             Some(&active.kid),
             Activation::AfterPublication,
             now,
@@ -450,7 +455,8 @@ impl SigningKeys {
     }
 
     /// Retires the key `kid` now, even if tokens it signed are still alive (they are refused
-    /// from now on). A key that signs or will sign is never retired.
+    /// from now on): its secret is wiped, and its row kept until [`SigningKeys::purge_retired`]
+    /// removes it. A key that signs or will sign is never retired.
     ///
     /// # Errors
     /// [`Error::Store`]; [`Error::Corrupt`] when a stored key is unusable.
@@ -479,13 +485,13 @@ impl SigningKeys {
             .current()
             .keys
             .iter()
-            .any(|key| key.retire_at.is_some_and(|at| at <= now));
+            .any(|key| key.retired_at.is_none() && key.retire_at.is_some_and(|at| at <= now));
         if !due {
             return Ok(Vec::new());
         }
         let retired = self
             .store
-            .retire_signing_keys_deactivated_before(now.minus(self.retention))
+            .retire_signing_keys_deactivated_before(now.minus(self.retention), now)
             .await?;
         for kid in &retired {
             tracing::info!(kid, "retired a signing key whose tokens have all expired");
@@ -498,6 +504,29 @@ impl SigningKeys {
         }
         self.reload(now).await?;
         Ok(retired)
+    }
+
+    /// Deletes the rows of the keys retired more than `retention` before `now` (the store's
+    /// retention of sessions and their history); returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; [`Error::Corrupt`] when a stored key is unusable.
+    pub async fn purge_retired(&self, retention: Duration, now: Timestamp) -> Result<u64, Error> {
+        let cutoff = now.minus(retention);
+        let due = self
+            .current()
+            .keys
+            .iter()
+            .any(|key| key.retired_at.is_some_and(|at| at < cutoff));
+        if !due {
+            return Ok(0);
+        }
+        let purged = self.store.purge_retired_signing_keys(cutoff).await?;
+        if purged > 0 {
+            tracing::info!(keys = purged, "purged the rows of retired signing keys");
+        }
+        self.reload(now).await?;
+        Ok(purged)
     }
 }
 
@@ -525,9 +554,9 @@ impl SigningKeys {
     }
 }
 
-fn active_kid(keys: &[StoredKey], algorithm: SigningAlgorithm) -> Option<String> {
+fn active_kid(keys: &[StoredKey]) -> Option<String> {
     keys.iter()
-        .filter(|key| key.algorithm == algorithm && key.is_active())
+        .filter(|key| key.is_active())
         .max_by_key(|key| (key.created_at, key.kid.clone()))
         .map(|key| key.kid.clone())
 }
@@ -540,22 +569,45 @@ fn info(key: &StoredKey, retention: Duration) -> KeyInfo {
         signs_from: key.signs_from,
         deactivated_at: key.deactivated_at,
         retire_at: key.deactivated_at.map(|at| at.plus(retention)),
+        retired_at: None,
     }
 }
 
-/// The keyring of `keys` at `at`: `None` when no key of `algorithm` signs then.
+fn retired_info(key: &RetiredKey, retention: Duration) -> KeyInfo {
+    KeyInfo {
+        kid: key.kid.clone(),
+        algorithm: key.algorithm,
+        created_at: key.created_at,
+        signs_from: key.signs_from,
+        deactivated_at: key.deactivated_at,
+        retire_at: key.deactivated_at.map(|at| at.plus(retention)),
+        retired_at: Some(key.retired_at),
+    }
+}
+
+/// The keyring of `keys` at `at`, signing with the key that signs then: `None` when none does.
+/// A database written before one active key at a time may hold one signing key per algorithm;
+/// the key of `preferred` (the configured algorithm) then signs, else the newest.
 fn keyring_at(
     keys: &[StoredKey],
-    algorithm: SigningAlgorithm,
+    preferred: SigningAlgorithm,
     at: Timestamp,
 ) -> Result<Option<Arc<Keyring>>, Error> {
-    if !keys
+    let Some(signing) = keys
         .iter()
-        .any(|key| key.algorithm == algorithm && key.signs_at(at))
-    {
+        .filter(|key| key.signs_at(at))
+        .max_by_key(|key| {
+            (
+                key.algorithm == preferred,
+                key.signs_from,
+                key.created_at,
+                key.kid.clone(),
+            )
+        })
+    else {
         return Ok(None);
-    }
-    Keyring::from_stored_at(keys, algorithm, at)
+    };
+    Keyring::from_stored_at(keys, signing.algorithm, at)
         .map(|keyring| Some(Arc::new(keyring)))
         .map_err(|error| Error::Corrupt(error.to_string()))
 }
@@ -589,7 +641,6 @@ async fn read(
     // published as it was made, so taking it as signing already is harmless.
     let first = keys
         .iter()
-        .filter(|key| key.algorithm == algorithm)
         .min_by_key(|key| (key.created_at, key.kid.clone()));
     if let Some(first) = first.filter(|key| key.signs_from == key.created_at && key.is_active()) {
         now = now.max(first.signs_from);
@@ -598,7 +649,6 @@ async fn read(
     // deactivation still to come.
     let switch_at = keys
         .iter()
-        .filter(|key| key.algorithm == algorithm)
         .flat_map(|key| [Some(key.signs_from), key.deactivated_at])
         .flatten()
         .filter(|at| *at > now)
@@ -607,10 +657,17 @@ async fn read(
         Some(at) => Some((at, keyring_at(&keys, algorithm, at)?)),
         None => None,
     };
+    let retired = store.retired_signing_keys().await?;
+    let mut listed: Vec<KeyInfo> = keys
+        .iter()
+        .map(|key| info(key, retention))
+        .chain(retired.iter().map(|key| retired_info(key, retention)))
+        .collect();
+    listed.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
     Ok(Loaded {
         version,
         keyring: keyring_at(&keys, algorithm, now)?,
         switch,
-        keys: keys.iter().map(|key| info(key, retention)).collect(),
+        keys: listed,
     })
 }

@@ -572,15 +572,12 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { json } => {
             let listed = keys.keys();
             if json {
-                serde_json::to_writer_pretty(
-                    &mut stdout,
-                    &key_list_json(&listed, keys.algorithm(), now),
-                )?;
+                serde_json::to_writer_pretty(&mut stdout, &key_list_json(&listed, now))?;
                 writeln!(stdout)?;
             } else {
                 writeln!(
                     stdout,
-                    "{:<43}  {:<5}  {:<9}  {:<24}  {:<24}  RETIRES",
+                    "{:<43}  {:<5}  {:<9}  {:<24}  {:<24}  RETIRE(D) AT",
                     "KID", "ALG", "STATE", "CREATED", "SIGNS FROM"
                 )?;
                 for key in &listed {
@@ -589,10 +586,12 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                         "{:<43}  {:<5}  {:<9}  {:<24}  {:<24}  {}",
                         key.kid,
                         key.algorithm.jose_name(),
-                        key.state(keys.algorithm(), now).as_str(),
+                        key.state(now).as_str(),
                         rfc3339(key.created_at),
                         rfc3339(key.signs_from),
-                        key.retire_at.map_or_else(|| "-".to_owned(), rfc3339)
+                        key.retired_at
+                            .or(key.retire_at)
+                            .map_or_else(|| "-".to_owned(), rfc3339)
                     )?;
                 }
             }
@@ -613,7 +612,8 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             let before = keys
                 .keys()
                 .into_iter()
-                .find(|key| key.algorithm == algorithm && key.deactivated_at.is_none());
+                .rev()
+                .find(|key| key.deactivated_at.is_none() && key.retired_at.is_none());
             let rotated = match keys.rotate(algorithm, activation, now).await? {
                 Rotation::Rotated(key) => key,
                 Rotation::AlreadyScheduled(waiting) => {
@@ -697,6 +697,7 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                     Ok(())
                 }
                 RetireOutcome::NotFound => Err(anyhow!("no signing key {kid}")),
+                RetireOutcome::AlreadyRetired => Err(anyhow!("{kid} is already retired")),
                 RetireOutcome::Active => Err(match known {
                     Some(key) if key.signs_from > now && key.deactivated_at.is_none() => anyhow!(
                         "{kid} is the next signing key (it signs from {}); it is never retired",
@@ -713,12 +714,10 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `{"keys": [{kid, alg, state, created_at, signs_from, deactivated_at, retire_at}]}`: what
-/// `sessiond keys list --json` prints and `GET /v1/keys` answers, for an instance that signs
-/// with `algorithm`, at `now`.
+/// `{"keys": [{kid, alg, state, created_at, signs_from, deactivated_at, retire_at,
+/// retired_at}]}`: what `sessiond keys list --json` prints and `GET /v1/keys` answers, at `now`.
 pub(crate) fn key_list_json(
     listed: &[KeyInfo],
-    algorithm: SigningAlgorithm,
     now: sessiond_core::Timestamp,
 ) -> serde_json::Value {
     let list: Vec<serde_json::Value> = listed
@@ -727,11 +726,12 @@ pub(crate) fn key_list_json(
             serde_json::json!({
                 "kid": key.kid,
                 "alg": key.algorithm.jose_name(),
-                "state": key.state(algorithm, now).as_str(),
+                "state": key.state(now).as_str(),
                 "created_at": rfc3339(key.created_at),
                 "signs_from": rfc3339(key.signs_from),
                 "deactivated_at": key.deactivated_at.map(rfc3339),
                 "retire_at": key.retire_at.map(rfc3339),
+                "retired_at": key.retired_at.map(rfc3339),
             })
         })
         .collect();

@@ -21,8 +21,8 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, RetireOutcome,
-    Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
-    StoreError, StoreStats,
+    RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome,
+    SessionStore, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -329,10 +329,28 @@ impl KeyStore for InstrumentedStore {
     async fn retire_signing_keys_deactivated_before(
         &self,
         cutoff: Timestamp,
+        now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         self.timed(
             StoreOperation::RetireSigningKey,
-            self.inner.retire_signing_keys_deactivated_before(cutoff),
+            self.inner
+                .retire_signing_keys_deactivated_before(cutoff, now),
+        )
+        .await
+    }
+
+    async fn retired_signing_keys(&self) -> Result<Vec<RetiredKey>, StoreError> {
+        self.timed(
+            StoreOperation::SigningKeys,
+            self.inner.retired_signing_keys(),
+        )
+        .await
+    }
+
+    async fn purge_retired_signing_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::RetireSigningKey,
+            self.inner.purge_retired_signing_keys(cutoff),
         )
         .await
     }

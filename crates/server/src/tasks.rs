@@ -281,6 +281,12 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
         if total > 0 {
             tracing::info!(sessions = total, "purged expired and revoked sessions");
         }
+        // A retired signing key's row (its secret already wiped) stays as long as sessions do.
+        let retention = state.service.policy().retention;
+        let keys = state.service.signing_keys();
+        if let Err(error) = keys.purge_retired(retention, state.service.now()).await {
+            tracing::warn!(error = %error, "purging retired signing keys failed; will retry");
+        }
     }
 }
 

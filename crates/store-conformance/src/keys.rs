@@ -1,6 +1,6 @@
 //! Signing keys: their exact round trip, one first key among instances starting together, the
-//! rotation compare-and-swap, staged rotation (a key published before it signs), and
-//! retirement.
+//! rotation compare-and-swap, staged rotation (a key published before it signs), one active key
+//! whatever the algorithms, and retirement (the row kept without its secret until purged).
 
 use sessiond_core::store::{KeyStore, RetireOutcome, StoreError};
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
@@ -61,9 +61,10 @@ pub async fn only_one_first_signing_key_wins_among_instances_starting_together<B
     assert_eq!(keys.len(), 1);
     let other = StoredKey::generate(SigningAlgorithm::Hs256, T0);
     assert!(
-        second.insert_first_signing_key(&other).await.unwrap(),
-        "the first key of another algorithm is stored"
+        !second.insert_first_signing_key(&other).await.unwrap(),
+        "no first key of another algorithm beside the active one"
     );
+    assert_eq!(first.signing_keys().await.unwrap().len(), 1);
 }
 
 pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B: Backend>() {
@@ -123,7 +124,7 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
     );
     assert!(
         first
-            .retire_signing_keys_deactivated_before(winner.created_at)
+            .retire_signing_keys_deactivated_before(winner.created_at, winner.created_at)
             .await
             .unwrap()
             .is_empty(),
@@ -132,7 +133,10 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
     let version = first.signing_keys_version().await.unwrap();
     assert_eq!(
         second
-            .retire_signing_keys_deactivated_before(winner.created_at.plus(ms(1)))
+            .retire_signing_keys_deactivated_before(
+                winner.created_at.plus(ms(1)),
+                winner.created_at.plus(ms(1)),
+            )
             .await
             .unwrap(),
         std::slice::from_ref(&original.kid)
@@ -143,8 +147,7 @@ pub async fn a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire<B
             .retire_signing_key(&original.kid, winner.created_at.plus(ms(1)))
             .await
             .unwrap(),
-        RetireOutcome::NotFound,
-        "already retired"
+        RetireOutcome::AlreadyRetired
     );
     let kids: Vec<_> = first
         .signing_keys()
@@ -243,5 +246,179 @@ pub async fn a_staged_rotation_keeps_the_old_key_signing_until_the_new_one_start
             .unwrap(),
         RetireOutcome::Retired,
         "once replaced, the old key may be retired"
+    );
+}
+
+pub async fn a_rotation_to_another_algorithm_replaces_the_old_algorithms_key<B: Backend>() {
+    let Some(db) = B::create("keys::a_rotation_to_another_algorithm").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let eddsa = StoredKey::generate(SigningAlgorithm::EdDsa, T0);
+    assert!(first.insert_first_signing_key(&eddsa).await.unwrap());
+
+    // ES256, published at T0 + 10 ms and signing from T0 + 1 s, replaces the EdDSA key.
+    let es256 = StoredKey {
+        signs_from: T0.plus(ms(1_000)),
+        ..StoredKey::generate(SigningAlgorithm::Es256, T0.plus(ms(10)))
+    };
+    assert!(
+        !second.rotate_signing_key(&es256, None).await.unwrap(),
+        "the EdDSA key is the active one, whatever the new key's algorithm"
+    );
+    assert!(
+        second
+            .rotate_signing_key(&es256, Some(&eddsa.kid))
+            .await
+            .unwrap()
+    );
+    let keys = first.signing_keys().await.unwrap();
+    let active: Vec<_> = keys
+        .iter()
+        .filter(|key| key.deactivated_at.is_none())
+        .map(|key| key.kid.as_str())
+        .collect();
+    assert_eq!(active, [es256.kid.as_str()], "never a second active key");
+    let old = keys.iter().find(|key| key.kid == eddsa.kid).unwrap();
+    assert_eq!(old.deactivated_at, Some(es256.signs_from));
+    for (at, signing) in [
+        (T0.plus(ms(999)), &eddsa.kid),
+        (es256.signs_from, &es256.kid),
+    ] {
+        let signs: Vec<_> = keys
+            .iter()
+            .filter(|key| key.signs_at(at))
+            .map(|key| &key.kid)
+            .collect();
+        assert_eq!(signs, [signing], "{at:?}");
+    }
+
+    // And back to EdDSA at once: the ES256 key, not yet signing, is replaced too.
+    let back = StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(500)));
+    assert!(
+        first
+            .rotate_signing_key(&back, Some(&es256.kid))
+            .await
+            .unwrap()
+    );
+    let keys = second.signing_keys().await.unwrap();
+    for kid in [&eddsa.kid, &es256.kid] {
+        let key = keys.iter().find(|key| key.kid == *kid).unwrap();
+        assert_eq!(key.deactivated_at, Some(back.signs_from), "{kid}");
+    }
+    assert!(
+        !second
+            .insert_first_signing_key(&StoredKey::generate(SigningAlgorithm::Hs256, T0))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn a_retired_key_keeps_its_row_without_its_secret_until_purged<B: Backend>() {
+    let Some(db) = B::create("keys::a_retired_key_keeps_its_row").await else {
+        return;
+    };
+    let (first, second) = (db.store().await, db.store().await);
+    let old = StoredKey::generate(SigningAlgorithm::Es256, T0);
+    assert!(first.insert_first_signing_key(&old).await.unwrap());
+    let new = StoredKey::generate(SigningAlgorithm::EdDsa, T0.plus(ms(10)));
+    assert!(
+        first
+            .rotate_signing_key(&new, Some(&old.kid))
+            .await
+            .unwrap()
+    );
+    assert!(second.retired_signing_keys().await.unwrap().is_empty());
+
+    let version = first.signing_keys_version().await.unwrap();
+    let retired_at = T0.plus(ms(20));
+    assert_eq!(
+        second
+            .retire_signing_keys_deactivated_before(T0.plus(ms(11)), retired_at)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&old.kid)
+    );
+    assert_ne!(first.signing_keys_version().await.unwrap(), version);
+
+    // Out of the keys that sign and verify, listed as retired, its row still there.
+    let kids: Vec<_> = first
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|key| key.kid)
+        .collect();
+    assert_eq!(kids, std::slice::from_ref(&new.kid));
+    let retired = first.retired_signing_keys().await.unwrap();
+    assert_eq!(retired.len(), 1);
+    let row = &retired[0];
+    assert_eq!(
+        (
+            row.kid.as_str(),
+            row.algorithm,
+            row.created_at,
+            row.signs_from
+        ),
+        (
+            old.kid.as_str(),
+            old.algorithm,
+            old.created_at,
+            old.signs_from
+        )
+    );
+    assert_eq!(row.deactivated_at, Some(new.signs_from));
+    assert_eq!(row.retired_at, retired_at);
+    assert_eq!(db.count("SELECT count(*) FROM signing_keys", None).await, 2);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM signing_keys WHERE length(secret) = 0 AND retired_at IS NOT NULL",
+            None
+        )
+        .await,
+        1,
+        "the retired key's secret is wiped"
+    );
+    assert_eq!(
+        second
+            .retire_signing_key(&old.kid, T0.plus(ms(30)))
+            .await
+            .unwrap(),
+        RetireOutcome::AlreadyRetired
+    );
+    assert!(
+        second
+            .retire_signing_keys_deactivated_before(T0.plus(ms(100)), T0.plus(ms(100)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "retired once"
+    );
+    assert_eq!(
+        first.retired_signing_keys().await.unwrap()[0].retired_at,
+        retired_at
+    );
+
+    // Purged once the retention passes, not before.
+    assert_eq!(
+        first.purge_retired_signing_keys(retired_at).await.unwrap(),
+        0,
+        "retired at the cutoff, not before it"
+    );
+    assert_eq!(
+        second
+            .purge_retired_signing_keys(retired_at.plus(ms(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(first.retired_signing_keys().await.unwrap().is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM signing_keys", None).await, 1);
+    assert_eq!(
+        first
+            .retire_signing_key(&old.kid, T0.plus(ms(200)))
+            .await
+            .unwrap(),
+        RetireOutcome::NotFound
     );
 }

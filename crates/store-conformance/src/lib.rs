@@ -112,6 +112,8 @@ macro_rules! conformance_suite {
                 only_one_first_signing_key_wins_among_instances_starting_together,
                 a_rotation_is_a_compare_and_swap_and_only_deactivated_keys_retire,
                 a_staged_rotation_keeps_the_old_key_signing_until_the_new_one_starts,
+                a_rotation_to_another_algorithm_replaces_the_old_algorithms_key,
+                a_retired_key_keeps_its_row_without_its_secret_until_purged,
             }
             events {
                 each_change_writes_its_event_in_order_and_filters_select_them,

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "staged_key_rotation",
         include_str!("../migrations/0007_staged_key_rotation.sql"),
     ),
+    (
+        8,
+        "retired_keys",
+        include_str!("../migrations/0008_retired_keys.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

@@ -20,8 +20,8 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, CannotWrite, DeviceStore, EncryptionStore, EventStore, KeyStore,
-    RetireOutcome, Revocation, RevocationFeed, RevokedSessionRef, Rotation, RotationOutcome,
-    SessionStore, Store, StoreError, StoreStats, WriteBlock,
+    RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    RotationOutcome, SessionStore, Store, StoreError, StoreStats, WriteBlock,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -1035,19 +1035,31 @@ fn key_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<StoredKey, StoreErro
 const LOCK_SIGNING_KEYS: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
      'sessiond/signing-keys/' || current_schema(), 0))";
 
-/// The active key of `algorithm` (the newest one not deactivated).
-async fn active_kid(
-    connection: &mut PgConnection,
-    algorithm: SigningAlgorithm,
-) -> Result<Option<String>, StoreError> {
+/// The active key, whatever its algorithm (the newest one not deactivated).
+async fn active_kid(connection: &mut PgConnection) -> Result<Option<String>, StoreError> {
     sqlx::query_scalar(
-        "SELECT kid FROM signing_keys WHERE algorithm = $1 AND deactivated_at IS NULL
+        "SELECT kid FROM signing_keys WHERE deactivated_at IS NULL AND retired_at IS NULL
          ORDER BY created_at DESC, kid DESC LIMIT 1",
     )
-    .bind(algorithm.jose_name())
     .fetch_optional(connection)
     .await
     .map_err(store_error)
+}
+
+/// A retired key's row: kid, algorithm, created_at, signs_from, deactivated_at, retired_at.
+type RetiredRow = (String, String, i64, i64, Option<i64>, i64);
+
+fn retired_key(row: RetiredRow) -> Result<RetiredKey, StoreError> {
+    let (kid, algorithm, created_at, signs_from, deactivated_at, retired_at) = row;
+    Ok(RetiredKey {
+        algorithm: SigningAlgorithm::from_jose_name(&algorithm)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
+        kid,
+        created_at: Timestamp::from_unix_millis(created_at),
+        signs_from: Timestamp::from_unix_millis(signs_from),
+        deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
+        retired_at: Timestamp::from_unix_millis(retired_at),
+    })
 }
 
 async fn insert_key(
@@ -1418,7 +1430,7 @@ impl KeyStore for PostgresStore {
             let rows = sqlx::query(
                 "SELECT kid, algorithm, secret, created_at, deactivated_at,
                  coalesce(signs_from, created_at) AS signs_from
-                 FROM signing_keys ORDER BY created_at, kid",
+                 FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at, kid",
             )
             .fetch_all(&self.pool)
             .await
@@ -1445,7 +1457,7 @@ impl KeyStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            if active_kid(&mut tx, key.algorithm).await?.is_some() {
+            if active_kid(&mut tx).await?.is_some() {
                 return Ok(false);
             }
             insert_key(&mut tx, &self.cipher, key).await?;
@@ -1476,15 +1488,14 @@ impl KeyStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            if active_kid(&mut tx, key.algorithm).await?.as_deref() != replaces {
+            if active_kid(&mut tx).await?.as_deref() != replaces {
                 return Ok(false);
             }
             sqlx::query(
                 "UPDATE signing_keys SET deactivated_at = $1
-                 WHERE algorithm = $2 AND (deactivated_at IS NULL OR deactivated_at > $1)",
+                 WHERE retired_at IS NULL AND (deactivated_at IS NULL OR deactivated_at > $1)",
             )
             .bind(key.signs_from.unix_millis())
-            .bind(key.algorithm.jose_name())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -1514,22 +1525,28 @@ impl KeyStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            let found: Option<Option<i64>> =
-                sqlx::query_scalar("SELECT deactivated_at FROM signing_keys WHERE kid = $1")
-                    .bind(kid)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
+            let found: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT deactivated_at, retired_at FROM signing_keys WHERE kid = $1",
+            )
+            .bind(kid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
             let outcome = match found {
                 None => RetireOutcome::NotFound,
-                Some(None) => RetireOutcome::Active,
-                Some(Some(until)) if until > now.unix_millis() => RetireOutcome::Active,
-                Some(Some(_)) => {
-                    sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-                        .bind(kid)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
+                Some((_, Some(_))) => RetireOutcome::AlreadyRetired,
+                Some((None, None)) => RetireOutcome::Active,
+                Some((Some(until), None)) if until > now.unix_millis() => RetireOutcome::Active,
+                Some((Some(_), None)) => {
+                    sqlx::query(
+                        "UPDATE signing_keys SET retired_at = $2, secret = ''::bytea
+                         WHERE kid = $1",
+                    )
+                    .bind(kid)
+                    .bind(now.unix_millis())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
                     RetireOutcome::Retired
                 }
             };
@@ -1542,13 +1559,45 @@ impl KeyStore for PostgresStore {
     async fn retire_signing_keys_deactivated_before(
         &self,
         cutoff: Timestamp,
+        now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         self.bounded(async {
-            sqlx::query_scalar("DELETE FROM signing_keys WHERE deactivated_at < $1 RETURNING kid")
+            sqlx::query_scalar(
+                "UPDATE signing_keys SET retired_at = $2, secret = ''::bytea
+                 WHERE deactivated_at < $1 AND retired_at IS NULL RETURNING kid",
+            )
+            .bind(cutoff.unix_millis())
+            .bind(now.unix_millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)
+        })
+        .await
+    }
+
+    async fn retired_signing_keys(&self) -> Result<Vec<RetiredKey>, StoreError> {
+        self.bounded(async {
+            let rows: Vec<RetiredRow> = sqlx::query_as(
+                "SELECT kid, algorithm, created_at, coalesce(signs_from, created_at),
+                 deactivated_at, retired_at
+                 FROM signing_keys WHERE retired_at IS NOT NULL ORDER BY created_at, kid",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            rows.into_iter().map(retired_key).collect()
+        })
+        .await
+    }
+
+    async fn purge_retired_signing_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at < $1")
                 .bind(cutoff.unix_millis())
-                .fetch_all(&self.pool)
+                .execute(&self.pool)
                 .await
-                .map_err(store_error)
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
         })
         .await
     }

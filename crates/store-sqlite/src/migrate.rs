@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "staged_key_rotation",
         include_str!("../migrations/0009_staged_key_rotation.sql"),
     ),
+    (
+        10,
+        "retired_keys",
+        include_str!("../migrations/0010_retired_keys.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

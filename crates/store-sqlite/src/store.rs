@@ -25,8 +25,8 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
     AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore,
-    RetireOutcome, Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store,
-    StoreError, StoreStats,
+    RetireOutcome, RetiredKey, Revocation, RevokedSessionRef, Rotation, RotationOutcome,
+    SessionStore, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -388,18 +388,29 @@ fn key_from_row(row: &rusqlite::Row<'_>, cipher: &CipherSlot) -> Result<StoredKe
     })
 }
 
-/// The active key of `algorithm` (the newest one not deactivated).
-fn active_kid(
-    connection: &Connection,
-    algorithm: SigningAlgorithm,
-) -> Result<Option<String>, StoreError> {
+/// The active key, whatever its algorithm (the newest one not deactivated).
+fn active_kid(connection: &Connection) -> Result<Option<String>, StoreError> {
     query_optional(
         connection,
-        "SELECT kid FROM signing_keys WHERE algorithm = ?1 AND deactivated_at IS NULL
+        "SELECT kid FROM signing_keys WHERE deactivated_at IS NULL AND retired_at IS NULL
          ORDER BY created_at DESC, kid DESC LIMIT 1",
-        [algorithm.jose_name()],
+        [],
         |row| get(row, 0),
     )
+}
+
+fn retired_key_from_row(row: &rusqlite::Row<'_>) -> Result<RetiredKey, StoreError> {
+    let algorithm: String = get(row, 1)?;
+    let deactivated_at: Option<i64> = get(row, 4)?;
+    Ok(RetiredKey {
+        kid: get(row, 0)?,
+        algorithm: SigningAlgorithm::from_jose_name(&algorithm)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown key algorithm {algorithm}")))?,
+        created_at: Timestamp::from_unix_millis(get(row, 2)?),
+        signs_from: Timestamp::from_unix_millis(get(row, 3)?),
+        deactivated_at: deactivated_at.map(Timestamp::from_unix_millis),
+        retired_at: Timestamp::from_unix_millis(get(row, 5)?),
+    })
 }
 
 fn insert_key(
@@ -957,7 +968,7 @@ impl KeyStore for SqliteStore {
                     connection,
                     "SELECT kid, algorithm, secret, created_at, deactivated_at,
                      coalesce(signs_from, created_at) AS signs_from
-                     FROM signing_keys ORDER BY created_at, kid",
+                     FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at, kid",
                     [],
                     |row| key_from_row(row, &cipher),
                 )
@@ -980,7 +991,7 @@ impl KeyStore for SqliteStore {
         // writer, in any process.
         self.engine
             .write(move |tx| {
-                if active_kid(tx.connection(), key.algorithm)?.is_some() {
+                if active_kid(tx.connection())?.is_some() {
                     return Ok(false);
                 }
                 insert_key(tx.connection(), &cipher, &key)?;
@@ -1015,14 +1026,14 @@ impl KeyStore for SqliteStore {
         self.engine
             .write(move |tx| {
                 let connection = tx.connection();
-                if active_kid(connection, key.algorithm)? != replaces {
+                if active_kid(connection)? != replaces {
                     return Ok(false);
                 }
                 execute(
                     connection,
                     "UPDATE signing_keys SET deactivated_at = ?1
-                     WHERE algorithm = ?2 AND (deactivated_at IS NULL OR deactivated_at > ?1)",
-                    params![key.signs_from.unix_millis(), key.algorithm.jose_name()],
+                     WHERE retired_at IS NULL AND (deactivated_at IS NULL OR deactivated_at > ?1)",
+                    params![key.signs_from.unix_millis()],
                 )?;
                 insert_key(connection, &cipher, &key)?;
                 Ok(true)
@@ -1039,21 +1050,22 @@ impl KeyStore for SqliteStore {
         self.engine
             .write(move |tx| {
                 let connection = tx.connection();
-                let found: Option<Option<i64>> = query_optional(
+                let found: Option<(Option<i64>, Option<i64>)> = query_optional(
                     connection,
-                    "SELECT deactivated_at FROM signing_keys WHERE kid = ?1",
+                    "SELECT deactivated_at, retired_at FROM signing_keys WHERE kid = ?1",
                     [&kid],
-                    |row| get(row, 0),
+                    |row| Ok((get(row, 0)?, get(row, 1)?)),
                 )?;
                 Ok(match found {
                     None => RetireOutcome::NotFound,
-                    Some(None) => RetireOutcome::Active,
-                    Some(Some(until)) if until > now.unix_millis() => RetireOutcome::Active,
-                    Some(Some(_)) => {
+                    Some((_, Some(_))) => RetireOutcome::AlreadyRetired,
+                    Some((None, None)) => RetireOutcome::Active,
+                    Some((Some(until), None)) if until > now.unix_millis() => RetireOutcome::Active,
+                    Some((Some(_), None)) => {
                         execute(
                             connection,
-                            "DELETE FROM signing_keys WHERE kid = ?1",
-                            [&kid],
+                            "UPDATE signing_keys SET retired_at = ?2, secret = X'' WHERE kid = ?1",
+                            params![kid, now.unix_millis()],
                         )?;
                         RetireOutcome::Retired
                     }
@@ -1065,15 +1077,45 @@ impl KeyStore for SqliteStore {
     async fn retire_signing_keys_deactivated_before(
         &self,
         cutoff: Timestamp,
+        now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
         self.engine
             .write(move |tx| {
                 query_all(
                     tx.connection(),
-                    "DELETE FROM signing_keys WHERE deactivated_at < ?1 RETURNING kid",
-                    [cutoff.unix_millis()],
+                    "UPDATE signing_keys SET retired_at = ?2, secret = X''
+                     WHERE deactivated_at < ?1 AND retired_at IS NULL RETURNING kid",
+                    params![cutoff.unix_millis(), now.unix_millis()],
                     |row| get(row, 0),
                 )
+            })
+            .await
+    }
+
+    async fn retired_signing_keys(&self) -> Result<Vec<RetiredKey>, StoreError> {
+        self.engine
+            .read(move |connection| {
+                query_all(
+                    connection,
+                    "SELECT kid, algorithm, created_at, coalesce(signs_from, created_at),
+                     deactivated_at, retired_at
+                     FROM signing_keys WHERE retired_at IS NOT NULL ORDER BY created_at, kid",
+                    [],
+                    retired_key_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn purge_retired_signing_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    "DELETE FROM signing_keys WHERE retired_at < ?1",
+                    [cutoff.unix_millis()],
+                )?;
+                Ok(deleted as u64)
             })
             .await
     }

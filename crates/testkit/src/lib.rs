@@ -3,7 +3,8 @@
 //! [`ManualClock`] and a temporary SQLite database; [`RunningServer`], the lower-level start
 //! and stop of one server on a given configuration; [`HttpServer`], any axum router (a proxy,
 //! a resource server) served until dropped, and [`forward`] for proxies; [`PgSchema`], a
-//! PostgreSQL schema of its own per test; and [`eventually`].
+//! PostgreSQL schema of its own per test; [`TlsHelloProbe`], a listener that sees whether a
+//! client opens a TLS handshake; and [`eventually`].
 //!
 //! It is a dev-dependency only (`publish = false`). It depends on the server library, never on
 //! `sessiond-client` or `sessiond-verifier`: their own tests use it, and a second copy of the
@@ -12,6 +13,7 @@
 mod http;
 mod postgres;
 mod server;
+mod tls;
 
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +22,7 @@ pub use http::{HttpServer, forward};
 pub use postgres::{PgSchema, postgres_url};
 pub use server::{RunningServer, Sessiond};
 pub use sessiond_core::{ManualClock, Timestamp};
+pub use tls::{TlsHelloProbe, is_tls_client_hello};
 
 /// The admin key of every test server (a full-scope key, as long as production requires).
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789-abcdefghijklmnop";

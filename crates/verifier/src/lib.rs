@@ -96,6 +96,10 @@
 //! - Ed25519 (`EdDSA`), P-256 (`ES256`) and RSA (`RS256`, at least 2048 bits) keys are taken
 //!   from the set, each verifying only its own algorithm. sessiond never publishes its HMAC
 //!   keys, so HS256 deployments cannot use this crate.
+//! - An `https://` JWKS URL is fetched with rustls and the aws-lc-rs provider (no system
+//!   OpenSSL); the default HTTP client checks the certificate against the operating system's
+//!   trust store (through `rustls-platform-verifier`). For a private CA that the machine does
+//!   not trust, pass a client of your own to [`VerifierBuilder::http_client`].
 //!
 //! # Revocation
 //!

@@ -8,3 +8,4 @@ mod requests;
 mod retry;
 mod secrets;
 mod sign_out;
+mod tls;

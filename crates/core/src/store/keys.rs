@@ -4,29 +4,50 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::time::Timestamp;
-use crate::token::StoredKey;
+use crate::token::{SigningAlgorithm, StoredKey};
 
 /// What [`Store::retire_signing_key`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireOutcome {
-    /// The key was deleted.
+    /// The key was retired: its secret wiped, its row kept with `retired_at`.
     Retired,
     /// No key has that `kid`.
     NotFound,
+    /// The key was retired before.
+    AlreadyRetired,
     /// The key signs, or will sign, so it was kept.
     Active,
+}
+
+/// A retired signing key's row: its public facts, its secret wiped. Kept for listing until
+/// the store's retention passes, then purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    /// The `kid`.
+    pub kid: String,
+    /// Its algorithm.
+    pub algorithm: SigningAlgorithm,
+    /// When it was generated and published.
+    pub created_at: Timestamp,
+    /// When it started signing.
+    pub signs_from: Timestamp,
+    /// When its successor took over signing.
+    pub deactivated_at: Option<Timestamp>,
+    /// When it was retired.
+    pub retired_at: Timestamp,
 }
 /// Persistent signing keys and the version that tells instances when to reload them.
 ///
 /// What an implementer guarantees: a key's secret is sealed with the installed cipher
 /// ([`EncryptionStore::install_cipher`](super::EncryptionStore::install_cipher)) before it is
 /// written; the first key of an algorithm and each rotation are compare-and-swaps across
-/// processes, so instances never make two active keys of one algorithm; a key's `signs_from`
-/// and `deactivated_at` round-trip exactly; a key that signs or will sign is never deleted;
-/// and every change moves [`KeyStore::signing_keys_version`].
+/// processes, so instances never make two active keys, whatever their algorithms; a key's
+/// `signs_from` and `deactivated_at` round-trip exactly; a key that signs or will sign is never
+/// retired; a retired key keeps its row (with `retired_at`, its secret wiped) until it is
+/// purged; and every change moves [`KeyStore::signing_keys_version`].
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// Every stored signing key.
+    /// Every stored signing key that is not retired (retired ones have no secret).
     ///
     /// # Errors
     /// [`StoreError`].
@@ -38,7 +59,7 @@ pub trait KeyStore: Send + Sync {
     /// [`StoreError`].
     async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 
-    /// Stores `key` unless an active key of its algorithm already exists; returns whether it was
+    /// Stores `key` unless an active key (of any algorithm) already exists; returns whether it was
     /// stored. Atomic across processes, so instances starting together on an empty database
     /// agree on one first key instead of each signing with a key the others do not know.
     ///
@@ -54,10 +75,10 @@ pub trait KeyStore: Send + Sync {
     /// [`StoreError`].
     async fn signing_keys_version(&self) -> Result<i64, StoreError>;
 
-    /// Makes `key` the active key of its algorithm, signing from `key.signs_from`, atomically
-    /// across processes: if the active key of that algorithm (the newest one not deactivated)
-    /// is `replaces` (`None`: there is none), every key of the algorithm that would still sign
-    /// at `key.signs_from` (no `deactivated_at`, or a later one) gets
+    /// Makes `key` the active key, signing from `key.signs_from`, atomically across processes:
+    /// if the active key (the newest one not deactivated, whatever its algorithm) is `replaces`
+    /// (`None`: there is none), every key that would still sign at `key.signs_from` (no
+    /// `deactivated_at`, or a later one), of any algorithm, gets
     /// `deactivated_at = key.signs_from`, and `key` is stored with no `deactivated_at`.
     /// Otherwise nothing is written and `false` is returned: another process rotated first.
     ///
@@ -69,8 +90,9 @@ pub trait KeyStore: Send + Sync {
         replaces: Option<&str>,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes the key `kid`, secret and all, if it stopped signing at or before `now` (its
-    /// `deactivated_at`). A key that signs or will sign is never deleted.
+    /// Retires the key `kid` if it stopped signing at or before `now` (its `deactivated_at`):
+    /// sets its `retired_at` to `now` and wipes its secret, keeping the row. A key that signs
+    /// or will sign is never retired.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -80,12 +102,26 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
     ) -> Result<RetireOutcome, StoreError>;
 
-    /// Deletes every key deactivated before `cutoff`; returns their `kid`s.
+    /// Retires, as [`KeyStore::retire_signing_key`] does at `now`, every key not retired yet
+    /// that was deactivated before `cutoff`; returns their `kid`s.
     ///
     /// # Errors
     /// [`StoreError`].
     async fn retire_signing_keys_deactivated_before(
         &self,
         cutoff: Timestamp,
+        now: Timestamp,
     ) -> Result<Vec<String>, StoreError>;
+
+    /// The retired keys' rows, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn retired_signing_keys(&self) -> Result<Vec<RetiredKey>, StoreError>;
+
+    /// Deletes the rows of the keys retired before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn purge_retired_signing_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 }

@@ -31,7 +31,7 @@ pub use devices::DeviceStore;
 pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
 pub use events::EventStore;
-pub use keys::{KeyStore, RetireOutcome};
+pub use keys::{KeyStore, RetireOutcome, RetiredKey};
 pub use sessions::{
     Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, StoreStats,
 };

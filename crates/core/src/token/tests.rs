@@ -2,7 +2,7 @@
 //! algorithm in turn (EdDSA, ES256, RS256, HS256), which always holds a key of every algorithm.
 //!
 //! Malicious tokens are assembled by hand (base64url JSON signed with `ed25519_dalek`, `p256`,
-//! `ring` or `hmac` directly) so that each one differs from a good token in exactly the way under
+//! `aws_lc_rs`'s RSA or `hmac` directly) so that each one differs from a good token in exactly the way under
 //! test; a forged token signed with the real key isolates the rule that must refuse it from the
 //! signature check.
 
@@ -215,11 +215,11 @@ fn p256_signing_key(key: &StoredKey) -> p256::ecdsa::SigningKey {
 }
 
 fn rsa_sign(pkcs8: &[u8], input: &[u8]) -> Vec<u8> {
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).expect("an RSA PKCS#8 key");
-    let mut signature = vec![0; pair.public().modulus_len()];
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(pkcs8).expect("an RSA PKCS#8 key");
+    let mut signature = vec![0; pair.public_modulus_len()];
     pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
         input,
         &mut signature,
     )

@@ -258,9 +258,14 @@ fn decodable_within(json: &[u8], max_depth: usize) -> bool {
                 }) {
                     index += 1;
                 }
-                // A number parses without allocating; the same parser decides as later.
+                // The JSON already parsed, so the syntax is right. A plain integer of at most
+                // 18 digits always fits (an `i64` or a `u64`): most claims (`exp`, `iat`) are
+                // those, and skip the parser. Any other number parses without allocating; the
+                // same parser decides as later.
                 let number = &json[start..=index];
-                if serde_json::from_slice::<serde_json::Number>(number).is_err() {
+                let digits = number.strip_prefix(b"-").unwrap_or(number);
+                let plain = digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit);
+                if !plain && serde_json::from_slice::<serde_json::Number>(number).is_err() {
                     return false;
                 }
             }

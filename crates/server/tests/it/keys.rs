@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sessiond_core::Timestamp;
 use sessiond_core::revocation::RevokedSessions;
-use sessiond_core::signing_keys::{Activation, KeyInfo, RETIREMENT_MARGIN, Rotation};
+use sessiond_core::signing_keys::{Activation, KeyInfo, KeyState, RETIREMENT_MARGIN, Rotation};
 use sessiond_core::store::RetireOutcome;
 use sessiond_core::token::{
     AccessTokenValidator, SigningAlgorithm, StoredKey, ValidationRules, VerificationKeys,
@@ -159,11 +159,32 @@ async fn a_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired() {
         )
         .await;
     assert_eq!(still.status, StatusCode::OK);
+    // The retired key's row stays, listed as retired, without its secret, until the retention
+    // passes.
+    let listed = keys.keys();
+    let old = listed
+        .iter()
+        .find(|key| key.kid == old_kid)
+        .expect("listed");
+    assert_eq!(old.state(now), KeyState::Retired);
+    assert_eq!(old.retired_at, Some(now));
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM signing_keys").await,
+        app.scalar(
+            "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NOT NULL AND length(secret) = 0"
+        )
+        .await,
         1,
         "a retired key's secret is gone from the database"
     );
+    let retention = policy.retention;
+    assert_eq!(keys.purge_retired(retention, now).await.expect("purge"), 0);
+    let later = now.plus(retention + Duration::from_secs(1));
+    assert_eq!(
+        keys.purge_retired(retention, later).await.expect("purge"),
+        1
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM signing_keys").await, 1);
+    assert!(keys.keys().iter().all(|key| key.kid != old_kid));
 }
 
 async fn a_rotation_by_another_instance_reaches_a_running_server_within_seconds() {
@@ -348,12 +369,12 @@ async fn the_store_rotates_by_compare_and_swap_and_moves_its_key_version() {
             .insert_first_signing_key(&second)
             .await
             .expect("insert"),
-        "an algorithm with an active key gets no other first key"
+        "a store with an active key gets no other first key"
     );
 
     assert_eq!(
         store
-            .retire_signing_keys_deactivated_before(first.created_at)
+            .retire_signing_keys_deactivated_before(first.created_at, now)
             .await
             .expect("retire"),
         Vec::<String>::new(),
@@ -361,7 +382,10 @@ async fn the_store_rotates_by_compare_and_swap_and_moves_its_key_version() {
     );
     assert_eq!(
         store
-            .retire_signing_keys_deactivated_before(first.created_at.plus(Duration::from_millis(1)))
+            .retire_signing_keys_deactivated_before(
+                first.created_at.plus(Duration::from_millis(1)),
+                now,
+            )
             .await
             .expect("retire"),
         [active]
@@ -549,7 +573,7 @@ async fn a_staged_rotation_switches_every_instance_at_the_same_moment() {
         listed
             .iter()
             .find(|key| key.kid == kid)
-            .map(|key| key.state(SigningAlgorithm::EdDsa, app.clock_now()).as_str())
+            .map(|key| key.state(app.clock_now()).as_str())
     };
     assert_eq!(state_of(&old_kid), Some("signing"));
     assert_eq!(state_of(&rotated.kid), Some("next"));
@@ -685,8 +709,8 @@ async fn read_only_commands_write_nothing_even_when_the_signing_algorithm_differ
         "no ES256 key made: {listed}"
     );
     assert_eq!(
-        listed["keys"][0]["state"], "active",
-        "the EdDSA key signs for EdDSA instances: {listed}"
+        listed["keys"][0]["state"], "signing",
+        "the EdDSA key signs, whatever the command's algorithm: {listed}"
     );
 }
 
@@ -757,7 +781,13 @@ async fn changing_the_signing_algorithm_is_one_staged_rotation() {
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     assert!(lines[0].contains("signs only from"), "{lines:?}");
 
-    // From then on an ES256 instance starts and signs with it; the EdDSA server keeps its key.
+    // From then on an ES256 instance starts and signs with it, and so does the running server
+    // configured for EdDSA: the rotation replaced the EdDSA key, which only verifies now.
+    let old = stored
+        .iter()
+        .find(|key| key.kid == old_kid)
+        .expect("the EdDSA key");
+    assert_eq!(old.deactivated_at, Some(new.signs_from));
     app.clock.set(new.signs_from.max(app.clock_now()));
     let switched = AppState::build(&es256, app.clock.clone(), OpenMode::CreateIfMissing)
         .await
@@ -770,7 +800,20 @@ async fn changing_the_signing_algorithm_is_one_staged_rotation() {
             .as_deref(),
         Some(new.kid.as_str())
     );
-    assert_eq!(signing_kid(&app), old_kid);
+    assert_eq!(signing_kid(&app), new.kid);
+    let states: Vec<(String, &str)> = app
+        .state
+        .service
+        .signing_keys()
+        .keys()
+        .iter()
+        .map(|key| (key.kid.clone(), key.state(app.clock_now()).as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [(old_kid, "verifying"), (new.kid.clone(), "signing")],
+        "never a second key signing"
+    );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM signing_keys").await, 2);
 }
 

@@ -7,4 +7,5 @@ mod feed;
 mod helpers;
 mod http;
 mod keys;
+mod tls;
 mod verify;
