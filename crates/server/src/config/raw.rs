@@ -51,8 +51,14 @@ pub struct RawConfig {
     /// Address and port of the API.
     #[arg(long, global = true, env = "SESSIOND_LISTEN")]
     pub listen: Option<String>,
-    /// `sqlite://PATH`.
-    #[arg(long, global = true, env = "SESSIOND_DATABASE_URL")]
+    /// `sqlite://PATH` or `postgres://…`; its value stays out of `--help`, since a PostgreSQL
+    /// URL may carry a password.
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<DatabaseUrl>,
     /// Comma-separated admin keys, each at least 32 characters, optionally followed by
     /// `:read`, `:revoke` or `:full` (the default).

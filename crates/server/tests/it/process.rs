@@ -985,6 +985,47 @@ async fn cli_rotates_and_retires_keys_while_the_server_runs_on_postgres() {
 }
 
 #[test]
+fn help_shows_no_secret_taken_from_the_environment() {
+    let secrets = [
+        (
+            "SESSIOND_DATABASE_URL",
+            "postgres://sessiond:hunter2-db@127.0.0.1/x",
+        ),
+        (
+            "SESSIOND_ADMIN_KEYS",
+            "hunter2-admin-key-0123456789abcdefghijk",
+        ),
+        (
+            "SESSIOND_MASTER_KEY",
+            "aHVudGVyMi1tYXN0ZXIta2V5LTAxMjM0NTY3ODlhYmM=",
+        ),
+        (
+            "SESSIOND_INTROSPECTION_CLIENTS",
+            "api:hunter2-client-secret",
+        ),
+    ];
+    for args in [&["--help"][..], &["serve", "--help"][..]] {
+        let mut command = sessiond();
+        command.args(args);
+        for (name, value) in secrets {
+            command.env(name, value);
+        }
+        let finished = run(&mut command);
+        assert!(finished.status.success(), "{}", finished.stderr);
+        assert!(
+            finished.stdout.contains("SESSIOND_DATABASE_URL"),
+            "{}",
+            finished.stdout
+        );
+        assert!(
+            !finished.stdout.contains("hunter2") && !finished.stderr.contains("hunter2"),
+            "{args:?} printed a secret:\n{}",
+            finished.stdout
+        );
+    }
+}
+
+#[test]
 fn sessions_commands_refuse_a_database_that_does_not_exist() {
     let dir = TempDir::new().expect("temp dir");
     let unknown = uuid::Uuid::new_v4().to_string();
