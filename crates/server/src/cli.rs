@@ -240,7 +240,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             // open with the configured master key, as every other command requires.
             let now = sessiond_core::Clock::now(&SystemClock);
             if is_postgres_url(&config.database_url) {
-                let store = open_postgres(&config).await?;
+                let store = open_postgres(&config, OpenMode::MustExist).await?;
                 let checked = unlock_existing(&config, &store, now).await;
                 store.close().await;
                 checked?;
@@ -460,7 +460,7 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> anyhow:
     }
     // As every other command: a wrong master key is refused before anything is copied, so a
     // backup is never made by someone who could not open it (or restore it) later.
-    let store = open_sqlite(config, OpenMode::ReadOnly).await?;
+    let store = open_sqlite(config, OpenMode::AsIs).await?;
     let checked = unlock_existing(config, &store, sessiond_core::Clock::now(&SystemClock)).await;
     store.close().await;
     checked?;

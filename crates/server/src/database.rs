@@ -26,6 +26,9 @@ pub enum OpenMode {
     /// As [`OpenMode::MustExist`], and write nothing at all (encryption is not initialised
     /// either): the commands that only read (`keys list`, `sessions list`, `audit verify`...).
     ReadOnly,
+    /// As [`OpenMode::ReadOnly`], but the schema is taken as it is, not required to be up to
+    /// date: `backup`, which copies a database of any version (before an upgrade migrates it).
+    AsIs,
 }
 
 /// Refuses to serve with `algorithm` when the database has signing keys but none of
@@ -85,7 +88,8 @@ pub(crate) async fn check_signing_algorithm(
 }
 
 /// Opens the store named by `config.database_url` with `config`'s durability, creating the
-/// file or not as `mode` says, and brings its schema up to date.
+/// file or not as `mode` says, and brings its schema up to date (with [`OpenMode::ReadOnly`],
+/// refuses one that is not, writing nothing).
 ///
 /// # Errors
 /// When the database cannot be opened or migrated (or, with [`OpenMode::MustExist`], does not
@@ -95,17 +99,26 @@ pub async fn open_sqlite(config: &Config, mode: OpenMode) -> anyhow::Result<Sqli
         synchronous: config.sqlite_synchronous,
         max_size: config.sqlite_max_size,
         create_if_missing: mode == OpenMode::CreateIfMissing,
+        read_only: matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs),
         ..SqliteSettings::default()
     };
-    SqliteStore::open(&config.database_url, &settings)
+    let failed = |error: sessiond_core::store::StoreError| {
+        anyhow::anyhow!(
+            "cannot open database {}: {}",
+            config.database_url,
+            error_chain(&error)
+        )
+    };
+    let store = SqliteStore::open(&config.database_url, &settings)
         .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot open database {}: {}",
-                config.database_url,
-                error_chain(&error)
-            )
-        })
+        .map_err(failed)?;
+    if mode == OpenMode::ReadOnly
+        && let Err(error) = store.require_current_schema().await
+    {
+        store.close().await;
+        return Err(failed(error));
+    }
+    Ok(store)
 }
 
 /// `error` and its sources on one line, leaving out a source that only repeats the message
@@ -126,11 +139,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     line.replace('\n', " ")
 }
 
-/// Opens the PostgreSQL database at `config.database_url` and brings its schema up to date.
+/// Opens the PostgreSQL database at `config.database_url` and brings its schema up to date,
+/// or, with [`OpenMode::ReadOnly`], only checks that it is.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated: `cannot open database URL: reason`.
-pub async fn open_postgres(config: &Config) -> anyhow::Result<PostgresStore> {
+/// When the database cannot be reached or migrated, or opened read-only lacks a migration:
+/// `cannot open database URL: reason`.
+pub async fn open_postgres(config: &Config, mode: OpenMode) -> anyhow::Result<PostgresStore> {
     let failed = |error: sessiond_core::store::StoreError| {
         anyhow::anyhow!(
             "cannot open database {}: {}",
@@ -141,7 +156,13 @@ pub async fn open_postgres(config: &Config) -> anyhow::Result<PostgresStore> {
     let store = PostgresStore::open(&config.database_url, &PostgresSettings::default())
         .await
         .map_err(failed)?;
-    store.migrate().await.map_err(failed)?;
+    match mode {
+        OpenMode::ReadOnly => store.require_current_schema().await.map_err(failed)?,
+        OpenMode::AsIs => {}
+        OpenMode::CreateIfMissing | OpenMode::MustExist => {
+            store.migrate().await.map_err(failed)?;
+        }
+    }
     Ok(store)
 }
 
@@ -151,7 +172,7 @@ pub async fn open_postgres(config: &Config) -> anyhow::Result<PostgresStore> {
 /// As [`open_sqlite`] and [`open_postgres`].
 pub async fn open_store(config: &Config, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
     if is_postgres_url(&config.database_url) {
-        Ok(Arc::new(open_postgres(config).await?))
+        Ok(Arc::new(open_postgres(config, mode).await?))
     } else {
         Ok(Arc::new(open_sqlite(config, mode).await?))
     }

@@ -80,7 +80,7 @@ impl AppState {
         let inner = open_store(config, mode).await?;
         // Before anything else reads or writes: a wrong master key stops here, with nothing
         // written.
-        if mode == OpenMode::ReadOnly {
+        if matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs) {
             crate::master_key::unlock_existing(config, inner.as_ref(), clock.now()).await?;
         } else {
             crate::master_key::unlock(config, inner.as_ref(), clock.now()).await?;
@@ -123,7 +123,7 @@ impl AppState {
                 roles: config.roles.clone(),
                 anomaly: config.anomaly.clone(),
                 audit_refreshes: config.audit_refreshes,
-                read_only: mode == OpenMode::ReadOnly,
+                read_only: matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs),
             },
         )
         .await

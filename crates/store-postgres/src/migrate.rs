@@ -114,6 +114,30 @@ pub(crate) async fn run(connection: &mut PgConnection) -> Result<usize, StoreErr
     Ok(count)
 }
 
+/// Refuses a database that lacks one of this build's migrations (or has a newer schema),
+/// reading only: what a command that writes nothing opens the database with.
+pub(crate) async fn require_current(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let has_table: bool = sqlx::query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .try_get(0)
+        .map_err(store_error)?;
+    let applied: Vec<i64> = if has_table {
+        sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(store_error)?
+    } else {
+        Vec::new()
+    };
+    sessiond_core::store::require_migrations(&applied, MIGRATIONS)
+}
+
 async fn applied_version(connection: &mut PgConnection) -> Result<i64, StoreError> {
     sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
         .fetch_one(&mut *connection)

@@ -409,6 +409,17 @@ impl PostgresStore {
         migrate::run(&mut connection).await
     }
 
+    /// Checks, without writing, that the schema has every migration of this build: what a
+    /// command that only reads calls instead of [`PostgresStore::migrate`].
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] naming the first missing migration (and `sessiond migrate`) or
+    /// a schema newer than this build; [`StoreError`] when the database cannot be read.
+    pub async fn require_current_schema(&self) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(store_error)?;
+        migrate::require_current(&mut connection).await
+    }
+
     /// The revocation feed of this store: a connection of its own (taken from the pool, so it
     /// counts against `max_connections`) listening for the revocations any instance on this
     /// schema commits. It connects on its first [`RevocationFeed::next`].

@@ -113,6 +113,33 @@ pub(crate) fn run(connection: &mut Connection) -> Result<usize, StoreError> {
     Ok(count)
 }
 
+/// Refuses a database that lacks one of this build's migrations (or has a newer schema),
+/// reading only: what a command that writes nothing opens the file with.
+pub(crate) fn require_current(connection: &Connection) -> Result<(), StoreError> {
+    let has_table = connection
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(store_error)?
+        .is_some();
+    let applied: Vec<i64> = if has_table {
+        let mut statement = connection
+            .prepare("SELECT version FROM schema_migrations")
+            .map_err(store_error)?;
+        statement
+            .query_map([], |row| row.get(0))
+            .map_err(store_error)?
+            .collect::<Result<_, _>>()
+            .map_err(store_error)?
+    } else {
+        Vec::new()
+    };
+    sessiond_core::store::require_migrations(&applied, MIGRATIONS)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -69,6 +69,10 @@ pub struct SqliteSettings {
     /// `max_page_count`): at it, writes that need space fail as unavailable until space is
     /// freed inside the file, as on a full disk. `None`: only the disk limits it.
     pub max_size: Option<u64>,
+    /// Open for a command that only reads: the schema is not migrated and audit rows left
+    /// unchained are not chained, so opening writes nothing
+    /// ([`SqliteStore::require_current_schema`] tells whether the schema is up to date).
+    pub read_only: bool,
 }
 
 impl Default for SqliteSettings {
@@ -81,6 +85,7 @@ impl Default for SqliteSettings {
             writer_cache_kib: 32 * 1024,
             reader_cache_kib: 2 * 1024,
             max_size: None,
+            read_only: false,
         }
     }
 }
@@ -111,7 +116,7 @@ pub(crate) fn database_path(url: &str) -> Result<PathBuf, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH`), brings its schema
     /// up to date, chains audit rows left unchained by an older build, and starts the
-    /// storage thread.
+    /// storage thread. With [`SqliteSettings::read_only`] it neither migrates nor chains.
     ///
     /// # Errors
     /// [`StoreError`] when the file cannot be opened or migrated.
@@ -127,12 +132,24 @@ impl SqliteStore {
         };
         let readers = usize::try_from(settings.readers).unwrap_or(1);
         let cipher = Arc::<CipherSlot>::default();
-        let engine = Engine::start(connection_settings, readers, cipher.clone(), |connection| {
-            migrate::run(connection).map(drop)
-        })
+        let read_only = settings.read_only;
+        let engine = Engine::start(
+            connection_settings,
+            readers,
+            cipher.clone(),
+            move |connection| {
+                if read_only {
+                    Ok(())
+                } else {
+                    migrate::run(connection).map(drop)
+                }
+            },
+        )
         .await?;
         let store = Self { engine, cipher };
-        while store.seal_audit(1_000).await? > 0 {}
+        if !read_only {
+            while store.seal_audit(1_000).await? > 0 {}
+        }
         Ok(store)
     }
 
@@ -149,6 +166,30 @@ impl SqliteStore {
                 .busy_timeout(Duration::from_secs(5))
                 .map_err(store_error)?;
             migrate::run(&mut connection)
+        })
+        .await
+        .map_err(|error| StoreError::Backend(Box::new(error)))?
+    }
+
+    /// Checks, without writing, that the schema has every migration of this build: what a
+    /// command that only reads asks after opening with [`SqliteSettings::read_only`].
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] naming the first missing migration (and `sessiond migrate`) or
+    /// a schema newer than this build; [`StoreError`] when the file cannot be read.
+    pub async fn require_current_schema(&self) -> Result<(), StoreError> {
+        let path = self.engine.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let connection = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(store_error)?;
+            connection
+                .busy_timeout(Duration::from_secs(5))
+                .map_err(store_error)?;
+            migrate::require_current(&connection)
         })
         .await
         .map_err(|error| StoreError::Backend(Box::new(error)))?

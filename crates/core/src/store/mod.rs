@@ -129,3 +129,37 @@ pub trait Store:
     /// nothing.
     async fn close(&self) {}
 }
+
+/// Refuses a schema that lacks one of `migrations` (`(version, name, sql)`, as a store crate
+/// lists them) or has a version newer than all of them, given the `applied` versions: what a
+/// store checks instead of migrating when it is opened by a command that writes nothing.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the first missing migration and `sessiond migrate`, or the
+/// newer version.
+pub fn require_migrations(
+    applied: &[i64],
+    migrations: &[(i64, &str, &str)],
+) -> Result<(), StoreError> {
+    let newest_known = migrations.last().map_or(0, |(version, _, _)| *version);
+    if let Some(newer) = applied
+        .iter()
+        .copied()
+        .find(|version| *version > newest_known)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {newer}, newer than this build knows \
+             ({newest_known}); run a newer sessiond"
+        )));
+    }
+    if let Some((version, name, _)) = migrations
+        .iter()
+        .find(|(version, _, _)| !applied.contains(version))
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the database lacks migration {version:04} ({name}) of this build, and this \
+             command writes nothing: run `sessiond migrate` first"
+        )));
+    }
+    Ok(())
+}

@@ -1026,6 +1026,127 @@ fn help_shows_no_secret_taken_from_the_environment() {
 }
 
 #[test]
+fn a_command_that_only_reads_refuses_a_database_that_needs_migrating_and_changes_nothing() {
+    // The fixture was written by an older release: its schema lacks this build's newest
+    // migrations, which only `migrate` (or `serve`) may apply.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-crypto/sessiond.db");
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("sessiond.db");
+    std::fs::copy(&fixture, &path).expect("copy the fixture");
+    let before = std::fs::read(&path).expect("read the copy");
+    let with_database = |args: &[&str]| {
+        let mut command = sessiond();
+        command
+            .env(
+                "SESSIOND_DATABASE_URL",
+                format!("sqlite://{}", path.display()),
+            )
+            .env(
+                "SESSIOND_MASTER_KEY",
+                "bGVnYWN5LWNyeXB0by1maXh0dXJlLW1hc3Rlci1rZXk=",
+            )
+            .env("SESSIOND_ENV", "development")
+            .args(args);
+        run(&mut command)
+    };
+    for args in [
+        &["keys", "list"][..],
+        &["sessions", "list", "--user", "eddsa-user"][..],
+        &["audit", "verify"][..],
+    ] {
+        let refused = with_database(args);
+        assert!(!refused.status.success(), "{args:?}: {}", refused.stdout);
+        let reasons = reason_lines(&refused.stderr);
+        assert_eq!(reasons.len(), 1, "{args:?}: {}", refused.stderr);
+        assert!(
+            reasons[0].contains("lacks migration")
+                && reasons[0].contains("run `sessiond migrate` first"),
+            "{args:?}: {}",
+            reasons[0]
+        );
+        assert!(
+            std::fs::read(&path).expect("read the copy") == before,
+            "{args:?} changed the database file"
+        );
+    }
+    let migrated = with_database(&["migrate"]);
+    assert!(migrated.status.success(), "{}", migrated.stderr);
+    let listed = with_database(&["keys", "list"]);
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(listed.stdout.contains("EdDSA"), "{}", listed.stdout);
+}
+
+#[tokio::test]
+async fn a_command_that_only_reads_refuses_a_postgresql_schema_that_needs_migrating() {
+    let Some(base) = postgres_url() else {
+        eprintln!("SESSIOND_TEST_DATABASE_URL is not set: PostgreSQL variant not run");
+        return;
+    };
+    let schema = PgSchema::create(&base, "cli_schema").await;
+    let with_schema = |args: &[&str]| {
+        let mut command = sessiond();
+        command
+            .env("SESSIOND_DATABASE_URL", schema.url())
+            .env(
+                "SESSIOND_MASTER_KEY",
+                "bGVnYWN5LWNyeXB0by1maXh0dXJlLW1hc3Rlci1rZXk=",
+            )
+            .env("SESSIOND_ENV", "development")
+            .args(args);
+        run(&mut command)
+    };
+    let assert_refused = |finished: &Finished, migration: &str| {
+        assert!(!finished.status.success(), "{}", finished.stdout);
+        let reasons = reason_lines(&finished.stderr);
+        assert_eq!(reasons.len(), 1, "{}", finished.stderr);
+        assert!(
+            reasons[0].contains(&format!("lacks migration {migration}"))
+                && reasons[0].contains("run `sessiond migrate` first"),
+            "{}",
+            reasons[0]
+        );
+    };
+    // An empty schema: not even the bookkeeping table is created.
+    assert_refused(&with_schema(&["keys", "list"]), "0001");
+    assert_eq!(
+        schema
+            .scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()")
+            .await,
+        0
+    );
+    let migrated = with_schema(&["migrate"]);
+    assert!(migrated.status.success(), "{}", migrated.stderr);
+    let newest = schema
+        .scalar("SELECT MAX(version) FROM schema_migrations")
+        .await;
+    schema
+        .scalar(&format!(
+            "WITH gone AS (DELETE FROM schema_migrations WHERE version = {newest} RETURNING 1) \
+             SELECT COUNT(*) FROM gone"
+        ))
+        .await;
+    assert_refused(
+        &with_schema(&["sessions", "list", "--user", "alice"]),
+        &format!("{newest:04}"),
+    );
+    assert_eq!(
+        schema
+            .scalar("SELECT COUNT(*) FROM schema_migrations")
+            .await,
+        newest - 1
+    );
+    schema
+        .scalar(&format!(
+            "WITH back AS (INSERT INTO schema_migrations (version, name, applied_at) \
+             VALUES ({newest}, 'restored', 0) RETURNING 1) SELECT COUNT(*) FROM back"
+        ))
+        .await;
+    let listed = with_schema(&["sessions", "list", "--user", "alice"]);
+    assert!(listed.status.success(), "{}", listed.stderr);
+}
+
+#[test]
 fn sessions_commands_refuse_a_database_that_does_not_exist() {
     let dir = TempDir::new().expect("temp dir");
     let unknown = uuid::Uuid::new_v4().to_string();
