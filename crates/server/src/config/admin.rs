@@ -1,6 +1,7 @@
 //! Admin keys (`SESSIOND_ADMIN_KEYS`) and introspection clients
 //! (`SESSIOND_INTROSPECTION_CLIENTS`): who may call the admin routes and introspection.
 
+use super::values::entries;
 use super::*;
 use crate::admin_auth::{AdminKey, AdminScope, IntrospectionClient};
 
@@ -15,13 +16,7 @@ pub const MIN_CLIENT_SECRET_LEN: usize = 32;
 /// position only: the key, and anything after its last `:`, may be secret.
 fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
     let mut keys = Vec::new();
-    for (index, entry) in value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .enumerate()
-    {
+    for (index, entry) in entries(value).enumerate() {
         let number = index + 1;
         let (key, scope) = match entry.rsplit_once(':') {
             Some((key, scope)) => (
@@ -55,13 +50,7 @@ fn admin_keys(value: Option<&str>) -> Result<Vec<AdminKey>, String> {
 fn introspection_clients(value: Option<&str>) -> Result<Vec<IntrospectionClient>, String> {
     const NAME: &str = "SESSIOND_INTROSPECTION_CLIENTS";
     let mut clients: Vec<IntrospectionClient> = Vec::new();
-    for (index, entry) in value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .enumerate()
-    {
+    for (index, entry) in entries(value).enumerate() {
         let number = index + 1;
         let Some((client_id, secret)) = entry.split_once(':') else {
             return Err(format!("{NAME}: entry #{number} must be CLIENT_ID:SECRET"));

@@ -53,11 +53,7 @@ pub(super) fn anomaly(raw: &RawConfig) -> Result<AnomalySettings, String> {
         None => Signal::ALL.to_vec(),
         Some(text) => {
             let mut checks = Vec::new();
-            for name in text
-                .split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-            {
+            for name in entries(Some(text)) {
                 let signal = Signal::from_name(name).ok_or_else(|| {
                     format!(
                         "SESSIOND_ANOMALY_CHECKS must list network, browser or os, separated \

@@ -1,5 +1,6 @@
 //! Browsers: cookie mode, the CORS origins and the web UI's `frame-ancestors`.
 
+use super::values::entries;
 use super::*;
 
 /// The origins of `SESSIOND_CORS_ORIGINS`: each `http(s)://host[:port]` exactly as a browser
@@ -7,10 +8,7 @@ use super::*;
 /// carry credentials, and browsers refuse `*` with credentials anyway.
 fn cors_origins(value: Option<&str>) -> Result<Vec<String>, String> {
     let mut origins = Vec::new();
-    for origin in value.unwrap_or_default().split(',').map(str::trim) {
-        if origin.is_empty() {
-            continue;
-        }
+    for origin in entries(value) {
         let host = origin
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));

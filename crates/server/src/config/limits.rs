@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::values::entries;
 use super::*;
 use crate::ratelimit::{Cidr, ClientIpSource, ForwardedHeader, Limit, Quota, RateLimitSettings};
 
@@ -64,13 +65,7 @@ fn settings(raw: &RawConfig) -> Result<RateLimitSettings, String> {
                 )
             })?,
     };
-    let trusted_proxies = raw
-        .trusted_proxies
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|block| !block.is_empty())
+    let trusted_proxies = entries(raw.trusted_proxies.as_deref())
         .map(|block| {
             Cidr::parse(block).map_err(|reason| format!("SESSIOND_TRUSTED_PROXIES: {reason}"))
         })

@@ -1,7 +1,18 @@
-//! Parsing helpers shared by the setting builders: durations, counts, and the `Setting`
-//! wrapper that lets a message name the variable and echo its value as written.
+//! Parsing helpers shared by the setting builders: comma-separated lists, durations, counts,
+//! and the `Setting` wrapper that lets a message name the variable and echo its value as
+//! written.
 
 use std::time::Duration;
+
+/// The entries of a comma-separated setting, trimmed, empty ones left out (`a, ,b,` is `a`,
+/// `b`); none when the setting is absent.
+pub(super) fn entries(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+}
 
 pub(super) fn duration(
     value: Option<&str>,
