@@ -1817,26 +1817,8 @@ fn succeeds(program: &str, args: &[&str]) -> Result<String, String> {
 /// Checks a write refused because storage cannot write: 503 `unavailable` with `reason` and
 /// `Retry-After`.
 fn assert_cannot_write(answer: &Answer, reason: &str, what: &str) {
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{what}: {}",
-        answer.body
-    );
-    assert_eq!(
-        answer.body["error"], "unavailable",
-        "{what}: {}",
-        answer.body
-    );
+    crate::storage::assert_unavailable(answer, what);
     assert_eq!(answer.body["reason"], reason, "{what}: {}", answer.body);
-    assert_eq!(
-        answer
-            .headers
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok()),
-        Some("1"),
-        "{what}: Retry-After"
-    );
 }
 
 /// Polls `/readyz` of `base` until its `reason` is `reason` (`None`: ready).
@@ -1899,18 +1881,8 @@ async fn an_io_error_on_every_write_answers_503_io_error_and_writes_resume_once_
         return;
     }
     let dir = TempDir::new().expect("temp dir");
-    let port = free_port();
-    let mut server = Server::start(configured(dir.path(), port), port);
-    let client = client();
-    let created = create_session(&client, &server.base, "alice").await;
-    let refreshed = send(refresh_request(
-        &client,
-        &server.base,
-        text(&created, "refresh_token"),
-    ))
-    .await;
-    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
-    let refresh_token = text(&refreshed.body, "refresh_token").to_owned();
+    let (mut server, client, created, refresh_token) =
+        serving_a_refreshed_session(dir.path()).await;
 
     // The soft limit only: lowering the hard one could not be undone without privileges.
     let pid = server.pid();
@@ -1942,6 +1914,24 @@ async fn an_io_error_on_every_write_answers_503_io_error_and_writes_resume_once_
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     create_session(&client, &server.base, "carol").await;
     assert_eq!(server.terminate(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// A server on a database in `dir` with alice's session, refreshed once: the server, its
+/// client, the creation's answer and the live refresh token.
+async fn serving_a_refreshed_session(dir: &Path) -> (Server, reqwest::Client, Value, String) {
+    let port = free_port();
+    let server = Server::start(configured(dir, port), port);
+    let client = client();
+    let created = create_session(&client, &server.base, "alice").await;
+    let refreshed = send(refresh_request(
+        &client,
+        &server.base,
+        text(&created, "refresh_token"),
+    ))
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let refresh_token = text(&refreshed.body, "refresh_token").to_owned();
+    (server, client, created, refresh_token)
 }
 
 /// An ext4 file system, on a loop device, mounted with `errors=remount-ro`; unmounted (lazily:
@@ -2018,18 +2008,8 @@ async fn a_file_system_turned_read_only_under_the_server_answers_503_read_only_a
             return;
         }
     };
-    let port = free_port();
-    let mut server = Server::start(configured(&mounted.path(), port), port);
-    let client = client();
-    let created = create_session(&client, &server.base, "alice").await;
-    let refreshed = send(refresh_request(
-        &client,
-        &server.base,
-        text(&created, "refresh_token"),
-    ))
-    .await;
-    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
-    let refresh_token = text(&refreshed.body, "refresh_token").to_owned();
+    let (mut server, client, created, refresh_token) =
+        serving_a_refreshed_session(&mounted.path()).await;
 
     if let Err(reason) = mounted.fail() {
         eprintln!("cannot make ext4 fail ({reason}): the read-only file system test is not run");

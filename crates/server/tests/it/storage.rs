@@ -15,7 +15,8 @@ const MAX_SIZE: &str = "2MiB";
 /// How long readiness may take to follow the store (a write probe runs at most once a second).
 const READINESS_BOUND: Duration = Duration::from_secs(10);
 
-fn assert_unavailable(answer: &Answer, what: &str) {
+/// Checks a write refused because storage cannot write: 503 `unavailable` with `Retry-After`.
+pub(crate) fn assert_unavailable(answer: &Answer, what: &str) {
     assert_eq!(
         answer.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -36,6 +37,25 @@ fn assert_unavailable(answer: &Answer, what: &str) {
         Some("1"),
         "{what}: Retry-After"
     );
+}
+
+/// Creates sessions with large metadata until one is refused, which must be as
+/// [`assert_unavailable`] says, within 50 attempts; returns the refusal.
+async fn a_creation_refused_for_space(app: &TestApp) -> Answer {
+    for attempt in 0..50 {
+        let answer = app
+            .post(
+                "/v1/sessions",
+                Some(ADMIN_KEY),
+                json!({"user_id": format!("bob-{attempt}"), "metadata": {"pad": "x".repeat(2000)}}),
+            )
+            .await;
+        if answer.status != StatusCode::CREATED {
+            assert_unavailable(&answer, "a creation on a full database");
+            return answer;
+        }
+    }
+    panic!("creations kept fitting in a full database");
 }
 
 /// Polls `/readyz` until its status is `status`; returns the last answer.
@@ -150,25 +170,7 @@ async fn a_full_sqlite_database_answers_503_keeps_every_token_and_writes_again_o
     );
 
     // Creations are refused the same way; reads keep working from what is stored.
-    let mut creation_refused = false;
-    for attempt in 0..50 {
-        let answer = app
-            .post(
-                "/v1/sessions",
-                Some(ADMIN_KEY),
-                json!({"user_id": format!("bob-{attempt}"), "metadata": {"pad": "x".repeat(2000)}}),
-            )
-            .await;
-        if answer.status != StatusCode::CREATED {
-            assert_unavailable(&answer, "a creation on a full database");
-            creation_refused = true;
-            break;
-        }
-    }
-    assert!(
-        creation_refused,
-        "creations kept fitting in a full database"
-    );
+    a_creation_refused_for_space(&app).await;
     let current = app.get("/v1/sessions/current", Some(&access_token)).await;
     assert_eq!(current.status, StatusCode::OK, "{}", current.body);
 
@@ -491,23 +493,8 @@ async fn only_a_commit_that_changed_a_row_clears_the_cannot_write_mark() {
     let app = TestApp::spawn_with(|raw| raw.sqlite_max_size = Some(MAX_SIZE.into())).await;
     app.create_session("alice").await;
     fill_with_ballast(&app, 2 * 1024 * 1024);
-    let mut refused = false;
-    for attempt in 0..50 {
-        let answer = app
-            .post(
-                "/v1/sessions",
-                Some(ADMIN_KEY),
-                json!({"user_id": format!("bob-{attempt}"), "metadata": {"pad": "x".repeat(2000)}}),
-            )
-            .await;
-        if answer.status != StatusCode::CREATED {
-            assert_unavailable(&answer, "a creation on a full database");
-            assert_eq!(answer.body["reason"], "disk_full", "{}", answer.body);
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused, "creations kept fitting in a full database");
+    let refused = a_creation_refused_for_space(&app).await;
+    assert_eq!(refused.body["reason"], "disk_full", "{}", refused.body);
     let ready = app.get("/readyz", None).await;
     assert_eq!(ready.body["reason"], "disk_full", "{}", ready.body);
 
