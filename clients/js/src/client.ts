@@ -1,3 +1,4 @@
+import { DpopKey, NonceBook, asksForNonce } from './dpop.js';
 import { SessiondError, errorFrom, networkError } from './errors.js';
 import { REFRESH_AHEAD_MAX_MS, backoff, refreshDelay, singleFlight } from './schedule.js';
 import { SseParser } from './sse.js';
@@ -24,6 +25,13 @@ export interface ClientOptions {
   lockTimeoutMs?: number;
   /** Namespace of the locks, channel and database, for several clients on one origin (default `sessiond`). */
   name?: string;
+  /**
+   * Bind the session to a key of this browser (DPoP, RFC 9449): `true` for a non-extractable
+   * P-256 key kept in IndexedDB (memory where there is none), or a [`DpopKey`] of your own.
+   * Every refresh then carries a proof (binding the session at its first one), and requests
+   * with a bound access token go as `Authorization: DPoP` with a proof. Default false.
+   */
+  dpop?: boolean | DpopKey;
   fetch?: typeof fetch;
 }
 
@@ -71,14 +79,16 @@ const MIN_VALID_MS = 5_000;
 const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 30_000;
 
-const sessionIdOf = (accessToken: string): string => {
+/** The claims of a JWT access token, read without checking it (the server does). */
+const claimsOf = (accessToken: string): { sid?: unknown; cnf?: { jkt?: unknown } } => {
   try {
-    const payload = accessToken.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/');
-    return String(JSON.parse(atob(payload)).sid ?? '');
+    return JSON.parse(atob(accessToken.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/'))) ?? {};
   } catch {
-    return '';
+    return {};
   }
 };
+
+const sessionIdOf = (accessToken: string): string => String(claimsOf(accessToken).sid ?? '');
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -99,6 +109,8 @@ export class SessiondClient {
   private readonly name: string;
   private readonly ahead: number;
   private readonly lockTimeout: number;
+  private readonly dpop: DpopKey | null;
+  private readonly nonces = new NonceBook();
   private readonly channel: BroadcastChannel | null;
   private readonly listeners = new Map<string, Set<(value: never) => void>>();
   private readonly stats = { refreshes: 0, refreshFailures: 0, totalMs: 0, sharedRefreshes: 0, cacheHits: 0 };
@@ -127,6 +139,7 @@ export class SessiondClient {
     this.http = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.ahead = options.refreshAheadMs ?? REFRESH_AHEAD_MAX_MS;
     this.lockTimeout = options.lockTimeoutMs ?? 10_000;
+    this.dpop = options.dpop instanceof DpopKey ? options.dpop : options.dpop ? DpopKey.forOrigin(this.name) : null;
     this.channel = typeof BroadcastChannel === 'function' && !options.tokenProvider ? new BroadcastChannel(this.name) : null;
     if (this.channel) {
       this.channel.onmessage = (message) => this.receive(message.data as Message);
@@ -228,33 +241,65 @@ export class SessiondClient {
     return (await this.refreshOnce()).accessToken;
   }
 
+  /**
+   * With `dpop`: the RFC 7638 thumbprint of this browser's key, for the application's backend to
+   * create the session with (`dpop_jkt` of `POST /v1/sessions`), so that it is bound from its
+   * first token. Null without `dpop`.
+   */
+  async dpopThumbprint(): Promise<string | null> {
+    return this.dpop ? this.dpop.thumbprint() : null;
+  }
+
   /** Refreshes now (sharing the request with other tabs that need one too). */
   refresh(): Promise<Tokens> {
     return this.refreshOnce();
   }
 
   /**
-   * `fetch` with the access token attached; a path is taken relative to `baseUrl`. On a 401 it
-   * refreshes once and sends the request once more.
+   * `fetch` with the access token attached (and a DPoP proof when the token is bound); a path
+   * is taken relative to `baseUrl`. On a 401 it refreshes once and sends the request once more;
+   * on a 401 asking for a DPoP nonce, it sends it again with that nonce, once.
    */
   async fetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const request = new Request(typeof input === 'string' ? new URL(input.replace(/^\//, ''), this.base) : input, init);
     let token = await this.accessToken();
-    for (let attempt = 0; ; attempt++) {
+    let refreshed = false;
+    let nonceSent = false;
+    for (;;) {
       const sent = request.clone();
-      sent.headers.set('Authorization', `Bearer ${token}`);
       let response: Response;
       try {
+        await this.authorize(sent.headers, sent.method, sent.url, token);
         response = await this.http(sent);
       } catch (error) {
         throw this.count(networkError(error));
       }
-      if (response.status !== 401 || attempt > 0) return response;
+      this.nonces.note(sent.url, response);
+      if (response.status !== 401) return response;
+      if (this.dpop && !nonceSent && (await asksForNonce(response))) {
+        nonceSent = true;
+        continue;
+      }
+      if (refreshed) return response;
       if (this.options.tokenProvider) {
         this.signOutHere('unauthenticated', true);
         return response;
       }
+      refreshed = true;
       token = (await this.refreshAfter(token)).accessToken;
+    }
+  }
+
+  /**
+   * Puts `token` in `headers`: `Bearer`, or for a token bound to a key (`cnf.jkt`) with this
+   * client's key, `DPoP` and a proof for `method` on `url` that hashes the token (RFC 9449 §7).
+   */
+  private async authorize(headers: Headers, method: string, url: string, token: string): Promise<void> {
+    if (this.dpop && claimsOf(token).cnf?.jkt) {
+      headers.set('Authorization', `DPoP ${token}`);
+      headers.set('DPoP', await this.dpop.proof(method, url, { accessToken: token, nonce: this.nonces.get(url) }));
+    } else {
+      headers.set('Authorization', `Bearer ${token}`);
     }
   }
 
@@ -404,31 +449,43 @@ export class SessiondClient {
     });
   }
 
-  /** `POST /v1/sessions/refresh`, by cookie (`body` undefined) or with the token in the body. */
+  /**
+   * `POST /v1/sessions/refresh`, by cookie (`body` undefined) or with the token in the body; with
+   * `dpop`, with a proof (sent again once with the server's nonce if it asks for one).
+   */
   private async exchange(body: { refresh_token: string } | undefined): Promise<Tokens> {
     const started = performance.now();
+    const url = new URL('v1/sessions/refresh', this.base);
     const headers: Record<string, string> = {};
     if (body) headers['Content-Type'] = 'application/json';
     if (this.mode === 'cookie') headers['X-Sessiond-CSRF'] = '1';
     let response: Response;
-    try {
-      response = await this.http(new URL('v1/sessions/refresh', this.base), {
-        method: 'POST',
-        headers,
-        body: body ? JSON.stringify(body) : null,
-        credentials: this.mode === 'cookie' ? 'include' : 'omit',
-        cache: 'no-store',
-        signal: AbortSignal.timeout(this.lockTimeout),
-      });
-    } catch (error) {
-      this.stats.refreshFailures++;
-      throw this.count(networkError(error));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.dpop) headers['DPoP'] = await this.dpop.proof('POST', url, { nonce: this.nonces.get(url) });
+        response = await this.http(url, {
+          method: 'POST',
+          headers,
+          body: body ? JSON.stringify(body) : null,
+          credentials: this.mode === 'cookie' ? 'include' : 'omit',
+          cache: 'no-store',
+          signal: AbortSignal.timeout(this.lockTimeout),
+        });
+      } catch (error) {
+        this.stats.refreshFailures++;
+        throw this.count(networkError(error));
+      }
+      this.nonces.note(url, response);
+      if (!this.dpop || attempt > 0 || !(await asksForNonce(response))) break;
     }
     if (!response.ok) {
       this.stats.refreshFailures++;
       const error = this.count(await errorFrom(response));
       // The session is over (or, by cookie, there never was one): say so in every tab.
-      if (error.error === 'invalid_refresh_token' || (this.mode === 'cookie' && response.status === 400)) {
+      if (
+        error.error === 'invalid_refresh_token' ||
+        (this.mode === 'cookie' && response.status === 400 && error.error !== 'use_dpop_nonce')
+      ) {
         this.signOutHere(error.reason ?? 'unauthenticated', error.error === 'invalid_refresh_token');
       }
       throw error;
@@ -512,6 +569,7 @@ export class SessiondClient {
   private async follow(signal: AbortSignal): Promise<void> {
     let attempt = 0;
     let retry = RECONNECT_MIN_MS;
+    let nonceSent = false;
     while (!signal.aborted) {
       if (typeof navigator !== 'undefined' && navigator.onLine === false) {
         await new Promise<void>((resolve) => ((this.wakeStream = resolve), signal.addEventListener('abort', () => resolve())));
@@ -525,15 +583,23 @@ export class SessiondClient {
         const token = await this.accessToken();
         if (!this.options.tokenProvider && !this.current) return;
         if (this.options.tokenProvider) this.providedSession ??= sessionIdOf(token);
-        const headers: Record<string, string> = { Accept: 'text/event-stream', Authorization: `Bearer ${token}` };
-        if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
-        const response = await this.http(new URL('v1/events', this.base), { headers, signal: stream.signal, cache: 'no-store' });
+        const url = new URL('v1/events', this.base);
+        const headers = new Headers({ Accept: 'text/event-stream' });
+        await this.authorize(headers, 'GET', url.href, token);
+        if (this.lastEventId) headers.set('Last-Event-ID', this.lastEventId);
+        const response = await this.http(url, { headers, signal: stream.signal, cache: 'no-store' });
+        this.nonces.note(url, response);
+        if (response.status === 401 && this.dpop && !nonceSent && (await asksForNonce(response))) {
+          nonceSent = true;
+          continue;
+        }
         if (response.status === 401 && !this.options.tokenProvider) {
           await this.refreshAfter(token);
           continue;
         }
         if (!response.ok || !response.body) throw this.count(await errorFrom(response));
         attempt = 0;
+        nonceSent = false;
         this.emit('stream', { connected: true });
         const parser = new SseParser();
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

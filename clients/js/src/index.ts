@@ -1,5 +1,7 @@
 export { SessiondClient } from './client.js';
 export type { ClientMetrics, ClientOptions, Mode, SignedOut, Tokens } from './client.js';
+export { DpopKey, proofUrl } from './dpop.js';
+export type { DpopProofOptions } from './dpop.js';
 export { SessiondError, errorFrom } from './errors.js';
 export type { ErrorBody } from './errors.js';
 export { EncryptedStore, FallbackStore, MemoryStore, defaultStore, indexedDbKeyValue } from './store.js';
