@@ -20,11 +20,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{CUSTOM_CLOCK_POLL, SystemClock};
+use crate::dpop::Nonces;
 use crate::events;
 use crate::inner::{Current, Inner, MAX_SLEEP, SaveFailure, Shared, blocking, run_background};
 use crate::{
-    Clock, Error, EventStreamPolicy, MemoryStore, RefreshPolicy, RetryPolicy, SecretString,
-    SessionState, SignOutReason, StoredTokens, TokenStore,
+    Clock, DpopKey, Error, EventStreamPolicy, MemoryStore, RefreshPolicy, RetryPolicy,
+    SecretString, SessionState, SignOutReason, StoredTokens, TokenStore,
 };
 
 /// Builds a [`SessionClient`]; from [`SessionClient::builder`].
@@ -37,9 +38,18 @@ pub struct SessionClientBuilder {
     retry_policy: RetryPolicy,
     clock: Option<Arc<dyn Clock>>,
     events: Option<EventStreamPolicy>,
+    dpop: Option<DpopKey>,
 }
 
 impl SessionClientBuilder {
+    /// Binds the session to `key` (DPoP, RFC 9449; see the crate documentation): every refresh
+    /// carries a proof signed by it, and tokens bound to it go as `Authorization: DPoP` with a
+    /// proof. Off by default.
+    pub fn dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
     /// Where the pair is kept; a [`MemoryStore`] by default.
     pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
         self.store = Some(store);
@@ -136,6 +146,8 @@ impl SessionClientBuilder {
             logout_url,
             events_url,
             store,
+            dpop: self.dpop,
+            nonces: Nonces::default(),
             refresh_policy,
             retry_policy: self.retry_policy,
             max_sleep: if self.clock.is_some() {
@@ -236,6 +248,7 @@ impl SessionClient {
             retry_policy: RetryPolicy::default(),
             clock: None,
             events: None,
+            dpop: None,
         }
     }
 
@@ -261,7 +274,8 @@ impl SessionClient {
             .map(|_| ())
     }
 
-    /// An access token to send as `Authorization: Bearer`.
+    /// An access token to send as `Authorization: Bearer` (or, bound to the client's DPoP key,
+    /// as `Authorization: DPoP` with a proof from [`DpopKey::proof`]).
     ///
     /// While the cached token is valid this returns it at once, without touching the network,
     /// even when the refresh point has passed (the background task refreshes then). Once it
@@ -299,6 +313,12 @@ impl SessionClient {
         self.inner.state.borrow().clone()
     }
 
+    /// The RFC 7638 thumbprint of the client's DPoP key ([`SessionClientBuilder::dpop`]), for
+    /// the application's backend to create the session with (`dpop_jkt`); `None` without one.
+    pub fn dpop_thumbprint(&self) -> Option<&str> {
+        self.inner.dpop.as_ref().map(DpopKey::thumbprint)
+    }
+
     /// The HTTP client the session client uses, for requests that need no token.
     pub fn http_client(&self) -> &reqwest::Client {
         &self.inner.http
@@ -311,7 +331,9 @@ impl SessionClient {
     }
 
     /// Sends `request` with `Authorization: Bearer <access token>`
-    /// (from [`access_token`](Self::access_token)). If the answer is `401`, the client
+    /// (from [`access_token`](Self::access_token)), or, for a token bound to the client's DPoP
+    /// key, `Authorization: DPoP <access token>` and a proof (sent once more at once with the
+    /// server's nonce if it answers `401` asking for one). If the answer is `401`, the client
     /// refreshes once (joining any refresh in flight; none when another task already replaced
     /// the token that was refused) and sends the request once more with the new token; that
     /// second answer is returned whatever it is.
@@ -324,9 +346,11 @@ impl SessionClient {
     /// # Errors
     /// As for [`access_token`](Self::access_token), and [`Error::Http`] when the request fails.
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, Error> {
+        let (client, request) = request.build_split();
+        let request = request?;
         let retry = request.try_clone();
         let (generation, token) = self.inner.access_token().await?;
-        let response = request.bearer_auth(token.expose()).send().await?;
+        let response = self.inner.send_authorized(&client, request, &token).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -337,7 +361,7 @@ impl SessionClient {
         drop(response);
         tracing::debug!("401: refreshing once and retrying");
         let (_, token) = self.inner.refresh_from(Some(generation)).await?;
-        Ok(retry.bearer_auth(token.expose()).send().await?)
+        self.inner.send_authorized(&client, retry, &token).await
     }
 
     /// Signs out: ends the session on the server (`POST /v1/logout`, refreshing first if the

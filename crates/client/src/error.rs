@@ -64,6 +64,9 @@ pub enum Error {
     /// The task running a refresh stopped before it finished (the runtime is shutting down).
     #[error("the refresh was interrupted")]
     RefreshInterrupted,
+    /// A DPoP key could not be made, read or used.
+    #[error("dpop: {0}")]
+    Dpop(&'static str),
 }
 
 fn code_suffix(code: Option<&str>) -> String {

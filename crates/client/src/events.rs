@@ -136,14 +136,17 @@ async fn follow(
         .http
         .get(inner.events_url.clone())
         .query(&[("types", TYPES)])
-        .bearer_auth(token.expose())
         .header(ACCEPT, "text/event-stream");
     if let Some(cursor) = cursor.as_deref() {
         request = request.header("last-event-id", cursor);
     }
-    let mut response = match request.send().await {
+    let sent = match request.build() {
+        Ok(request) => inner.send_authorized(&inner.http, request, &token).await,
+        Err(error) => Err(Error::from(error)),
+    };
+    let mut response = match sent {
         Ok(response) => response,
-        Err(error) => return retry(false, Error::from(error).to_string()),
+        Err(error) => return retry(false, error.to_string()),
     };
     match response.status() {
         StatusCode::OK => {}

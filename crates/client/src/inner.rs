@@ -8,13 +8,15 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use reqwest::{StatusCode, Url};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Response, StatusCode, Url};
 use sessiond_wire::{ErrorBody, RefreshRequest, TokenPairResponse};
 use tokio::sync::watch;
 
+use crate::dpop::{self, DPOP, Nonces};
 use crate::policy::random_fraction;
 use crate::{
-    Clock, Error, RefreshPolicy, RetryPolicy, SecretString, SessionState, SignOutReason,
+    Clock, DpopKey, Error, RefreshPolicy, RetryPolicy, SecretString, SessionState, SignOutReason,
     StoreError, StoredTokens, TokenStore,
 };
 
@@ -30,6 +32,10 @@ pub(crate) struct Inner {
     pub(crate) logout_url: Url,
     pub(crate) events_url: Url,
     pub(crate) store: Arc<dyn TokenStore>,
+    /// The key sessions are bound to, when the client has one.
+    pub(crate) dpop: Option<DpopKey>,
+    /// The latest `DPoP-Nonce` of each server.
+    pub(crate) nonces: Nonces,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) retry_policy: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
@@ -302,29 +308,73 @@ impl Inner {
         }
     }
 
+    /// One refresh request (sent once more at once when the server asks for a DPoP nonce).
     async fn refresh_attempt(&self, refresh_token: &SecretString) -> Attempt {
-        let request = self
+        let mut nonce_sent = false;
+        loop {
+            let response = match self.send_refresh(refresh_token).await {
+                Ok(response) => response,
+                Err(attempt) => return attempt,
+            };
+            if self.dpop.is_some()
+                && !nonce_sent
+                && response.status() == StatusCode::BAD_REQUEST
+                && response.headers().contains_key("dpop-nonce")
+            {
+                let (status, headers) = (response.status(), response.headers().clone());
+                let bytes = response.bytes().await.unwrap_or_default();
+                let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+                if body
+                    .as_ref()
+                    .is_some_and(|body| body.error == "use_dpop_nonce")
+                {
+                    nonce_sent = true;
+                    tracing::debug!("the server asked for a DPoP nonce; sending the refresh again");
+                    continue;
+                }
+                return refused(status, &headers, body);
+            }
+            return Self::read_refresh(response).await;
+        }
+    }
+
+    /// Sends the refresh request, with a DPoP proof when the client has a key.
+    async fn send_refresh(&self, refresh_token: &SecretString) -> Result<Response, Attempt> {
+        let mut request = self
             .http
             .post(self.refresh_url.clone())
             .timeout(self.retry_policy.request_timeout)
             .json(&RefreshRequest {
                 refresh_token: refresh_token.expose().to_owned(),
             });
+        if let Some(key) = &self.dpop {
+            let nonce = self.nonces.get(&self.refresh_url);
+            let proof = key
+                .proof(&Method::POST, &self.refresh_url, None, nonce.as_deref())
+                .map_err(Attempt::Failed)?;
+            request = request.header(DPOP, proof);
+        }
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) if error.is_builder() || error.is_redirect() => {
-                return Attempt::Failed(error.into());
+                return Err(Attempt::Failed(error.into()));
             }
             // Connection refused or reset, a timeout: try again. If the request did reach
             // the server, presenting the same token again within the reuse grace window
             // returns the same successor.
             Err(error) => {
-                return Attempt::Retryable {
+                return Err(Attempt::Retryable {
                     error: error.into(),
                     retry_after: None,
-                };
+                });
             }
         };
+        self.nonces.note(&self.refresh_url, response.headers());
+        Ok(response)
+    }
+
+    /// What the answer to a refresh means.
+    async fn read_refresh(response: Response) -> Attempt {
         let status = response.status();
         if status == StatusCode::OK {
             return match response.json::<TokenPairResponse>().await {
@@ -337,34 +387,13 @@ impl Inner {
                 },
             };
         }
-        let retry_after_header = retry_after(response.headers());
+        let headers = response.headers().clone();
         let body: Option<ErrorBody> = response
             .bytes()
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let code = body.as_ref().map(|body| body.error.clone());
-        if status == StatusCode::UNAUTHORIZED && code.as_deref() == Some("invalid_refresh_token") {
-            let reason = body.as_ref().and_then(|body| body.reason.as_deref());
-            return Attempt::Rejected(SignOutReason::from_server(reason));
-        }
-        let retry_after = retry_after_header.or_else(|| {
-            body.as_ref()
-                .and_then(|body| body.retry_after)
-                .map(Duration::from_secs)
-        });
-        let error = Error::Status {
-            status: status.as_u16(),
-            code,
-            retry_after,
-        };
-        match status {
-            StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::GATEWAY_TIMEOUT => Attempt::Retryable { error, retry_after },
-            _ => Attempt::Failed(error),
-        }
+        refused(status, &headers, body)
     }
 
     /// Persists `tokens`, then makes them current and publishes `SignedIn`, unless the pair
@@ -523,13 +552,63 @@ impl Inner {
         cleared.map(|()| true)
     }
 
+    /// Sends `request` with `access_token` (`Bearer`, or `DPoP` and a proof for a token bound
+    /// to the client's key), once more with the server's nonce if it asks for one.
+    ///
+    /// # Errors
+    /// [`Error::Http`] when the request fails, [`Error::Dpop`] when no proof can be signed.
+    pub(crate) async fn send_authorized(
+        &self,
+        client: &reqwest::Client,
+        mut request: reqwest::Request,
+        access_token: &SecretString,
+    ) -> Result<Response, Error> {
+        let again = match &self.dpop {
+            Some(_) if dpop::is_bound(access_token) => request.try_clone(),
+            _ => None,
+        };
+        self.authorize(&mut request, access_token)?;
+        let url = request.url().clone();
+        let response = client.execute(request).await?;
+        self.nonces.note(&url, response.headers());
+        match again {
+            Some(mut again) if dpop::resource_asks_for_nonce(&response) => {
+                drop(response);
+                tracing::debug!("the server asked for a DPoP nonce; sending the request again");
+                self.authorize(&mut again, access_token)?;
+                let response = client.execute(again).await?;
+                self.nonces.note(&url, response.headers());
+                Ok(response)
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// Puts `access_token` (and a proof, for a bound token) on `request`.
+    pub(crate) fn authorize(
+        &self,
+        request: &mut reqwest::Request,
+        access_token: &SecretString,
+    ) -> Result<(), Error> {
+        let (method, url) = (request.method().clone(), request.url().clone());
+        dpop::authorize(
+            request.headers_mut(),
+            self.dpop.as_ref(),
+            &self.nonces,
+            &method,
+            &url,
+            access_token,
+        )
+    }
+
     pub(crate) async fn logout_on_server(&self, access_token: &SecretString) -> Result<(), Error> {
-        let response = self
+        let request = self
             .http
             .post(self.logout_url.clone())
             .timeout(self.retry_policy.request_timeout)
-            .bearer_auth(access_token.expose())
-            .send()
+            .build()?;
+        let response = self
+            .send_authorized(&self.http, request, access_token)
             .await?;
         match response.status() {
             // 401: the session is already over on the server.
@@ -540,6 +619,33 @@ impl Inner {
                 retry_after: retry_after(response.headers()),
             }),
         }
+    }
+}
+
+/// What a refresh answered with an error status means.
+fn refused(status: StatusCode, headers: &HeaderMap, body: Option<ErrorBody>) -> Attempt {
+    let retry_after_header = retry_after(headers);
+    let code = body.as_ref().map(|body| body.error.clone());
+    if status == StatusCode::UNAUTHORIZED && code.as_deref() == Some("invalid_refresh_token") {
+        let reason = body.as_ref().and_then(|body| body.reason.as_deref());
+        return Attempt::Rejected(SignOutReason::from_server(reason));
+    }
+    let retry_after = retry_after_header.or_else(|| {
+        body.as_ref()
+            .and_then(|body| body.retry_after)
+            .map(Duration::from_secs)
+    });
+    let error = Error::Status {
+        status: status.as_u16(),
+        code,
+        retry_after,
+    };
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::GATEWAY_TIMEOUT => Attempt::Retryable { error, retry_after },
+        _ => Attempt::Failed(error),
     }
 }
 

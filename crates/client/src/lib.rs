@@ -24,6 +24,8 @@
 //!   mid-write). A refreshed pair is persisted before anyone is given its access token.
 //! - **Requests.** [`SessionClient::send`] attaches `Authorization: Bearer` and, on a `401`,
 //!   refreshes once and retries once.
+//! - **DPoP.** With [`SessionClientBuilder::dpop`] the session is bound to a [`DpopKey`]
+//!   (RFC 9449): see [Binding the session to a key](#binding-the-session-to-a-key-dpop).
 //!
 //! Tokens never appear in `Debug` output or logs: they are [`SecretString`]s.
 //!
@@ -107,6 +109,39 @@
 //!
 //! [`SessionClient::events_connected`] says whether the stream is open.
 //!
+//! # Binding the session to a key (DPoP)
+//!
+//! With [`SessionClientBuilder::dpop`] the client holds a [`DpopKey`] (ES256) and proves
+//! possession of it (RFC 9449):
+//!
+//! - every refresh carries a `DPoP` proof; an unbound session becomes bound to the key at its
+//!   first such refresh, and a bound one can be refreshed with that key only;
+//! - an access token bound to the key (its `cnf.jkt` claim; its pair's `token_type` is `DPoP`)
+//!   goes as `Authorization: DPoP <token>` with a proof that hashes it, on
+//!   [`SessionClient::send`], the event stream and the logout;
+//! - a server that asks for a nonce (`use_dpop_nonce` with a `DPoP-Nonce` header: `400` from
+//!   sessiond, `401` from a resource server) gets the request once more with it, and the latest
+//!   `DPoP-Nonce` of each server is sent with the next proofs.
+//!
+//! To bind the session from its first token, send [`DpopKey::thumbprint`] to the
+//! application's backend at login; the backend passes it as `dpop_jkt` to
+//! `POST /v1/sessions`. A bound session can be refreshed only with its key: an application
+//! that keeps its tokens across runs keeps the key too ([`DpopKey::to_pkcs8_der`]), where it
+//! keeps its other secrets.
+//!
+//! ```no_run
+//! # async fn login_with_backend(_dpop_jkt: &str) -> sessiond_client::sessiond_wire::TokenPairResponse { unimplemented!() }
+//! # async fn example() -> Result<(), sessiond_client::Error> {
+//! use sessiond_client::{DpopKey, SessionClient};
+//!
+//! let key = DpopKey::generate()?;
+//! let pair = login_with_backend(key.thumbprint()).await;
+//! let client = SessionClient::builder("https://auth.example.com").dpop(key).build().await?;
+//! client.sign_in(&pair).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), sessiond_client::Error> {
 //! use sessiond_client::{EventStreamPolicy, SessionClient};
@@ -122,6 +157,7 @@
 
 mod client;
 mod clock;
+mod dpop;
 mod error;
 mod events;
 mod file_store;
@@ -133,6 +169,7 @@ mod tokens;
 
 pub use client::{SessionClient, SessionClientBuilder};
 pub use clock::{CUSTOM_CLOCK_POLL, Clock, SystemClock};
+pub use dpop::DpopKey;
 pub use error::Error;
 pub use file_store::{EncryptedFileStore, FileKey};
 pub use policy::{EventStreamPolicy, RefreshPolicy, RetryPolicy};
