@@ -62,11 +62,29 @@
 //! }
 //! ```
 //!
-//! A request without a bearer token, or with a bad one, gets `401`
+//! A request without a token, or with a bad one, gets `401`
 //! `{"error":"unauthenticated","message":…}` with a `WWW-Authenticate: Bearer` challenge
-//! (`error="invalid_token"` when a token was presented); a good token lacking the permission
+//! (`error="invalid_token"` when a token was presented; DPoP-bound tokens below); a good
+//! token lacking the permission
 //! gets `403` `{"error":"forbidden",…}`. Outside axum, call [`Verifier::verify`] and
 //! [`has_permission`] directly.
+//!
+//! # DPoP-bound tokens
+//!
+//! A session bound to a client's key (DPoP, RFC 9449) has access tokens that name the key's
+//! thumbprint (`cnf.jkt`, [`Claims::cnf_jkt`]). Such a token is accepted only as
+//! `Authorization: DPoP <token>` with a `DPoP` proof header signed by that key for this
+//! request: the extractor and the layer check it through [`Verifier::verify_dpop`] (the proof
+//! as sessiond checks its own, by [`sessiond_core::dpop::verify_proof`]: method, URL, age, the
+//! token's hash `ath`; then the key, and a replay cache of proof ids in memory, bounded by
+//! [`VerifierBuilder::dpop_replay_capacity`]). A bound token presented as `Bearer` is refused,
+//! so a copied token is worth nothing without the key. The URL a proof must name is the
+//! request's path after [`VerifierBuilder::dpop_origin`] (set it behind a proxy), else after
+//! the request's scheme and `Host`. With [`VerifierBuilder::dpop_nonce_secret`] proofs must
+//! also carry a nonce the verifier minted: a request without one is answered `401` with a
+//! `DPoP-Nonce` header, which sessiond's clients send back at once. Refusals are RFC 9449 §7.1
+//! answers (`401`, `WWW-Authenticate: DPoP error="invalid_token"`, `"invalid_dpop_proof"` or
+//! `"use_dpop_nonce"`); see the extractor's documentation ([`AuthRejection`]).
 //!
 //! # Permissions
 //!
@@ -139,6 +157,7 @@
 //!
 //! Without either, the access-token lifetime is the revocation delay.
 
+mod dpop;
 mod feed;
 mod permission;
 mod verifier;
@@ -148,6 +167,7 @@ mod axum;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::{AuthRejection, Authenticated, RequirePermission, RequirePermissionLayer};
+pub use dpop::DEFAULT_REPLAY_CAPACITY;
 pub use feed::{FeedStats, RevocationFeed};
 pub use permission::{has_permission, permission_matches};
 pub use sessiond_core::token::{TokenError, VerificationKeys};

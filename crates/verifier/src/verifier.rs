@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+use sessiond_core::dpop::{self, DpopError, DpopRules, NonceKey, ProofCheck};
 use sessiond_core::revocation::RevokedSessions;
 use sessiond_core::token::{
     AccessTokenValidator, JwksError, TokenError, ValidationRules, VerificationKeys, decode_claims,
 };
 use sessiond_core::{Clock, SessionId, Timestamp};
 
+use crate::dpop::{DEFAULT_REPLAY_CAPACITY, Remember, ReplayCache};
 use crate::feed::{FeedStats, FeedTask, RevocationFeed, RevokedSet};
 use crate::permission;
 
@@ -47,12 +49,20 @@ pub struct Claims {
     pub permissions: Vec<String>,
     /// `exp`, in seconds since the Unix epoch.
     pub exp: i64,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to (DPoP), if it is bound.
+    pub cnf_jkt: Option<String>,
     /// Every claim of the token, custom ones included.
     pub raw: Map<String, Value>,
 }
 
 impl Claims {
-    fn new(session_id: SessionId, user_id: String, exp: i64, raw: Map<String, Value>) -> Self {
+    fn new(
+        session_id: SessionId,
+        user_id: String,
+        exp: i64,
+        cnf_jkt: Option<String>,
+        raw: Map<String, Value>,
+    ) -> Self {
         let strings = |name: &str| -> Vec<String> {
             raw.get(name)
                 .and_then(Value::as_array)
@@ -74,6 +84,7 @@ impl Claims {
             roles: strings("roles"),
             permissions: strings("permissions"),
             exp,
+            cnf_jkt,
             raw,
         }
     }
@@ -100,6 +111,36 @@ pub enum VerifyError {
     /// judged. Answer `503`: the token may well be good.
     #[error("no verification keys: the JWK set could not be fetched yet")]
     KeysUnavailable,
+    /// The token is bound to a key (DPoP) but was presented as a bearer token, without proof
+    /// of possession of the key. Answer `401` with a `DPoP error="invalid_token"` challenge.
+    #[error("the access token is bound to a key: present it with the DPoP scheme and a proof")]
+    BoundTokenAsBearer,
+    /// The token was presented with the `DPoP` scheme but is bound to no key. Answer `401`
+    /// with a `DPoP error="invalid_token"` challenge.
+    #[error("the access token is not bound to a key: present it as a bearer token")]
+    UnboundTokenAsDpop,
+    /// The DPoP proof is missing or refused; `reason` is a stable snake_case word
+    /// (`missing`, `wrong_key`, `replayed`, or another reason of
+    /// [`DpopError::reason`](sessiond_core::dpop::DpopError::reason)). Answer `401` with a
+    /// `DPoP error="invalid_dpop_proof"` challenge.
+    #[error("invalid DPoP proof: {reason}")]
+    InvalidDpopProof {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The verifier requires DPoP nonces and the proof had none, or a stale one. Answer `401`
+    /// with a `DPoP error="use_dpop_nonce"` challenge and `nonce` in a `DPoP-Nonce` header: the
+    /// client sends the request again with it.
+    #[error("a DPoP nonce is required")]
+    UseDpopNonce {
+        /// The nonce to send back to the client.
+        nonce: String,
+    },
+    /// The DPoP replay cache is full of proof ids still inside their window, so no new proof
+    /// can be accepted without risking a replay. Answer `503`; see
+    /// [`VerifierBuilder::dpop_replay_capacity`].
+    #[error("the DPoP replay cache is full")]
+    ReplayCacheFull,
 }
 
 /// Why fetching the JWK Set failed. The verifier keeps serving the keys it has.
@@ -179,9 +220,45 @@ pub struct VerifierBuilder {
     clock: Option<Arc<dyn Clock>>,
     initial_keys: Option<VerificationKeys>,
     feed: Option<RevocationFeed>,
+    dpop_proof_max_age: Duration,
+    dpop_replay_capacity: usize,
+    dpop_nonce_secret: Option<[u8; 32]>,
+    dpop_origin: Option<String>,
 }
 
 impl VerifierBuilder {
+    /// How old a DPoP proof may be (its `iat`), besides the leeway; default 60 s, as sessiond's
+    /// `SESSIOND_DPOP_PROOF_MAX_AGE`.
+    pub fn dpop_proof_max_age(mut self, max_age: Duration) -> Self {
+        self.dpop_proof_max_age = max_age;
+        self
+    }
+
+    /// The most DPoP proof ids the replay cache holds (default 100,000); when it is full of ids
+    /// still inside their window, proofs are refused with [`VerifyError::ReplayCacheFull`].
+    pub fn dpop_replay_capacity(mut self, capacity: usize) -> Self {
+        self.dpop_replay_capacity = capacity;
+        self
+    }
+
+    /// Requires a nonce in every DPoP proof (RFC 9449 §9), minted with `secret`; a proof
+    /// without one, or with one older than two 5-minute periods, is refused with
+    /// [`VerifyError::UseDpopNonce`] carrying a fresh nonce. Instances that share `secret`
+    /// accept each other's nonces. Off by default.
+    pub fn dpop_nonce_secret(mut self, secret: [u8; 32]) -> Self {
+        self.dpop_nonce_secret = Some(secret);
+        self
+    }
+
+    /// The origin (`https://api.example.com`) clients reach this resource server at, which the
+    /// axum extractor puts before the request path to check a DPoP proof's `htu`. Needed
+    /// behind a proxy that terminates TLS or rewrites `Host`; without it the extractor uses the
+    /// request's own scheme and `Host` (scheme `http` when the request line has none).
+    pub fn dpop_origin(mut self, origin: impl Into<String>) -> Self {
+        self.dpop_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
     /// Follows sessiond's revocation feed (see [`RevocationFeed`]): a background task streams
     /// `session.revoked` events into the revoked set, so a revoked session's tokens are refused
     /// within moments rather than at their expiry. Off by default; the verifier must then be
@@ -316,6 +393,14 @@ impl VerifierBuilder {
             fetch_failures: AtomicU64::new(0),
             unknown_kid_refetches: AtomicU64::new(0),
             offline: AtomicBool::new(false),
+            dpop_rules: DpopRules {
+                max_age_seconds: i64::try_from(self.dpop_proof_max_age.as_secs())
+                    .unwrap_or(i64::MAX),
+                leeway_seconds,
+            },
+            replay: ReplayCache::new(self.dpop_replay_capacity),
+            nonce_key: self.dpop_nonce_secret.map(|secret| NonceKey::new(&secret)),
+            dpop_origin: self.dpop_origin,
         });
         let feed = feed.map(|(runtime, feed, http)| {
             Arc::new(FeedTask::start(
@@ -349,6 +434,14 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// Refuses a token bound to a key that came without the `DPoP` scheme.
+fn refuse_bound(claims: Claims) -> Result<Claims, VerifyError> {
+    match claims.cnf_jkt {
+        Some(_) => Err(VerifyError::BoundTokenAsBearer),
+        None => Ok(claims),
+    }
+}
+
 /// `u64::MAX` in `stale_at_millis`: no key set yet, so nothing can be stale.
 const NEVER: u64 = u64::MAX;
 
@@ -376,6 +469,10 @@ pub(crate) struct Inner {
     fetch_failures: AtomicU64,
     unknown_kid_refetches: AtomicU64,
     offline: AtomicBool,
+    dpop_rules: DpopRules,
+    replay: ReplayCache,
+    nonce_key: Option<NonceKey>,
+    dpop_origin: Option<String>,
 }
 
 struct Schedule {
@@ -419,10 +516,16 @@ impl Verifier {
             clock: None,
             initial_keys: None,
             feed: None,
+            dpop_proof_max_age: Duration::from_secs(60),
+            dpop_replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            dpop_nonce_secret: None,
+            dpop_origin: None,
         }
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies `token`, presented as a bearer token (`Authorization: Bearer`), and returns its
+    /// claims. A token bound to a key (DPoP) is refused here: it goes through
+    /// [`verify_dpop`](Self::verify_dpop).
     ///
     /// It fetches the key set first if there is none yet; starts a background refresh when the
     /// cached set has outlived its `max-age`; and, when the token names a `kid` the set does
@@ -432,9 +535,108 @@ impl Verifier {
     /// `iat`), then the revoked set.
     ///
     /// # Errors
-    /// [`VerifyError::Invalid`] for a bad token (answer 401); [`VerifyError::KeysUnavailable`]
-    /// when no key set could ever be fetched (answer 503).
+    /// [`VerifyError::Invalid`] for a bad token and [`VerifyError::BoundTokenAsBearer`] for a
+    /// bound one (answer 401); [`VerifyError::KeysUnavailable`] when no key set could ever be
+    /// fetched (answer 503).
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        refuse_bound(self.verify_any(token).await?)
+    }
+
+    /// Verifies a request that presented `token` with the `DPoP` scheme
+    /// (`Authorization: DPoP <token>`) and `proof` (its `DPoP` header, if any) for `method` on
+    /// `url` (scheme, authority and path as the client used them; a query is ignored), and
+    /// returns the token's claims.
+    ///
+    /// The token is verified as by [`verify`](Self::verify), must be bound to a key
+    /// (`cnf.jkt`), and the proof must be accepted by
+    /// [`sessiond_core::dpop::verify_proof`] (signature, `typ`, `alg`, `htm`, `htu`, `iat`
+    /// within the proof max age, `ath` equal to the token's hash, the nonce when nonces are
+    /// required), be signed by the key the token names, and not have been seen before (the
+    /// replay cache).
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify) for the token; [`VerifyError::UnboundTokenAsDpop`],
+    /// [`VerifyError::InvalidDpopProof`] and [`VerifyError::UseDpopNonce`] (answer 401);
+    /// [`VerifyError::ReplayCacheFull`] (answer 503).
+    pub async fn verify_dpop(
+        &self,
+        token: &str,
+        proof: Option<&str>,
+        method: &str,
+        url: &str,
+    ) -> Result<Claims, VerifyError> {
+        let claims = self.verify_any(token).await?;
+        self.check_proof(claims, token, proof, method, url)
+    }
+
+    /// A fresh DPoP nonce to send in a `DPoP-Nonce` header (any answer may carry one, so that
+    /// clients need not be refused first); `None` unless nonces are required
+    /// ([`VerifierBuilder::dpop_nonce_secret`]).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        let inner = &self.inner;
+        inner.nonce_key.as_ref().map(|key| key.mint(inner.now()))
+    }
+
+    /// The origin set with [`VerifierBuilder::dpop_origin`].
+    pub fn dpop_origin(&self) -> Option<&str> {
+        self.inner.dpop_origin.as_deref()
+    }
+
+    /// How many DPoP proof ids the replay cache holds.
+    pub fn dpop_replay_ids(&self) -> usize {
+        self.inner.replay.len()
+    }
+
+    fn check_proof(
+        &self,
+        claims: Claims,
+        token: &str,
+        proof: Option<&str>,
+        method: &str,
+        url: &str,
+    ) -> Result<Claims, VerifyError> {
+        let inner = &self.inner;
+        let Some(bound_to) = claims.cnf_jkt.as_deref() else {
+            return Err(VerifyError::UnboundTokenAsDpop);
+        };
+        let proof = proof.ok_or(VerifyError::InvalidDpopProof { reason: "missing" })?;
+        let now = inner.now();
+        let check = ProofCheck {
+            method,
+            url,
+            access_token: Some(token),
+            nonce: inner.nonce_key.as_ref(),
+        };
+        let verified = dpop::verify_proof(proof, &check, &inner.dpop_rules, now).map_err(
+            |error| match &inner.nonce_key {
+                Some(key) if error.is_use_nonce() => VerifyError::UseDpopNonce {
+                    nonce: key.mint(now),
+                },
+                _ => VerifyError::InvalidDpopProof {
+                    reason: error.reason(),
+                },
+            },
+        )?;
+        // Thumbprints are public: no need for a constant-time comparison.
+        if verified.jkt != bound_to {
+            return Err(VerifyError::InvalidDpopProof {
+                reason: DpopError::WrongKey.reason(),
+            });
+        }
+        match inner
+            .replay
+            .remember(verified.replay_id, verified.replay_until, now)
+        {
+            Remember::First => Ok(claims),
+            Remember::Replayed => Err(VerifyError::InvalidDpopProof {
+                reason: DpopError::Replayed.reason(),
+            }),
+            Remember::Full => Err(VerifyError::ReplayCacheFull),
+        }
+    }
+
+    /// Verifies `token` whatever its binding.
+    async fn verify_any(&self, token: &str) -> Result<Claims, VerifyError> {
         let inner = &self.inner;
         if !inner.loaded() {
             inner.fetch_if_due(Trigger::FirstUse).await;
@@ -443,10 +645,10 @@ impl Verifier {
             }
         }
         self.refresh_if_stale();
-        match self.verify_cached(token) {
+        match self.verify_cached_any(token) {
             Err(VerifyError::Invalid(TokenError::UnknownKey)) => {
                 if inner.fetch_if_due(Trigger::UnknownKid).await {
-                    self.verify_cached(token)
+                    self.verify_cached_any(token)
                 } else {
                     Err(VerifyError::Invalid(TokenError::UnknownKey))
                 }
@@ -461,6 +663,25 @@ impl Verifier {
     /// # Errors
     /// As [`Verifier::verify`]; an unknown kid is refused at once.
     pub fn verify_cached(&self, token: &str) -> Result<Claims, VerifyError> {
+        refuse_bound(self.verify_cached_any(token)?)
+    }
+
+    /// Like [`verify_dpop`](Self::verify_dpop), against the cached keys only.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify_dpop`]; an unknown kid is refused at once.
+    pub fn verify_dpop_cached(
+        &self,
+        token: &str,
+        proof: Option<&str>,
+        method: &str,
+        url: &str,
+    ) -> Result<Claims, VerifyError> {
+        let claims = self.verify_cached_any(token)?;
+        self.check_proof(claims, token, proof, method, url)
+    }
+
+    fn verify_cached_any(&self, token: &str) -> Result<Claims, VerifyError> {
         let inner = &self.inner;
         let keys = inner
             .keys
@@ -475,6 +696,7 @@ impl Verifier {
             validated.session_id,
             validated.user_id,
             validated.expires_at_seconds,
+            validated.confirmation,
             raw,
         ))
     }

@@ -3,6 +3,7 @@
 // Helpers outside `#[test]` functions panic on unexpected failures, as tests do.
 #![allow(clippy::unwrap_used)]
 
+mod dpop;
 mod feed;
 mod helpers;
 mod http;
