@@ -80,7 +80,7 @@ const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 30_000;
 
 /** The claims of a JWT access token, read without checking it (the server does). */
-const claimsOf = (accessToken: string): { sid?: unknown; cnf?: { jkt?: unknown } } => {
+const claimsOf = (accessToken: string): { sid?: unknown; iat?: unknown; cnf?: { jkt?: unknown } } => {
   try {
     return JSON.parse(atob(accessToken.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/'))) ?? {};
   } catch {
@@ -111,6 +111,12 @@ export class SessiondClient {
   private readonly lockTimeout: number;
   private readonly dpop: DpopKey | null;
   private readonly nonces = new NonceBook();
+  /**
+   * How far the server's clock is ahead of this machine's, from the `iat` of the last token it
+   * issued: proofs are dated by the server's clock, so that a device whose clock is off still
+   * makes proofs the server finds fresh.
+   */
+  private skew = 0;
   private readonly channel: BroadcastChannel | null;
   private readonly listeners = new Map<string, Set<(value: never) => void>>();
   private readonly stats = { refreshes: 0, refreshFailures: 0, totalMs: 0, sharedRefreshes: 0, cacheHits: 0 };
@@ -297,7 +303,8 @@ export class SessiondClient {
   private async authorize(headers: Headers, method: string, url: string, token: string): Promise<void> {
     if (this.dpop && claimsOf(token).cnf?.jkt) {
       headers.set('Authorization', `DPoP ${token}`);
-      headers.set('DPoP', await this.dpop.proof(method, url, { accessToken: token, nonce: this.nonces.get(url) }));
+      const options = { accessToken: token, nonce: this.nonces.get(url), now: Date.now() + this.skew };
+      headers.set('DPoP', await this.dpop.proof(method, url, options));
     } else {
       headers.set('Authorization', `Bearer ${token}`);
     }
@@ -462,7 +469,8 @@ export class SessiondClient {
     let response: Response;
     for (let attempt = 0; ; attempt++) {
       try {
-        if (this.dpop) headers['DPoP'] = await this.dpop.proof('POST', url, { nonce: this.nonces.get(url) });
+        const now = Date.now() + this.skew;
+        if (this.dpop) headers['DPoP'] = await this.dpop.proof('POST', url, { nonce: this.nonces.get(url), now });
         response = await this.http(url, {
           method: 'POST',
           headers,
@@ -484,13 +492,17 @@ export class SessiondClient {
       // The session is over (or, by cookie, there never was one): say so in every tab.
       if (
         error.error === 'invalid_refresh_token' ||
-        (this.mode === 'cookie' && response.status === 400 && error.error !== 'use_dpop_nonce')
+        // (A proof refused says nothing of the cookie, and spent nothing.)
+        (this.mode === 'cookie' && response.status === 400 && !/dpop/.test(error.error))
       ) {
         this.signOutHere(error.reason ?? 'unauthenticated', error.error === 'invalid_refresh_token');
       }
       throw error;
     }
     const pair = (await response.json()) as TokenPair;
+    // Just issued: its iat is the server's clock now, give or take the request's time.
+    const issued = Number(claimsOf(pair.access_token).iat);
+    if (issued > 0) this.skew = issued * 1000 - Date.now();
     this.stats.refreshes++;
     this.stats.totalMs += performance.now() - started;
     const stored = this.toStored(pair, body?.refresh_token);

@@ -11,6 +11,8 @@ export interface DpopProofOptions {
   accessToken?: string;
   /** The server's latest `DPoP-Nonce`. */
   nonce?: string;
+  /** The time to put in `iat`, in milliseconds since the epoch (default: this machine's clock). */
+  now?: number;
 }
 
 const encoder = new TextEncoder();
@@ -88,7 +90,7 @@ export class DpopKey {
       jti: base64url(crypto.getRandomValues(new Uint8Array(16))),
       htm: method.toUpperCase(),
       htu: proofUrl(url),
-      iat: Math.floor(Date.now() / 1000),
+      iat: Math.floor((options.now ?? Date.now()) / 1000),
     };
     if (options.nonce) claims.nonce = options.nonce;
     if (options.accessToken) claims.ath = await sha256(options.accessToken);

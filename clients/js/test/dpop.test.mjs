@@ -17,7 +17,7 @@ const thumbprintOf = (jwk) => sha256(`{"crv":"${jwk.crv}","kty":"${jwk.kty}","x"
  * Checks a DPoP proof as a server does (RFC 9449 §4.3) and returns its header and claims.
  * Throws on any mismatch.
  */
-async function verifyProof(proof, { method, url, accessToken, nonce }) {
+async function verifyProof(proof, { method, url, accessToken, nonce, now = Date.now() }) {
   assert.equal(typeof proof, 'string', 'a DPoP header is sent');
   const parts = proof.split('.');
   assert.equal(parts.length, 3, 'a compact JWS');
@@ -36,7 +36,7 @@ async function verifyProof(proof, { method, url, accessToken, nonce }) {
   assert.ok(valid, 'the signature verifies with the embedded key');
   assert.equal(claims.htm, method);
   assert.equal(claims.htu, url);
-  assert.ok(Math.abs(claims.iat - Date.now() / 1000) <= 2, `iat ${claims.iat}`);
+  assert.ok(Math.abs(claims.iat - now / 1000) <= 2, `iat ${claims.iat}, now ${now / 1000}`);
   assert.match(claims.jti, /^[A-Za-z0-9_-]{22}$/);
   assert.equal(claims.ath, accessToken === undefined ? undefined : sha256(accessToken));
   assert.equal(claims.nonce, nonce);
@@ -140,11 +140,12 @@ const jwt = (claims) =>
 const json = (status, body, headers = {}) =>
   new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
 
-function dpopServer({ requireNonce = true } = {}) {
+function dpopServer({ requireNonce = true, aheadMs = 0 } = {}) {
   const server = { generation: 1, jkt: null, nonce: 'nonce-0', issued: 0, calls: [], proofs: [] };
+  const now = () => Date.now() + aheadMs;
   const nextNonce = () => (server.nonce = `nonce-${++server.issued}`);
   server.pair = (n) => ({
-    access_token: jwt({ sid: 'session-1', n, ...(server.jkt ? { cnf: { jkt: server.jkt } } : {}) }),
+    access_token: jwt({ sid: 'session-1', n, iat: Math.floor(now() / 1000), ...(server.jkt ? { cnf: { jkt: server.jkt } } : {}) }),
     token_type: server.jkt ? 'DPoP' : 'Bearer',
     expires_in: 900,
     access_token_expires_at: '',
@@ -167,7 +168,13 @@ function dpopServer({ requireNonce = true } = {}) {
         if (requireNonce && claims.nonce !== server.nonce) {
           return json(400, { error: 'use_dpop_nonce', message: 'nonce' }, { 'dpop-nonce': nextNonce() });
         }
-        const { jkt } = await verifyProof(proof, { method: 'POST', url: `${BASE}/v1/sessions/refresh`, nonce: requireNonce ? server.nonce : undefined });
+        const { jkt } = await verifyProof(proof, {
+          method: 'POST',
+          url: `${BASE}/v1/sessions/refresh`,
+          nonce: requireNonce ? server.nonce : undefined,
+          // The first proof comes before any token from the server: dated by this machine.
+          now: server.generation > 1 ? now() : Date.now(),
+        });
         if (server.jkt && jkt !== server.jkt) return json(400, { error: 'invalid_dpop_proof', message: 'other key' });
         server.jkt = jkt;
         server.proofs.push(claims);
@@ -193,6 +200,7 @@ function dpopServer({ requireNonce = true } = {}) {
           url: `${BASE}/v1/things`,
           accessToken: token,
           nonce: requireNonce ? server.nonce : undefined,
+          now: now(),
         });
         if (jkt !== claims.cnf.jkt) return json(401, { error: 'unauthenticated', message: 'key' });
         server.proofs.push(asked);
@@ -307,5 +315,32 @@ test('a client with another key cannot refresh a bound session', async () => {
   const sessiond = dpopClient(server);
   await sessiond.signIn(server.pair(1));
   await assert.rejects(sessiond.refresh(), (error) => error.status === 400 && error.error === 'invalid_dpop_proof');
+  sessiond.close();
+});
+
+test('proofs are dated by the server clock, learnt from the tokens it issues', async () => {
+  // This machine's clock is two minutes behind the server's: dated by it, every proof would
+  // be stale.
+  const server = dpopServer({ requireNonce: false, aheadMs: 120_000 });
+  const sessiond = dpopClient(server);
+  await sessiond.signIn(server.pair(1));
+  await sessiond.refresh();
+  await sessiond.refresh();
+  assert.deepEqual(await sessiond.json('/v1/things'), { ok: 3 });
+  const serverSeconds = (Date.now() + 120_000) / 1000;
+  assert.ok(server.proofs.slice(1).every((proof) => Math.abs(proof.iat - serverSeconds) <= 2), JSON.stringify(server.proofs));
+  sessiond.close();
+});
+
+test('in cookie mode a refused proof does not sign out: the cookie was not spent', async () => {
+  const server = dpopServer({ requireNonce: false });
+  server.jkt = await new DpopKey().thumbprint();
+  const sessiond = new SessiondClient({
+    baseUrl: BASE, mode: 'cookie', events: false, dpop: new DpopKey(), fetch: (input, init) => server.fetch(input, init),
+  });
+  const outs = [];
+  sessiond.on('signedOut', (out) => outs.push(out.reason));
+  await assert.rejects(sessiond.signIn(server.pair(1)), (error) => error.error === 'invalid_dpop_proof');
+  assert.deepEqual(outs, []);
   sessiond.close();
 });
