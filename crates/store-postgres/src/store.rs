@@ -20,7 +20,7 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, CannotWrite, DeviceStore, EncryptionStore, EventStore, KeyStore,
-    RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    ProofStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
     RotationOutcome, SessionStore, Store, StoreError, StoreStats, WriteBlock,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
@@ -1661,6 +1661,52 @@ impl EventStore for PostgresStore {
                      SELECT id FROM events WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(deleted.rows_affected())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ProofStore for PostgresStore {
+    async fn remember_dpop_proof(
+        &self,
+        replay_id: &[u8; 32],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            // The primary key decides between instances: a second insert of one id waits for
+            // the first to commit, then takes the conflict branch, whose update happens only
+            // when the record it found has expired.
+            let recorded = sqlx::query(
+                "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE dpop_proofs.expires_at <= $3",
+            )
+            .bind(&replay_id[..])
+            .bind(until.unix_millis())
+            .bind(now.unix_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(recorded.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let deleted = sqlx::query(
+                "DELETE FROM dpop_proofs WHERE replay_id IN (
+                     SELECT replay_id FROM dpop_proofs WHERE expires_at <= $1
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now.unix_millis())
             .bind(i64::from(batch))
             .execute(&self.pool)
             .await

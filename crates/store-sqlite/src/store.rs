@@ -24,7 +24,7 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
-    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore,
+    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, ProofStore,
     RetireOutcome, RetiredKey, Revocation, RevokedSessionRef, Rotation, RotationOutcome,
     SessionStore, Store, StoreError, StoreStats,
 };
@@ -1218,6 +1218,46 @@ impl EventStore for SqliteStore {
                     tx.connection(),
                     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 LIMIT ?2)",
                     params![before.unix_millis(), i64::from(batch)],
+                )?;
+                Ok(deleted as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ProofStore for SqliteStore {
+    async fn remember_dpop_proof(
+        &self,
+        replay_id: &[u8; 32],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let replay_id = *replay_id;
+        self.engine
+            .write(move |tx| {
+                // The write lock is held from `BEGIN IMMEDIATE`, so no other process can record
+                // the id between the conflict check and the insert.
+                let recorded = execute(
+                    tx.connection(),
+                    "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE dpop_proofs.expires_at <= ?3",
+                    params![&replay_id[..], until.unix_millis(), now.unix_millis()],
+                )?;
+                Ok(recorded == 1)
+            })
+            .await
+    }
+
+    async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    "DELETE FROM dpop_proofs WHERE replay_id IN (
+                         SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)",
+                    params![now.unix_millis(), i64::from(batch)],
                 )?;
                 Ok(deleted as u64)
             })
