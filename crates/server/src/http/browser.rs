@@ -181,7 +181,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-sessiond-csrf"),
+                HeaderValue::from_static("authorization, content-type, dpop, x-sessiond-csrf"),
             );
             headers.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -202,7 +202,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
         );
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, x-request-id"),
+            HeaderValue::from_static("dpop-nonce, retry-after, www-authenticate, x-request-id"),
         );
     }
     response
