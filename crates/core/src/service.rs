@@ -567,6 +567,7 @@ impl SessionService {
             now,
             idle_expires_at,
             access_expires_at: access.expires_at,
+            bind_dpop_jkt: None,
             audit: self
                 .settings
                 .audit_refreshes

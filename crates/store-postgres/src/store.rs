@@ -259,7 +259,8 @@ const AUDIT_EVENTS: &str = "
 ///   session. It locks the token row, and READ COMMITTED re-checks `spent_at IS NULL` against
 ///   the newest committed version (not the statement's older snapshot) after any wait, so only
 ///   one transaction ever spends a token.
-/// - `touched` moves the session forward, `successor` stores the successor token, `refreshed`
+/// - `touched` moves the session forward (and binds it to the DPoP key `$20` unless it is
+///   bound already), `successor` stores the successor token, `refreshed`
 ///   writes `session.refreshed` (then any events the audit rows publish, `$15`…`$19`) and
 ///   `audited` the audit rows (`$8`…`$14`, empty arrays when the rotation is not audited), each
 ///   only if `spent` changed the row. `touched` cannot miss the session, whose lock this
@@ -284,7 +285,8 @@ const ROTATE: &str = "
     ), touched AS (
         UPDATE sessions
         SET last_active_at = $1, idle_expires_at = $2,
-            access_expires_at = GREATEST(sessions.access_expires_at, $3)
+            access_expires_at = GREATEST(sessions.access_expires_at, $3),
+            dpop_jkt = COALESCE(sessions.dpop_jkt, $20::TEXT)
         FROM spent
         WHERE sessions.id = spent.session_id
         RETURNING sessions.id, sessions.user_id
@@ -568,6 +570,7 @@ impl PostgresStore {
             .bind(&sealed_successor[..]);
         let row = published
             .bind_to(audit.bind_to(query))
+            .bind(rotation.bind_dpop_jkt.as_deref())
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;

@@ -554,7 +554,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         connection,
         "UPDATE sessions
          SET last_active_at = ?1, idle_expires_at = ?3,
-             access_expires_at = MAX(access_expires_at, ?4)
+             access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)
          WHERE id = ?2 AND revoked_at IS NULL
            AND EXISTS (SELECT 1 FROM refresh_tokens
                        WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)",
@@ -564,6 +564,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
             rotation.idle_expires_at.unix_millis(),
             rotation.access_expires_at.unix_millis(),
             &rotation.presented.0[..],
+            rotation.bind_dpop_jkt.as_deref(),
         ],
     )?;
     if moved == 0 {
