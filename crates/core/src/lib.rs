@@ -9,6 +9,7 @@ pub mod anomaly;
 pub mod audit;
 pub mod crypt;
 pub mod device;
+pub mod dpop;
 pub mod error;
 pub mod event;
 pub mod ids;
