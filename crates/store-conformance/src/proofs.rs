@@ -1,13 +1,113 @@
-//! The replay cache of DPoP proofs: an id is new once until its record expires, whichever
+//! DPoP: a session's binding to a key is stored with it and made at most once by a rotation;
+//! the replay cache of proofs sees an id as new once until its record expires, whichever
 //! instances ask, and expired records are purged in batches.
 
 use std::sync::Arc;
 
-use sessiond_core::store::ProofStore;
+use sessiond_core::refresh::RefreshToken;
+use sessiond_core::store::{ProofStore, Rotation, RotationOutcome, SessionStore};
 use tokio::sync::Barrier;
 
 use crate::Backend;
-use crate::fixtures::{T0, ms};
+use crate::fixtures::{T0, create, ms, rotation_of, session_for};
+
+/// Two thumbprints, as `dpop_jkt` holds them.
+const KEY_A: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+const KEY_B: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+
+pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unbound_one_once<
+    B: Backend,
+>() {
+    let Some(db) = B::create("proofs::a_binding_is_stored_with_its_session").await else {
+        return;
+    };
+    let store = db.store().await;
+    let mut bound = session_for("alice", T0);
+    bound.dpop_jkt = Some(KEY_A.into());
+    let (bound_token, _) = create(&store, &bound, 10).await;
+    let (_, found) = store
+        .find_refresh_token(&bound_token.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.dpop_jkt.as_deref(), Some(KEY_A));
+
+    let unbound = session_for("alice", T0);
+    let (token, _) = create(&store, &unbound, 10).await;
+    assert_eq!(
+        store.session(unbound.id).await.unwrap().unwrap().dpop_jkt,
+        None
+    );
+
+    // A rotation without a binding leaves the session unbound.
+    let first = rotation_of(token.hash(), unbound.id, T0.plus(ms(1)));
+    assert_eq!(
+        store.rotate_refresh_token(&first).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert_eq!(
+        store.session(unbound.id).await.unwrap().unwrap().dpop_jkt,
+        None
+    );
+
+    // One that binds: the session holds the key from then on...
+    let second = Rotation {
+        bind_dpop_jkt: Some(KEY_A.into()),
+        ..rotation_of(first.successor, unbound.id, T0.plus(ms(2)))
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&second).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let (_, read) = store
+        .find_refresh_token(&second.successor)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.dpop_jkt.as_deref(), Some(KEY_A));
+
+    // ...and a later rotation naming another key does not move it.
+    let third = Rotation {
+        bind_dpop_jkt: Some(KEY_B.into()),
+        ..rotation_of(second.successor, unbound.id, T0.plus(ms(3)))
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&third).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert_eq!(
+        store
+            .session(unbound.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .dpop_jkt
+            .as_deref(),
+        Some(KEY_A)
+    );
+
+    // A rotation that loses binds nothing.
+    let other = session_for("bob", T0);
+    let (other_token, _) = create(&store, &other, 10).await;
+    let winner = rotation_of(other_token.hash(), other.id, T0.plus(ms(4)));
+    assert_eq!(
+        store.rotate_refresh_token(&winner).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let loser = Rotation {
+        bind_dpop_jkt: Some(KEY_B.into()),
+        successor: RefreshToken::generate().hash(),
+        ..rotation_of(other_token.hash(), other.id, T0.plus(ms(5)))
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&loser).await.unwrap(),
+        RotationOutcome::Lost
+    );
+    assert_eq!(
+        store.session(other.id).await.unwrap().unwrap().dpop_jkt,
+        None
+    );
+}
 
 /// A proof id that differs from every other `index`.
 fn replay_id(index: u8) -> [u8; 32] {

@@ -157,8 +157,9 @@ const ACTIVE_SESSIONS: &str = concat!(
 const INSERT_SESSION: &str = "
     INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type, browser,
         os, ip, user_agent, claims, metadata, created_at, last_active_at, idle_expires_at,
-        expires_at, access_expires_at, revoked_at, revoke_reason)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL)";
+        expires_at, access_expires_at, revoked_at, revoke_reason, dpop_jkt)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL,
+        $18)";
 
 /// Notifies the other instances of revoked sessions, one notification each, delivered when the
 /// transaction commits (see [`crate::feed`] for the payload). `$1` is the channel.
@@ -525,6 +526,7 @@ impl PostgresStore {
             .bind(session.idle_expires_at.unix_millis())
             .bind(session.expires_at.unix_millis())
             .bind(session.access_expires_at.unix_millis())
+            .bind(session.dpop_jkt.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;

@@ -654,9 +654,9 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name,
                          device_type, browser, os, ip, user_agent, claims, metadata, created_at,
                          last_active_at, idle_expires_at, expires_at, access_expires_at,
-                         revoked_at, revoke_reason)
+                         revoked_at, revoke_reason, dpop_jkt)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, NULL, NULL)",
+                         ?16, ?17, NULL, NULL, ?18)",
                     params![
                         id,
                         session.user_id.as_str(),
@@ -679,6 +679,7 @@ impl SessionStore for SqliteStore {
                         session.idle_expires_at.unix_millis(),
                         session.expires_at.unix_millis(),
                         session.access_expires_at.unix_millis(),
+                        session.dpop_jkt.as_deref(),
                     ],
                 )?;
                 execute(
