@@ -21,7 +21,8 @@
 #
 # Settings (environment): CASES (default "refresh dpop-refresh current dpop-current"), DURATION
 # (10s), WARMUP (2s), THREADS (2), CONNS (32), SESSIONS (refresh tokens per refresh run, 60000),
-# PROOFS (proofs per dpop-current run, 300000).
+# PROOFS (proofs per dpop-current run, 300000), WARM_SESSIONS and WARM_PROOFS (the same for the
+# warm-up, whose answers are not checked: 20000 and 60000).
 #
 # Needs `cargo build --release -p sessiond-server`, wrk, curl, jq and python3 with the
 # `cryptography` package. Everything listens on 127.0.0.1 and stops when the script ends.
@@ -35,6 +36,8 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SESSIONS=${SESSIONS:-60000}
 PROOFS=${PROOFS:-300000}
+WARM_SESSIONS=${WARM_SESSIONS:-20000}
+WARM_PROOFS=${WARM_PROOFS:-60000}
 [[ -x target/release/sessiond ]] || { echo "target/release/sessiond missing: cargo build --release -p sessiond-server" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
 python3 -c 'import cryptography' 2>/dev/null || { echo "python3 cryptography missing (pip install cryptography)" >&2; exit 2; }
@@ -68,10 +71,13 @@ start_server() {
   base="http://127.0.0.1:$port"
 }
 
-# wrk for $2 with the case's arguments; the output goes to $1.
+# wrk for $3 with the case's arguments and $1 (variable assignments, e.g. LINES_FILE=...); the
+# output goes to $2.
 run_wrk() {
-  local out=$1 duration=$2; shift 2
-  WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$duration" --latency "$@" >"$out"
+  local assignments=$1 out=$2 duration=$3; shift 3
+  # shellcheck disable=SC2086 # the assignments are words on purpose
+  env WRK_THREADS="$THREADS" $assignments \
+    wrk -t"$THREADS" -c"$CONNS" -d"$duration" --latency "$@" >"$out"
 }
 
 for case in $CASES; do
@@ -79,38 +85,36 @@ for case in $CASES; do
   dir="$work/$case"
   case $case in
     refresh)
-      python3 bench/wrk/mint_sessions.py "$base" "$key" 20000 "$dir/warm.txt" >/dev/null
+      python3 bench/wrk/mint_sessions.py "$base" "$key" "$WARM_SESSIONS" "$dir/warm.txt" >/dev/null
       python3 bench/wrk/mint_sessions.py "$base" "$key" "$SESSIONS" "$dir/run.txt" >/dev/null
-      warm=(-s bench/wrk/refresh.lua); warm_env=(TOKENS_FILE="$dir/warm.txt")
-      run=(-s bench/wrk/refresh.lua); run_env=(TOKENS_FILE="$dir/run.txt")
+      warm=(-s bench/wrk/refresh.lua); warm_env="TOKENS_FILE=$dir/warm.txt"
+      run=(-s bench/wrk/refresh.lua); run_env="TOKENS_FILE=$dir/run.txt"
       ;;
     dpop-refresh)
-      python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" refresh 20000 "$dir/warm.txt" >/dev/null
+      python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" refresh "$WARM_SESSIONS" "$dir/warm.txt" >/dev/null
       python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" refresh "$SESSIONS" "$dir/run.txt" >/dev/null
-      warm=(-s bench/wrk/dpop.lua); warm_env=(MODE=refresh LINES_FILE="$dir/warm.txt")
-      run=(-s bench/wrk/dpop.lua); run_env=(MODE=refresh LINES_FILE="$dir/run.txt")
+      warm=(-s bench/wrk/dpop.lua); warm_env="MODE=refresh LINES_FILE=$dir/warm.txt"
+      run=(-s bench/wrk/dpop.lua); run_env="MODE=refresh LINES_FILE=$dir/run.txt"
       ;;
     current)
       token=$(curl -sf -X POST "$base/v1/sessions" -H "Authorization: Bearer $key" \
         -H 'Content-Type: application/json' -d '{"user_id": "bench-user"}' | jq -r .access_token)
-      warm=(-H "Authorization: Bearer $token"); warm_env=()
-      run=("${warm[@]}"); run_env=()
+      warm=(-H "Authorization: Bearer $token"); warm_env=""
+      run=("${warm[@]}"); run_env=""
       ;;
     dpop-current)
-      python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" current 60000 "$dir/warm.txt" >/dev/null
+      python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" current "$WARM_PROOFS" "$dir/warm.txt" >/dev/null
       python3 bench/wrk/mint_dpop.py "$base" "$key" "$issuer" current "$PROOFS" "$dir/run.txt" >/dev/null
-      warm=(-s bench/wrk/dpop.lua); warm_env=(MODE=current LINES_FILE="$dir/warm.txt")
-      run=(-s bench/wrk/dpop.lua); run_env=(MODE=current LINES_FILE="$dir/run.txt")
+      warm=(-s bench/wrk/dpop.lua); warm_env="MODE=current LINES_FILE=$dir/warm.txt"
+      run=(-s bench/wrk/dpop.lua); run_env="MODE=current LINES_FILE=$dir/run.txt"
       ;;
     *) echo "unknown case $case" >&2; exit 2 ;;
   esac
   path=/v1/sessions/refresh
   [[ $case == *current ]] && path=/v1/sessions/current
-  env "${warm_env[@]}" bash -c "$(declare -f run_wrk); THREADS=$THREADS CONNS=$CONNS run_wrk \"\$@\"" _ \
-    "$dir/warm-wrk.txt" "$WARMUP" "${warm[@]}" "$base$path"
+  run_wrk "$warm_env" "$dir/warm-wrk.txt" "$WARMUP" "${warm[@]}" "$base$path"
   ticks_before=$(cpu_ticks "$server")
-  env "${run_env[@]}" bash -c "$(declare -f run_wrk); THREADS=$THREADS CONNS=$CONNS run_wrk \"\$@\"" _ \
-    "$dir/wrk.txt" "$DURATION" "${run[@]}" "$base$path"
+  run_wrk "$run_env" "$dir/wrk.txt" "$DURATION" "${run[@]}" "$base$path"
   ticks_after=$(cpu_ticks "$server")
   kill "$server"; wait "$server" 2>/dev/null || true; server=
 
