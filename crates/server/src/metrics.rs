@@ -133,9 +133,10 @@ pub enum StoreOperation {
     AuditChain,
     PruneAudit,
     AuditCheckpointKey,
+    RememberDpopProof,
 }
 
-const STORE_OPERATIONS: [&str; 26] = [
+const STORE_OPERATIONS: [&str; 27] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -162,6 +163,7 @@ const STORE_OPERATIONS: [&str; 26] = [
     "audit_chain",
     "prune_audit",
     "audit_checkpoint_key",
+    "remember_dpop_proof",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

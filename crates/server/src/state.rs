@@ -15,6 +15,7 @@ use crate::admin_auth::{AdminKeys, IntrospectionClients};
 use crate::config::Config;
 use crate::connections::ConnectionSettings;
 use crate::database::{OpenMode, check_signing_algorithm, open_store};
+use crate::dpop::Dpop;
 use crate::events::EventHub;
 use crate::history::StatsHistory;
 use crate::instrumented_store::InstrumentedStore;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub ui_frame_ancestors: Arc<str>,
     /// Connection timeouts and the connection cap; the body timeout is applied by the router.
     pub connections: ConnectionSettings,
+    /// How DPoP proofs are checked, and the replay cache of those sent with access tokens.
+    pub dpop: Arc<Dpop>,
 }
 
 impl AppState {
@@ -129,6 +132,15 @@ impl AppState {
         .await
         .context("cannot start the session service")?;
         let history = Arc::new(StatsHistory::new(&metrics, service.now()));
+        // Only a server hands out nonces; a command that only reads needs no key for them.
+        let nonce_master_key =
+            if config.dpop.nonce_required && !matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs) {
+                Some(crate::master_key::master_key(config)?)
+            } else {
+                None
+            };
+        let dpop = Dpop::new(&config.dpop, &config.issuer, nonce_master_key.as_ref())
+            .map_err(anyhow::Error::msg)?;
         Ok(Self {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
@@ -148,6 +160,7 @@ impl AppState {
             refresh_failures: Arc::new(RefreshFailures::new(config.audit_failure_period)),
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
             connections: config.connections,
+            dpop: Arc::new(dpop),
         })
     }
 }

@@ -7,9 +7,10 @@
 //! The boundary is split by concern, each trait documenting what an implementer guarantees:
 //! [`SessionStore`] (sessions, refresh tokens and their rotation, revocations, expiry, purge,
 //! counts), [`DeviceStore`] (the device registry), [`KeyStore`] (signing keys),
-//! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain) and
-//! [`EventStore`] (live events). [`Store`] is all of them together with what concerns the store
-//! as a whole, and is what the service holds (`Arc<dyn Store>`).
+//! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain),
+//! [`EventStore`] (live events) and [`ProofStore`] (the replay cache of DPoP proofs).
+//! [`Store`] is all of them together with what concerns the store as a whole, and is what the
+//! service holds (`Arc<dyn Store>`).
 
 use std::fmt::Debug;
 
@@ -24,6 +25,7 @@ mod encryption;
 pub mod error;
 mod events;
 mod keys;
+mod proofs;
 mod sessions;
 
 pub use audit::AuditStore;
@@ -32,6 +34,7 @@ pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
 pub use events::EventStore;
 pub use keys::{KeyStore, RetireOutcome, RetiredKey};
+pub use proofs::ProofStore;
 pub use sessions::{
     Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, StoreStats,
 };
@@ -100,6 +103,7 @@ pub trait Store:
     + EncryptionStore
     + AuditStore
     + EventStore
+    + ProofStore
     + Send
     + Sync
     + Debug

@@ -68,11 +68,14 @@ pub(crate) async fn refresh(
         .headers()
         .get(CSRF_HEADER)
         .is_some_and(|value| value.as_bytes() == b"1");
+    let headers = request.headers().clone();
+    let proof = super::refresh::RefreshProof::of(&headers, super::sessions::REFRESH_PATH);
     let OptionalJsonBody(body) =
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued = super::refresh::spend(&state, client, &origin, &presented, None).await?;
+        let issued =
+            super::refresh::spend(&state, client, &origin, &presented, None, proof).await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
@@ -88,7 +91,7 @@ pub(crate) async fn refresh(
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::refresh::spend(&state, client, &origin, &presented, None).await {
+    match super::refresh::spend(&state, client, &origin, &presented, None, proof).await {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =
@@ -181,7 +184,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-sessiond-csrf"),
+                HeaderValue::from_static("authorization, content-type, dpop, x-sessiond-csrf"),
             );
             headers.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -202,7 +205,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
         );
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, x-request-id"),
+            HeaderValue::from_static("dpop-nonce, retry-after, www-authenticate, x-request-id"),
         );
     }
     response

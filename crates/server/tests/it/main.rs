@@ -9,6 +9,7 @@ mod browser;
 mod connections;
 mod crypt;
 mod devices;
+mod dpop;
 mod errors;
 mod events;
 mod faults;
