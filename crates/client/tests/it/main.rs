@@ -1,5 +1,6 @@
 //! Integration tests of `sessiond-client` against the real sessiond server, started in-process.
 
+mod dpop;
 mod events;
 mod file_store;
 mod helpers;

@@ -537,3 +537,47 @@ async fn the_extractor_asks_for_a_nonce_with_a_dpop_nonce_header_and_takes_the_r
     let answer = call(&router, "/me", dpop, &[&client.sign(&claims)]).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
 }
+
+#[tokio::test]
+async fn a_real_session_bound_at_creation_has_tokens_that_verify_only_with_a_proof_of_its_key() {
+    let server = TestServer::spawn().await;
+    let client = ClientKey::new();
+    let pair = server
+        .create_session_with(json!({
+            "user_id": "user-1",
+            "dpop_jkt": client.thumbprint(),
+            "claims": {"permissions": ["notes:read"]},
+        }))
+        .await;
+    assert_eq!(pair.token_type, "DPoP");
+    let verifier = verifier_of(&server.jwks_url()).build().unwrap();
+    let token = &pair.access_token;
+
+    let proof = client.proof("GET", URL, token);
+    let claims = verifier
+        .verify_dpop(token, Some(&proof), "GET", URL)
+        .await
+        .unwrap();
+    assert_eq!(claims.sid.to_string(), pair.session.id);
+    assert_eq!(
+        claims.cnf_jkt.as_deref(),
+        Some(client.thumbprint().as_str())
+    );
+    assert!(matches!(
+        verifier.verify(token).await,
+        Err(VerifyError::BoundTokenAsBearer)
+    ));
+    let stranger = ClientKey::new().proof("GET", URL, token);
+    assert_eq!(
+        refused_because(
+            verifier
+                .verify_dpop(token, Some(&stranger), "GET", URL)
+                .await
+        ),
+        "wrong_key"
+    );
+    // An unbound session's token is still a bearer token.
+    let unbound = server.token_with(&["notes:read"]).await;
+    assert_eq!(unbound.token_type, "Bearer");
+    assert!(verifier.verify(&unbound.access_token).await.is_ok());
+}
