@@ -1,7 +1,11 @@
 // Interop check: stock Node libraries against sessiond, unchanged. jose verifies access tokens
 // against the published JWK Set (createRemoteJWKSet + jwtVerify); openid-client 6, configured
 // by RFC 8414 discovery, refreshes (with and without a narrower scope), introspects as a
-// resource server with client_secret_basic and with client_secret_post, and revokes.
+// resource server with client_secret_basic and with client_secret_post, and revokes. With a
+// DPoP handle (RFC 9449; openid-client's own proofs, by oauth4webapi), it binds a session at
+// its refresh and uses the bound access token, once against a server that requires no nonce
+// and once against one that does (SESSIOND_DPOP_NONCE=required), where it must follow
+// sessiond's use_dpop_nonce answers.
 //
 // Usage: node check.mjs path/to/sessiond
 //
@@ -19,7 +23,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 import * as client from "openid-client";
-import { createRemoteJWKSet, jwtVerify } from "jose";
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, exportJWK, jwtVerify } from "jose";
 
 const ADMIN_KEY = "interop-admin-key-0123456789-abcdefghijklmnop";
 const AUDIENCE = "interop-api";
@@ -42,7 +46,7 @@ function freePort() {
   });
 }
 
-async function start(binary, workdir) {
+async function start(binary, workdir, extraEnv = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const child = spawn(binary, ["serve"], {
@@ -50,12 +54,13 @@ async function start(binary, workdir) {
       PATH: process.env.PATH ?? "",
       RUST_LOG: "warn",
       SESSIOND_LISTEN: `127.0.0.1:${port}`,
-      SESSIOND_DATABASE_URL: `sqlite://${join(workdir, "sessiond-node.db")}`,
+      SESSIOND_DATABASE_URL: `sqlite://${join(workdir, `sessiond-node-${port}.db`)}`,
       SESSIOND_ADMIN_KEYS: ADMIN_KEY,
       SESSIOND_ISSUER: base,
       SESSIOND_AUDIENCE: AUDIENCE,
       SESSIOND_REUSE_GRACE: "0",
       SESSIOND_INTROSPECTION_CLIENTS: `${RESOURCE_SERVER}:${RESOURCE_SECRET}`,
+      ...extraEnv,
     },
     stdio: ["ignore", "pipe", "ignore"],
   });
@@ -217,31 +222,85 @@ async function openidClientRevokes(base) {
   assert(current.status === 401, `the revoked session's access token answered ${current.status}`);
 }
 
+// openid-client with a DPoP handle: the refresh grant binds an unbound session to the handle's
+// key, the bound session then refreshes only with a proof of that key, and its access token
+// (cnf.jkt, token_type DPoP) is accepted with a proof and refused as a bearer token.
+async function openidClientBindsWithDpop(base) {
+  const config = await discover(base, PUBLIC_CLIENT, undefined, client.None());
+  const keyPair = await client.randomDPoPKeyPair("ES256");
+  const DPoP = client.getDPoPHandle(config, keyPair);
+  const jkt = await calculateJwkThumbprint(await exportJWK(keyPair.publicKey));
+  const created = await newSession(base);
+  assert(created.token_type === "Bearer", `created token_type ${created.token_type}`);
+
+  const bound = await client.refreshTokenGrant(config, created.refresh_token, undefined, { DPoP });
+  assert(bound.token_type === "dpop", `token_type ${bound.token_type}`);
+  const claims = decodeJwt(bound.access_token);
+  assert(claims.cnf?.jkt === jkt, `cnf ${JSON.stringify(claims.cnf)}, expected ${jkt}`);
+
+  // Without a proof, or with another key's: invalid_dpop_proof with a DPoP challenge, and
+  // nothing is spent.
+  await expectOAuthError(client.refreshTokenGrant(config, bound.refresh_token), "invalid_dpop_proof", "dpop");
+  const stranger = client.getDPoPHandle(config, await client.randomDPoPKeyPair("ES256"));
+  await expectOAuthError(
+    client.refreshTokenGrant(config, bound.refresh_token, undefined, { DPoP: stranger }),
+    "invalid_dpop_proof",
+    "dpop",
+  );
+  const again = await client.refreshTokenGrant(config, bound.refresh_token, undefined, { DPoP });
+  assert(again.token_type === "dpop", `token_type after ${again.token_type}`);
+  assert(decodeJwt(again.access_token).cnf?.jkt === jkt, "still bound to the same key");
+
+  // The bound access token: accepted with the DPoP scheme and a proof, refused as Bearer.
+  const current = new URL(`${base}/v1/sessions/current`);
+  const answer = await client.fetchProtectedResource(config, again.access_token, current, "GET", undefined, undefined, { DPoP });
+  const session = await answer.json();
+  assert(answer.status === 200, `DPoP request answered ${answer.status}: ${JSON.stringify(session)}`);
+  assert(session.id === created.session.id, `session ${session.id}`);
+  const bearer = await fetch(current, { headers: { authorization: `Bearer ${again.access_token}` } });
+  assert(bearer.status === 401, `the bound token as Bearer answered ${bearer.status}`);
+  const challenge = bearer.headers.get("www-authenticate") ?? "";
+  assert(/^DPoP\b/i.test(challenge), `challenge ${challenge}`);
+}
+
 async function main() {
   const binary = process.argv[2];
   assert(binary, "usage: node check.mjs path/to/sessiond");
   const workdir = mkdtempSync(join(tmpdir(), "sessiond-node-"));
   let passed = 0;
   let failed = 0;
-  const { child, base } = await start(binary, workdir);
+  const servers = [
+    {
+      env: {},
+      checks: [
+        joseVerifiesAccessTokens,
+        openidClientRefreshes,
+        openidClientIntrospects,
+        openidClientRevokes,
+        openidClientBindsWithDpop,
+      ],
+    },
+    { env: { SESSIOND_DPOP_NONCE: "required" }, checks: [openidClientBindsWithDpop], label: " (nonce required)" },
+  ];
   try {
-    for (const check of [
-      joseVerifiesAccessTokens,
-      openidClientRefreshes,
-      openidClientIntrospects,
-      openidClientRevokes,
-    ]) {
+    for (const { env, checks, label = "" } of servers) {
+      const { child, base } = await start(binary, workdir, env);
       try {
-        await check(base);
-        passed += 1;
-        console.log(`ok   ${check.name}`);
-      } catch (error) {
-        failed += 1;
-        console.log(`FAIL ${check.name}: ${error?.stack ?? error}`);
+        for (const check of checks) {
+          try {
+            await check(base);
+            passed += 1;
+            console.log(`ok   ${check.name}${label}`);
+          } catch (error) {
+            failed += 1;
+            console.log(`FAIL ${check.name}${label}: ${error?.stack ?? error}`);
+          }
+        }
+      } finally {
+        child.kill();
       }
     }
   } finally {
-    child.kill();
     rmSync(workdir, { recursive: true, force: true });
   }
   console.log(`interop: ${passed} passed, ${failed} failed`);
