@@ -7,7 +7,9 @@
 // Run: cd ui-tests && npm ci && node --test client.test.mjs (after cargo build).
 
 import { spawn, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +37,12 @@ function startServer(listen) {
     SESSIOND_LISTEN: listen,
     SESSIOND_DATABASE_URL: `sqlite://${join(dir, 'sessiond.db')}`,
     SESSIOND_ADMIN_KEYS: ADMIN_KEY,
-    SESSIOND_ISSUER: 'http://sessiond.client-test',
+    // Its own address: DPoP proofs name the URL the page used, which sessiond compares with
+    // its issuer URL.
+    SESSIOND_ISSUER: `http://${listen}`,
+    // Nonces required, so that bound sessions exercise the client's nonce retry; unbound ones
+    // send no proof and are not concerned.
+    SESSIOND_DPOP_NONCE: 'required',
     SESSIOND_COOKIE_MODE: 'on',
     SESSIOND_ACCESS_TTL: `${ACCESS_TTL_SECONDS}s`,
     SESSIOND_RATE_LIMITS: 'off',
@@ -65,9 +72,21 @@ async function stopServer() {
   });
 }
 
+/** A port on 127.0.0.1 that was free a moment ago. */
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sessiond-client-'));
-  base = await startServer('127.0.0.1:0');
+  base = await startServer(`127.0.0.1:${await freePort()}`);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 });
 
@@ -273,6 +292,92 @@ test('token mode keeps no plaintext refresh token in any storage', async () => {
   assert.equal(await rotations() - rotatedBefore, 1);
   await assertValid(tokens.accessToken);
   assert.deepEqual(tab.problems, []);
+  await context.close();
+});
+
+test('a session bound to the browser key refreshes and calls the API with DPoP proofs, and the key cannot be exported', async () => {
+  const context = await newProfile();
+  const name = 'dpop';
+  let tab = await openTab(context, { dpop: true, name });
+  const jkt = await tab.evaluate(() => client.dpopThumbprint());
+  assert.match(jkt, /^[A-Za-z0-9_-]{43}$/);
+  // What the application's backend does at login with the thumbprint the page sent.
+  const pair = await admin('POST', '/v1/sessions', { user_id: 'tabs-dpop', dpop_jkt: jkt });
+  assert.equal(pair.token_type, 'DPoP');
+
+  // A copy of the refresh token without the key is refused, and spends nothing.
+  const stolen = await fetch(`${base}/v1/sessions/refresh`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: pair.refresh_token }),
+  });
+  assert.equal(stolen.status, 400);
+  assert.equal((await stolen.json()).error, 'invalid_dpop_proof');
+
+  const sent = [];
+  const watch = (page) => page.on('request', (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.startsWith('/v1/')) sent.push({ path, headers: request.headers() });
+  });
+  watch(tab);
+  await tab.evaluate((pair) => client.signIn(pair), pair);  // cookie mode: a refresh, with a proof
+  const rotatedBefore = await rotations();
+  const refreshed = await tab.evaluate(() => client.refresh());
+  assert.equal(await rotations() - rotatedBefore, 1);
+  const claims = JSON.parse(Buffer.from(refreshed.accessToken.split('.')[1], 'base64url'));
+  assert.equal(claims.cnf.jkt, jkt, 'the new access token is bound to the browser key');
+  const session = await tab.evaluate(() => client.json('/v1/sessions/current'));
+  assert.equal(session.id, pair.session.id);
+
+  const refreshes = sent.filter((request) => request.path === '/v1/sessions/refresh');
+  assert.ok(refreshes.length >= 2 && refreshes.every((request) => request.headers.dpop), 'every refresh carries a proof');
+  assert.ok(refreshes.some((request) => JSON.parse(Buffer.from(request.headers.dpop.split('.')[1], 'base64url')).nonce),
+    'the server\'s nonce is used');
+  const current = sent.filter((request) => request.path === '/v1/sessions/current');
+  assert.ok(current.length >= 1);
+  for (const request of current) {
+    assert.equal(request.headers.authorization, `DPoP ${refreshed.accessToken}`);
+    const [header, payload] = request.headers.dpop.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url')));
+    assert.deepEqual([header.typ, header.alg, header.jwk.crv, header.jwk.d], ['dpop+jwt', 'ES256', 'P-256', undefined]);
+    assert.equal(payload.htm, 'GET');
+    assert.equal(payload.htu, `${base}/v1/sessions/current`);
+    assert.equal(payload.ath, createHash('sha256').update(refreshed.accessToken).digest('base64url'));
+  }
+  // The bound token as a plain bearer token: refused.
+  const bearer = await fetch(`${base}/v1/sessions/current`, { headers: { Authorization: `Bearer ${refreshed.accessToken}` } });
+  assert.equal(bearer.status, 401);
+
+  // The key in IndexedDB: a P-256 CryptoKey pair whose private half cannot be exported.
+  const stored = await tab.evaluate(async (name) => {
+    const db = await new Promise((ok, fail) => { const r = indexedDB.open(name); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+    const pair = await new Promise((ok) => { const r = db.transaction('kv').objectStore('kv').get('dpop'); r.onsuccess = () => ok(r.result); });
+    db.close();
+    const refused = [];
+    for (const format of ['pkcs8', 'jwk']) {
+      await crypto.subtle.exportKey(format, pair.privateKey).then(() => refused.push(`${format}: exported`), (error) => refused.push(`${format}: ${error.name}`));
+    }
+    return {
+      type: pair.privateKey.type, extractable: pair.privateKey.extractable, usages: pair.privateKey.usages,
+      algorithm: pair.privateKey.algorithm, refused,
+    };
+  }, name);
+  assert.deepEqual(stored, {
+    type: 'private', extractable: false, usages: ['sign'], algorithm: { name: 'ECDSA', namedCurve: 'P-256' },
+    refused: ['pkcs8: InvalidAccessError', 'jwk: InvalidAccessError'],
+  });
+
+  // After a reload, and in another tab, the same key: the session refreshes on.
+  await tab.close();
+  tab = await openTab(context, { dpop: true, name });
+  const other = await openTab(context, { dpop: true, name });
+  assert.deepEqual(await Promise.all([tab, other].map((page) => page.evaluate(() => client.dpopThumbprint()))), [jkt, jkt]);
+  for (const page of [tab, other]) assert.equal(await page.evaluate(() => client.start()), true);
+  const rotatedBeforeAgain = await rotations();
+  const again = await other.evaluate(() => client.refresh());
+  assert.equal(await rotations() - rotatedBeforeAgain, 1, 'the other tab refreshed with the shared key');
+  assert.notEqual(again.accessToken, refreshed.accessToken);
+  assert.equal((await other.evaluate(() => client.json('/v1/sessions/current'))).id, pair.session.id);
+  for (const page of [tab, other]) assert.deepEqual(page.problems, []);
   await context.close();
 });
 
