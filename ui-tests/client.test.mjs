@@ -328,6 +328,11 @@ test('a session bound to the browser key refreshes and calls the API with DPoP p
   assert.equal(claims.cnf.jkt, jkt, 'the new access token is bound to the browser key');
   const session = await tab.evaluate(() => client.json('/v1/sessions/current'));
   assert.equal(session.id, pair.session.id);
+  // The event stream is opened with the bound token and a proof too.
+  await waitForStream([tab]);
+  const streams = sent.filter((request) => request.path === '/v1/events');
+  assert.ok(streams.length >= 1 && streams.every((request) => /^DPoP /.test(request.headers.authorization) && request.headers.dpop),
+    JSON.stringify(streams.map((request) => request.headers.authorization?.slice(0, 10))));
 
   const refreshes = sent.filter((request) => request.path === '/v1/sessions/refresh');
   assert.ok(refreshes.length >= 2 && refreshes.every((request) => request.headers.dpop), 'every refresh carries a proof');
