@@ -295,13 +295,35 @@ test('token mode keeps no plaintext refresh token in any storage', async () => {
   await context.close();
 });
 
+/**
+ * What an application's login route does with the `DPoP` header of the login request: checks
+ * the proof (its signature under the key it carries, type, method, URL, age) and returns the
+ * RFC 7638 thumbprint of that key.
+ */
+async function backendTakesThumbprint(proof, loginUrl) {
+  const [head, body, signature] = proof.split('.');
+  const header = JSON.parse(Buffer.from(head, 'base64url'));
+  const claims = JSON.parse(Buffer.from(body, 'base64url'));
+  assert.deepEqual([header.typ, header.alg, header.jwk.kty, header.jwk.crv], ['dpop+jwt', 'ES256', 'EC', 'P-256']);
+  assert.equal(header.jwk.d, undefined, 'no private key material');
+  const key = await crypto.subtle.importKey('jwk', header.jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['verify']);
+  const valid = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, Buffer.from(signature, 'base64url'), Buffer.from(`${head}.${body}`));
+  assert.ok(valid, 'the login proof is signed by its key');
+  assert.deepEqual([claims.htm, claims.htu], ['POST', loginUrl]);
+  assert.ok(Math.abs(claims.iat - Date.now() / 1000) < 60, `iat ${claims.iat}`);
+  const { crv, kty, x, y } = header.jwk;
+  return createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest('base64url');
+}
+
 test('a session bound to the browser key refreshes and calls the API with DPoP proofs, and the key cannot be exported', async () => {
   const context = await newProfile();
   const name = 'dpop';
   let tab = await openTab(context, { dpop: true, name });
-  const jkt = await tab.evaluate(() => client.dpopThumbprint());
-  assert.match(jkt, /^[A-Za-z0-9_-]{43}$/);
-  // What the application's backend does at login with the thumbprint the page sent.
+  // The login request carries a proof of the key; the application's backend verifies it and
+  // creates the session with the thumbprint of its key.
+  const loginProof = await tab.evaluate((url) => client.dpopProof('POST', url), `${base}/login`);
+  const jkt = await backendTakesThumbprint(loginProof, `${base}/login`);
+  assert.equal(jkt, await tab.evaluate(() => client.dpopThumbprint()));
   const pair = await admin('POST', '/v1/sessions', { user_id: 'tabs-dpop', dpop_jkt: jkt });
   assert.equal(pair.token_type, 'DPoP');
 

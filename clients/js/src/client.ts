@@ -248,12 +248,22 @@ export class SessiondClient {
   }
 
   /**
-   * With `dpop`: the RFC 7638 thumbprint of this browser's key, for the application's backend to
-   * create the session with (`dpop_jkt` of `POST /v1/sessions`), so that it is bound from its
-   * first token. Null without `dpop`.
+   * With `dpop`: the RFC 7638 thumbprint of this browser's key, which the session is bound to
+   * (`dpop_jkt` of `POST /v1/sessions`). Null without `dpop`.
    */
   async dpopThumbprint(): Promise<string | null> {
     return this.dpop ? this.dpop.thumbprint() : null;
+  }
+
+  /**
+   * With `dpop`: a proof of this browser's key for a request of your own, to send as its `DPoP`
+   * header. At login, the application's backend verifies the proof of the login request and
+   * creates the session with the thumbprint of its key, so the session is bound from its first
+   * token. A relative `url` is taken relative to the page. Null without `dpop`.
+   */
+  async dpopProof(method: string, url: string | URL): Promise<string | null> {
+    const base = typeof location !== 'undefined' ? location.href : this.base;
+    return this.dpop ? this.dpop.proof(method, new URL(url, base), { now: Date.now() + this.skew }) : null;
   }
 
   /** Refreshes now (sharing the request with other tabs that need one too). */

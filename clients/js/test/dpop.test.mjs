@@ -217,10 +217,24 @@ function dpopServer({ requireNonce = true, aheadMs = 0 } = {}) {
 const dpopClient = (server, dpop = new DpopKey()) =>
   new SessiondClient({ baseUrl: BASE, mode: 'token', events: false, fetch: (input, init) => server.fetch(input, init), dpop });
 
+test('a login proof names the login request and is signed by the key of the thumbprint', async () => {
+  const key = new DpopKey();
+  const sessiond = new SessiondClient({ baseUrl: BASE, mode: 'token', events: false, dpop: key });
+  const { jkt } = await verifyProof(await sessiond.dpopProof('post', 'https://app.example/login?next=%2F'), {
+    method: 'POST',
+    url: 'https://app.example/login',
+  });
+  assert.equal(jkt, await sessiond.dpopThumbprint());
+  // Relative to the base URL outside a page.
+  await verifyProof(await sessiond.dpopProof('POST', 'login'), { method: 'POST', url: `${BASE}/login` });
+  sessiond.close();
+});
+
 test('without dpop the client has no thumbprint and sends no proof', async () => {
   const server = dpopServer({ requireNonce: false });
   const sessiond = new SessiondClient({ baseUrl: BASE, mode: 'token', events: false, fetch: server.fetch });
   assert.equal(await sessiond.dpopThumbprint(), null);
+  assert.equal(await sessiond.dpopProof('POST', '/login'), null);
   await sessiond.signIn(server.pair(1));
   await sessiond.refresh();
   assert.deepEqual(await sessiond.json('/v1/things'), { ok: 2 });
