@@ -1,4 +1,4 @@
-import { DpopKey, NonceBook, asksForNonce } from './dpop.js';
+import { DpopKey, NonceBook, asksForNonce, refusedForClock } from './dpop.js';
 import { SessiondError, errorFrom, networkError } from './errors.js';
 import { REFRESH_AHEAD_MAX_MS, backoff, refreshDelay, singleFlight } from './schedule.js';
 import { SseParser } from './sse.js';
@@ -117,6 +117,8 @@ export class SessiondClient {
    * makes proofs the server finds fresh.
    */
   private skew = 0;
+  /** The skew the `iat` of the pair handed to `signIn` suggests: tried if a proof is refused for its date. */
+  private skewHint: number | undefined;
   private readonly channel: BroadcastChannel | null;
   private readonly listeners = new Map<string, Set<(value: never) => void>>();
   private readonly stats = { refreshes: 0, refreshFailures: 0, totalMs: 0, sharedRefreshes: 0, cacheHits: 0 };
@@ -217,6 +219,8 @@ export class SessiondClient {
    * HttpOnly cookie; in token mode the pair is stored encrypted.
    */
   async signIn(pair: TokenPair): Promise<Tokens> {
+    const issued = Number(claimsOf(pair.access_token).iat);
+    if (issued > 0) this.skewHint = issued * 1000 - Date.now();
     if (this.mode === 'cookie' && pair.refresh_token) {
       return this.withLock(() => this.exchange({ refresh_token: pair.refresh_token! }));
     }
@@ -477,7 +481,9 @@ export class SessiondClient {
     if (body) headers['Content-Type'] = 'application/json';
     if (this.mode === 'cookie') headers['X-Sessiond-CSRF'] = '1';
     let response: Response;
-    for (let attempt = 0; ; attempt++) {
+    let nonceSent = false;
+    let skewTried = false;
+    for (;;) {
       try {
         const now = Date.now() + this.skew;
         if (this.dpop) headers['DPoP'] = await this.dpop.proof('POST', url, { nonce: this.nonces.get(url), now });
@@ -494,7 +500,16 @@ export class SessiondClient {
         throw this.count(networkError(error));
       }
       this.nonces.note(url, response);
-      if (!this.dpop || attempt > 0 || !(await asksForNonce(response))) break;
+      if (!this.dpop) break;
+      if (!nonceSent && (await asksForNonce(response))) {
+        nonceSent = true;
+      } else if (!skewTried && this.skewHint !== undefined && (await refusedForClock(response))) {
+        // This machine's clock is off: date proofs by the server's, as the login pair tells it.
+        skewTried = true;
+        this.skew = this.skewHint;
+      } else {
+        break;
+      }
     }
     if (!response.ok) {
       this.stats.refreshFailures++;

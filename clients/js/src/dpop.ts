@@ -117,6 +117,19 @@ export class NonceBook {
   }
 }
 
+const bodyOf = (response: Response): Promise<{ error?: unknown; reason?: unknown } | null> =>
+  response
+    .clone()
+    .json()
+    .catch(() => null);
+
+/** Whether sessiond refused a proof for its date (`stale`, `from_the_future`): a clock off. */
+export async function refusedForClock(response: Response): Promise<boolean> {
+  if (response.status !== 400 && response.status !== 401) return false;
+  const body = await bodyOf(response);
+  return body?.error === 'invalid_dpop_proof' && (body.reason === 'stale' || body.reason === 'from_the_future');
+}
+
 /**
  * Whether `response` asks for the request again with its `DPoP-Nonce` (RFC 9449 §8 and §9): a
  * resource server's 401 whose challenge says `use_dpop_nonce`, or sessiond's 400 of that code.
@@ -124,10 +137,5 @@ export class NonceBook {
 export async function asksForNonce(response: Response): Promise<boolean> {
   if (!response.headers.has('dpop-nonce')) return false;
   if (response.status === 401) return /error="use_dpop_nonce"/.test(response.headers.get('www-authenticate') ?? '');
-  if (response.status !== 400) return false;
-  const body: unknown = await response
-    .clone()
-    .json()
-    .catch(() => null);
-  return (body as { error?: unknown } | null)?.error === 'use_dpop_nonce';
+  return response.status === 400 && (await bodyOf(response))?.error === 'use_dpop_nonce';
 }

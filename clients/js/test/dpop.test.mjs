@@ -168,12 +168,16 @@ function dpopServer({ requireNonce = true, aheadMs = 0 } = {}) {
         if (requireNonce && claims.nonce !== server.nonce) {
           return json(400, { error: 'use_dpop_nonce', message: 'nonce' }, { 'dpop-nonce': nextNonce() });
         }
+        const age = now() / 1000 - claims.iat;
+        if (age > 65 || age < -5) {
+          server.calls.push(`refused: ${age > 0 ? 'stale' : 'from_the_future'}`);
+          return json(400, { error: 'invalid_dpop_proof', message: 'date', reason: age > 0 ? 'stale' : 'from_the_future' });
+        }
         const { jkt } = await verifyProof(proof, {
           method: 'POST',
           url: `${BASE}/v1/sessions/refresh`,
           nonce: requireNonce ? server.nonce : undefined,
-          // The first proof comes before any token from the server: dated by this machine.
-          now: server.generation > 1 ? now() : Date.now(),
+          now: now(),
         });
         if (server.jkt && jkt !== server.jkt) return json(400, { error: 'invalid_dpop_proof', message: 'other key' });
         server.jkt = jkt;
@@ -332,17 +336,29 @@ test('a client with another key cannot refresh a bound session', async () => {
   sessiond.close();
 });
 
-test('proofs are dated by the server clock, learnt from the tokens it issues', async () => {
-  // This machine's clock is two minutes behind the server's: dated by it, every proof would
-  // be stale.
+test('with a clock two minutes off, proofs refused as stale are dated again by the server clock', async () => {
+  // Dated by this machine's clock, every proof would be stale to the server.
   const server = dpopServer({ requireNonce: false, aheadMs: 120_000 });
   const sessiond = dpopClient(server);
   await sessiond.signIn(server.pair(1));
   await sessiond.refresh();
+  // Refused once for its date, then sent again dated by the server clock of the login pair.
+  assert.deepEqual(server.calls.splice(0), ['POST /v1/sessions/refresh - +proof', 'refused: stale', 'POST /v1/sessions/refresh - +proof']);
   await sessiond.refresh();
   assert.deepEqual(await sessiond.json('/v1/things'), { ok: 3 });
+  assert.deepEqual(server.calls, ['POST /v1/sessions/refresh - +proof', 'GET /v1/things DPoP +proof'], 'no more refusals');
   const serverSeconds = (Date.now() + 120_000) / 1000;
-  assert.ok(server.proofs.slice(1).every((proof) => Math.abs(proof.iat - serverSeconds) <= 2), JSON.stringify(server.proofs));
+  assert.ok(server.proofs.every((proof) => Math.abs(proof.iat - serverSeconds) <= 2), JSON.stringify(server.proofs));
+  sessiond.close();
+});
+
+test('a proof refused for its date is not sent again without a reading of the server clock', async () => {
+  const server = dpopServer({ requireNonce: false, aheadMs: 120_000 });
+  const sessiond = dpopClient(server);
+  // A pair from elsewhere than signIn (a store): no hint of the server's clock.
+  await sessiond.signIn({ ...server.pair(1), access_token: 'opaque' });
+  await assert.rejects(sessiond.refresh(), (error) => error.error === 'invalid_dpop_proof');
+  assert.deepEqual(server.calls, ['POST /v1/sessions/refresh - +proof', 'refused: stale']);
   sessiond.close();
 });
 
