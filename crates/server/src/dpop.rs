@@ -11,8 +11,11 @@
 //! request) is remembered here, in memory: such proofs are bound to one method, one URL and one
 //! access token (`ath`) and live a minute, and checking them in storage would cost a write per
 //! request. The memory cache holds at most [`RECENT_PROOFS_CAPACITY`] ids; when full, expired
-//! ids go first, then those expiring soonest, so a flood of valid proofs can only shorten how
-//! long the oldest are remembered, never grow memory.
+//! ids go first, then those expiring soonest. An id dropped before its expiry raises a floor:
+//! from then on a proof expiring no later than the latest id dropped is refused as a replay,
+//! since it cannot be told from one. So a flood of valid proofs never grows memory and never
+//! lets a replay through; what it can do is refuse the oldest proofs still in their minute,
+//! which a client answers by signing a new one.
 //!
 //! Nonces (`SESSIOND_DPOP_NONCE=required`) are stateless (`sessiond_core::dpop::NonceKey`)
 //! under a key derived from the master key, so every instance sharing a database accepts the
@@ -125,6 +128,9 @@ struct RecentInner {
     expiry_of: HashMap<[u8; 32], Timestamp>,
     /// The same entries by expiry, to drop the soonest first.
     by_expiry: BTreeSet<(Timestamp, [u8; 32])>,
+    /// The latest expiry of an id dropped before it expired: no proof expiring then or
+    /// earlier is new any more.
+    floor: Option<Timestamp>,
 }
 
 impl RecentProofs {
@@ -136,7 +142,7 @@ impl RecentProofs {
     }
 
     /// Records `id` until `until`; `false` when it is recorded already and not expired at
-    /// `now`.
+    /// `now`, or when it expires no later than an id dropped early to make room.
     fn remember(&self, id: [u8; 32], until: Timestamp, now: Timestamp) -> bool {
         let mut inner = self
             .inner
@@ -145,7 +151,11 @@ impl RecentProofs {
         let RecentInner {
             expiry_of,
             by_expiry,
+            floor,
         } = &mut *inner;
+        if floor.is_some_and(|floor| until <= floor) {
+            return false;
+        }
         if let Some(&expiry) = expiry_of.get(&id) {
             if expiry > now {
                 return false;
@@ -160,6 +170,9 @@ impl RecentProofs {
             }
             by_expiry.pop_first();
             expiry_of.remove(&oldest);
+            if expiry > now {
+                *floor = Some(floor.map_or(expiry, |floor| floor.max(expiry)));
+            }
         }
         expiry_of.insert(id, until);
         by_expiry.insert((until, id));
@@ -205,6 +218,13 @@ mod tests {
         assert!(!inner.expiry_of.contains_key(&id(1)));
         drop(inner);
         assert!(!recent.remember(id(2), at(70), at(6)), "still remembered");
+        // 1 was dropped before it expired: a replay of it, or any proof expiring no later,
+        // is refused rather than taken as new.
+        assert!(
+            !recent.remember(id(1), at(10), at(6)),
+            "dropped early, still refused"
+        );
+        assert!(!recent.remember(id(9), at(9), at(6)), "under the floor");
         // Later, every expired entry goes at once.
         assert!(recent.remember(id(5), at(100), at(55)));
         let inner = recent.inner.lock().unwrap();
