@@ -39,6 +39,8 @@ const ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;
 const CHECK_LABEL: &[u8] = b"sessiond/master-key-check/v1";
 const WRAP_LABEL: &[u8] = b"sessiond/data-key/v1\0";
+/// The domain separation prefix of the secrets derived from the master key.
+const DERIVE_LABEL: &[u8] = b"sessiond/derived-secret/v1\0";
 const VALUE_LABEL: &[u8] = b"sessiond/at-rest/v1\0";
 
 /// Why a key could not be read or a value could not be opened. Never carries key material or
@@ -190,6 +192,15 @@ impl MasterKey {
     /// It tells whether a key is the right one and reveals nothing about it.
     pub fn check_value(&self) -> Vec<u8> {
         hmac_sha256(self.0.as_ref(), CHECK_LABEL).to_vec()
+    }
+
+    /// A secret for one purpose, named by `purpose`: HMAC-SHA256 of a fixed prefix and
+    /// `purpose` under the key. Every instance holding the master key derives the same secret,
+    /// and a derived secret reveals nothing about the key or about other purposes' secrets.
+    pub fn derive_secret(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut label = DERIVE_LABEL.to_vec();
+        label.extend_from_slice(purpose.as_bytes());
+        Zeroizing::new(hmac_sha256(self.0.as_ref(), &label))
     }
 
     fn cipher(&self) -> Aes256Gcm {

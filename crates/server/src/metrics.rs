@@ -133,9 +133,11 @@ pub enum StoreOperation {
     AuditChain,
     PruneAudit,
     AuditCheckpointKey,
+    DbscBinding,
+    DbscWrite,
 }
 
-const STORE_OPERATIONS: [&str; 26] = [
+const STORE_OPERATIONS: [&str; 28] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -162,6 +164,8 @@ const STORE_OPERATIONS: [&str; 26] = [
     "audit_chain",
     "prune_audit",
     "audit_checkpoint_key",
+    "dbsc_binding",
+    "dbsc_write",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sessiond_core::dbsc::{CHALLENGE_KEY_PURPOSE, ChallengeKey};
 use sessiond_core::service::ServiceSettings;
 use sessiond_core::signing_keys::KeyLoading;
 use sessiond_core::store::Store;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub event_poll: Duration,
     /// Whether the refresh token also travels in an HttpOnly cookie (`SESSIOND_COOKIE_MODE`).
     pub cookie_mode: bool,
+    /// Device Bound Session Credentials, when they are on (`SESSIOND_DBSC`).
+    pub dbsc: Option<Arc<Dbsc>>,
     /// Origins answered with CORS headers (`SESSIOND_CORS_ORIGINS`), lower-case.
     pub cors_origins: Arc<[String]>,
     /// Rate limits, and where the client address comes from.
@@ -129,6 +132,17 @@ impl AppState {
         .await
         .context("cannot start the session service")?;
         let history = Arc::new(StatsHistory::new(&metrics, service.now()));
+        let dbsc = match config.dbsc {
+            Some(settings) => {
+                let secret =
+                    crate::master_key::master_key(config)?.derive_secret(CHALLENGE_KEY_PURPOSE);
+                Some(Arc::new(Dbsc {
+                    cookie_ttl: settings.cookie_ttl,
+                    challenges: ChallengeKey::new(&secret),
+                }))
+            }
+            None => None,
+        };
         Ok(Self {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
@@ -142,6 +156,7 @@ impl AppState {
             event_retention: config.event_retention,
             event_poll,
             cookie_mode: config.cookie_mode,
+            dbsc,
             cors_origins: config.cors_origins.clone().into(),
             limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
             history,
@@ -150,4 +165,13 @@ impl AppState {
             connections: config.connections,
         })
     }
+}
+
+/// Device Bound Session Credentials as the handlers need them (see `http::dbsc`).
+#[derive(Debug)]
+pub struct Dbsc {
+    /// How long a bound cookie counts.
+    pub cookie_ttl: Duration,
+    /// The key of registration and refresh challenges, the same on every instance.
+    pub challenges: ChallengeKey,
 }

@@ -7,9 +7,10 @@
 //! The boundary is split by concern, each trait documenting what an implementer guarantees:
 //! [`SessionStore`] (sessions, refresh tokens and their rotation, revocations, expiry, purge,
 //! counts), [`DeviceStore`] (the device registry), [`KeyStore`] (signing keys),
-//! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain) and
-//! [`EventStore`] (live events). [`Store`] is all of them together with what concerns the store
-//! as a whole, and is what the service holds (`Arc<dyn Store>`).
+//! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain),
+//! [`EventStore`] (live events) and [`DbscStore`] (sessions bound to a browser's key).
+//! [`Store`] is all of them together with what concerns the store as a whole, and is what the
+//! service holds (`Arc<dyn Store>`).
 
 use std::fmt::Debug;
 
@@ -19,6 +20,7 @@ use crate::audit::NewAuditEvent;
 use crate::session::Session;
 
 mod audit;
+mod dbsc;
 mod devices;
 mod encryption;
 pub mod error;
@@ -27,6 +29,7 @@ mod keys;
 mod sessions;
 
 pub use audit::AuditStore;
+pub use dbsc::{DbscBinding, DbscCredential, DbscStore};
 pub use devices::DeviceStore;
 pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
@@ -100,6 +103,7 @@ pub trait Store:
     + EncryptionStore
     + AuditStore
     + EventStore
+    + DbscStore
     + Send
     + Sync
     + Debug

@@ -48,6 +48,14 @@ pub(crate) enum ApiError {
     /// No event stream may be opened now: the caller's user, or the process, has as many open
     /// as allowed.
     TooManyStreams(StreamRefusal),
+    /// A Device Bound Session Credentials refusal (`http::dbsc`): its status, `error` code,
+    /// `reason` and message.
+    Dbsc {
+        status: StatusCode,
+        code: &'static str,
+        reason: &'static str,
+        message: &'static str,
+    },
 }
 
 impl From<Error> for ApiError {
@@ -175,6 +183,12 @@ impl IntoResponse for ApiError {
                 None,
                 Some(STREAMS_RETRY_AFTER),
             ),
+            Self::Dbsc {
+                status,
+                code,
+                reason,
+                message,
+            } => body(status, code, message.into(), Some(reason), None),
             Self::Domain(error) => domain_response(error),
         }
     }

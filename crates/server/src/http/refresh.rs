@@ -65,6 +65,21 @@ pub(crate) async fn spend(
     presented: &str,
     scope: Option<&Scope>,
 ) -> Result<IssuedSession, ApiError> {
+    spend_with_credential(state, client, origin, presented, scope, None).await
+}
+
+/// [`spend`], with the bound cookie's value (`dbsc_credential`) that a refresh of a session
+/// bound to a browser key also needs (see `http::dbsc`): that check comes after the token is
+/// found and before anything is written or handed out, so a refused refresh leaves the token
+/// live for its owner.
+pub(crate) async fn spend_with_credential(
+    state: &AppState,
+    client: ClientIp,
+    origin: &RequestOrigin,
+    presented: &str,
+    scope: Option<&Scope>,
+    dbsc_credential: Option<&str>,
+) -> Result<IssuedSession, ApiError> {
     let now = state.service.now();
     if let Some(key) = client.key()
         && let Err(refusal) = state.limits.acquire(Limit::PerIp, &key, now)
@@ -77,19 +92,25 @@ pub(crate) async fn spend(
     }
     let started = Instant::now();
     let result = match state.service.begin_refresh(presented, origin, scope).await {
-        Ok(RefreshStep::Replayed(issued)) => Ok(issued),
-        Ok(RefreshStep::Rotation(pending)) => match admission(state, pending.session(), now) {
-            Admission::Admitted => state.service.rotate(pending).await,
-            Admission::Refused(refusal) => {
-                let subject = Subject {
-                    ip: client.0,
-                    user_id: Some(pending.session().user_id.clone()),
-                    session_id: Some(pending.session().id),
-                    admin_key: None,
-                };
-                return Err(limits::refused(state, refusal, subject).await);
+        Ok(RefreshStep::Replayed(issued)) => {
+            super::dbsc::admit(state, client, &issued.session, dbsc_credential).await?;
+            Ok(issued)
+        }
+        Ok(RefreshStep::Rotation(pending)) => {
+            super::dbsc::admit(state, client, pending.session(), dbsc_credential).await?;
+            match admission(state, pending.session(), now) {
+                Admission::Admitted => state.service.rotate(pending).await,
+                Admission::Refused(refusal) => {
+                    let subject = Subject {
+                        ip: client.0,
+                        user_id: Some(pending.session().user_id.clone()),
+                        session_id: Some(pending.session().id),
+                        admin_key: None,
+                    };
+                    return Err(limits::refused(state, refusal, subject).await);
+                }
             }
-        },
+        }
         Err(error) => Err(error),
     };
     let issued = match result {
