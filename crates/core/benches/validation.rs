@@ -74,6 +74,7 @@ fn session(now: Timestamp) -> Session {
         access_expires_at: now.plus(Duration::from_secs(15 * 60)),
         revoked_at: None,
         revoke_reason: None,
+        dpop_jkt: None,
         unreadable: Vec::new(),
     }
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod crypt;
 pub mod dbsc;
 pub mod device;
+pub mod dpop;
 pub mod error;
 pub mod event;
 pub mod ids;

@@ -91,6 +91,8 @@ pub struct NewSessionRequest {
     pub claims: Map<String, Value>,
     /// Application data kept with the session.
     pub metadata: Map<String, Value>,
+    /// The thumbprint of the client's DPoP key, to bind the session to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A session together with a token pair just issued (or re-issued) for it.
@@ -276,6 +278,14 @@ impl SessionService {
         )?;
         check_claims(&request.claims)?;
         check_size(&request.metadata, MAX_METADATA_BYTES, "metadata")?;
+        if let Some(jkt) = &request.dpop_jkt
+            && !crate::dpop::is_thumbprint(jkt)
+        {
+            return Err(Error::invalid(
+                "dpop_jkt",
+                "must be the RFC 7638 SHA-256 thumbprint of a key: 43 base64url characters",
+            ));
+        }
 
         let now = self.clock.now();
         let policy = &self.settings.policy;
@@ -297,6 +307,7 @@ impl SessionService {
             access_expires_at: now,
             revoked_at: None,
             revoke_reason: None,
+            dpop_jkt: request.dpop_jkt,
             unreadable: Vec::new(),
         };
         let access =

@@ -136,6 +136,10 @@ pub struct Session {
     pub revoked_at: Option<Timestamp>,
     /// Why it was revoked, if it was.
     pub revoke_reason: Option<String>,
+    /// The RFC 7638 thumbprint of the client key the session is bound to (RFC 9449, DPoP):
+    /// its refreshes need a proof signed with that key, and its access tokens carry it as
+    /// `cnf.jkt`.
+    pub dpop_jkt: Option<String>,
     /// The encrypted columns (named as in [`crate::crypt::columns`]) whose stored value did not
     /// open when the session was read: their fields read as absent (`metadata` as empty). A
     /// session built rather than read has none.
@@ -198,6 +202,7 @@ pub(crate) mod tests {
             access_expires_at: now.plus(policy.access_ttl),
             revoked_at: None,
             revoke_reason: None,
+            dpop_jkt: None,
             unreadable: Vec::new(),
         }
     }

@@ -43,6 +43,7 @@ pub fn session_for(user: &str, now: Timestamp) -> Session {
         access_expires_at: now.plus(Duration::from_secs(300)),
         revoked_at: None,
         revoke_reason: None,
+        dpop_jkt: None,
         unreadable: Vec::new(),
     }
 }

@@ -108,6 +108,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: optional_timestamp(row, offset + 17)?,
         revoke_reason: optional(18)?,
+        dpop_jkt: None,
         unreadable,
     })
 }

@@ -109,6 +109,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: revoked_at.map(Timestamp::from_unix_millis),
         revoke_reason: optional(18)?,
+        dpop_jkt: None,
         unreadable,
     })
 }

@@ -66,6 +66,7 @@ fn session(now: Timestamp) -> Session {
         access_expires_at: now.plus(Duration::from_secs(3600)),
         revoked_at: None,
         revoke_reason: None,
+        dpop_jkt: None,
         unreadable: Vec::new(),
     }
 }

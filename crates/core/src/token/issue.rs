@@ -62,13 +62,21 @@ struct Claims<'a> {
     tenant_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
     #[serde(flatten)]
     custom: &'a Map<String, Value>,
 }
 
+/// RFC 7800's confirmation claim, here the thumbprint of a DPoP key (RFC 9449 §6.1).
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    jkt: &'a str,
+}
+
 impl AccessTokenIssuer {
     /// Signs an access token for `session` that expires at `expires_at`, with the session's
-    /// own claims.
+    /// own claims. A session bound to a DPoP key gets tokens that say so: `cnf.jkt`.
     pub fn issue(
         &self,
         keyring: &Keyring,
@@ -102,6 +110,7 @@ impl AccessTokenIssuer {
             client_id: &self.client_id,
             tenant_id: session.tenant_id.as_ref().map(|tenant| tenant.as_str()),
             scope: crate::permission::scope_claim(custom),
+            cnf: session.dpop_jkt.as_deref().map(|jkt| Confirmation { jkt }),
             custom,
         };
         // Serializing a struct of strings, integers and a JSON map cannot fail.

@@ -49,7 +49,7 @@ const RSA_SIGNING_EXPONENT: [u8; 3] = [1, 0, 1];
 /// The shortest HMAC secret accepted: 256 bits, the output size of SHA-256 (RFC 7518 §3.2).
 pub const HMAC_MIN_SECRET_BYTES: usize = 32;
 /// The order n of the P-256 group, big-endian.
-const P256_ORDER: [u8; 32] = [
+pub(crate) const P256_ORDER: [u8; 32] = [
     0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
 ];
@@ -222,7 +222,7 @@ fn generate_rsa_pkcs8() -> Zeroizing<Vec<u8>> {
 }
 
 /// The public members of a key's JWK, in the lexicographic order RFC 7638 hashes them in.
-fn public_members(verifier: &Verifier) -> Option<Vec<(&'static str, String)>> {
+pub(crate) fn public_members(verifier: &Verifier) -> Option<Vec<(&'static str, String)>> {
     Some(match verifier {
         Verifier::EdDsa { public, .. } => vec![
             ("crv", "Ed25519".to_owned()),
@@ -246,7 +246,7 @@ fn public_members(verifier: &Verifier) -> Option<Vec<(&'static str, String)>> {
 
 /// The RFC 7638 thumbprint of a public key, used as its `kid`: base64url of the SHA-256 of the
 /// required members as compact JSON in lexicographic order.
-fn thumbprint(verifier: &Verifier) -> Option<String> {
+pub(crate) fn thumbprint(verifier: &Verifier) -> Option<String> {
     let members = public_members(verifier)?;
     let canonical = members
         .iter()
@@ -358,6 +358,22 @@ impl Verifier {
                     && key.verify_sig(message, signature).is_ok()
             }
             Self::Hs256(mac) => mac.verify(message, signature),
+        }
+    }
+}
+
+impl Verifier {
+    /// Whether `signature` is a valid signature of `message` by a key sessiond did not make: a
+    /// client's proof-of-possession key. Unlike [`Self::verify`], an ES256 signature may have a
+    /// high S, since WebCrypto and most client libraries do not normalise S; a proof is
+    /// single-use by its `jti`, so a second valid signature of one proof gains nothing. HS256
+    /// is never a client's key and verifies nothing here.
+    pub(crate) fn verify_client_signature(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::EdDsa { key, .. } | Self::Rs256 { key, .. } | Self::Es256 { key, .. } => {
+                key.verify_sig(message, signature).is_ok()
+            }
+            Self::Hs256(_) => false,
         }
     }
 }
@@ -646,17 +662,14 @@ impl VerificationKeys {
         let mut keys: Vec<VerificationKey> = Vec::with_capacity(entries.len());
         for entry in entries {
             let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
-            if PRIVATE_MEMBERS.iter().any(|name| entry.get(name).is_some()) {
+            if has_private_members(entry) {
                 return Err(JwksError::PrivateKey {
                     kid: field("kid").unwrap_or_default().to_owned(),
                 });
             }
             let Some(kid) = field("kid") else { continue };
-            let algorithm = match (field("kty"), field("crv")) {
-                (Some("OKP"), Some("Ed25519")) => SigningAlgorithm::EdDsa,
-                (Some("EC"), Some("P-256")) => SigningAlgorithm::Es256,
-                (Some("RSA"), _) => SigningAlgorithm::Rs256,
-                _ => continue,
+            let Some(algorithm) = public_key_algorithm(entry) else {
+                continue;
             };
             let wanted = (entry.get("alg").is_none()
                 || field("alg") == Some(algorithm.jose_name()))
@@ -668,43 +681,11 @@ impl VerificationKeys {
             if !wanted || keys.iter().any(|key| key.kid == kid) {
                 continue;
             }
-            let malformed = |reason| JwksError::MalformedKey {
-                kid: kid.to_owned(),
-                reason,
-            };
-            let member = |name: &'static str, missing, not_base64| {
-                let text = field(name).ok_or_else(|| malformed(missing))?;
-                URL_SAFE_NO_PAD
-                    .decode(text)
-                    .map_err(|_| malformed(not_base64))
-            };
-            let verifier = match algorithm {
-                SigningAlgorithm::EdDsa => {
-                    let x = member("x", "no \"x\"", "\"x\" is not base64url")?;
-                    let bytes: [u8; 32] = x
-                        .try_into()
-                        .map_err(|_| malformed("\"x\" is not 32 bytes"))?;
-                    Verifier::ed25519(bytes).map_err(malformed)?
-                }
-                SigningAlgorithm::Es256 => {
-                    let x = member("x", "no \"x\"", "\"x\" is not base64url")?;
-                    let y = member("y", "no \"y\"", "\"y\" is not base64url")?;
-                    if x.len() != 32 || y.len() != 32 {
-                        return Err(malformed("\"x\" or \"y\" is not 32 bytes"));
-                    }
-                    let mut sec1 = [0u8; 65];
-                    sec1[0] = 0x04;
-                    sec1[1..33].copy_from_slice(&x);
-                    sec1[33..].copy_from_slice(&y);
-                    Verifier::p256(sec1).map_err(malformed)?
-                }
-                SigningAlgorithm::Rs256 => {
-                    let n = member("n", "no \"n\"", "\"n\" is not base64url")?;
-                    let e = member("e", "no \"e\"", "\"e\" is not base64url")?;
-                    Verifier::rs256(rsa_public_key(n, e).map_err(malformed)?).map_err(malformed)?
-                }
-                SigningAlgorithm::Hs256 => continue,
-            };
+            let verifier =
+                verifier_from_jwk(entry, algorithm).map_err(|reason| JwksError::MalformedKey {
+                    kid: kid.to_owned(),
+                    reason,
+                })?;
             keys.push(VerificationKey {
                 kid: kid.to_owned(),
                 algorithm,
@@ -734,6 +715,60 @@ impl KeyLookup for VerificationKeys {
     #[inline]
     fn find(&self, kid: &str) -> Option<&VerificationKey> {
         self.keys.iter().find(|key| key.kid == kid)
+    }
+}
+
+/// Whether a JWK carries private or symmetric key material.
+pub(crate) fn has_private_members(jwk: &Value) -> bool {
+    PRIVATE_MEMBERS.iter().any(|name| jwk.get(name).is_some())
+}
+
+/// The algorithm a public JWK's key type is for: `OKP`/`Ed25519` is `EdDSA`, `EC`/`P-256` is
+/// `ES256`, `RSA` is `RS256`; any other key is none of sessiond's.
+pub(crate) fn public_key_algorithm(jwk: &Value) -> Option<SigningAlgorithm> {
+    let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+    match (field("kty"), field("crv")) {
+        (Some("OKP"), Some("Ed25519")) => Some(SigningAlgorithm::EdDsa),
+        (Some("EC"), Some("P-256")) => Some(SigningAlgorithm::Es256),
+        (Some("RSA"), _) => Some(SigningAlgorithm::Rs256),
+        _ => None,
+    }
+}
+
+/// The public key of `algorithm` that a JWK's members hold, parsed once; the reason names the
+/// member at fault. HS256 has no public key and is refused.
+pub(crate) fn verifier_from_jwk(
+    jwk: &Value,
+    algorithm: SigningAlgorithm,
+) -> Result<Verifier, &'static str> {
+    let member = |name: &'static str, missing, not_base64| {
+        let text = jwk.get(name).and_then(Value::as_str).ok_or(missing)?;
+        URL_SAFE_NO_PAD.decode(text).map_err(|_| not_base64)
+    };
+    match algorithm {
+        SigningAlgorithm::EdDsa => {
+            let x = member("x", "no \"x\"", "\"x\" is not base64url")?;
+            let bytes: [u8; 32] = x.try_into().map_err(|_| "\"x\" is not 32 bytes")?;
+            Verifier::ed25519(bytes)
+        }
+        SigningAlgorithm::Es256 => {
+            let x = member("x", "no \"x\"", "\"x\" is not base64url")?;
+            let y = member("y", "no \"y\"", "\"y\" is not base64url")?;
+            if x.len() != 32 || y.len() != 32 {
+                return Err("\"x\" or \"y\" is not 32 bytes");
+            }
+            let mut sec1 = [0u8; 65];
+            sec1[0] = 0x04;
+            sec1[1..33].copy_from_slice(&x);
+            sec1[33..].copy_from_slice(&y);
+            Verifier::p256(sec1)
+        }
+        SigningAlgorithm::Rs256 => {
+            let n = member("n", "no \"n\"", "\"n\" is not base64url")?;
+            let e = member("e", "no \"e\"", "\"e\" is not base64url")?;
+            Verifier::rs256(rsa_public_key(n, e)?)
+        }
+        SigningAlgorithm::Hs256 => Err("an HS256 key has no public part"),
     }
 }
 

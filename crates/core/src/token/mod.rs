@@ -9,7 +9,7 @@
 
 mod issue;
 mod jwks;
-mod keys;
+pub(crate) mod keys;
 #[cfg(test)]
 mod tests;
 mod validate;

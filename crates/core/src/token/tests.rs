@@ -1785,3 +1785,57 @@ fn a_document_without_a_keys_array_is_not_a_jwk_set() {
         JwksError::NotAJwkSet
     );
 }
+
+#[test]
+fn a_session_bound_to_a_dpop_key_gets_tokens_that_carry_its_thumbprint() {
+    let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+    for mut fixture in fixtures() {
+        let unbound = fixture.issuer.issue(
+            &fixture.keyring,
+            &fixture.session,
+            fixture.now,
+            fixture.expires_at(),
+        );
+        let claims: Value = serde_json::from_slice(&decode_part(parts(&unbound.token)[1])).unwrap();
+        assert!(claims.get("cnf").is_none(), "{claims}");
+        assert_eq!(fixture.validate(&unbound.token).unwrap().confirmation, None);
+
+        fixture.session.dpop_jkt = Some(jkt.to_owned());
+        let bound = fixture.issuer.issue(
+            &fixture.keyring,
+            &fixture.session,
+            fixture.now,
+            fixture.expires_at(),
+        );
+        let claims: Value = serde_json::from_slice(&decode_part(parts(&bound.token)[1])).unwrap();
+        assert_eq!(
+            claims["cnf"],
+            json!({"jkt": jkt}),
+            "{:?}",
+            fixture.algorithm
+        );
+        let validated = fixture.validate(&bound.token).unwrap();
+        assert_eq!(validated.confirmation.as_deref(), Some(jkt));
+    }
+}
+
+#[test]
+fn a_cnf_claim_that_is_not_an_object_is_refused() {
+    for fixture in fixtures() {
+        for cnf in [json!("jkt"), json!(["a"]), json!({"jkt": 5})] {
+            let mut claims = fixture.claims();
+            claims["cnf"] = cnf.clone();
+            let token = fixture.forge(&fixture.header(), &claims);
+            assert_eq!(
+                fixture.validate(&token),
+                Err(TokenError::Malformed),
+                "{:?} cnf {cnf}",
+                fixture.algorithm
+            );
+        }
+        let mut claims = fixture.claims();
+        claims["cnf"] = json!({"x5t#S256": "abc"});
+        let token = fixture.forge(&fixture.header(), &claims);
+        assert_eq!(fixture.validate(&token).unwrap().confirmation, None);
+    }
+}

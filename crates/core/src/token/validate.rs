@@ -68,6 +68,9 @@ pub struct ValidatedToken {
     pub user_id: String,
     /// Its `exp`, in seconds since the epoch.
     pub expires_at_seconds: i64,
+    /// The thumbprint of the DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6.1): such a token
+    /// is only good with a proof signed by that key.
+    pub confirmation: Option<String>,
 }
 
 /// Validates access tokens against a keyring and a set of revoked sessions.
@@ -100,6 +103,18 @@ struct Claims<'a> {
     #[serde(default, deserialize_with = "present_numeric_date")]
     nbf: Option<i64>,
     sid: &'a str,
+    /// RFC 7800's confirmation: an object when present, of which only `jkt` is read.
+    #[serde(default)]
+    cnf: Option<Map<String, Value>>,
+}
+
+/// The `jkt` of a `cnf` claim: absent, or a string.
+fn confirmation(cnf: Option<Map<String, Value>>) -> Result<Option<String>, TokenError> {
+    match cnf.and_then(|mut cnf| cnf.remove("jkt")) {
+        None => Ok(None),
+        Some(Value::String(jkt)) => Ok(Some(jkt)),
+        Some(_) => Err(TokenError::Malformed),
+    }
 }
 
 /// A claim that may be left out but, when present, must be a NumericDate in whole seconds;
@@ -195,6 +210,7 @@ impl AccessTokenValidator {
                 session_id,
                 user_id: claims.sub.into_owned(),
                 expires_at_seconds: claims.exp,
+                confirmation: confirmation(claims.cnf)?,
             })
         })
     }

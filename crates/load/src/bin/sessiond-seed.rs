@@ -271,6 +271,7 @@ async fn create_sessions(state: AppState, plan: Arc<Plan>) -> anyhow::Result<()>
                     ip: Some(plan.ip.clone()),
                     claims: serde_json::Map::new(),
                     metadata: serde_json::Map::new(),
+                    dpop_jkt: None,
                 })
                 .await;
             match created {

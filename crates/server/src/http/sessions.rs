@@ -70,6 +70,7 @@ pub(crate) async fn create(
             ip: device.ip,
             claims: request.claims.unwrap_or_default(),
             metadata: request.metadata.unwrap_or_default(),
+            dpop_jkt: None,
         })
         .await?;
     let now = state.service.now();
