@@ -368,7 +368,7 @@ async fn the_bound_cookie_is_renewed_through_a_signed_challenge_and_the_old_one_
     assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
     assert_eq!(
         renewed.body["session_identifier"],
-        *browser.session_id.as_ref().unwrap()
+        *browser.session_id.as_ref().expect("registered")
     );
     let second_cookie = browser.bound_cookie.clone().expect("bound cookie");
     assert_ne!(first_cookie, second_cookie);
