@@ -197,6 +197,14 @@ pub(crate) async fn refresh(
             credential,
         } => Ok(session_answer(&state, session.id, &credential, now)),
         Renewal::Ended => {
+            // A proof for a session that is not bound is a failed authentication of the
+            // address; once its allowance is spent, the answer is `429`.
+            if proof.is_some() {
+                let counted = failed_credential(&state, client.0, now, ApiError::NotFound).await;
+                if matches!(counted, ApiError::RateLimited(_)) {
+                    return Err(counted);
+                }
+            }
             let mut response = Json(json!({ "continue": false })).into_response();
             browser::set_cookie(&mut response, &cleared_credential_cookie());
             Ok(response)

@@ -57,11 +57,11 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
             post(sessions::refresh.layer(middleware::map_response(no_store_answers))),
         )
         .route(
-            dbsc::REGISTRATION_PATH,
+            "/v1/dbsc/registration",
             post(dbsc::register.layer(middleware::map_response(no_store_answers))),
         )
         .route(
-            dbsc::REFRESH_PATH,
+            "/v1/dbsc/refresh",
             post(dbsc::refresh.layer(middleware::map_response(no_store_answers))),
         )
         .route("/v1/sessions/current", get(sessions::current))

@@ -47,13 +47,13 @@ fn jws(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> S
 }
 
 /// A P-256 key, as a browser makes one per session.
-struct Es256Key {
+pub(crate) struct Es256Key {
     pair: EcdsaKeyPair,
     rng: SystemRandom,
 }
 
 impl Es256Key {
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .expect("P-256 key");
@@ -83,7 +83,7 @@ impl Es256Key {
 
     /// A DBSC proof: `typ: dbsc+jwt`, `alg: ES256`, the public key in the header at
     /// registration (`with_key`) and not at refresh, the challenge as `jti`.
-    fn proof(&self, challenge: &str, with_key: bool) -> String {
+    pub(crate) fn proof(&self, challenge: &str, with_key: bool) -> String {
         let mut header = json!({"alg": "ES256", "typ": "dbsc+jwt"});
         if with_key {
             header["jwk"] = self.jwk();
@@ -96,10 +96,10 @@ impl Es256Key {
 
 /// A `Secure-Session-Registration` entry: `(ALG ...);path="...";challenge="..."`.
 #[derive(Debug)]
-struct Offer {
-    algorithms: Vec<String>,
-    path: String,
-    challenge: String,
+pub(crate) struct Offer {
+    pub(crate) algorithms: Vec<String>,
+    pub(crate) path: String,
+    pub(crate) challenge: String,
 }
 
 /// The parameters `;key="value"` after an item, as a structured-field parser reads them.
@@ -117,7 +117,7 @@ fn parameters(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn offer(headers: &HeaderMap) -> Option<Offer> {
+pub(crate) fn offer(headers: &HeaderMap) -> Option<Offer> {
     let value = headers.get("secure-session-registration")?.to_str().ok()?;
     let inner = value.strip_prefix('(')?;
     let (algorithms, rest) = inner.split_once(')')?;
@@ -136,7 +136,7 @@ fn offer(headers: &HeaderMap) -> Option<Offer> {
 }
 
 /// The `Secure-Session-Challenge` of an answer: the challenge and the session it is for.
-fn challenge(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn challenge(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("secure-session-challenge")?.to_str().ok()?;
     let rest = value.strip_prefix('"')?;
     let (challenge, rest) = rest.split_once('"')?;
