@@ -39,8 +39,8 @@ const ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;
 const CHECK_LABEL: &[u8] = b"sessiond/master-key-check/v1";
 const WRAP_LABEL: &[u8] = b"sessiond/data-key/v1\0";
-/// The domain separation prefix of the secrets derived from the master key.
-const DERIVE_LABEL: &[u8] = b"sessiond/derived-secret/v1\0";
+/// The prefix of the labels [`MasterKey::derive`] takes, apart from the check value's.
+const DERIVE_LABEL: &[u8] = b"sessiond/derived/v1\0";
 const VALUE_LABEL: &[u8] = b"sessiond/at-rest/v1\0";
 
 /// Why a key could not be read or a value could not be opened. Never carries key material or
@@ -194,13 +194,13 @@ impl MasterKey {
         hmac_sha256(self.0.as_ref(), CHECK_LABEL).to_vec()
     }
 
-    /// A secret for one purpose, named by `purpose`: HMAC-SHA256 of a fixed prefix and
-    /// `purpose` under the key. Every instance holding the master key derives the same secret,
-    /// and a derived secret reveals nothing about the key or about other purposes' secrets.
-    pub fn derive_secret(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        let mut label = DERIVE_LABEL.to_vec();
-        label.extend_from_slice(purpose.as_bytes());
-        Zeroizing::new(hmac_sha256(self.0.as_ref(), &label))
+    /// A 32-byte secret for one purpose, named by `label`: HMAC-SHA256 under the key of a
+    /// domain-separated label. Every process holding the master key derives the same secret,
+    /// and a secret says nothing of the key nor of the secrets of other labels.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; KEY_LEN]> {
+        let mut input = DERIVE_LABEL.to_vec();
+        input.extend_from_slice(label.as_bytes());
+        Zeroizing::new(hmac_sha256(self.0.as_ref(), &input))
     }
 
     fn cipher(&self) -> Aes256Gcm {
@@ -644,6 +644,19 @@ mod tests {
             cipher.open(&aad("sessions.user_agent", b"row-1"), &sealed),
             Err(CryptError::DoesNotOpen)
         );
+    }
+
+    #[test]
+    fn a_derived_secret_is_the_same_for_one_key_and_label_and_differs_otherwise() {
+        let key = MasterKey::generate();
+        let same = MasterKey::from_base64(&key.to_base64()).unwrap();
+        assert_eq!(*key.derive("dpop-nonce"), *same.derive("dpop-nonce"));
+        assert_ne!(*key.derive("dpop-nonce"), *key.derive("other"));
+        assert_ne!(
+            *key.derive("dpop-nonce"),
+            *MasterKey::generate().derive("dpop-nonce")
+        );
+        assert_ne!(&key.derive("")[..], &key.check_value()[..]);
     }
 
     #[test]

@@ -62,8 +62,8 @@ pub const REGISTRATION_CHALLENGE_SECONDS: i64 = 300;
 pub const REFRESH_CHALLENGE_SECONDS: i64 = 120;
 /// How far ahead of this instance's clock a challenge minted by another may be.
 const CLOCK_LEEWAY_SECONDS: i64 = 5;
-/// The purpose the challenge key is derived for (see `MasterKey::derive_secret`).
-pub const CHALLENGE_KEY_PURPOSE: &str = "dbsc-challenge";
+/// The label the challenge key is derived under (see `MasterKey::derive`).
+pub const CHALLENGE_KEY_LABEL: &str = "dbsc-challenge";
 /// The domain separation prefix of a challenge's MAC input.
 const CHALLENGE_DOMAIN: &[u8] = b"sessiond/dbsc-challenge/v1\0";
 /// The first byte of a registration challenge.

@@ -105,6 +105,9 @@ pub enum DpopError {
     /// A nonce is required and the proof has none, or one that is not recent.
     #[error("the proof needs a fresh nonce")]
     UseNonce,
+    /// The session or token is bound to a key, and no proof came with it.
+    #[error("a DPoP proof is required")]
+    MissingProof,
 }
 
 impl DpopError {
@@ -127,6 +130,7 @@ impl DpopError {
             Self::WrongKey => "wrong_key",
             Self::Replayed => "replayed",
             Self::UseNonce => "use_nonce",
+            Self::MissingProof => "missing_proof",
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::dpop::DpopError;
+use crate::ids::{SessionId, UserId};
 use crate::store::error::StoreError;
 use crate::token::TokenError;
 
@@ -55,6 +57,10 @@ pub enum Error {
     /// The refresh token is not live.
     #[error("refresh token refused: {0}")]
     RefreshRejected(RefreshRejection),
+    /// A refresh of a session bound to a DPoP key came without a valid proof of that key, or
+    /// with a proof used before; nothing was spent or written.
+    #[error("DPoP proof refused: {}", .0.error)]
+    DpopRefused(Box<DpopRefusal>),
     /// A refresh asked for a scope its session was never granted (RFC 6749 §6); the token
     /// presented was not spent.
     #[error("scope {0:?} is beyond the session's permissions")]
@@ -74,6 +80,17 @@ pub enum Error {
     /// A stored value could not be decoded or decrypted.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+/// A refused DPoP proof and the session it was presented for, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopRefusal {
+    /// Why.
+    pub error: DpopError,
+    /// The session whose refresh token came with it.
+    pub session_id: SessionId,
+    /// Its user.
+    pub user_id: UserId,
 }
 
 impl Error {

@@ -17,7 +17,8 @@ use crate::audit::{
     NewAuditEvent, RefreshAudit, SealedAuditEvent, Severity,
 };
 use crate::device::{self, DeviceRecord};
-use crate::error::{Error, RefreshRejection};
+use crate::dpop::{DpopError, VerifiedProof};
+use crate::error::{DpopRefusal, Error, RefreshRejection};
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
 use crate::integrity::{INTEGRITY_FAILURE, IntegrityReports};
 use crate::permission::{RolePermissions, Scope};
@@ -126,11 +127,15 @@ pub struct PendingRotation<'a> {
     hash: RefreshTokenHash,
     origin: &'a RequestOrigin,
     requested: Option<&'a Scope>,
+    /// The DPoP proof that came with the token, if any.
+    proof: Option<&'a VerifiedProof>,
     session: Session,
     /// When the token was read; the rotation is issued at this instant.
     now: Timestamp,
     /// The access token's claims when a scope was asked for.
     narrowed: Option<Map<String, Value>>,
+    /// The key the rotation binds the session to (an unbound session refreshed with a proof).
+    bind_dpop_jkt: Option<String>,
 }
 
 impl PendingRotation<'_> {
@@ -147,7 +152,17 @@ enum Lookup {
         session: Session,
         now: Timestamp,
         narrowed: Option<Map<String, Value>>,
+        bind_dpop_jkt: Option<String>,
     },
+}
+
+/// What a lookup of a refresh token does besides deciding: the first lookup of a refresh
+/// looks for anomalies on replays and remembers the DPoP proof; lookups after a lost race do
+/// neither again.
+#[derive(Debug, Clone, Copy)]
+struct FirstLookup {
+    anomaly_handled: bool,
+    remember_proof: bool,
 }
 
 /// Who asks for a revocation.
@@ -393,21 +408,37 @@ impl SessionService {
     /// or admitted, and the presented token stays live. A replay answers the pair issued first,
     /// whatever scope that one was given.
     ///
+    /// `proof` is the DPoP proof (RFC 9449) that came with the token, already verified for the
+    /// request (see [`crate::dpop::verify_proof`]). A session bound to a key is refreshed only
+    /// with a proof of that key that was never used before; an unbound session refreshed with
+    /// a proof is bound to its key by the rotation (a replay binds nothing). Both are checked
+    /// right after the lookup, before anything else is decided or written, so a refused proof
+    /// leaves the token live and the session untouched whatever state the token is in: a thief
+    /// without the key cannot even set off reuse detection. The proof's id is remembered in the
+    /// store's replay cache at that moment.
+    ///
     /// # Errors
-    /// [`Error::RefreshRejected`] with the reason; [`Error::ScopeBeyondSession`] naming the
-    /// first requested permission the session lacks; [`Error::Store`].
+    /// [`Error::RefreshRejected`] with the reason; [`Error::DpopRefused`] when the session is
+    /// bound and the proof is missing or of another key, or when the proof was used before;
+    /// [`Error::ScopeBeyondSession`] naming the first requested permission the session lacks;
+    /// [`Error::Store`].
     #[tracing::instrument(skip_all)]
     pub async fn begin_refresh<'a>(
         &self,
         presented: &str,
         origin: &'a RequestOrigin,
         requested: Option<&'a Scope>,
+        proof: Option<&'a VerifiedProof>,
     ) -> Result<RefreshStep<'a>, Error> {
         let token = RefreshToken::parse(presented)?;
         let hash = token.hash();
+        let first = FirstLookup {
+            anomaly_handled: false,
+            remember_proof: true,
+        };
         Ok(
             match self
-                .look_up_refresh(&token, hash, origin, requested, false)
+                .look_up_refresh(&token, hash, origin, requested, proof, first)
                 .await?
             {
                 Lookup::Replayed(issued) => RefreshStep::Replayed(issued),
@@ -415,14 +446,17 @@ impl SessionService {
                     session,
                     now,
                     narrowed,
+                    bind_dpop_jkt,
                 } => RefreshStep::Rotation(PendingRotation {
                     token,
                     hash,
                     origin,
                     requested,
+                    proof,
                     session,
                     now,
                     narrowed,
+                    bind_dpop_jkt,
                 }),
             },
         )
@@ -447,9 +481,11 @@ impl SessionService {
             hash,
             origin,
             requested,
+            proof,
             mut session,
             mut now,
             mut narrowed,
+            mut bind_dpop_jkt,
         } = pending;
         // Once per refresh: a rotation that lost its race has reported its anomaly already.
         self.handle_anomaly(&session, origin, now).await?;
@@ -457,7 +493,14 @@ impl SessionService {
         let mut attempts = 1;
         loop {
             if let Some(issued) = self
-                .write_rotation(&token, hash, session, now, narrowed.as_ref())
+                .write_rotation(
+                    &token,
+                    hash,
+                    session,
+                    now,
+                    narrowed.as_ref(),
+                    bind_dpop_jkt.take(),
+                )
                 .await?
             {
                 return Ok(issued);
@@ -468,41 +511,57 @@ impl SessionService {
                 ));
             }
             attempts += 1;
-            // Another request won the race; read again and follow its outcome.
+            // Another request won the race; read again and follow its outcome. The proof was
+            // remembered by the first lookup, and the winner may have bound the session since.
+            let again = FirstLookup {
+                anomaly_handled: true,
+                remember_proof: false,
+            };
             match self
-                .look_up_refresh(&token, hash, origin, requested, true)
+                .look_up_refresh(&token, hash, origin, requested, proof, again)
                 .await?
             {
                 Lookup::Replayed(issued) => return Ok(issued),
                 Lookup::Rotate {
-                    session: again,
+                    session: reread,
                     now: read_at,
                     narrowed: claims,
+                    bind_dpop_jkt: bind,
                 } => {
-                    session = again;
+                    session = reread;
                     now = read_at;
                     narrowed = claims;
+                    bind_dpop_jkt = bind;
                 }
             }
         }
     }
 
     /// One lookup of `token` and the rotation rule's decision on it, carried out unless it is
-    /// a rotation: a replay is opened (its anomaly looked for unless `anomaly_handled`), reuse
-    /// revokes the session, and refusals are errors.
+    /// a rotation: the DPoP binding is checked first (see [`Self::check_dpop_binding`]), then a
+    /// replay is opened (its anomaly looked for unless `lookup.anomaly_handled`), reuse revokes
+    /// the session, and refusals are errors.
     async fn look_up_refresh(
         &self,
         token: &RefreshToken,
         hash: RefreshTokenHash,
         origin: &RequestOrigin,
         requested: Option<&Scope>,
-        anomaly_handled: bool,
+        proof: Option<&VerifiedProof>,
+        lookup: FirstLookup,
     ) -> Result<Lookup, Error> {
+        let FirstLookup {
+            anomaly_handled,
+            remember_proof,
+        } = lookup;
         let Some((record, session)) = self.store.find_refresh_token(&hash).await? else {
             return Err(Error::RefreshRejected(RefreshRejection::Unknown));
         };
         self.report_unreadable(std::slice::from_ref(&session)).await;
         let now = self.clock.now();
+        let bind_dpop_jkt = self
+            .check_dpop_binding(&session, proof, remember_proof, now)
+            .await?;
         match decide_refresh(&record, &session, now, &self.settings.policy) {
             RefreshDecision::Refuse(reason) => Err(Error::RefreshRejected(reason)),
             RefreshDecision::ReplaySuccessor => {
@@ -533,13 +592,63 @@ impl SessionService {
                     session,
                     now,
                     narrowed,
+                    bind_dpop_jkt,
                 })
             }
         }
     }
 
-    /// Issues `session`'s successor pair at `now` and writes the rotation of `token`; `None`
-    /// when another request rotated it first (nothing was written).
+    /// Checks `proof` against `session`'s DPoP binding at `now`, before anything is decided:
+    /// a bound session needs a proof of its key, and a proof is accepted once (its id goes into
+    /// the store's replay cache when `remember` is set, on the first lookup of a refresh).
+    /// Answers the key an unbound session is to be bound to, if a proof came with its token.
+    ///
+    /// # Errors
+    /// [`Error::DpopRefused`]; [`Error::Store`] when the replay cache cannot be written (the
+    /// proof is then refused, as unavailable storage).
+    async fn check_dpop_binding(
+        &self,
+        session: &Session,
+        proof: Option<&VerifiedProof>,
+        remember: bool,
+        now: Timestamp,
+    ) -> Result<Option<String>, Error> {
+        let refused = |error: DpopError| {
+            tracing::warn!(session_id = %session.id, reason = error.reason(), "DPoP proof refused");
+            Error::DpopRefused(Box::new(DpopRefusal {
+                error,
+                session_id: session.id,
+                user_id: session.user_id.clone(),
+            }))
+        };
+        let Some(proof) = proof else {
+            return match session.dpop_jkt {
+                Some(_) => Err(refused(DpopError::MissingProof)),
+                None => Ok(None),
+            };
+        };
+        // Thumbprints are public: an ordinary comparison gives nothing away.
+        if session
+            .dpop_jkt
+            .as_ref()
+            .is_some_and(|bound| *bound != proof.jkt)
+        {
+            return Err(refused(DpopError::WrongKey));
+        }
+        if remember
+            && !self
+                .store
+                .remember_dpop_proof(&proof.replay_id, proof.replay_until, now)
+                .await?
+        {
+            return Err(refused(DpopError::Replayed));
+        }
+        Ok(session.dpop_jkt.is_none().then(|| proof.jkt.clone()))
+    }
+
+    /// Issues `session`'s successor pair at `now` and writes the rotation of `token`, binding
+    /// the session to `bind_dpop_jkt` if given; `None` when another request rotated it first
+    /// (nothing was written).
     async fn write_rotation(
         &self,
         token: &RefreshToken,
@@ -547,7 +656,12 @@ impl SessionService {
         mut session: Session,
         now: Timestamp,
         narrowed: Option<&Map<String, Value>>,
+        bind_dpop_jkt: Option<String>,
     ) -> Result<Option<IssuedSession>, Error> {
+        if bind_dpop_jkt.is_some() {
+            // So that the successor's access token carries `cnf.jkt` already.
+            session.dpop_jkt.clone_from(&bind_dpop_jkt);
+        }
         let policy = &self.settings.policy;
         let idle_expires_at = session.idle_expiry_after_refresh(now, policy);
         let access_expires_at = session.access_token_expiry(now, policy);
@@ -578,6 +692,7 @@ impl SessionService {
             now,
             idle_expires_at,
             access_expires_at: access.expires_at,
+            bind_dpop_jkt,
             audit: self
                 .settings
                 .audit_refreshes

@@ -21,8 +21,8 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, DbscBinding, DbscCredential, DbscStore, DeviceStore, EncryptionStore,
-    EventStore, KeyStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef,
-    Rotation, RotationOutcome, SessionStore, Store, StoreError, StoreStats,
+    EventStore, KeyStore, ProofStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed,
+    RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -420,6 +420,30 @@ impl EventStore for InstrumentedStore {
         self.timed(
             StoreOperation::Purge,
             self.inner.purge_events(before, batch),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl ProofStore for InstrumentedStore {
+    async fn remember_dpop_proof(
+        &self,
+        replay_id: &[u8; 32],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::RememberDpopProof,
+            self.inner.remember_dpop_proof(replay_id, until, now),
+        )
+        .await
+    }
+
+    async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::Purge,
+            self.inner.purge_dpop_proofs(now, batch),
         )
         .await
     }

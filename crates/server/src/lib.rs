@@ -10,6 +10,7 @@ pub(crate) mod clock;
 pub mod config;
 pub(crate) mod connections;
 pub mod database;
+pub(crate) mod dpop;
 pub(crate) mod events;
 pub(crate) mod history;
 mod http;

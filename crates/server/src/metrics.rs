@@ -135,9 +135,10 @@ pub enum StoreOperation {
     AuditCheckpointKey,
     DbscBinding,
     DbscWrite,
+    RememberDpopProof,
 }
 
-const STORE_OPERATIONS: [&str; 28] = [
+const STORE_OPERATIONS: [&str; 29] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -166,6 +167,7 @@ const STORE_OPERATIONS: [&str; 28] = [
     "audit_checkpoint_key",
     "dbsc_binding",
     "dbsc_write",
+    "remember_dpop_proof",
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (100 µs to 5 s); `+Inf` follows.

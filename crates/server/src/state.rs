@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sessiond_core::dbsc::{CHALLENGE_KEY_PURPOSE, ChallengeKey};
+use sessiond_core::dbsc::{CHALLENGE_KEY_LABEL, ChallengeKey};
 use sessiond_core::service::ServiceSettings;
 use sessiond_core::signing_keys::KeyLoading;
 use sessiond_core::store::Store;
@@ -16,6 +16,7 @@ use crate::admin_auth::{AdminKeys, IntrospectionClients};
 use crate::config::Config;
 use crate::connections::ConnectionSettings;
 use crate::database::{OpenMode, check_signing_algorithm, open_store};
+use crate::dpop::Dpop;
 use crate::events::EventHub;
 use crate::history::StatsHistory;
 use crate::instrumented_store::InstrumentedStore;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub ui_frame_ancestors: Arc<str>,
     /// Connection timeouts and the connection cap; the body timeout is applied by the router.
     pub connections: ConnectionSettings,
+    /// How DPoP proofs are checked, and the replay cache of those sent with access tokens.
+    pub dpop: Arc<Dpop>,
 }
 
 impl AppState {
@@ -132,16 +135,24 @@ impl AppState {
         .await
         .context("cannot start the session service")?;
         let history = Arc::new(StatsHistory::new(&metrics, service.now()));
-        let dbsc = match config.dbsc {
-            Some(settings) => {
-                let secret =
-                    crate::master_key::master_key(config)?.derive_secret(CHALLENGE_KEY_PURPOSE);
-                Some(Arc::new(Dbsc {
-                    cookie_ttl: settings.cookie_ttl,
-                    challenges: ChallengeKey::new(&secret),
-                }))
-            }
-            None => None,
+        // The keys of DPoP nonces and DBSC challenges come from the master key, each under its
+        // own label. Only a server hands out nonces: a command that only reads needs no key for
+        // them.
+        let serves = !matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs);
+        let master_key = if (config.dpop.nonce_required && serves) || config.dbsc.is_some() {
+            Some(crate::master_key::master_key(config)?)
+        } else {
+            None
+        };
+        let nonce_master_key = master_key.as_ref().filter(|_| serves);
+        let dpop = Dpop::new(&config.dpop, &config.issuer, nonce_master_key)
+            .map_err(anyhow::Error::msg)?;
+        let dbsc = match (config.dbsc, master_key.as_ref()) {
+            (Some(settings), Some(key)) => Some(Arc::new(Dbsc {
+                cookie_ttl: settings.cookie_ttl,
+                challenges: ChallengeKey::new(&key.derive(CHALLENGE_KEY_LABEL)),
+            })),
+            _ => None,
         };
         Ok(Self {
             service: Arc::new(service),
@@ -163,6 +174,7 @@ impl AppState {
             refresh_failures: Arc::new(RefreshFailures::new(config.audit_failure_period)),
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
             connections: config.connections,
+            dpop: Arc::new(dpop),
         })
     }
 }

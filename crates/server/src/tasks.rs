@@ -49,6 +49,8 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 pub const PURGE_BATCH: u32 = 500;
 /// Events deleted per purge transaction.
 const EVENT_PURGE_BATCH: u32 = 2_000;
+/// Expired DPoP proof ids deleted per purge transaction.
+const PROOF_PURGE_BATCH: u32 = 2_000;
 /// How often sessions that reached their expiry are announced: how late a `session.expired`
 /// event can be.
 pub const EXPIRY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
@@ -261,6 +263,7 @@ async fn seal_audit(state: AppState, mut stopped: watch::Receiver<bool>) {
 async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
     while !wait_or_stop(PURGE_INTERVAL, &mut stopped).await {
         purge_events(&state, &stopped).await;
+        purge_dpop_proofs(&state, &stopped).await;
         let mut total = 0;
         loop {
             match state.service.purge_batch(PURGE_BATCH).await {
@@ -304,6 +307,27 @@ async fn purge_events(state: &AppState, stopped: &watch::Receiver<bool>) {
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(error) => {
                 tracing::warn!(error = %error, "purging old events failed; will retry");
+                break;
+            }
+        }
+    }
+}
+
+/// Deletes the ids of DPoP proofs that would be refused as stale anyway, in batches: the
+/// replay cache holds about one proof window's worth of refreshes.
+async fn purge_dpop_proofs(state: &AppState, stopped: &watch::Receiver<bool>) {
+    let now = state.service.now();
+    loop {
+        match state
+            .service
+            .store()
+            .purge_dpop_proofs(now, PROOF_PURGE_BATCH)
+            .await
+        {
+            Ok(deleted) if deleted < u64::from(PROOF_PURGE_BATCH) || *stopped.borrow() => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => {
+                tracing::warn!(error = %error, "purging expired DPoP proof ids failed; will retry");
                 break;
             }
         }

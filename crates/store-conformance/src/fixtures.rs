@@ -103,6 +103,7 @@ pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timesta
         now,
         idle_expires_at: now.plus(Duration::from_secs(3600)),
         access_expires_at: now.plus(Duration::from_secs(300)),
+        bind_dpop_jkt: None,
         audit: None,
     }
 }

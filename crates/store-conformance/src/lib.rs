@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod integrity;
 pub mod keys;
 pub mod limits;
+pub mod proofs;
 pub mod revocation;
 pub mod rotation;
 pub mod storage;
@@ -125,6 +126,12 @@ macro_rules! conformance_suite {
             }
             integrity {
                 a_ciphertext_moved_from_another_row_reads_as_unreadable_and_the_session_still_revokes,
+            }
+            proofs {
+                a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unbound_one_once,
+                a_proof_id_is_new_once_until_its_record_expires,
+                sixteen_concurrent_uses_of_one_proof_on_two_instances_let_one_through,
+                purge_deletes_expired_proof_ids_in_batches_and_keeps_live_ones,
             }
         }
     };

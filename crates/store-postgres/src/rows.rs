@@ -21,13 +21,14 @@ macro_rules! session_columns {
          s.os, s.ip, s.user_agent, s.claims, s.metadata, s.created_at, s.last_active_at, \
          s.idle_expires_at, s.expires_at, s.access_expires_at, s.revoked_at, s.revoke_reason, \
          COALESCE((SELECT d.trusted FROM devices d \
-                   WHERE d.user_id = s.user_id AND d.device_id = s.device_id), FALSE)"
+                   WHERE d.user_id = s.user_id AND d.device_id = s.device_id), FALSE), \
+         s.dpop_jkt"
     };
 }
 pub(crate) use session_columns;
 
 /// The number of columns [`session_columns`] names.
-pub(crate) const SESSION_COLUMN_COUNT: usize = 20;
+pub(crate) const SESSION_COLUMN_COUNT: usize = 21;
 
 fn json_object(text: &str, column: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(text)
@@ -108,7 +109,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: optional_timestamp(row, offset + 17)?,
         revoke_reason: optional(18)?,
-        dpop_jkt: None,
+        dpop_jkt: optional(20)?,
         unreadable,
     })
 }

@@ -20,7 +20,7 @@ use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, CannotWrite, DeviceStore, EncryptionStore, EventStore, KeyStore,
-    RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
+    ProofStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
     RotationOutcome, SessionStore, Store, StoreError, StoreStats, WriteBlock,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
@@ -159,8 +159,9 @@ const ACTIVE_SESSIONS: &str = concat!(
 const INSERT_SESSION: &str = "
     INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type, browser,
         os, ip, user_agent, claims, metadata, created_at, last_active_at, idle_expires_at,
-        expires_at, access_expires_at, revoked_at, revoke_reason)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL)";
+        expires_at, access_expires_at, revoked_at, revoke_reason, dpop_jkt)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL,
+        $18)";
 
 /// Notifies the other instances of revoked sessions, one notification each, delivered when the
 /// transaction commits (see [`crate::feed`] for the payload). `$1` is the channel.
@@ -261,7 +262,8 @@ const AUDIT_EVENTS: &str = "
 ///   session. It locks the token row, and READ COMMITTED re-checks `spent_at IS NULL` against
 ///   the newest committed version (not the statement's older snapshot) after any wait, so only
 ///   one transaction ever spends a token.
-/// - `touched` moves the session forward, `successor` stores the successor token, `refreshed`
+/// - `touched` moves the session forward (and binds it to the DPoP key `$20` unless it is
+///   bound already), `successor` stores the successor token, `refreshed`
 ///   writes `session.refreshed` (then any events the audit rows publish, `$15`…`$19`) and
 ///   `audited` the audit rows (`$8`…`$14`, empty arrays when the rotation is not audited), each
 ///   only if `spent` changed the row. `touched` cannot miss the session, whose lock this
@@ -286,7 +288,8 @@ const ROTATE: &str = "
     ), touched AS (
         UPDATE sessions
         SET last_active_at = $1, idle_expires_at = $2,
-            access_expires_at = GREATEST(sessions.access_expires_at, $3)
+            access_expires_at = GREATEST(sessions.access_expires_at, $3),
+            dpop_jkt = COALESCE(sessions.dpop_jkt, $20::TEXT)
         FROM spent
         WHERE sessions.id = spent.session_id
         RETURNING sessions.id, sessions.user_id
@@ -525,6 +528,7 @@ impl PostgresStore {
             .bind(session.idle_expires_at.unix_millis())
             .bind(session.expires_at.unix_millis())
             .bind(session.access_expires_at.unix_millis())
+            .bind(session.dpop_jkt.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -570,6 +574,7 @@ impl PostgresStore {
             .bind(&sealed_successor[..]);
         let row = published
             .bind_to(audit.bind_to(query))
+            .bind(rotation.bind_dpop_jkt.as_deref())
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
@@ -1663,6 +1668,52 @@ impl EventStore for PostgresStore {
                      SELECT id FROM events WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(deleted.rows_affected())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ProofStore for PostgresStore {
+    async fn remember_dpop_proof(
+        &self,
+        replay_id: &[u8; 32],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.bounded(async {
+            // The primary key decides between instances: a second insert of one id waits for
+            // the first to commit, then takes the conflict branch, whose update happens only
+            // when the record it found has expired.
+            let recorded = sqlx::query(
+                "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE dpop_proofs.expires_at <= $3",
+            )
+            .bind(&replay_id[..])
+            .bind(until.unix_millis())
+            .bind(now.unix_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(recorded.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let deleted = sqlx::query(
+                "DELETE FROM dpop_proofs WHERE replay_id IN (
+                     SELECT replay_id FROM dpop_proofs WHERE expires_at <= $1
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now.unix_millis())
             .bind(i64::from(batch))
             .execute(&self.pool)
             .await

@@ -50,7 +50,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retired_keys",
         include_str!("../migrations/0010_retired_keys.sql"),
     ),
-    (11, "dbsc", include_str!("../migrations/0011_dbsc.sql")),
+    (11, "dpop", include_str!("../migrations/0011_dpop.sql")),
+    (12, "dbsc", include_str!("../migrations/0012_dbsc.sql")),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

@@ -24,13 +24,14 @@ macro_rules! session_columns {
          s.os, s.ip, s.user_agent, s.claims, s.metadata, s.created_at, s.last_active_at, \
          s.idle_expires_at, s.expires_at, s.access_expires_at, s.revoked_at, s.revoke_reason, \
          COALESCE((SELECT d.trusted FROM devices d \
-                   WHERE d.user_id = s.user_id AND d.device_id = s.device_id), 0)"
+                   WHERE d.user_id = s.user_id AND d.device_id = s.device_id), 0), \
+         s.dpop_jkt"
     };
 }
 pub(crate) use session_columns;
 
 /// The number of columns [`session_columns`] names.
-pub(crate) const SESSION_COLUMN_COUNT: usize = 20;
+pub(crate) const SESSION_COLUMN_COUNT: usize = 21;
 
 /// Column `index` of `row`, a store error if it has another type.
 pub(crate) fn get<T: rusqlite::types::FromSql>(
@@ -109,7 +110,7 @@ pub(crate) fn session(
         access_expires_at: timestamp(row, offset + 16)?,
         revoked_at: revoked_at.map(Timestamp::from_unix_millis),
         revoke_reason: optional(18)?,
-        dpop_jkt: None,
+        dpop_jkt: optional(20)?,
         unreadable,
     })
 }

@@ -24,7 +24,7 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
-    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore,
+    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, ProofStore,
     RetireOutcome, RetiredKey, Revocation, RevokedSessionRef, Rotation, RotationOutcome,
     SessionStore, Store, StoreError, StoreStats,
 };
@@ -556,7 +556,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         connection,
         "UPDATE sessions
          SET last_active_at = ?1, idle_expires_at = ?3,
-             access_expires_at = MAX(access_expires_at, ?4)
+             access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)
          WHERE id = ?2 AND revoked_at IS NULL
            AND EXISTS (SELECT 1 FROM refresh_tokens
                        WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)",
@@ -566,6 +566,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
             rotation.idle_expires_at.unix_millis(),
             rotation.access_expires_at.unix_millis(),
             &rotation.presented.0[..],
+            rotation.bind_dpop_jkt.as_deref(),
         ],
     )?;
     if moved == 0 {
@@ -655,9 +656,9 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name,
                          device_type, browser, os, ip, user_agent, claims, metadata, created_at,
                          last_active_at, idle_expires_at, expires_at, access_expires_at,
-                         revoked_at, revoke_reason)
+                         revoked_at, revoke_reason, dpop_jkt)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, NULL, NULL)",
+                         ?16, ?17, NULL, NULL, ?18)",
                     params![
                         id,
                         session.user_id.as_str(),
@@ -680,6 +681,7 @@ impl SessionStore for SqliteStore {
                         session.idle_expires_at.unix_millis(),
                         session.expires_at.unix_millis(),
                         session.access_expires_at.unix_millis(),
+                        session.dpop_jkt.as_deref(),
                     ],
                 )?;
                 execute(
@@ -1220,6 +1222,46 @@ impl EventStore for SqliteStore {
                     tx.connection(),
                     "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 LIMIT ?2)",
                     params![before.unix_millis(), i64::from(batch)],
+                )?;
+                Ok(deleted as u64)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ProofStore for SqliteStore {
+    async fn remember_dpop_proof(
+        &self,
+        replay_id: &[u8; 32],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let replay_id = *replay_id;
+        self.engine
+            .write(move |tx| {
+                // The write lock is held from `BEGIN IMMEDIATE`, so no other process can record
+                // the id between the conflict check and the insert.
+                let recorded = execute(
+                    tx.connection(),
+                    "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE dpop_proofs.expires_at <= ?3",
+                    params![&replay_id[..], until.unix_millis(), now.unix_millis()],
+                )?;
+                Ok(recorded == 1)
+            })
+            .await
+    }
+
+    async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    "DELETE FROM dpop_proofs WHERE replay_id IN (
+                         SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)",
+                    params![now.unix_millis(), i64::from(batch)],
                 )?;
                 Ok(deleted as u64)
             })

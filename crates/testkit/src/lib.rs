@@ -4,12 +4,14 @@
 //! and stop of one server on a given configuration; [`HttpServer`], any axum router (a proxy,
 //! a resource server) served until dropped, and [`forward`] for proxies; [`PgSchema`], a
 //! PostgreSQL schema of its own per test; [`TlsHelloProbe`], a listener that sees whether a
-//! client opens a TLS handshake; and [`eventually`].
+//! client opens a TLS handshake; [`DpopKey`], a client's DPoP key and the proofs it signs,
+//! bent at will by [`ProofBuilder`]; and [`eventually`].
 //!
 //! It is a dev-dependency only (`publish = false`). It depends on the server library, never on
 //! `sessiond-client` or `sessiond-verifier`: their own tests use it, and a second copy of the
 //! crate under test would not share its types.
 
+mod dpop;
 mod http;
 mod postgres;
 mod server;
@@ -18,6 +20,7 @@ mod tls;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use dpop::{DpopKey, ProofBuilder, access_token_hash};
 pub use http::{HttpServer, forward};
 pub use postgres::{PgSchema, postgres_url};
 pub use server::{RunningServer, Sessiond};

@@ -26,6 +26,10 @@ pub struct CreateSessionRequest {
     /// Application data kept with the session, never put in tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// The RFC 7638 thumbprint of the client's DPoP key (RFC 9449 `dpop_jkt`): the session's
+    /// refreshes then need a proof signed with that key, and its access tokens are bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// The device part of [`CreateSessionRequest`].

@@ -8,7 +8,8 @@
 //! [`SessionStore`] (sessions, refresh tokens and their rotation, revocations, expiry, purge,
 //! counts), [`DeviceStore`] (the device registry), [`KeyStore`] (signing keys),
 //! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain),
-//! [`EventStore`] (live events) and [`DbscStore`] (sessions bound to a browser's key).
+//! [`EventStore`] (live events), [`ProofStore`] (the replay cache of DPoP proofs) and
+//! [`DbscStore`] (sessions bound to a browser's key).
 //! [`Store`] is all of them together with what concerns the store as a whole, and is what the
 //! service holds (`Arc<dyn Store>`).
 
@@ -26,6 +27,7 @@ mod encryption;
 pub mod error;
 mod events;
 mod keys;
+mod proofs;
 mod sessions;
 
 pub use audit::AuditStore;
@@ -35,6 +37,7 @@ pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
 pub use events::EventStore;
 pub use keys::{KeyStore, RetireOutcome, RetiredKey};
+pub use proofs::ProofStore;
 pub use sessions::{
     Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, StoreStats,
 };
@@ -104,6 +107,7 @@ pub trait Store:
     + AuditStore
     + EventStore
     + DbscStore
+    + ProofStore
     + Send
     + Sync
     + Debug

@@ -27,6 +27,9 @@ pub struct Rotation {
     pub idle_expires_at: Timestamp,
     /// The `exp` of the successor's access token.
     pub access_expires_at: Timestamp,
+    /// The thumbprint of the DPoP key the session becomes bound to, if it is not bound yet
+    /// (a binding, once made, never changes).
+    pub bind_dpop_jkt: Option<String>,
     /// An audit event to append with the rotation, in its transaction, if it happens.
     pub audit: Option<NewAuditEvent>,
 }
@@ -114,8 +117,9 @@ pub trait SessionStore: Send + Sync {
     /// Spends `rotation.presented` if, and only if, it is unspent, belongs to
     /// `rotation.session_id`, and that session is not revoked (compare-and-swap); otherwise
     /// answers [`RotationOutcome::Lost`] and changes nothing. On success it marks the token
-    /// spent with the sealed successor, stores the successor token, and moves the session's
-    /// activity, idle expiry and latest access-token expiry forward. Two concurrent rotations
+    /// spent with the sealed successor, stores the successor token, moves the session's
+    /// activity, idle expiry and latest access-token expiry forward, and binds it to
+    /// `rotation.bind_dpop_jkt` unless it is bound already. Two concurrent rotations
     /// of one token never both succeed, even from different processes.
     ///
     /// # Errors

@@ -7,14 +7,15 @@
 //! reported: `listeners.rs` (addresses, body limit, timeouts, streams), `admin.rs` (admin keys,
 //! introspection clients), `storage.rs` (database URL, SQLite), `tokens.rs` (issuer, lifetimes,
 //! roles), `keys.rs` (signing keys, master key), `browser.rs` (cookies, CORS, UI framing),
-//! `dbsc.rs` (Device Bound Session Credentials), `limits.rs` (rate limits) and `audit.rs`
-//! (audit sampling, anomalies). `values.rs` parses durations and counts for all of them, and
-//! `url.rs` reads database URLs.
+//! `dbsc.rs` (Device Bound Session Credentials), `limits.rs` (rate limits), `audit.rs` (audit
+//! sampling, anomalies) and `dpop.rs` (DPoP proofs). `values.rs` parses durations and counts for
+//! all of them, and `url.rs` reads database URLs.
 
 mod admin;
 mod audit;
 mod browser;
 mod dbsc;
+mod dpop;
 mod keys;
 mod limits;
 mod listeners;
@@ -39,6 +40,7 @@ use sessiond_store_sqlite::Synchronous;
 
 pub use admin::{MIN_ADMIN_KEY_LEN, MIN_CLIENT_SECRET_LEN};
 pub use dbsc::{DEFAULT_COOKIE_TTL as DEFAULT_DBSC_COOKIE_TTL, DbscSettings};
+pub use dpop::DpopSettings;
 pub use keys::{MIN_KEY_ROTATION, MasterKeySource, development_key_file};
 pub use raw::{DatabaseUrl, RawConfig, RolesSetting, SecretSetting};
 pub use url::{is_postgres_url, redact_password};
@@ -136,6 +138,8 @@ pub struct Config {
     pub stream_limits: StreamLimits,
     /// How often failed refreshes are written to the audit trail.
     pub audit_failure_period: Duration,
+    /// How DPoP proofs are checked.
+    pub dpop: DpopSettings,
     /// Warnings to print loudly at start (development defaults in use).
     pub warnings: Vec<String>,
 }
@@ -222,6 +226,7 @@ impl Config {
             connections: listeners::connection_settings(raw)?,
             stream_limits: listeners::stream_limits(raw)?,
             audit_failure_period: audit::audit_failure_period(raw.audit_failure_period.as_deref())?,
+            dpop: dpop::settings(raw)?,
             warnings,
         })
     }

@@ -246,6 +246,12 @@ pub struct RawConfig {
     /// reason, e.g. `60s` (1 s to 1 h).
     #[arg(long, global = true, env = "SESSIOND_AUDIT_FAILURE_PERIOD")]
     pub audit_failure_period: Option<String>,
+    /// `off` (default) or `required`: DPoP proofs must carry a nonce sessiond handed out.
+    #[arg(long, global = true, env = "SESSIOND_DPOP_NONCE")]
+    pub dpop_nonce: Option<String>,
+    /// How old a DPoP proof's `iat` may be, e.g. `60s` (default; 5 s to 10 min).
+    #[arg(long, global = true, env = "SESSIOND_DPOP_PROOF_MAX_AGE")]
+    pub dpop_proof_max_age: Option<String>,
 }
 
 macro_rules! overlay {
@@ -330,7 +336,9 @@ impl RawConfig {
             max_connections,
             max_streams,
             max_streams_per_user,
-            audit_failure_period
+            audit_failure_period,
+            dpop_nonce,
+            dpop_proof_max_age
         );
         self
     }

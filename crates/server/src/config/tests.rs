@@ -129,6 +129,45 @@ fn failed_refreshes_are_audited_each_minute_unless_a_period_from_1s_to_1h_is_set
 }
 
 #[test]
+fn dpop_nonces_are_off_and_proofs_live_a_minute_unless_set() {
+    let with = |nonce: Option<&str>, max_age: Option<&str>| {
+        Config::from_raw(&RawConfig {
+            dpop_nonce: nonce.map(Into::into),
+            dpop_proof_max_age: max_age.map(Into::into),
+            ..RawConfig::default()
+        })
+        .map(|config| config.dpop)
+    };
+    assert_eq!(
+        with(None, None),
+        Ok(DpopSettings {
+            nonce_required: false,
+            proof_max_age: Duration::from_secs(60),
+        })
+    );
+    assert_eq!(
+        with(Some("required"), Some("2m")),
+        Ok(DpopSettings {
+            nonce_required: true,
+            proof_max_age: Duration::from_secs(120),
+        })
+    );
+    assert!(!with(Some("off"), Some("5s")).unwrap().nonce_required);
+    let error = with(Some("yes"), None).unwrap_err();
+    assert!(
+        error.starts_with("SESSIOND_DPOP_NONCE must be off or required"),
+        "{error}"
+    );
+    for bad in ["0", "1s", "11m", "soon"] {
+        let error = with(None, Some(bad)).unwrap_err();
+        assert!(
+            error.starts_with("SESSIOND_DPOP_PROOF_MAX_AGE must be") && !error.contains('\n'),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
 fn the_publication_delay_defaults_to_ten_minutes_and_bounds_the_rotation_period() {
     let with = |delay: Option<&str>, rotation: Option<&str>| {
         Config::from_raw(&RawConfig {

@@ -69,6 +69,8 @@ pub(crate) async fn refresh(
         .headers()
         .get(CSRF_HEADER)
         .is_some_and(|value| value.as_bytes() == b"1");
+    let headers = request.headers().clone();
+    let proof = super::refresh::RefreshProof::of(&headers, super::sessions::REFRESH_PATH);
     let OptionalJsonBody(body) =
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
@@ -79,6 +81,7 @@ pub(crate) async fn refresh(
             &origin,
             &presented,
             None,
+            proof,
             credential.as_deref(),
         )
         .await?;
@@ -104,6 +107,7 @@ pub(crate) async fn refresh(
         &origin,
         &presented,
         None,
+        proof,
         credential.as_deref(),
     )
     .await;
@@ -220,7 +224,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type, x-sessiond-csrf"),
+                HeaderValue::from_static("authorization, content-type, dpop, x-sessiond-csrf"),
             );
             headers.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -241,7 +245,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
         );
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, x-request-id"),
+            HeaderValue::from_static("dpop-nonce, retry-after, www-authenticate, x-request-id"),
         );
     }
     response

@@ -65,6 +65,15 @@ fn wire_fields(columns: &[&'static str]) -> Vec<String> {
         .collect()
 }
 
+/// The `token_type` of a session's tokens (RFC 9449 §5): `DPoP` once it is bound to a key.
+pub(crate) fn token_type(session: &Session) -> &'static str {
+    if session.dpop_jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
+}
+
 /// The wire token pair of `issued` at `now`.
 pub(crate) fn token_pair(
     issued: &IssuedSession,
@@ -80,7 +89,7 @@ pub(crate) fn token_pair(
     let access_expires_at = Timestamp::from_unix_millis(*access_expires_at_ms);
     TokenPairResponse {
         access_token: access_token.clone(),
-        token_type: "Bearer".into(),
+        token_type: token_type(&issued.session).into(),
         // Whole seconds, as `exp` and `iat` are: a fresh token's `expires_in` equals `exp - iat`.
         expires_in: (access_expires_at.unix_seconds() - now.unix_seconds()).max(0),
         access_token_expires_at: rfc3339(access_expires_at),

@@ -14,6 +14,7 @@ use sessiond_core::store::StoreError;
 use sessiond_wire::ErrorBody;
 
 use super::REQUEST_ID;
+use super::dpop::{ProofRefusal, ProofRoute};
 use crate::events::hub::StreamRefusal;
 use crate::ratelimit::{Refusal, ceil_seconds};
 
@@ -56,6 +57,11 @@ pub(crate) enum ApiError {
         reason: &'static str,
         message: &'static str,
     },
+    /// A DPoP proof was refused (already counted and audited, see `http::dpop`).
+    Dpop(ProofRefusal),
+    /// An access token bound to a DPoP key came with the `Bearer` scheme, or an unbound one
+    /// with the `DPoP` scheme: `401` challenged with `DPoP error="invalid_token"`.
+    WrongTokenScheme(&'static str),
 }
 
 impl From<Error> for ApiError {
@@ -189,9 +195,37 @@ impl IntoResponse for ApiError {
                 reason,
                 message,
             } => body(status, code, message.into(), Some(reason), None),
+            Self::Dpop(refusal) => dpop_refused(refusal),
+            Self::WrongTokenScheme(message) => {
+                let mut response = body(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    message.into(),
+                    None,
+                    None,
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"DPoP error="invalid_token""#),
+                );
+                response
+            }
             Self::Domain(error) => domain_response(error),
         }
     }
+}
+
+/// `invalid_dpop_proof` or `use_dpop_nonce`, with the refusal's reason and challenge.
+fn dpop_refused(refusal: ProofRefusal) -> Response {
+    let mut response = body(
+        refusal.status(),
+        refusal.code(),
+        refusal.error.to_string(),
+        Some(refusal.error.reason()),
+        None,
+    );
+    refusal.set_headers(response.headers_mut());
+    response
 }
 
 /// `429 rate_limited` with `Retry-After` and the `RateLimit-*` fields (see
@@ -252,6 +286,11 @@ fn domain_response(error: Error) -> Response {
             Some(reason.as_str()),
             None,
         ),
+        // The refresh path answers these itself (audited); this is the same answer.
+        Error::DpopRefused(refusal) => dpop_refused(ProofRefusal {
+            error: refusal.error,
+            route: ProofRoute::Refresh,
+        }),
         // Only the OAuth token endpoint takes a scope, and it answers `invalid_scope` itself.
         Error::ScopeBeyondSession(permission) => body(
             StatusCode::BAD_REQUEST,

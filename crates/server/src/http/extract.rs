@@ -1,5 +1,6 @@
 //! Extractors that turn a request into trusted values or an [`ApiError`]: JSON bodies, path
-//! parameters and the two kinds of callers (admin key or access token).
+//! parameters and the two kinds of callers (admin key or access token). An access token comes
+//! as `Bearer`, or as `DPoP` with a proof when it is bound to a key (see `http::dpop`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -14,6 +15,7 @@ use sessiond_core::token::{TokenError, ValidatedToken};
 use sessiond_core::{Error, Timestamp};
 
 use super::ApiError;
+use super::dpop::{self, TokenScheme};
 use super::limits::{self, Subject};
 use crate::admin_auth::{
     ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope,
@@ -110,22 +112,55 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
     }
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+/// The credential of the `Authorization` header and its scheme, `Bearer` or `DPoP`.
+fn credential(parts: &Parts) -> Result<(TokenScheme, &str), ApiError> {
+    const SHAPE: &str = "Authorization must be `Bearer <token>` or `DPoP <token>`";
     let value = parts
         .headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthenticated("missing Authorization header"))?
         .to_str()
         .map_err(|_| ApiError::Unauthenticated("malformed Authorization header"))?;
-    let (scheme, credential) = value.split_once(' ').ok_or(ApiError::Unauthenticated(
-        "Authorization must be `Bearer <token>`",
-    ))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
-        return Err(ApiError::Unauthenticated(
-            "Authorization must be `Bearer <token>`",
-        ));
+    let (scheme, credential) = value
+        .split_once(' ')
+        .ok_or(ApiError::Unauthenticated(SHAPE))?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        TokenScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        TokenScheme::Dpop
+    } else {
+        return Err(ApiError::Unauthenticated(SHAPE));
+    };
+    if credential.trim().is_empty() {
+        return Err(ApiError::Unauthenticated(SHAPE));
     }
-    Ok(credential.trim())
+    Ok((scheme, credential.trim()))
+}
+
+/// The credential of an `Authorization: Bearer` header: admin keys take no other scheme.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    match credential(parts)? {
+        (TokenScheme::Bearer, credential) => Ok(credential),
+        (TokenScheme::Dpop, _) => Err(ApiError::Unauthenticated(
+            "Authorization must be `Bearer <admin key>`",
+        )),
+    }
+}
+
+/// Validates an access token presented with `scheme`, and checks its DPoP binding.
+async fn user_token(
+    parts: &Parts,
+    state: &AppState,
+    scheme: TokenScheme,
+    raw: &str,
+) -> Result<ValidatedToken, ApiError> {
+    let (ip, now) = origin(parts, state);
+    let token = match state.service.authenticate(raw) {
+        Ok(token) => token,
+        Err(error) => return Err(refused_token(state, ip, now, error).await),
+    };
+    dpop::check_token_use(state, parts, ip, &token, raw, scheme).await?;
+    Ok(token)
 }
 
 /// The request's client address and the time, for the failed-authentication limit.
@@ -278,12 +313,8 @@ impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (ip, now) = origin(parts, state);
-        let raw = bearer(parts)?;
-        let token = match state.service.authenticate(raw) {
-            Ok(token) => token,
-            Err(error) => return Err(refused_token(state, ip, now, error).await),
-        };
+        let (scheme, raw) = credential(parts)?;
+        let token = user_token(parts, state, scheme, raw).await?;
         Ok(Self {
             token,
             raw: raw.to_owned(),
@@ -303,14 +334,15 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (ip, now) = origin(parts, state);
-        let credential = bearer(parts)?;
-        if let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(credential) {
+        let (scheme, credential) = credential(parts)?;
+        if scheme == TokenScheme::Bearer
+            && let Some(AdminIdentity { id, scope }) = state.admin_keys.identify(credential)
+        {
             admit_admin(state, id, ip, now).await?;
             return Ok(Self::Admin(scope));
         }
-        match state.service.authenticate(credential) {
-            Ok(token) => Ok(Self::User(token)),
-            Err(error) => Err(refused_token(state, ip, now, error).await),
-        }
+        user_token(parts, state, scheme, credential)
+            .await
+            .map(Self::User)
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod convert;
 mod dbsc;
 mod deadline;
 mod devices;
+mod dpop;
 mod error;
 mod events;
 mod extract;
@@ -122,6 +123,10 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             observability::observe,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            dpop::nonce_answers,
         ))
         .layer(middleware::from_fn(request_id))
         .layer(middleware::from_fn_with_state(state.clone(), browser::cors))

@@ -37,6 +37,7 @@ use sessiond_wire::{
 };
 
 use super::ApiError;
+use super::dpop::{ProofRefusal, ProofRoute};
 use super::error::{ErrorCode, rate_limit_headers};
 use super::extract::failed_credential;
 use super::limits::{ClientIp, client_ip, request_origin};
@@ -74,6 +75,8 @@ pub(crate) enum OAuthError {
     InsufficientScope(&'static str),
     /// A rate limit refused the request (already counted and audited, see `http::limits`).
     RateLimited(Refusal),
+    /// A DPoP proof was refused (already counted and audited, see `http::dpop`).
+    Dpop(ProofRefusal),
     /// Storage or another internal failure.
     Domain(Error),
 }
@@ -85,6 +88,7 @@ impl From<ApiError> for OAuthError {
         match error {
             ApiError::Domain(error) => error.into(),
             ApiError::RateLimited(refusal) => Self::RateLimited(refusal),
+            ApiError::Dpop(refusal) => Self::Dpop(refusal),
             ApiError::BadRequest(message) => Self::InvalidRequest(message),
             ApiError::PayloadTooLarge(limit) => {
                 Self::InvalidRequest(format!("request body exceeds {limit} bytes"))
@@ -96,6 +100,7 @@ impl From<ApiError> for OAuthError {
                 timeout.as_secs()
             )),
             ApiError::Dbsc { message, .. } => Self::BoundGrant(message),
+            ApiError::WrongTokenScheme(message) => Self::InvalidClient(message),
             ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::TooManyStreams(_) => {
                 Self::InvalidRequest("no such operation".into())
             }
@@ -108,6 +113,10 @@ impl From<Error> for OAuthError {
         match error {
             Error::RefreshRejected(reason) => Self::InvalidGrant(reason),
             Error::ScopeBeyondSession(permission) => Self::InvalidScope(permission),
+            Error::DpopRefused(refused) => Self::Dpop(ProofRefusal {
+                error: refused.error,
+                route: ProofRoute::Refresh,
+            }),
             other => Self::Domain(other),
         }
     }
@@ -165,6 +174,13 @@ impl IntoResponse for OAuthError {
             ),
             Self::InsufficientScope(message) => {
                 (StatusCode::FORBIDDEN, "insufficient_scope", message.into())
+            }
+            Self::Dpop(refusal) => {
+                // RFC 9449 §5: the token endpoint answers these in RFC 6749's format.
+                let mut response =
+                    answer(refusal.status(), refusal.code(), refusal.error.to_string());
+                refusal.set_headers(response.headers_mut());
+                return response;
             }
             Self::RateLimited(refusal) => {
                 // RFC 6749 §8.5 lets a server define error codes; this one is the `/v1` code.
@@ -450,6 +466,9 @@ fn required_token(request: OAuthTokenOnlyRequest) -> Result<String, OAuthError> 
         .ok_or_else(|| OAuthError::InvalidRequest("missing token".into()))
 }
 
+/// The path of the token endpoint, which its DPoP proofs name.
+const TOKEN_PATH: &str = "/oauth/token";
+
 /// `POST /oauth/token`: `grant_type=refresh_token&refresh_token=…` spends the token for a new
 /// pair, exactly as `POST /v1/sessions/refresh` does, within the same rate limits (per
 /// address, per session, failed authentications), refused as `429 rate_limited` with
@@ -477,13 +496,22 @@ pub(crate) async fn token(
         .transpose()
         .map_err(|error| OAuthError::InvalidRequest(error.to_string()))?;
     let origin = request_origin(client, &headers);
-    let issued = refresh::spend(&state, client, &origin, &refresh_token, scope.as_ref()).await?;
+    let proof = refresh::RefreshProof::of(&headers, TOKEN_PATH);
+    let issued = refresh::spend(
+        &state,
+        client,
+        &origin,
+        &refresh_token,
+        scope.as_ref(),
+        proof,
+    )
+    .await?;
     let now = state.service.now();
     let access_expires_at = issued.pair.access_expires_at_ms / 1000;
     Ok(no_store(
         Json(OAuthTokenResponse {
             access_token: issued.pair.access_token.clone(),
-            token_type: "Bearer".into(),
+            token_type: super::convert::token_type(&issued.session).into(),
             // Whole seconds, as in `/v1`: a fresh token's `expires_in` equals `exp - iat`.
             expires_in: (access_expires_at - now.unix_seconds()).max(0),
             refresh_token: issued.pair.refresh_token.clone(),
@@ -539,7 +567,13 @@ pub(crate) async fn introspect(
                     {
                         claims.insert("scope".into(), scope.into());
                     }
-                    claims.insert("token_type".into(), "Bearer".into());
+                    // RFC 9449 §6.2: a token bound to a key (`cnf.jkt`) is a DPoP token.
+                    let token_type = if claims.contains_key("cnf") {
+                        "DPoP"
+                    } else {
+                        "Bearer"
+                    };
+                    claims.insert("token_type".into(), token_type.into());
                 }
             }
             Err(Error::Unauthenticated(_)) => {}

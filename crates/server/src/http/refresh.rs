@@ -8,6 +8,18 @@
 //! rotation it returns is written only when `rotate` is called. Between the two, [`admission`]
 //! asks the session's rate limit, so a refused refresh writes nothing and leaves the presented
 //! token live.
+//!
+//! A `DPoP` proof (RFC 9449) that comes with the token is verified before the lookup, for a
+//! `POST` to the entrance's path; the service then checks it against the session's binding and
+//! the replay cache (see `SessionService::begin_refresh`). A refused proof spends nothing and
+//! is answered and audited by `http::dpop`.
+//!
+//! A session may also be bound to a browser key by DBSC (`http::dbsc`); its refresh then needs
+//! the bound cookie in force as well. That check comes after the lookup and the DPoP check and
+//! before the rate limit, the rotation or a replayed pair, so a refresh missing either binding
+//! is refused with that binding's own error and audit event and leaves the token live: nothing
+//! is rotated, and an unbound session is not bound to the proof's key. A valid proof that came
+//! with a refresh refused for DBSC stays spent in the replay cache, as any proof seen once.
 
 use std::time::Instant;
 
@@ -18,6 +30,7 @@ use sessiond_core::service::{IssuedSession, RefreshStep};
 use sessiond_core::{Error, Session, Timestamp};
 
 use super::ApiError;
+use super::dpop::{self, ProofRefusal, ProofRoute, ProofSubject};
 use super::extract::failed_credential;
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::{Limit, Refusal, session_key};
@@ -46,6 +59,45 @@ fn admission(state: &AppState, session: &Session, now: Timestamp) -> Admission {
     }
 }
 
+/// The DPoP proof of a refresh request and the path it was sent to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefreshProof<'a> {
+    /// The `DPoP` header: none, one value, or an unusable one.
+    pub(crate) header: Result<Option<&'a str>, sessiond_core::dpop::DpopError>,
+    /// The route's path, which the proof's `htu` must name.
+    pub(crate) path: &'static str,
+}
+
+impl<'a> RefreshProof<'a> {
+    /// The proof of a request to `path` with `headers`.
+    pub(crate) fn of(headers: &'a axum::http::HeaderMap, path: &'static str) -> Self {
+        Self {
+            header: dpop::proof_header(headers),
+            path,
+        }
+    }
+}
+
+/// The session of `presented`, when it is live, for the audit event of a proof refused before
+/// the token was looked up: it names the session under attack. A missing nonce is no attack
+/// and costs no lookup; a failed lookup leaves the session unnamed.
+async fn proof_subject(
+    state: &AppState,
+    presented: &str,
+    error: sessiond_core::dpop::DpopError,
+) -> ProofSubject {
+    if error.is_use_nonce() {
+        return ProofSubject::default();
+    }
+    match state.service.inspect_refresh_token(presented).await {
+        Ok(Some((_, session))) => ProofSubject {
+            session_id: Some(session.id),
+            user_id: Some(session.user_id),
+        },
+        _ => ProofSubject::default(),
+    }
+}
+
 /// Spends `presented` through the service, within the rate limits, and counts the outcome;
 /// the new access token is narrowed to `scope` when one is asked for (the OAuth token
 /// endpoint's `scope` parameter). `origin` (the client address and user agent) is compared
@@ -58,14 +110,18 @@ fn admission(state: &AppState, session: &Session, now: Timestamp) -> Admission {
 /// allowance is looked at only if the token would rotate, before anything is written, so a
 /// refused refresh leaves the presented token live; it is spent only by a rotation that
 /// happened, so grace-window replays and the losers of a race between tabs never count.
+///
+/// `proof` is checked after the address's request allowance and before the lookup; a session
+/// bound to a key needs one (see the module documentation).
 pub(crate) async fn spend(
     state: &AppState,
     client: ClientIp,
     origin: &RequestOrigin,
     presented: &str,
     scope: Option<&Scope>,
+    proof: RefreshProof<'_>,
 ) -> Result<IssuedSession, ApiError> {
-    spend_with_credential(state, client, origin, presented, scope, None).await
+    spend_with_credential(state, client, origin, presented, scope, proof, None).await
 }
 
 /// [`spend`], with the bound cookie's value (`dbsc_credential`) that a refresh of a session
@@ -78,6 +134,7 @@ pub(crate) async fn spend_with_credential(
     origin: &RequestOrigin,
     presented: &str,
     scope: Option<&Scope>,
+    proof: RefreshProof<'_>,
     dbsc_credential: Option<&str>,
 ) -> Result<IssuedSession, ApiError> {
     let now = state.service.now();
@@ -90,8 +147,25 @@ pub(crate) async fn spend_with_credential(
         };
         return Err(limits::refused(state, refusal, subject).await);
     }
+    let verified = match dpop::verify_refresh_proof(state, proof.header, proof.path) {
+        Ok(verified) => verified,
+        Err(error) => {
+            let refusal = ProofRefusal {
+                error,
+                route: ProofRoute::Refresh,
+            };
+            let subject = proof_subject(state, presented, error).await;
+            return Err(dpop::refused(state, client.0, refusal, subject, proof.path).await);
+        }
+    };
     let started = Instant::now();
-    let result = match state.service.begin_refresh(presented, origin, scope).await {
+    // The DPoP binding is checked within the lookup, before anything is decided or written;
+    // the DBSC binding once the session is known, before a pair is handed out or written.
+    let result = match state
+        .service
+        .begin_refresh(presented, origin, scope, verified.as_ref())
+        .await
+    {
         Ok(RefreshStep::Replayed(issued)) => {
             super::dbsc::admit(state, client, &issued.session, dbsc_credential).await?;
             Ok(issued)
@@ -115,6 +189,17 @@ pub(crate) async fn spend_with_credential(
     };
     let issued = match result {
         Ok(issued) => issued,
+        Err(Error::DpopRefused(refused)) => {
+            let refusal = ProofRefusal {
+                error: refused.error,
+                route: ProofRoute::Refresh,
+            };
+            let subject = ProofSubject {
+                session_id: Some(refused.session_id),
+                user_id: Some(refused.user_id),
+            };
+            return Err(dpop::refused(state, client.0, refusal, subject, proof.path).await);
+        }
         Err(error) => {
             state.metrics.record_refresh(Err(&error), started.elapsed());
             if let Error::RefreshRejected(reason) = &error {

@@ -70,7 +70,7 @@ pub(crate) async fn create(
             ip: device.ip,
             claims: request.claims.unwrap_or_default(),
             metadata: request.metadata.unwrap_or_default(),
-            dpop_jkt: None,
+            dpop_jkt: request.dpop_jkt,
         })
         .await?;
     let now = state.service.now();
@@ -83,6 +83,9 @@ pub(crate) async fn create(
     Ok(response)
 }
 
+/// The path of the refresh route, which its DPoP proofs name.
+pub(crate) const REFRESH_PATH: &str = "/v1/sessions/refresh";
+
 /// `POST /v1/sessions/refresh`: spends a refresh token for a new pair (in cookie mode, see
 /// [`browser::refresh`]).
 pub(crate) async fn refresh(
@@ -94,8 +97,11 @@ pub(crate) async fn refresh(
         return browser::refresh(state, client, request).await;
     }
     let origin = limits::request_origin(client, request.headers());
+    let headers = request.headers().clone();
     let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
-    let issued = refresh::spend(&state, client, &origin, &request.refresh_token, None).await?;
+    let proof = refresh::RefreshProof::of(&headers, REFRESH_PATH);
+    let issued =
+        refresh::spend(&state, client, &origin, &request.refresh_token, None, proof).await?;
     let now = state.service.now();
     Ok(Json(token_pair(&issued, now, true)).into_response())
 }

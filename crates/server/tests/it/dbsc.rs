@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use sessiond_testkit::DpopKey;
 
 use crate::helpers::{ADMIN_KEY, Answer, TestApp, text};
 
@@ -727,6 +728,161 @@ async fn without_dbsc_nothing_is_offered_and_the_routes_are_absent() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 }
 
+/// A refresh by cookie with the bound cookie and a `DPoP` proof, each when given.
+async fn refresh_with_proof(
+    app: &TestApp,
+    refresh: &str,
+    bound: Option<&str>,
+    proof: Option<String>,
+) -> Answer {
+    let mut cookies = format!("{REFRESH_COOKIE}={refresh}");
+    if let Some(bound) = bound {
+        cookies.push_str(&format!("; {BOUND_COOKIE}={bound}"));
+    }
+    let mut request = app
+        .client
+        .post(format!("{}/v1/sessions/refresh", app.base))
+        .header("cookie", cookies)
+        .header("x-sessiond-csrf", "1");
+    if let Some(proof) = proof {
+        request = request.header("DPoP", proof);
+    }
+    app.raw(request).await
+}
+
+/// What a refused refresh must leave as it was: the session's tokens, how many are spent, and
+/// whether it is bound to a DPoP key.
+async fn refresh_footprint(app: &TestApp, session_id: &str) -> [i64; 3] {
+    [
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = '{session_id}'"
+        ))
+        .await,
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = '{session_id}' \
+             AND spent_at IS NOT NULL"
+        ))
+        .await,
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM sessions WHERE id = '{session_id}' AND dpop_jkt IS NOT NULL"
+        ))
+        .await,
+    ]
+}
+
+async fn a_session_bound_by_dpop_and_dbsc_refreshes_only_with_both() {
+    let app = spawn_with_dbsc().await;
+    let (mut browser, offer, created) = Browser::sign_in(&app).await;
+    let session_id = text(&created["session"], "id").to_owned();
+    browser.register(&app, &offer).await;
+    let bound = browser.bound_cookie.clone().expect("bound cookie");
+    let dpop = DpopKey::es256();
+    let proof = |app: &TestApp| {
+        dpop.proof(
+            "POST",
+            "http://sessiond.test/v1/sessions/refresh",
+            app.clock_now(),
+        )
+    };
+
+    // A valid proof without the bound cookie is refused for DBSC before it binds anything:
+    // the session does not take the proof's key and the token is not spent.
+    let before = refresh_footprint(&app, &session_id).await;
+    assert_eq!(before[2], 0, "not bound to a DPoP key yet");
+    let no_cookie =
+        refresh_with_proof(&app, &browser.refresh_cookie, None, Some(proof(&app))).await;
+    assert_refused(
+        &no_cookie,
+        StatusCode::UNAUTHORIZED,
+        "dbsc_required",
+        "missing_credential",
+    );
+    assert_eq!(refresh_footprint(&app, &session_id).await, before);
+
+    // With both, the rotation binds the session to the DPoP key as well.
+    let both = refresh_with_proof(
+        &app,
+        &browser.refresh_cookie,
+        Some(&bound),
+        Some(proof(&app)),
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.body);
+    assert_eq!(both.body["token_type"], "DPoP", "{}", both.body);
+    browser.refresh_cookie = set_cookie(&both.headers, REFRESH_COOKIE)
+        .expect("a new refresh cookie")
+        .0;
+    let bound_both = refresh_footprint(&app, &session_id).await;
+    assert_eq!(bound_both[2], 1, "bound to the DPoP key");
+
+    // Bound both ways: the bound cookie without a proof is refused for DPoP, a proof without
+    // the bound cookie for DBSC, and a proof of another key for DPoP; none spends the token.
+    let no_proof = refresh_with_proof(&app, &browser.refresh_cookie, Some(&bound), None).await;
+    assert_refused(
+        &no_proof,
+        StatusCode::BAD_REQUEST,
+        "invalid_dpop_proof",
+        "missing_proof",
+    );
+    assert_eq!(
+        no_proof.headers["www-authenticate"],
+        r#"DPoP error="invalid_dpop_proof""#
+    );
+    let no_cookie =
+        refresh_with_proof(&app, &browser.refresh_cookie, None, Some(proof(&app))).await;
+    assert_refused(
+        &no_cookie,
+        StatusCode::UNAUTHORIZED,
+        "dbsc_required",
+        "missing_credential",
+    );
+    let other_key = DpopKey::es256().proof(
+        "POST",
+        "http://sessiond.test/v1/sessions/refresh",
+        app.clock_now(),
+    );
+    let foreign =
+        refresh_with_proof(&app, &browser.refresh_cookie, Some(&bound), Some(other_key)).await;
+    assert_refused(
+        &foreign,
+        StatusCode::BAD_REQUEST,
+        "invalid_dpop_proof",
+        "wrong_key",
+    );
+    assert_eq!(refresh_footprint(&app, &session_id).await, bound_both);
+
+    // Each refusal has its own audit event, and none was taken for reuse.
+    assert_eq!(
+        app.audit_count(
+            "security.dbsc_rejected",
+            Some(("reason", "missing_credential"))
+        )
+        .await,
+        2
+    );
+    for reason in ["missing_proof", "wrong_key"] {
+        assert_eq!(
+            app.audit_count("security.dpop_rejected", Some(("reason", reason)))
+                .await,
+            1,
+            "{reason}"
+        );
+    }
+    assert_eq!(app.audit_count("security.reuse_detected", None).await, 0);
+
+    // The owner, with both, still refreshes: the token the refusals left live is spent now.
+    let again = refresh_with_proof(
+        &app,
+        &browser.refresh_cookie,
+        Some(&bound),
+        Some(proof(&app)),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let after = refresh_footprint(&app, &session_id).await;
+    assert_eq!(after[1], bound_both[1] + 1, "one more token spent");
+}
+
 crate::on_every_store!(
     signing_in_offers_a_registration_that_binds_the_session,
     an_unbound_session_refreshes_as_before_and_is_offered_a_binding_each_time,
@@ -736,6 +892,7 @@ crate::on_every_store!(
     registration_refuses_proofs_not_made_by_the_key_they_carry,
     a_revoked_session_is_ended_and_unknown_ids_learn_nothing,
     without_dbsc_nothing_is_offered_and_the_routes_are_absent,
+    a_session_bound_by_dpop_and_dbsc_refreshes_only_with_both,
 );
 
 /// Instances sharing PostgreSQL accept each other's challenges, and a challenge spent on one

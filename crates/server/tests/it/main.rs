@@ -10,6 +10,7 @@ mod connections;
 mod crypt;
 mod dbsc;
 mod devices;
+mod dpop;
 mod errors;
 mod events;
 mod faults;
