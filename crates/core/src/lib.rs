@@ -8,6 +8,7 @@
 pub mod anomaly;
 pub mod audit;
 pub mod crypt;
+pub mod dbsc;
 pub mod device;
 pub mod dpop;
 pub mod error;

@@ -20,9 +20,9 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
-    AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, ProofStore,
-    RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
-    RotationOutcome, SessionStore, Store, StoreError, StoreStats,
+    AuditFor, AuditStore, DbscBinding, DbscCredential, DbscStore, DeviceStore, EncryptionStore,
+    EventStore, KeyStore, ProofStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed,
+    RevokedSessionRef, Rotation, RotationOutcome, SessionStore, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::StoredKey;
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -268,6 +268,43 @@ impl DeviceStore for InstrumentedStore {
                 .record_revocations(revocation.reason, revoked.len());
         }
         Ok(revoked)
+    }
+}
+
+#[async_trait]
+impl DbscStore for InstrumentedStore {
+    async fn bind_dbsc(
+        &self,
+        binding: &DbscBinding,
+        audit: &NewAuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::DbscWrite,
+            self.inner.bind_dbsc(binding, audit),
+        )
+        .await
+    }
+
+    async fn dbsc_binding(&self, session: SessionId) -> Result<Option<DbscBinding>, StoreError> {
+        self.timed(
+            StoreOperation::DbscBinding,
+            self.inner.dbsc_binding(session),
+        )
+        .await
+    }
+
+    async fn renew_dbsc_credential(
+        &self,
+        session: SessionId,
+        generation: i64,
+        credential: &DbscCredential,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            StoreOperation::DbscWrite,
+            self.inner
+                .renew_dbsc_credential(session, generation, credential),
+        )
+        .await
     }
 }
 

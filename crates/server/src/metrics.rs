@@ -133,10 +133,12 @@ pub enum StoreOperation {
     AuditChain,
     PruneAudit,
     AuditCheckpointKey,
+    DbscBinding,
+    DbscWrite,
     RememberDpopProof,
 }
 
-const STORE_OPERATIONS: [&str; 27] = [
+const STORE_OPERATIONS: [&str; 29] = [
     "create_session",
     "find_refresh_token",
     "rotate_refresh_token",
@@ -163,6 +165,8 @@ const STORE_OPERATIONS: [&str; 27] = [
     "audit_chain",
     "prune_audit",
     "audit_checkpoint_key",
+    "dbsc_binding",
+    "dbsc_write",
     "remember_dpop_proof",
 ];
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sessiond_core::dbsc::{CHALLENGE_KEY_LABEL, ChallengeKey};
 use sessiond_core::service::ServiceSettings;
 use sessiond_core::signing_keys::KeyLoading;
 use sessiond_core::store::Store;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub event_poll: Duration,
     /// Whether the refresh token also travels in an HttpOnly cookie (`SESSIOND_COOKIE_MODE`).
     pub cookie_mode: bool,
+    /// Device Bound Session Credentials, when they are on (`SESSIOND_DBSC`).
+    pub dbsc: Option<Arc<Dbsc>>,
     /// Origins answered with CORS headers (`SESSIOND_CORS_ORIGINS`), lower-case.
     pub cors_origins: Arc<[String]>,
     /// Rate limits, and where the client address comes from.
@@ -132,15 +135,25 @@ impl AppState {
         .await
         .context("cannot start the session service")?;
         let history = Arc::new(StatsHistory::new(&metrics, service.now()));
-        // Only a server hands out nonces; a command that only reads needs no key for them.
-        let nonce_master_key =
-            if config.dpop.nonce_required && !matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs) {
-                Some(crate::master_key::master_key(config)?)
-            } else {
-                None
-            };
-        let dpop = Dpop::new(&config.dpop, &config.issuer, nonce_master_key.as_ref())
+        // The keys of DPoP nonces and DBSC challenges come from the master key, each under its
+        // own label. Only a server hands out nonces: a command that only reads needs no key for
+        // them.
+        let serves = !matches!(mode, OpenMode::ReadOnly | OpenMode::AsIs);
+        let master_key = if (config.dpop.nonce_required && serves) || config.dbsc.is_some() {
+            Some(crate::master_key::master_key(config)?)
+        } else {
+            None
+        };
+        let nonce_master_key = master_key.as_ref().filter(|_| serves);
+        let dpop = Dpop::new(&config.dpop, &config.issuer, nonce_master_key)
             .map_err(anyhow::Error::msg)?;
+        let dbsc = match (config.dbsc, master_key.as_ref()) {
+            (Some(settings), Some(key)) => Some(Arc::new(Dbsc {
+                cookie_ttl: settings.cookie_ttl,
+                challenges: ChallengeKey::new(&key.derive(CHALLENGE_KEY_LABEL)),
+            })),
+            _ => None,
+        };
         Ok(Self {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
@@ -154,6 +167,7 @@ impl AppState {
             event_retention: config.event_retention,
             event_poll,
             cookie_mode: config.cookie_mode,
+            dbsc,
             cors_origins: config.cors_origins.clone().into(),
             limits: Arc::new(RateLimits::new(config.rate_limits.clone())),
             history,
@@ -163,4 +177,13 @@ impl AppState {
             dpop: Arc::new(dpop),
         })
     }
+}
+
+/// Device Bound Session Credentials as the handlers need them (see `http::dbsc`).
+#[derive(Debug)]
+pub struct Dbsc {
+    /// How long a bound cookie counts.
+    pub cookie_ttl: Duration,
+    /// The key of registration and refresh challenges, the same on every instance.
+    pub challenges: ChallengeKey,
 }

@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0008_retired_keys.sql"),
     ),
     (9, "dpop", include_str!("../migrations/0009_dpop.sql")),
+    (10, "dbsc", include_str!("../migrations/0010_dbsc.sql")),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

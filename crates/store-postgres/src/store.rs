@@ -35,6 +35,8 @@ use crate::feed::{PostgresRevocationFeed, REVOCATION_CHANNEL};
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
 
+mod dbsc;
+
 /// A query with its parameters bound so far.
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 

@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0010_retired_keys.sql"),
     ),
     (11, "dpop", include_str!("../migrations/0011_dpop.sql")),
+    (12, "dbsc", include_str!("../migrations/0012_dbsc.sql")),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

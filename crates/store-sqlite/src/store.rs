@@ -37,6 +37,8 @@ use crate::error::store_error;
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, get, session_columns};
 
+mod dbsc;
+
 /// How durable a commit is before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {

@@ -8,7 +8,8 @@
 //! [`SessionStore`] (sessions, refresh tokens and their rotation, revocations, expiry, purge,
 //! counts), [`DeviceStore`] (the device registry), [`KeyStore`] (signing keys),
 //! [`EncryptionStore`] (the keys of encryption at rest), [`AuditStore`] (the audit chain),
-//! [`EventStore`] (live events) and [`ProofStore`] (the replay cache of DPoP proofs).
+//! [`EventStore`] (live events), [`ProofStore`] (the replay cache of DPoP proofs) and
+//! [`DbscStore`] (sessions bound to a browser's key).
 //! [`Store`] is all of them together with what concerns the store as a whole, and is what the
 //! service holds (`Arc<dyn Store>`).
 
@@ -20,6 +21,7 @@ use crate::audit::NewAuditEvent;
 use crate::session::Session;
 
 mod audit;
+mod dbsc;
 mod devices;
 mod encryption;
 pub mod error;
@@ -29,6 +31,7 @@ mod proofs;
 mod sessions;
 
 pub use audit::AuditStore;
+pub use dbsc::{DbscBinding, DbscCredential, DbscStore};
 pub use devices::DeviceStore;
 pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
@@ -103,6 +106,7 @@ pub trait Store:
     + EncryptionStore
     + AuditStore
     + EventStore
+    + DbscStore
     + ProofStore
     + Send
     + Sync

@@ -7,13 +7,14 @@
 //! reported: `listeners.rs` (addresses, body limit, timeouts, streams), `admin.rs` (admin keys,
 //! introspection clients), `storage.rs` (database URL, SQLite), `tokens.rs` (issuer, lifetimes,
 //! roles), `keys.rs` (signing keys, master key), `browser.rs` (cookies, CORS, UI framing),
-//! `limits.rs` (rate limits), `audit.rs` (audit sampling, anomalies) and `dpop.rs` (DPoP
-//! proofs). `values.rs` parses
-//! durations and counts for all of them, and `url.rs` reads database URLs.
+//! `dbsc.rs` (Device Bound Session Credentials), `limits.rs` (rate limits), `audit.rs` (audit
+//! sampling, anomalies) and `dpop.rs` (DPoP proofs). `values.rs` parses durations and counts for
+//! all of them, and `url.rs` reads database URLs.
 
 mod admin;
 mod audit;
 mod browser;
+mod dbsc;
 mod dpop;
 mod keys;
 mod limits;
@@ -38,6 +39,7 @@ use sessiond_core::token::SigningAlgorithm;
 use sessiond_store_sqlite::Synchronous;
 
 pub use admin::{MIN_ADMIN_KEY_LEN, MIN_CLIENT_SECRET_LEN};
+pub use dbsc::{DEFAULT_COOKIE_TTL as DEFAULT_DBSC_COOKIE_TTL, DbscSettings};
 pub use dpop::DpopSettings;
 pub use keys::{MIN_KEY_ROTATION, MasterKeySource, development_key_file};
 pub use raw::{DatabaseUrl, RawConfig, RolesSetting, SecretSetting};
@@ -112,6 +114,8 @@ pub struct Config {
     /// Whether refreshes also hand the refresh token out as an HttpOnly cookie and take it
     /// back from there.
     pub cookie_mode: bool,
+    /// Device Bound Session Credentials, when they are on (`SESSIOND_DBSC`).
+    pub dbsc: Option<DbscSettings>,
     /// Origins whose browser requests get CORS headers (with credentials), lower-case.
     pub cors_origins: Vec<String>,
     /// The `frame-ancestors` source list of the web UI's `Content-Security-Policy`.
@@ -187,6 +191,7 @@ impl Config {
         let metrics_listen = listeners::metrics_listen(raw, listen)?;
         let events = listeners::events(raw, &policy)?;
         let browser = browser::settings(raw)?;
+        let dbsc = dbsc::settings(raw, browser.cookie_mode)?;
         let rate_limits = limits::rate_limits(raw, &mut warnings)?;
         Ok(Self {
             listen,
@@ -209,6 +214,7 @@ impl Config {
             event_retention: events.retention,
             event_heartbeat: events.heartbeat,
             cookie_mode: browser.cookie_mode,
+            dbsc,
             cors_origins: browser.cors_origins,
             ui_frame_ancestors: browser.ui_frame_ancestors,
             rate_limits,

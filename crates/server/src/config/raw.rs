@@ -151,6 +151,13 @@ pub struct RawConfig {
     /// `on` puts the refresh token in an HttpOnly cookie for browsers; `off` (default).
     #[arg(long, global = true, env = "SESSIOND_COOKIE_MODE")]
     pub cookie_mode: Option<String>,
+    /// `on` binds cookie-mode sessions to a browser key (Device Bound Session Credentials);
+    /// `off` (default). Needs cookie mode.
+    #[arg(long, global = true, env = "SESSIOND_DBSC")]
+    pub dbsc: Option<String>,
+    /// How long a bound cookie counts before the browser's key must renew it, e.g. `5m`.
+    #[arg(long, global = true, env = "SESSIOND_DBSC_COOKIE_TTL")]
+    pub dbsc_cookie_ttl: Option<String>,
     /// Comma-separated origins (`https://app.example.com`) answered with CORS headers.
     #[arg(long, global = true, env = "SESSIOND_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
@@ -303,6 +310,8 @@ impl RawConfig {
             event_retention,
             event_heartbeat,
             cookie_mode,
+            dbsc,
+            dbsc_cookie_ttl,
             cors_origins,
             ui_frame_ancestors,
             rate_limits,

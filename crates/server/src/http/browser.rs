@@ -63,6 +63,7 @@ pub(crate) async fn refresh(
     request: Request,
 ) -> Result<Response, ApiError> {
     let cookie = refresh_cookie(request.headers());
+    let credential = super::dbsc::credential_cookie(request.headers());
     let origin = super::limits::request_origin(client, request.headers());
     let csrf_header = request
         .headers()
@@ -74,11 +75,20 @@ pub(crate) async fn refresh(
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
     if let Some(presented) = body.refresh_token {
-        let issued =
-            super::refresh::spend(&state, client, &origin, &presented, None, proof).await?;
+        let issued = super::refresh::spend_with_credential(
+            &state,
+            client,
+            &origin,
+            &presented,
+            None,
+            proof,
+            credential.as_deref(),
+        )
+        .await?;
         let now = state.service.now();
         let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
+        offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
         return Ok(response);
     }
     let Some(presented) = cookie else {
@@ -91,7 +101,17 @@ pub(crate) async fn refresh(
             "a refresh by cookie needs the header X-Sessiond-CSRF: 1",
         ));
     }
-    match super::refresh::spend(&state, client, &origin, &presented, None, proof).await {
+    let spent = super::refresh::spend_with_credential(
+        &state,
+        client,
+        &origin,
+        &presented,
+        None,
+        proof,
+        credential.as_deref(),
+    )
+    .await;
+    match spent {
         Ok(issued) => {
             let now = state.service.now();
             let mut body =
@@ -101,6 +121,7 @@ pub(crate) async fn refresh(
             }
             let mut response = axum::Json(body).into_response();
             set_cookie(&mut response, &refresh_cookie_for(&issued, now));
+            offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
             Ok(response)
         }
         Err(error @ ApiError::Domain(Error::RefreshRejected(_))) => {
@@ -112,15 +133,34 @@ pub(crate) async fn refresh(
     }
 }
 
+/// Offers a DBSC registration (when DBSC is on) with an answer that refreshed `issued`'s
+/// session, unless the session showed itself bound by refreshing with its bound cookie
+/// (`credential`).
+fn offer_registration_unless_bound(
+    state: &AppState,
+    response: &mut Response,
+    issued: &IssuedSession,
+    credential: Option<&str>,
+) {
+    if !super::dbsc::answered_bound(credential, issued.session.id) {
+        super::dbsc::offer_registration(state, response, issued.session.id);
+    }
+}
+
 /// The refresh token of the request's refresh cookie, if it has one.
 fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, REFRESH_COOKIE)
+}
+
+/// The value of the request's cookie `name`, if it has a non-empty one.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.trim_matches('"').to_owned())
         .filter(|value| !value.is_empty())
 }

@@ -49,6 +49,14 @@ pub(crate) enum ApiError {
     /// No event stream may be opened now: the caller's user, or the process, has as many open
     /// as allowed.
     TooManyStreams(StreamRefusal),
+    /// A Device Bound Session Credentials refusal (`http::dbsc`): its status, `error` code,
+    /// `reason` and message.
+    Dbsc {
+        status: StatusCode,
+        code: &'static str,
+        reason: &'static str,
+        message: &'static str,
+    },
     /// A DPoP proof was refused (already counted and audited, see `http::dpop`).
     Dpop(ProofRefusal),
     /// An access token bound to a DPoP key came with the `Bearer` scheme, or an unbound one
@@ -181,6 +189,12 @@ impl IntoResponse for ApiError {
                 None,
                 Some(STREAMS_RETRY_AFTER),
             ),
+            Self::Dbsc {
+                status,
+                code,
+                reason,
+                message,
+            } => body(status, code, message.into(), Some(reason), None),
             Self::Dpop(refusal) => dpop_refused(refusal),
             Self::WrongTokenScheme(message) => {
                 let mut response = body(

@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 mod browser;
 pub(crate) mod convert;
+mod dbsc;
 mod deadline;
 mod devices;
 mod dpop;
@@ -55,6 +56,14 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
         .route(
             "/v1/sessions/refresh",
             post(sessions::refresh.layer(middleware::map_response(no_store_answers))),
+        )
+        .route(
+            "/v1/dbsc/registration",
+            post(dbsc::register.layer(middleware::map_response(no_store_answers))),
+        )
+        .route(
+            "/v1/dbsc/refresh",
+            post(dbsc::refresh.layer(middleware::map_response(no_store_answers))),
         )
         .route("/v1/sessions/current", get(sessions::current))
         .route("/v1/sessions/revoke-all", post(sessions::revoke_all_own))

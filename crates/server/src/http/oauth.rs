@@ -59,6 +59,9 @@ pub(crate) enum OAuthError {
     InvalidGrant(RefreshRejection),
     /// A grant other than `refresh_token`.
     UnsupportedGrantType,
+    /// A live refresh token of a session bound to a browser key (DBSC), which refreshes only
+    /// with its bound cookie: `invalid_grant`; nothing was spent.
+    BoundGrant(&'static str),
     /// A `scope` beyond the session's permissions (RFC 6749 §5.2); nothing was spent.
     InvalidScope(String),
     /// A route that needs an admin key got none or a wrong one.
@@ -96,6 +99,7 @@ impl From<ApiError> for OAuthError {
                 "request body did not arrive within {} s",
                 timeout.as_secs()
             )),
+            ApiError::Dbsc { message, .. } => Self::BoundGrant(message),
             ApiError::WrongTokenScheme(message) => Self::InvalidClient(message),
             ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::TooManyStreams(_) => {
                 Self::InvalidRequest("no such operation".into())
@@ -145,6 +149,9 @@ impl IntoResponse for OAuthError {
                 }
                 .to_owned(),
             ),
+            Self::BoundGrant(message) => {
+                (StatusCode::BAD_REQUEST, "invalid_grant", message.to_owned())
+            }
             Self::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",

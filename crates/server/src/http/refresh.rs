@@ -13,6 +13,13 @@
 //! `POST` to the entrance's path; the service then checks it against the session's binding and
 //! the replay cache (see `SessionService::begin_refresh`). A refused proof spends nothing and
 //! is answered and audited by `http::dpop`.
+//!
+//! A session may also be bound to a browser key by DBSC (`http::dbsc`); its refresh then needs
+//! the bound cookie in force as well. That check comes after the lookup and the DPoP check and
+//! before the rate limit, the rotation or a replayed pair, so a refresh missing either binding
+//! is refused with that binding's own error and audit event and leaves the token live: nothing
+//! is rotated, and an unbound session is not bound to the proof's key. A valid proof that came
+//! with a refresh refused for DBSC stays spent in the replay cache, as any proof seen once.
 
 use std::time::Instant;
 
@@ -114,6 +121,22 @@ pub(crate) async fn spend(
     scope: Option<&Scope>,
     proof: RefreshProof<'_>,
 ) -> Result<IssuedSession, ApiError> {
+    spend_with_credential(state, client, origin, presented, scope, proof, None).await
+}
+
+/// [`spend`], with the bound cookie's value (`dbsc_credential`) that a refresh of a session
+/// bound to a browser key also needs (see `http::dbsc`): that check comes after the token is
+/// found and before anything is written or handed out, so a refused refresh leaves the token
+/// live for its owner.
+pub(crate) async fn spend_with_credential(
+    state: &AppState,
+    client: ClientIp,
+    origin: &RequestOrigin,
+    presented: &str,
+    scope: Option<&Scope>,
+    proof: RefreshProof<'_>,
+    dbsc_credential: Option<&str>,
+) -> Result<IssuedSession, ApiError> {
     let now = state.service.now();
     if let Some(key) = client.key()
         && let Err(refusal) = state.limits.acquire(Limit::PerIp, &key, now)
@@ -136,24 +159,32 @@ pub(crate) async fn spend(
         }
     };
     let started = Instant::now();
+    // The DPoP binding is checked within the lookup, before anything is decided or written;
+    // the DBSC binding once the session is known, before a pair is handed out or written.
     let result = match state
         .service
         .begin_refresh(presented, origin, scope, verified.as_ref())
         .await
     {
-        Ok(RefreshStep::Replayed(issued)) => Ok(issued),
-        Ok(RefreshStep::Rotation(pending)) => match admission(state, pending.session(), now) {
-            Admission::Admitted => state.service.rotate(pending).await,
-            Admission::Refused(refusal) => {
-                let subject = Subject {
-                    ip: client.0,
-                    user_id: Some(pending.session().user_id.clone()),
-                    session_id: Some(pending.session().id),
-                    admin_key: None,
-                };
-                return Err(limits::refused(state, refusal, subject).await);
+        Ok(RefreshStep::Replayed(issued)) => {
+            super::dbsc::admit(state, client, &issued.session, dbsc_credential).await?;
+            Ok(issued)
+        }
+        Ok(RefreshStep::Rotation(pending)) => {
+            super::dbsc::admit(state, client, pending.session(), dbsc_credential).await?;
+            match admission(state, pending.session(), now) {
+                Admission::Admitted => state.service.rotate(pending).await,
+                Admission::Refused(refusal) => {
+                    let subject = Subject {
+                        ip: client.0,
+                        user_id: Some(pending.session().user_id.clone()),
+                        session_id: Some(pending.session().id),
+                        admin_key: None,
+                    };
+                    return Err(limits::refused(state, refusal, subject).await);
+                }
             }
-        },
+        }
         Err(error) => Err(error),
     };
     let issued = match result {

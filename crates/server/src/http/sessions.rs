@@ -17,6 +17,7 @@ use sessiond_wire::{
 use super::ApiError;
 use super::browser;
 use super::convert::{session_view, token_pair};
+use super::dbsc;
 use super::extract::{
     AdminCaller, Caller, JsonBody, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write,
     require,
@@ -77,6 +78,7 @@ pub(crate) async fn create(
     if state.cookie_mode {
         // A backend serving the same site may pass this on to the browser as it is.
         browser::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
+        dbsc::offer_registration(&state, &mut response, issued.session.id);
     }
     Ok(response)
 }
@@ -177,6 +179,9 @@ pub(crate) async fn logout(
     let mut response = StatusCode::NO_CONTENT.into_response();
     if state.cookie_mode {
         browser::set_cookie(&mut response, &browser::cleared_refresh_cookie());
+    }
+    if state.dbsc.is_some() {
+        browser::set_cookie(&mut response, &dbsc::cleared_credential_cookie());
     }
     Ok(response)
 }

@@ -192,6 +192,25 @@ impl TestApp {
         Self::start(dir, config, clock, self.backend, schema).await
     }
 
+    /// Starts another instance on the same database and clock while this one runs (on
+    /// PostgreSQL: one SQLite file is served by one process).
+    pub async fn sibling(&self) -> Self {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "instances share PostgreSQL only"
+        );
+        let config = self.config.clone();
+        Self::start(
+            self.dir.clone(),
+            config,
+            self.clock.clone(),
+            self.backend,
+            self.schema.clone(),
+        )
+        .await
+    }
+
     pub async fn stop(&mut self) {
         self.server.stop().await;
     }

@@ -8,6 +8,7 @@ mod backup;
 mod browser;
 mod connections;
 mod crypt;
+mod dbsc;
 mod devices;
 mod dpop;
 mod errors;

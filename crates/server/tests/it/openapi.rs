@@ -451,7 +451,12 @@ fn no_redirects() -> reqwest::Client {
 }
 
 async fn router_has_every_documented_operation_and_no_other_method() {
-    let app = TestApp::spawn().await;
+    // With every optional route on: DBSC's answer `404` while it is off.
+    let app = TestApp::spawn_with(|raw| {
+        raw.cookie_mode = Some("on".into());
+        raw.dbsc = Some("on".into());
+    })
+    .await;
     let spec = spec();
     let client = no_redirects();
     for (path, item) in spec["paths"].as_object().expect("paths") {
@@ -1371,6 +1376,7 @@ async fn documented_answers_match_what_the_server_answers() {
     stalled_body_answers(&mut c).await;
     stream_refusals(&mut c).await;
     cookie_mode_answers(&mut c).await;
+    dbsc_answers(&mut c).await;
     c.assert_everything_seen();
 }
 
@@ -1452,6 +1458,8 @@ async fn events_over_websocket(app: &TestApp, c: &mut Checker, access: &str) {
 async fn rate_limited_answers(c: &mut Checker) {
     let app = TestApp::spawn_with(|raw| {
         raw.rate_limit_failed_auth_per_ip = Some("1/1m".into());
+        raw.cookie_mode = Some("on".into());
+        raw.dbsc = Some("on".into());
     })
     .await;
     let refused = app.get("/v1/stats", Some("not-a-key")).await;
@@ -1480,6 +1488,14 @@ async fn rate_limited_answers(c: &mut Checker) {
             .bearer_auth("not-a-key");
         if path == "/v1/sessions/refresh" {
             request = request.json(&json!({"refresh_token": "sdr_x"}));
+        }
+        if path.starts_with("/v1/dbsc/") {
+            request = request
+                .header(
+                    "sec-secure-session-id",
+                    "\"8a4f2c4e-9d7c-4b8e-8a51-1f3b2c4d5e6f\"",
+                )
+                .header("secure-session-response", "\"a.b.c\"");
         }
         if path == "/oauth/token" {
             request = request
@@ -1670,6 +1686,112 @@ async fn cookie_mode_answers(c: &mut Checker) {
     .await;
     c.check("post", "/v1/logout", &logout);
     assert!(logout.headers.contains_key("set-cookie"));
+}
+
+/// Device Bound Session Credentials: the registration offer, a registration, a renewal's
+/// challenge and its answer, the end of a revoked session, a refused proof, and both routes
+/// with DBSC off.
+async fn dbsc_answers(c: &mut Checker) {
+    use crate::dbsc::{Es256Key, challenge, offer};
+    let off = TestApp::spawn().await;
+    let client = no_redirects();
+    for t in ["/v1/dbsc/registration", "/v1/dbsc/refresh"] {
+        c.expect("post", t, 404, client.post(url(&off, t))).await;
+    }
+    let app = TestApp::spawn_with(|raw| {
+        raw.cookie_mode = Some("on".into());
+        raw.dbsc = Some("on".into());
+    })
+    .await;
+    let created = send(
+        client
+            .post(url(&app, "/v1/sessions"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": "kim"})),
+    )
+    .await;
+    let pair = c.check("post", "/v1/sessions", &created);
+    let offer = offer(&created.headers).expect("a registration offer");
+    let key = Es256Key::generate();
+    let t = "/v1/dbsc/registration";
+    c.expect("post", t, 400, client.post(url(&app, t))).await;
+    let proof = |text: String| format!("\"{text}\"");
+    let bound = c
+        .expect(
+            "post",
+            t,
+            200,
+            client.post(url(&app, t)).header(
+                "secure-session-response",
+                proof(key.proof(&offer.challenge, true)),
+            ),
+        )
+        .await;
+    let id = bound["session_identifier"].as_str().expect("id").to_owned();
+    let t = "/v1/dbsc/refresh";
+    let session = format!("\"{id}\"");
+    c.expect("post", t, 400, client.post(url(&app, t))).await;
+    let asked = send(
+        client
+            .post(url(&app, t))
+            .header("sec-secure-session-id", &session),
+    )
+    .await;
+    c.check("post", t, &asked);
+    assert_eq!(asked.status, 403);
+    let (current, _) = challenge(&asked.headers).expect("a challenge");
+    c.expect(
+        "post",
+        t,
+        200,
+        client
+            .post(url(&app, t))
+            .header("sec-secure-session-id", &session)
+            .header("secure-session-response", proof(key.proof(&current, false))),
+    )
+    .await;
+    let forged = Es256Key::generate().proof(&current, false);
+    c.expect(
+        "post",
+        t,
+        400,
+        client
+            .post(url(&app, t))
+            .header("sec-secure-session-id", &session)
+            .header("secure-session-response", proof(forged)),
+    )
+    .await;
+    // The refresh token alone no longer refreshes.
+    let refused = send(
+        client
+            .post(url(&app, "/v1/sessions/refresh"))
+            .header(
+                "cookie",
+                format!(
+                    "__Secure-sessiond-refresh={}",
+                    token(&pair, "refresh_token")
+                ),
+            )
+            .header("x-sessiond-csrf", "1"),
+    )
+    .await;
+    assert_eq!(
+        c.check("post", "/v1/sessions/refresh", &refused)["error"],
+        "dbsc_required"
+    );
+    app.delete(&format!("/v1/sessions/{id}"), Some(ADMIN_KEY))
+        .await;
+    let ended = c
+        .expect(
+            "post",
+            t,
+            200,
+            client
+                .post(url(&app, t))
+                .header("sec-secure-session-id", &session),
+        )
+        .await;
+    assert_eq!(ended, json!({"continue": false}));
 }
 
 /// The document's own shape: OpenAPI 3.1, every operation with an id, every `$ref` resolving,
