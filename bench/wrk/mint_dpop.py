@@ -53,8 +53,9 @@ class Key:
         header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
         self.header = b64(json.dumps(header, separators=(",", ":")).encode())
 
-    def proof(self, method, url, access_token=None):
-        claims = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time())}
+    def proof(self, method, url, access_token=None, iat=None):
+        iat = int(time.time()) if iat is None else iat
+        claims = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": iat}
         if access_token is not None:
             claims["ath"] = b64(hashlib.sha256(access_token.encode()).digest())
         signing_input = self.header + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
@@ -95,10 +96,11 @@ def mint_refresh(url, admin_key, issuer, indices, out, lock):
 
 
 def mint_current(key, issuer, access_token, indices, out, lock):
-    lines = [
-        access_token + "\t" + key.proof("GET", issuer + "/v1/sessions/current", access_token)
-        for _ in indices
-    ]
+    lines = []
+    for _ in indices:
+        iat = int(time.time())
+        proof = key.proof("GET", issuer + "/v1/sessions/current", access_token, iat)
+        lines.append((iat, access_token + "\t" + proof))
     with lock:
         out.extend(lines)
 
@@ -127,6 +129,11 @@ def main():
         thread.join()
     if len(out) != count:
         raise SystemExit(f"minted {len(out)} of {count}")
+    if mode == "current":
+        # In the order they were signed: a full replay cache drops the ids expiring soonest and
+        # then refuses any proof expiring no later, so proofs must arrive about as old as a
+        # client's would, oldest first, not shuffled by the minting threads.
+        out = [line for _, line in sorted(out, key=lambda pair: pair[0])]
     with open(path, "w", encoding="ascii") as file:
         file.write("\n".join(out) + "\n")
     print(f"minted {count} {mode} lines into {path}")
