@@ -104,16 +104,37 @@ struct Claims<'a> {
     nbf: Option<i64>,
     sid: &'a str,
     /// RFC 7800's confirmation: an object when present, of which only `jkt` is read.
-    #[serde(default)]
-    cnf: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    cnf: Option<Confirmation<'a>>,
 }
 
-/// The `jkt` of a `cnf` claim: absent, or a string.
-fn confirmation(cnf: Option<Map<String, Value>>) -> Result<Option<String>, TokenError> {
-    match cnf.and_then(|mut cnf| cnf.remove("jkt")) {
-        None => Ok(None),
-        Some(Value::String(jkt)) => Ok(Some(jkt)),
-        Some(_) => Err(TokenError::Malformed),
+/// The `cnf` claim: a JSON object (never an array, which a derived struct would also take),
+/// read without building it; only `jkt` is kept and must be a string.
+struct Confirmation<'a> {
+    jkt: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Confirmation<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ConfirmationVisitor;
+        impl<'de> Visitor<'de> for ConfirmationVisitor {
+            type Value = Confirmation<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a confirmation object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut jkt = None;
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    if name == "jkt" {
+                        jkt = Some(map.next_value::<Cow<'de, str>>()?);
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Confirmation { jkt })
+            }
+        }
+        deserializer.deserialize_map(ConfirmationVisitor)
     }
 }
 
@@ -210,7 +231,7 @@ impl AccessTokenValidator {
                 session_id,
                 user_id: claims.sub.into_owned(),
                 expires_at_seconds: claims.exp,
-                confirmation: confirmation(claims.cnf)?,
+                confirmation: claims.cnf.and_then(|cnf| cnf.jkt).map(Cow::into_owned),
             })
         })
     }
