@@ -12,6 +12,8 @@
 //!
 //! Run with `cargo bench -p sessiond-core --bench dpop`.
 
+mod fixtures;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -22,13 +24,13 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sessiond_core::dpop::{DpopRules, ProofCheck, access_token_hash, verify_proof};
 use sessiond_core::revocation::RevokedSessions;
 use sessiond_core::token::{
     AccessTokenIssuer, AccessTokenValidator, Keyring, SigningAlgorithm, StoredKey, ValidationRules,
 };
-use sessiond_core::{Device, DeviceId, DeviceType, Session, SessionId, Timestamp, UserId};
+use sessiond_core::{Session, Timestamp};
 
 const ISSUER: &str = "https://sessiond.example";
 const REFRESH_URL: &str = "https://sessiond.example/v1/sessions/refresh";
@@ -84,38 +86,6 @@ impl ClientKey {
     }
 }
 
-fn session(now: Timestamp, jkt: Option<String>) -> Session {
-    let mut claims = Map::new();
-    claims.insert("roles".into(), json!(["user"]));
-    claims.insert("permissions".into(), json!(["notes:read"]));
-    Session {
-        id: SessionId::generate(),
-        user_id: UserId::from_trusted("user-8f14e45f-ceea-467f-a8f9-c5b0e5e4b2a1".into()),
-        tenant_id: None,
-        device: Device {
-            id: DeviceId::from_trusted("device-1".into()),
-            name: None,
-            device_type: DeviceType::Desktop,
-            browser: None,
-            os: None,
-            trusted: false,
-        },
-        ip: None,
-        user_agent: None,
-        claims,
-        metadata: Map::<String, Value>::new(),
-        created_at: now,
-        last_active_at: now,
-        idle_expires_at: now.plus(Duration::from_secs(7 * 24 * 3600)),
-        expires_at: now.plus(Duration::from_secs(30 * 24 * 3600)),
-        access_expires_at: now.plus(Duration::from_secs(15 * 60)),
-        revoked_at: None,
-        revoke_reason: None,
-        dpop_jkt: jkt,
-        unreadable: Vec::new(),
-    }
-}
-
 fn benchmarks(criterion: &mut Criterion) {
     let now = Timestamp::from_unix_millis(1_700_000_000_000);
     let stored = [StoredKey::generate(SigningAlgorithm::EdDsa, now)];
@@ -135,7 +105,7 @@ fn benchmarks(criterion: &mut Criterion) {
     let rules = DpopRules::default();
 
     let unbound = issuer
-        .issue(&keyring, &session(now, None), now, expires_at)
+        .issue(&keyring, &fixtures::session(now), now, expires_at)
         .token;
     criterion.bench_function("dpop/unbound_validation", |bencher| {
         bencher.iter(|| validator.validate(black_box(&unbound), &keyring, &revoked, now));
@@ -159,7 +129,15 @@ fn benchmarks(criterion: &mut Criterion) {
         });
 
         let token = issuer
-            .issue(&keyring, &session(now, Some(jkt.clone())), now, expires_at)
+            .issue(
+                &keyring,
+                &Session {
+                    dpop_jkt: Some(jkt.clone()),
+                    ..fixtures::session(now)
+                },
+                now,
+                expires_at,
+            )
             .token;
         let proof = key.proof(&json!({"jti": "3f1c9a0e-current", "htm": "GET",
             "htu": CURRENT_URL, "iat": now.unix_seconds(), "ath": access_token_hash(&token)}));

@@ -13,6 +13,8 @@
 //!
 //! Run with `cargo bench -p sessiond-core --bench validation`.
 
+mod fixtures;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,12 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use sessiond_core::revocation::RevokedSessions;
 use sessiond_core::token::{
     AccessTokenIssuer, AccessTokenValidator, Keyring, SigningAlgorithm, StoredKey, ValidationRules,
 };
-use sessiond_core::{Device, DeviceId, DeviceType, Session, SessionId, Timestamp, UserId};
+use sessiond_core::{Session, SessionId, Timestamp};
 
 const ISSUER: &str = "https://sessiond.example";
 const AUDIENCE: &str = "notes-api";
@@ -47,38 +49,6 @@ struct Setup {
     session: Session,
 }
 
-fn session(now: Timestamp) -> Session {
-    let mut claims = Map::new();
-    claims.insert("roles".into(), json!(["user"]));
-    claims.insert("permissions".into(), json!(["notes:read"]));
-    Session {
-        id: SessionId::generate(),
-        user_id: UserId::from_trusted("user-8f14e45f-ceea-467f-a8f9-c5b0e5e4b2a1".into()),
-        tenant_id: None,
-        device: Device {
-            id: DeviceId::from_trusted("device-1".into()),
-            name: None,
-            device_type: DeviceType::Desktop,
-            browser: Some("Firefox".into()),
-            os: Some("Linux".into()),
-            trusted: false,
-        },
-        ip: None,
-        user_agent: None,
-        claims,
-        metadata: Map::<String, Value>::new(),
-        created_at: now,
-        last_active_at: now,
-        idle_expires_at: now.plus(Duration::from_secs(7 * 24 * 3600)),
-        expires_at: now.plus(Duration::from_secs(30 * 24 * 3600)),
-        access_expires_at: now.plus(Duration::from_secs(15 * 60)),
-        revoked_at: None,
-        revoke_reason: None,
-        dpop_jkt: None,
-        unreadable: Vec::new(),
-    }
-}
-
 fn setup(algorithm: SigningAlgorithm) -> Setup {
     let now = Timestamp::from_unix_millis(1_700_000_000_000);
     // A server loads every stored key, so the keyring also holds one of every other algorithm.
@@ -92,7 +62,7 @@ fn setup(algorithm: SigningAlgorithm) -> Setup {
         audience: AUDIENCE.into(),
         client_id: "notes-web".into(),
     };
-    let session = session(now);
+    let session = fixtures::session(now);
     let token = issuer
         .issue(
             &keyring,
