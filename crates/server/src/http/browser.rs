@@ -29,6 +29,7 @@ use sessiond_core::service::IssuedSession;
 
 use super::ApiError;
 use super::convert::token_pair;
+use super::cookies::{REFRESH_PATH, cookie, set_cookie};
 use super::extract::OptionalJsonBody;
 use super::limits::ClientIp;
 use crate::state::AppState;
@@ -36,8 +37,6 @@ use crate::state::AppState;
 /// The refresh cookie. `__Secure-` makes browsers refuse it unless it is `Secure`, so a
 /// plain-HTTP page on the same host cannot plant one.
 pub(crate) const REFRESH_COOKIE: &str = "__Secure-sessiond-refresh";
-/// The only path the browser sends the refresh cookie to.
-pub(crate) const REFRESH_COOKIE_PATH: &str = "/v1/sessions/refresh";
 /// The header a cookie-authenticated refresh must carry, with the value `1`.
 pub(crate) const CSRF_HEADER: &str = "x-sessiond-csrf";
 /// How long browsers may cache a preflight answer.
@@ -70,7 +69,7 @@ pub(crate) async fn refresh(
         .get(CSRF_HEADER)
         .is_some_and(|value| value.as_bytes() == b"1");
     let headers = request.headers().clone();
-    let proof = super::refresh::RefreshProof::of(&headers, super::sessions::REFRESH_PATH);
+    let proof = super::refresh::RefreshProof::of(&headers, REFRESH_PATH);
     let OptionalJsonBody(body) =
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
 
@@ -152,42 +151,19 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
     cookie(headers, REFRESH_COOKIE)
 }
 
-/// The value of the request's cookie `name`, if it has a non-empty one.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(found, _)| *found == name)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
-        .filter(|value| !value.is_empty())
-}
-
 /// The `Set-Cookie` value that hands out `issued`'s refresh token until it expires.
 pub(crate) fn refresh_cookie_for(issued: &IssuedSession, now: Timestamp) -> String {
     let expires_at = Timestamp::from_unix_millis(issued.pair.refresh_expires_at_ms);
     let max_age = (expires_at.unix_seconds() - now.unix_seconds()).max(0);
     format!(
-        "{REFRESH_COOKIE}={}; Path={REFRESH_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
+        "{REFRESH_COOKIE}={}; Path={REFRESH_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
         issued.pair.refresh_token
     )
 }
 
 /// The `Set-Cookie` value that deletes the refresh cookie.
 pub(crate) fn cleared_refresh_cookie() -> String {
-    format!(
-        "{REFRESH_COOKIE}=; Path={REFRESH_COOKIE_PATH}; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
-    )
-}
-
-/// Adds `cookie` as a `Set-Cookie` header of `response`.
-pub(crate) fn set_cookie(response: &mut Response, cookie: &str) {
-    // Tokens are base64url, so the value is always a valid header.
-    if let Ok(value) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    format!("{REFRESH_COOKIE}=; Path={REFRESH_PATH}; Max-Age=0; HttpOnly; Secure; SameSite=Strict")
 }
 
 /// CORS for the configured origins only: a request whose `Origin` is listed gets

@@ -43,8 +43,8 @@ use sessiond_core::dbsc::{
 use sessiond_core::{Session, SessionId, Timestamp};
 
 use super::ApiError;
-use super::browser::{self, REFRESH_COOKIE_PATH};
-use super::extract::failed_credential;
+use super::cookies::{self, REFRESH_PATH as REFRESH_COOKIE_PATH};
+use super::limits::failed_credential;
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::Limit;
 use crate::state::AppState;
@@ -86,7 +86,7 @@ pub(crate) fn offer_registration(state: &AppState, response: &mut Response, sess
 
 /// The bound cookie's value in `headers`, if there is one.
 pub(crate) fn credential_cookie(headers: &HeaderMap) -> Option<String> {
-    browser::cookie(headers, CREDENTIAL_COOKIE)
+    cookies::cookie(headers, CREDENTIAL_COOKIE)
 }
 
 /// Whether a refresh of `session` that succeeded with `credential` shows the session bound:
@@ -206,7 +206,7 @@ pub(crate) async fn refresh(
                 }
             }
             let mut response = Json(json!({ "continue": false })).into_response();
-            browser::set_cookie(&mut response, &cleared_credential_cookie());
+            cookies::set_cookie(&mut response, &cleared_credential_cookie());
             Ok(response)
         }
         Renewal::Refused {
@@ -312,7 +312,7 @@ fn session_answer(
         );
     }
     let mut response = Json(instructions).into_response();
-    browser::set_cookie(&mut response, &credential_set_cookie(credential, now));
+    cookies::set_cookie(&mut response, &credential_set_cookie(credential, now));
     response
 }
 

@@ -6,7 +6,7 @@
 //! `400` where a refresh token is spent (RFC 9449 §5, the token endpoint), `401` on the routes
 //! that take an access token (§7.1, a protected resource). Every refusal but a missing nonce
 //! counts as a failed authentication of the client's address (see
-//! [`super::extract::failed_credential`]) and is audited with its reason, so a flood of forged
+//! [`super::limits::failed_credential`]) and is audited with its reason, so a flood of forged
 //! proofs ends in `429` and bounded audit rows.
 
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ use sessiond_core::token::ValidatedToken;
 use sessiond_core::{SessionId, UserId};
 
 use super::ApiError;
-use super::extract::failed_credential;
+use super::limits::failed_credential;
 use crate::state::AppState;
 
 /// The request header that carries a proof.

@@ -16,11 +16,11 @@ use sessiond_core::{Error, Timestamp};
 
 use super::ApiError;
 use super::dpop::{self, TokenScheme};
-use super::limits::{self, Subject};
+use super::limits::{self, Subject, failed_credential};
 use crate::admin_auth::{
     ADMIN_READ, ADMIN_REVOKE, ADMIN_WRITE, AdminIdentity, AdminKeyId, AdminScope,
 };
-use crate::ratelimit::{Limit, LimitKey, ip_key};
+use crate::ratelimit::{Limit, LimitKey};
 use crate::state::AppState;
 
 /// A JSON body, refused with `400 invalid_request` when malformed, when it is not a JSON object
@@ -168,32 +168,6 @@ fn origin(parts: &Parts, state: &AppState) -> (Option<IpAddr>, Timestamp) {
     (limits::client_ip(parts, state), state.service.now())
 }
 
-/// Answers a credential that did not authenticate. It counts against its address's
-/// failed-authentication allowance; once that is spent the answer is the `429` instead of
-/// `refusal`. Only invalid credentials come here: the limit throttles failures and never
-/// refuses a credential that is valid, so an attacker sharing an address (a NAT, a proxy) with
-/// legitimate clients cannot lock them out.
-pub(crate) async fn failed_credential(
-    state: &AppState,
-    ip: Option<IpAddr>,
-    now: Timestamp,
-    refusal: ApiError,
-) -> ApiError {
-    let Some(ip) = ip else {
-        return refusal;
-    };
-    let key = ip_key(ip);
-    if let Err(limited) = state.limits.check_spent(Limit::FailedAuthPerIp, &key, now) {
-        let subject = Subject {
-            ip: Some(ip),
-            ..Subject::default()
-        };
-        return limits::refused(state, limited, subject).await;
-    }
-    state.limits.record_failure(&key, now);
-    refusal
-}
-
 /// Whether a refused access token looks forged or guessed, rather than once genuine: expired,
 /// not yet valid (clock skew) and revoked tokens were issued by sessiond, and clients present
 /// them routinely, so they do not count as failed authentications.
@@ -205,7 +179,7 @@ fn is_forgery(error: &Error) -> bool {
 }
 
 /// Answers an access token that did not validate: a forged one as a failed authentication
-/// (see [`failed_credential`]), an expired or revoked one as it is.
+/// (see [`failed_credential`](super::limits::failed_credential)), an expired or revoked one as it is.
 async fn refused_token(
     state: &AppState,
     ip: Option<IpAddr>,

@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 use sessiond_core::anomaly::RequestOrigin;
 use sessiond_core::audit::{NewAuditEvent, Severity};
-use sessiond_core::{SessionId, UserId};
+use sessiond_core::{SessionId, Timestamp, UserId};
 
 use super::ApiError;
 use crate::admin_auth::AdminKeyId;
-use crate::ratelimit::{LimitKey, Refusal, ip_key};
+use crate::ratelimit::{Limit, LimitKey, Refusal, ip_key};
 use crate::state::AppState;
 
 /// The client's address: the socket peer's, or what a trusted proxy reports (see
@@ -108,4 +108,30 @@ pub(crate) async fn refused(state: &AppState, refusal: Refusal, subject: Subject
         }
     }
     ApiError::RateLimited(refusal)
+}
+
+/// Answers a credential that did not authenticate. It counts against its address's
+/// failed-authentication allowance; once that is spent the answer is the `429` instead of
+/// `refusal`. Only invalid credentials come here: the limit throttles failures and never
+/// refuses a credential that is valid, so an attacker sharing an address (a NAT, a proxy) with
+/// legitimate clients cannot lock them out.
+pub(crate) async fn failed_credential(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    now: Timestamp,
+    refusal: ApiError,
+) -> ApiError {
+    let Some(ip) = ip else {
+        return refusal;
+    };
+    let key = ip_key(ip);
+    if let Err(limited) = state.limits.check_spent(Limit::FailedAuthPerIp, &key, now) {
+        let subject = Subject {
+            ip: Some(ip),
+            ..Subject::default()
+        };
+        return refused(state, limited, subject).await;
+    }
+    state.limits.record_failure(&key, now);
+    refusal
 }

@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 mod browser;
 pub(crate) mod convert;
+mod cookies;
 mod dbsc;
 mod deadline;
 mod devices;

@@ -39,7 +39,7 @@ use sessiond_wire::{
 use super::ApiError;
 use super::dpop::{ProofRefusal, ProofRoute};
 use super::error::{ErrorCode, rate_limit_headers};
-use super::extract::failed_credential;
+use super::limits::failed_credential;
 use super::limits::{ClientIp, client_ip, request_origin};
 use super::no_store;
 use super::refresh;

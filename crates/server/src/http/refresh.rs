@@ -31,7 +31,7 @@ use sessiond_core::{Error, Session, Timestamp};
 
 use super::ApiError;
 use super::dpop::{self, ProofRefusal, ProofRoute, ProofSubject};
-use super::extract::failed_credential;
+use super::limits::failed_credential;
 use super::limits::{self, ClientIp, Subject};
 use crate::ratelimit::{Limit, Refusal, session_key};
 use crate::state::AppState;

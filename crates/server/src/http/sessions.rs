@@ -17,6 +17,7 @@ use sessiond_wire::{
 use super::ApiError;
 use super::browser;
 use super::convert::{session_view, token_pair};
+use super::cookies::{self, REFRESH_PATH};
 use super::dbsc;
 use super::extract::{
     AdminCaller, Caller, JsonBody, OptionalJsonBody, PathParams, Read, Revoke, UserCaller, Write,
@@ -77,14 +78,11 @@ pub(crate) async fn create(
     let mut response = (StatusCode::CREATED, Json(token_pair(&issued, now, false))).into_response();
     if state.cookie_mode {
         // A backend serving the same site may pass this on to the browser as it is.
-        browser::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
+        cookies::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
         dbsc::offer_registration(&state, &mut response, issued.session.id);
     }
     Ok(response)
 }
-
-/// The path of the refresh route, which its DPoP proofs name.
-pub(crate) const REFRESH_PATH: &str = "/v1/sessions/refresh";
 
 /// `POST /v1/sessions/refresh`: spends a refresh token for a new pair (in cookie mode, see
 /// [`browser::refresh`]).
@@ -178,10 +176,10 @@ pub(crate) async fn logout(
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if state.cookie_mode {
-        browser::set_cookie(&mut response, &browser::cleared_refresh_cookie());
+        cookies::set_cookie(&mut response, &browser::cleared_refresh_cookie());
     }
     if state.dbsc.is_some() {
-        browser::set_cookie(&mut response, &dbsc::cleared_credential_cookie());
+        cookies::set_cookie(&mut response, &dbsc::cleared_credential_cookie());
     }
     Ok(response)
 }
