@@ -64,6 +64,12 @@ pub struct SqliteSettings {
     pub create_if_missing: bool,
     /// Page cache of the write connection, in KiB. Sized for the pages a refresh touches
     /// (indexes of tokens and sessions); the rest comes from the operating system's cache.
+    ///
+    /// Larger is not faster: while the file is under 1 GiB, SQLite walks the whole page cache
+    /// at the end of nearly every write transaction (a B-tree split parks a page under the
+    /// number of the page past 1 GiB, and `pager_end_transaction` then truncates the cache
+    /// from the end of the file, which visits every cached page), so each cached page costs
+    /// every commit a little. 8 MiB served refreshes with about a tenth less CPU than 32 MiB.
     pub writer_cache_kib: u32,
     /// Page cache of each read connection, in KiB.
     pub reader_cache_kib: u32,
@@ -84,7 +90,7 @@ impl Default for SqliteSettings {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             create_if_missing: true,
-            writer_cache_kib: 32 * 1024,
+            writer_cache_kib: 8 * 1024,
             reader_cache_kib: 2 * 1024,
             max_size: None,
             read_only: false,
