@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::dpop::DpopError;
-use crate::ids::{SessionId, UserId};
+use crate::ids::{InvalidId, SessionId, UserId};
 use crate::store::error::StoreError;
 use crate::token::TokenError;
 
@@ -91,6 +91,15 @@ pub struct DpopRefusal {
     pub session_id: SessionId,
     /// Its user.
     pub user_id: UserId,
+}
+
+impl From<InvalidId> for Error {
+    fn from(invalid: InvalidId) -> Self {
+        Self::InvalidInput {
+            field: invalid.field,
+            message: invalid.message,
+        }
+    }
 }
 
 impl Error {

@@ -4,10 +4,28 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::error::Error;
-
 /// The longest user, tenant or device id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
+
+/// An identifier that failed its checks, naming the field it came in; it becomes
+/// [`crate::Error::InvalidInput`] through `?`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct InvalidId {
+    /// The field, as named on the wire.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl InvalidId {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
 
 /// A session's id: a random (v4) UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,11 +50,11 @@ impl SessionId {
     /// Parses the hyphenated text form.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming `field` when `text` is not a UUID.
-    pub fn parse(text: &str, field: &'static str) -> Result<Self, Error> {
+    /// [`InvalidId`] naming `field` when `text` is not a UUID.
+    pub fn parse(text: &str, field: &'static str) -> Result<Self, InvalidId> {
         Uuid::try_parse(text)
             .map(Self)
-            .map_err(|_| Error::invalid(field, "must be a UUID"))
+            .map_err(|_| InvalidId::new(field, "must be a UUID"))
     }
 }
 
@@ -46,18 +64,18 @@ impl fmt::Display for SessionId {
     }
 }
 
-fn check_identifier(value: &str, field: &'static str) -> Result<(), Error> {
+fn check_identifier(value: &str, field: &'static str) -> Result<(), InvalidId> {
     if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(InvalidId::new(field, "must not be empty"));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(Error::invalid(
+        return Err(InvalidId::new(
             field,
             format!("must be at most {MAX_ID_LEN} bytes"),
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
+        return Err(InvalidId::new(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -72,8 +90,8 @@ macro_rules! string_id {
             /// Checks `value` (non-empty, at most [`MAX_ID_LEN`] bytes, no control characters).
             ///
             /// # Errors
-            /// [`Error::InvalidInput`] naming `field` when a check fails.
-            pub fn parse(value: impl Into<String>, field: &'static str) -> Result<Self, Error> {
+            /// [`InvalidId`] naming `field` when a check fails.
+            pub fn parse(value: impl Into<String>, field: &'static str) -> Result<Self, InvalidId> {
                 let value = value.into();
                 check_identifier(&value, field)?;
                 Ok(Self(value))

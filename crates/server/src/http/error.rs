@@ -70,6 +70,12 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<sessiond_core::ids::InvalidId> for ApiError {
+    fn from(invalid: sessiond_core::ids::InvalidId) -> Self {
+        Self::Domain(invalid.into())
+    }
+}
+
 /// The `error` code of an error answer, left in the response's extensions for the metrics.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ErrorCode(pub(crate) &'static str);
