@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (11, "dpop", include_str!("../migrations/0011_dpop.sql")),
     (12, "dbsc", include_str!("../migrations/0012_dbsc.sql")),
+    (
+        13,
+        "unread_indexes",
+        include_str!("../migrations/0013_unread_indexes.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

@@ -1595,3 +1595,56 @@ impl Store for SqliteStore {
 
 /// The marker of a re-wrap whose compare-and-swap did not match.
 const REWRAP_REFUSED: &str = "the master key check or the data keys changed";
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+
+    use super::{AUDIT_EVENTS, EVENTS_AFTER};
+
+    /// SQLite's plan for `sql` with `parameters`, its steps joined by " | ".
+    fn plan(connection: &Connection, sql: &str, parameters: impl rusqlite::Params) -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let steps: Vec<String> = statement
+            .query_map(parameters, |row| row.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("steps");
+        steps.join(" | ")
+    }
+
+    /// The listings read forward from their cursor and filter on the way, whatever the
+    /// filters: no index on users, sessions or types is read (so none is kept, migration 0013).
+    #[test]
+    fn listings_read_in_cursor_order_whatever_their_filters() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        let audit = plan(
+            &connection,
+            AUDIT_EVENTS,
+            params![
+                0,
+                "alice",
+                "7f0e8ab4-46d4-4b38-9a43-0f0a8ef1c8a5",
+                "session.refreshed",
+                0,
+                50
+            ],
+        );
+        assert_eq!(
+            audit,
+            "SEARCH audit_events USING INDEX audit_events_by_chain_seq (chain_seq>?)"
+        );
+        let events = plan(
+            &connection,
+            EVENTS_AFTER,
+            params![0, "alice", 50, r#"["session.refreshed"]"#],
+        );
+        assert!(
+            events.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{events}"
+        );
+    }
+}
