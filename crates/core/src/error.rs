@@ -95,10 +95,7 @@ pub struct DpopRefusal {
 
 impl From<InvalidId> for Error {
     fn from(invalid: InvalidId) -> Self {
-        Self::InvalidInput {
-            field: invalid.field,
-            message: invalid.message,
-        }
+        Self::invalid(invalid.field, invalid.message)
     }
 }
 
