@@ -94,7 +94,8 @@ pub mod columns {
     pub const DEVICE_LAST_IP: &str = "devices.last_ip";
     /// `signing_keys.secret`.
     pub const KEY_SECRET: &str = "signing_keys.secret";
-    /// `refresh_tokens.sealed_successor`.
+    /// `refresh_tokens.sealed_successor` (SQLite keeps it in `successor_seals.sealed`, under
+    /// this same name); its row is the spent token's hash.
     pub const SEALED_SUCCESSOR: &str = "refresh_tokens.sealed_successor";
     /// `audit_events.ip`; its row is [`crate::audit::ip_row`] of the event's other fields.
     pub const AUDIT_IP: &str = "audit_events.ip";

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unread_indexes",
         include_str!("../migrations/0013_unread_indexes.sql"),
     ),
+    (
+        14,
+        "successor_seals",
+        include_str!("../migrations/0014_successor_seals.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

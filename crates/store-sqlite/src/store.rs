@@ -543,9 +543,11 @@ const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
     session_columns!(),
     ",
-            t.issued_at, t.spent_at, t.sealed_successor, successor.spent_at IS NOT NULL
+            t.issued_at, t.spent_at, COALESCE(seal.sealed, t.sealed_successor),
+            successor.spent_at IS NOT NULL
      FROM refresh_tokens t
      JOIN sessions s ON s.id = t.session_id
+     LEFT JOIN successor_seals seal ON seal.id = t.successor_seal
      LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
      WHERE t.hash = ?1"
 );
@@ -578,15 +580,24 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
     if moved == 0 {
         return Ok(RotationOutcome::Lost);
     }
+    // The sealed pair is appended to a table of its own (see migration 0014): the token's row
+    // keeps its size and only points at it.
+    let sealed = execute(
+        connection,
+        "INSERT INTO successor_seals (sealed) VALUES (?1)",
+        [&rotation.sealed_successor[..]],
+    )?;
+    let seal = connection.last_insert_rowid();
     let steps = [
+        sealed,
         execute(
             connection,
-            "UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?2, sealed_successor = ?3
+            "UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?2, successor_seal = ?3
              WHERE hash = ?4 AND spent_at IS NULL",
             params![
                 now,
                 &rotation.successor.0[..],
-                &rotation.sealed_successor[..],
+                seal,
                 &rotation.presented.0[..],
             ],
         )?,
@@ -602,7 +613,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
             params![now, session_id],
         )?,
     ];
-    if steps != [1, 1, 1] {
+    if steps != [1, 1, 1, 1] {
         // A half-applied rotation: fail, so its savepoint is rolled back.
         return Err(StoreError::Corrupt(format!(
             "a rotation changed {steps:?} rows instead of one each"
@@ -1600,7 +1611,8 @@ const REWRAP_REFUSED: &str = "the master key check or the data keys changed";
 mod tests {
     use rusqlite::{Connection, params};
 
-    use super::{AUDIT_EVENTS, EVENTS_AFTER};
+    use super::{AUDIT_EVENTS, EVENTS_AFTER, FIND_REFRESH_TOKEN};
+    use crate::rows::SESSION_COLUMN_COUNT;
 
     /// SQLite's plan for `sql` with `parameters`, its steps joined by " | ".
     fn plan(connection: &Connection, sql: &str, parameters: impl rusqlite::Params) -> String {
@@ -1646,5 +1658,67 @@ mod tests {
             events.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
             "{events}"
         );
+    }
+
+    /// A spent token's sealed pair is read from `successor_seals` (where rotations put it) or,
+    /// for a token spent before that table existed, from its own row; it is deleted with its
+    /// token, however the token goes (here through the cascade of a deleted session).
+    #[test]
+    fn sealed_pairs_are_read_from_either_place_and_go_with_their_token() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        connection
+            .execute_batch("PRAGMA foreign_keys = ON")
+            .expect("foreign keys");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch(
+                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
+                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
+                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
+                 INSERT INTO successor_seals (id, sealed) VALUES (7, X'0A0B');
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
+                     successor_hash, sealed_successor)
+                 VALUES (X'01', 's1', 1, 2, X'02', X'0C0D');
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
+                     successor_hash, successor_seal)
+                 VALUES (X'02', 's1', 2, 3, X'03', 7);
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at)
+                 VALUES (X'03', 's1', 3);",
+            )
+            .expect("rows");
+        let sealed = |hash: &[u8]| -> Option<Vec<u8>> {
+            connection
+                .query_row(FIND_REFRESH_TOKEN, [hash], |row| {
+                    row.get(SESSION_COLUMN_COUNT + 2)
+                })
+                .expect("found")
+        };
+        assert_eq!(sealed(&[1]), Some(vec![0x0C, 0x0D]), "in the row");
+        assert_eq!(sealed(&[2]), Some(vec![0x0A, 0x0B]), "in successor_seals");
+        assert_eq!(sealed(&[3]), None, "unspent");
+        // Every table of the lookup is reached by its key, the pair by its row id.
+        let lookup = plan(&connection, FIND_REFRESH_TOKEN, [&[2u8][..]]);
+        assert!(
+            lookup.starts_with(
+                "SEARCH t USING PRIMARY KEY (hash=?) | \
+                 SEARCH s USING INDEX sqlite_autoindex_sessions_1 (id=?) | \
+                 SEARCH seal USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN | \
+                 SEARCH successor USING PRIMARY KEY (hash=?) LEFT-JOIN"
+            ) && !lookup.contains("SCAN"),
+            "{lookup}"
+        );
+
+        connection
+            .execute("DELETE FROM sessions WHERE id = 's1'", [])
+            .expect("delete");
+        let left: i64 = connection
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM refresh_tokens)
+                      + (SELECT COUNT(*) FROM successor_seals)",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        assert_eq!(left, 0);
     }
 }

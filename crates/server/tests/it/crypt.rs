@@ -183,6 +183,7 @@ async fn a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key()
             "substring(sealed_successor from 1 for 6) = 'sdenc1'::bytea",
         ),
     };
+    let successors = sealed_successors(app.backend);
     let unsealed_sessions = app
         .scalar(&format!(
             "SELECT COUNT(*) FROM sessions WHERE NOT ({} AND {} AND {} AND {})",
@@ -211,16 +212,31 @@ async fn a_database_dump_holds_no_plaintext_metadata_user_agent_or_private_key()
     );
     assert_eq!(
         app.scalar(&format!(
-            "SELECT COUNT(*) FROM refresh_tokens WHERE sealed_successor IS NOT NULL AND NOT ({prefix_of_successor})"
+            "SELECT COUNT(*) FROM {successors} WHERE sealed_successor IS NOT NULL AND NOT ({prefix_of_successor})"
         ))
         .await,
         0
     );
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM refresh_tokens WHERE sealed_successor IS NOT NULL")
-            .await,
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM {successors} WHERE sealed_successor IS NOT NULL"
+        ))
+        .await,
         1
     );
+}
+
+/// A table source of the sealed successor pairs, one row per refresh token, in a column
+/// `sealed_successor`: SQLite keeps them in `successor_seals`, the token row pointing at its
+/// pair (rows spent before that table existed keep theirs in the row).
+fn sealed_successors(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "(SELECT COALESCE(seal.sealed, t.sealed_successor) AS sealed_successor
+              FROM refresh_tokens t LEFT JOIN successor_seals seal ON seal.id = t.successor_seal)"
+        }
+        Backend::Postgres => "refresh_tokens",
+    }
 }
 
 /// Moves alice's sealed device name, user agent and metadata into bob's session row, and
@@ -837,13 +853,22 @@ async fn a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse
         let replayed = app.refresh(text(&alice, "refresh_token")).await;
         assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.body);
 
-        // Alice's sealed pair is altered (its last byte dropped), bob's is alice's.
-        let spent =
-            |session: &str| format!("session_id = '{session}' AND sealed_successor IS NOT NULL");
+        // Alice's sealed pair is altered (its last byte dropped), bob's is alice's. SQLite
+        // keeps the pairs in `successor_seals`, each spent token's row pointing at its own.
+        let (table, column, spent): (_, _, &dyn Fn(&str) -> String) = match app.backend {
+            Backend::Sqlite => ("successor_seals", "sealed", &|session: &str| {
+                format!(
+                    "id = (SELECT successor_seal FROM refresh_tokens
+                           WHERE session_id = '{session}' AND successor_seal IS NOT NULL)"
+                )
+            }),
+            Backend::Postgres => ("refresh_tokens", "sealed_successor", &|session: &str| {
+                format!("session_id = '{session}' AND sealed_successor IS NOT NULL")
+            }),
+        };
         let moved = app
             .execute(&format!(
-                "UPDATE refresh_tokens SET sealed_successor =
-                     (SELECT sealed_successor FROM refresh_tokens WHERE {})
+                "UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE {})
                  WHERE {}",
                 spent(&alice_id),
                 spent(&bob_id)
@@ -852,8 +877,7 @@ async fn a_spent_tokens_successor_that_does_not_open_refuses_the_replay_as_reuse
         assert_eq!(moved, 1);
         let altered = app
             .execute(&format!(
-                "UPDATE refresh_tokens
-                 SET sealed_successor = substr(sealed_successor, 1, length(sealed_successor) - 1)
+                "UPDATE {table} SET {column} = substr({column}, 1, length({column}) - 1)
                  WHERE {}",
                 spent(&alice_id)
             ))
