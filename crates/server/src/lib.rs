@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use clock::SystemClock;
 pub use http::{api_router, metrics_router, router};
-pub use state::AppState;
+pub use state::{AppState, SharedState};
 
 /// Serves the API on `listener` until `shutdown` completes, running the background tasks
 /// alongside; in-flight requests finish before it returns. Connections are capped and timed

@@ -29,9 +29,22 @@ const SHARED_STORE_EVENT_POLL: Duration = Duration::from_millis(100);
 /// How often an instance on its own SQLite file looks for events other processes wrote.
 const LOCAL_STORE_EVENT_POLL: Duration = Duration::from_secs(1);
 
-/// What handlers share.
+/// What handlers share: one reference-counted [`SharedState`], so that handing it to a handler
+/// or a middleware layer (axum clones it several times per request) is one counter increment.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The contents of an [`AppState`].
+#[derive(Debug)]
+pub struct SharedState {
     /// The session operations.
     pub service: Arc<SessionService>,
     /// Admin credentials.
@@ -154,7 +167,7 @@ impl AppState {
             })),
             _ => None,
         };
-        Ok(Self {
+        Ok(Self(Arc::new(SharedState {
             service: Arc::new(service),
             admin_keys: Arc::new(AdminKeys::new(&config.admin_keys)),
             introspection_clients: Arc::new(IntrospectionClients::new(
@@ -175,7 +188,7 @@ impl AppState {
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
             connections: config.connections,
             dpop: Arc::new(dpop),
-        })
+        })))
     }
 }
 
