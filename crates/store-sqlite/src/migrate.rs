@@ -59,8 +59,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         14,
-        "successor_seals",
-        include_str!("../migrations/0014_successor_seals.sql"),
+        "token_tree",
+        include_str!("../migrations/0014_token_tree.sql"),
     ),
 ];
 

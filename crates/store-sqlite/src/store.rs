@@ -538,6 +538,17 @@ const EVENTS_AFTER: &str = "SELECT id, type, user_id, session_id, at, data FROM 
      ORDER BY id
      LIMIT ?3";
 
+/// Deletes the refresh tokens of session `?1` by walking its chain from its first token,
+/// each token's successor after it, by primary key. `UNION` stops at a token seen before, and
+/// the session check at a successor that is not the session's, whatever the rows say.
+const DELETE_TOKEN_CHAIN: &str = "WITH RECURSIVE chain (hash) AS (
+         SELECT first_token FROM refresh_token_chains WHERE session_id = ?1
+         UNION
+         SELECT t.successor_hash FROM chain JOIN refresh_tokens t ON t.hash = chain.hash
+         WHERE t.session_id = ?1 AND t.successor_hash IS NOT NULL
+     )
+     DELETE FROM refresh_tokens WHERE session_id = ?1 AND hash IN (SELECT hash FROM chain)";
+
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
 const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
@@ -706,6 +717,11 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
                     params![&first_token.0[..], id, session.created_at.unix_millis()],
                 )?;
+                execute(
+                    connection,
+                    "INSERT INTO refresh_token_chains (session_id, first_token) VALUES (?1, ?2)",
+                    params![id, &first_token.0[..]],
+                )?;
                 tx.append_audit(&audit)?;
                 if record_device(connection, &cipher, &session)? {
                     tx.append_audit(&new_device_audit)?;
@@ -843,24 +859,32 @@ impl SessionStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         self.engine
             .write(move |tx| {
-                let deleted = execute(
-                    tx.connection(),
+                let connection = tx.connection();
+                let doomed: Vec<String> = query_all(
+                    connection,
                     // Revoked, or expired (before or after the announcement), each branch
                     // through an index of its own.
-                    "DELETE FROM sessions WHERE id IN (
-                         SELECT id FROM sessions
-                         WHERE revoked_at < ?1 AND access_expires_at < ?2
-                         UNION ALL
-                         SELECT id FROM sessions
-                         WHERE revoked_at IS NULL AND expiry_announced = 0
-                           AND idle_expires_at < ?1 AND access_expires_at < ?2
-                         UNION ALL
-                         SELECT id FROM sessions
-                         WHERE revoked_at IS NULL AND expiry_announced = 1
-                           AND idle_expires_at < ?1 AND access_expires_at < ?2
-                         LIMIT ?3)",
+                    "SELECT id FROM sessions
+                     WHERE revoked_at < ?1 AND access_expires_at < ?2
+                     UNION ALL
+                     SELECT id FROM sessions
+                     WHERE revoked_at IS NULL AND expiry_announced = 0
+                       AND idle_expires_at < ?1 AND access_expires_at < ?2
+                     UNION ALL
+                     SELECT id FROM sessions
+                     WHERE revoked_at IS NULL AND expiry_announced = 1
+                       AND idle_expires_at < ?1 AND access_expires_at < ?2
+                     LIMIT ?3",
                     params![cutoff.unix_millis(), now.unix_millis(), i64::from(batch)],
+                    |row| get(row, 0),
                 )?;
+                let mut deleted = 0;
+                for id in &doomed {
+                    // The session's tokens first (no index finds them by session: see
+                    // migration 0014), then the session, its chain head with it.
+                    execute(connection, DELETE_TOKEN_CHAIN, [id])?;
+                    deleted += execute(connection, "DELETE FROM sessions WHERE id = ?1", [id])?;
+                }
                 Ok(deleted as u64)
             })
             .await
@@ -1611,7 +1635,7 @@ const REWRAP_REFUSED: &str = "the master key check or the data keys changed";
 mod tests {
     use rusqlite::{Connection, params};
 
-    use super::{AUDIT_EVENTS, EVENTS_AFTER, FIND_REFRESH_TOKEN};
+    use super::{AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN};
     use crate::rows::SESSION_COLUMN_COUNT;
 
     /// SQLite's plan for `sql` with `parameters`, its steps joined by " | ".
@@ -1661,14 +1685,10 @@ mod tests {
     }
 
     /// A spent token's sealed pair is read from `successor_seals` (where rotations put it) or,
-    /// for a token spent before that table existed, from its own row; it is deleted with its
-    /// token, however the token goes (here through the cascade of a deleted session).
+    /// for a token spent before that table existed, from its own row.
     #[test]
-    fn sealed_pairs_are_read_from_either_place_and_go_with_their_token() {
+    fn sealed_pairs_are_read_from_either_place() {
         let mut connection = Connection::open_in_memory().expect("open");
-        connection
-            .execute_batch("PRAGMA foreign_keys = ON")
-            .expect("foreign keys");
         crate::migrate::run(&mut connection).expect("migrate");
         connection
             .execute_batch(
@@ -1707,18 +1727,166 @@ mod tests {
             ) && !lookup.contains("SCAN"),
             "{lookup}"
         );
+    }
 
+    /// A purge deletes a session's tokens by walking its chain from the first token, and their
+    /// sealed pairs with them; it stops at a successor of another session and at a token seen
+    /// before, and reads no token by anything but its primary key.
+    #[test]
+    fn a_sessions_token_chain_goes_with_its_pairs_and_nothing_else() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        connection
+            .execute_batch("PRAGMA foreign_keys = ON")
+            .expect("foreign keys");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch(
+                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
+                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
+                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1),
+                        ('s2', 'bob', 'd2', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
+                 INSERT INTO refresh_token_chains (session_id, first_token)
+                 VALUES ('s1', X'01'), ('s2', X'21');
+                 INSERT INTO successor_seals (id, sealed) VALUES (1, X'AA'), (2, X'BB'), (3, X'CC');
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
+                     successor_hash, successor_seal)
+                 VALUES (X'01', 's1', 1, 2, X'02', 1),
+                        (X'02', 's1', 2, 3, X'03', 2),
+                        -- A damaged row: its successor is the session's first token again.
+                        (X'03', 's1', 3, 4, X'01', NULL),
+                        -- Another damaged row: its successor is bob's.
+                        (X'04', 's1', 4, 5, X'21', NULL),
+                        (X'21', 's2', 1, 2, X'22', 3),
+                        (X'22', 's2', 2, NULL, NULL, NULL);",
+            )
+            .expect("rows");
+        connection
+            .execute(DELETE_TOKEN_CHAIN, ["s1"])
+            .expect("delete the chain");
         connection
             .execute("DELETE FROM sessions WHERE id = 's1'", [])
-            .expect("delete");
-        let left: i64 = connection
+            .expect("delete the session");
+        let left = |sql: &str| -> Vec<Vec<u8>> {
+            let mut statement = connection.prepare(sql).expect("prepare");
+            statement
+                .query_map([], |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        // X'04' is not on alice's chain (nothing leads to it), so only a damaged database
+        // leaves a token behind; bob's chain is untouched.
+        assert_eq!(
+            left("SELECT hash FROM refresh_tokens ORDER BY hash"),
+            vec![vec![0x04], vec![0x21], vec![0x22]]
+        );
+        assert_eq!(left("SELECT sealed FROM successor_seals"), vec![vec![0xCC]]);
+        assert_eq!(
+            left("SELECT CAST(session_id AS BLOB) FROM refresh_token_chains"),
+            vec![b"s2".to_vec()]
+        );
+        let walk = plan(&connection, DELETE_TOKEN_CHAIN, ["s2"]);
+        assert!(
+            !walk.contains("SCAN t") && !walk.contains("SCAN refresh_tokens"),
+            "{walk}"
+        );
+    }
+
+    /// Migration 0014 on a database written before it: each session's chain head is found,
+    /// every token row is kept as it was, and no index or foreign key on the session is left.
+    #[test]
+    fn migration_0014_finds_each_chain_head_and_keeps_every_token() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        connection
+            .execute_batch("PRAGMA foreign_keys = ON")
+            .expect("foreign keys");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+                 ) STRICT",
+            )
+            .expect("migrations table");
+        for (version, name, sql) in &crate::migrate::MIGRATIONS[..13] {
+            assert!(*version <= 13);
+            connection.execute_batch(sql).expect("an older migration");
+            connection
+                .execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, 0)",
+                    params![version, name],
+                )
+                .expect("recorded");
+        }
+        connection
+            .execute_batch(
+                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
+                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
+                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1),
+                        ('s2', 'bob', 'd2', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
+                     successor_hash, sealed_successor)
+                 VALUES (X'03', 's1', 3, NULL, NULL, NULL),
+                        (X'02', 's1', 2, 3, X'03', X'0B'),
+                        (X'01', 's1', 1, 2, X'02', X'0A'),
+                        (X'21', 's2', 1, NULL, NULL, NULL);",
+            )
+            .expect("rows");
+        let before: Vec<(Vec<u8>, String, Option<Vec<u8>>)> = {
+            let mut statement = connection
+                .prepare(
+                    "SELECT hash, session_id, sealed_successor FROM refresh_tokens ORDER BY hash",
+                )
+                .expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        crate::migrate::run(&mut connection).expect("migrate to 0014");
+        let after: Vec<(Vec<u8>, String, Option<Vec<u8>>)> = {
+            let mut statement = connection
+                .prepare(
+                    "SELECT hash, session_id, sealed_successor FROM refresh_tokens ORDER BY hash",
+                )
+                .expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(after, before);
+        let heads: Vec<(String, Vec<u8>)> = {
+            let mut statement = connection
+                .prepare("SELECT session_id, first_token FROM refresh_token_chains ORDER BY 1")
+                .expect("prepare");
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(
+            heads,
+            vec![("s1".to_owned(), vec![0x01]), ("s2".to_owned(), vec![0x21])]
+        );
+        let indexes: i64 = connection
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM refresh_tokens)
-                      + (SELECT COUNT(*) FROM successor_seals)",
+                "SELECT COUNT(*) FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'refresh_tokens'",
                 [],
                 |row| row.get(0),
             )
-            .expect("count");
-        assert_eq!(left, 0);
+            .expect("indexes");
+        assert_eq!(indexes, 0, "the table is its own primary key index");
+        let foreign_keys: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_foreign_key_list('refresh_tokens')",
+                [],
+                |row| row.get(0),
+            )
+            .expect("foreign keys");
+        assert_eq!(foreign_keys, 0);
     }
 }
