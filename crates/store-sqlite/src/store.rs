@@ -625,7 +625,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         )?,
     ];
     if steps != [1, 1, 1, 1] {
-        // A half-applied rotation: fail, so its savepoint is rolled back.
+        // A half-applied rotation: fail, so that it is rolled back.
         return Err(StoreError::Corrupt(format!(
             "a rotation changed {steps:?} rows instead of one each"
         )));
@@ -1597,7 +1597,7 @@ impl EncryptionStore for SqliteStore {
             .await
             .map(|()| true)
             .or_else(|error| match error {
-                // Refused: rolled back to its savepoint, so nothing of it was written.
+                // Refused: rolled back, so nothing of it was written.
                 StoreError::Corrupt(message) if message == REWRAP_REFUSED => Ok(false),
                 other => Err(other),
             })
