@@ -1638,6 +1638,13 @@ mod tests {
     use super::{AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN};
     use crate::rows::SESSION_COLUMN_COUNT;
 
+    /// Two sessions, `s1` of alice and `s2` of bob, as the tests below need them.
+    const TWO_SESSIONS: &str = "INSERT INTO sessions (id, user_id, device_id, device_type,
+             claims, metadata, created_at, last_active_at, idle_expires_at, expires_at,
+             access_expires_at)
+         VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1),
+                ('s2', 'bob', 'd2', 'desktop', '{}', '{}', 1, 1, 9, 9, 1)";
+
     /// SQLite's plan for `sql` with `parameters`, its steps joined by " | ".
     fn plan(connection: &Connection, sql: &str, parameters: impl rusqlite::Params) -> String {
         let mut statement = connection
@@ -1690,12 +1697,10 @@ mod tests {
     fn sealed_pairs_are_read_from_either_place() {
         let mut connection = Connection::open_in_memory().expect("open");
         crate::migrate::run(&mut connection).expect("migrate");
+        connection.execute_batch(TWO_SESSIONS).expect("sessions");
         connection
             .execute_batch(
-                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
-                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
-                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
-                 INSERT INTO successor_seals (id, sealed) VALUES (7, X'0A0B');
+                "INSERT INTO successor_seals (id, sealed) VALUES (7, X'0A0B');
                  INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
                      successor_hash, sealed_successor)
                  VALUES (X'01', 's1', 1, 2, X'02', X'0C0D');
@@ -1739,13 +1744,10 @@ mod tests {
             .execute_batch("PRAGMA foreign_keys = ON")
             .expect("foreign keys");
         crate::migrate::run(&mut connection).expect("migrate");
+        connection.execute_batch(TWO_SESSIONS).expect("sessions");
         connection
             .execute_batch(
-                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
-                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
-                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1),
-                        ('s2', 'bob', 'd2', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
-                 INSERT INTO refresh_token_chains (session_id, first_token)
+                "INSERT INTO refresh_token_chains (session_id, first_token)
                  VALUES ('s1', X'01'), ('s2', X'21');
                  INSERT INTO successor_seals (id, sealed) VALUES (1, X'AA'), (2, X'BB'), (3, X'CC');
                  INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
@@ -1817,13 +1819,10 @@ mod tests {
                 )
                 .expect("recorded");
         }
+        connection.execute_batch(TWO_SESSIONS).expect("sessions");
         connection
             .execute_batch(
-                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
-                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at)
-                 VALUES ('s1', 'alice', 'd1', 'desktop', '{}', '{}', 1, 1, 9, 9, 1),
-                        ('s2', 'bob', 'd2', 'desktop', '{}', '{}', 1, 1, 9, 9, 1);
-                 INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
+                "INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at,
                      successor_hash, sealed_successor)
                  VALUES (X'03', 's1', 3, NULL, NULL, NULL),
                         (X'02', 's1', 2, 3, X'03', X'0B'),
@@ -1831,7 +1830,7 @@ mod tests {
                         (X'21', 's2', 1, NULL, NULL, NULL);",
             )
             .expect("rows");
-        let before: Vec<(Vec<u8>, String, Option<Vec<u8>>)> = {
+        let tokens = |connection: &Connection| -> Vec<(Vec<u8>, String, Option<Vec<u8>>)> {
             let mut statement = connection
                 .prepare(
                     "SELECT hash, session_id, sealed_successor FROM refresh_tokens ORDER BY hash",
@@ -1843,20 +1842,9 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .expect("rows")
         };
+        let before = tokens(&connection);
         crate::migrate::run(&mut connection).expect("migrate to 0014");
-        let after: Vec<(Vec<u8>, String, Option<Vec<u8>>)> = {
-            let mut statement = connection
-                .prepare(
-                    "SELECT hash, session_id, sealed_successor FROM refresh_tokens ORDER BY hash",
-                )
-                .expect("prepare");
-            statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows")
-        };
-        assert_eq!(after, before);
+        assert_eq!(tokens(&connection), before);
         let heads: Vec<(String, Vec<u8>)> = {
             let mut statement = connection
                 .prepare("SELECT session_id, first_token FROM refresh_token_chains ORDER BY 1")
