@@ -1754,20 +1754,15 @@ mod tests {
                      successor_hash, successor_seal)
                  VALUES (X'01', 's1', 1, 2, X'02', 1),
                         (X'02', 's1', 2, 3, X'03', 2),
-                        -- A damaged row: its successor is the session's first token again.
-                        (X'03', 's1', 3, 4, X'01', NULL),
-                        -- Another damaged row: its successor is bob's.
-                        (X'04', 's1', 4, 5, X'21', NULL),
+                        -- A damaged row: its successor is bob's first token.
+                        (X'03', 's1', 3, 4, X'21', NULL),
+                        -- A token no chain reaches.
+                        (X'04', 's1', 4, 5, NULL, NULL),
                         (X'21', 's2', 1, 2, X'22', 3),
-                        (X'22', 's2', 2, NULL, NULL, NULL);",
+                        -- A damaged row: its successor is bob's first token again.
+                        (X'22', 's2', 2, 3, X'21', NULL);",
             )
             .expect("rows");
-        connection
-            .execute(DELETE_TOKEN_CHAIN, ["s1"])
-            .expect("delete the chain");
-        connection
-            .execute("DELETE FROM sessions WHERE id = 's1'", [])
-            .expect("delete the session");
         let left = |sql: &str| -> Vec<Vec<u8>> {
             let mut statement = connection.prepare(sql).expect("prepare");
             statement
@@ -1776,8 +1771,18 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .expect("rows")
         };
-        // X'04' is not on alice's chain (nothing leads to it), so only a damaged database
-        // leaves a token behind; bob's chain is untouched.
+        let purge = |session: &str| {
+            connection
+                .execute(DELETE_TOKEN_CHAIN, [session])
+                .expect("delete the chain");
+            connection
+                .execute("DELETE FROM sessions WHERE id = ?1", [session])
+                .expect("delete the session");
+        };
+
+        // Alice's walk stops at bob's token: his chain is untouched. X'04' is on no chain, so
+        // only a damaged database leaves a token behind.
+        purge("s1");
         assert_eq!(
             left("SELECT hash FROM refresh_tokens ORDER BY hash"),
             vec![vec![0x04], vec![0x21], vec![0x22]]
@@ -1792,6 +1797,15 @@ mod tests {
             !walk.contains("SCAN t") && !walk.contains("SCAN refresh_tokens"),
             "{walk}"
         );
+
+        // Bob's chain loops back to its head: the walk ends, and all of it goes.
+        purge("s2");
+        assert_eq!(
+            left("SELECT hash FROM refresh_tokens ORDER BY hash"),
+            vec![vec![0x04]]
+        );
+        assert!(left("SELECT sealed FROM successor_seals").is_empty());
+        assert!(left("SELECT CAST(session_id AS BLOB) FROM refresh_token_chains").is_empty());
     }
 
     /// Migration 0014 on a database written before it: each session's chain head is found,
