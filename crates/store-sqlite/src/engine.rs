@@ -875,10 +875,7 @@ fn apply(
         changed_any |= connection.total_changes() != changes_before;
     }
     if all_kept {
-        let committed = tx
-            .flush_head()
-            .and_then(|()| statement(connection, "COMMIT"))
-            .map_err(|error| (error, None));
+        let committed = commit(connection, &mut tx).map_err(|error| (error, None));
         answer(connection, writes, health, committed, None, changed_any);
         return;
     }
@@ -926,10 +923,7 @@ fn apply(
     }
     let committed = match broken {
         Some(broken) => Err(broken),
-        None => tx
-            .flush_head()
-            .and_then(|()| statement(connection, "COMMIT"))
-            .map_err(|error| (error, None)),
+        None => commit(connection, &mut tx).map_err(|error| (error, None)),
     };
     answer(
         connection,
@@ -939,6 +933,12 @@ fn apply(
         cannot_write,
         changed_any,
     );
+}
+
+/// Writes back the audit chain's head and commits the batch's transaction.
+fn commit(connection: &Connection, tx: &mut WriteTx<'_>) -> Result<(), rusqlite::Error> {
+    tx.flush_head()?;
+    statement(connection, "COMMIT")
 }
 
 /// Answers every write of a batch whose transaction could not begin.
