@@ -6,6 +6,12 @@ use clap::Parser as _;
 use sessiond_server::cli::{Cli, execute, init_logging};
 use sessiond_server::config::LogFormat;
 
+/// mimalloc rather than the C library's allocator: a refresh allocates and frees a few hundred
+/// small buffers across the runtime's threads, where glibc's malloc spent about 8 % of the
+/// server's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.log_format();
