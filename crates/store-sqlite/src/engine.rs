@@ -23,6 +23,11 @@
 //! Reads that may be long (listings, the audit log, event pages, statistics) run on a small
 //! pool of read-only connections on Tokio's blocking threads, so they never hold up a commit.
 //!
+//! A checkpointer thread copies committed WAL pages into the database file and syncs it, on a
+//! connection of its own, so that the storage thread neither copies nor waits for that sync;
+//! once it has caught up with a large WAL, the storage thread copies the last few batches
+//! itself and its next transaction starts the WAL over ([`Checkpointer`]).
+//!
 //! The storage thread also records whether writes are failing for want of space, permission
 //! or a working device ([`WriteHealth`]): a write that fails so marks the store as unable to
 //! write, and only a batch that commits a changed row clears the mark. While it is set, the
