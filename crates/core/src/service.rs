@@ -105,6 +105,9 @@ pub struct IssuedSession {
     pub session: Session,
     /// Whether this pair is a grace-window replay of one issued before.
     pub replayed: bool,
+    /// When it was issued, or replayed: the moment an answer's `expires_in` counts from, so
+    /// that a fresh pair's equals its access token's `exp - iat` however long the write took.
+    pub at: Timestamp,
 }
 
 /// What [`SessionService::begin_refresh`] found a presented refresh token to mean.
@@ -378,6 +381,7 @@ impl SessionService {
             },
             session,
             replayed: false,
+            at: now,
         })
     }
 
@@ -578,6 +582,7 @@ impl SessionService {
                     pair,
                     session,
                     replayed: true,
+                    at: now,
                 }))
             }
             RefreshDecision::RevokeForReuse => {
@@ -718,6 +723,7 @@ impl SessionService {
                     pair,
                     session,
                     replayed: false,
+                    at: now,
                 }))
             }
             RotationOutcome::Lost => Ok(None),

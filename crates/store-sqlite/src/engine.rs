@@ -1165,21 +1165,30 @@ mod tests {
     use super::{ConnectionSettings, Engine, QUEUE_DEPTH};
     use crate::error::store_error;
 
-    async fn engine(dir: &tempfile::TempDir) -> Engine {
-        let settings = ConnectionSettings {
-            path: dir.path().join("engine.db"),
+    /// Connections to a new file `name` in `dir`.
+    fn settings(dir: &tempfile::TempDir, name: &str) -> ConnectionSettings {
+        ConnectionSettings {
+            path: dir.path().join(name),
             synchronous_full: true,
             busy_timeout: Duration::from_secs(5),
             create_if_missing: true,
             writer_cache_kib: 2048,
             reader_cache_kib: 1024,
             max_size: None,
-        };
-        Engine::start(settings, 1, Arc::new(CipherSlot::default()), |connection| {
-            connection
-                .execute_batch("CREATE TABLE rows (n INTEGER PRIMARY KEY) STRICT")
-                .map_err(store_error)
-        })
+        }
+    }
+
+    async fn engine(dir: &tempfile::TempDir) -> Engine {
+        Engine::start(
+            settings(dir, "engine.db"),
+            1,
+            Arc::new(CipherSlot::default()),
+            |connection| {
+                connection
+                    .execute_batch("CREATE TABLE rows (n INTEGER PRIMARY KEY) STRICT")
+                    .map_err(store_error)
+            },
+        )
         .await
         .expect("engine")
     }
@@ -1275,15 +1284,7 @@ mod tests {
     #[test]
     fn a_caught_up_checkpointer_lets_the_writer_start_a_large_wal_over() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = ConnectionSettings {
-            path: dir.path().join("wal.db"),
-            synchronous_full: true,
-            busy_timeout: Duration::from_secs(5),
-            create_if_missing: true,
-            writer_cache_kib: 2048,
-            reader_cache_kib: 1024,
-            max_size: None,
-        };
+        let settings = settings(&dir, "wal.db");
         let writer = settings.open_writer().expect("writer");
         writer
             .execute_batch("CREATE TABLE pages (n INTEGER PRIMARY KEY, filler BLOB) STRICT")

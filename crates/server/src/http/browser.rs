@@ -85,7 +85,7 @@ pub(crate) async fn refresh(
         )
         .await?;
         let now = state.service.now();
-        let mut response = axum::Json(token_pair(&issued, now, true)).into_response();
+        let mut response = axum::Json(token_pair(&issued, true)).into_response();
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
         offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
         return Ok(response);
@@ -113,8 +113,7 @@ pub(crate) async fn refresh(
     match spent {
         Ok(issued) => {
             let now = state.service.now();
-            let mut body =
-                serde_json::to_value(token_pair(&issued, now, true)).unwrap_or(Value::Null);
+            let mut body = serde_json::to_value(token_pair(&issued, true)).unwrap_or(Value::Null);
             if let Some(fields) = body.as_object_mut() {
                 fields.remove("refresh_token");
             }

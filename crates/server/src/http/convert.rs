@@ -74,12 +74,15 @@ pub(crate) fn token_type(session: &Session) -> &'static str {
     }
 }
 
-/// The wire token pair of `issued` at `now`.
-pub(crate) fn token_pair(
-    issued: &IssuedSession,
-    now: Timestamp,
-    as_user: bool,
-) -> TokenPairResponse {
+/// An answer's `expires_in` for an access token expiring at `access_expires_at_ms` in a pair
+/// issued (or replayed) `at`: in whole seconds, as `exp` and `iat` are, so that a fresh pair's
+/// equals its token's `exp - iat` however long writing it took.
+pub(crate) fn expires_in(access_expires_at_ms: i64, at: Timestamp) -> i64 {
+    (access_expires_at_ms.div_euclid(1000) - at.unix_seconds()).max(0)
+}
+
+/// The wire token pair of `issued`.
+pub(crate) fn token_pair(issued: &IssuedSession, as_user: bool) -> TokenPairResponse {
     let IssuedPair {
         access_token,
         access_expires_at_ms,
@@ -91,7 +94,7 @@ pub(crate) fn token_pair(
         access_token: access_token.clone(),
         token_type: token_type(&issued.session).into(),
         // Whole seconds, as `exp` and `iat` are: a fresh token's `expires_in` equals `exp - iat`.
-        expires_in: (access_expires_at.unix_seconds() - now.unix_seconds()).max(0),
+        expires_in: expires_in(*access_expires_at_ms, issued.at),
         access_token_expires_at: rfc3339(access_expires_at),
         refresh_token: refresh_token.clone(),
         refresh_token_expires_at: rfc3339(Timestamp::from_unix_millis(*refresh_expires_at_ms)),
@@ -116,5 +119,26 @@ pub(crate) fn device_view(record: &DeviceRecord, current: Option<bool>) -> Regis
         last_seen_at: rfc3339(record.last_seen_at),
         current,
         unreadable: wire_fields(&record.unreadable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sessiond_core::Timestamp;
+
+    use super::expires_in;
+
+    /// A pair issued a millisecond before a second ends, with a 900 s access token: its answer
+    /// says 900 whenever it is written, a replay 10.5 s later says what is left, and an expired
+    /// token 0.
+    #[test]
+    fn expires_in_counts_from_when_the_pair_was_issued() {
+        let issued = Timestamp::from_unix_millis(1_800_000_999);
+        let exp = issued.unix_millis() + 900_000;
+        assert_eq!(expires_in(exp, issued), 900);
+        let replayed = Timestamp::from_unix_millis(issued.unix_millis() + 10_500);
+        assert_eq!(expires_in(exp, replayed), 889);
+        let late = Timestamp::from_unix_millis(exp + 1);
+        assert_eq!(expires_in(exp, late), 0);
     }
 }

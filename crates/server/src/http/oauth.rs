@@ -506,14 +506,11 @@ pub(crate) async fn token(
         proof,
     )
     .await?;
-    let now = state.service.now();
-    let access_expires_at = issued.pair.access_expires_at_ms / 1000;
     Ok(no_store(
         Json(OAuthTokenResponse {
             access_token: issued.pair.access_token.clone(),
             token_type: super::convert::token_type(&issued.session).into(),
-            // Whole seconds, as in `/v1`: a fresh token's `expires_in` equals `exp - iat`.
-            expires_in: (access_expires_at - now.unix_seconds()).max(0),
+            expires_in: super::convert::expires_in(issued.pair.access_expires_at_ms, issued.at),
             refresh_token: issued.pair.refresh_token.clone(),
             // What the token carries, which a grace-window replay may not have asked for.
             scope: decode_claims(&issued.pair.access_token).ok().and_then(

@@ -75,7 +75,7 @@ pub(crate) async fn create(
         })
         .await?;
     let now = state.service.now();
-    let mut response = (StatusCode::CREATED, Json(token_pair(&issued, now, false))).into_response();
+    let mut response = (StatusCode::CREATED, Json(token_pair(&issued, false))).into_response();
     if state.cookie_mode {
         // A backend serving the same site may pass this on to the browser as it is.
         cookies::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
@@ -100,8 +100,7 @@ pub(crate) async fn refresh(
     let proof = refresh::RefreshProof::of(&headers, REFRESH_PATH);
     let issued =
         refresh::spend(&state, client, &origin, &request.refresh_token, None, proof).await?;
-    let now = state.service.now();
-    Ok(Json(token_pair(&issued, now, true)).into_response())
+    Ok(Json(token_pair(&issued, true)).into_response())
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.
