@@ -887,12 +887,7 @@ impl Checkpointer {
 fn checkpoint(connection: &Connection) -> Result<bool, rusqlite::Error> {
     let mut seen = None;
     for _ in 0..CATCH_UP_PASSES {
-        // The WAL's frames when the pass began, and how many of them the database file now
-        // holds (both -1 when another checkpoint held the WAL).
-        let (frames, copied): (i64, i64) =
-            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((row.get(1)?, row.get(2)?))
-            })?;
+        let (frames, copied) = passive_checkpoint(connection)?;
         if frames <= 0 {
             return Ok(false);
         }
@@ -904,13 +899,22 @@ fn checkpoint(connection: &Connection) -> Result<bool, rusqlite::Error> {
     Ok(false)
 }
 
+/// A PASSIVE checkpoint: copies what is committed to the database file without waiting for
+/// the writer or a reader. Answers the WAL's frames when it began and how many of them the
+/// database file now holds (both -1 when another checkpoint held the WAL).
+fn passive_checkpoint(connection: &Connection) -> Result<(i64, i64), rusqlite::Error> {
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
+}
+
 /// Run by the storage thread after a batch once the checkpointer has caught up with a large
 /// WAL: copies the few frames committed since its last pass and syncs them, after which the
 /// next transaction starts the WAL over. (A transaction starts it over by itself only when it
 /// begins with every frame copied, which under steady writes the checkpointer rarely achieves
 /// between two batches.)
 fn restart_wal(connection: &Connection) {
-    if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+    if let Err(error) = passive_checkpoint(connection) {
         tracing::debug!(error = %error, "could not checkpoint after the checkpointer caught up");
     }
 }
@@ -1300,11 +1304,7 @@ mod tests {
                 .expect("insert");
         };
         // The WAL's frames once a last checkpoint has copied them.
-        let frames = || -> i64 {
-            checkpointer
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
-                .expect("wal")
-        };
+        let frames = || -> i64 { super::passive_checkpoint(&checkpointer).expect("wal").0 };
         // A write committed while the checkpointer's tick runs.
         let write_during_tick = || -> bool {
             writer.execute_batch("BEGIN IMMEDIATE").expect("begin");

@@ -93,7 +93,6 @@ pub(crate) fn token_pair(issued: &IssuedSession, as_user: bool) -> TokenPairResp
     TokenPairResponse {
         access_token: access_token.clone(),
         token_type: token_type(&issued.session).into(),
-        // Whole seconds, as `exp` and `iat` are: a fresh token's `expires_in` equals `exp - iat`.
         expires_in: expires_in(*access_expires_at_ms, issued.at),
         access_token_expires_at: rfc3339(access_expires_at),
         refresh_token: refresh_token.clone(),
