@@ -105,6 +105,7 @@ macro_rules! conformance_suite {
             }
             storage {
                 purge_deletes_old_dead_sessions_in_batches_with_their_tokens,
+                a_refreshed_session_expires_at_its_latest_idle_expiry_even_a_shortened_one,
                 claims_and_metadata_round_trip_exactly_including_escaped_nul_characters,
                 audit_events_are_appended_together_in_order,
             }

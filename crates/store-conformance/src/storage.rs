@@ -1,10 +1,13 @@
 //! Purging, audit events and the exact round trip of stored values.
 
+use std::time::Duration;
+
+use sessiond_core::Timestamp;
 use sessiond_core::audit::{NewAuditEvent, Severity};
-use sessiond_core::store::{AuditStore, SessionStore, Store};
+use sessiond_core::store::{AuditStore, RotationOutcome, SessionStore, Store};
 
 use crate::Backend;
-use crate::fixtures::{T0, by_admin, create, event_for, ms, session_for};
+use crate::fixtures::{T0, by_admin, create, event_for, ms, rotation_of, session_for};
 
 pub async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens<B: Backend>() {
     let Some(db) = B::create("storage::purge_deletes_old_dead_sessions_in_batches").await else {
@@ -63,6 +66,88 @@ pub async fn purge_deletes_old_dead_sessions_in_batches_with_their_tokens<B: Bac
     assert!(store.session(lingering.id).await.unwrap().is_some());
     assert!(store.session(alive.id).await.unwrap().is_some());
     assert_eq!(store.purge(cutoff, now, 4).await.unwrap(), 0);
+}
+
+/// Announces at most four expired sessions at `now`; answers how many.
+async fn announce<S: SessionStore + ?Sized>(store: &S, now: Timestamp) -> u64 {
+    store
+        .announce_expired(
+            now,
+            4,
+            &sessiond_core::store::audit_for(move |expired: &sessiond_core::Session| {
+                event_for("session.expired", expired, now)
+            }),
+        )
+        .await
+        .expect("announce")
+}
+
+pub async fn a_refreshed_session_expires_at_its_latest_idle_expiry_even_a_shortened_one<
+    B: Backend,
+>() {
+    let Some(db) =
+        B::create("storage::a_refreshed_session_expires_at_its_latest_idle_expiry").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let minutes = |count: u64| Duration::from_secs(60 * count);
+    // Created at T0, idle for an hour: expires at T0 + 60 min.
+    let idle = session_for("alice", T0);
+    create(&store, &idle, 100).await;
+    // Five more, each refreshed at T0 + 30 min: their idle expiry moves to T0 + 90 min.
+    let mut refreshed = Vec::new();
+    for _ in 0..5 {
+        let session = session_for("bob", T0);
+        let (token, _) = create(&store, &session, 100).await;
+        let rotation = rotation_of(token.hash(), session.id, T0.plus(minutes(30)));
+        let outcome = store.rotate_refresh_token(&rotation).await.unwrap();
+        assert_eq!(outcome, RotationOutcome::Rotated);
+        refreshed.push((session, rotation.successor));
+    }
+
+    // Past the first hour: only the session never refreshed has expired, and the ones found
+    // due but refreshed since do not fill the batch.
+    let hour_later = T0.plus(minutes(61));
+    assert_eq!(announce(&store, hour_later).await, 1);
+    assert_eq!(announce(&store, hour_later).await, 0);
+    let long_after = T0.plus(Duration::from_secs(86_400));
+    assert_eq!(
+        store.purge(hour_later, long_after, 10).await.unwrap(),
+        1,
+        "only the expired session is purged"
+    );
+    assert!(store.session(idle.id).await.unwrap().is_none());
+
+    // A refresh under a shorter idle timeout brings the expiry forward, to T0 + 80 min.
+    let (shortened, successor) = &refreshed[0];
+    let mut rotation = rotation_of(*successor, shortened.id, T0.plus(minutes(70)));
+    rotation.idle_expires_at = T0.plus(minutes(80));
+    let outcome = store.rotate_refresh_token(&rotation).await.unwrap();
+    assert_eq!(outcome, RotationOutcome::Rotated);
+    assert_eq!(
+        announce(&store, T0.plus(minutes(81))).await,
+        1,
+        "a shortened idle expiry is announced when it passes"
+    );
+    assert_eq!(
+        announce(&store, T0.plus(minutes(89))).await,
+        0,
+        "the other four are still alive"
+    );
+    let after_all = T0.plus(minutes(91));
+    assert_eq!(announce(&store, after_all).await, 4);
+    assert_eq!(announce(&store, after_all).await, 0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM audit_events WHERE type = 'session.expired'",
+            None
+        )
+        .await,
+        6,
+        "each session announced once"
+    );
+    assert_eq!(store.purge(after_all, long_after, 10).await.unwrap(), 5);
 }
 
 pub async fn claims_and_metadata_round_trip_exactly_including_escaped_nul_characters<B: Backend>() {

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (9, "dpop", include_str!("../migrations/0009_dpop.sql")),
     (10, "dbsc", include_str!("../migrations/0010_dbsc.sql")),
+    (
+        11,
+        "expiry_check",
+        include_str!("../migrations/0011_expiry_check.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

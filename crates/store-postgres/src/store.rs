@@ -159,9 +159,9 @@ const ACTIVE_SESSIONS: &str = concat!(
 const INSERT_SESSION: &str = "
     INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name, device_type, browser,
         os, ip, user_agent, claims, metadata, created_at, last_active_at, idle_expires_at,
-        expires_at, access_expires_at, revoked_at, revoke_reason, dpop_jkt)
+        expires_at, access_expires_at, revoked_at, revoke_reason, dpop_jkt, expiry_check_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, NULL,
-        $18)";
+        $18, $15)";
 
 /// Notifies the other instances of revoked sessions, one notification each, delivered when the
 /// transaction commits (see [`crate::feed`] for the payload). `$1` is the channel.
@@ -288,6 +288,7 @@ const ROTATE: &str = "
     ), touched AS (
         UPDATE sessions
         SET last_active_at = $1, idle_expires_at = $2,
+            expiry_check_at = LEAST(sessions.expiry_check_at, $2),
             access_expires_at = GREATEST(sessions.access_expires_at, $3),
             dpop_jkt = COALESCE(sessions.dpop_jkt, $20::TEXT)
         FROM spent
@@ -1365,7 +1366,12 @@ impl SessionStore for PostgresStore {
             let deleted = sqlx::query(
                 "DELETE FROM sessions WHERE id IN (
                      SELECT id FROM sessions
-                     WHERE (revoked_at < $1 OR idle_expires_at < $1) AND access_expires_at < $2
+                     WHERE access_expires_at < $2
+                       AND (revoked_at < $1
+                            OR (revoked_at IS NULL AND NOT expiry_announced
+                                AND expiry_check_at < $1 AND idle_expires_at < $1)
+                            OR (revoked_at IS NULL AND expiry_announced
+                                AND expiry_check_at < $1 AND idle_expires_at < $1))
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)",
             )
@@ -1388,13 +1394,27 @@ impl SessionStore for PostgresStore {
     ) -> Result<u64, StoreError> {
         self.bounded(async {
             let mut tx = self.begin().await?;
+            // Sessions due a look that were refreshed since are looked at again at their idle
+            // expiry; the ones left due have expired. `SKIP LOCKED`: a row another transaction
+            // holds is left for the next pass rather than waited for.
+            sqlx::query(
+                "UPDATE sessions SET expiry_check_at = idle_expires_at
+                 WHERE id IN (SELECT id FROM sessions
+                              WHERE revoked_at IS NULL AND NOT expiry_announced
+                                AND expiry_check_at <= $1 AND idle_expires_at > $1
+                              FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
             // `SKIP LOCKED` gives announcers on several instances disjoint batches; the row
             // locks last until the commit, so no session is announced twice.
             let rows = sqlx::query(concat!(
                 "UPDATE sessions AS s SET expiry_announced = TRUE
                  WHERE s.id IN (SELECT id FROM sessions
                                 WHERE revoked_at IS NULL AND NOT expiry_announced
-                                  AND idle_expires_at <= $1
+                                  AND expiry_check_at <= $1 AND idle_expires_at <= $1
                                 LIMIT $2
                                 FOR UPDATE SKIP LOCKED)
                    AND s.revoked_at IS NULL

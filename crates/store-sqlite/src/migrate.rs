@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_tree",
         include_str!("../migrations/0014_token_tree.sql"),
     ),
+    (
+        15,
+        "expiry_check",
+        include_str!("../migrations/0015_expiry_check.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -239,7 +244,8 @@ mod tests {
         // whatever order builds met the database in.
         let dir = tempfile::TempDir::new().expect("temp dir");
         let path = dir.path().join("s.db").display().to_string();
-        a_version_1_database_with_a_key(&path, &[7]);
+        // 0012 (DBSC bindings) creates a table of its own that no later migration touches.
+        a_version_1_database_with_a_key(&path, &[12]);
         let store = SqliteStore::open(&format!("sqlite://{path}"), &SqliteSettings::default())
             .await
             .expect("open and migrate");

@@ -591,6 +591,14 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
     if moved == 0 {
         return Ok(RotationOutcome::Lost);
     }
+    // The announcer's next look stays no later than the idle expiry, which moves back only
+    // when the idle timeout was shortened: the statement usually changes nothing, so the
+    // index on the column is not written (see migration 0015).
+    execute(
+        connection,
+        "UPDATE sessions SET expiry_check_at = ?2 WHERE id = ?1 AND expiry_check_at > ?2",
+        params![session_id, rotation.idle_expires_at.unix_millis()],
+    )?;
     // The sealed pair is appended to a table of its own (see migration 0014): the token's row
     // keeps its size and only points at it.
     let sealed = execute(
@@ -684,9 +692,9 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name,
                          device_type, browser, os, ip, user_agent, claims, metadata, created_at,
                          last_active_at, idle_expires_at, expires_at, access_expires_at,
-                         revoked_at, revoke_reason, dpop_jkt)
+                         revoked_at, revoke_reason, dpop_jkt, expiry_check_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, NULL, NULL, ?18)",
+                         ?16, ?17, NULL, NULL, ?18, ?15)",
                     params![
                         id,
                         session.user_id.as_str(),
@@ -869,11 +877,13 @@ impl SessionStore for SqliteStore {
                      UNION ALL
                      SELECT id FROM sessions
                      WHERE revoked_at IS NULL AND expiry_announced = 0
-                       AND idle_expires_at < ?1 AND access_expires_at < ?2
+                       AND expiry_check_at < ?1 AND idle_expires_at < ?1
+                       AND access_expires_at < ?2
                      UNION ALL
                      SELECT id FROM sessions
                      WHERE revoked_at IS NULL AND expiry_announced = 1
-                       AND idle_expires_at < ?1 AND access_expires_at < ?2
+                       AND expiry_check_at < ?1 AND idle_expires_at < ?1
+                       AND access_expires_at < ?2
                      LIMIT ?3",
                     params![cutoff.unix_millis(), now.unix_millis(), i64::from(batch)],
                     |row| get(row, 0),
@@ -902,6 +912,15 @@ impl SessionStore for SqliteStore {
             .write(move |tx| {
                 // The transaction holds the write lock from its first read to its commit: no
                 // other writer, in any process, can announce these sessions in between.
+                // Sessions due a look that were refreshed since are looked at again at their
+                // idle expiry; the ones left due have expired.
+                execute(
+                    tx.connection(),
+                    "UPDATE sessions SET expiry_check_at = idle_expires_at
+                     WHERE revoked_at IS NULL AND expiry_announced = 0
+                       AND expiry_check_at <= ?1 AND idle_expires_at > ?1",
+                    [now.unix_millis()],
+                )?;
                 let expired = query_all(
                     tx.connection(),
                     concat!(
@@ -909,7 +928,7 @@ impl SessionStore for SqliteStore {
                         session_columns!(),
                         " FROM sessions s
                          WHERE s.revoked_at IS NULL AND s.expiry_announced = 0
-                           AND s.idle_expires_at <= ?1
+                           AND s.expiry_check_at <= ?1 AND s.idle_expires_at <= ?1
                          LIMIT ?2"
                     ),
                     params![now.unix_millis(), i64::from(batch)],
@@ -1656,6 +1675,36 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("steps");
         steps.join(" | ")
+    }
+
+    /// A refresh writes its session's `last_active_at`, `idle_expires_at`, `access_expires_at`
+    /// and `dpop_jkt`: no index may cover them, or every refresh writes one more page of it
+    /// (see migrations 0007 and 0015). The announcer and the purge use `expiry_check_at`.
+    #[test]
+    fn no_index_of_sessions_covers_a_column_a_refresh_writes() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        let indexes: Vec<String> = connection
+            .prepare(
+                "SELECT sql FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL",
+            )
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(indexes.len() >= 4, "{indexes:?}");
+        for index in &indexes {
+            for column in [
+                "last_active_at",
+                "idle_expires_at",
+                "access_expires_at",
+                "dpop_jkt",
+            ] {
+                assert!(!index.contains(column), "{index} covers {column}");
+            }
+        }
     }
 
     /// The listings read forward from their cursor and filter on the way, whatever the

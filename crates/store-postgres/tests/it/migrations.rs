@@ -152,12 +152,14 @@ async fn a_migration_numbered_below_the_newest_applied_one_is_still_applied() {
         return;
     };
     a_version_1_database_with_a_key(&db).await;
-    sqlx::query("INSERT INTO schema_migrations VALUES (2, 'from another build', 0)")
+    // 0010 (DBSC bindings) creates a table of its own that no later migration touches.
+    sqlx::query("INSERT INTO schema_migrations VALUES (10, 'from another build', 0)")
         .execute(&db.raw)
         .await
         .unwrap();
     let store = db.open(&PostgresSettings::default()).await;
-    // Everything but 0001 (applied by hand) and 0002 (recorded as applied by another build).
+    // Everything but 0001 (applied by hand) and 0010 (recorded as applied by another build),
+    // 0002 to 0009 included, though numbered below it.
     assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 2);
     assert_eq!(
         db.count("SELECT count(*) FROM signing_keys_version", None)

@@ -132,3 +132,28 @@ async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_an
         1
     );
 }
+
+/// A rotation updates its session row in place (a HOT update, which writes no index entry)
+/// only while no index covers a column it changes: `last_active_at`, `idle_expires_at`,
+/// `access_expires_at`, `dpop_jkt`. (`expiry_check_at` is indexed, but a rotation changes it
+/// only when the idle expiry went down.)
+#[tokio::test]
+async fn no_index_of_sessions_covers_a_column_a_rotation_changes() {
+    let Some(db) = TestDb::create("rotation::no_index_of_sessions_covers").await else {
+        return;
+    };
+    let _migrated = db.store().await;
+    let of_sessions = "SELECT count(*) FROM pg_indexes
+                       WHERE schemaname = current_schema() AND tablename = 'sessions'";
+    assert!(db.count(of_sessions, None).await >= 4);
+    let covering = db
+        .count(
+            &format!(
+                "{of_sessions} AND indexdef ~ \
+                 '(last_active_at|idle_expires_at|access_expires_at|dpop_jkt)'"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(covering, 0);
+}
