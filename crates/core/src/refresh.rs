@@ -1,8 +1,21 @@
 //! Refresh tokens: minting, hashing, sealing the successor pair, and the rotation rule.
 //!
-//! A refresh token is `sdr_` followed by 256 bits from the OS CSPRNG in base64url. Only its
-//! SHA-256 hash is stored, and lookups go by that hash, so a copy of the database yields no
-//! usable token.
+//! A refresh token is `sdr_` followed by 44 bytes in base64url: 8 bytes naming its *chain*, a
+//! 4-byte *position* in it (big-endian), then 32 bytes (256 bits) from the CSPRNG. The first
+//! token of a session starts a chain at a random name and position; each successor repeats the
+//! chain of the token it replaces at the next position (wrapping), with 32 fresh random bytes.
+//! Chain and position are no secret: they carry none of the token's randomness.
+//!
+//! Storage sees only the token's [`RefreshTokenHash`]: its chain and position (12 bytes)
+//! followed by the first 20 bytes of the SHA-256 of the whole token. A copy of the database
+//! thus yields no usable token, and the key of a successor sorts right after that of the token
+//! it replaces: a rotation updates its spent token and inserts its successor in the same page
+//! of the token index, where keys in no order would put them on two pages chosen at random
+//! (each one more page to read, log and checkpoint per refresh).
+//!
+//! Tokens minted before chains were `sdr_` and 32 random bytes (43 characters), stored under
+//! their bare SHA-256; they are still accepted and looked up so, and each one's successor
+//! starts a chain.
 //!
 //! For the reuse grace window, and for as long as the successor is unused (see
 //! [`decide_refresh`]), the successor pair must be handed out again, yet it must not be
@@ -11,7 +24,9 @@
 //! successor, and a database dump alone cannot.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet::URL_SAFE;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -22,14 +37,35 @@ use crate::session::Session;
 use crate::time::Timestamp;
 
 const PREFIX: &str = "sdr_";
-const SECRET_BYTES: usize = 32;
-/// Length of a well-formed token: the prefix and 43 base64url characters.
-const TOKEN_LEN: usize = PREFIX.len() + 43;
+/// The bytes a successor repeats from the token it replaces: the chain.
+const CHAIN_BYTES: usize = 8;
+/// The chain and the position in it, at the start of both the token and its key.
+const LOCATOR_BYTES: usize = CHAIN_BYTES + 4;
+const RANDOM_BYTES: usize = 32;
+const TOKEN_BYTES: usize = LOCATOR_BYTES + RANDOM_BYTES;
+/// Length of a well-formed token: the prefix and 59 base64url characters.
+const TOKEN_LEN: usize = PREFIX.len() + 59;
+/// Length of a token minted before chains: the prefix and 43 base64url characters.
+const UNCHAINED_TOKEN_LEN: usize = PREFIX.len() + 43;
 const NONCE_LEN: usize = 12;
+
+/// base64url without padding that, as before chains, accepts any character in the last place:
+/// a token that does not decode canonically was not issued, and its lookup finds nothing.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// A refresh token in the clear. Never logged: its `Debug` output is redacted.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct RefreshToken(String);
+pub struct RefreshToken {
+    text: String,
+    /// Its chain and position; `None` for a token minted before chains.
+    locator: Option<[u8; LOCATOR_BYTES]>,
+}
 
 impl std::fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,17 +74,41 @@ impl std::fmt::Debug for RefreshToken {
 }
 
 impl RefreshToken {
-    /// Mints a new token from the thread's CSPRNG (see [`crate::random`]).
+    /// Mints the first token of a chain from the thread's CSPRNG (see [`crate::random`]).
     pub fn generate() -> Self {
-        let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-        crate::random::fill(secret.as_mut());
-        let mut text = String::with_capacity(TOKEN_LEN);
-        text.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(secret.as_ref(), &mut text);
-        Self(text)
+        let mut locator = [0u8; LOCATOR_BYTES];
+        crate::random::fill(&mut locator);
+        Self::mint(locator)
     }
 
-    /// Accepts a token as presented by a client, if it has the shape of one of ours.
+    /// Mints the token that replaces this one: the same chain at the next position, with 32
+    /// fresh random bytes. A token minted before chains is replaced by the first of a new one.
+    pub fn successor(&self) -> Self {
+        let Some(mut locator) = self.locator else {
+            return Self::generate();
+        };
+        let mut position = [0u8; LOCATOR_BYTES - CHAIN_BYTES];
+        position.copy_from_slice(&locator[CHAIN_BYTES..]);
+        let next = u32::from_be_bytes(position).wrapping_add(1);
+        locator[CHAIN_BYTES..].copy_from_slice(&next.to_be_bytes());
+        Self::mint(locator)
+    }
+
+    fn mint(locator: [u8; LOCATOR_BYTES]) -> Self {
+        let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+        bytes[..LOCATOR_BYTES].copy_from_slice(&locator);
+        crate::random::fill(&mut bytes[LOCATOR_BYTES..]);
+        let mut text = String::with_capacity(TOKEN_LEN);
+        text.push_str(PREFIX);
+        LENIENT.encode_string(bytes.as_ref(), &mut text);
+        Self {
+            text,
+            locator: Some(locator),
+        }
+    }
+
+    /// Accepts a token as presented by a client, if it has the shape of one of ours (or of one
+    /// minted before chains).
     ///
     /// A token of any other shape cannot have been issued, so it is refused as unknown without
     /// a lookup.
@@ -56,33 +116,57 @@ impl RefreshToken {
     /// # Errors
     /// [`RefreshRejection::Unknown`] when the shape is wrong.
     pub fn parse(presented: &str) -> Result<Self, Error> {
-        let well_formed = presented.len() == TOKEN_LEN
-            && presented.starts_with(PREFIX)
-            && presented[PREFIX.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if well_formed {
-            Ok(Self(presented.to_owned()))
-        } else {
-            Err(Error::RefreshRejected(RefreshRejection::Unknown))
+        let unknown = || Error::RefreshRejected(RefreshRejection::Unknown);
+        let encoded = presented.strip_prefix(PREFIX).ok_or_else(unknown)?;
+        let base64url = encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !base64url {
+            return Err(unknown());
         }
+        let locator = match presented.len() {
+            UNCHAINED_TOKEN_LEN => None,
+            TOKEN_LEN => {
+                let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+                match LENIENT.decode_slice(encoded, bytes.as_mut()) {
+                    Ok(TOKEN_BYTES) => {}
+                    _ => return Err(unknown()),
+                }
+                let mut locator = [0u8; LOCATOR_BYTES];
+                locator.copy_from_slice(&bytes[..LOCATOR_BYTES]);
+                Some(locator)
+            }
+            _ => return Err(unknown()),
+        };
+        Ok(Self {
+            text: presented.to_owned(),
+            locator,
+        })
     }
 
     /// The token text, to hand to its client.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// The hash under which the token is stored and looked up.
+    /// The key under which the token is stored and looked up: its chain and position, then the
+    /// first 20 bytes of its SHA-256 (a token minted before chains: its SHA-256).
     pub fn hash(&self) -> RefreshTokenHash {
-        RefreshTokenHash(sha256(self.0.as_bytes()))
+        let digest = sha256(self.text.as_bytes());
+        let Some(locator) = self.locator else {
+            return RefreshTokenHash(digest);
+        };
+        let mut key = [0u8; 32];
+        key[..LOCATOR_BYTES].copy_from_slice(&locator);
+        key[LOCATOR_BYTES..].copy_from_slice(&digest[..32 - LOCATOR_BYTES]);
+        RefreshTokenHash(key)
     }
 
     fn sealing_key(&self) -> Zeroizing<[u8; 32]> {
         // Domain-separated from the lookup hash, so knowing a stored hash reveals no key.
         let mut hasher = Sha256::new();
         hasher.update(b"sessiond/successor-seal/v1\0");
-        hasher.update(self.0.as_bytes());
+        hasher.update(self.text.as_bytes());
         Zeroizing::new(hasher.finish())
     }
 
@@ -125,7 +209,7 @@ impl RefreshToken {
     }
 }
 
-/// The SHA-256 hash of a refresh token: all that storage ever sees of it.
+/// The key of a refresh token (see [`RefreshToken::hash`]): all that storage ever sees of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RefreshTokenHash(pub [u8; 32]);
 
@@ -266,6 +350,11 @@ mod tests {
             "abc",
             &"x".repeat(10_000),
             "sdr_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+            "xdr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            // Between the two lengths, or longer.
+            "sdr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "sdr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "sdr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA!",
         ] {
             assert!(matches!(
                 RefreshToken::parse(bad),
@@ -289,6 +378,86 @@ mod tests {
         tampered[last] ^= 1;
         assert!(token.open_successor(&tampered).is_err());
         assert!(token.open_successor(&sealed[..5]).is_err());
+    }
+
+    fn decoded(token: &RefreshToken) -> Vec<u8> {
+        LENIENT.decode(&token.expose()[PREFIX.len()..]).unwrap()
+    }
+
+    #[test]
+    fn a_successor_keeps_the_chain_takes_the_next_position_and_fresh_random_bytes() {
+        let first = RefreshToken::generate();
+        let mut keys = vec![first.hash()];
+        let mut token = first.clone();
+        let mut randoms = std::collections::HashSet::new();
+        let position = |bytes: &[u8]| {
+            u32::from_be_bytes(bytes[CHAIN_BYTES..LOCATOR_BYTES].try_into().unwrap())
+        };
+        for _ in 0..50 {
+            let next = token.successor();
+            let (before, after) = (decoded(&token), decoded(&next));
+            assert_eq!(next.expose().len(), TOKEN_LEN);
+            assert_eq!(after.len(), TOKEN_BYTES);
+            assert_eq!(after[..CHAIN_BYTES], before[..CHAIN_BYTES]);
+            assert_eq!(position(&after), position(&before).wrapping_add(1));
+            assert!(randoms.insert(after[LOCATOR_BYTES..].to_vec()));
+            let parsed = RefreshToken::parse(next.expose()).unwrap();
+            assert_eq!(parsed.hash(), next.hash());
+            assert_eq!(
+                parsed.successor().hash().0[..LOCATOR_BYTES],
+                {
+                    let mut locator = after[..LOCATOR_BYTES].to_vec();
+                    locator[CHAIN_BYTES..]
+                        .copy_from_slice(&position(&after).wrapping_add(1).to_be_bytes());
+                    locator
+                }[..]
+            );
+            keys.push(next.hash());
+            token = next;
+        }
+        // Unless the position wraps (once in 2^32 rotations), each key sorts right after the
+        // one before, so a chain's keys stay together in the token index.
+        let wraps = keys
+            .windows(2)
+            .filter(|pair| pair[1].0[..LOCATOR_BYTES] < pair[0].0[..LOCATOR_BYTES])
+            .count();
+        assert!(wraps <= 1);
+        if wraps == 0 {
+            assert!(keys.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        }
+    }
+
+    #[test]
+    fn a_key_is_the_chain_and_position_then_the_tokens_sha256() {
+        let token = RefreshToken::generate();
+        let digest = sha256(token.expose().as_bytes());
+        let bytes = decoded(&token);
+        assert_eq!(token.hash().0[..LOCATOR_BYTES], bytes[..LOCATOR_BYTES]);
+        assert_eq!(
+            token.hash().0[LOCATOR_BYTES..],
+            digest[..32 - LOCATOR_BYTES]
+        );
+        // No byte of the random part is in the key.
+        assert!(
+            !token
+                .hash()
+                .0
+                .windows(4)
+                .any(|window| bytes[LOCATOR_BYTES..].windows(4).any(|part| part == window))
+        );
+    }
+
+    #[test]
+    fn a_token_minted_before_chains_is_looked_up_by_its_sha256_and_starts_a_chain() {
+        let unchained = format!("sdr_{}", LENIENT.encode([7u8; 32]));
+        assert_eq!(unchained.len(), UNCHAINED_TOKEN_LEN);
+        let token = RefreshToken::parse(&unchained).unwrap();
+        assert_eq!(token.hash().0, sha256(unchained.as_bytes()));
+        let successor = token.successor();
+        assert_eq!(successor.expose().len(), TOKEN_LEN);
+        assert_ne!(decoded(&successor)[..CHAIN_BYTES], [7u8; CHAIN_BYTES]);
+        let sealed = token.seal_successor(&pair());
+        assert!(token.open_successor(&sealed).is_ok());
     }
 
     #[test]

@@ -682,7 +682,7 @@ impl SessionService {
             })?,
             None => self.issue_access_token(&session, now, access_expires_at)?,
         };
-        let successor = RefreshToken::generate();
+        let successor = token.successor();
         let pair = IssuedPair {
             access_token: access.token,
             access_expires_at_ms: access.expires_at.unix_millis(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sessiond_core::primitives::sha256;
+use sessiond_core::refresh::RefreshToken;
 use tokio::sync::Mutex;
 
 use crate::helpers::{ADMIN_KEY, TestApp, text};
@@ -56,7 +56,10 @@ async fn run_backup(database_url: String, args: Vec<String>) -> (bool, String, S
 }
 
 fn token_hash_hex(token: &str) -> String {
-    sha256(token.as_bytes())
+    RefreshToken::parse(token)
+        .expect("a refresh token")
+        .hash()
+        .0
         .iter()
         .map(|byte| format!("{byte:02X}"))
         .collect()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::json;
 use sessiond_core::crypt::{self, MasterKey, UnlockError};
@@ -686,7 +687,18 @@ async fn a_database_written_before_encryption_keeps_working_and_seals_new_values
     }
     let now = app.clock_now();
     let key = StoredKey::generate(SigningAlgorithm::EdDsa, now);
-    let token = RefreshToken::generate();
+    // Of the shape tokens had then: `sdr_` and 32 random bytes, stored under its SHA-256.
+    let token = RefreshToken::parse(&format!(
+        "sdr_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            [
+                uuid::Uuid::new_v4().into_bytes(),
+                uuid::Uuid::new_v4().into_bytes()
+            ]
+            .concat()
+        )
+    ))
+    .expect("a token of the earlier shape");
     let session_id = uuid::Uuid::new_v4();
     let (secret, hash) = match app.backend {
         Backend::Sqlite => (

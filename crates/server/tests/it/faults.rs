@@ -260,11 +260,20 @@ async fn via_proxy(url: &str, proxy_placeholder: &str) -> Option<(SocketAddr, St
 async fn spent_among(schema: &PgSchema, tokens: &[String]) -> i64 {
     use sqlx::Connection as _;
     let mut connection = schema.connect().await;
+    let keys: Vec<Vec<u8>> = tokens
+        .iter()
+        .map(|token| {
+            sessiond_core::refresh::RefreshToken::parse(token)
+                .expect("a refresh token")
+                .hash()
+                .0
+                .to_vec()
+        })
+        .collect();
     let value: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL AND hash IN (
-             SELECT sha256(convert_to(token, 'UTF8')) FROM unnest($1::text[]) AS token)",
+        "SELECT COUNT(*) FROM refresh_tokens WHERE spent_at IS NOT NULL AND hash = ANY($1)",
     )
-    .bind(tokens)
+    .bind(keys)
     .fetch_one(&mut connection)
     .await
     .expect("count spent tokens");

@@ -2,10 +2,27 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
+use sessiond_core::refresh::{RefreshToken, RefreshTokenHash};
 
-use crate::helpers::{TestApp, text};
+use crate::helpers::{Backend, TestApp, text};
+
+fn token_bytes(token: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(token.strip_prefix("sdr_").expect("a refresh token"))
+        .expect("base64url")
+}
+
+fn key_literal(app: &TestApp, key: &RefreshTokenHash) -> String {
+    let hex: String = key.0.iter().map(|byte| format!("{byte:02x}")).collect();
+    match app.backend {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    }
+}
 
 async fn a_refresh_spends_the_token_and_issues_a_new_pair() {
     let app = TestApp::spawn().await;
@@ -275,10 +292,106 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
             !bytes.windows(secret.len()).any(|window| window == secret),
             "a plaintext refresh token is in the database files"
         );
+        // Its key holds its chain and position (12 bytes, no secret), never its random part.
+        let random = &token_bytes(token)[12..];
+        assert!(
+            !bytes.windows(random.len()).any(|window| window == random),
+            "a refresh token's random bytes are in the database files"
+        );
     }
 }
 
+async fn a_successor_continues_its_tokens_chain_and_is_stored_next_to_it() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let mut token = text(&created, "refresh_token").to_owned();
+    for _ in 0..3 {
+        let refreshed = app.refresh(&token).await;
+        assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+        let successor = text(&refreshed.body, "refresh_token").to_owned();
+        let (before, after) = (token_bytes(&token), token_bytes(&successor));
+        assert_eq!(after[..8], before[..8], "the same chain");
+        let position = |bytes: &[u8]| u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+        assert_eq!(position(&after), position(&before).wrapping_add(1));
+        assert_ne!(after[12..], before[12..], "fresh random bytes");
+        let key = RefreshToken::parse(&successor).unwrap().hash();
+        assert_eq!(key.0[..12], after[..12]);
+        assert_eq!(
+            app.scalar(&format!(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
+                key_literal(&app, &key)
+            ))
+            .await,
+            1,
+            "the successor is stored under its chained key"
+        );
+        token = successor;
+    }
+}
+
+async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succeeded() {
+    // A token as releases before chains minted it (`sdr_` and 32 random bytes), stored under
+    // its SHA-256: the created session's token row is moved to such a token.
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let current = RefreshToken::parse(text(&created, "refresh_token")).unwrap();
+    let random = [
+        uuid::Uuid::new_v4().into_bytes(),
+        uuid::Uuid::new_v4().into_bytes(),
+    ]
+    .concat();
+    let unchained =
+        RefreshToken::parse(&format!("sdr_{}", URL_SAFE_NO_PAD.encode(random))).unwrap();
+    let (chained, bare) = (
+        key_literal(&app, &current.hash()),
+        key_literal(&app, &unchained.hash()),
+    );
+    assert_eq!(
+        app.execute(&format!(
+            "UPDATE refresh_tokens SET hash = {bare} WHERE hash = {chained}"
+        ))
+        .await,
+        1
+    );
+    if app.backend == Backend::Sqlite {
+        app.execute(&format!(
+            "UPDATE refresh_token_chains SET first_token = {bare} WHERE first_token = {chained}"
+        ))
+        .await;
+    }
+
+    let refreshed = app.refresh(unchained.expose()).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let successor = text(&refreshed.body, "refresh_token").to_owned();
+    assert_eq!(successor.len(), 63, "its successor starts a chain");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
+            key_literal(&app, &RefreshToken::parse(&successor).unwrap().hash())
+        ))
+        .await,
+        1
+    );
+    app.advance(Duration::from_secs(1));
+    let replay = app.refresh(unchained.expose()).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(
+        replay.body["refresh_token"],
+        refreshed.body["refresh_token"]
+    );
+
+    let next = app.refresh(&successor).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    let reuse = app.refresh(unchained.expose()).await;
+    assert_eq!(reuse.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reuse.body["reason"], "reuse_detected");
+    let revoked = app.refresh(text(&next.body, "refresh_token")).await;
+    assert_eq!(revoked.body["reason"], "revoked");
+}
+
 crate::on_every_store!(
+    a_successor_continues_its_tokens_chain_and_is_stored_next_to_it,
+    a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succeeded,
     a_refresh_spends_the_token_and_issues_a_new_pair,
     a_replay_inside_the_grace_window_returns_the_same_successor_pair,
     thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor,
