@@ -82,6 +82,9 @@ for size in $SIZES; do
   mkdir -p "$run"
   # The pristine seeded file stays unspent; each run spends the tokens of its copy.
   cp "$seeded"/sessiond.db* "$run/"
+  # Written back now, or the kernel writes the copy back during the measured run and every
+  # commit's fsync queues behind it.
+  sync "$run"/sessiond.db*
   if (($(wc -l <"$seeded/tokens.txt") < ACTIVE)); then
     echo "$seeded was seeded with fewer than ACTIVE=$ACTIVE tokens; remove it to seed again" >&2
     exit 2

@@ -311,10 +311,11 @@ async fn a_successor_continues_its_tokens_chain_and_is_stored_next_to_it() {
         let successor = text(&refreshed.body, "refresh_token").to_owned();
         let (before, after) = (token_bytes(&token), token_bytes(&successor));
         assert_eq!(after[..8], before[..8], "the same chain");
-        let position = |bytes: &[u8]| u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+        let position =
+            |bytes: &[u8]| u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         assert_eq!(position(&after), position(&before).wrapping_add(1));
         assert_ne!(after[12..], before[12..], "fresh random bytes");
-        let key = RefreshToken::parse(&successor).unwrap().hash();
+        let key = RefreshToken::parse(&successor).expect("a token").hash();
         assert_eq!(key.0[..12], after[..12]);
         assert_eq!(
             app.scalar(&format!(
@@ -334,14 +335,14 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
     // its SHA-256: the created session's token row is moved to such a token.
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
-    let current = RefreshToken::parse(text(&created, "refresh_token")).unwrap();
+    let current = RefreshToken::parse(text(&created, "refresh_token")).expect("a token");
     let random = [
         uuid::Uuid::new_v4().into_bytes(),
         uuid::Uuid::new_v4().into_bytes(),
     ]
     .concat();
     let unchained =
-        RefreshToken::parse(&format!("sdr_{}", URL_SAFE_NO_PAD.encode(random))).unwrap();
+        RefreshToken::parse(&format!("sdr_{}", URL_SAFE_NO_PAD.encode(random))).expect("a token");
     let (chained, bare) = (
         key_literal(&app, &current.hash()),
         key_literal(&app, &unchained.hash()),
@@ -367,7 +368,10 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
     assert_eq!(
         app.scalar(&format!(
             "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
-            key_literal(&app, &RefreshToken::parse(&successor).unwrap().hash())
+            key_literal(
+                &app,
+                &RefreshToken::parse(&successor).expect("a token").hash()
+            )
         ))
         .await,
         1
