@@ -41,6 +41,8 @@ const PREFIX: &str = "sdr_";
 const CHAIN_BYTES: usize = 8;
 /// The chain and the position in it, at the start of both the token and its key.
 const LOCATOR_BYTES: usize = CHAIN_BYTES + 4;
+/// The base64url characters that encode the locator (12 bytes, no bits to spare).
+const LOCATOR_CHARS: usize = LOCATOR_BYTES / 3 * 4;
 const RANDOM_BYTES: usize = 32;
 const TOKEN_BYTES: usize = LOCATOR_BYTES + RANDOM_BYTES;
 /// Length of a well-formed token: the prefix and 59 base64url characters.
@@ -127,14 +129,13 @@ impl RefreshToken {
         let locator = match presented.len() {
             UNCHAINED_TOKEN_LEN => None,
             TOKEN_LEN => {
-                let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
-                match LENIENT.decode_slice(encoded, bytes.as_mut()) {
-                    Ok(TOKEN_BYTES) => {}
+                // The locator's 12 bytes are the first 16 characters exactly: the random part
+                // is never decoded.
+                let mut locator = [0u8; LOCATOR_BYTES];
+                match LENIENT.decode_slice(&encoded[..LOCATOR_CHARS], &mut locator) {
+                    Ok(LOCATOR_BYTES) => Some(locator),
                     _ => return Err(unknown()),
                 }
-                let mut locator = [0u8; LOCATOR_BYTES];
-                locator.copy_from_slice(&bytes[..LOCATOR_BYTES]);
-                Some(locator)
             }
             _ => return Err(unknown()),
         };

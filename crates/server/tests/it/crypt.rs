@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::json;
 use sessiond_core::crypt::{self, MasterKey, UnlockError};
@@ -16,7 +15,7 @@ use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
 use sessiond_server::database::{OpenMode, open_store};
 
-use crate::helpers::{ADMIN_KEY, Backend, TestApp, text};
+use crate::helpers::{ADMIN_KEY, Backend, TestApp, text, unchained_refresh_token};
 use crate::on_every_store;
 
 const METADATA_MARKER: &str = "metadata-marker-7f3a9c";
@@ -688,28 +687,12 @@ async fn a_database_written_before_encryption_keeps_working_and_seals_new_values
     let now = app.clock_now();
     let key = StoredKey::generate(SigningAlgorithm::EdDsa, now);
     // Of the shape tokens had then: `sdr_` and 32 random bytes, stored under its SHA-256.
-    let token = RefreshToken::parse(&format!(
-        "sdr_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-            [
-                uuid::Uuid::new_v4().into_bytes(),
-                uuid::Uuid::new_v4().into_bytes()
-            ]
-            .concat()
-        )
-    ))
-    .expect("a token of the earlier shape");
+    let token = unchained_refresh_token();
     let session_id = uuid::Uuid::new_v4();
-    let (secret, hash) = match app.backend {
-        Backend::Sqlite => (
-            format!("X'{}'", hex(&key.secret)),
-            format!("X'{}'", hex(&token.hash().0)),
-        ),
-        Backend::Postgres => (
-            format!("'\\x{}'::bytea", hex(&key.secret)),
-            format!("'\\x{}'::bytea", hex(&token.hash().0)),
-        ),
-    };
+    let (secret, hash) = (
+        app.bytes_literal(&key.secret),
+        app.bytes_literal(&token.hash().0),
+    );
     let millis = now.unix_millis();
     let later = millis + 86_400_000;
     app.execute(&format!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sessiond_core::refresh::RefreshToken;
 use sessiond_core::{ManualClock, Timestamp};
 use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
@@ -233,6 +234,15 @@ impl TestApp {
         }
     }
 
+    /// `bytes` as an SQL literal of the app's backend (`X'…'` or `'\x…'::bytea`).
+    pub fn bytes_literal(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        match self.backend {
+            Backend::Sqlite => format!("X'{hex}'"),
+            Backend::Postgres => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
     /// Everything the app's SQLite database holds on disk: the database file, then its
     /// write-ahead log if there is one.
     pub fn sqlite_bytes(&self) -> Vec<u8> {
@@ -389,6 +399,19 @@ impl TestApp {
         ))
         .await
     }
+}
+
+/// A refresh token of the shape minted before chains: `sdr_` and 32 random bytes, stored under
+/// its SHA-256.
+pub fn unchained_refresh_token() -> RefreshToken {
+    use base64::Engine as _;
+    let random = [
+        uuid::Uuid::new_v4().into_bytes(),
+        uuid::Uuid::new_v4().into_bytes(),
+    ]
+    .concat();
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+    RefreshToken::parse(&format!("sdr_{text}")).expect("a token of the earlier shape")
 }
 
 pub fn text<'a>(value: &'a Value, field: &str) -> &'a str {

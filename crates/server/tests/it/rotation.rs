@@ -6,22 +6,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
-use sessiond_core::refresh::{RefreshToken, RefreshTokenHash};
+use sessiond_core::refresh::RefreshToken;
 
-use crate::helpers::{Backend, TestApp, text};
+use crate::helpers::{Backend, TestApp, text, unchained_refresh_token};
 
 fn token_bytes(token: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD
         .decode(token.strip_prefix("sdr_").expect("a refresh token"))
         .expect("base64url")
-}
-
-fn key_literal(app: &TestApp, key: &RefreshTokenHash) -> String {
-    let hex: String = key.0.iter().map(|byte| format!("{byte:02x}")).collect();
-    match app.backend {
-        Backend::Sqlite => format!("X'{hex}'"),
-        Backend::Postgres => format!("'\\x{hex}'::bytea"),
-    }
 }
 
 async fn a_refresh_spends_the_token_and_issues_a_new_pair() {
@@ -320,7 +312,7 @@ async fn a_successor_continues_its_tokens_chain_and_is_stored_next_to_it() {
         assert_eq!(
             app.scalar(&format!(
                 "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
-                key_literal(&app, &key)
+                app.bytes_literal(&key.0)
             ))
             .await,
             1,
@@ -336,16 +328,10 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
     let current = RefreshToken::parse(text(&created, "refresh_token")).expect("a token");
-    let random = [
-        uuid::Uuid::new_v4().into_bytes(),
-        uuid::Uuid::new_v4().into_bytes(),
-    ]
-    .concat();
-    let unchained =
-        RefreshToken::parse(&format!("sdr_{}", URL_SAFE_NO_PAD.encode(random))).expect("a token");
+    let unchained = unchained_refresh_token();
     let (chained, bare) = (
-        key_literal(&app, &current.hash()),
-        key_literal(&app, &unchained.hash()),
+        app.bytes_literal(&current.hash().0),
+        app.bytes_literal(&unchained.hash().0),
     );
     assert_eq!(
         app.execute(&format!(
@@ -368,10 +354,7 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
     assert_eq!(
         app.scalar(&format!(
             "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
-            key_literal(
-                &app,
-                &RefreshToken::parse(&successor).expect("a token").hash()
-            )
+            app.bytes_literal(&RefreshToken::parse(&successor).expect("a token").hash().0)
         ))
         .await,
         1
