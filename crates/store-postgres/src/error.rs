@@ -6,6 +6,7 @@
 //! transaction was rolled back. Everything else (a constraint violation, a type mismatch, a
 //! malformed URL) is `Backend`: retrying would fail the same way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_core::store::StoreError;
@@ -42,7 +43,27 @@ fn is_transient_code(code: &str) -> bool {
 
 /// Maps a driver error to [`StoreError`], keeping it as the source.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    let transient = match &error {
+    if is_transient(&error) {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// Maps one driver error that several operations share (the rotations of one batch) to
+/// [`StoreError`], each keeping it as the source.
+pub(crate) fn shared_store_error(error: &Arc<sqlx::Error>) -> StoreError {
+    let shared = Box::new(Shared(Arc::clone(error)));
+    if is_transient(error) {
+        StoreError::Unavailable(shared)
+    } else {
+        StoreError::Backend(shared)
+    }
+}
+
+/// Whether the same operation may succeed if retried.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
@@ -51,13 +72,13 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
             .code()
             .is_some_and(|code| is_transient_code(code.as_ref())),
         _ => false,
-    };
-    if transient {
-        StoreError::Unavailable(Box::new(error))
-    } else {
-        StoreError::Backend(Box::new(error))
     }
 }
+
+/// A driver error answered to several operations.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct Shared(Arc<sqlx::Error>);
 
 /// An operation that got no answer within the store's operation timeout.
 #[derive(Debug, thiserror::Error)]

@@ -17,14 +17,17 @@
 //! Why each operation is exact across instances:
 //!
 //! - **`rotate_refresh_token`** is one statement (a chain of data-modifying CTEs) sent on its
-//!   own, so it is its own transaction and costs one round trip. It first locks the session row
-//!   (`FOR UPDATE`, only if unrevoked): two rotations of a session queue there. It then spends
-//!   the token only if `spent_at IS NULL`; a rotation that waited re-checks that against the
-//!   winner's commit and matches nothing. Moving the session, inserting the successor, and
-//!   writing the `session.refreshed` event and any audit row are each gated on the previous
-//!   step's `RETURNING` rows, so a rotation that lost writes nothing at all and there is never
-//!   anything to roll back. Two instances rotating one token get exactly one `Rotated`. A token
-//!   that does not belong to `session_id` is `Lost` too.
+//!   own, so it is its own transaction. Rotations that arrive together share it: the
+//!   statement takes any number of rotations of distinct sessions, at most one per session
+//!   (see `store::rotation` for how batches form). It first locks the sessions, in id order
+//!   and only if unrevoked (`FOR UPDATE`): two rotations of a session queue there. It then
+//!   spends each token only if `spent_at IS NULL`; a rotation that waited re-checks that
+//!   against the winner's commit and matches nothing. Moving the session, inserting the
+//!   successor, and writing the `session.refreshed` event and any audit row are each gated,
+//!   per rotation, on the previous step's `RETURNING` rows, so a rotation that lost writes
+//!   nothing at all, its neighbours in the statement are unaffected, and there is never
+//!   anything to roll back. Two instances rotating one token get exactly one `Rotated`. A
+//!   token that does not belong to `session_id` is `Lost` too.
 //! - **`create_session`** takes a transaction-scoped advisory lock keyed by a hash of the user id
 //!   before it counts, so creations for one user (from any instance) run one at a time, and each
 //!   sees every session the previous ones committed. It also locks the user's active sessions
@@ -72,8 +75,9 @@
 //! keep their tables in different schemas of one database never wait for each other.
 //!
 //! Locks are always taken in the same order (advisory lock, then session rows, then token rows,
-//! which is also the order of `ON DELETE CASCADE`), so these operations do not deadlock one
-//! another. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
+//! which is also the order of `ON DELETE CASCADE`), and a statement that locks several sessions
+//! (a batch of rotations, an eviction, revoking a user's or a device's sessions) locks them in
+//! id order, so these operations do not deadlock one another. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
 //! statement timeout, shutdown), the error is [`StoreError::Unavailable`] and nothing was
 //! written.
 //!

@@ -35,7 +35,12 @@ use crate::feed::{PostgresRevocationFeed, REVOCATION_CHANNEL};
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
 
+mod batch;
 mod dbsc;
+mod rotation;
+
+use batch::Batcher;
+use rotation::Rotations;
 
 /// A query with its parameters bound so far.
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -93,6 +98,8 @@ pub struct PostgresStore {
     operation_timeout: Duration,
     /// Seals the encrypted columns once the server installs the data keys.
     cipher: std::sync::Arc<CipherSlot>,
+    /// Where rotations queue to be written in batches.
+    rotations: Batcher<Rotations>,
 }
 
 /// How long a pooled connection may sit unused before it is checked with a ping on its next use.
@@ -134,10 +141,17 @@ const REVOKE_ONE: &str = concat!(
     session_columns!()
 );
 
+/// Revokes a user's active sessions but `$4`, locking them in id order first, as every statement
+/// that locks several sessions does (a batch of rotations among them), so that none of them
+/// deadlocks another.
 const REVOKE_ACTIVE_OF_USER: &str = concat!(
     "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
-     WHERE s.user_id = $3 AND s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.expires_at > $1
-       AND s.id IS DISTINCT FROM $4
+     WHERE s.id IN (SELECT id FROM sessions
+                    WHERE user_id = $3 AND revoked_at IS NULL AND idle_expires_at > $1
+                      AND expires_at > $1 AND id IS DISTINCT FROM $4
+                    ORDER BY id
+                    FOR UPDATE)
+       AND s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.expires_at > $1
      RETURNING ",
     session_columns!()
 );
@@ -245,94 +259,6 @@ const AUDIT_EVENTS: &str = "
     ORDER BY chain_seq
     LIMIT $6";
 
-/// A rotation as one statement, sent alone so that it is its own (implicit) transaction: one
-/// round trip, committed whole or not at all. See the crate documentation.
-///
-/// Every sub-statement of a `WITH` chain runs to completion, and all of them share one snapshot,
-/// so each step is gated on the `RETURNING` rows of the step before it, and a rotation that
-/// loses leaves nothing behind to roll back:
-///
-/// - `locked` locks the session row if it is unrevoked (`FOR UPDATE`), so two rotations of one
-///   session queue here, and the second re-reads the row once the first commits (a revocation
-///   that committed meanwhile makes it match nothing). The `EXISTS` on the token is a shortcut
-///   read from the statement's snapshot: it spares the lock when the token is visibly spent, and
-///   decides nothing on its own. Taking the session's lock before the token's keeps the crate's
-///   lock order.
-/// - `spent` is the compare-and-swap, and scans for the token only once `locked` holds the
-///   session. It locks the token row, and READ COMMITTED re-checks `spent_at IS NULL` against
-///   the newest committed version (not the statement's older snapshot) after any wait, so only
-///   one transaction ever spends a token.
-/// - `touched` moves the session forward (and binds it to the DPoP key `$20` unless it is
-///   bound already), `successor` stores the successor token, `refreshed`
-///   writes `session.refreshed` (then any events the audit rows publish, `$15`…`$19`) and
-///   `audited` the audit rows (`$8`…`$14`, empty arrays when the rotation is not audited), each
-///   only if `spent` changed the row. `touched` cannot miss the session, whose lock this
-///   statement holds.
-///
-/// A lost race thus writes nothing: no session move, no successor, no event, no audit row. The
-/// event and audit rows take their `tx` from their columns' default, `pg_current_xact_id()`, as
-/// in every other transaction. The statement answers how many rows each step changed.
-const ROTATE: &str = "
-    WITH locked AS MATERIALIZED (
-        SELECT id FROM sessions
-        WHERE id = $4 AND revoked_at IS NULL
-          AND EXISTS (SELECT 1 FROM refresh_tokens
-                      WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL)
-        FOR UPDATE
-    ), spent AS (
-        UPDATE refresh_tokens
-        SET spent_at = $1, successor_hash = $6, sealed_successor = $7
-        WHERE hash = $5 AND session_id = $4 AND spent_at IS NULL
-          AND EXISTS (SELECT 1 FROM locked)
-        RETURNING session_id
-    ), touched AS (
-        UPDATE sessions
-        SET last_active_at = $1, idle_expires_at = $2,
-            expiry_check_at = LEAST(sessions.expiry_check_at, $2),
-            access_expires_at = GREATEST(sessions.access_expires_at, $3),
-            dpop_jkt = COALESCE(sessions.dpop_jkt, $20::TEXT)
-        FROM spent
-        WHERE sessions.id = spent.session_id
-        RETURNING sessions.id, sessions.user_id
-    ), successor AS (
-        INSERT INTO refresh_tokens (hash, session_id, issued_at)
-        SELECT $6, touched.id, $1 FROM touched
-        RETURNING hash
-    ), refreshed AS (
-        INSERT INTO events (type, user_id, session_id, at, data)
-        SELECT event.type, event.user_id, event.session_id, event.at, event.data
-        FROM (
-            SELECT 0::BIGINT, 'session.refreshed'::TEXT, touched.user_id, touched.id,
-                   $1::BIGINT, '{}'::TEXT
-            FROM touched
-            UNION ALL
-            SELECT published.position, published.type, published.user_id,
-                   published.session_id, published.at, published.data
-            FROM touched,
-                 UNNEST($15::TEXT[], $16::TEXT[], $17::UUID[], $18::BIGINT[], $19::TEXT[])
-                 WITH ORDINALITY AS published (type, user_id, session_id, at, data, position)
-        ) AS event (position, type, user_id, session_id, at, data)
-        ORDER BY event.position
-        RETURNING id
-    ), audited AS (
-        INSERT INTO audit_events (type, severity, user_id, session_id, ip, at, details)
-        SELECT audit.type, audit.severity, audit.user_id, audit.session_id, audit.ip,
-               audit.at, audit.details
-        FROM touched,
-             UNNEST($8::TEXT[], $9::TEXT[], $10::TEXT[], $11::UUID[], $12::TEXT[],
-                    $13::BIGINT[], $14::TEXT[])
-             WITH ORDINALITY AS audit (type, severity, user_id, session_id, ip, at, details,
-                                       position)
-        ORDER BY audit.position
-        RETURNING seq
-    )
-    SELECT (SELECT count(*) FROM locked),
-           (SELECT count(*) FROM spent),
-           (SELECT count(*) FROM touched),
-           (SELECT count(*) FROM successor),
-           (SELECT count(*) FROM refreshed),
-           (SELECT count(*) FROM audited)";
-
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
     /// with any of libpq's query parameters, such as `options=-c search_path=sessiond` to keep
@@ -397,10 +323,12 @@ impl PostgresStore {
                 })
             })
             .connect_lazy_with(options);
+        let cipher = std::sync::Arc::<CipherSlot>::default();
         Ok(Self {
+            rotations: Rotations::start(pool.clone(), std::sync::Arc::clone(&cipher)),
             pool,
             operation_timeout: settings.operation_timeout,
-            cipher: std::sync::Arc::default(),
+            cipher,
         })
     }
 
@@ -549,59 +477,6 @@ impl PostgresStore {
         notify_revoked(&mut tx, &evicted).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(evicted)
-    }
-
-    /// One round trip: [`ROTATE`] sent on its own, outside any explicit transaction.
-    async fn rotate_now(&self, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
-        let audit = AuditColumns::of(rotation.audit.as_slice(), &self.cipher);
-        let published: Vec<NewEvent> = rotation
-            .audit
-            .iter()
-            .flat_map(event::events_of_audit)
-            .collect();
-        let published = EventColumns::of(&published)?;
-        let sealed_successor = self.cipher.seal_bytes(
-            SEALED_SUCCESSOR,
-            &rotation.presented.0,
-            &rotation.sealed_successor,
-        );
-        let query = sqlx::query(ROTATE)
-            .bind(rotation.now.unix_millis())
-            .bind(rotation.idle_expires_at.unix_millis())
-            .bind(rotation.access_expires_at.unix_millis())
-            .bind(rotation.session_id.as_uuid())
-            .bind(&rotation.presented.0[..])
-            .bind(&rotation.successor.0[..])
-            .bind(&sealed_successor[..]);
-        let row = published
-            .bind_to(audit.bind_to(query))
-            .bind(rotation.bind_dpop_jkt.as_deref())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let mut counts = [0_i64; 6];
-        for (index, count) in counts.iter_mut().enumerate() {
-            *count = row.try_get(index).map_err(store_error)?;
-        }
-        let audited = i64::try_from(audit.len()).unwrap_or(i64::MAX);
-        let announced = 1 + i64::try_from(published.len()).unwrap_or(i64::MAX);
-        match counts {
-            [1, 1, 1, 1, events, audits] if events == announced && audits == audited => {
-                Ok(RotationOutcome::Rotated)
-            }
-            // Nothing matched, or the session was locked but the token had been spent by a
-            // rotation that committed while this one waited: nothing was written.
-            [0, 0, 0, 0, 0, 0] | [1, 0, 0, 0, 0, 0] => Ok(RotationOutcome::Lost),
-            // The gating above leaves no other outcome; should one appear all the same (a
-            // trigger added by hand, say), say so rather than answer for a rotation half done.
-            [locked, spent, touched, inserted, events, audits] => {
-                Err(StoreError::Corrupt(format!(
-                    "a rotation committed having locked {locked} sessions, spent {spent} tokens, \
-                 moved {touched} sessions, stored {inserted} successors, {events} events and \
-                 {audits} audit events"
-                )))
-            }
-        }
     }
 
     async fn revoke_session_now(
@@ -793,7 +668,8 @@ async fn notify_revoked(
     Ok(())
 }
 
-/// Audit events as the parallel arrays [`INSERT_AUDIT`] and [`ROTATE`] unnest, in order.
+/// Audit events as the parallel arrays [`INSERT_AUDIT`] and [`rotation::ROTATE_BATCH`] unnest, in
+/// order.
 struct AuditColumns<'a> {
     kinds: Vec<&'static str>,
     severities: Vec<&'static str>,
@@ -844,10 +720,6 @@ impl<'a> AuditColumns<'a> {
         columns
     }
 
-    fn len(&self) -> usize {
-        self.kinds.len()
-    }
-
     /// Binds the seven arrays as the query's next parameters.
     fn bind_to<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
@@ -861,7 +733,8 @@ impl<'a> AuditColumns<'a> {
     }
 }
 
-/// Events as the parallel arrays [`INSERT_EVENTS`] and [`ROTATE`] unnest, in order.
+/// Events as the parallel arrays [`INSERT_EVENTS`] and [`rotation::ROTATE_BATCH`] unnest, in
+/// order.
 struct EventColumns<'a> {
     kinds: Vec<&'static str>,
     users: Vec<&'a str>,
@@ -889,10 +762,6 @@ impl<'a> EventColumns<'a> {
             columns.data.push(rows::json_text(&event.data)?);
         }
         Ok(columns)
-    }
-
-    fn len(&self) -> usize {
-        self.kinds.len()
     }
 
     /// Binds the five arrays as the query's next parameters.
@@ -1188,8 +1057,12 @@ impl DeviceStore for PostgresStore {
             }
             let rows = sqlx::query(concat!(
                 "UPDATE sessions AS s SET revoked_at = $1, revoke_reason = $2
-                 WHERE s.user_id = $3 AND s.device_id = $4 AND s.revoked_at IS NULL
-                   AND s.idle_expires_at > $1 AND s.expires_at > $1
+                 WHERE s.id IN (SELECT id FROM sessions
+                                WHERE user_id = $3 AND device_id = $4 AND revoked_at IS NULL
+                                  AND idle_expires_at > $1 AND expires_at > $1
+                                ORDER BY id
+                                FOR UPDATE)
+                   AND s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.expires_at > $1
                  RETURNING ",
                 session_columns!()
             ))
@@ -1285,7 +1158,8 @@ impl SessionStore for PostgresStore {
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError> {
-        self.bounded(self.rotate_now(rotation)).await
+        self.bounded(self.rotations.rotate(&self.cipher, rotation))
+            .await
     }
 
     async fn revoke_session(

@@ -3,9 +3,13 @@
 
 use sessiond_core::SessionId;
 use sessiond_core::event;
-use sessiond_core::store::{Rotation, RotationOutcome, SessionStore};
+use sessiond_core::refresh::RefreshToken;
+use sessiond_core::store::{Rotation, RotationOutcome, SessionStore, StoreError};
 use sessiond_store_conformance::Backend;
-use sessiond_store_conformance::fixtures::{T0, create, event_for, ms, rotation_of, session_for};
+use sessiond_store_conformance::fixtures::{
+    T0, by_admin, create, event_for, ms, rotation_of, session_for,
+};
+use sessiond_store_postgres::PostgresStore;
 
 use crate::helpers::TestDb;
 
@@ -158,4 +162,209 @@ async fn no_index_of_sessions_covers_a_column_a_rotation_changes() {
         )
         .await;
     assert_eq!(covering, 0);
+}
+
+/// Runs `rotations` on `store` at once, each on a task of its own; their outcomes in order.
+async fn rotate_together(
+    store: &PostgresStore,
+    rotations: &[Rotation],
+) -> Vec<Result<RotationOutcome, StoreError>> {
+    let tasks: Vec<_> = rotations
+        .iter()
+        .map(|rotation| {
+            let (store, rotation) = (store.clone(), rotation.clone());
+            tokio::spawn(async move { store.rotate_refresh_token(&rotation).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("the rotation task ends"));
+    }
+    outcomes
+}
+
+/// Rotations that arrive together share one statement (one transaction id), and each gets its
+/// own outcome: a revoked session's and a wrong token's rotations lose and write nothing, while
+/// their neighbours rotate and write their own event, audit row and successor.
+#[tokio::test]
+async fn rotations_that_arrive_together_share_a_statement_and_each_gets_its_own_outcome() {
+    let Some(db) =
+        TestDb::create("rotation::rotations_that_arrive_together_share_a_statement").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let now = T0.plus(ms(10));
+    let mut sessions = Vec::new();
+    let mut rotations = Vec::new();
+    for index in 0..24 {
+        let session = session_for(&format!("user-{index}"), T0);
+        let (token, _) = create(&store, &session, 5).await;
+        let presented = if index % 6 == 1 {
+            RefreshToken::generate().hash()
+        } else {
+            token.hash()
+        };
+        rotations.push(Rotation {
+            audit: Some(event_for(event::SESSION_REFRESHED, &session, now)),
+            ..rotation_of(presented, session.id, now)
+        });
+        sessions.push(session);
+    }
+    let audit = sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, now)
+    });
+    for session in sessions.iter().skip(2).step_by(6) {
+        store
+            .revoke_session(session.id, by_admin(T0.plus(ms(1))), &audit)
+            .await
+            .expect("revoke");
+    }
+    let audit_rows_before: Vec<i64> = {
+        let mut counts = Vec::new();
+        for session in &sessions {
+            counts.push(db.audit_events_of(session.id).await);
+        }
+        counts
+    };
+
+    let outcomes = rotate_together(&store, &rotations).await;
+
+    let mut rotated = 0;
+    for (index, (outcome, session)) in outcomes.into_iter().zip(&sessions).enumerate() {
+        let outcome = outcome.expect("no rotation fails");
+        let loses = index % 6 == 1 || index % 6 == 2;
+        if loses {
+            assert_eq!(outcome, RotationOutcome::Lost, "rotation {index}");
+            assert_eq!(refreshed_events_of(&db, session.id).await, 0, "{index}");
+            assert_eq!(
+                db.audit_events_of(session.id).await,
+                audit_rows_before[index],
+                "{index}"
+            );
+            assert_eq!(db.tokens_of(session.id).await, 1, "{index}: no successor");
+        } else {
+            rotated += 1;
+            assert_eq!(outcome, RotationOutcome::Rotated, "rotation {index}");
+            assert_eq!(refreshed_events_of(&db, session.id).await, 1, "{index}");
+            assert_eq!(refreshed_audit_rows_of(&db, session.id).await, 1, "{index}");
+            assert_eq!(db.tokens_of(session.id).await, 2, "{index}: a successor");
+            let stored = store.session(session.id).await.unwrap().unwrap();
+            assert_eq!(stored.last_active_at, now, "{index}: the session moved");
+        }
+    }
+    assert_eq!(rotated, 16);
+    let transactions = db
+        .count(
+            "SELECT count(DISTINCT tx) FROM events WHERE type = 'session.refreshed'",
+            None,
+        )
+        .await;
+    assert!(
+        transactions < rotated,
+        "{rotated} rotations arriving together were written by {transactions} transactions"
+    );
+}
+
+/// A rotation PostgreSQL refuses (here its successor is a token already stored) fails alone:
+/// the statement it shared is rolled back whole, and its neighbours are written again, each on
+/// its own, and rotate.
+#[tokio::test]
+async fn a_rotation_postgres_refuses_fails_alone_and_its_neighbours_rotate() {
+    let Some(db) = TestDb::create("rotation::a_rotation_postgres_refuses_fails_alone").await else {
+        return;
+    };
+    let store = db.store().await;
+    let now = T0.plus(ms(10));
+    let mut sessions = Vec::new();
+    let mut tokens = Vec::new();
+    for index in 0..8 {
+        let session = session_for(&format!("user-{index}"), T0);
+        let (token, _) = create(&store, &session, 5).await;
+        sessions.push(session);
+        tokens.push(token);
+    }
+    let mut rotations: Vec<Rotation> = sessions
+        .iter()
+        .zip(&tokens)
+        .map(|(session, token)| rotation_of(token.hash(), session.id, now))
+        .collect();
+    // The successor of rotation 3 collides with the token session 5 presents.
+    rotations[3].successor = tokens[5].hash();
+
+    let outcomes = rotate_together(&store, &rotations).await;
+
+    for (index, (outcome, session)) in outcomes.into_iter().zip(&sessions).enumerate() {
+        if index == 3 {
+            assert!(
+                matches!(outcome, Err(StoreError::Backend(_))),
+                "the refused rotation fails: {outcome:?}"
+            );
+            assert_eq!(db.tokens_of(session.id).await, 1, "nothing was written");
+            assert_eq!(refreshed_events_of(&db, session.id).await, 0);
+            let stored = store.session(session.id).await.unwrap().unwrap();
+            assert_eq!(stored.last_active_at, T0, "the session did not move");
+        } else {
+            assert_eq!(
+                outcome.expect("its neighbours do not fail"),
+                RotationOutcome::Rotated,
+                "rotation {index}"
+            );
+            assert_eq!(db.tokens_of(session.id).await, 2, "{index}");
+            assert_eq!(refreshed_events_of(&db, session.id).await, 1, "{index}");
+        }
+    }
+}
+
+/// Batches of rotations of one user's sessions, racing revocations of all of that user's
+/// sessions, never deadlock with them: every operation succeeds, and every session ends either
+/// rotated or revoked by the revocation that came first.
+#[tokio::test]
+async fn batches_of_one_users_rotations_and_revoking_all_of_them_do_not_deadlock() {
+    let Some(db) = TestDb::create("rotation::batches_and_revoking_all_do_not_deadlock").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let user = sessiond_core::UserId::from_trusted("alice".into());
+    let audit = sessiond_core::store::audit_for(|revoked: &sessiond_core::Session| {
+        event_for("session.revoked", revoked, revoked.revoked_at.unwrap_or(T0))
+    });
+    for round in 0..5_u64 {
+        let now = T0.plus(ms(100 * round + 10));
+        let mut rotations = Vec::new();
+        for _ in 0..12 {
+            let session = session_for("alice", T0.plus(ms(100 * round)));
+            let (token, _) = create(&store, &session, 100).await;
+            rotations.push(rotation_of(token.hash(), session.id, now));
+        }
+        let revoking = {
+            let (store, user, audit) = (store.clone(), user.clone(), audit.clone());
+            tokio::spawn(async move {
+                store
+                    .revoke_user_sessions(&user, None, by_admin(now), &audit)
+                    .await
+            })
+        };
+        for (index, outcome) in rotate_together(&store, &rotations)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let outcome = outcome.expect("no rotation fails");
+            let session = store
+                .session(rotations[index].session_id)
+                .await
+                .unwrap()
+                .unwrap();
+            match outcome {
+                RotationOutcome::Rotated => assert_eq!(session.last_active_at, now),
+                RotationOutcome::Lost => assert!(session.revoked_at.is_some()),
+            }
+        }
+        revoking
+            .await
+            .expect("the revoking task ends")
+            .expect("revoking all of the user's sessions does not fail");
+    }
 }
