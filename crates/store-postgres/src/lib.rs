@@ -20,7 +20,9 @@
 //!   own, so it is its own transaction. Rotations that arrive together share it: the
 //!   statement takes any number of rotations of distinct sessions, at most one per session
 //!   (see `store::rotation` for how batches form). It first locks the sessions, in id order
-//!   and only if unrevoked (`FOR UPDATE`): two rotations of a session queue there. It then
+//!   and only if unrevoked (`FOR UPDATE`); a batch skips a session another transaction holds
+//!   (`SKIP LOCKED`) and writes that rotation again alone, so two rotations of a session queue
+//!   there without holding up anyone else. It then
 //!   spends each token only if `spent_at IS NULL`; a rotation that waited re-checks that
 //!   against the winner's commit and matches nothing. Moving the session, inserting the
 //!   successor, and writing the `session.refreshed` event and any audit row are each gated,

@@ -668,8 +668,8 @@ async fn notify_revoked(
     Ok(())
 }
 
-/// Audit events as the parallel arrays [`INSERT_AUDIT`] and [`rotation::ROTATE_BATCH`] unnest, in
-/// order.
+/// Audit events as the parallel arrays [`INSERT_AUDIT`] and the rotation statement
+/// (`store/rotation.rs`) unnest, in order.
 struct AuditColumns<'a> {
     kinds: Vec<&'static str>,
     severities: Vec<&'static str>,
@@ -733,8 +733,8 @@ impl<'a> AuditColumns<'a> {
     }
 }
 
-/// Events as the parallel arrays [`INSERT_EVENTS`] and [`rotation::ROTATE_BATCH`] unnest, in
-/// order.
+/// Events as the parallel arrays [`INSERT_EVENTS`] and the rotation statement
+/// (`store/rotation.rs`) unnest, in order.
 struct EventColumns<'a> {
     kinds: Vec<&'static str>,
     users: Vec<&'a str>,

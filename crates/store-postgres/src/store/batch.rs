@@ -9,7 +9,7 @@
 //! request.) A [`Batcher`] sends one batch at a time; what is
 //! queued meanwhile leaves as the next batch. An idle store sends an operation at once, alone,
 //! so a quiet deployment pays nothing in latency; a busy one sends fewer, larger statements. A
-//! batch still running after [`SLOW_BATCH`] (a rotation waiting on a row lock, say) lets the
+//! batch still running after [`SLOW_BATCH`] (a database slow to answer, say) lets the
 //! next one start beside it, up to [`MAX_BATCHES_IN_FLIGHT`], so one slow statement holds up
 //! the others for that long at most.
 //!

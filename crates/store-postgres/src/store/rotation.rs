@@ -3,7 +3,7 @@
 //! at most [`MAX_BATCH`] of them.
 //!
 //! Every guarantee of a single rotation holds for each rotation of a batch (see the crate
-//! documentation and [`ROTATE_BATCH`]):
+//! documentation and `rotate_statement`):
 //!
 //! - A batch never holds two rotations of one session: a second one waits for a later batch,
 //!   where it queues behind the first's row lock and re-checks like any concurrent rotation.
@@ -18,11 +18,9 @@
 //! - A caller that stops waiting (its operation timed out, its client went away) does not stop
 //!   the batch: the statement commits or fails whole whoever is still listening, exactly as a
 //!   single statement would.
-//!
-//! The price is that a rotation whose session another transaction holds locked (another
-//! instance rotating or revoking it) makes its neighbours in the statement wait with it, for as
-//! long as that transaction runs (sessiond's own are short, and bounded by the statement and
-//! idle-in-transaction timeouts).
+//! - A rotation whose session another transaction holds locked (another instance rotating or
+//!   revoking it) does not make its neighbours wait: the batch skips that session, and the
+//!   rotation is written again alone, waiting for the lock as a single rotation always did.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -54,10 +52,13 @@ const MAX_BATCH: usize = 64;
 /// snapshot, so each step is gated on the `RETURNING` rows of the step before it:
 ///
 /// - `locked` locks, in id order, the unrevoked sessions whose presented token is visibly
-///   unspent (`FOR UPDATE`): a rotation of one of them elsewhere queues here, and this
-///   statement re-reads such a row once that one commits (a revocation that committed
-///   meanwhile makes it match nothing). The `EXISTS` only spares the lock for a visibly spent
-///   token and decides nothing on its own. Sessions before tokens is the crate's lock order.
+///   unspent (`FOR UPDATE`, with `$lock`). Alone (no `$lock`), a rotation of its session
+///   elsewhere makes it wait here, and it re-reads the row once that one commits (a revocation
+///   that committed meanwhile makes it match nothing). In a batch (`SKIP LOCKED`) a session
+///   another transaction holds is left out instead, so that one contended session does not hold
+///   up its neighbours, and its rotation is written again alone. The `EXISTS` only spares the
+///   lock for a visibly spent token and decides nothing on its own. Sessions before tokens is
+///   the crate's lock order.
 /// - `spent` is the compare-and-swap, for the rotations whose session `locked` holds. It locks
 ///   each token row, and READ COMMITTED re-checks `spent_at IS NULL` against the newest
 ///   committed version after any wait, so only one transaction ever spends a token.
@@ -68,10 +69,15 @@ const MAX_BATCH: usize = 64;
 ///
 /// A rotation that lost thus writes nothing. The event and audit rows take their `tx` from their
 /// columns' default, `pg_current_xact_id()`, as in every other transaction: one for the whole
-/// batch, which the event cursor and the audit sealer order by. The statement answers one row per rotation: its
-/// `n`, whether its session was locked, its token spent, its session moved and its successor
-/// stored, then (on every row) how many events and audit rows the whole statement wrote.
-const ROTATE_BATCH: &str = "
+/// batch, which the event cursor and the audit sealer order by. The statement answers one row
+/// per rotation: its `n`, whether its session was locked, its token spent, its session moved
+/// and its successor stored, then (on every row) how many events and audit rows the whole
+/// statement wrote, and last whether its session was unrevoked and its token unspent in the
+/// statement's snapshot (for a session left unlocked, whether it was skipped).
+macro_rules! rotate_statement {
+    ($lock:literal) => {
+        concat!(
+            "
     WITH rotation AS MATERIALIZED (
         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::UUID[], $5::BYTEA[],
                              $6::BYTEA[], $7::BYTEA[], $8::TEXT[])
@@ -84,7 +90,9 @@ const ROTATE_BATCH: &str = "
                       WHERE r.session_id = s.id AND t.session_id = s.id
                         AND t.spent_at IS NULL)
         ORDER BY s.id
-        FOR UPDATE OF s
+        FOR UPDATE OF s ",
+            $lock,
+            "
     ), spent AS (
         UPDATE refresh_tokens t
         SET spent_at = r.now, successor_hash = r.successor,
@@ -147,9 +155,34 @@ const ROTATE_BATCH: &str = "
            EXISTS (SELECT 1 FROM spent WHERE spent.n = r.n),
            EXISTS (SELECT 1 FROM touched WHERE touched.n = r.n),
            EXISTS (SELECT 1 FROM successor WHERE successor.session_id = r.session_id),
-           events_written.written, audits_written.written
+           events_written.written, audits_written.written,
+           EXISTS (SELECT 1 FROM sessions s JOIN refresh_tokens t ON t.hash = r.presented
+                   WHERE s.id = r.session_id AND s.revoked_at IS NULL
+                     AND t.session_id = r.session_id AND t.spent_at IS NULL)
     FROM rotation r, events_written, audits_written
-    ORDER BY r.n";
+    ORDER BY r.n"
+        )
+    };
+}
+
+/// How a statement takes its sessions' locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    /// A batch: a session another transaction holds locked is skipped, not waited for, and its
+    /// rotation is written again on its own.
+    Skip,
+    /// A rotation written on its own: it waits for its session's lock.
+    Wait,
+}
+
+impl Locking {
+    fn statement(self) -> &'static str {
+        match self {
+            Self::Skip => rotate_statement!("SKIP LOCKED"),
+            Self::Wait => rotate_statement!(""),
+        }
+    }
+}
 
 /// A rotation waiting for its batch, with its columns prepared by the caller.
 pub(super) struct Pending {
@@ -235,38 +268,72 @@ impl Batch for Rotations {
         batch
     }
 
-    /// A statement PostgreSQL refused is sent again one rotation at a time, so that a failure
-    /// is only answered to the rotation it belongs to.
+    /// A rotation whose session was skipped, or whose statement PostgreSQL refused, is written
+    /// again alone, so that a failure is only answered to the rotation it belongs to and a wait
+    /// only held by the rotation that needs it.
     async fn send(self: Arc<Self>, batch: Vec<Pending>) {
-        match write(&self.pool, &self.cipher, &batch).await {
-            Err(WriteError::Driver(sqlx::Error::Database(_))) if batch.len() > 1 => {
-                for pending in batch {
-                    let outcome =
-                        write(&self.pool, &self.cipher, std::slice::from_ref(&pending)).await;
-                    answer(vec![pending], outcome);
+        match write(&self.pool, &self.cipher, &batch, Locking::Skip).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Skipped => Arc::clone(&self).write_alone(pending),
+                        Outcome::Done(outcome) => {
+                            // A caller that stopped waiting no longer needs the answer.
+                            let _ = pending.reply.send(outcome.map_err(StoreError::Corrupt));
+                        }
+                    }
                 }
             }
-            outcomes => answer(batch, outcomes),
+            Err(WriteError::Driver(sqlx::Error::Database(_))) if batch.len() > 1 => {
+                for pending in batch {
+                    Arc::clone(&self).write_alone(pending);
+                }
+            }
+            Err(error) => answer_error(batch, error),
         }
     }
 }
 
-/// Answers each rotation of `batch`: its own outcome, or the statement's error.
-fn answer(batch: Vec<Pending>, outcomes: Result<Vec<Result<RotationOutcome, String>>, WriteError>) {
-    match outcomes {
-        Ok(outcomes) => {
-            for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                // A caller that stopped waiting no longer needs the answer.
-                let _ = pending.reply.send(outcome.map_err(StoreError::Corrupt));
-            }
-        }
-        Err(WriteError::Driver(error)) => {
+impl Rotations {
+    /// Writes one rotation on its own, on a task of its own, waiting for its session's lock.
+    fn write_alone(self: Arc<Self>, pending: Pending) {
+        tokio::spawn(async move {
+            let batch = std::slice::from_ref(&pending);
+            let outcome = match write(&self.pool, &self.cipher, batch, Locking::Wait).await {
+                Ok(mut outcomes) => match outcomes.pop() {
+                    Some(Outcome::Done(outcome)) => outcome.map_err(StoreError::Corrupt),
+                    // A rotation that waits for its lock is never skipped; should it be all the
+                    // same, the rotation wrote nothing.
+                    Some(Outcome::Skipped) | None => Ok(RotationOutcome::Lost),
+                },
+                Err(error) => {
+                    answer_error(vec![pending], error);
+                    return;
+                }
+            };
+            let _ = pending.reply.send(outcome);
+        });
+    }
+}
+
+/// What became of one rotation of a statement.
+enum Outcome {
+    /// Its outcome, or what was inconsistent about it.
+    Done(Result<RotationOutcome, String>),
+    /// Its session was held by another transaction and skipped: nothing was written for it.
+    Skipped,
+}
+
+/// Answers each rotation of `batch` with the statement's error.
+fn answer_error(batch: Vec<Pending>, error: WriteError) {
+    match error {
+        WriteError::Driver(error) => {
             let error = Arc::new(error);
             for pending in batch {
                 let _ = pending.reply.send(Err(shared_store_error(&error)));
             }
         }
-        Err(WriteError::Inconsistent(message)) => {
+        WriteError::Inconsistent(message) => {
             for pending in batch {
                 let _ = pending
                     .reply
@@ -285,12 +352,13 @@ enum WriteError {
     Inconsistent(String),
 }
 
-/// Sends `batch` as one [`ROTATE_BATCH`] and reads each rotation's outcome.
+/// Sends `batch` as one statement locking as `locking` says, and reads each rotation's outcome.
 async fn write(
     pool: &PgPool,
     cipher: &CipherSlot,
     batch: &[Pending],
-) -> Result<Vec<Result<RotationOutcome, String>>, WriteError> {
+    locking: Locking,
+) -> Result<Vec<Outcome>, WriteError> {
     let mut audit_events = Vec::new();
     let mut audit_rotations = Vec::new();
     let mut published_events = Vec::new();
@@ -321,7 +389,7 @@ async fn write(
         .iter()
         .map(|pending| pending.bind_dpop_jkt.as_deref())
         .collect();
-    let query = sqlx::query(ROTATE_BATCH)
+    let query = sqlx::query(locking.statement())
         .bind(&nows)
         .bind(&idle_expiries)
         .bind(&access_expiries)
@@ -356,7 +424,12 @@ async fn write(
         );
         events_written = row.try_get(5).map_err(WriteError::Driver)?;
         audits_written = row.try_get(6).map_err(WriteError::Driver)?;
-        outcomes.push(match steps {
+        let eligible: bool = row.try_get(7).map_err(WriteError::Driver)?;
+        if steps == (false, false, false, false) && eligible && locking == Locking::Skip {
+            outcomes.push(Outcome::Skipped);
+            continue;
+        }
+        outcomes.push(Outcome::Done(match steps {
             (true, true, true, true) => {
                 events_expected += 1 + i64::try_from(pending.published.len()).unwrap_or(i64::MAX);
                 audits_expected += i64::from(pending.audit.is_some());
@@ -371,7 +444,7 @@ async fn write(
                 "a rotation committed having locked its session: {locked}, spent its token: \
                  {spent}, moved its session: {touched}, stored its successor: {inserted}"
             )),
-        });
+        }));
     }
     if (events_written, audits_written) != (events_expected, audits_expected) {
         return Err(WriteError::Inconsistent(format!(

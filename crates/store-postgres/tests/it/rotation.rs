@@ -368,3 +368,64 @@ async fn batches_of_one_users_rotations_and_revoking_all_of_them_do_not_deadlock
             .expect("revoking all of the user's sessions does not fail");
     }
 }
+
+/// A session another transaction holds locked (another instance rotating or revoking it) does
+/// not hold up the rotations that share its batch: they are answered while the lock is held,
+/// and the contended rotation waits for the lock alone, then rotates.
+#[tokio::test]
+async fn a_session_locked_elsewhere_does_not_hold_up_its_batch() {
+    let Some(db) = TestDb::create("rotation::a_session_locked_elsewhere").await else {
+        return;
+    };
+    let store = db.store().await;
+    let now = T0.plus(ms(10));
+    let mut rotations = Vec::new();
+    for index in 0..8 {
+        let session = session_for(&format!("user-{index}"), T0);
+        let (token, _) = create(&store, &session, 5).await;
+        rotations.push(rotation_of(token.hash(), session.id, now));
+    }
+    let contended = rotations[4].session_id;
+    let mut elsewhere = db.raw.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(contended.as_uuid())
+        .execute(&mut *elsewhere)
+        .await
+        .expect("lock the session elsewhere");
+
+    let mut tasks: Vec<_> = rotations
+        .iter()
+        .map(|rotation| {
+            let (store, rotation) = (store.clone(), rotation.clone());
+            tokio::spawn(async move { store.rotate_refresh_token(&rotation).await })
+        })
+        .collect();
+    let waiting = tasks.remove(4);
+    for (index, task) in tasks.into_iter().enumerate() {
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), task)
+            .await
+            .expect("answered while the other session is locked")
+            .expect("the rotation task ends")
+            .expect("no rotation fails");
+        assert_eq!(outcome, RotationOutcome::Rotated, "rotation {index}");
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the contended rotation waits for the lock"
+    );
+    assert_eq!(
+        db.tokens_of(contended).await,
+        1,
+        "nothing written for it yet"
+    );
+
+    elsewhere.rollback().await.expect("release the lock");
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), waiting)
+        .await
+        .expect("answered once the lock is released")
+        .expect("the rotation task ends")
+        .expect("the contended rotation does not fail");
+    assert_eq!(outcome, RotationOutcome::Rotated);
+    assert_eq!(db.tokens_of(contended).await, 2);
+    assert_eq!(refreshed_events_of(&db, contended).await, 1);
+}
