@@ -682,15 +682,16 @@ struct AuditColumns<'a> {
 }
 
 impl<'a> AuditColumns<'a> {
-    fn of(events: &'a [NewAuditEvent], cipher: &CipherSlot) -> Self {
+    fn of(events: impl ExactSizeIterator<Item = &'a NewAuditEvent>, cipher: &CipherSlot) -> Self {
+        let count = events.len();
         let mut columns = Self {
-            kinds: Vec::with_capacity(events.len()),
-            severities: Vec::with_capacity(events.len()),
-            users: Vec::with_capacity(events.len()),
-            sessions: Vec::with_capacity(events.len()),
-            ips: Vec::with_capacity(events.len()),
-            ats: Vec::with_capacity(events.len()),
-            details: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(count),
+            severities: Vec::with_capacity(count),
+            users: Vec::with_capacity(count),
+            sessions: Vec::with_capacity(count),
+            ips: Vec::with_capacity(count),
+            ats: Vec::with_capacity(count),
+            details: Vec::with_capacity(count),
         };
         for event in events {
             columns.kinds.push(event.kind);
@@ -744,13 +745,14 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
-    fn of(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+    fn of(events: impl ExactSizeIterator<Item = &'a NewEvent>) -> Result<Self, StoreError> {
+        let count = events.len();
         let mut columns = Self {
-            kinds: Vec::with_capacity(events.len()),
-            users: Vec::with_capacity(events.len()),
-            sessions: Vec::with_capacity(events.len()),
-            ats: Vec::with_capacity(events.len()),
-            data: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(count),
+            users: Vec::with_capacity(count),
+            sessions: Vec::with_capacity(count),
+            ats: Vec::with_capacity(count),
+            data: Vec::with_capacity(count),
         };
         for event in events {
             columns.kinds.push(event.kind);
@@ -783,7 +785,7 @@ async fn insert_audit(
     if events.is_empty() {
         return Ok(());
     }
-    let columns = AuditColumns::of(events, cipher);
+    let columns = AuditColumns::of(events.iter(), cipher);
     columns
         .bind_to(sqlx::query(INSERT_AUDIT))
         .execute(&mut *connection)
@@ -800,7 +802,7 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let columns = EventColumns::of(events)?;
+    let columns = EventColumns::of(events.iter())?;
     columns
         .bind_to(sqlx::query(INSERT_EVENTS))
         .execute(connection)

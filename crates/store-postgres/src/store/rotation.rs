@@ -29,6 +29,7 @@ use sessiond_core::audit::NewAuditEvent;
 use sessiond_core::crypt::CipherSlot;
 use sessiond_core::crypt::columns::SEALED_SUCCESSOR;
 use sessiond_core::event::{self, NewEvent};
+use sessiond_core::refresh::RefreshTokenHash;
 use sessiond_core::store::{Rotation, RotationOutcome, StoreError};
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -190,8 +191,8 @@ pub(super) struct Pending {
     idle_expires_at: i64,
     access_expires_at: i64,
     session: Uuid,
-    presented: Vec<u8>,
-    successor: Vec<u8>,
+    presented: RefreshTokenHash,
+    successor: RefreshTokenHash,
     sealed_successor: Zeroizing<Vec<u8>>,
     bind_dpop_jkt: Option<String>,
     audit: Option<NewAuditEvent>,
@@ -232,8 +233,8 @@ impl Batcher<Rotations> {
             idle_expires_at: rotation.idle_expires_at.unix_millis(),
             access_expires_at: rotation.access_expires_at.unix_millis(),
             session: *rotation.session_id.as_uuid(),
-            presented: rotation.presented.0.to_vec(),
-            successor: rotation.successor.0.to_vec(),
+            presented: rotation.presented,
+            successor: rotation.successor,
             sealed_successor: cipher.seal_bytes(
                 SEALED_SUCCESSOR,
                 &rotation.presented.0,
@@ -365,16 +366,16 @@ async fn write(
     let mut published_rotations = Vec::new();
     for (n, pending) in (1_i64..).zip(batch) {
         if let Some(audit) = &pending.audit {
-            audit_events.push(audit.clone());
+            audit_events.push(audit);
             audit_rotations.push(n);
         }
         for published in &pending.published {
-            published_events.push(published.clone());
+            published_events.push(published);
             published_rotations.push(n);
         }
     }
-    let audit = AuditColumns::of(&audit_events, cipher);
-    let published = EventColumns::of(&published_events)
+    let audit = AuditColumns::of(audit_events.into_iter(), cipher);
+    let published = EventColumns::of(published_events.into_iter())
         .map_err(|error| WriteError::Inconsistent(error.to_string()))?;
     let column = |value: fn(&Pending) -> i64| batch.iter().map(value).collect::<Vec<i64>>();
     let bytes = |value: fn(&Pending) -> &[u8]| batch.iter().map(value).collect::<Vec<&[u8]>>();
@@ -382,8 +383,8 @@ async fn write(
     let idle_expiries = column(|pending| pending.idle_expires_at);
     let access_expiries = column(|pending| pending.access_expires_at);
     let sessions: Vec<Uuid> = batch.iter().map(|pending| pending.session).collect();
-    let presented = bytes(|pending| &pending.presented);
-    let successors = bytes(|pending| &pending.successor);
+    let presented = bytes(|pending| &pending.presented.0);
+    let successors = bytes(|pending| &pending.successor.0);
     let sealed = bytes(|pending| &pending.sealed_successor);
     let jkts: Vec<Option<&str>> = batch
         .iter()
