@@ -4,6 +4,7 @@
 use sessiond_core::SessionId;
 use sessiond_core::event;
 use sessiond_core::refresh::RefreshToken;
+use sessiond_core::session::Session;
 use sessiond_core::store::{Rotation, RotationOutcome, SessionStore, StoreError};
 use sessiond_store_conformance::Backend;
 use sessiond_store_conformance::fixtures::{
@@ -183,6 +184,20 @@ async fn rotate_together(
     outcomes
 }
 
+/// `count` sessions of distinct users, created at `T0`, each with its first refresh token.
+async fn sessions_of_distinct_users(
+    store: &PostgresStore,
+    count: usize,
+) -> Vec<(Session, RefreshToken)> {
+    let mut created = Vec::with_capacity(count);
+    for index in 0..count {
+        let session = session_for(&format!("user-{index}"), T0);
+        let (token, _) = create(store, &session, 5).await;
+        created.push((session, token));
+    }
+    created
+}
+
 /// Rotations that arrive together share one statement (one transaction id), and each gets its
 /// own outcome: a revoked session's and a wrong token's rotations lose and write nothing, while
 /// their neighbours rotate and write their own event, audit row and successor.
@@ -195,22 +210,23 @@ async fn rotations_that_arrive_together_share_a_statement_and_each_gets_its_own_
     };
     let store = db.store().await;
     let now = T0.plus(ms(10));
-    let mut sessions = Vec::new();
-    let mut rotations = Vec::new();
-    for index in 0..24 {
-        let session = session_for(&format!("user-{index}"), T0);
-        let (token, _) = create(&store, &session, 5).await;
-        let presented = if index % 6 == 1 {
-            RefreshToken::generate().hash()
-        } else {
-            token.hash()
-        };
-        rotations.push(Rotation {
-            audit: Some(event_for(event::SESSION_REFRESHED, &session, now)),
-            ..rotation_of(presented, session.id, now)
-        });
-        sessions.push(session);
-    }
+    let created = sessions_of_distinct_users(&store, 24).await;
+    let rotations: Vec<Rotation> = created
+        .iter()
+        .enumerate()
+        .map(|(index, (session, token))| {
+            let presented = if index % 6 == 1 {
+                RefreshToken::generate().hash()
+            } else {
+                token.hash()
+            };
+            Rotation {
+                audit: Some(event_for(event::SESSION_REFRESHED, session, now)),
+                ..rotation_of(presented, session.id, now)
+            }
+        })
+        .collect();
+    let sessions: Vec<Session> = created.into_iter().map(|(session, _)| session).collect();
     let audit = sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
         event_for("session.revoked", revoked, now)
     });
@@ -276,25 +292,17 @@ async fn a_rotation_postgres_refuses_fails_alone_and_its_neighbours_rotate() {
     };
     let store = db.store().await;
     let now = T0.plus(ms(10));
-    let mut sessions = Vec::new();
-    let mut tokens = Vec::new();
-    for index in 0..8 {
-        let session = session_for(&format!("user-{index}"), T0);
-        let (token, _) = create(&store, &session, 5).await;
-        sessions.push(session);
-        tokens.push(token);
-    }
-    let mut rotations: Vec<Rotation> = sessions
+    let created = sessions_of_distinct_users(&store, 8).await;
+    let mut rotations: Vec<Rotation> = created
         .iter()
-        .zip(&tokens)
         .map(|(session, token)| rotation_of(token.hash(), session.id, now))
         .collect();
     // The successor of rotation 3 collides with the token session 5 presents.
-    rotations[3].successor = tokens[5].hash();
+    rotations[3].successor = created[5].1.hash();
 
     let outcomes = rotate_together(&store, &rotations).await;
 
-    for (index, (outcome, session)) in outcomes.into_iter().zip(&sessions).enumerate() {
+    for (index, (outcome, (session, _))) in outcomes.into_iter().zip(&created).enumerate() {
         if index == 3 {
             assert!(
                 matches!(outcome, Err(StoreError::Backend(_))),
@@ -379,12 +387,11 @@ async fn a_session_locked_elsewhere_does_not_hold_up_its_batch() {
     };
     let store = db.store().await;
     let now = T0.plus(ms(10));
-    let mut rotations = Vec::new();
-    for index in 0..8 {
-        let session = session_for(&format!("user-{index}"), T0);
-        let (token, _) = create(&store, &session, 5).await;
-        rotations.push(rotation_of(token.hash(), session.id, now));
-    }
+    let rotations: Vec<Rotation> = sessions_of_distinct_users(&store, 8)
+        .await
+        .iter()
+        .map(|(session, token)| rotation_of(token.hash(), session.id, now))
+        .collect();
     let contended = rotations[4].session_id;
     let mut elsewhere = db.raw.begin().await.expect("begin");
     sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
