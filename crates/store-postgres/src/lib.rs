@@ -76,10 +76,13 @@
 //! Advisory locks are per database, so their keys include the current schema: deployments that
 //! keep their tables in different schemas of one database never wait for each other.
 //!
-//! Locks are always taken in the same order (advisory lock, then session rows, then token rows,
-//! which is also the order of `ON DELETE CASCADE`), and a statement that locks several sessions
-//! (a batch of rotations, an eviction, revoking a user's or a device's sessions) locks them in
-//! id order, so these operations do not deadlock one another. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
+//! Locks are always taken in the same order (advisory lock, then session rows, then token rows),
+//! and a statement that locks several sessions (a batch of rotations, an eviction, revoking a
+//! user's or a device's sessions, a purge) locks them in id order, so these operations do not
+//! deadlock one another. Tokens carry no foreign key to their session and no index by session
+//! (each was one more write per rotation): a purge locks its sessions, then deletes each one's
+//! tokens by walking its chain from `refresh_token_chains`, then the sessions, in one
+//! transaction. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
 //! statement timeout, shutdown), the error is [`StoreError::Unavailable`] and nothing was
 //! written.
 //!

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "expiry_check",
         include_str!("../migrations/0011_expiry_check.sql"),
     ),
+    (
+        12,
+        "token_chains",
+        include_str!("../migrations/0012_token_chains.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

@@ -110,6 +110,24 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// concurrently updated row.
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
+/// Deletes the sessions `$1`, which the caller holds locked, and their refresh tokens, found by
+/// walking each session's chain from its first token, each token's successor after it, by
+/// primary key. `UNION` stops at a token seen before, and the session check at a successor
+/// that is not the session's, whatever the rows say. The chain heads go with their sessions.
+const DELETE_SESSIONS_WITH_TOKEN_CHAINS: &str = "WITH RECURSIVE chain (hash, session_id) AS (
+         SELECT first_token, session_id FROM refresh_token_chains
+         WHERE session_id = ANY($1::UUID[])
+         UNION
+         SELECT t.successor_hash, t.session_id
+         FROM chain JOIN refresh_tokens t
+              ON t.hash = chain.hash AND t.session_id = chain.session_id
+         WHERE t.successor_hash IS NOT NULL
+     ), tokens AS (
+         DELETE FROM refresh_tokens t USING chain
+         WHERE t.hash = chain.hash AND t.session_id = chain.session_id
+     )
+     DELETE FROM sessions WHERE id = ANY($1::UUID[])";
+
 /// Serialises the operations that read or change a user's set of active sessions as a whole
 /// (creation with eviction, revoking all of them), across instances. The key is a hash of the
 /// schema and the user id: advisory locks are per database, and deployments in different
@@ -461,13 +479,18 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)")
-            .bind(&first_token.0[..])
-            .bind(session.id.as_uuid())
-            .bind(session.created_at.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+        sqlx::query(
+            "WITH token AS (
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)
+             )
+             INSERT INTO refresh_token_chains (session_id, first_token) VALUES ($2, $1)",
+        )
+        .bind(&first_token.0[..])
+        .bind(session.id.as_uuid())
+        .bind(session.created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         let mut events: Vec<NewAuditEvent> = evicted.iter().map(&**eviction_audit).collect();
         events.push(audit.clone());
         if record_device(&mut tx, &self.cipher, session).await? {
@@ -1237,26 +1260,39 @@ impl SessionStore for PostgresStore {
         batch: u32,
     ) -> Result<u64, StoreError> {
         self.bounded(async {
-            // One statement, so one transaction. `SKIP LOCKED` lets purgers on several
-            // instances take disjoint batches instead of queueing behind one another.
-            let deleted = sqlx::query(
-                "DELETE FROM sessions WHERE id IN (
-                     SELECT id FROM sessions
-                     WHERE access_expires_at < $2
-                       AND (revoked_at < $1
-                            OR (revoked_at IS NULL AND NOT expiry_announced
-                                AND expiry_check_at < $1 AND idle_expires_at < $1)
-                            OR (revoked_at IS NULL AND expiry_announced
-                                AND expiry_check_at < $1 AND idle_expires_at < $1))
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED)",
+            let mut tx = self.begin().await?;
+            // `SKIP LOCKED` lets purgers on several instances take disjoint batches instead of
+            // queueing behind one another. The sessions are locked before their tokens are
+            // read, by a statement of their own: the next one's snapshot then holds every
+            // token a rotation of them committed, and no rotation of them commits until this
+            // transaction has.
+            let doomed: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM sessions
+                 WHERE access_expires_at < $2
+                   AND (revoked_at < $1
+                        OR (revoked_at IS NULL AND NOT expiry_announced
+                            AND expiry_check_at < $1 AND idle_expires_at < $1)
+                        OR (revoked_at IS NULL AND expiry_announced
+                            AND expiry_check_at < $1 AND idle_expires_at < $1))
+                 ORDER BY id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED",
             )
             .bind(cutoff.unix_millis())
             .bind(now.unix_millis())
             .bind(i64::from(batch))
-            .execute(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let deleted = sqlx::query(DELETE_SESSIONS_WITH_TOKEN_CHAINS)
+                .bind(&doomed)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
             Ok(deleted.rows_affected())
         })
         .await

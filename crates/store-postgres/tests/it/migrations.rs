@@ -1,7 +1,8 @@
 //! Migrations: idempotent, safe when instances start together, and refusing newer schemas.
 
-use sessiond_core::store::StoreError;
+use sessiond_core::store::{SessionStore, StoreError};
 use sessiond_store_postgres::{MIGRATIONS, PostgresSettings};
+use uuid::Uuid;
 
 use crate::helpers::TestDb;
 
@@ -163,6 +164,105 @@ async fn a_migration_numbered_below_the_newest_applied_one_is_still_applied() {
     assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 2);
     assert_eq!(
         db.count("SELECT count(*) FROM signing_keys_version", None)
+            .await,
+        1
+    );
+}
+
+/// Migration 0012 on a database written before it: each session's chain head is found, whatever
+/// order its tokens were stored in, and a purge then deletes the whole chain, stopping at a
+/// successor that belongs to another session.
+#[tokio::test]
+async fn the_token_chain_migration_finds_each_first_token_and_a_purge_walks_the_chain() {
+    let Some(db) = TestDb::create("migrations::token_chains").await else {
+        return;
+    };
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&db.raw)
+    .await
+    .unwrap();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version < 12) {
+        let mut tx = db.raw.begin().await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations VALUES ($1, $2, 0)")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Alice's session, revoked long ago: 01 -> 02 -> 03, whose successor is (damaged) one of
+    // bob's tokens. Bob's session, alive: 21 -> 22. Rows in no particular order.
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
+             created_at, last_active_at, idle_expires_at, expires_at, access_expires_at,
+             revoked_at, expiry_check_at)
+         VALUES ($1, 'alice', 'd', 'unknown', '{}', '{}', 1, 1, 10, 10, 10, 5, 10),
+                ($2, 'bob', 'd', 'unknown', '{}', '{}', 1, 1, 9e15, 9e15, 9e15, NULL, 9e15);
+         ",
+    )
+    .bind(alice)
+    .bind(bob)
+    .execute(&db.raw)
+    .await
+    .unwrap();
+    let hash = |byte: u8| vec![byte; 32];
+    for (token, session, issued_at, successor) in [
+        (3, alice, 3, Some(22)),
+        (22, bob, 2, None),
+        (1, alice, 1, Some(2)),
+        (21, bob, 1, Some(22)),
+        (2, alice, 2, Some(3)),
+    ] {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at, successor_hash)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash(token))
+        .bind(session)
+        .bind(issued_at)
+        .bind(successor.map(hash))
+        .execute(&db.raw)
+        .await
+        .unwrap();
+    }
+
+    let store = db.open(&PostgresSettings::default()).await;
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len() - 11);
+    let heads: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT session_id, first_token FROM refresh_token_chains ORDER BY 2")
+            .fetch_all(&db.raw)
+            .await
+            .unwrap();
+    assert_eq!(heads, [(alice, hash(1)), (bob, hash(21))]);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_indexes
+             WHERE schemaname = current_schema() AND indexname = 'refresh_tokens_by_session'",
+            None
+        )
+        .await,
+        0
+    );
+
+    let now = sessiond_core::Timestamp::from_unix_millis(1_000_000);
+    assert_eq!(store.purge(now, now, 10).await.unwrap(), 1);
+    let left: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM refresh_tokens ORDER BY hash")
+        .fetch_all(&db.raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        [hash(21), hash(22)],
+        "alice's chain goes, bob's stays"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM refresh_token_chains", None)
             .await,
         1
     );
