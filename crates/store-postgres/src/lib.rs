@@ -78,11 +78,11 @@
 //!
 //! Locks are always taken in the same order (advisory lock, then session rows, then token rows),
 //! and a statement that locks several sessions (a batch of rotations, an eviction, revoking a
-//! user's or a device's sessions, a purge) locks them in id order, so these operations do not
-//! deadlock one another. Tokens carry no foreign key to their session and no index by session
-//! (each was one more write per rotation): a purge locks its sessions, then deletes each one's
-//! tokens by walking its chain from `refresh_token_chains`, then the sessions, in one
-//! transaction. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
+//! user's or a device's sessions) locks them in id order, so these operations do not deadlock
+//! one another (a purge takes its sessions with `SKIP LOCKED`, which never waits). Tokens carry
+//! no foreign key to their session and no index by session (each was one more write per
+//! rotation): a purge locks its sessions, then deletes each one's tokens by walking its chain
+//! from `refresh_token_chains`, then the sessions, in one transaction. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
 //! statement timeout, shutdown), the error is [`StoreError::Unavailable`] and nothing was
 //! written.
 //!

@@ -1262,10 +1262,10 @@ impl SessionStore for PostgresStore {
         self.bounded(async {
             let mut tx = self.begin().await?;
             // `SKIP LOCKED` lets purgers on several instances take disjoint batches instead of
-            // queueing behind one another. The sessions are locked before their tokens are
-            // read, by a statement of their own: the next one's snapshot then holds every
-            // token a rotation of them committed, and no rotation of them commits until this
-            // transaction has.
+            // queueing behind one another, and never waits, so the rows need no locking order.
+            // The sessions are locked before their tokens are read, by a statement of their
+            // own: the next one's snapshot then holds every token a rotation of them committed,
+            // and no rotation of them commits until this transaction has.
             let doomed: Vec<Uuid> = sqlx::query_scalar(
                 "SELECT id FROM sessions
                  WHERE access_expires_at < $2
@@ -1274,7 +1274,6 @@ impl SessionStore for PostgresStore {
                             AND expiry_check_at < $1 AND idle_expires_at < $1)
                         OR (revoked_at IS NULL AND expiry_announced
                             AND expiry_check_at < $1 AND idle_expires_at < $1))
-                 ORDER BY id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED",
             )
