@@ -97,9 +97,11 @@
 //! behalf: the timeouts and the isolation level are startup options of each connection rather
 //! than `SET`s, a pooled connection is pinged before use only when it sat idle for a second,
 //! and sqlx keeps each statement prepared per connection (only its first use on a connection
-//! pays a round trip to prepare it). Two costs remain that sqlx 0.8 does not let us remove: it
-//! pings every connection as it returns to the pool (off the caller's path, but the connection
-//! is busy for that round trip), and it sends one request at a time on a connection, without
+//! pays a round trip to prepare it). sqlx 0.8 pings every connection as it returns to the pool
+//! (off the caller's path, but the connection is busy for that round trip, and both processes
+//! pay for it), so the token lookup, the one statement every refresh sends on its own, runs on
+//! up to eight connections kept out of the pool (`store/lookups.rs`). One cost remains that
+//! sqlx does not let us remove: it sends one request at a time on a connection, without
 //! pipelining.
 //!
 //! [`PostgresStore::open`] connects but does not migrate; call [`PostgresStore::migrate`] (as

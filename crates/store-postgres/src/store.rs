@@ -37,6 +37,7 @@ use crate::rows::{self, SESSION_COLUMN_COUNT, session_columns};
 
 mod batch;
 mod dbsc;
+mod lookups;
 mod rotation;
 
 use batch::Batcher;
@@ -55,7 +56,8 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 /// server-side timeout cannot fire.
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
-    /// Most connections this instance opens. Every instance has its own pool, so the database's
+    /// Most connections this instance's pool opens; the token lookups keep up to eight more
+    /// (see `store/lookups.rs`). Every instance has its own, so the database's
     /// `max_connections` must cover the sum over instances.
     pub max_connections: u32,
     /// Connections kept open while idle.
@@ -100,6 +102,8 @@ pub struct PostgresStore {
     cipher: std::sync::Arc<CipherSlot>,
     /// Where rotations queue to be written in batches.
     rotations: Batcher<Rotations>,
+    /// The connections token lookups run on, outside the pool.
+    lookups: std::sync::Arc<lookups::LookupConnections>,
 }
 
 /// How long a pooled connection may sit unused before it is checked with a ping on its next use.
@@ -109,6 +113,19 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// default: the crate documentation's reasoning relies on READ COMMITTED's re-check of a
 /// concurrently updated row.
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// The lookup of a presented refresh token, its session and whether its successor is spent.
+const FIND_REFRESH_TOKEN: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    ",
+            t.issued_at, t.spent_at, t.sealed_successor,
+            successor.spent_at IS NOT NULL
+     FROM refresh_tokens t
+     JOIN sessions s ON s.id = t.session_id
+     LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
+     WHERE t.hash = $1"
+);
 
 /// Deletes the sessions `$1`, which the caller holds locked, and their refresh tokens, found by
 /// walking each session's chain from its first token, each token's successor after it, by
@@ -352,6 +369,7 @@ impl PostgresStore {
             pool,
             operation_timeout: settings.operation_timeout,
             cipher,
+            lookups: std::sync::Arc::default(),
         })
     }
 
@@ -386,6 +404,7 @@ impl PostgresStore {
 
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
+        self.lookups.close().await;
         self.pool.close().await;
     }
 
@@ -1142,21 +1161,22 @@ impl SessionStore for PostgresStore {
         hash: &RefreshTokenHash,
     ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
         self.bounded(async {
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                session_columns!(),
-                ",
-                        t.issued_at, t.spent_at, t.sealed_successor,
-                        successor.spent_at IS NOT NULL
-                 FROM refresh_tokens t
-                 JOIN sessions s ON s.id = t.session_id
-                 LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
-                 WHERE t.hash = $1"
-            ))
-            .bind(&hash.0[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
+            let query = sqlx::query(FIND_REFRESH_TOKEN).bind(&hash.0[..]);
+            // On a lookup connection when one is free (see `lookups`), else on the pool.
+            let row = match self.lookups.take(&self.pool).await? {
+                Some(mut parked) => {
+                    let row = query
+                        .fetch_optional(&mut parked.connection)
+                        .await
+                        .map_err(store_error)?;
+                    self.lookups.park(parked);
+                    row
+                }
+                None => query
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?,
+            };
             let Some(row) = row else {
                 return Ok(None);
             };

@@ -157,3 +157,85 @@ async fn connections_the_server_dropped_while_idle_are_replaced_without_an_error
         .expect("no error reaches the caller");
     assert_eq!(stored.map(|stored| stored.id), Some(session.id));
 }
+
+#[tokio::test]
+async fn a_lookup_connection_the_server_dropped_while_parked_is_replaced_without_an_error() {
+    let Some(db) = TestDb::create("availability::a_lookup_connection_the_server_dropped").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 5).await;
+    // Parks a lookup connection.
+    assert!(
+        store
+            .find_refresh_token(&token.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = current_setting('application_name')
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the store's connections were ended");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let found = store
+        .find_refresh_token(&token.hash())
+        .await
+        .expect("no error reaches the caller");
+    assert_eq!(found.map(|(_, stored)| stored.id), Some(session.id));
+}
+
+#[tokio::test]
+async fn a_lookup_cut_off_by_the_operation_timeout_never_answers_a_later_one() {
+    let Some(db) = TestDb::create("availability::a_lookup_cut_off").await else {
+        return;
+    };
+    let store = db
+        .open(&PostgresSettings {
+            operation_timeout: Duration::from_millis(800),
+            ..PostgresSettings::default()
+        })
+        .await;
+    store.migrate().await.unwrap();
+    let alice = session_for("alice", T0);
+    let (alice_token, _) = create(&store, &alice, 5).await;
+    let bob = session_for("bob", T0);
+    let (bob_token, _) = create(&store, &bob, 5).await;
+    assert!(
+        store
+            .find_refresh_token(&alice_token.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Alice's lookup waits behind the lock until the operation timeout drops it; its answer
+    // arrives on its connection only once the lock is gone.
+    let mut locker = db.raw.begin().await.unwrap();
+    sqlx::query("LOCK TABLE refresh_tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let cut = store.find_refresh_token(&alice_token.hash()).await;
+    assert!(matches!(cut, Err(StoreError::Unavailable(_))), "{cut:?}");
+    locker.rollback().await.unwrap();
+
+    for _ in 0..8 {
+        let found = store.find_refresh_token(&bob_token.hash()).await.unwrap();
+        assert_eq!(
+            found.map(|(_, stored)| stored.id),
+            Some(bob.id),
+            "bob's own row"
+        );
+    }
+}
