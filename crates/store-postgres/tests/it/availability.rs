@@ -138,18 +138,7 @@ async fn connections_the_server_dropped_while_idle_are_replaced_without_an_error
     let session = session_for("alice", T0);
     create(&store, &session, 5).await;
 
-    // As a server restart does to every connection of the pool.
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = current_setting('application_name')
-           AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(!ended.is_empty(), "the store's connections were ended");
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    end_the_stores_connections(&db).await;
 
     let stored = store
         .session(session.id)
@@ -176,17 +165,7 @@ async fn a_lookup_connection_the_server_dropped_while_parked_is_replaced_without
             .is_some()
     );
 
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = current_setting('application_name')
-           AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(!ended.is_empty(), "the store's connections were ended");
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    end_the_stores_connections(&db).await;
 
     let found = store
         .find_refresh_token(&token.hash())
@@ -238,4 +217,20 @@ async fn a_lookup_cut_off_by_the_operation_timeout_never_answers_a_later_one() {
             "bob's own row"
         );
     }
+}
+
+/// Ends every connection of the store, as a server restart does, then waits past the idle time
+/// after which a connection is pinged before use.
+async fn end_the_stores_connections(db: &TestDb) {
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = current_setting('application_name')
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the store's connections were ended");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
 }
