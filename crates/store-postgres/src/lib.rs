@@ -82,9 +82,9 @@
 //! one another (a purge takes its sessions with `SKIP LOCKED`, which never waits). Tokens carry
 //! no foreign key to their session and no index by session (each was one more write per
 //! rotation): a purge locks its sessions, then deletes each one's tokens by walking its chain
-//! from `refresh_token_chains`, then the sessions, in one transaction. Should PostgreSQL still abort a transaction (deadlock, serialization failure,
-//! statement timeout, shutdown), the error is [`StoreError::Unavailable`] and nothing was
-//! written.
+//! from `refresh_token_chains`, then the sessions, in one transaction. Should PostgreSQL still
+//! abort a transaction (deadlock, serialization failure, statement timeout, shutdown), the error
+//! is [`StoreError::Unavailable`] and nothing was written.
 //!
 //! A database in trouble costs a request bounded time (see [`PostgresSettings`]): the acquire
 //! timeout bounds waiting for a connection, PostgreSQL's `statement_timeout` bounds a statement

@@ -18,8 +18,8 @@
 //!   than [`MAX_IDLE`] or open longer than [`MAX_LIFETIME`] is dropped instead of reused.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sessiond_core::store::StoreError;
@@ -108,20 +108,12 @@ impl LookupConnections {
             return;
         }
         parked.parked_at = Instant::now();
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(parked);
+        self.idle().push(parked);
     }
 
     /// Closes the parked connections (those in use close as their lookups end).
     pub(super) async fn close(&self) {
-        let parked = std::mem::take(
-            &mut *self
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let parked = std::mem::take(&mut *self.idle());
         for parked in parked {
             // Only a courtesy to the server.
             let _ = parked.connection.close().await;
@@ -129,9 +121,12 @@ impl LookupConnections {
     }
 
     fn pop(&self) -> Option<Parked> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
+        self.idle().pop()
+    }
+
+    /// The parked connections. No code holding the lock can panic, and the list stays valid
+    /// if one ever did, so a poisoned lock is taken as it is.
+    fn idle(&self) -> MutexGuard<'_, Vec<Parked>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -58,22 +58,33 @@ async fn a_schema_newer_than_the_build_is_refused() {
     );
 }
 
-/// A database made by a build that knew only migration 0001, with its one signing key.
-async fn a_version_1_database_with_a_key(db: &TestDb) -> sessiond_core::token::StoredKey {
-    use sessiond_core::Timestamp;
-    use sessiond_core::token::{SigningAlgorithm, StoredKey};
-    sqlx::raw_sql(MIGRATIONS[0].2)
-        .execute(&db.raw)
-        .await
-        .unwrap();
+/// A database made by a build that knew the migrations up to `version` and no later one.
+async fn a_database_at_version(db: &TestDb, version: i64) {
     sqlx::raw_sql(
         "CREATE TABLE schema_migrations (
-             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
-         INSERT INTO schema_migrations VALUES (1, 'initial', 0);",
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
     .execute(&db.raw)
     .await
     .unwrap();
+    for (applied, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= version) {
+        let mut tx = db.raw.begin().await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations VALUES ($1, $2, 0)")
+            .bind(applied)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// A database made by a build that knew only migration 0001, with its one signing key.
+async fn a_version_1_database_with_a_key(db: &TestDb) -> sessiond_core::token::StoredKey {
+    use sessiond_core::Timestamp;
+    use sessiond_core::token::{SigningAlgorithm, StoredKey};
+    a_database_at_version(db, 1).await;
     let key = StoredKey::generate(SigningAlgorithm::EdDsa, Timestamp::from_unix_millis(1_000));
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at) VALUES ($1, $2, $3, $4)",
@@ -177,24 +188,7 @@ async fn the_token_chain_migration_finds_each_first_token_and_a_purge_walks_the_
     let Some(db) = TestDb::create("migrations::token_chains").await else {
         return;
     };
-    sqlx::raw_sql(
-        "CREATE TABLE schema_migrations (
-             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&db.raw)
-    .await
-    .unwrap();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version < 12) {
-        let mut tx = db.raw.begin().await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
-        sqlx::query("INSERT INTO schema_migrations VALUES ($1, $2, 0)")
-            .bind(version)
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
+    a_database_at_version(&db, 11).await;
     // Alice's session, revoked long ago: 01 -> 02 -> 03, whose successor is (damaged) one of
     // bob's tokens. Bob's session, alive: 21 -> 22. Rows in no particular order.
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
