@@ -3,16 +3,19 @@
 //!
 //! Every write of the process, and the lookups on the refresh path, are jobs sent to one
 //! storage thread. Each time it wakes it takes everything queued (up to [`MAX_BATCH`] jobs),
-//! answers the lookups first (they see only committed data and never wait for a sync), then
-//! runs the writes in one `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL
-//! sync however many rotations, creations and revocations it carries. A write that fails is
+//! answers the lookups first (they see only committed data), then runs the writes in one
+//! `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL append and at most one
+//! sync however many rotations, creations and revocations it carries. With `synchronous =
+//! full` the sync is not this thread's: a sync thread syncs the WAL behind each commit and only
+//! then sends the answers, while this thread runs the next batch ([`crate::syncer`]). A write that fails is
 //! rolled back alone and answered with its error, while the others commit: the batch first runs
 //! without savepoints (a savepoint copies every page a write touches into its sub-journal, about
 //! a twentieth of a refresh's CPU), and only when one of its writes fails is it rolled back and
 //! run again from the start with each write in a savepoint of its own, so writes are
 //! closures that may run twice and touch nothing but the transaction. Nobody is answered before
-//! the commit is durable, and when the commit fails every write of the batch is answered with
-//! that failure and nothing of it is kept.
+//! the commit is durable, nor shown a commit that is not yet (lookups and reads wait too; see
+//! [`Engine::lookup_revealing`] for the one that need not), and when the commit fails every
+//! write of the batch is answered with that failure and nothing of it is kept.
 //!
 //! Because this thread is the process's only writer, its page cache is never invalidated by
 //! another connection of the process, so lookups served here read warm pages; because every
@@ -49,6 +52,7 @@ use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::{copy_error, shared_failure, store_error, write_block, write_block_of};
+use crate::syncer::{Deferred, Durability, Syncer};
 
 /// Most jobs taken in one wake-up; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 256;
@@ -76,8 +80,9 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// to grow, or free pages to reuse, as the inserts of real writes do.
 const PROBE_BYTES: i64 = 16 * 1024;
 
-/// A lookup run on the storage thread outside any transaction.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A lookup run on the storage thread outside any transaction; answers with what to send, and
+/// whether to send it only once the commits it may have seen are durable.
+type ReadJob = Box<dyn FnOnce(&Connection) -> (Deferred, bool) + Send>;
 
 enum Job {
     Read(ReadJob),
@@ -127,7 +132,8 @@ impl ConnectionSettings {
                  PRAGMA temp_store = MEMORY;
                  PRAGMA cache_size = -{};
                  PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};",
-                self.synchronous(),
+                // With `full`, the WAL is synced after the commit, off this thread (`syncer`).
+                "NORMAL",
                 self.writer_cache_kib
             ))
             .map_err(store_error)?;
@@ -197,6 +203,8 @@ pub(crate) struct Engine {
     jobs: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
     health: Arc<WriteHealth>,
+    /// With `synchronous = full`: when commits are durable.
+    durability: Option<Durability>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -224,6 +232,15 @@ impl Engine {
         let writer_settings = settings.clone();
         let health = Arc::new(WriteHealth::default());
         let writer_health = Arc::clone(&health);
+        let syncer = if settings.synchronous_full {
+            let failures = Arc::clone(&health);
+            Some(Syncer::start(&settings.path, move |cannot| {
+                record_blocked(&failures, cannot);
+            })?)
+        } else {
+            None
+        };
+        let durability = syncer.as_ref().map(Syncer::durability);
         std::thread::Builder::new()
             .name("sessiond-sqlite".into())
             .spawn(move || {
@@ -238,7 +255,14 @@ impl Engine {
                 match checkpointer {
                     Ok((connection, checkpointer)) => {
                         let _ = started.send(Ok(()));
-                        serve(connection, receiver, checkpointer, &writer_health, &cipher);
+                        serve(
+                            connection,
+                            receiver,
+                            checkpointer,
+                            syncer,
+                            &writer_health,
+                            &cipher,
+                        );
                     }
                     Err(error) => {
                         let _ = started.send(Err(error));
@@ -252,6 +276,7 @@ impl Engine {
         Ok(Self {
             jobs,
             health,
+            durability,
             readers: Arc::new(ReaderPool {
                 settings,
                 idle: Mutex::new(Vec::new()),
@@ -286,8 +311,24 @@ impl Engine {
     }
 
     /// Runs a short lookup on the storage thread, outside any transaction: it sees committed
-    /// data only, through the warmest page cache of the process.
+    /// data only, through the warmest page cache of the process, and is answered once what it
+    /// saw is durable.
     pub(crate) async fn lookup<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.lookup_revealing(work, |_| true).await
+    }
+
+    /// [`Engine::lookup`] for a caller that shows a client nothing of most answers before a
+    /// write of its own, which is itself answered only once durable: `reveals` tells which
+    /// answers wait for durability; the others are sent at once.
+    pub(crate) async fn lookup_revealing<T, F>(
+        &self,
+        work: F,
+        reveals: fn(&Result<T, StoreError>) -> bool,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -295,7 +336,15 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Read(Box::new(move |connection: &Connection| {
-                let _ = reply.send(work(connection));
+                let result = work(connection);
+                let wait = reveals(&result);
+                let send: Deferred = Box::new(move |failure: Option<&StoreError>| {
+                    let _ = reply.send(match failure {
+                        None => result,
+                        Some(failure) => Err(copy_error(failure)),
+                    });
+                });
+                (send, wait)
             })))
             .await
             .map_err(|_| unavailable("the storage thread has stopped"))?;
@@ -304,13 +353,15 @@ impl Engine {
             .map_err(|_| unavailable("the storage thread dropped the request"))?
     }
 
-    /// Runs a read that may be long on a read-only connection, on a blocking thread.
+    /// Runs a read that may be long on a read-only connection, on a blocking thread; answers
+    /// once what it saw is durable.
     pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = Arc::clone(&self.readers);
+        let durability = self.durability.clone();
         let permit = Arc::clone(&pool.permits)
             .acquire_owned()
             .await
@@ -320,7 +371,10 @@ impl Engine {
             let connection = pool.take()?;
             let result = work(&connection);
             pool.put(connection);
-            result
+            match (result, durability) {
+                (Ok(value), Some(durability)) => durability.wait().map(|()| value),
+                (result, _) => result,
+            }
         })
         .await
         .map_err(|error| StoreError::Backend(Box::new(error)))?
@@ -766,9 +820,11 @@ fn serve(
     connection: Connection,
     mut receiver: mpsc::Receiver<Job>,
     checkpointer: Checkpointer,
+    syncer: Option<Syncer>,
     health: &WriteHealth,
     cipher: &CipherSlot,
 ) {
+    let durability = syncer.as_ref().map(Syncer::durability);
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
@@ -785,13 +841,22 @@ fn serve(
         }
         for job in jobs.drain(..) {
             match job {
-                Job::Read(read) => read(&connection),
+                Job::Read(read) => match (read(&connection), &durability) {
+                    ((answer, true), Some(durability)) => durability.after_commits(answer),
+                    ((answer, _), _) => answer(None),
+                },
                 Job::Write(write) => writes.push(write),
                 Job::Close(done) => closing = Some(done),
             }
         }
         if !writes.is_empty() {
-            apply(&connection, &mut writes, health, cipher);
+            apply(
+                &connection,
+                &mut writes,
+                health,
+                durability.as_ref(),
+                cipher,
+            );
             if checkpointer.take_caught_up() {
                 restart_wal(&connection);
             }
@@ -800,6 +865,9 @@ fn serve(
     // Whatever arrives after a close is refused (its reply is dropped: "unavailable").
     receiver.close();
     checkpointer.stop();
+    if let Some(syncer) = syncer {
+        syncer.stop();
+    }
     // Every page back in the database file and the WAL emptied: the file alone holds the data.
     if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %error, "could not checkpoint the WAL at close");
@@ -930,6 +998,7 @@ fn apply(
     connection: &Connection,
     writes: &mut Vec<Box<dyn WriteJob>>,
     health: &WriteHealth,
+    durability: Option<&Durability>,
     cipher: &CipherSlot,
 ) {
     if let Err(error) = begin(connection) {
@@ -949,7 +1018,14 @@ fn apply(
     }
     if all_kept {
         let committed = commit(connection, &mut tx).map_err(|error| (error, None));
-        answer(connection, writes, health, committed, None, changed_any);
+        answer(
+            connection,
+            writes,
+            (health, durability),
+            committed,
+            None,
+            changed_any,
+        );
         return;
     }
     roll_back_if_open(connection);
@@ -1001,7 +1077,7 @@ fn apply(
     answer(
         connection,
         writes,
-        health,
+        (health, durability),
         committed,
         cannot_write,
         changed_any,
@@ -1029,12 +1105,13 @@ fn fail_to_begin(
     roll_back_if_open(connection);
 }
 
-/// Answers every write of a batch once its transaction committed, or failed to with `committed`'s
-/// error (and the job error that caused it, if known); records the outcome in `health`.
+/// Answers every write of a batch once its transaction committed (and, with a [`Durability`],
+/// once the commit is durable), or failed to with `committed`'s error (and the job error that
+/// caused it, if known); records the outcome in `health`.
 fn answer(
     connection: &Connection,
     writes: &mut Vec<Box<dyn WriteJob>>,
-    health: &WriteHealth,
+    (health, durability): (&WriteHealth, Option<&Durability>),
     committed: Result<(), (rusqlite::Error, Option<StoreError>)>,
     cannot_write: Option<CannotWrite>,
     changed_any: bool,
@@ -1046,8 +1123,18 @@ fn answer(
                 None if changed_any => health.record_written(),
                 None => {}
             }
-            for job in writes.drain(..) {
-                job.committed();
+            match durability {
+                Some(durability) => durability.committed(writes.drain(..).map(|job| {
+                    Box::new(move |failure: Option<&StoreError>| match failure {
+                        None => job.committed(),
+                        Some(failure) => job.failed(copy_error(failure)),
+                    }) as Deferred
+                })),
+                None => {
+                    for job in writes.drain(..) {
+                        job.committed();
+                    }
+                }
             }
         }
         Err((error, cause)) => {
@@ -1195,6 +1282,47 @@ mod tests {
         )
         .await
         .expect("engine")
+    }
+
+    /// With `synchronous = full`, a write is answered only once its commit is durable, and so
+    /// is a lookup that may show it; a read connection's answer likewise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_full_sync_every_answer_comes_after_the_sync_of_what_it_saw() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let engine = engine(&dir).await;
+        let durability = engine.durability.clone().expect("full sync has a syncer");
+        for n in 1..=20_i64 {
+            engine
+                .write(move |tx| {
+                    tx.connection()
+                        .execute("INSERT INTO rows (n) VALUES (?1)", [n])
+                        .map_err(store_error)
+                })
+                .await
+                .expect("write");
+            assert!(durability.settled(), "write {n} answered before its sync");
+            let seen: i64 = engine
+                .lookup(|connection| {
+                    connection
+                        .query_row("SELECT count(*) FROM rows", [], |row| row.get(0))
+                        .map_err(store_error)
+                })
+                .await
+                .expect("lookup");
+            assert_eq!(seen, n);
+        }
+        // The syncer opened the WAL itself: a sync of the file SQLite writes.
+        assert!(dir.path().join("engine.db-wal").exists());
+        let read: i64 = engine
+            .read(|connection| {
+                connection
+                    .query_row("SELECT count(*) FROM rows", [], |row| row.get(0))
+                    .map_err(store_error)
+            })
+            .await
+            .expect("read");
+        assert_eq!(read, 20);
+        engine.close().await;
     }
 
     /// A batch whose writes all succeed runs without savepoints; one with a failing write is

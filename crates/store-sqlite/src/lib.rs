@@ -21,6 +21,7 @@ mod error;
 mod migrate;
 mod rows;
 mod store;
+mod syncer;
 
 pub use backup::{BackupError, backup};
 pub use migrate::MIGRATIONS;

@@ -745,22 +745,29 @@ impl SessionStore for SqliteStore {
     ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
         let cipher = Arc::clone(&self.cipher);
         let hash = *hash;
+        // An unspent token leads to a rotation, a write answered only once durable, or to a
+        // refusal; a spent one may be answered as it is (a grace-window replay of the pair a
+        // rotation not yet durable issued), so it waits until what it saw is durable.
+        let spent = |found: &Result<Option<(RefreshTokenRecord, Session)>, StoreError>| matches!(found, Ok(Some((record, _))) if record.spent_at.is_some());
         self.engine
-            .lookup(move |connection| {
-                query_optional(connection, FIND_REFRESH_TOKEN, [&hash.0[..]], |row| {
-                    let session = rows::session(row, 0, &cipher)?;
-                    let base = SESSION_COLUMN_COUNT;
-                    let spent_at: Option<i64> = get(row, base + 1)?;
-                    let record = RefreshTokenRecord {
-                        hash,
-                        issued_at: Timestamp::from_unix_millis(get(row, base)?),
-                        spent_at: spent_at.map(Timestamp::from_unix_millis),
-                        sealed_successor: open_successor(&cipher, &hash, get(row, base + 2)?),
-                        successor_spent: get(row, base + 3)?,
-                    };
-                    Ok((record, session))
-                })
-            })
+            .lookup_revealing(
+                move |connection| {
+                    query_optional(connection, FIND_REFRESH_TOKEN, [&hash.0[..]], |row| {
+                        let session = rows::session(row, 0, &cipher)?;
+                        let base = SESSION_COLUMN_COUNT;
+                        let spent_at: Option<i64> = get(row, base + 1)?;
+                        let record = RefreshTokenRecord {
+                            hash,
+                            issued_at: Timestamp::from_unix_millis(get(row, base)?),
+                            spent_at: spent_at.map(Timestamp::from_unix_millis),
+                            sealed_successor: open_successor(&cipher, &hash, get(row, base + 2)?),
+                            successor_spent: get(row, base + 3)?,
+                        };
+                        Ok((record, session))
+                    })
+                },
+                spent,
+            )
             .await
     }
 
