@@ -16,6 +16,9 @@
 //!   the sync covering the commits made before it ran (at once when there are none).
 //! - A read on a read connection waits likewise for the commits made before it ended.
 //!
+//! Another process reading the file (a `sessiond` command run beside the server) may see a
+//! commit a moment before it is durable, as with `NORMAL` itself.
+//!
 //! SQLite in WAL mode with `NORMAL` stays consistent through a power loss (frames carry
 //! checksums, and it syncs the WAL before every checkpoint and its header whenever the WAL
 //! starts over), so the sync here adds durability, not consistency. The WAL file is synced
