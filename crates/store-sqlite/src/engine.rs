@@ -7,12 +7,12 @@
 //! `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL append and at most one
 //! sync however many rotations, creations and revocations it carries. With `synchronous =
 //! full` the sync is not this thread's: a sync thread syncs the WAL behind each commit and only
-//! then sends the answers, while this thread runs the next batch ([`crate::syncer`]). A write that fails is
-//! rolled back alone and answered with its error, while the others commit: the batch first runs
-//! without savepoints (a savepoint copies every page a write touches into its sub-journal, about
-//! a twentieth of a refresh's CPU), and only when one of its writes fails is it rolled back and
-//! run again from the start with each write in a savepoint of its own, so writes are
-//! closures that may run twice and touch nothing but the transaction. Nobody is answered before
+//! then sends the answers, while this thread runs the next batch ([`crate::syncer`]). A write
+//! that fails is rolled back alone and answered with its error, while the others commit: the
+//! batch first runs without savepoints (a savepoint copies every page a write touches into its
+//! sub-journal, about a twentieth of a refresh's CPU), and only when one of its writes fails is
+//! it rolled back and run again from the start with each write in a savepoint of its own, so
+//! writes are closures that may run twice and touch nothing but the transaction. Nobody is answered before
 //! the commit is durable, nor shown a commit that is not yet (lookups and reads wait too; see
 //! [`Engine::lookup_revealing`] for the one that need not), and when the commit fails every
 //! write of the batch is answered with that failure and nothing of it is kept.
@@ -1284,6 +1284,12 @@ mod tests {
         .expect("engine")
     }
 
+    fn count_rows(connection: &rusqlite::Connection) -> Result<i64, StoreError> {
+        connection
+            .query_row("SELECT count(*) FROM rows", [], |row| row.get(0))
+            .map_err(store_error)
+    }
+
     /// With `synchronous = full`, a write is answered only once its commit is durable, and so
     /// is a lookup that may show it; a read connection's answer likewise.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1301,27 +1307,11 @@ mod tests {
                 .await
                 .expect("write");
             assert!(durability.settled(), "write {n} answered before its sync");
-            let seen: i64 = engine
-                .lookup(|connection| {
-                    connection
-                        .query_row("SELECT count(*) FROM rows", [], |row| row.get(0))
-                        .map_err(store_error)
-                })
-                .await
-                .expect("lookup");
-            assert_eq!(seen, n);
+            assert_eq!(engine.lookup(count_rows).await.expect("lookup"), n);
         }
-        // The syncer opened the WAL itself: a sync of the file SQLite writes.
+        // Every sync found the WAL SQLite writes (a sync that fails fails its writes).
         assert!(dir.path().join("engine.db-wal").exists());
-        let read: i64 = engine
-            .read(|connection| {
-                connection
-                    .query_row("SELECT count(*) FROM rows", [], |row| row.get(0))
-                    .map_err(store_error)
-            })
-            .await
-            .expect("read");
-        assert_eq!(read, 20);
+        assert_eq!(engine.read(count_rows).await.expect("read"), 20);
         engine.close().await;
     }
 

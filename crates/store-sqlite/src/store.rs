@@ -743,12 +743,14 @@ impl SessionStore for SqliteStore {
         &self,
         hash: &RefreshTokenHash,
     ) -> Result<Option<(RefreshTokenRecord, Session)>, StoreError> {
+        /// An unspent token leads to a rotation, a write answered only once durable, or to a
+        /// refusal; a spent one may be answered as it is (a grace-window replay of the pair a
+        /// rotation not yet durable issued), so it waits until what it saw is durable.
+        fn spent(found: &Result<Option<(RefreshTokenRecord, Session)>, StoreError>) -> bool {
+            matches!(found, Ok(Some((record, _))) if record.spent_at.is_some())
+        }
         let cipher = Arc::clone(&self.cipher);
         let hash = *hash;
-        // An unspent token leads to a rotation, a write answered only once durable, or to a
-        // refusal; a spent one may be answered as it is (a grace-window replay of the pair a
-        // rotation not yet durable issued), so it waits until what it saw is durable.
-        let spent = |found: &Result<Option<(RefreshTokenRecord, Session)>, StoreError>| matches!(found, Ok(Some((record, _))) if record.spent_at.is_some());
         self.engine
             .lookup_revealing(
                 move |connection| {

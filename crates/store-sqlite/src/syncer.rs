@@ -230,7 +230,10 @@ fn run(
         drop(state);
         shared.synced.notify_all();
         let failure = outcome.err().map(|error| {
-            tracing::warn!(error = %error, "could not sync the sqlite WAL; the commits it covered may not survive a power loss");
+            tracing::warn!(
+                error = %error,
+                "could not sync the sqlite WAL; the commits it covered may not survive a power loss"
+            );
             let cannot = CannotWrite {
                 reason: WriteBlock::IoError,
                 detail: error.to_string(),
@@ -388,7 +391,11 @@ mod tests {
         assert!(failure.is_some_and(|failure| failure.contains("device gone")));
         let read = reader.join().unwrap();
         assert!(
-            matches!(&read, Err(error) if error.cannot_write().is_some_and(|cannot| cannot.reason == WriteBlock::IoError)),
+            read.as_ref()
+                .err()
+                .and_then(StoreError::cannot_write)
+                .map(|c| c.reason)
+                == Some(WriteBlock::IoError),
             "{read:?}"
         );
         // A later sync that succeeds makes the later commits durable again.
