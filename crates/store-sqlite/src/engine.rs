@@ -232,15 +232,6 @@ impl Engine {
         let writer_settings = settings.clone();
         let health = Arc::new(WriteHealth::default());
         let writer_health = Arc::clone(&health);
-        let syncer = if settings.synchronous_full {
-            let failures = Arc::clone(&health);
-            Some(Syncer::start(&settings.path, move |cannot| {
-                record_blocked(&failures, cannot);
-            })?)
-        } else {
-            None
-        };
-        let durability = syncer.as_ref().map(Syncer::durability);
         std::thread::Builder::new()
             .name("sessiond-sqlite".into())
             .spawn(move || {
@@ -248,13 +239,18 @@ impl Engine {
                     prepare(&mut connection)?;
                     Ok(connection)
                 });
-                let checkpointer = opened.and_then(|connection| {
-                    Checkpointer::start(&writer_settings)
-                        .map(|checkpointer| (connection, checkpointer))
+                let started_up = opened.and_then(|connection| {
+                    let checkpointer = Checkpointer::start(&writer_settings)?;
+                    let syncer = if writer_settings.synchronous_full {
+                        Some(start_syncer(&connection, &writer_health)?)
+                    } else {
+                        None
+                    };
+                    Ok((connection, checkpointer, syncer))
                 });
-                match checkpointer {
-                    Ok((connection, checkpointer)) => {
-                        let _ = started.send(Ok(()));
+                match started_up {
+                    Ok((connection, checkpointer, syncer)) => {
+                        let _ = started.send(Ok(syncer.as_ref().map(Syncer::durability)));
                         serve(
                             connection,
                             receiver,
@@ -270,7 +266,7 @@ impl Engine {
                 }
             })
             .map_err(|error| StoreError::Backend(Box::new(error)))?;
-        start_result
+        let durability = start_result
             .await
             .map_err(|_| unavailable("the storage thread ended while starting"))??;
         Ok(Self {
@@ -815,6 +811,20 @@ fn read_head(connection: &Connection) -> Result<ChainHead, StoreError> {
     })
 }
 
+/// The sync thread for the write connection's WAL, named as SQLite names it: after the
+/// database file's full path, symbolic links resolved, so that a database opened through a
+/// link has its WAL synced where SQLite writes it.
+fn start_syncer(connection: &Connection, health: &Arc<WriteHealth>) -> Result<Syncer, StoreError> {
+    let database = connection
+        .path()
+        .filter(|path| !path.is_empty())
+        .ok_or_else(|| StoreError::Backend("the database has no file to sync".into()))?;
+    let failures = Arc::clone(health);
+    Syncer::start(Path::new(database), move |cannot| {
+        record_blocked(&failures, cannot);
+    })
+}
+
 /// The storage thread's loop: until every handle is gone or it is told to close.
 fn serve(
     connection: Connection,
@@ -1312,6 +1322,55 @@ mod tests {
         // Every sync found the WAL SQLite writes (a sync that fails fails its writes).
         assert!(dir.path().join("engine.db-wal").exists());
         assert_eq!(engine.read(count_rows).await.expect("read"), 20);
+        engine.close().await;
+    }
+
+    /// SQLite names the WAL after the database file with its symbolic links resolved; the
+    /// sync thread syncs that file, not one beside the link.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_opened_through_a_symbolic_link_has_the_wal_sqlite_writes_synced() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        Engine::start(
+            settings(&dir, "data/engine.db"),
+            1,
+            Arc::new(CipherSlot::default()),
+            |connection| {
+                connection
+                    .execute_batch("CREATE TABLE rows (n INTEGER PRIMARY KEY) STRICT")
+                    .map_err(store_error)
+            },
+        )
+        .await
+        .expect("created")
+        .close()
+        .await;
+        std::os::unix::fs::symlink(
+            dir.path().join("data/engine.db"),
+            dir.path().join("link.db"),
+        )
+        .expect("symlink");
+        let engine = Engine::start(
+            settings(&dir, "link.db"),
+            1,
+            Arc::new(CipherSlot::default()),
+            |_| Ok(()),
+        )
+        .await
+        .expect("opened through the link");
+        for n in 1..=3_i64 {
+            engine
+                .write(move |tx| {
+                    tx.connection()
+                        .execute("INSERT INTO rows (n) VALUES (?1)", [n])
+                        .map_err(store_error)
+                })
+                .await
+                .expect("a write through the link");
+        }
+        assert!(dir.path().join("data/engine.db-wal").exists());
+        assert!(!dir.path().join("link.db-wal").exists());
+        assert_eq!(engine.read(count_rows).await.expect("read"), 3);
         engine.close().await;
     }
 

@@ -21,8 +21,9 @@
 //!
 //! SQLite in WAL mode with `NORMAL` stays consistent through a power loss (frames carry
 //! checksums, and it syncs the WAL before every checkpoint and its header whenever the WAL
-//! starts over), so the sync here adds durability, not consistency. The WAL file is synced
-//! through a descriptor of its own: a sync of any descriptor flushes the file. SQLite holds no
+//! starts over), so the sync here adds durability, not consistency. The WAL file, named after
+//! the path SQLite reports for the database (symbolic links resolved), is synced through a
+//! descriptor of its own: a sync of any descriptor flushes the file. SQLite holds no
 //! lock on the WAL file, so opening and closing it here disturbs none of its locks (closing a
 //! descriptor of the database file would drop them all). When the WAL file is new to the
 //! syncer (first use, or recreated) its directory is synced once, as SQLite does for a WAL it
