@@ -1280,18 +1280,33 @@ mod tests {
     }
 
     async fn engine(dir: &tempfile::TempDir) -> Engine {
+        engine_at(dir, "engine.db").await
+    }
+
+    /// An engine on the file `name` in `dir`, with its table of rows.
+    async fn engine_at(dir: &tempfile::TempDir, name: &str) -> Engine {
         Engine::start(
-            settings(dir, "engine.db"),
+            settings(dir, name),
             1,
             Arc::new(CipherSlot::default()),
             |connection| {
                 connection
-                    .execute_batch("CREATE TABLE rows (n INTEGER PRIMARY KEY) STRICT")
+                    .execute_batch("CREATE TABLE IF NOT EXISTS rows (n INTEGER PRIMARY KEY) STRICT")
                     .map_err(store_error)
             },
         )
         .await
         .expect("engine")
+    }
+
+    async fn insert_row(engine: &Engine, n: i64) -> Result<usize, StoreError> {
+        engine
+            .write(move |tx| {
+                tx.connection()
+                    .execute("INSERT INTO rows (n) VALUES (?1)", [n])
+                    .map_err(store_error)
+            })
+            .await
     }
 
     fn count_rows(connection: &rusqlite::Connection) -> Result<i64, StoreError> {
@@ -1308,14 +1323,7 @@ mod tests {
         let engine = engine(&dir).await;
         let durability = engine.durability.clone().expect("full sync has a syncer");
         for n in 1..=20_i64 {
-            engine
-                .write(move |tx| {
-                    tx.connection()
-                        .execute("INSERT INTO rows (n) VALUES (?1)", [n])
-                        .map_err(store_error)
-                })
-                .await
-                .expect("write");
+            insert_row(&engine, n).await.expect("write");
             assert!(durability.settled(), "write {n} answered before its sync");
             assert_eq!(engine.lookup(count_rows).await.expect("lookup"), n);
         }
@@ -1331,40 +1339,15 @@ mod tests {
     async fn a_database_opened_through_a_symbolic_link_has_the_wal_sqlite_writes_synced() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
-        Engine::start(
-            settings(&dir, "data/engine.db"),
-            1,
-            Arc::new(CipherSlot::default()),
-            |connection| {
-                connection
-                    .execute_batch("CREATE TABLE rows (n INTEGER PRIMARY KEY) STRICT")
-                    .map_err(store_error)
-            },
-        )
-        .await
-        .expect("created")
-        .close()
-        .await;
+        engine_at(&dir, "data/engine.db").await.close().await;
         std::os::unix::fs::symlink(
             dir.path().join("data/engine.db"),
             dir.path().join("link.db"),
         )
         .expect("symlink");
-        let engine = Engine::start(
-            settings(&dir, "link.db"),
-            1,
-            Arc::new(CipherSlot::default()),
-            |_| Ok(()),
-        )
-        .await
-        .expect("opened through the link");
+        let engine = engine_at(&dir, "link.db").await;
         for n in 1..=3_i64 {
-            engine
-                .write(move |tx| {
-                    tx.connection()
-                        .execute("INSERT INTO rows (n) VALUES (?1)", [n])
-                        .map_err(store_error)
-                })
+            insert_row(&engine, n)
                 .await
                 .expect("a write through the link");
         }
