@@ -859,7 +859,12 @@ fn serve(
                 Job::Close(done) => closing = Some(done),
             }
         }
-        if !writes.is_empty() {
+        if let Some(lost) = durability.as_ref().and_then(Durability::lost) {
+            // A sync of the WAL failed: nothing committed from now on could be made durable.
+            for write in writes.drain(..) {
+                write.failed(copy_error(&lost));
+            }
+        } else if !writes.is_empty() {
             apply(
                 &connection,
                 &mut writes,
@@ -1261,7 +1266,7 @@ mod tests {
     use std::time::Duration;
 
     use sessiond_core::crypt::CipherSlot;
-    use sessiond_core::store::StoreError;
+    use sessiond_core::store::{StoreError, WriteBlock};
 
     use super::{ConnectionSettings, Engine, QUEUE_DEPTH};
     use crate::error::store_error;
@@ -1330,6 +1335,61 @@ mod tests {
         // Every sync found the WAL SQLite writes (a sync that fails fails its writes).
         assert!(dir.path().join("engine.db-wal").exists());
         assert_eq!(engine.read(count_rows).await.expect("read"), 20);
+        engine.close().await;
+    }
+
+    /// Once a sync of the WAL has failed, writes are refused until the engine is reopened, even
+    /// when syncing would succeed again: here the WAL is unlinked under the running engine (its
+    /// commits would not survive a restart), and a new file put at its path would sync fine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_sync_of_the_wal_writes_are_refused_until_reopened() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let engine = engine(&dir).await;
+        insert_row(&engine, 1).await.expect("write");
+        let wal = dir.path().join("engine.db-wal");
+        std::fs::remove_file(&wal).expect("unlink the WAL");
+        let refused = |result: Result<usize, StoreError>| {
+            result
+                .err()
+                .and_then(|error| error.cannot_write().map(|c| c.reason))
+        };
+        assert_eq!(
+            refused(insert_row(&engine, 2).await),
+            Some(WriteBlock::IoError)
+        );
+        std::fs::write(&wal, b"").expect("a file at the WAL's path");
+        assert_eq!(
+            refused(insert_row(&engine, 3).await),
+            Some(WriteBlock::IoError)
+        );
+        assert!(
+            engine.read(count_rows).await.is_err(),
+            "a read of commits not durable"
+        );
+        assert_eq!(
+            refused(engine.check_writable().await.map(|()| 0)),
+            Some(WriteBlock::IoError)
+        );
+        engine.close().await;
+        // SQLite removes a WAL by its name when its last connection closes; the stand-in may
+        // be gone already.
+        let _ = std::fs::remove_file(&wal);
+        // Reopened: the commit answered before the failure is there, the refused write is not
+        // (the one whose sync failed was committed; its durability was unknown).
+        let engine = engine_at(&dir, "engine.db").await;
+        let rows = engine
+            .read(|connection| {
+                let mut statement = connection
+                    .prepare("SELECT n FROM rows ORDER BY n")
+                    .map_err(store_error)?;
+                let rows = statement
+                    .query_map([], |row| row.get::<_, i64>(0))
+                    .map_err(store_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
+            })
+            .await
+            .expect("read");
+        assert!(rows == [1] || rows == [1, 2], "{rows:?}");
         engine.close().await;
     }
 

@@ -31,7 +31,14 @@
 //!
 //! A sync that fails answers everything it covered with [`StoreError::Unavailable`] naming an
 //! I/O error: those commits are visible but their durability is unknown, as a client whose
-//! connection dropped after sending a write would know it.
+//! connection dropped after sending a write would know it. The failure is final for the life of
+//! the process. Once `fsync` has reported an error, Linux may have dropped the unwritten pages
+//! and cleared the error, so a later sync that succeeds proves nothing about the frames before
+//! it, and a commit appended after a lost frame does not survive a crash (SQLite's recovery
+//! stops at the first frame whose checksum fails). So from then on no sync is attempted, no
+//! batch is committed ([`Durability::lost`]), and every answer that could reveal a commit not
+//! known durable is the failure; the health check reports the store unable to write. A restart
+//! recovers: SQLite rebuilds the WAL index from the frames that reached the disk.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -72,7 +79,17 @@ struct State {
     attempted: u64,
     /// Answers waiting for the next sync.
     waiting: Vec<Deferred>,
+    /// Set by the first sync that fails, and never cleared: no commit after it is durable.
+    lost: Option<CannotWrite>,
     stop: bool,
+}
+
+impl State {
+    fn lost(&self) -> Option<StoreError> {
+        self.lost
+            .clone()
+            .map(|cannot| StoreError::Unavailable(Box::new(cannot)))
+    }
 }
 
 impl Shared {
@@ -162,6 +179,11 @@ impl Durability {
             answer(None);
             return;
         }
+        if let Some(lost) = state.lost() {
+            drop(state);
+            answer(Some(&lost));
+            return;
+        }
         state.waiting.push(answer);
         drop(state);
         self.0.work.notify_one();
@@ -175,7 +197,7 @@ impl Durability {
     pub(crate) fn wait(&self) -> Result<(), StoreError> {
         let mut state = self.0.lock();
         let target = state.committed;
-        while state.attempted < target && state.synced < target {
+        while state.lost.is_none() && state.attempted < target && state.synced < target {
             state = self
                 .0
                 .synced
@@ -185,11 +207,19 @@ impl Durability {
         if state.synced >= target {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(Box::new(CannotWrite {
-                reason: WriteBlock::IoError,
-                detail: "the sync of the WAL that was to cover this read failed".into(),
-            })))
+            Err(state.lost().unwrap_or_else(|| {
+                StoreError::Unavailable(Box::new(CannotWrite {
+                    reason: WriteBlock::IoError,
+                    detail: "the sync of the WAL that was to cover this read failed".into(),
+                }))
+            }))
         }
+    }
+
+    /// The failure every write is to be refused with, once a sync of the WAL has failed: the
+    /// storage thread then commits nothing more (see the module documentation).
+    pub(crate) fn lost(&self) -> Option<StoreError> {
+        self.0.lock().lost()
     }
 
     /// Whether every commit made so far is durable.
@@ -220,28 +250,42 @@ fn run(
         }
         let answers = std::mem::take(&mut state.waiting);
         let target = state.committed;
+        if let Some(lost) = state.lost() {
+            // No sync can vouch for these commits any more.
+            state.attempted = state.attempted.max(target);
+            drop(state);
+            for answer in answers {
+                answer(Some(&lost));
+            }
+            continue;
+        }
         drop(state);
 
         let outcome = sync();
         let mut state = shared.lock();
         state.attempted = state.attempted.max(target);
-        if outcome.is_ok() {
-            state.synced = state.synced.max(target);
-        }
+        let failure = match outcome {
+            Ok(()) => {
+                state.synced = state.synced.max(target);
+                None
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = %error,
+                    "could not sync the sqlite WAL: the commits since the last sync may not \
+                     survive a power loss, and writes are refused until sessiond restarts"
+                );
+                let cannot = CannotWrite {
+                    reason: WriteBlock::IoError,
+                    detail: format!("the WAL could not be synced ({error}); restart to recover"),
+                };
+                state.lost = Some(cannot.clone());
+                failed(cannot.clone());
+                Some(StoreError::Unavailable(Box::new(cannot)))
+            }
+        };
         drop(state);
         shared.synced.notify_all();
-        let failure = outcome.err().map(|error| {
-            tracing::warn!(
-                error = %error,
-                "could not sync the sqlite WAL; the commits it covered may not survive a power loss"
-            );
-            let cannot = CannotWrite {
-                reason: WriteBlock::IoError,
-                detail: error.to_string(),
-            };
-            failed(cannot.clone());
-            StoreError::Unavailable(Box::new(cannot))
-        });
         for answer in answers {
             answer(failure.as_ref());
         }
@@ -399,12 +443,47 @@ mod tests {
                 == Some(WriteBlock::IoError),
             "{read:?}"
         );
-        // A later sync that succeeds makes the later commits durable again.
+        syncer.stop();
+    }
+
+    /// After a failed sync no later sync can vouch for a commit: nothing more is synced, every
+    /// later commit, lookup and read hears of the failure at once, and writes are refused.
+    #[test]
+    fn a_failed_sync_is_final() {
+        let (syncer, go, begun) = held_syncer();
+        let durability = syncer.durability();
+        let (sent, answers) = mpsc::channel();
         durability.committed([answer(&sent)]);
         go.send(Ok(())).unwrap();
         assert_eq!(answers.recv_timeout(Duration::from_secs(5)).unwrap(), None);
-        assert!(durability.wait().is_ok());
+        assert!(durability.lost().is_none());
+        durability.committed([answer(&sent)]);
+        begun_syncs(&begun, 2);
+        go.send(Err(std::io::Error::other("device gone"))).unwrap();
+        assert!(
+            answers
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .is_some()
+        );
+        let lost = durability.lost().expect("the failure is kept");
+        assert_eq!(
+            lost.cannot_write().map(|c| c.reason),
+            Some(WriteBlock::IoError)
+        );
+        // A sync would succeed now, but none is attempted.
+        go.send(Ok(())).unwrap();
+        durability.committed([answer(&sent)]);
+        let later = answers.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(later.is_some_and(|failure| failure.contains("device gone")));
+        durability.after_commits(answer(&sent));
+        assert!(
+            answers.try_recv().unwrap().is_some(),
+            "a lookup answered at once"
+        );
+        assert!(durability.wait().is_err());
         syncer.stop();
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
