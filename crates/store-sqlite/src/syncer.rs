@@ -264,28 +264,31 @@ fn run(
         let outcome = sync();
         let mut state = shared.lock();
         state.attempted = state.attempted.max(target);
-        let failure = match outcome {
+        let cannot = match outcome {
             Ok(()) => {
                 state.synced = state.synced.max(target);
                 None
             }
             Err(error) => {
-                tracing::error!(
-                    error = %error,
-                    "could not sync the sqlite WAL: the commits since the last sync may not \
-                     survive a power loss, and writes are refused until sessiond restarts"
-                );
                 let cannot = CannotWrite {
                     reason: WriteBlock::IoError,
                     detail: format!("the WAL could not be synced ({error}); restart to recover"),
                 };
                 state.lost = Some(cannot.clone());
-                failed(cannot.clone());
-                Some(StoreError::Unavailable(Box::new(cannot)))
+                Some((error, cannot))
             }
         };
         drop(state);
         shared.synced.notify_all();
+        let failure = cannot.map(|(error, cannot)| {
+            tracing::error!(
+                error = %error,
+                "could not sync the sqlite WAL: the commits since the last sync may not survive \
+                 a power loss, and writes are refused until sessiond restarts"
+            );
+            failed(cannot.clone());
+            StoreError::Unavailable(Box::new(cannot))
+        });
         for answer in answers {
             answer(failure.as_ref());
         }
