@@ -12,10 +12,10 @@
 //! batch first runs without savepoints (a savepoint copies every page a write touches into its
 //! sub-journal, about a twentieth of a refresh's CPU), and only when one of its writes fails is
 //! it rolled back and run again from the start with each write in a savepoint of its own, so
-//! writes are closures that may run twice and touch nothing but the transaction. Nobody is answered before
-//! the commit is durable, nor shown a commit that is not yet (lookups and reads wait too; see
-//! [`Engine::lookup_revealing`] for the one that need not), and when the commit fails every
-//! write of the batch is answered with that failure and nothing of it is kept.
+//! writes are closures that may run twice and touch nothing but the transaction. Nobody is
+//! answered before the commit is durable, nor shown a commit that is not yet (lookups and reads
+//! wait too; see [`Engine::lookup_revealing`] for the one that need not), and when the commit
+//! fails every write of the batch is answered with that failure and nothing of it is kept.
 //!
 //! Because this thread is the process's only writer, its page cache is never invalidated by
 //! another connection of the process, so lookups served here read warm pages; because every
@@ -859,12 +859,14 @@ fn serve(
                 Job::Close(done) => closing = Some(done),
             }
         }
-        if let Some(lost) = durability.as_ref().and_then(Durability::lost) {
-            // A sync of the WAL failed: nothing committed from now on could be made durable.
-            for write in writes.drain(..) {
-                write.failed(copy_error(&lost));
+        if !writes.is_empty() {
+            if let Some(lost) = durability.as_ref().and_then(Durability::lost) {
+                // A sync of the WAL failed: nothing committed from now on could be made durable.
+                for write in writes.drain(..) {
+                    write.failed(copy_error(&lost));
+                }
+                continue;
             }
-        } else if !writes.is_empty() {
             apply(
                 &connection,
                 &mut writes,
@@ -1320,6 +1322,17 @@ mod tests {
             .map_err(store_error)
     }
 
+    /// The numbers in the table of rows, in order.
+    fn row_numbers(connection: &rusqlite::Connection) -> Result<Vec<i64>, StoreError> {
+        let mut statement = connection
+            .prepare("SELECT n FROM rows ORDER BY n")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .map_err(store_error)?;
+        rows.collect::<Result<_, _>>().map_err(store_error)
+    }
+
     /// With `synchronous = full`, a write is answered only once its commit is durable, and so
     /// is a lookup that may show it; a read connection's answer likewise.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1377,18 +1390,7 @@ mod tests {
         // Reopened: the commit answered before the failure is there, the refused write is not
         // (the one whose sync failed was committed; its durability was unknown).
         let engine = engine_at(&dir, "engine.db").await;
-        let rows = engine
-            .read(|connection| {
-                let mut statement = connection
-                    .prepare("SELECT n FROM rows ORDER BY n")
-                    .map_err(store_error)?;
-                let rows = statement
-                    .query_map([], |row| row.get::<_, i64>(0))
-                    .map_err(store_error)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
-            })
-            .await
-            .expect("read");
+        let rows = engine.read(row_numbers).await.expect("read");
         assert!(rows == [1] || rows == [1, 2], "{rows:?}");
         engine.close().await;
     }
@@ -1485,18 +1487,7 @@ mod tests {
         }
         // The failing write ran in the first pass and again with savepoints.
         assert_eq!(runs[failing as usize].load(Ordering::SeqCst), 2);
-        let stored: Vec<i64> = engine
-            .lookup(|connection| {
-                let mut statement = connection
-                    .prepare("SELECT n FROM rows ORDER BY n")
-                    .map_err(store_error)?;
-                let rows = statement
-                    .query_map([], |row| row.get(0))
-                    .map_err(store_error)?;
-                rows.collect::<Result<_, _>>().map_err(store_error)
-            })
-            .await
-            .expect("rows");
+        let stored = engine.lookup(row_numbers).await.expect("rows");
         assert_eq!(stored, vec![1, 2, 4, 5]);
         engine.close().await;
     }

@@ -75,8 +75,6 @@ struct State {
     committed: u64,
     /// Commits known durable: every one up to this number.
     synced: u64,
-    /// The commits the last sync (succeeded or not) was to cover.
-    attempted: u64,
     /// Answers waiting for the next sync.
     waiting: Vec<Deferred>,
     /// Set by the first sync that fails, and never cleared: no commit after it is durable.
@@ -197,22 +195,18 @@ impl Durability {
     pub(crate) fn wait(&self) -> Result<(), StoreError> {
         let mut state = self.0.lock();
         let target = state.committed;
-        while state.lost.is_none() && state.attempted < target && state.synced < target {
+        while state.lost.is_none() && state.synced < target {
             state = self
                 .0
                 .synced
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        // Short of `target`, the wait ended because a sync failed.
         if state.synced >= target {
             Ok(())
         } else {
-            Err(state.lost().unwrap_or_else(|| {
-                StoreError::Unavailable(Box::new(CannotWrite {
-                    reason: WriteBlock::IoError,
-                    detail: "the sync of the WAL that was to cover this read failed".into(),
-                }))
-            }))
+            state.lost().map_or(Ok(()), Err)
         }
     }
 
@@ -252,7 +246,6 @@ fn run(
         let target = state.committed;
         if let Some(lost) = state.lost() {
             // No sync can vouch for these commits any more.
-            state.attempted = state.attempted.max(target);
             drop(state);
             for answer in answers {
                 answer(Some(&lost));
@@ -263,7 +256,6 @@ fn run(
 
         let outcome = sync();
         let mut state = shared.lock();
-        state.attempted = state.attempted.max(target);
         let cannot = match outcome {
             Ok(()) => {
                 state.synced = state.synced.max(target);
