@@ -609,7 +609,7 @@ impl Metrics {
         header(
             &mut out,
             "sessiond_active_sessions",
-            "Sessions neither revoked nor expired, as of the last storage count (every 10 s).",
+            "Sessions neither revoked nor expired, as of the last storage count (every 10 s to 5 min).",
             "gauge",
         );
         let _ = writeln!(

@@ -29,8 +29,15 @@ use tokio::task::JoinHandle;
 
 use crate::state::AppState;
 
-/// How often the storage-backed gauges (active sessions and devices) are refreshed.
+/// How often the storage-backed gauges (active sessions and devices) are refreshed, at most.
 pub const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// The pause after a count of the gauges, as a multiple of the time the count took: counting
+/// reads every session, so with many stored sessions the pause grows with the store, and the
+/// counts take about 1 % of one core at most, up to counts of [`GAUGE_PAUSE_MAX`] / 100.
+const GAUGE_PAUSE_PER_COUNT: u32 = 100;
+/// The longest pause between two counts of the gauges, so that one slow count (a store busy
+/// for a while) cannot leave them stale for long.
+const GAUGE_PAUSE_MAX: Duration = Duration::from_secs(300);
 
 /// How often revocations made by other processes sharing the store are picked up.
 pub const REVOCATION_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -342,18 +349,25 @@ pub(crate) struct GaugeRefresh {
 }
 
 impl GaugeRefresh {
-    /// Starts counting active sessions now and every [`GAUGE_REFRESH_INTERVAL`].
+    /// Starts counting active sessions now, and again after each count's [`gauge_pause`].
     pub(crate) fn spawn(state: AppState) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let handle = tokio::spawn(async move {
             loop {
                 let now = state.service.now();
-                match state.service.store().stats(now).await {
-                    Ok(stats) => state.metrics.set_store_stats(&stats),
-                    Err(error) => tracing::warn!(error = %error, "counting active sessions failed"),
-                }
+                let started = std::time::Instant::now();
+                let pause = match state.service.store().stats(now).await {
+                    Ok(stats) => {
+                        state.metrics.set_store_stats(&stats);
+                        gauge_pause(started.elapsed())
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "counting active sessions failed");
+                        GAUGE_REFRESH_INTERVAL
+                    }
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(GAUGE_REFRESH_INTERVAL) => {}
+                    () = tokio::time::sleep(pause) => {}
                     _ = stopped.changed() => return,
                 }
             }
@@ -364,5 +378,42 @@ impl GaugeRefresh {
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.handle.await;
+    }
+}
+
+/// The pause before the next count of the gauges, after one that took `took`:
+/// [`GAUGE_PAUSE_PER_COUNT`] times `took`, within [`GAUGE_REFRESH_INTERVAL`] and
+/// [`GAUGE_PAUSE_MAX`]. (On SQLite, counting a million sessions takes one to two seconds of
+/// CPU.)
+fn gauge_pause(took: Duration) -> Duration {
+    took.saturating_mul(GAUGE_PAUSE_PER_COUNT)
+        .clamp(GAUGE_REFRESH_INTERVAL, GAUGE_PAUSE_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{GAUGE_PAUSE_MAX, GAUGE_REFRESH_INTERVAL, gauge_pause};
+
+    #[test]
+    fn the_gauges_are_counted_less_often_as_counting_grows_slower() {
+        // A small store: every 10 s.
+        assert_eq!(
+            gauge_pause(Duration::from_millis(3)),
+            GAUGE_REFRESH_INTERVAL
+        );
+        assert_eq!(
+            gauge_pause(Duration::from_millis(100)),
+            GAUGE_REFRESH_INTERVAL
+        );
+        // A count of 1.5 s (a million sessions): 150 s later, about 1 % of a core.
+        assert_eq!(
+            gauge_pause(Duration::from_millis(1_500)),
+            Duration::from_secs(150)
+        );
+        // One count stalled for minutes: the gauges are still counted again within 5 minutes.
+        assert_eq!(gauge_pause(Duration::from_secs(600)), GAUGE_PAUSE_MAX);
+        assert_eq!(gauge_pause(Duration::MAX), GAUGE_PAUSE_MAX);
     }
 }
