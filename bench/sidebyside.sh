@@ -17,6 +17,7 @@
 #   bench/sidebyside.sh
 #   SIGNING_ALG=ES256 SYNCHRONOUS=normal bench/sidebyside.sh
 #   SKIP_PEER=1 DURATION=2s bench/sidebyside.sh          # sessiond only (a smoke run)
+#   SEED_DIR=/var/tmp/sessiond-seeds bench/sidebyside.sh  # seed once, reuse after
 #
 # Settings (environment):
 #   SIGNING_ALG  EdDSA (default), ES256 or RS256: sessiond's SESSIOND_SIGNING_ALG
@@ -29,6 +30,10 @@
 #   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 50000)
 #   DURATION (10s), WARMUP (3s), THREADS (2), CONNS (32): the wrk run, as the peer's
 #   SKIP_PEER=1  run sessiond only
+#   SEED_DIR     keep the seeded file (sidebyside-ALG-SESSIONS/) here and start later runs from
+#                a copy of it, synced before the server starts; by default each run seeds into
+#                a temporary directory. The copy's rows are the seeded ones: no run spends the
+#                pristine file's tokens.
 #
 # Needs `cargo build --release -p sessiond-server -p sessiond-load`, wrk, and for the peer node
 # and npm. Everything listens on 127.0.0.1 and stops when the script ends.
@@ -45,6 +50,7 @@ WARMUP=${WARMUP:-3s}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SKIP_PEER=${SKIP_PEER:-0}
+SEED_DIR=${SEED_DIR:-}
 case $SIGNING_ALG in
   RS256 | ES256) PEER_ALG=${PEER_ALG:-$SIGNING_ALG} ;;
   *) PEER_ALG=${PEER_ALG:-RS256} ;;
@@ -99,11 +105,27 @@ key="sidebyside-admin-key-0123456789-abcdefghijklmnop"
 port=$((20000 + RANDOM % 20000))
 export SESSIOND_DATABASE_URL="sqlite://$work/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
   SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
-echo "sessiond: seeding $SESSIONS sessions ($SIGNING_ALG)" >&2
-seed=$(target/release/sessiond-seed --sessions "$SESSIONS" --tokens-out "$work/all.txt")
-echo "seed: $seed" >&2
-head -n "$WARM_TOKENS" "$work/all.txt" >"$work/warm.txt"
-tail -n +"$((WARM_TOKENS + 1))" "$work/all.txt" >"$work/tokens.txt"
+seeded=$work/seeded
+[[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
+if [[ ! -f $seeded/seed.json ]]; then
+  rm -rf "$seeded"
+  mkdir -p "$seeded"
+  echo "sessiond: seeding $SESSIONS sessions ($SIGNING_ALG) into $seeded" >&2
+  SESSIOND_DATABASE_URL="sqlite://$seeded/sessiond.db" target/release/sessiond-seed \
+    --sessions "$SESSIONS" --tokens-out "$seeded/all.txt" >"$seeded/seed.tmp"
+  mv "$seeded/seed.tmp" "$seeded/seed.json"
+fi
+echo "seed: $(cat "$seeded/seed.json")" >&2
+if [[ $seeded != "$work/seeded" ]]; then
+  # The pristine seeded file stays unspent; this run spends the tokens of its copy, written
+  # back now so that the kernel does not write the copy back during the measured run.
+  cp "$seeded"/sessiond.db* "$work/"
+  sync "$work"/sessiond.db*
+else
+  mv "$seeded"/sessiond.db* "$work/"
+fi
+head -n "$WARM_TOKENS" "$seeded/all.txt" >"$work/warm.txt"
+tail -n +"$((WARM_TOKENS + 1))" "$seeded/all.txt" >"$work/tokens.txt"
 
 SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS \
   SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
