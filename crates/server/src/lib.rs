@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub(crate) mod refresh_failures;
 pub(crate) mod state;
+pub(crate) mod store_counts;
 pub(crate) mod tasks;
 
 use std::future::Future;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use sessiond_core::dbsc::{CHALLENGE_KEY_LABEL, ChallengeKey};
 use sessiond_core::service::ServiceSettings;
 use sessiond_core::signing_keys::KeyLoading;
-use sessiond_core::store::Store;
+use sessiond_core::store::{Store, StoreError, StoreStats};
 use sessiond_core::token::AccessTokenIssuer;
 use sessiond_core::{Clock, SessionService};
 
@@ -23,6 +23,7 @@ use crate::instrumented_store::InstrumentedStore;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::refresh_failures::RefreshFailures;
+use crate::store_counts::StoreCounts;
 
 /// How often an instance on a shared database looks for events other instances wrote.
 const SHARED_STORE_EVENT_POLL: Duration = Duration::from_millis(100);
@@ -81,6 +82,21 @@ pub struct SharedState {
     pub connections: ConnectionSettings,
     /// How DPoP proofs are checked, and the replay cache of those sent with access tokens.
     pub dpop: Arc<Dpop>,
+    /// The counts over the active sessions, one at a time ([`SharedState::store_stats`]).
+    pub(crate) store_counts: StoreCounts,
+}
+
+impl SharedState {
+    /// Counts over the sessions active now, read from storage after this call (shared with
+    /// the other callers of the moment: see [`crate::store_counts`]).
+    ///
+    /// # Errors
+    /// When the store cannot count.
+    pub(crate) async fn store_stats(&self) -> Result<StoreStats, StoreError> {
+        self.store_counts
+            .count(|| self.service.store().stats(self.service.now()))
+            .await
+    }
 }
 
 impl AppState {
@@ -188,6 +204,7 @@ impl AppState {
             ui_frame_ancestors: config.ui_frame_ancestors.as_str().into(),
             connections: config.connections,
             dpop: Arc::new(dpop),
+            store_counts: StoreCounts::default(),
         })))
     }
 }

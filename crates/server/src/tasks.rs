@@ -354,9 +354,8 @@ impl GaugeRefresh {
         let (stop, mut stopped) = watch::channel(false);
         let handle = tokio::spawn(async move {
             loop {
-                let now = state.service.now();
                 let started = std::time::Instant::now();
-                let pause = match state.service.store().stats(now).await {
+                let pause = match state.store_stats().await {
                     Ok(stats) => {
                         state.metrics.set_store_stats(&stats);
                         gauge_pause(started.elapsed())

@@ -67,15 +67,15 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
-/// `GET /v1/stats`: session counts read from storage now, and what this process has counted.
+/// `GET /v1/stats`: session counts read from storage after the request arrived (one count at a
+/// time, shared by the requests waiting for it: `store_counts`), and what this process has counted.
 pub(crate) async fn stats(
     State(state): State<AppState>,
     _admin: AdminCaller<Read>,
 ) -> Result<Json<Stats>, ApiError> {
     let service = &state.service;
-    let store_stats = service
-        .store()
-        .stats(service.now())
+    let store_stats = state
+        .store_stats()
         .await
         .map_err(sessiond_core::Error::from)?;
     state.metrics.set_store_stats(&store_stats);
@@ -113,9 +113,7 @@ pub(crate) async fn history(
     _admin: AdminCaller<Read>,
 ) -> Result<Json<Value>, ApiError> {
     let store_stats = state
-        .service
-        .store()
-        .stats(state.service.now())
+        .store_stats()
         .await
         .map_err(sessiond_core::Error::from)?;
     state.metrics.set_store_stats(&store_stats);
