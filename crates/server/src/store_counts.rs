@@ -2,12 +2,12 @@
 //! `GET /v1/stats/history` and the gauge task ask for, one count at a time.
 //!
 //! A count reads every active session: about 1.6 s of a read connection at 1,000,000 sessions
-//! on SQLite. Counted once per caller, a few dashboards polling at once held that many of the
-//! store's read connections, and listings and audit reads queued behind them. Here a caller
-//! that arrives while a count runs waits for it to end and then takes the answer of the next
-//! count to begin, shared by every caller that arrived before that one began: each answer is
-//! still counted after its request arrived, and at most one count runs at a time, however many
-//! callers ask.
+//! on SQLite. Counted once per caller, a few dashboards polling at once would hold as many of
+//! the store's read connections, and listings and audit reads would queue behind them. So a
+//! caller that arrives while a count runs waits for it to end and then takes the answer of the
+//! next count to begin, shared by every caller that arrived before that one began: each answer
+//! is still counted after its request arrived, and at most one count runs at a time, however
+//! many callers ask.
 //!
 //! A count that fails, or whose caller stopped waiting, answers no one else; the next caller in
 //! line counts again.
