@@ -4,13 +4,14 @@
 //! A count reads every active session: about 1.6 s of a read connection at 1,000,000 sessions
 //! on SQLite. Counted once per caller, a few dashboards polling at once would hold as many of
 //! the store's read connections, and listings and audit reads would queue behind them. So a
-//! caller that arrives while a count runs waits for it to end and then takes the answer of the
+//! caller that arrives while a count runs waits for it to end and then takes the outcome of the
 //! next count to begin, shared by every caller that arrived before that one began: each answer
 //! is still counted after its request arrived, and at most one count runs at a time, however
 //! many callers ask.
 //!
-//! A count that fails, or whose caller stopped waiting, answers no one else; the next caller in
-//! line counts again.
+//! A count that fails answers its waiting callers with copies of its failure (a store that is
+//! down fails each of them once, not once per caller in turn). A count whose caller stopped
+//! waiting ends there and answers no one; the next caller in line counts again.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,16 +24,16 @@ use tokio::sync::Mutex;
 pub(crate) struct StoreCounts {
     /// Counts begun so far.
     begun: AtomicU64,
-    /// Held while a count runs: the number and answer of the last count that succeeded.
-    last: Mutex<Option<(u64, StoreStats)>>,
+    /// Held while a count runs: the number and outcome of the last count that ended.
+    last: Mutex<Option<(u64, Result<StoreStats, StoreError>)>>,
 }
 
 impl StoreCounts {
-    /// The answer of a count begun after this call: `count`'s own, or that of the count begun
+    /// The outcome of a count begun after this call: `count`'s own, or that of the count begun
     /// next after this call by another caller.
     ///
     /// # Errors
-    /// `count`'s failure, when this caller ran it.
+    /// That count's failure.
     pub(crate) async fn count<F, C>(&self, count: C) -> Result<StoreStats, StoreError>
     where
         C: FnOnce() -> F,
@@ -40,16 +41,21 @@ impl StoreCounts {
     {
         let arrived = self.begun.load(Ordering::Acquire);
         let mut last = self.last.lock().await;
-        if let Some((number, stats)) = *last
-            && number > arrived
+        if let Some((number, outcome)) = &*last
+            && *number > arrived
         {
-            return Ok(stats);
+            return shared(outcome);
         }
         let number = self.begun.fetch_add(1, Ordering::AcqRel) + 1;
-        let stats = count().await?;
-        *last = Some((number, stats));
-        Ok(stats)
+        let outcome = count().await;
+        *last = Some((number, shared(&outcome)));
+        outcome
     }
+}
+
+/// A copy of a count's outcome for one of its callers.
+fn shared(outcome: &Result<StoreStats, StoreError>) -> Result<StoreStats, StoreError> {
+    outcome.as_ref().copied().map_err(StoreError::duplicate)
 }
 
 #[cfg(test)]
@@ -128,12 +134,52 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_failed_count_answers_only_its_caller_and_the_next_caller_counts_again() {
-        let counts = StoreCounts::default();
-        let failed = counts
-            .count(|| async { Err(StoreError::Backend("the disk went away".into())) })
-            .await;
-        assert!(failed.is_err());
+    async fn a_failed_count_answers_the_callers_waiting_for_it_and_the_next_caller_counts_again() {
+        let counts = Arc::new(StoreCounts::default());
+        let runs = Arc::new(AtomicU64::new(0));
+        let (release, released) = oneshot::channel::<()>();
+        let failing = tokio::spawn({
+            let counts = Arc::clone(&counts);
+            let runs = Arc::clone(&runs);
+            async move {
+                counts
+                    .count(|| async {
+                        released.await.expect("released");
+                        runs.fetch_add(1, Ordering::AcqRel);
+                        Err(StoreError::Unavailable("the database is down".into()))
+                    })
+                    .await
+            }
+        });
+        settle().await;
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let counts = Arc::clone(&counts);
+                let runs = Arc::clone(&runs);
+                tokio::spawn(async move {
+                    counts
+                        .count(|| async {
+                            runs.fetch_add(1, Ordering::AcqRel);
+                            Err(StoreError::Unavailable("the database is still down".into()))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        settle().await;
+        release.send(()).expect("release");
+
+        let failure = failing.await.expect("failing").expect_err("a failure");
+        assert!(matches!(failure, StoreError::Unavailable(_)), "{failure:?}");
+        // The three took the next count's failure, counted once for all of them.
+        for caller in waiting {
+            let failure = caller.await.expect("caller").expect_err("a failure");
+            assert!(matches!(failure, StoreError::Unavailable(_)), "{failure:?}");
+            let source = std::error::Error::source(&failure).map(ToString::to_string);
+            assert_eq!(source.as_deref(), Some("the database is still down"));
+        }
+        assert_eq!(runs.load(Ordering::Acquire), 2);
+        // A caller arriving afterwards counts anew.
         let counted = counts
             .count(|| async { Ok(stats(7)) })
             .await

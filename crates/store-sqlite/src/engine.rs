@@ -54,7 +54,7 @@ use sessiond_core::event::{self, NewEvent};
 use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{copy_error, shared_failure, store_error, write_block, write_block_of};
+use crate::error::{shared_failure, store_error, write_block, write_block_of};
 use crate::syncer::{Deferred, Durability, Syncer};
 
 /// Most jobs taken in one wake-up; bounds the latency a batch adds to its first request.
@@ -349,7 +349,7 @@ impl Engine {
                 let send: Deferred = Box::new(move |failure: Option<&StoreError>| {
                     let _ = reply.send(match failure {
                         None => result,
-                        Some(failure) => Err(copy_error(failure)),
+                        Some(failure) => Err(failure.duplicate()),
                     });
                 });
                 (send, wait)
@@ -601,7 +601,7 @@ where
 
     fn own_error(&self) -> Option<StoreError> {
         match &self.outcome {
-            Some(Err(error)) => Some(copy_error(error)),
+            Some(Err(error)) => Some(error.duplicate()),
             _ => None,
         }
     }
@@ -875,7 +875,7 @@ fn serve(
             if let Some(lost) = durability.as_ref().and_then(Durability::lost) {
                 // A sync of the WAL failed: nothing committed from now on could be made durable.
                 for write in writes.drain(..) {
-                    write.failed(copy_error(&lost));
+                    write.failed(lost.duplicate());
                 }
                 continue;
             }
@@ -1193,7 +1193,7 @@ fn answer(
                 Some(durability) => durability.committed(writes.drain(..).map(|job| {
                     Box::new(move |failure: Option<&StoreError>| match failure {
                         None => job.committed(),
-                        Some(failure) => job.failed(copy_error(failure)),
+                        Some(failure) => job.failed(failure.duplicate()),
                     }) as Deferred
                 })),
                 None => {
@@ -1216,7 +1216,7 @@ fn answer(
                 None => record_failure(health, &error),
             }
             for job in writes.drain(..) {
-                job.failed(copy_error(&failure));
+                job.failed(failure.duplicate());
             }
         }
     }

@@ -50,18 +50,6 @@ pub(crate) fn shared_failure(error: &rusqlite::Error) -> StoreError {
     }
 }
 
-/// A copy of a store error for a second requester: same variant, same message.
-pub(crate) fn copy_error(error: &StoreError) -> StoreError {
-    if let Some(cannot) = error.cannot_write() {
-        return StoreError::Unavailable(Box::new(cannot.clone()));
-    }
-    match error {
-        StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
-        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
-        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
-    }
-}
-
 /// What keeps the database from writing, when `error` says so: a full disk (or the size limit
 /// reached), a read-only file or file system, an I/O error.
 pub(crate) fn write_block(error: &rusqlite::Error) -> Option<WriteBlock> {

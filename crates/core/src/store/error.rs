@@ -30,6 +30,20 @@ impl StoreError {
             _ => None,
         }
     }
+
+    /// A copy for a second requester of the same outcome (the commit of a batch, a count
+    /// shared by its callers): the same variant and message, and the same [`CannotWrite`].
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        if let Some(cannot) = self.cannot_write() {
+            return Self::Unavailable(Box::new(cannot.clone()));
+        }
+        match self {
+            Self::Unavailable(source) => Self::Unavailable(source.to_string().into()),
+            Self::Backend(source) => Self::Backend(source.to_string().into()),
+            Self::Corrupt(message) => Self::Corrupt(message.clone()),
+        }
+    }
 }
 
 /// What keeps a store that answers from writing.
