@@ -65,14 +65,46 @@ mod tests {
 
     use sessiond_core::store::{StoreError, StoreStats};
     use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
 
     use super::StoreCounts;
 
-    fn stats(active_sessions: u64) -> StoreStats {
-        StoreStats {
-            active_sessions,
+    /// What a count answers, given how many counts have run with it.
+    type Outcome = fn(u64) -> Result<StoreStats, StoreError>;
+    type Caller = JoinHandle<Result<StoreStats, StoreError>>;
+
+    fn counted(run: u64) -> Result<StoreStats, StoreError> {
+        Ok(StoreStats {
+            active_sessions: run,
             ..StoreStats::default()
-        }
+        })
+    }
+
+    fn down(run: u64) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Unavailable(
+            format!("the database is down (count {run})").into(),
+        ))
+    }
+
+    /// A caller, spawned; its count, if it runs one, waits for `release` when there is one,
+    /// then answers `outcome`.
+    fn caller(
+        counts: &Arc<StoreCounts>,
+        runs: &Arc<AtomicU64>,
+        release: Option<oneshot::Receiver<()>>,
+        outcome: Outcome,
+    ) -> Caller {
+        let (counts, runs) = (Arc::clone(counts), Arc::clone(runs));
+        tokio::spawn(async move {
+            counts
+                .count(|| async move {
+                    if let Some(release) = release {
+                        release.await.expect("released");
+                    }
+                    outcome(runs.fetch_add(1, Ordering::AcqRel) + 1)
+                })
+                .await
+        })
     }
 
     /// Lets every spawned task run until it waits (the runtime has one thread).
@@ -82,130 +114,82 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn callers_that_arrive_during_a_count_share_the_next_one() {
-        let counts = Arc::new(StoreCounts::default());
-        let runs = Arc::new(AtomicU64::new(0));
-        let counting = |counts: Arc<StoreCounts>, runs: Arc<AtomicU64>| async move {
-            counts
-                .count(|| async {
-                    let run = runs.fetch_add(1, Ordering::AcqRel) + 1;
-                    Ok(stats(run))
-                })
-                .await
-                .expect("count")
-                .active_sessions
-        };
-
-        // A first count, held until released.
-        let (release, released) = oneshot::channel::<()>();
-        let first = tokio::spawn({
-            let counts = Arc::clone(&counts);
-            let runs = Arc::clone(&runs);
-            async move {
-                counts
-                    .count(|| async {
-                        released.await.expect("released");
-                        let run = runs.fetch_add(1, Ordering::AcqRel) + 1;
-                        Ok(stats(run))
-                    })
-                    .await
-                    .expect("count")
-                    .active_sessions
-            }
-        });
+    /// A first caller whose count runs until the others have arrived: `waiting` callers, all
+    /// answering `outcome`. Answers the first and the others, once the first's count is let go.
+    async fn one_count_then_waiting(
+        counts: &Arc<StoreCounts>,
+        runs: &Arc<AtomicU64>,
+        waiting: usize,
+        outcome: Outcome,
+    ) -> (Caller, Vec<Caller>) {
+        let (release, released) = oneshot::channel();
+        let first = caller(counts, runs, Some(released), outcome);
         settle().await;
-        // Five callers arrive while it runs.
-        let waiting: Vec<_> = (0..5)
-            .map(|_| tokio::spawn(counting(Arc::clone(&counts), Arc::clone(&runs))))
+        let waiting = (0..waiting)
+            .map(|_| caller(counts, runs, None, outcome))
             .collect();
         settle().await;
-        assert_eq!(runs.load(Ordering::Acquire), 0);
+        assert_eq!(runs.load(Ordering::Acquire), 0, "no count has ended yet");
         release.send(()).expect("release");
+        (first, waiting)
+    }
 
-        assert_eq!(first.await.expect("first"), 1);
-        for caller in waiting {
-            // None takes the count that began before it arrived; all share the one after.
-            assert_eq!(caller.await.expect("caller"), 2);
-        }
+    /// Two counts ran, and a caller arriving after both ended counts anew.
+    async fn two_counts_then_a_new_one(counts: &Arc<StoreCounts>, runs: &Arc<AtomicU64>) {
         assert_eq!(runs.load(Ordering::Acquire), 2);
-        // A caller arriving after both counts ended counts anew.
-        assert_eq!(counting(Arc::clone(&counts), Arc::clone(&runs)).await, 3);
+        assert_eq!(
+            active_sessions(caller(counts, runs, None, counted)).await,
+            3
+        );
+    }
+
+    async fn active_sessions(caller: Caller) -> u64 {
+        caller
+            .await
+            .expect("caller")
+            .expect("count")
+            .active_sessions
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn callers_that_arrive_during_a_count_share_the_next_one() {
+        let (counts, runs) = Default::default();
+        let (first, waiting) = one_count_then_waiting(&counts, &runs, 5, counted).await;
+
+        assert_eq!(active_sessions(first).await, 1);
+        for waiting in waiting {
+            // None takes the count that began before it arrived; all share the one after.
+            assert_eq!(active_sessions(waiting).await, 2);
+        }
+        two_counts_then_a_new_one(&counts, &runs).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_failed_count_answers_the_callers_waiting_for_it_and_the_next_caller_counts_again() {
-        let counts = Arc::new(StoreCounts::default());
-        let runs = Arc::new(AtomicU64::new(0));
-        let (release, released) = oneshot::channel::<()>();
-        let failing = tokio::spawn({
-            let counts = Arc::clone(&counts);
-            let runs = Arc::clone(&runs);
-            async move {
-                counts
-                    .count(|| async {
-                        released.await.expect("released");
-                        runs.fetch_add(1, Ordering::AcqRel);
-                        Err(StoreError::Unavailable("the database is down".into()))
-                    })
-                    .await
-            }
-        });
-        settle().await;
-        let waiting: Vec<_> = (0..3)
-            .map(|_| {
-                let counts = Arc::clone(&counts);
-                let runs = Arc::clone(&runs);
-                tokio::spawn(async move {
-                    counts
-                        .count(|| async {
-                            runs.fetch_add(1, Ordering::AcqRel);
-                            Err(StoreError::Unavailable("the database is still down".into()))
-                        })
-                        .await
-                })
-            })
-            .collect();
-        settle().await;
-        release.send(()).expect("release");
+        let (counts, runs) = Default::default();
+        let (first, waiting) = one_count_then_waiting(&counts, &runs, 3, down).await;
 
-        let failure = failing.await.expect("failing").expect_err("a failure");
+        let failure = first.await.expect("first").expect_err("a failure");
         assert!(matches!(failure, StoreError::Unavailable(_)), "{failure:?}");
-        // The three took the next count's failure, counted once for all of them.
-        for caller in waiting {
-            let failure = caller.await.expect("caller").expect_err("a failure");
+        for waiting in waiting {
+            // Each of the three has a copy of the second count's failure.
+            let failure = waiting.await.expect("caller").expect_err("a failure");
             assert!(matches!(failure, StoreError::Unavailable(_)), "{failure:?}");
             let source = std::error::Error::source(&failure).map(ToString::to_string);
-            assert_eq!(source.as_deref(), Some("the database is still down"));
+            assert_eq!(source.as_deref(), Some("the database is down (count 2)"));
         }
-        assert_eq!(runs.load(Ordering::Acquire), 2);
-        // A caller arriving afterwards counts anew.
-        let counted = counts
-            .count(|| async { Ok(stats(7)) })
-            .await
-            .expect("count");
-        assert_eq!(counted.active_sessions, 7);
+        two_counts_then_a_new_one(&counts, &runs).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_count_whose_caller_stopped_waiting_answers_no_one() {
-        let counts = Arc::new(StoreCounts::default());
-        let abandoned = tokio::spawn({
-            let counts = Arc::clone(&counts);
-            async move {
-                counts
-                    .count(std::future::pending::<Result<StoreStats, StoreError>>)
-                    .await
-            }
-        });
+        let (counts, runs) = Default::default();
+        let (_never_released, held) = oneshot::channel();
+        let abandoned = caller(&counts, &runs, Some(held), counted);
         settle().await;
-        let next = tokio::spawn({
-            let counts = Arc::clone(&counts);
-            async move { counts.count(|| async { Ok(stats(9)) }).await }
-        });
+        let next = caller(&counts, &runs, None, counted);
         settle().await;
         abandoned.abort();
-        let counted = next.await.expect("next").expect("count");
-        assert_eq!(counted.active_sessions, 9);
+        assert_eq!(active_sessions(next).await, 1);
     }
 }
