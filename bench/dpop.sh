@@ -28,6 +28,7 @@
 # `cryptography` package. Everything listens on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 CASES=${CASES:-refresh dpop-refresh current dpop-current}
 DURATION=${DURATION:-10s}
@@ -42,16 +43,9 @@ WARM_PROOFS=${WARM_PROOFS:-60000}
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
 python3 -c 'import cryptography' 2>/dev/null || { echo "python3 cryptography missing (pip install cryptography)" >&2; exit 2; }
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 key="dpop-bench-admin-key-0123456789-abcdefghijklmnopq"
 issuer=http://bench
 
@@ -63,11 +57,7 @@ start_server() {
     SESSIOND_MAX_SESSIONS_PER_USER=1000 RUST_LOG=warn SESSIOND_LISTEN=127.0.0.1:$port \
     target/release/sessiond serve >"$work/$1/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 600); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/$1/server.log" >&2; echo "sessiond died" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$port" "$work/$1/server.log"
   base="http://127.0.0.1:$port"
 }
 

@@ -28,6 +28,7 @@
 # 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SIZES=${SIZES:-"10000 1000000"}
 ACTIVE=${ACTIVE:-10000}
@@ -48,16 +49,9 @@ for binary in target/release/sessiond target/release/sessiond-seed; do
 done
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 json_field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -68,23 +62,12 @@ export SESSIOND_ADMIN_KEYS=$key SESSIOND_ISSUER=http://bench \
 lines=()
 for size in $SIZES; do
   seeded=${SEED_DIR:-$work}/sessions-$size
-  if [[ ! -f $seeded/seed.json ]]; then
-    rm -rf "$seeded"
-    mkdir -p "$seeded"
-    echo "seeding $size sessions into $seeded" >&2
-    SESSIOND_DATABASE_URL="sqlite://$seeded/sessiond.db" target/release/sessiond-seed \
-      --sessions "$size" --tokens-out "$seeded/tokens.txt" --tokens "$ACTIVE" >"$seeded/seed.tmp"
-    mv "$seeded/seed.tmp" "$seeded/seed.json"
-  fi
+  seed_once "$seeded" "$size" tokens.txt --tokens "$ACTIVE"
   seed=$(cat "$seeded/seed.json")
   run=$work/run-$size
   rm -rf "$run"
   mkdir -p "$run"
-  # The pristine seeded file stays unspent; each run spends the tokens of its copy.
-  cp "$seeded"/sessiond.db* "$run/"
-  # Written back now, or the kernel writes the copy back during the measured run and every
-  # commit's fsync queues behind it.
-  sync "$run"/sessiond.db*
+  copy_seeded "$seeded" "$run"
   if (($(wc -l <"$seeded/tokens.txt") < ACTIVE)); then
     echo "$seeded was seeded with fewer than ACTIVE=$ACTIVE tokens; remove it to seed again" >&2
     exit 2
@@ -97,11 +80,7 @@ for size in $SIZES; do
     SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS SESSIOND_RATE_LIMITS=off \
     target/release/sessiond serve >"$run/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 600); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "$server" 2>/dev/null || { cat "$run/server.log" >&2; echo "sessiond died" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$port" "$run/server.log"
   rss_start=$(rss_mib "$server")
   run_wrk() { # tokens-file duration
     TOKENS_FILE=$1 WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \

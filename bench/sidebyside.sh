@@ -39,6 +39,7 @@
 # and npm. Everything listens on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 repo=$(pwd)
 
 SIGNING_ALG=${SIGNING_ALG:-EdDSA}
@@ -64,16 +65,9 @@ for binary in target/release/sessiond target/release/sessiond-seed; do
 done
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
@@ -107,20 +101,10 @@ export SESSIOND_DATABASE_URL="sqlite://$work/sessiond.db" SESSIOND_ADMIN_KEYS=$k
   SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
 seeded=$work/seeded
 [[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
-if [[ ! -f $seeded/seed.json ]]; then
-  rm -rf "$seeded"
-  mkdir -p "$seeded"
-  echo "sessiond: seeding $SESSIONS sessions ($SIGNING_ALG) into $seeded" >&2
-  SESSIOND_DATABASE_URL="sqlite://$seeded/sessiond.db" target/release/sessiond-seed \
-    --sessions "$SESSIONS" --tokens-out "$seeded/all.txt" >"$seeded/seed.tmp"
-  mv "$seeded/seed.tmp" "$seeded/seed.json"
-fi
+seed_once "$seeded" "$SESSIONS" all.txt
 echo "seed: $(cat "$seeded/seed.json")" >&2
 if [[ $seeded != "$work/seeded" ]]; then
-  # The pristine seeded file stays unspent; this run spends the tokens of its copy, written
-  # back now so that the kernel does not write the copy back during the measured run.
-  cp "$seeded"/sessiond.db* "$work/"
-  sync "$work"/sessiond.db*
+  copy_seeded "$seeded" "$work"
 else
   mv "$seeded"/sessiond.db* "$work/"
 fi
@@ -130,12 +114,7 @@ tail -n +"$((WARM_TOKENS + 1))" "$seeded/all.txt" >"$work/tokens.txt"
 SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS \
   SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
 server=$!
-for _ in $(seq 600); do
-  curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; echo "sessiond died" >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "sessiond not ready" >&2; exit 1; }
+wait_ready "$port" "$work/server.log"
 
 run_wrk() { # tokens-file duration -> wrk output
   TOKENS_FILE=$1 WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \

@@ -23,6 +23,7 @@
 # Needs `cargo build --release -p sessiond-server -p sessiond-load` and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SESSIONS=${SESSIONS:-250000}
 REQUESTS=${REQUESTS:-8}
@@ -32,40 +33,21 @@ for binary in target/release/sessiond target/release/sessiond-seed; do
   [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
 done
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench_workdir
 
 key="stats-bench-admin-key-0123456789-abcdefghijklmnop"
 export SESSIOND_ADMIN_KEYS=$key SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=EdDSA \
   RUST_LOG=warn
 seeded=${SEED_DIR:-$work}/sidebyside-EdDSA-$SESSIONS
-if [[ ! -f $seeded/seed.json ]]; then
-  rm -rf "$seeded"
-  mkdir -p "$seeded"
-  echo "seeding $SESSIONS sessions into $seeded" >&2
-  SESSIOND_DATABASE_URL="sqlite://$seeded/sessiond.db" target/release/sessiond-seed \
-    --sessions "$SESSIONS" --tokens-out "$seeded/all.txt" >"$seeded/seed.tmp"
-  mv "$seeded/seed.tmp" "$seeded/seed.json"
-fi
+seed_once "$seeded" "$SESSIONS" all.txt
 mkdir -p "$work/run"
-cp "$seeded"/sessiond.db* "$work/run/"
-sync "$work"/run/sessiond.db*
+copy_seeded "$seeded" "$work/run"
 
 port=$((20000 + RANDOM % 20000))
 SESSIOND_DATABASE_URL="sqlite://$work/run/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
   SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
 server=$!
-for _ in $(seq 600); do
-  curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; echo "sessiond died" >&2; exit 1; }
-  sleep 0.1
-done
+wait_ready "$port" "$work/server.log"
 sleep "$SETTLE"
 
 hz=$(getconf CLK_TCK)

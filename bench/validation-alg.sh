@@ -17,6 +17,7 @@
 # 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ALGS=${ALGS:-EdDSA ES256 RS256 HS256}
 DURATION=${DURATION:-10s}
@@ -26,16 +27,9 @@ CONNS=${CONNS:-32}
 [[ -x target/release/sessiond ]] || { echo "target/release/sessiond missing: cargo build --release -p sessiond-server" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
 
-work=$(mktemp -d)
-server=
-cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 key="validation-bench-admin-key-0123456789-abcdefghijklmnop"
 declare -A rps_of
 
@@ -47,11 +41,7 @@ for alg in $ALGS; do
     RUST_LOG=warn SESSIOND_LISTEN=127.0.0.1:$port \
     target/release/sessiond serve >"$work/$alg/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 600); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "$server" 2>/dev/null || { cat "$work/$alg/server.log" >&2; echo "sessiond died" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_ready "$port" "$work/$alg/server.log"
   base="http://127.0.0.1:$port"
   created=$(curl -sf -X POST "$base/v1/sessions" -H "Authorization: Bearer $key" \
     -H 'Content-Type: application/json' \

@@ -1,0 +1,55 @@
+# What the benchmark scripts share; sourced by them, from the repository root.
+# shellcheck shell=bash
+
+# A temporary directory in $work, removed when the script exits, after the server whose pid is
+# in $server (if any) is stopped.
+bench_workdir() {
+  work=$(mktemp -d)
+  server=
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  if [[ -n $server ]]; then kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+
+# User + system CPU of process $1, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# seed_once DIR SESSIONS TOKENS_FILE [sessiond-seed options...]: seeds a SQLite file in DIR
+# with SESSIONS sessions (one user each), their refresh tokens in DIR/TOKENS_FILE and
+# sessiond-seed's summary in DIR/seed.json, unless DIR holds a finished seed already (a
+# seed.json). Reads the server's settings (issuer, signing algorithm) from the environment.
+seed_once() {
+  local dir=$1 sessions=$2 tokens=$3
+  shift 3
+  [[ -f $dir/seed.json ]] && return 0
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  echo "seeding $sessions sessions into $dir" >&2
+  SESSIOND_DATABASE_URL="sqlite://$dir/sessiond.db" target/release/sessiond-seed \
+    --sessions "$sessions" --tokens-out "$dir/$tokens" "$@" >"$dir/seed.tmp"
+  mv "$dir/seed.tmp" "$dir/seed.json"
+}
+
+# copy_seeded DIR DEST: a copy of the seeded file in DIR (with its master key) in DEST. The
+# pristine file stays unspent; a run spends the tokens of its copy. The copy is written back
+# now, or the kernel writes it back during the measured run and every commit's sync queues
+# behind it.
+copy_seeded() {
+  cp "$1"/sessiond.db* "$2/"
+  sync "$2"/sessiond.db*
+}
+
+# wait_ready PORT LOG: waits (up to 60 s) until the server in $server answers /healthz on PORT;
+# stops the script if it dies first (printing LOG, its output) or never answers.
+wait_ready() {
+  for _ in $(seq 600); do
+    curl -sf -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
+    kill -0 "$server" 2>/dev/null || { cat "$2" >&2; echo "sessiond died" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "sessiond not ready" >&2
+  exit 1
+}
