@@ -17,7 +17,7 @@ use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
 use sessiond_core::device::DeviceRecord;
 use sessiond_core::event::{self, EventCursor, EventFilter, NewEvent, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
-use sessiond_core::session::{Device, DeviceType, RevokeReason, Session};
+use sessiond_core::session::{RevokeReason, Session};
 use sessiond_core::store::{
     AuditFor, AuditStore, CannotWrite, DeviceStore, EncryptionStore, EventStore, KeyStore,
     ProofStore, RetireOutcome, RetiredKey, Revocation, RevocationFeed, RevokedSessionRef, Rotation,
@@ -645,39 +645,6 @@ async fn record_device(
     row.try_get("inserted").map_err(store_error)
 }
 
-fn device_from_row(row: &PgRow, cipher: &CipherSlot) -> Result<DeviceRecord, StoreError> {
-    let text =
-        |index: usize| -> Result<String, StoreError> { row.try_get(index).map_err(store_error) };
-    let optional = |index: usize| -> Result<Option<String>, StoreError> {
-        row.try_get(index).map_err(store_error)
-    };
-    let (user_id, device_id) = (text(0)?, text(1)?);
-    let key = device_row(&user_id, &device_id);
-    let mut unreadable = Vec::new();
-    let mut open = |column: &'static str, index: usize| -> Result<Option<String>, StoreError> {
-        Ok(cipher.open_text_or_note(column, &key, optional(index)?, &mut unreadable))
-    };
-    let name = open(DEVICE_NAME, 2)?;
-    let user_agent = open(DEVICE_USER_AGENT, 7)?;
-    let last_ip = open(DEVICE_LAST_IP, 8)?;
-    Ok(DeviceRecord {
-        user_id: UserId::from_trusted(user_id),
-        device: Device {
-            id: DeviceId::from_trusted(device_id),
-            name,
-            device_type: DeviceType::from_name(&text(3)?),
-            browser: optional(4)?,
-            os: optional(5)?,
-            trusted: row.try_get(6).map_err(store_error)?,
-        },
-        user_agent,
-        last_ip,
-        first_seen_at: rows::timestamp(row, 9)?,
-        last_seen_at: rows::timestamp(row, 10)?,
-        unreadable,
-    })
-}
-
 /// Queues a notification for each of `revoked`, sent by PostgreSQL only if the transaction
 /// commits.
 async fn notify_revoked(
@@ -1045,7 +1012,7 @@ impl DeviceStore for PostgresStore {
             .await
             .map_err(store_error)?;
             rows.iter()
-                .map(|row| device_from_row(row, &self.cipher))
+                .map(|row| rows::device(row, &self.cipher))
                 .collect()
         })
         .await

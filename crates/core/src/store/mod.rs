@@ -28,6 +28,7 @@ pub mod error;
 mod events;
 mod keys;
 mod proofs;
+pub mod rows;
 mod sessions;
 
 pub use audit::AuditStore;
