@@ -42,6 +42,19 @@ copy_seeded() {
   sync "$2"/sessiond.db*
 }
 
+# serve_sqlite DIR: starts a release `sessiond serve` on DIR/sessiond.db, listening on a free
+# port in $port, its pid in $server and its output in DIR/server.log, with SYNCHRONOUS (default
+# full) and rate limits off, and waits until it answers. Its other settings come from the
+# environment.
+serve_sqlite() {
+  port=$((20000 + RANDOM % 20000))
+  SESSIOND_DATABASE_URL="sqlite://$1/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
+    SESSIOND_SQLITE_SYNCHRONOUS=${SYNCHRONOUS:-full} SESSIOND_RATE_LIMITS=off \
+    target/release/sessiond serve >"$1/server.log" 2>&1 &
+  server=$!
+  wait_ready "$port" "$1/server.log"
+}
+
 # wait_ready PORT LOG: waits (up to 60 s) until the server in $server answers /healthz on PORT;
 # stops the script if it dies first (printing LOG, its output) or never answers.
 wait_ready() {

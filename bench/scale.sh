@@ -75,12 +75,7 @@ for size in $SIZES; do
   head -n "$WARM_TOKENS" "$seeded/tokens.txt" >"$run/warm.txt"
   head -n "$ACTIVE" "$seeded/tokens.txt" | tail -n +"$((WARM_TOKENS + 1))" >"$run/tokens.txt"
 
-  port=$((20000 + RANDOM % 20000))
-  SESSIOND_DATABASE_URL="sqlite://$run/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
-    SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS SESSIOND_RATE_LIMITS=off \
-    target/release/sessiond serve >"$run/server.log" 2>&1 &
-  server=$!
-  wait_ready "$port" "$run/server.log"
+  serve_sqlite "$run"
   rss_start=$(rss_mib "$server")
   run_wrk() { # tokens-file duration
     TOKENS_FILE=$1 WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \

@@ -96,8 +96,7 @@ fi
 
 # --- sessiond -------------------------------------------------------------------------------
 key="sidebyside-admin-key-0123456789-abcdefghijklmnop"
-port=$((20000 + RANDOM % 20000))
-export SESSIOND_DATABASE_URL="sqlite://$work/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
+export SESSIOND_ADMIN_KEYS=$key \
   SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
 seeded=$work/seeded
 [[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
@@ -111,10 +110,7 @@ fi
 head -n "$WARM_TOKENS" "$seeded/all.txt" >"$work/warm.txt"
 tail -n +"$((WARM_TOKENS + 1))" "$seeded/all.txt" >"$work/tokens.txt"
 
-SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_SQLITE_SYNCHRONOUS=$SYNCHRONOUS \
-  SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
-server=$!
-wait_ready "$port" "$work/server.log"
+serve_sqlite "$work"
 
 run_wrk() { # tokens-file duration -> wrk output
   TOKENS_FILE=$1 WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \

@@ -43,11 +43,7 @@ seed_once "$seeded" "$SESSIONS" all.txt
 mkdir -p "$work/run"
 copy_seeded "$seeded" "$work/run"
 
-port=$((20000 + RANDOM % 20000))
-SESSIOND_DATABASE_URL="sqlite://$work/run/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
-  SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$work/server.log" 2>&1 &
-server=$!
-wait_ready "$port" "$work/server.log"
+serve_sqlite "$work/run"
 sleep "$SETTLE"
 
 hz=$(getconf CLK_TCK)

@@ -244,8 +244,10 @@ impl Engine {
         let writer_settings = settings.clone();
         let health = Arc::new(WriteHealth::default());
         let writer_health = Arc::clone(&health);
+        // The store's thread names fit Linux's 15 bytes, so that `/proc/PID/task/*/comm` (and
+        // `top -H`, `perf`) tell its three threads apart (`bench/threads.sh` reads them).
         std::thread::Builder::new()
-            .name("sessiond-sqlite".into())
+            .name("sqlite-storage".into())
             .spawn(move || {
                 let opened = writer_settings.open_writer().and_then(|mut connection| {
                     prepare(&mut connection)?;
@@ -933,7 +935,7 @@ impl Checkpointer {
         let caught_up = Arc::new(AtomicBool::new(false));
         let reached_end = Arc::clone(&caught_up);
         let thread = std::thread::Builder::new()
-            .name("sessiond-sqlite-checkpoint".into())
+            .name("sqlite-checkpt".into())
             .spawn(move || {
                 let mut pause = IDLE_CHECKPOINT_INTERVAL;
                 let mut last = (0, 0);

@@ -123,7 +123,7 @@ impl Syncer {
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name("sessiond-sqlite-sync".into())
+            .name("sqlite-sync".into())
             .spawn(move || run(&thread_shared, &mut sync, &failed))
             .map_err(|error| StoreError::Backend(Box::new(error)))?;
         Ok(Self {
