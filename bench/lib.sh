@@ -14,6 +14,22 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
+# Stops the script unless the release server and seeder are built.
+require_release_build() {
+  local binary
+  for binary in target/release/sessiond target/release/sessiond-seed; do
+    [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
+  done
+}
+
+# Stops the script unless wrk is installed.
+require_wrk() {
+  command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+}
+
+# field LINE KEY: the value of KEY in a line of KEY=VALUE words (a wrk script's RESULT line).
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
+
 # User + system CPU of process $1, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -44,16 +44,13 @@ for size in $SIZES; do
   if ((size < ACTIVE)); then echo "size $size is below ACTIVE=$ACTIVE" >&2; exit 2; fi
 done
 if ((WARM_TOKENS >= ACTIVE)); then echo "WARM_TOKENS must be below ACTIVE" >&2; exit 2; fi
-for binary in target/release/sessiond target/release/sessiond-seed; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
-command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+require_release_build
+require_wrk
 
 bench_workdir
 
 hz=$(getconf CLK_TCK)
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 json_field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
 key="scale-bench-admin-key-0123456789-abcdefghijklmnop"

@@ -60,16 +60,13 @@ if ((WARM_TOKENS >= SESSIONS)); then
   echo "WARM_TOKENS ($WARM_TOKENS) must be below SESSIONS ($SESSIONS)" >&2
   exit 2
 fi
-for binary in target/release/sessiond target/release/sessiond-seed; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
-command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+require_release_build
+require_wrk
 
 bench_workdir
 
 hz=$(getconf CLK_TCK)
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
 # --- the peer -------------------------------------------------------------------------------
 peer_line=

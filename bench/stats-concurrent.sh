@@ -29,9 +29,7 @@ SESSIONS=${SESSIONS:-250000}
 REQUESTS=${REQUESTS:-8}
 SETTLE=${SETTLE:-6}
 SEED_DIR=${SEED_DIR:-}
-for binary in target/release/sessiond target/release/sessiond-seed; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
+require_release_build
 
 bench_workdir
 

@@ -43,17 +43,14 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SEED_DIR=${SEED_DIR:-}
 PERF_STAT=${PERF_STAT:-0}
-for binary in target/release/sessiond target/release/sessiond-seed; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
-command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+require_release_build
+require_wrk
 if [[ $PERF_STAT == 1 ]]; then
   command -v perf >/dev/null || { echo "perf missing (PERF_STAT=1)" >&2; exit 2; }
 fi
 
 bench_workdir
 hz=$(getconf CLK_TCK)
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
 export SESSIOND_ADMIN_KEYS=threads-admin-key-0123456789-abcdefghijklmnop \
   SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn

@@ -25,10 +25,8 @@ SIGNING_ALG=${SIGNING_ALG:-EdDSA}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
 SESSIONS=${SESSIONS:-250000}
 SEED_DIR=${SEED_DIR:-}
-for binary in target/release/sessiond target/release/sessiond-seed; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
-command -v wrk >/dev/null || { echo "wrk missing (apt-get install -y wrk)" >&2; exit 2; }
+require_release_build
+require_wrk
 
 bench_workdir
 export SESSIOND_ADMIN_KEYS=walframes-admin-key-0123456789-abcdefghijklmnop \
