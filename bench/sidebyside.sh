@@ -28,6 +28,10 @@
 #                needs rate × (WARMUP + DURATION) tokens: 250,000 covers 18,000/s. The run
 #                fails if refresh.lua reports exhausted tokens or a non-200 answer.
 #   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 50000)
+#   ORDER        created (default): the tokens are spent in the order their sessions were
+#                created, as when sessions that began together come back together (their
+#                access tokens expire together); shuffled: in a random order (a fixed one, the
+#                same every run), so that each refresh reads and writes pages at random
 #   DURATION (10s), WARMUP (3s), THREADS (2), CONNS (32): the wrk run, as the peer's
 #   SKIP_PEER=1  run sessiond only
 #   SEED_DIR     keep the seeded file (sidebyside-ALG-SESSIONS/) here and start later runs from
@@ -52,10 +56,15 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SKIP_PEER=${SKIP_PEER:-0}
 SEED_DIR=${SEED_DIR:-}
+ORDER=${ORDER:-created}
 case $SIGNING_ALG in
   RS256 | ES256) PEER_ALG=${PEER_ALG:-$SIGNING_ALG} ;;
   *) PEER_ALG=${PEER_ALG:-RS256} ;;
 esac
+if [[ $ORDER != created && $ORDER != shuffled ]]; then
+  echo "ORDER must be created or shuffled, not $ORDER" >&2
+  exit 2
+fi
 if ((WARM_TOKENS >= SESSIONS)); then
   echo "WARM_TOKENS ($WARM_TOKENS) must be below SESSIONS ($SESSIONS)" >&2
   exit 2
@@ -106,6 +115,12 @@ else
 fi
 head -n "$WARM_TOKENS" "$seeded/all.txt" >"$work/warm.txt"
 tail -n +"$((WARM_TOKENS + 1))" "$seeded/all.txt" >"$work/tokens.txt"
+if [[ $ORDER == shuffled ]]; then
+  for list in warm tokens; do
+    shuf --random-source=<(yes sessiond) "$work/$list.txt" >"$work/$list.shuffled"
+    mv "$work/$list.shuffled" "$work/$list.txt"
+  done
+fi
 
 serve_sqlite "$work"
 
@@ -127,7 +142,9 @@ wrk_cpu_s=$(awk '{printf "%.2f", $1 + $2}' <<<"$wrk_cpu")
 kill "$server"; wait "$server" 2>/dev/null || true; server=
 
 [[ -n $peer_line ]] && echo "$peer_line"
-echo "sessiond refresh ($SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions, \
+order=
+[[ $ORDER == shuffled ]] && order=", shuffled"
+echo "sessiond refresh ($SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions$order, \
 -t$THREADS -c$CONNS -d$DURATION): $(field "$result" rps) req/s p50 $(field "$result" p50_ms) ms \
 p99 $(field "$result" p99_ms) ms non2xx $(field "$result" non200) \
 exhausted $(field "$result" exhausted) | server cpu/refresh ${cpu_us} us wrk cpu ${wrk_cpu_s} s \

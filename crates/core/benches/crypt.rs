@@ -10,6 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use sessiond_core::Timestamp;
 use sessiond_core::crypt::Cipher;
 use sessiond_core::crypt::columns::{SEALED_SUCCESSOR, SESSION_METADATA, SESSION_USER_AGENT};
 use sessiond_core::crypt::{CipherSlot, DataKey};
@@ -31,7 +32,9 @@ fn pair() -> IssuedPair {
         // An EdDSA access token of the usual claims is about 450 bytes.
         access_token: "x".repeat(450),
         access_expires_at_ms: 1,
-        refresh_token: RefreshToken::generate().expose().to_owned(),
+        refresh_token: RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000))
+            .expose()
+            .to_owned(),
         refresh_expires_at_ms: 2,
     }
 }
@@ -60,7 +63,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let token = RefreshToken::generate();
+    let token = RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000));
     let pair = pair();
     let inner = token.seal_successor(&pair);
     let outer = slot

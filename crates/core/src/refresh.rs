@@ -2,16 +2,22 @@
 //!
 //! A refresh token is `sdr_` followed by 44 bytes in base64url: 8 bytes naming its *chain*, a
 //! 4-byte *position* in it (big-endian), then 32 bytes (256 bits) from the CSPRNG. The first
-//! token of a session starts a chain at a random name and position; each successor repeats the
-//! chain of the token it replaces at the next position (wrapping), with 32 fresh random bytes.
-//! Chain and position are no secret: they carry none of the token's randomness.
+//! token of a session starts a chain at a random position, under a name made of the time it
+//! starts (milliseconds since the epoch, 6 bytes, big-endian) and 2 random bytes; each
+//! successor repeats the chain of the token it replaces at the next position (wrapping), with
+//! 32 fresh random bytes. Chain and position are no secret: they carry none of the token's
+//! randomness, and tell the token's holder no more than when its session began.
 //!
 //! Storage sees only the token's [`RefreshTokenHash`]: its chain and position (12 bytes)
 //! followed by the first 20 bytes of the SHA-256 of the whole token. A copy of the database
 //! thus yields no usable token, and the key of a successor sorts right after that of the token
 //! it replaces: a rotation updates its spent token and inserts its successor in the same page
 //! of the token index, where keys in no order would put them on two pages chosen at random
-//! (each one more page to read, log and checkpoint per refresh).
+//! (each one more page to read, log and checkpoint per refresh). Chains named by their start
+//! sort in the order their sessions began, which is also the order of the sessions' own rows:
+//! sessions that began together, and so come back to refresh together (their access tokens
+//! expire together), share pages of the token index as they share pages of the session table,
+//! where random names would scatter their tokens over the whole index.
 //!
 //! Tokens minted before chains were `sdr_` and 32 random bytes (43 characters), stored under
 //! their bare SHA-256; they are still accepted and looked up so, and each one's successor
@@ -39,6 +45,9 @@ use crate::time::Timestamp;
 const PREFIX: &str = "sdr_";
 /// The bytes a successor repeats from the token it replaces: the chain.
 const CHAIN_BYTES: usize = 8;
+/// The bytes of a chain's name that give the time it started, in milliseconds (until the year
+/// 10889); the rest of the name is random.
+const CHAIN_TIME_BYTES: usize = 6;
 /// The chain and the position in it, at the start of both the token and its key.
 const LOCATOR_BYTES: usize = CHAIN_BYTES + 4;
 /// The base64url characters that encode the locator (12 bytes, no bits to spare).
@@ -76,18 +85,22 @@ impl std::fmt::Debug for RefreshToken {
 }
 
 impl RefreshToken {
-    /// Mints the first token of a chain from the thread's CSPRNG (see [`crate::random`]).
-    pub fn generate() -> Self {
+    /// Mints the first token of a chain that starts at `now`, its random bytes from the thread's
+    /// CSPRNG (see [`crate::random`]).
+    pub fn generate(now: Timestamp) -> Self {
         let mut locator = [0u8; LOCATOR_BYTES];
-        crate::random::fill(&mut locator);
+        let millis = u64::try_from(now.unix_millis()).unwrap_or(0).to_be_bytes();
+        locator[..CHAIN_TIME_BYTES].copy_from_slice(&millis[millis.len() - CHAIN_TIME_BYTES..]);
+        crate::random::fill(&mut locator[CHAIN_TIME_BYTES..]);
         Self::mint(locator)
     }
 
     /// Mints the token that replaces this one: the same chain at the next position, with 32
-    /// fresh random bytes. A token minted before chains is replaced by the first of a new one.
-    pub fn successor(&self) -> Self {
+    /// fresh random bytes. A token minted before chains is replaced by the first of a new one,
+    /// which starts at `now`.
+    pub fn successor(&self, now: Timestamp) -> Self {
         let Some(mut locator) = self.locator else {
-            return Self::generate();
+            return Self::generate(now);
         };
         let mut position = [0u8; LOCATOR_BYTES - CHAIN_BYTES];
         position.copy_from_slice(&locator[CHAIN_BYTES..]);
@@ -313,18 +326,23 @@ mod tests {
     use crate::session::tests::session_at;
     use std::time::Duration;
 
+    /// When the tokens of these tests are minted.
+    fn at() -> Timestamp {
+        Timestamp::from_unix_millis(1_764_910_000_000)
+    }
+
     fn pair() -> IssuedPair {
         IssuedPair {
             access_token: "a.b.c".into(),
             access_expires_at_ms: 1,
-            refresh_token: RefreshToken::generate().expose().to_owned(),
+            refresh_token: RefreshToken::generate(at()).expose().to_owned(),
             refresh_expires_at_ms: 2,
         }
     }
 
     fn record(spent_at: Option<Timestamp>, successor_spent: bool) -> RefreshTokenRecord {
         RefreshTokenRecord {
-            hash: RefreshToken::generate().hash(),
+            hash: RefreshToken::generate(at()).hash(),
             issued_at: Timestamp::from_unix_millis(0),
             spent_at,
             sealed_successor: spent_at.map(|_| vec![0; 40]),
@@ -334,8 +352,8 @@ mod tests {
 
     #[test]
     fn tokens_are_long_random_and_parse_back() {
-        let first = RefreshToken::generate();
-        let second = RefreshToken::generate();
+        let first = RefreshToken::generate(at());
+        let second = RefreshToken::generate(at());
         assert_ne!(first.expose(), second.expose());
         assert_eq!(first.expose().len(), TOKEN_LEN);
         let parsed = RefreshToken::parse(first.expose()).unwrap();
@@ -366,10 +384,10 @@ mod tests {
 
     #[test]
     fn a_sealed_successor_opens_only_with_its_own_token() {
-        let token = RefreshToken::generate();
+        let token = RefreshToken::generate(at());
         let sealed = token.seal_successor(&pair());
         assert!(token.open_successor(&sealed).is_ok());
-        let other = RefreshToken::generate();
+        let other = RefreshToken::generate(at());
         assert!(matches!(
             other.open_successor(&sealed),
             Err(Error::Corrupt(_))
@@ -387,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_successor_keeps_the_chain_takes_the_next_position_and_fresh_random_bytes() {
-        let first = RefreshToken::generate();
+        let first = RefreshToken::generate(at());
         let mut keys = vec![first.hash()];
         let mut token = first.clone();
         let mut randoms = std::collections::HashSet::new();
@@ -395,7 +413,7 @@ mod tests {
             u32::from_be_bytes(bytes[CHAIN_BYTES..LOCATOR_BYTES].try_into().unwrap())
         };
         for _ in 0..50 {
-            let next = token.successor();
+            let next = token.successor(at());
             let (before, after) = (decoded(&token), decoded(&next));
             assert_eq!(next.expose().len(), TOKEN_LEN);
             assert_eq!(after.len(), TOKEN_BYTES);
@@ -405,7 +423,7 @@ mod tests {
             let parsed = RefreshToken::parse(next.expose()).unwrap();
             assert_eq!(parsed.hash(), next.hash());
             assert_eq!(
-                parsed.successor().hash().0[..LOCATOR_BYTES],
+                parsed.successor(at()).hash().0[..LOCATOR_BYTES],
                 {
                     let mut locator = after[..LOCATOR_BYTES].to_vec();
                     locator[CHAIN_BYTES..]
@@ -429,8 +447,37 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_is_named_by_its_start_so_chains_sort_in_the_order_they_began() {
+        let start = at();
+        let later = start.plus(Duration::from_millis(1));
+        let name = |token: &RefreshToken| decoded(token)[..CHAIN_BYTES].to_vec();
+        let first = RefreshToken::generate(start);
+        assert_eq!(
+            name(&first)[..CHAIN_TIME_BYTES],
+            start.unix_millis().to_be_bytes()[2..]
+        );
+        // The successor keeps the name whenever it is minted.
+        assert_eq!(name(&first.successor(later)), name(&first));
+        for _ in 0..20 {
+            let (earlier, next) = (RefreshToken::generate(start), RefreshToken::generate(later));
+            assert!(earlier.hash().0 < next.hash().0);
+        }
+        // Within one millisecond the rest of the name and the position are random.
+        let names: std::collections::HashSet<_> = (0..20)
+            .map(|_| RefreshToken::generate(start).hash().0[..LOCATOR_BYTES].to_vec())
+            .collect();
+        assert_eq!(names.len(), 20);
+        // A token minted before chains starts its successor's chain at the time of the rotation.
+        let unchained = RefreshToken::parse(&format!("sdr_{}", LENIENT.encode([9u8; 32]))).unwrap();
+        assert_eq!(
+            name(&unchained.successor(later))[..CHAIN_TIME_BYTES],
+            later.unix_millis().to_be_bytes()[2..]
+        );
+    }
+
+    #[test]
     fn a_key_is_the_chain_and_position_then_the_tokens_sha256() {
-        let token = RefreshToken::generate();
+        let token = RefreshToken::generate(at());
         let digest = sha256(token.expose().as_bytes());
         let bytes = decoded(&token);
         assert_eq!(token.hash().0[..LOCATOR_BYTES], bytes[..LOCATOR_BYTES]);
@@ -454,7 +501,7 @@ mod tests {
         assert_eq!(unchained.len(), UNCHAINED_TOKEN_LEN);
         let token = RefreshToken::parse(&unchained).unwrap();
         assert_eq!(token.hash().0, sha256(unchained.as_bytes()));
-        let successor = token.successor();
+        let successor = token.successor(at());
         assert_eq!(successor.expose().len(), TOKEN_LEN);
         assert_ne!(decoded(&successor)[..CHAIN_BYTES], [7u8; CHAIN_BYTES]);
         let sealed = token.seal_successor(&pair());

@@ -331,7 +331,7 @@ impl SessionService {
         let access =
             self.issue_access_token(&session, now, session.access_token_expiry(now, policy))?;
         session.access_expires_at = access.expires_at;
-        let refresh = RefreshToken::generate();
+        let refresh = RefreshToken::generate(now);
         let created = audit_event(
             "session.created",
             Severity::Info,
@@ -682,7 +682,7 @@ impl SessionService {
             })?,
             None => self.issue_access_token(&session, now, access_expires_at)?,
         };
-        let successor = token.successor();
+        let successor = token.successor(now);
         let pair = IssuedPair {
             access_token: access.token,
             access_expires_at_ms: access.expires_at.unix_millis(),

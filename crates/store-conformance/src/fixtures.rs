@@ -71,7 +71,7 @@ pub async fn create<S: SessionStore + ?Sized>(
     session: &Session,
     max_active: u32,
 ) -> (RefreshToken, Vec<Session>) {
-    let token = RefreshToken::generate();
+    let token = RefreshToken::generate(session.created_at);
     let created = event_for("session.created", session, session.created_at);
     let evicted = store
         .create_session(
@@ -98,7 +98,7 @@ pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timesta
     Rotation {
         presented,
         session_id: session,
-        successor: RefreshToken::generate().hash(),
+        successor: RefreshToken::generate(now).hash(),
         sealed_successor: vec![7; 64],
         now,
         idle_expires_at: now.plus(Duration::from_secs(3600)),

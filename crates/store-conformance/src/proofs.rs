@@ -96,7 +96,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     );
     let loser = Rotation {
         bind_dpop_jkt: Some(KEY_B.into()),
-        successor: RefreshToken::generate().hash(),
+        successor: RefreshToken::generate(T0.plus(ms(5))).hash(),
         ..rotation_of(other_token.hash(), other.id, T0.plus(ms(5)))
     };
     assert_eq!(

@@ -279,7 +279,7 @@ pub async fn mixed_writes_of_one_user_on_two_instances_never_deadlock<B: Backend
             match index % 4 {
                 0 => {
                     let fresh = session_for("alice", now);
-                    let token = sessiond_core::refresh::RefreshToken::generate();
+                    let token = sessiond_core::refresh::RefreshToken::generate(now);
                     let created = event_for("session.created", &fresh, now);
                     store
                         .create_session(&fresh, &token.hash(), 4, &created, &audit, &created)

@@ -38,7 +38,7 @@ pub async fn a_created_session_is_found_by_its_token_and_each_token_rotates_once
     assert!(!record.successor_spent);
     assert!(
         store
-            .find_refresh_token(&RefreshToken::generate().hash())
+            .find_refresh_token(&RefreshToken::generate(T0).hash())
             .await
             .unwrap()
             .is_none(),

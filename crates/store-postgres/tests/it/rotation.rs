@@ -216,7 +216,7 @@ async fn rotations_that_arrive_together_share_a_statement_and_each_gets_its_own_
         .enumerate()
         .map(|(index, (session, token))| {
             let presented = if index % 6 == 1 {
-                RefreshToken::generate().hash()
+                RefreshToken::generate(now).hash()
             } else {
                 token.hash()
             };

@@ -269,8 +269,17 @@ fn refresh_tokens_parse_only_in_their_two_shapes() {
         ".{0,70}".prop_map(|rest| format!("sdr_{rest}")),
         "[A-Za-z0-9_-]{40,46}".prop_map(|rest| format!("sdr_{rest}")),
         "[A-Za-z0-9_-]{56,62}".prop_map(|rest| format!("sdr_{rest}")),
-        Just(RefreshToken::generate().expose().to_owned()),
-        Just(RefreshToken::generate().successor().expose().to_owned()),
+        Just(
+            RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000))
+                .expose()
+                .to_owned()
+        ),
+        Just(
+            RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000))
+                .successor(Timestamp::from_unix_millis(1_700_000_000_001))
+                .expose()
+                .to_owned()
+        ),
     ];
     check(presented, |presented| {
         // 43 characters: minted before chains; 59: chain, position and 32 random bytes.
@@ -298,7 +307,7 @@ fn refresh_tokens_parse_only_in_their_two_shapes() {
 
 #[test]
 fn arbitrary_sealed_successors_fail_to_open_without_panicking() {
-    let token = RefreshToken::generate();
+    let token = RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000));
     check(prop::collection::vec(any::<u8>(), 0..300), |sealed| {
         prop_assert!(matches!(
             token.open_successor(&sealed),
