@@ -26,10 +26,8 @@ require_release_build
 require_wrk
 
 bench_workdir
-export SESSIOND_ADMIN_KEYS=growth-admin-key-0123456789-abcdefghijklmnop \
-  SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
-seeded=$work/seeded
-[[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sessions-$SESSIONS
+bench_server_env growth
+seeded=$(seeded_dir "sessions-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" tokens.txt --tokens "$ACTIVE"
 copy_seeded "$seeded" "$work"
 head -n "$ACTIVE" "$seeded/tokens.txt" >"$work/tokens.txt"

@@ -33,6 +33,19 @@ field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 # User + system CPU of process $1, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# bench_server_env NAME: exports the settings the scripts' servers share: an admin key named
+# after NAME, the issuer http://bench, SIGNING_ALG (default EdDSA), warnings only in the log.
+bench_server_env() {
+  export SESSIOND_ADMIN_KEYS=$1-admin-key-0123456789-abcdefghijklmnop \
+    SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=${SIGNING_ALG:-EdDSA} RUST_LOG=warn
+}
+
+# seeded_dir LAYOUT: the directory of a seeded file: SEED_DIR/LAYOUT when SEED_DIR is set (kept
+# for later runs), else the run's own $work/seeded.
+seeded_dir() {
+  if [[ -n ${SEED_DIR:-} ]]; then echo "$SEED_DIR/$1"; else echo "$work/seeded"; fi
+}
+
 # seed_once DIR SESSIONS TOKENS_FILE [sessiond-seed options...]: seeds a SQLite file in DIR
 # with SESSIONS sessions (one user each), their refresh tokens in DIR/TOKENS_FILE and
 # sessiond-seed's summary in DIR/seed.json, unless DIR holds a finished seed already (a

@@ -101,11 +101,8 @@ wrk cpu $(field "$peer_result" wrk_cpu_s) s | rss ${peer_rss} MiB"
 fi
 
 # --- sessiond -------------------------------------------------------------------------------
-key="sidebyside-admin-key-0123456789-abcdefghijklmnop"
-export SESSIOND_ADMIN_KEYS=$key \
-  SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
-seeded=$work/seeded
-[[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
+bench_server_env sidebyside
+seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 echo "seed: $(cat "$seeded/seed.json")" >&2
 if [[ $seeded != "$work/seeded" ]]; then

@@ -52,12 +52,10 @@ fi
 bench_workdir
 hz=$(getconf CLK_TCK)
 
-export SESSIOND_ADMIN_KEYS=threads-admin-key-0123456789-abcdefghijklmnop \
-  SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
-seeded=$work/seeded
+bench_server_env threads
 case $MODE in
   spend)
-    [[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
+    seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
     seed_once "$seeded" "$SESSIONS" all.txt
     warm_tokens=$((SESSIONS / 5))
     head -n "$warm_tokens" "$seeded/all.txt" >"$work/warm.txt"
@@ -65,7 +63,7 @@ case $MODE in
     script=bench/wrk/refresh.lua
     ;;
   chain)
-    [[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sessions-$SESSIONS
+    seeded=$(seeded_dir "sessions-$SESSIONS")
     seed_once "$seeded" "$SESSIONS" tokens.txt --tokens "$ACTIVE"
     head -n "$((ACTIVE / 5))" "$seeded/tokens.txt" >"$work/warm.txt"
     head -n "$ACTIVE" "$seeded/tokens.txt" | tail -n +"$((ACTIVE / 5 + 1))" >"$work/tokens.txt"

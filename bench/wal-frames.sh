@@ -29,10 +29,8 @@ require_release_build
 require_wrk
 
 bench_workdir
-export SESSIOND_ADMIN_KEYS=walframes-admin-key-0123456789-abcdefghijklmnop \
-  SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
-seeded=$work/seeded
-[[ -n $SEED_DIR ]] && seeded=$SEED_DIR/sidebyside-$SIGNING_ALG-$SESSIONS
+bench_server_env walframes
+seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 
 for round in $(seq "$ROUNDS"); do
