@@ -199,6 +199,18 @@ impl SessionStore for InstrumentedStore {
             .await
     }
 
+    async fn purge_successor_pairs(
+        &self,
+        spent_before: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOperation::Purge,
+            self.inner.purge_successor_pairs(spent_before, batch),
+        )
+        .await
+    }
+
     async fn announce_expired(
         &self,
         now: Timestamp,

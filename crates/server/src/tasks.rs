@@ -58,6 +58,10 @@ pub const PURGE_BATCH: u32 = 500;
 const EVENT_PURGE_BATCH: u32 = 2_000;
 /// Expired DPoP proof ids deleted per purge transaction.
 const PROOF_PURGE_BATCH: u32 = 2_000;
+/// Sealed successor pairs forgotten per statement.
+const PAIR_PURGE_BATCH: u32 = 2_000;
+/// How long after its replay window closes a sealed pair is kept: a safety margin for clocks.
+const PAIR_PURGE_MARGIN: Duration = Duration::from_secs(60);
 /// How often sessions that reached their expiry are announced: how late a `session.expired`
 /// event can be.
 pub const EXPIRY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
@@ -271,6 +275,7 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
     while !wait_or_stop(PURGE_INTERVAL, &mut stopped).await {
         purge_events(&state, &stopped).await;
         purge_dpop_proofs(&state, &stopped).await;
+        purge_successor_pairs(&state, &stopped).await;
         let mut total = 0;
         loop {
             match state.service.purge_batch(PURGE_BATCH).await {
@@ -314,6 +319,30 @@ async fn purge_events(state: &AppState, stopped: &watch::Receiver<bool>) {
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(error) => {
                 tracing::warn!(error = %error, "purging old events failed; will retry");
+                break;
+            }
+        }
+    }
+}
+
+/// Forgets, in batches, the sealed successor pairs whose replay window closed at least
+/// [`PAIR_PURGE_MARGIN`] ago: no refresh can be answered with them any more
+/// (`sessiond_core::refresh::decide_refresh`), and each is some 800 bytes per refresh.
+async fn purge_successor_pairs(state: &AppState, stopped: &watch::Receiver<bool>) {
+    let policy = state.service.policy();
+    let window = policy.reuse_grace.max(policy.unused_successor_replay);
+    let spent_before = state.service.now().minus(window).minus(PAIR_PURGE_MARGIN);
+    loop {
+        match state
+            .service
+            .store()
+            .purge_successor_pairs(spent_before, PAIR_PURGE_BATCH)
+            .await
+        {
+            Ok(cleared) if cleared < u64::from(PAIR_PURGE_BATCH) || *stopped.borrow() => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => {
+                tracing::warn!(error = %error, "purging old successor pairs failed; will retry");
                 break;
             }
         }

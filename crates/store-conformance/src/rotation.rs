@@ -146,6 +146,91 @@ pub async fn a_rotation_of_a_revoked_session_writes_nothing<B: Backend>() {
     assert_eq!(db.tokens_of(session.id).await, 1, "no successor was stored");
 }
 
+pub async fn pairs_spent_before_the_cutoff_are_forgotten_and_their_tokens_stay<B: Backend>() {
+    let Some(db) = B::create("rotation::pairs_spent_before_the_cutoff_are_forgotten").await else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (first, _) = create(&store, &session, 5).await;
+    // A chain of three rotations, a minute apart: first -> second -> third -> fourth.
+    let mut tokens = vec![first];
+    let mut rotations = Vec::new();
+    for minute in 1..=3 {
+        let now = T0.plus(ms(60_000 * minute));
+        let next = RefreshToken::generate(now);
+        let rotation = Rotation {
+            successor: next.hash(),
+            sealed_successor: vec![u8::try_from(minute).unwrap(); 64],
+            ..rotation_of(tokens.last().unwrap().hash(), session.id, now)
+        };
+        assert_eq!(
+            store.rotate_refresh_token(&rotation).await.unwrap(),
+            RotationOutcome::Rotated
+        );
+        tokens.push(next);
+        rotations.push(rotation);
+    }
+    assert_eq!(
+        store
+            .purge_successor_pairs(T0.plus(ms(30_000)), 100)
+            .await
+            .unwrap(),
+        0,
+        "no pair was spent before the first rotation"
+    );
+    let cutoff = T0.plus(ms(150_000));
+    assert_eq!(
+        store.purge_successor_pairs(cutoff, 100).await.unwrap(),
+        2,
+        "the pairs of the two rotations before the cutoff"
+    );
+    assert_eq!(store.purge_successor_pairs(cutoff, 100).await.unwrap(), 0);
+    for (index, token) in tokens.iter().enumerate().take(2) {
+        let (record, _) = store
+            .find_refresh_token(&token.hash())
+            .await
+            .unwrap()
+            .expect("a token whose pair is forgotten is still found");
+        assert_eq!(record.spent_at, Some(rotations[index].now));
+        assert_eq!(
+            record.sealed_successor, None,
+            "token {index}'s pair is forgotten"
+        );
+        assert!(record.successor_spent);
+    }
+    let (record, _) = store
+        .find_refresh_token(&tokens[2].hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.sealed_successor,
+        Some(rotations[2].sealed_successor.clone()),
+        "a pair spent after the cutoff stays"
+    );
+    assert!(!record.successor_spent);
+    let (record, _) = store
+        .find_refresh_token(&tokens[3].hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.spent_at, None, "the live token is untouched");
+    // Later rotations still write and keep their pairs.
+    let now = T0.plus(ms(240_000));
+    let rotation = rotation_of(tokens[3].hash(), session.id, now);
+    assert_eq!(
+        store.rotate_refresh_token(&rotation).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let (record, _) = store
+        .find_refresh_token(&tokens[3].hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.sealed_successor, Some(rotation.sealed_successor));
+}
+
 pub async fn a_rotation_naming_another_session_than_the_tokens_is_lost<B: Backend>() {
     let Some(db) = B::create("rotation::a_rotation_naming_another_session").await else {
         return;

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_chains",
         include_str!("../migrations/0012_token_chains.sql"),
     ),
+    (
+        13,
+        "successor_pair_expiry",
+        include_str!("../migrations/0013_successor_pair_expiry.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations across instances, keyed by a hash of the schema

@@ -1289,6 +1289,33 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    async fn purge_successor_pairs(
+        &self,
+        spent_before: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            // A rotation never writes a spent token again, so the rows cleared here are ones
+            // no rotation holds; `SKIP LOCKED` lets purgers on several instances share them.
+            let cleared = sqlx::query(
+                "UPDATE refresh_tokens SET sealed_successor = NULL
+                 WHERE hash IN (
+                     SELECT hash FROM refresh_tokens
+                     WHERE sealed_successor IS NOT NULL AND spent_at < $1
+                     ORDER BY spent_at
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(spent_before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(cleared.rows_affected())
+        })
+        .await
+    }
+
     async fn announce_expired(
         &self,
         now: Timestamp,

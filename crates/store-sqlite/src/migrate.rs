@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "expiry_check",
         include_str!("../migrations/0015_expiry_check.sql"),
     ),
+    (
+        16,
+        "successor_pair_expiry",
+        include_str!("../migrations/0016_successor_pair_expiry.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

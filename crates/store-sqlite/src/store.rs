@@ -549,6 +549,17 @@ const DELETE_TOKEN_CHAIN: &str = "WITH RECURSIVE chain (hash) AS (
      )
      DELETE FROM refresh_tokens WHERE session_id = ?1 AND hash IN (SELECT hash FROM chain)";
 
+/// Deletes the sealed pairs spent before `?1` among the `?2` oldest (pairs are appended in the
+/// order they are written, so the scan stops at the first batch; a pair written before
+/// migration 0016 counts as spent when it ran). The newest pair always stays, so that no pair
+/// id is ever handed out again while a token row still points at it: a token's pointer may
+/// outlive its pair, whose lookup then finds none.
+const PURGE_SUCCESSOR_PAIRS: &str = "DELETE FROM successor_seals
+     WHERE id IN (
+         SELECT id FROM (SELECT id, spent_at FROM successor_seals ORDER BY id LIMIT ?2)
+         WHERE COALESCE(spent_at, (SELECT migrated_at FROM successor_seals_unstamped)) < ?1)
+       AND id < (SELECT MAX(id) FROM successor_seals)";
+
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
 const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
@@ -600,11 +611,12 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         params![session_id, rotation.idle_expires_at.unix_millis()],
     )?;
     // The sealed pair is appended to a table of its own (see migration 0014): the token's row
-    // keeps its size and only points at it.
+    // keeps its size and only points at it. Its spending time lets the purge forget it once
+    // its replay window has closed (migration 0016).
     let sealed = execute(
         connection,
-        "INSERT INTO successor_seals (sealed) VALUES (?1)",
-        [&rotation.sealed_successor[..]],
+        "INSERT INTO successor_seals (sealed, spent_at) VALUES (?1, ?2)",
+        params![&rotation.sealed_successor[..], now],
     )?;
     let seal = connection.last_insert_rowid();
     let steps = [
@@ -904,6 +916,23 @@ impl SessionStore for SqliteStore {
                     execute(connection, DELETE_TOKEN_CHAIN, [id])?;
                     deleted += execute(connection, "DELETE FROM sessions WHERE id = ?1", [id])?;
                 }
+                Ok(deleted as u64)
+            })
+            .await
+    }
+
+    async fn purge_successor_pairs(
+        &self,
+        spent_before: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    PURGE_SUCCESSOR_PAIRS,
+                    params![spent_before.unix_millis(), i64::from(batch)],
+                )?;
                 Ok(deleted as u64)
             })
             .await
@@ -1663,7 +1692,9 @@ const REWRAP_REFUSED: &str = "the master key check or the data keys changed";
 mod tests {
     use rusqlite::{Connection, params};
 
-    use super::{AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN};
+    use super::{
+        AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, PURGE_SUCCESSOR_PAIRS,
+    };
     use crate::rows::SESSION_COLUMN_COUNT;
 
     /// Two sessions, `s1` of alice and `s2` of bob, as the tests below need them.
@@ -1714,6 +1745,53 @@ mod tests {
                 assert!(!index.contains(column), "{index} covers {column}");
             }
         }
+    }
+
+    /// The purge forgets, among the oldest pairs, those spent before its cutoff; a pair from
+    /// before migration 0016 counts as spent when the migration ran; the newest pair stays
+    /// whatever its age, so that its id is never given to another pair.
+    #[test]
+    fn the_pair_purge_reads_the_oldest_pairs_and_keeps_the_newest() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch(
+                "UPDATE successor_seals_unstamped SET migrated_at = 100;
+                 INSERT INTO successor_seals (id, sealed, spent_at) VALUES
+                     (1, X'01', NULL), (2, X'02', NULL), (3, X'03', 150), (4, X'04', 300),
+                     (5, X'05', 120), (6, X'06', 130);",
+            )
+            .expect("pairs");
+        let left = |connection: &Connection| -> Vec<i64> {
+            connection
+                .prepare("SELECT id FROM successor_seals ORDER BY id")
+                .expect("prepare")
+                .query_map([], |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("ids")
+        };
+        let purge = |connection: &Connection, before: i64, batch: i64| -> usize {
+            connection
+                .execute(PURGE_SUCCESSOR_PAIRS, params![before, batch])
+                .expect("purge")
+        };
+        assert_eq!(purge(&connection, 100, 10), 0, "nothing spent before 100");
+        assert_eq!(purge(&connection, 101, 2), 2, "the two unstamped pairs");
+        assert_eq!(left(&connection), [3, 4, 5, 6]);
+        // Only the oldest `batch` are read: of 3 (150) and 4 (300), 3 goes; 5 (120) waits.
+        assert_eq!(purge(&connection, 200, 2), 1);
+        assert_eq!(left(&connection), [4, 5, 6]);
+        assert_eq!(
+            purge(&connection, 200, 10),
+            1,
+            "5 goes; 6, the newest, stays"
+        );
+        assert_eq!(left(&connection), [4, 6]);
+        assert_eq!(purge(&connection, 1_000, 10), 1);
+        assert_eq!(left(&connection), [6]);
+        let walk = plan(&connection, PURGE_SUCCESSOR_PAIRS, params![1_000, 10]);
+        assert!(!walk.contains("TEMP B-TREE"), "{walk}");
     }
 
     /// The listings read forward from their cursor and filter on the way, whatever the

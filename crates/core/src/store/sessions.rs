@@ -189,6 +189,22 @@ pub trait SessionStore: Send + Sync {
     async fn purge(&self, cutoff: Timestamp, now: Timestamp, batch: u32)
     -> Result<u64, StoreError>;
 
+    /// Forgets the sealed successor pairs of at most `batch` refresh tokens spent before
+    /// `spent_before`, oldest first, and returns how many it forgot; fewer than `batch` means
+    /// none are left. A pair is handed out again only while its token's replay window is open
+    /// ([`crate::refresh::decide_refresh`]), so a caller that passes a time at least one window
+    /// back forgets only pairs that can never be used again; without this, a session would
+    /// keep one pair (some 800 bytes) for each of its refreshes for as long as it lives. The
+    /// token rows stay, so a spent token presented again is still recognised as reuse.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    async fn purge_successor_pairs(
+        &self,
+        spent_before: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
+
     /// Marks as announced at most `batch` sessions that are unrevoked, reached their idle or
     /// absolute expiry at or before `now`, and were not announced before, appending `audit`
     /// for each (and so its `session.expired` event). Returns how many it marked; fewer than
