@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use sessiond_core::Timestamp;
-use sessiond_core::store::{FeedEvent, RevocationFeed};
+use sessiond_core::store::{FeedEvent, RevocationFeed, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -273,9 +273,39 @@ async fn seal_audit(state: AppState, mut stopped: watch::Receiver<bool>) {
 
 async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
     while !wait_or_stop(PURGE_INTERVAL, &mut stopped).await {
-        purge_events(&state, &stopped).await;
-        purge_dpop_proofs(&state, &stopped).await;
-        purge_successor_pairs(&state, &stopped).await;
+        let store = state.service.store();
+        let now = state.service.now();
+        // Events older than the retention window.
+        let before = now.minus(state.event_retention);
+        in_batches(
+            EVENT_PURGE_BATCH,
+            &stopped,
+            "purging old events failed",
+            || store.purge_events(before, EVENT_PURGE_BATCH),
+        )
+        .await;
+        // DPoP proof ids that would be refused as stale anyway: the replay cache holds about
+        // one proof window's worth of refreshes.
+        in_batches(
+            PROOF_PURGE_BATCH,
+            &stopped,
+            "purging expired DPoP proof ids failed",
+            || store.purge_dpop_proofs(now, PROOF_PURGE_BATCH),
+        )
+        .await;
+        // Sealed successor pairs whose replay window closed at least PAIR_PURGE_MARGIN ago: no
+        // refresh can be answered with them any more (`sessiond_core::refresh::decide_refresh`),
+        // and each is some 800 bytes per refresh.
+        let policy = state.service.policy();
+        let window = policy.reuse_grace.max(policy.unused_successor_replay);
+        let spent_before = now.minus(window).minus(PAIR_PURGE_MARGIN);
+        in_batches(
+            PAIR_PURGE_BATCH,
+            &stopped,
+            "purging old successor pairs failed",
+            || store.purge_successor_pairs(spent_before, PAIR_PURGE_BATCH),
+        )
+        .await;
         let mut total = 0;
         loop {
             match state.service.purge_batch(PURGE_BATCH).await {
@@ -305,65 +335,20 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// Deletes the events older than the retention window, in batches.
-async fn purge_events(state: &AppState, stopped: &watch::Receiver<bool>) {
-    let before = state.service.now().minus(state.event_retention);
+/// Runs `purge` (one batch of at most `batch` rows, returning how many it removed) until a
+/// batch comes back short or the server stops, 20 ms apart so that queued requests use the
+/// writer in between; a failure is logged as `failed` and left to the next round.
+async fn in_batches<F, Fut>(batch: u32, stopped: &watch::Receiver<bool>, failed: &str, purge: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
     loop {
-        match state
-            .service
-            .store()
-            .purge_events(before, EVENT_PURGE_BATCH)
-            .await
-        {
-            Ok(deleted) if deleted < u64::from(EVENT_PURGE_BATCH) || *stopped.borrow() => break,
+        match purge().await {
+            Ok(removed) if removed < u64::from(batch) || *stopped.borrow() => break,
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(error) => {
-                tracing::warn!(error = %error, "purging old events failed; will retry");
-                break;
-            }
-        }
-    }
-}
-
-/// Forgets, in batches, the sealed successor pairs whose replay window closed at least
-/// [`PAIR_PURGE_MARGIN`] ago: no refresh can be answered with them any more
-/// (`sessiond_core::refresh::decide_refresh`), and each is some 800 bytes per refresh.
-async fn purge_successor_pairs(state: &AppState, stopped: &watch::Receiver<bool>) {
-    let policy = state.service.policy();
-    let window = policy.reuse_grace.max(policy.unused_successor_replay);
-    let spent_before = state.service.now().minus(window).minus(PAIR_PURGE_MARGIN);
-    loop {
-        match state
-            .service
-            .store()
-            .purge_successor_pairs(spent_before, PAIR_PURGE_BATCH)
-            .await
-        {
-            Ok(cleared) if cleared < u64::from(PAIR_PURGE_BATCH) || *stopped.borrow() => break,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(error) => {
-                tracing::warn!(error = %error, "purging old successor pairs failed; will retry");
-                break;
-            }
-        }
-    }
-}
-
-/// Deletes the ids of DPoP proofs that would be refused as stale anyway, in batches: the
-/// replay cache holds about one proof window's worth of refreshes.
-async fn purge_dpop_proofs(state: &AppState, stopped: &watch::Receiver<bool>) {
-    let now = state.service.now();
-    loop {
-        match state
-            .service
-            .store()
-            .purge_dpop_proofs(now, PROOF_PURGE_BATCH)
-            .await
-        {
-            Ok(deleted) if deleted < u64::from(PROOF_PURGE_BATCH) || *stopped.borrow() => break,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(error) => {
-                tracing::warn!(error = %error, "purging expired DPoP proof ids failed; will retry");
+                tracing::warn!(error = %error, "{failed}; will retry");
                 break;
             }
         }
