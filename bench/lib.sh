@@ -14,10 +14,13 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
-# Stops the script unless the release server and seeder are built.
+# require_release_build [BINARY...]: stops the script unless the release binaries it needs
+# (by default the server and the seeder) are built.
 require_release_build() {
-  local binary
-  for binary in target/release/sessiond target/release/sessiond-seed; do
+  local binary binaries=("$@")
+  ((${#binaries[@]})) || binaries=(sessiond sessiond-seed)
+  for binary in "${binaries[@]}"; do
+    binary=target/release/$binary
     [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
   done
 }

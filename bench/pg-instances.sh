@@ -10,15 +10,14 @@
 # limit); refreshes are audited as by default unless SESSIOND_AUDIT_REFRESHES says otherwise.
 # DATABASE_URL overrides the database (for example to go through a proxy that counts round trips).
 set -eu
+. "$(dirname "$0")/lib.sh"
 n=$1; mode=$2
 KEY=bench-admin-key-0123456789-abcdefghijklmnop
 admin=postgres://postgres@127.0.0.1:5432/test
 schema=bench_$(date +%s%N)
 base=${DATABASE_URL:-$admin}
 out=${OUT:-/tmp}
-for binary in target/release/sessiond target/release/sessiond-load; do
-  [[ -x $binary ]] || { echo "$binary missing: cargo build --release -p sessiond-server -p sessiond-load" >&2; exit 2; }
-done
+require_release_build sessiond sessiond-load
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -39,13 +38,9 @@ for i in $(seq 1 "$n"); do
   SESSIOND_ADMIN_KEYS=$KEY SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_DATABASE_URL="$url" \
   SESSIOND_ISSUER=http://bench RUST_LOG=warn \
     target/release/sessiond serve >"$out/pg$i.log" 2>&1 &
-  pids+=($!); ports+=("$port")
-  for _ in $(seq 300); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
-    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$out/pg$i.log" >&2; echo "server $i died" >&2; exit 1; }
-    sleep 0.1
-  done
-  curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "server $i not ready" >&2; exit 1; }
+  server=$!
+  pids+=("$server"); ports+=("$port")
+  wait_ready "$port" "$out/pg$i.log"
 done
 conns=$((32 / n))
 loads=()

@@ -67,6 +67,14 @@ pub enum PolicyError {
 }
 
 impl Policy {
+    /// How long after a refresh token is spent its successor pair may still be handed out
+    /// (while that successor is unused): the longer of [`Policy::reuse_grace`] and
+    /// [`Policy::unused_successor_replay`]. Past it, a spent token presented again is reuse, and
+    /// its sealed pair can be forgotten.
+    pub fn replay_window(&self) -> Duration {
+        self.reuse_grace.max(self.unused_successor_replay)
+    }
+
     /// Checks that the lifetimes are consistent.
     ///
     /// # Errors

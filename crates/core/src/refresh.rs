@@ -308,11 +308,10 @@ pub fn decide_refresh(
     // whichever of the two uses the chain second is caught (its token is spent and its
     // successor used). So the successor is replayed while unused, within a bound; once it has
     // been used, the spent token is reuse at once.
-    let window = policy.reuse_grace.max(policy.unused_successor_replay);
     let replayable = !policy.reuse_grace.is_zero()
         && !token.successor_spent
         && token.sealed_successor.is_some()
-        && now <= spent_at.plus(window);
+        && now <= spent_at.plus(policy.replay_window());
     if replayable {
         RefreshDecision::ReplaySuccessor
     } else {

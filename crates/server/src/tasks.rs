@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use sessiond_core::Timestamp;
-use sessiond_core::store::{FeedEvent, RevocationFeed, StoreError};
+use sessiond_core::store::{FeedEvent, RevocationFeed};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -281,7 +281,7 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
             EVENT_PURGE_BATCH,
             &stopped,
             "purging old events failed",
-            || store.purge_events(before, EVENT_PURGE_BATCH),
+            |batch| store.purge_events(before, batch),
         )
         .await;
         // DPoP proof ids that would be refused as stale anyway: the replay cache holds about
@@ -290,39 +290,25 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
             PROOF_PURGE_BATCH,
             &stopped,
             "purging expired DPoP proof ids failed",
-            || store.purge_dpop_proofs(now, PROOF_PURGE_BATCH),
+            |batch| store.purge_dpop_proofs(now, batch),
         )
         .await;
         // Sealed successor pairs whose replay window closed at least PAIR_PURGE_MARGIN ago: no
         // refresh can be answered with them any more (`sessiond_core::refresh::decide_refresh`),
         // and each is some 800 bytes per refresh.
-        let policy = state.service.policy();
-        let window = policy.reuse_grace.max(policy.unused_successor_replay);
+        let window = state.service.policy().replay_window();
         let spent_before = now.minus(window).minus(PAIR_PURGE_MARGIN);
         in_batches(
             PAIR_PURGE_BATCH,
             &stopped,
             "purging old successor pairs failed",
-            || store.purge_successor_pairs(spent_before, PAIR_PURGE_BATCH),
+            |batch| store.purge_successor_pairs(spent_before, batch),
         )
         .await;
-        let mut total = 0;
-        loop {
-            match state.service.purge_batch(PURGE_BATCH).await {
-                Ok(deleted) => {
-                    total += deleted;
-                    if deleted < u64::from(PURGE_BATCH) || *stopped.borrow() {
-                        break;
-                    }
-                    // Let queued requests use the writer between batches.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "purge failed; will retry");
-                    break;
-                }
-            }
-        }
+        let total = in_batches(PURGE_BATCH, &stopped, "purge failed", |batch| {
+            state.service.purge_batch(batch)
+        })
+        .await;
         if total > 0 {
             tracing::info!(sessions = total, "purged expired and revoked sessions");
         }
@@ -337,22 +323,36 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
 
 /// Runs `purge` (one batch of at most `batch` rows, returning how many it removed) until a
 /// batch comes back short or the server stops, 20 ms apart so that queued requests use the
-/// writer in between; a failure is logged as `failed` and left to the next round.
-async fn in_batches<F, Fut>(batch: u32, stopped: &watch::Receiver<bool>, failed: &str, purge: F)
+/// writer in between; a failure is logged as `failed` and left to the next round. Returns how
+/// many rows the batches removed in all.
+async fn in_batches<F, Fut, E>(
+    batch: u32,
+    stopped: &watch::Receiver<bool>,
+    failed: &str,
+    purge: F,
+) -> u64
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, E>>,
+    E: std::fmt::Display,
 {
+    let mut total = 0;
     loop {
-        match purge().await {
-            Ok(removed) if removed < u64::from(batch) || *stopped.borrow() => break,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        match purge(batch).await {
+            Ok(removed) => {
+                total += removed;
+                if removed < u64::from(batch) || *stopped.borrow() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(error) => {
                 tracing::warn!(error = %error, "{failed}; will retry");
                 break;
             }
         }
     }
+    total
 }
 
 /// The task that refreshes the storage-backed gauges.
