@@ -139,3 +139,52 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
             .is_empty()
     );
 }
+
+pub async fn purge_deletes_events_before_the_cutoff_in_batches_and_keeps_later_ones<B: Backend>() {
+    let Some(db) = B::create("events::purge_deletes_events_before_the_cutoff").await else {
+        return;
+    };
+    let store = db.store().await;
+    // Five users' sessions a minute apart, each announced by its events.
+    for minute in 0..5 {
+        let session = session_for(&format!("user-{minute}"), T0.plus(ms(60_000 * minute)));
+        create(&store, &session, 5).await;
+    }
+    let all = events_once_final(&store, EventCursor::START, &EventFilter::default(), 5).await;
+    let cutoff = T0.plus(ms(150_000));
+    let (old, young): (Vec<_>, Vec<_>) = all.iter().partition(|event| event.at < cutoff);
+    assert!(
+        old.len() >= 3 && young.len() >= 2,
+        "{} and {}",
+        old.len(),
+        young.len()
+    );
+    // The events before the cutoff go, at most two at a time.
+    let mut purged = Vec::new();
+    loop {
+        let deleted = store.purge_events(cutoff, 2).await.unwrap();
+        assert!(deleted <= 2, "a batch of {deleted}");
+        if deleted == 0 {
+            break;
+        }
+        purged.push(deleted);
+    }
+    assert_eq!(purged.iter().sum::<u64>(), old.len() as u64);
+    assert!(
+        purged[..purged.len() - 1]
+            .iter()
+            .all(|&deleted| deleted == 2)
+    );
+    let kept: Vec<_> = store
+        .events_after(EventCursor::START, &EventFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.cursor)
+        .collect();
+    assert_eq!(
+        kept,
+        young.iter().map(|event| event.cursor).collect::<Vec<_>>(),
+        "the events from the cutoff on stay"
+    );
+}

@@ -3,7 +3,7 @@
 //!
 //! Every write of the process, and the lookups on the refresh path, are jobs sent to one
 //! storage thread. Each time it wakes it takes everything queued (up to [`MAX_BATCH`] jobs),
-//! answers the lookups first (they see only committed data), then runs the writes in one
+//! answers the lookups first (they see only committed data, in one read transaction), then runs the writes in one
 //! `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL append and at most one
 //! sync however many rotations, creations and revocations it carries. With `synchronous =
 //! full` the sync is not this thread's: a sync thread syncs the WAL behind each commit and only
@@ -863,6 +863,7 @@ fn serve(
                 Err(_) => break,
             }
         }
+        let shared = begin_reads(&connection, &jobs);
         for job in jobs.drain(..) {
             match job {
                 Job::Read(read) => match (read(&connection), &durability) {
@@ -872,6 +873,9 @@ fn serve(
                 Job::Write(write) => writes.push(write),
                 Job::Close(done) => closing = Some(done),
             }
+        }
+        if shared {
+            end_reads(&connection);
         }
         if !writes.is_empty() {
             if let Some(lost) = durability.as_ref().and_then(Durability::lost) {
@@ -906,6 +910,27 @@ fn serve(
     drop(connection);
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+/// Opens one read transaction for the lookups among `jobs` when there are several, so that
+/// they take and let go of the WAL's read lock once (two `fcntl` calls on the shared-memory
+/// file, and a look at the WAL index) instead of once each; answers whether it did. They see
+/// the same committed data as they would one by one: nothing is written between them. When
+/// the transaction cannot be opened, each lookup runs on its own as before.
+fn begin_reads(connection: &Connection, jobs: &[Job]) -> bool {
+    let reads = jobs
+        .iter()
+        .filter(|job| matches!(job, Job::Read(_)))
+        .count();
+    reads > 1 && statement(connection, "BEGIN").is_ok()
+}
+
+/// Ends the read transaction of [`begin_reads`]; it wrote nothing, so ending it cannot lose
+/// anything, and a transaction left open by a failure is rolled back.
+fn end_reads(connection: &Connection) {
+    if statement(connection, "COMMIT").is_err() {
+        roll_back_if_open(connection);
     }
 }
 
@@ -1382,6 +1407,69 @@ mod tests {
             .query_map([], |row| row.get(0))
             .map_err(store_error)?;
         rows.collect::<Result<_, _>>().map_err(store_error)
+    }
+
+    /// The lookups taken in one wake-up share one read transaction, see what was committed
+    /// before it, and leave no transaction open behind them: the write taken with them commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_taken_together_share_one_read_transaction_and_close_it() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let engine = Arc::new(engine(&dir).await);
+        // A write that holds the storage thread while the others queue up behind it.
+        let (started, holding) = std_mpsc::channel();
+        let slow = {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move {
+                engine
+                    .write(move |tx| {
+                        let _ = started.send(());
+                        std::thread::sleep(Duration::from_millis(200));
+                        tx.connection()
+                            .execute("INSERT OR IGNORE INTO rows (n) VALUES (1)", [])
+                            .map_err(store_error)
+                    })
+                    .await
+            })
+        };
+        holding.recv().expect("the slow write started");
+        let lookups: Vec<_> = (0..8)
+            .map(|_| {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    engine
+                        .lookup(|connection| {
+                            Ok((!connection.is_autocommit(), count_rows(connection)?))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let write = {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move { insert_row(&engine, 2).await })
+        };
+        slow.await.expect("task").expect("slow write");
+        for lookup in lookups {
+            let (in_transaction, rows) = lookup.await.expect("task").expect("lookup");
+            assert!(
+                in_transaction,
+                "the queued lookups ran in one read transaction"
+            );
+            assert_eq!(
+                rows, 1,
+                "a lookup sees what was committed before its wake-up"
+            );
+        }
+        write
+            .await
+            .expect("task")
+            .expect("the write taken with the lookups commits");
+        assert_eq!(engine.lookup(count_rows).await.expect("lookup"), 2);
+        let Ok(engine) = Arc::try_unwrap(engine) else {
+            panic!("the tasks hold no engine any more");
+        };
+        engine.close().await;
     }
 
     /// With `synchronous = full`, a write is answered only once its commit is durable, and so

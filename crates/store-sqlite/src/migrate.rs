@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "successor_pair_expiry",
         include_str!("../migrations/0016_successor_pair_expiry.sql"),
     ),
+    (
+        17,
+        "events_purged_by_id",
+        include_str!("../migrations/0017_events_purged_by_id.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

@@ -1313,12 +1313,19 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    /// Looks only at the oldest `batch` events, in the order they were committed (no index by
+    /// time is kept: see migration 0017), and deletes those that happened before `before`. An
+    /// event's time is read when its request begins, so one a few milliseconds older than an
+    /// event committed before it can wait behind that one for a later purge (as can every event
+    /// written after the clock was stepped back, until the time it was stepped back from).
     async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
         self.engine
             .write(move |tx| {
                 let deleted = execute(
                     tx.connection(),
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1 LIMIT ?2)",
+                    "DELETE FROM events WHERE id IN (
+                         SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
+                         WHERE at < ?1)",
                     params![before.unix_millis(), i64::from(batch)],
                 )?;
                 Ok(deleted as u64)
