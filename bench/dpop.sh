@@ -50,7 +50,7 @@ key="dpop-bench-admin-key-0123456789-abcdefghijklmnopq"
 issuer=http://bench
 
 start_server() {
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   mkdir -p "$work/$1"
   SESSIOND_DATABASE_URL="sqlite://$work/$1/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
     SESSIOND_ISSUER=$issuer SESSIOND_RATE_LIMITS=off SESSIOND_DPOP_PROOF_MAX_AGE=10m \

@@ -74,12 +74,22 @@ copy_seeded() {
   sync "$2"/sessiond.db*
 }
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on, below Linux's default range of
+# ephemeral ports (32768–60999), from which the load generator's own connections take theirs.
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 12000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
 # serve_sqlite DIR: starts a release `sessiond serve` on DIR/sessiond.db, listening on a free
 # port in $port, its pid in $server and its output in DIR/server.log, with SYNCHRONOUS (default
 # full) and rate limits off, and waits until it answers. Its other settings come from the
 # environment.
 serve_sqlite() {
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   SESSIOND_DATABASE_URL="sqlite://$1/sessiond.db" SESSIOND_LISTEN=127.0.0.1:$port \
     SESSIOND_SQLITE_SYNCHRONOUS=${SYNCHRONOUS:-full} SESSIOND_RATE_LIMITS=off \
     target/release/sessiond serve >"$1/server.log" 2>&1 &

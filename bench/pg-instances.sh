@@ -30,10 +30,9 @@ case $base in *\?*) sep='&' ;; *) sep='?' ;; esac
 url="$base${sep}options=-c%20search_path%3D$schema"
 ports=()
 for i in $(seq 1 "$n"); do
-  # A port nothing answers on: a server that cannot bind exits, and the load would then
+  # A port nothing listens on: a server that cannot bind exits, and the load would then
   # measure whatever holds the port.
-  port=$((20000 + RANDOM % 20000))
-  while curl -s -o /dev/null "http://127.0.0.1:$port/"; do port=$((20000 + RANDOM % 20000)); done
+  port=$(free_port)
   SESSIOND_RATE_LIMITS=off SESSIOND_AUDIT_REFRESHES=${SESSIOND_AUDIT_REFRESHES:-all} \
   SESSIOND_ADMIN_KEYS=$KEY SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_DATABASE_URL="$url" \
   SESSIOND_ISSUER=http://bench RUST_LOG=warn \

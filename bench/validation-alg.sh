@@ -34,7 +34,7 @@ key="validation-bench-admin-key-0123456789-abcdefghijklmnop"
 declare -A rps_of
 
 for alg in $ALGS; do
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   mkdir -p "$work/$alg"
   SESSIOND_DATABASE_URL="sqlite://$work/$alg/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
     SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$alg SESSIOND_RATE_LIMITS=off \
