@@ -295,7 +295,8 @@ fn unpack_token(rest: &mut &[u8]) -> Option<String> {
     let &[prefixed, count] = take(rest, 2)? else {
         return None;
     };
-    let mut token = String::new();
+    // Sized for the longest token `rest` can hold, so that no growth leaves a copy behind.
+    let mut token = String::with_capacity(PREFIX.len() + rest.len() * 4 / 3 + usize::from(count));
     match prefixed {
         0 => {}
         1 => token.push_str(PREFIX),
