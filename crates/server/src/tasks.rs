@@ -295,7 +295,7 @@ async fn purge(state: AppState, mut stopped: watch::Receiver<bool>) {
         .await;
         // Sealed successor pairs whose replay window closed at least PAIR_PURGE_MARGIN ago: no
         // refresh can be answered with them any more (`sessiond_core::refresh::decide_refresh`),
-        // and each is some 800 bytes per refresh.
+        // and each is some 570 bytes per refresh (`bench/growth.sh`).
         let window = state.service.policy().replay_window();
         let spent_before = now.minus(window).minus(PAIR_PURGE_MARGIN);
         in_batches(

@@ -3,9 +3,9 @@
 //!
 //! Every write of the process, and the lookups on the refresh path, are jobs sent to one
 //! storage thread. Each time it wakes it takes everything queued (up to [`MAX_BATCH`] jobs),
-//! answers the lookups first (they see only committed data, in one read transaction), then runs the writes in one
-//! `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL append and at most one
-//! sync however many rotations, creations and revocations it carries. With `synchronous =
+//! answers the lookups first (they see only committed data, in one read transaction), then
+//! runs the writes in one `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL
+//! append and at most one sync however many rotations, creations and revocations it carries. With `synchronous =
 //! full` the sync is not this thread's: a sync thread syncs the WAL behind each commit and only
 //! then sends the answers, while this thread runs the next batch ([`crate::syncer`]). A write
 //! that fails is rolled back alone and answered with its error, while the others commit: the

@@ -560,6 +560,12 @@ const PURGE_SUCCESSOR_PAIRS: &str = "DELETE FROM successor_seals
          WHERE COALESCE(spent_at, (SELECT migrated_at FROM successor_seals_unstamped)) < ?1)
        AND id < (SELECT MAX(id) FROM successor_seals)";
 
+/// Deletes the events before `?1` among the `?2` oldest, read in the order they were committed
+/// (`SqliteStore::purge_events`; no index by time is kept, migration 0017).
+const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
+         SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
+         WHERE at < ?1)";
+
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
 const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
@@ -1323,9 +1329,7 @@ impl EventStore for SqliteStore {
             .write(move |tx| {
                 let deleted = execute(
                     tx.connection(),
-                    "DELETE FROM events WHERE id IN (
-                         SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
-                         WHERE at < ?1)",
+                    PURGE_EVENTS,
                     params![before.unix_millis(), i64::from(batch)],
                 )?;
                 Ok(deleted as u64)
@@ -1700,7 +1704,8 @@ mod tests {
     use rusqlite::{Connection, params};
 
     use super::{
-        AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, PURGE_SUCCESSOR_PAIRS,
+        AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, PURGE_EVENTS,
+        PURGE_SUCCESSOR_PAIRS,
     };
     use crate::rows::SESSION_COLUMN_COUNT;
 
@@ -1799,6 +1804,38 @@ mod tests {
         assert_eq!(left(&connection), [6]);
         let walk = plan(&connection, PURGE_SUCCESSOR_PAIRS, params![1_000, 10]);
         assert!(!walk.contains("TEMP B-TREE"), "{walk}");
+    }
+
+    /// The event purge reads the oldest events in commit order, through no index and no sort,
+    /// and deletes among them only those before its cutoff.
+    #[test]
+    fn the_event_purge_reads_the_oldest_events_in_commit_order() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+            .execute_batch(
+                "INSERT INTO events (id, type, user_id, at, data) VALUES
+                     (1, 'session.created', 'u', 100, '{}'), (2, 'session.created', 'u', 300, '{}'),
+                     (3, 'session.created', 'u', 110, '{}'), (4, 'session.created', 'u', 120, '{}');",
+            )
+            .expect("events");
+        let purge = |before: i64, batch: i64| -> usize {
+            connection
+                .execute(PURGE_EVENTS, params![before, batch])
+                .expect("purge")
+        };
+        // Of the two oldest, 1 goes and 2 (not yet due) stays; 3, due, waits behind 2.
+        assert_eq!(purge(200, 2), 1);
+        assert_eq!(purge(200, 10), 2, "3 and 4 go once the whole table is read");
+        let left: i64 = connection
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(left, 1);
+        let walk = plan(&connection, PURGE_EVENTS, params![200, 10]);
+        assert!(
+            !walk.contains("TEMP B-TREE") && !walk.contains("INDEX"),
+            "{walk}"
+        );
     }
 
     /// The listings read forward from their cursor and filter on the way, whatever the

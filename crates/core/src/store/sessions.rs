@@ -194,7 +194,7 @@ pub trait SessionStore: Send + Sync {
     /// none are left. A pair is handed out again only while its token's replay window is open
     /// ([`crate::refresh::decide_refresh`]), so a caller that passes a time at least one window
     /// back forgets only pairs that can never be used again; without this, a session would
-    /// keep one pair (some 800 bytes) for each of its refreshes for as long as it lives. The
+    /// keep one pair (some 570 bytes) for each of its refreshes for as long as it lives. The
     /// token rows stay, so a spent token presented again is still recognised as reuse.
     ///
     /// # Errors
