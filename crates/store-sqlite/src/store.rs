@@ -580,6 +580,28 @@ const FIND_REFRESH_TOKEN: &str = concat!(
      WHERE t.hash = ?1"
 );
 
+/// A rotation's compare-and-swap on its session (`?1` now, `?2` the session, `?3` the new idle
+/// expiry, `?4` the access token's, `?5` the presented token, `?6` a DPoP key to bind): the
+/// session moves forward only if it is unrevoked and the presented token unspent. This one
+/// also needs the idle expiry not to move back, as it does only when the idle timeout was
+/// shortened; then [`ROTATE_SESSION_BACK`] applies instead.
+const ROTATE_SESSION_FORWARD: &str = "UPDATE sessions
+     SET last_active_at = ?1, idle_expires_at = ?3,
+         access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)
+     WHERE id = ?2 AND revoked_at IS NULL AND idle_expires_at <= ?3
+       AND EXISTS (SELECT 1 FROM refresh_tokens
+                   WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)";
+
+/// [`ROTATE_SESSION_FORWARD`] whichever way the idle expiry moves, bringing the announcer's
+/// next look forward to it when it comes sooner.
+const ROTATE_SESSION_BACK: &str = "UPDATE sessions
+     SET last_active_at = ?1, idle_expires_at = ?3,
+         access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6),
+         expiry_check_at = MIN(expiry_check_at, ?3)
+     WHERE id = ?2 AND revoked_at IS NULL
+       AND EXISTS (SELECT 1 FROM refresh_tokens
+                   WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)";
+
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
 /// forward only if it is unrevoked and the presented token is still unspent; then the token is
 /// spent, its successor stored and the `session.refreshed` event written, each of which must
@@ -588,34 +610,26 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
     let connection = tx.connection();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
-    let moved = execute(
-        connection,
-        "UPDATE sessions
-         SET last_active_at = ?1, idle_expires_at = ?3,
-             access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)
-         WHERE id = ?2 AND revoked_at IS NULL
-           AND EXISTS (SELECT 1 FROM refresh_tokens
-                       WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)",
-        params![
-            now,
-            session_id,
-            rotation.idle_expires_at.unix_millis(),
-            rotation.access_expires_at.unix_millis(),
-            &rotation.presented.0[..],
-            rotation.bind_dpop_jkt.as_deref(),
-        ],
-    )?;
-    if moved == 0 {
+    let moved = |statement: &str| {
+        execute(
+            connection,
+            statement,
+            params![
+                now,
+                session_id,
+                rotation.idle_expires_at.unix_millis(),
+                rotation.access_expires_at.unix_millis(),
+                &rotation.presented.0[..],
+                rotation.bind_dpop_jkt.as_deref(),
+            ],
+        )
+    };
+    // Usually the idle expiry moves forward, and the announcer's next look, never later than
+    // it, stays where it is: the statement leaves `expiry_check_at` and its indexes alone (see
+    // migration 0015). Only when the statement finds nothing to move is the rest asked.
+    if moved(ROTATE_SESSION_FORWARD)? == 0 && moved(ROTATE_SESSION_BACK)? == 0 {
         return Ok(RotationOutcome::Lost);
     }
-    // The announcer's next look stays no later than the idle expiry, which moves back only
-    // when the idle timeout was shortened: the statement usually changes nothing, so the
-    // index on the column is not written (see migration 0015).
-    execute(
-        connection,
-        "UPDATE sessions SET expiry_check_at = ?2 WHERE id = ?1 AND expiry_check_at > ?2",
-        params![session_id, rotation.idle_expires_at.unix_millis()],
-    )?;
     // The sealed pair is appended to a table of its own (see migration 0014): the token's row
     // keeps its size and only points at it. Its spending time lets the purge forget it once
     // its replay window has closed (migration 0016).
@@ -1705,7 +1719,7 @@ mod tests {
 
     use super::{
         AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, PURGE_EVENTS,
-        PURGE_SUCCESSOR_PAIRS,
+        PURGE_SUCCESSOR_PAIRS, ROTATE_SESSION_BACK, ROTATE_SESSION_FORWARD,
     };
     use crate::rows::SESSION_COLUMN_COUNT;
 
@@ -1757,6 +1771,37 @@ mod tests {
                 assert!(!index.contains(column), "{index} covers {column}");
             }
         }
+    }
+
+    /// The opcodes of `sql` as SQLite compiles it.
+    fn opcodes(connection: &Connection, sql: &str) -> Vec<String> {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN {sql}"))
+            .expect("prepare");
+        let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
+        statement
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(1)
+            })
+            .expect("explain")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// A rotation whose idle expiry moves forward writes the session's row and no index of
+    /// sessions; the statement for an idle expiry that moves back writes the announcer's.
+    #[test]
+    fn a_rotation_moving_forward_writes_no_index_of_sessions() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        let index_writes = |sql| {
+            opcodes(&connection, sql)
+                .into_iter()
+                .filter(|opcode| opcode == "IdxInsert" || opcode == "IdxDelete")
+                .count()
+        };
+        assert_eq!(index_writes(ROTATE_SESSION_FORWARD), 0);
+        assert!(index_writes(ROTATE_SESSION_BACK) > 0);
     }
 
     /// The purge forgets, among the oldest pairs, those spent before its cutoff; a pair from
