@@ -280,9 +280,10 @@ impl EventHub {
     }
 
     /// Offers `events` (in cursor order) to the subscribers that want them; drops those whose
-    /// queue is full.
+    /// queue is full. With no subscriber, nothing is rendered: a process without streams still
+    /// has its tailer publish every event, once a poll.
     pub fn publish(&self, events: Vec<StoredEvent>) {
-        if events.is_empty() {
+        if events.is_empty() || self.lock().count() == 0 {
             return;
         }
         let events: Vec<Arc<PublishedEvent>> = events
