@@ -28,9 +28,17 @@ fn slot() -> CipherSlot {
 }
 
 fn pair() -> IssuedPair {
+    use base64::Engine as _;
+    let segment = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     IssuedPair {
-        // An EdDSA access token of the usual claims is about 450 bytes.
-        access_token: "x".repeat(450),
+        // An EdDSA access token of the usual claims is about 450 bytes: a header, the claims
+        // and a signature of 64 bytes, each in base64url, as the sealing packs it.
+        access_token: format!(
+            "{}.{}.{}",
+            segment(br#"{"alg":"EdDSA","kid":"k-2026-12-05","typ":"at+jwt"}"#),
+            segment(&[b'c'; 220]),
+            segment(&[7; 64])
+        ),
         access_expires_at_ms: 1,
         refresh_token: RefreshToken::generate(Timestamp::from_unix_millis(1_700_000_000_000))
             .expose()
