@@ -208,6 +208,26 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.engine.close().await;
     }
+
+    /// Runs `statement`, a purge of at most `?2` rows that are due at `?1`, as one write;
+    /// answers how many it deleted.
+    async fn delete_batch(
+        &self,
+        statement: &'static str,
+        before: Timestamp,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.engine
+            .write(move |tx| {
+                let deleted = execute(
+                    tx.connection(),
+                    statement,
+                    params![before.unix_millis(), i64::from(batch)],
+                )?;
+                Ok(deleted as u64)
+            })
+            .await
+    }
 }
 
 /// Marks `sessions` revoked and appends their audit events; returns them as revoked.
@@ -565,6 +585,10 @@ const PURGE_SUCCESSOR_PAIRS: &str = "DELETE FROM successor_seals
 const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
          SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
          WHERE at < ?1)";
+
+/// Deletes up to `?2` of the DPoP proof ids whose replay window closed by `?1`.
+const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE replay_id IN (
+         SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)";
 
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
 const FIND_REFRESH_TOKEN: &str = concat!(
@@ -946,15 +970,7 @@ impl SessionStore for SqliteStore {
         spent_before: Timestamp,
         batch: u32,
     ) -> Result<u64, StoreError> {
-        self.engine
-            .write(move |tx| {
-                let deleted = execute(
-                    tx.connection(),
-                    PURGE_SUCCESSOR_PAIRS,
-                    params![spent_before.unix_millis(), i64::from(batch)],
-                )?;
-                Ok(deleted as u64)
-            })
+        self.delete_batch(PURGE_SUCCESSOR_PAIRS, spent_before, batch)
             .await
     }
 
@@ -1339,16 +1355,7 @@ impl EventStore for SqliteStore {
     /// event committed before it can wait behind that one for a later purge (as can every event
     /// written after the clock was stepped back, until the time it was stepped back from).
     async fn purge_events(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
-        self.engine
-            .write(move |tx| {
-                let deleted = execute(
-                    tx.connection(),
-                    PURGE_EVENTS,
-                    params![before.unix_millis(), i64::from(batch)],
-                )?;
-                Ok(deleted as u64)
-            })
-            .await
+        self.delete_batch(PURGE_EVENTS, before, batch).await
     }
 }
 
@@ -1378,17 +1385,7 @@ impl ProofStore for SqliteStore {
     }
 
     async fn purge_dpop_proofs(&self, now: Timestamp, batch: u32) -> Result<u64, StoreError> {
-        self.engine
-            .write(move |tx| {
-                let deleted = execute(
-                    tx.connection(),
-                    "DELETE FROM dpop_proofs WHERE replay_id IN (
-                         SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)",
-                    params![now.unix_millis(), i64::from(batch)],
-                )?;
-                Ok(deleted as u64)
-            })
-            .await
+        self.delete_batch(PURGE_DPOP_PROOFS, now, batch).await
     }
 }
 
