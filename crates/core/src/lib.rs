@@ -18,6 +18,8 @@ pub mod integrity;
 pub mod permission;
 pub mod policy;
 pub mod primitives;
+#[cfg(test)]
+mod proptesting;
 pub mod random;
 pub mod refresh;
 pub mod revocation;

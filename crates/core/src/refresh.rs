@@ -579,26 +579,6 @@ mod tests {
         assert!(unpack_pair(&bad_prefix).is_none());
     }
 
-    /// Runs `test` on `strategy`'s values, as many cases as `PROPTEST_CASES` says (default 256).
-    fn check_pairs<S: proptest::strategy::Strategy<Value = IssuedPair>>(
-        strategy: S,
-        test: impl Fn(IssuedPair) -> Result<(), proptest::test_runner::TestCaseError>,
-    ) {
-        use proptest::test_runner::{Config, TestRunner};
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(256);
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        if let Err(failure) = runner.run(&strategy, test) {
-            panic!("{failure}");
-        }
-    }
-
     /// A token of 1–4 segments of arbitrary bytes in base64url, with `sdr_` in front or not.
     fn canonical_token() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
@@ -643,7 +623,7 @@ mod tests {
     #[test]
     fn every_pair_that_packs_unpacks_exactly() {
         use proptest::prelude::*;
-        check_pairs(pairs(|| any_token_text().boxed()), |pair| {
+        crate::proptesting::check(pairs(|| any_token_text().boxed()), |pair| {
             if let Some(packed) = pack_pair(&pair) {
                 let unpacked = unpack_pair(&packed);
                 prop_assert!(unpacked.is_some_and(|unpacked| same(&unpacked, &pair)));
@@ -656,7 +636,7 @@ mod tests {
     fn every_pair_of_base64url_segments_packs_and_opens_unchanged() {
         use proptest::prelude::*;
         let token = RefreshToken::generate(at());
-        check_pairs(pairs(|| canonical_token().boxed()), |pair| {
+        crate::proptesting::check(pairs(|| canonical_token().boxed()), |pair| {
             let unpacked = pack_pair(&pair).and_then(|packed| unpack_pair(&packed));
             prop_assert!(unpacked.is_some_and(|unpacked| same(&unpacked, &pair)));
             let sealed = token.seal_successor(&pair);

@@ -3,40 +3,14 @@
 //! depth), validation answers with a [`TokenError`] or a token whose claims decode, and never
 //! panics; refresh tokens parse only in their one shape.
 //!
-//! Each property runs `PROPTEST_CASES` cases (default [`DEFAULT_CASES`]); the CI runs more.
+//! Each property runs as [`crate::proptesting`] says.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 use super::*;
 use crate::error::{Error, RefreshRejection};
+use crate::proptesting::check;
 use crate::refresh::RefreshToken;
-
-/// Cases per property when `PROPTEST_CASES` is not set.
-const DEFAULT_CASES: u32 = 128;
-
-fn runner() -> TestRunner {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
-    TestRunner::new(Config {
-        cases,
-        // A failure is turned into a named regression test, not a file beside the source.
-        failure_persistence: None,
-        ..Config::default()
-    })
-}
-
-/// Runs `test` on values of `strategy`, panicking with the smallest failing input.
-fn check<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S::Value: std::fmt::Debug,
-{
-    if let Err(failure) = runner().run(&strategy, test) {
-        panic!("{failure}");
-    }
-}
 
 /// Any JSON value, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {
