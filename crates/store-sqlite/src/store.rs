@@ -606,25 +606,33 @@ const FIND_REFRESH_TOKEN: &str = concat!(
 
 /// A rotation's compare-and-swap on its session (`?1` now, `?2` the session, `?3` the new idle
 /// expiry, `?4` the access token's, `?5` the presented token, `?6` a DPoP key to bind): the
-/// session moves forward only if it is unrevoked and the presented token unspent. This one
-/// also needs the idle expiry not to move back, as it does only when the idle timeout was
-/// shortened; then [`ROTATE_SESSION_BACK`] applies instead.
-const ROTATE_SESSION_FORWARD: &str = "UPDATE sessions
-     SET last_active_at = ?1, idle_expires_at = ?3,
-         access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)
-     WHERE id = ?2 AND revoked_at IS NULL AND idle_expires_at <= ?3
-       AND EXISTS (SELECT 1 FROM refresh_tokens
-                   WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)";
+/// session moves forward only if it is unrevoked and the presented token unspent; `$set` and
+/// `$condition` are what one variant adds to the shared statement.
+macro_rules! rotate_session {
+    ($set:literal, $condition:literal) => {
+        concat!(
+            "UPDATE sessions
+             SET last_active_at = ?1, idle_expires_at = ?3,
+                 access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)",
+            $set,
+            "
+             WHERE id = ?2 AND revoked_at IS NULL",
+            $condition,
+            "
+               AND EXISTS (SELECT 1 FROM refresh_tokens
+                           WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)"
+        )
+    };
+}
 
-/// [`ROTATE_SESSION_FORWARD`] whichever way the idle expiry moves, bringing the announcer's
-/// next look forward to it when it comes sooner.
-const ROTATE_SESSION_BACK: &str = "UPDATE sessions
-     SET last_active_at = ?1, idle_expires_at = ?3,
-         access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6),
-         expiry_check_at = MIN(expiry_check_at, ?3)
-     WHERE id = ?2 AND revoked_at IS NULL
-       AND EXISTS (SELECT 1 FROM refresh_tokens
-                   WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)";
+/// [`rotate_session!`] when the idle expiry does not move back, as it does only when the idle
+/// timeout was shortened; then [`ROTATE_SESSION_BACK`] applies instead.
+const ROTATE_SESSION_FORWARD: &str = rotate_session!("", " AND idle_expires_at <= ?3");
+
+/// [`rotate_session!`] whichever way the idle expiry moves, bringing the announcer's next look
+/// forward to it when it comes sooner.
+const ROTATE_SESSION_BACK: &str =
+    rotate_session!(", expiry_check_at = MIN(expiry_check_at, ?3)", "");
 
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
 /// forward only if it is unrevoked and the presented token is still unspent; then the token is
@@ -1745,8 +1753,7 @@ mod tests {
     /// (see migrations 0007 and 0015). The announcer and the purge use `expiry_check_at`.
     #[test]
     fn no_index_of_sessions_covers_a_column_a_refresh_writes() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         let indexes: Vec<String> = connection
             .prepare(
                 "SELECT sql FROM sqlite_master
@@ -1770,6 +1777,13 @@ mod tests {
         }
     }
 
+    /// A database in memory with every migration applied.
+    fn migrated() -> Connection {
+        let mut connection = Connection::open_in_memory().expect("open");
+        crate::migrate::run(&mut connection).expect("migrate");
+        connection
+    }
+
     /// The opcodes of `sql` as SQLite compiles it.
     fn opcodes(connection: &Connection, sql: &str) -> Vec<String> {
         let mut statement = connection
@@ -1789,8 +1803,7 @@ mod tests {
     /// sessions; the statement for an idle expiry that moves back writes the announcer's.
     #[test]
     fn a_rotation_moving_forward_writes_no_index_of_sessions() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         let index_writes = |sql| {
             opcodes(&connection, sql)
                 .into_iter()
@@ -1806,8 +1819,7 @@ mod tests {
     /// whatever its age, so that its id is never given to another pair.
     #[test]
     fn the_pair_purge_reads_the_oldest_pairs_and_keeps_the_newest() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         connection
             .execute_batch(
                 "UPDATE successor_seals_unstamped SET migrated_at = 100;
@@ -1852,8 +1864,7 @@ mod tests {
     /// and deletes among them only those before its cutoff.
     #[test]
     fn the_event_purge_reads_the_oldest_events_in_commit_order() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         connection
             .execute_batch(
                 "INSERT INTO events (id, type, user_id, at, data) VALUES
@@ -1884,8 +1895,7 @@ mod tests {
     /// filters: no index on users, sessions or types is read (so none is kept, migration 0013).
     #[test]
     fn listings_read_in_cursor_order_whatever_their_filters() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         let audit = plan(
             &connection,
             AUDIT_EVENTS,
@@ -1917,8 +1927,7 @@ mod tests {
     /// for a token spent before that table existed, from its own row.
     #[test]
     fn sealed_pairs_are_read_from_either_place() {
-        let mut connection = Connection::open_in_memory().expect("open");
-        crate::migrate::run(&mut connection).expect("migrate");
+        let connection = migrated();
         connection.execute_batch(TWO_SESSIONS).expect("sessions");
         connection
             .execute_batch(
