@@ -214,6 +214,16 @@ fn canonical_details_text(details: &str) -> std::borrow::Cow<'_, str> {
 ///
 /// Length prefixes make the encoding injective: no two different events encode alike.
 pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainHash {
+    hash_event(
+        seq,
+        prev_hash,
+        entry,
+        &canonical_details_text(&entry.details),
+    )
+}
+
+/// [`chain_hash`] with `details`, the entry's details in canonical JSON, given.
+fn hash_event(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry, details: &str) -> ChainHash {
     let mut hasher = Sha256::new();
     hasher.update(EVENT_DOMAIN);
     hasher.update(prev_hash);
@@ -224,7 +234,7 @@ pub fn chain_hash(seq: u64, prev_hash: &ChainHash, entry: &AuditEntry) -> ChainH
     optional(&mut hasher, entry.session_id.as_deref());
     optional(&mut hasher, entry.ip.as_deref());
     hasher.update(&entry.at.unix_millis().to_be_bytes());
-    text(&mut hasher, &canonical_details_text(&entry.details));
+    text(&mut hasher, details);
     hasher.finish()
 }
 
@@ -259,6 +269,25 @@ pub fn ip_row(
     at: Timestamp,
     details: &str,
 ) -> ChainHash {
+    hash_ip_row(
+        kind,
+        severity,
+        user_id,
+        session_id,
+        at,
+        &canonical_details_text(details),
+    )
+}
+
+/// [`ip_row`] with `details` in canonical JSON.
+fn hash_ip_row(
+    kind: &str,
+    severity: &str,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    at: Timestamp,
+    details: &str,
+) -> ChainHash {
     let mut hasher = Sha256::new();
     hasher.update(IP_ROW_DOMAIN);
     text(&mut hasher, kind);
@@ -266,7 +295,7 @@ pub fn ip_row(
     optional(&mut hasher, user_id);
     optional(&mut hasher, session_id);
     hasher.update(&at.unix_millis().to_be_bytes());
-    text(&mut hasher, &canonical_details_text(details));
+    text(&mut hasher, details);
     hasher.finish()
 }
 
@@ -281,6 +310,91 @@ impl AuditEntry {
             self.at,
             &self.details,
         )
+    }
+}
+
+/// An entry as a store writes it, built from its [`NewAuditEvent`]: its details are
+/// [`canonical_details`]'s output by construction, so its hashes take them as they are, where
+/// [`chain_hash`] and [`AuditEntry::ip_row`] parse and re-encode details read back from
+/// storage. Both give the same hashes for it.
+#[derive(Debug, Clone)]
+pub struct CanonicalEntry {
+    entry: AuditEntry,
+    /// The details as [`chain_hash`] re-encodes them, when that may differ from
+    /// `entry.details`: only a float may (`serde_json` parses some floats one unit in the last
+    /// place off), so it is kept only for details holding one.
+    reencoded: Option<String>,
+}
+
+impl CanonicalEntry {
+    /// `event` as it is written, its address not yet sealed (see [`Self::set_ip`]).
+    pub fn of(event: &NewAuditEvent) -> Self {
+        let details = canonical_details(&event.details);
+        let reencoded = event
+            .details
+            .values()
+            .any(holds_float)
+            .then(|| canonical_details_text(&details).into_owned());
+        Self {
+            entry: AuditEntry {
+                kind: event.kind.to_owned(),
+                severity: event.severity.as_str().to_owned(),
+                user_id: event.user_id.as_ref().map(|user| user.as_str().to_owned()),
+                session_id: event.session_id.map(|id| id.to_string()),
+                ip: None,
+                at: event.at,
+                details,
+            },
+            reencoded,
+        }
+    }
+
+    /// The details in the form its hashes cover.
+    fn hashed_details(&self) -> &str {
+        self.reencoded.as_deref().unwrap_or(&self.entry.details)
+    }
+
+    /// The row its `ip` is sealed for: [`AuditEntry::ip_row`].
+    pub fn ip_row(&self) -> ChainHash {
+        let entry = &self.entry;
+        hash_ip_row(
+            &entry.kind,
+            &entry.severity,
+            entry.user_id.as_deref(),
+            entry.session_id.as_deref(),
+            entry.at,
+            self.hashed_details(),
+        )
+    }
+
+    /// Sets its `ip`, the address sealed for [`Self::ip_row`].
+    pub fn set_ip(&mut self, ip: Option<String>) {
+        self.entry.ip = ip;
+    }
+
+    /// Its hash at `seq` after `prev_hash`: [`chain_hash`].
+    pub fn chain_hash(&self, seq: u64, prev_hash: &ChainHash) -> ChainHash {
+        hash_event(seq, prev_hash, &self.entry, self.hashed_details())
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &AuditEntry {
+        &self.entry
+    }
+
+    /// The entry, to keep.
+    pub fn into_entry(self) -> AuditEntry {
+        self.entry
+    }
+}
+
+/// Whether `value` is or holds a floating-point number.
+fn holds_float(value: &Value) -> bool {
+    match value {
+        Value::Number(number) => number.is_f64(),
+        Value::Array(items) => items.iter().any(holds_float),
+        Value::Object(map) => map.values().any(holds_float),
+        Value::Null | Value::Bool(_) | Value::String(_) => false,
     }
 }
 
@@ -556,6 +670,56 @@ mod tests {
             change(&mut changed);
             assert_ne!(changed.ip_row(), row, "{changed:?}");
         }
+    }
+
+    /// JSON values of every kind, floats and nesting included.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,4}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn an_entry_as_written_hashes_as_its_row_read_back() {
+        use proptest::prelude::*;
+        let cases = (
+            prop::collection::btree_map(".{0,6}", json_value(), 0..5),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+        );
+        crate::proptesting::check(cases, |(details, seq, prev_hash)| {
+            let event = NewAuditEvent {
+                kind: "session.refreshed",
+                severity: Severity::Info,
+                user_id: Some(UserId::parse("alice".to_owned(), "user_id").expect("valid")),
+                session_id: Some(SessionId::from_uuid(uuid::Uuid::from_u128(7))),
+                ip: None,
+                at: Timestamp::from_unix_millis(1_000),
+                details: details.into_iter().collect(),
+            };
+            let mut written = CanonicalEntry::of(&event);
+            written.set_ip(Some("sealed address".to_owned()));
+            let read_back = written.entry().clone();
+            prop_assert_eq!(written.ip_row(), read_back.ip_row());
+            prop_assert_eq!(
+                written.chain_hash(seq, &prev_hash),
+                chain_hash(seq, &prev_hash, &read_back)
+            );
+            Ok(())
+        });
     }
 
     fn entry(index: u64) -> AuditEntry {

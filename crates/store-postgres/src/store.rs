@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_core::audit::{
-    self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, ChainHash, CheckpointFor,
-    CheckpointKey, NewAuditEvent, SealedAuditEvent,
+    self, AuditChain, AuditCheckpoint, AuditEntry, AuditQuery, CanonicalEntry, ChainHash,
+    CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
 use sessiond_core::crypt::columns::{
     AUDIT_IP, DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
@@ -716,21 +716,14 @@ impl<'a> AuditColumns<'a> {
             columns
                 .sessions
                 .push(event.session_id.map(|id| *id.as_uuid()));
-            let details = audit::canonical_details(&event.details);
-            let session_id = event.session_id.map(|id| id.to_string());
-            let row = audit::ip_row(
-                event.kind,
-                event.severity.as_str(),
-                event.user_id.as_ref().map(UserId::as_str),
-                session_id.as_deref(),
-                event.at,
-                &details,
-            );
-            columns
-                .ips
-                .push(cipher.seal_optional_text(AUDIT_IP, &row, event.ip.as_deref()));
+            let entry = CanonicalEntry::of(event);
+            columns.ips.push(cipher.seal_optional_text(
+                AUDIT_IP,
+                &entry.ip_row(),
+                event.ip.as_deref(),
+            ));
             columns.ats.push(event.at.unix_millis());
-            columns.details.push(details);
+            columns.details.push(entry.into_entry().details);
         }
         columns
     }

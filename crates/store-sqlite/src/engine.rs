@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sessiond_core::Timestamp;
-use sessiond_core::audit::{self, AuditEntry, ChainHash, NewAuditEvent};
+use sessiond_core::audit::{self, AuditEntry, CanonicalEntry, ChainHash, NewAuditEvent};
 use sessiond_core::crypt::CipherSlot;
 use sessiond_core::crypt::columns::AUDIT_IP;
 use sessiond_core::event::{self, NewEvent};
@@ -683,19 +683,13 @@ impl<'c> WriteTx<'c> {
     /// Appends an audit event, chained: its seq is the head's plus one and its hash covers the
     /// head's hash and the row as stored. Also writes the live events it publishes.
     pub(crate) fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), StoreError> {
-        let mut entry = AuditEntry {
-            kind: event.kind.to_owned(),
-            severity: event.severity.as_str().to_owned(),
-            user_id: event.user_id.as_ref().map(|user| user.as_str().to_owned()),
-            session_id: event.session_id.map(|id| id.to_string()),
-            ip: None,
-            at: event.at,
-            details: audit::canonical_details(&event.details),
-        };
+        let mut entry = CanonicalEntry::of(event);
         // Sealed before it is chained: the chain covers the address as stored.
-        entry.ip = self
-            .cipher
-            .seal_optional_text(AUDIT_IP, &entry.ip_row(), event.ip.as_deref());
+        entry.set_ip(self.cipher.seal_optional_text(
+            AUDIT_IP,
+            &entry.ip_row(),
+            event.ip.as_deref(),
+        ));
         self.append_entry(&entry)?;
         for published in event::events_of_audit(event) {
             self.insert_event(&published)?;
@@ -703,10 +697,11 @@ impl<'c> WriteTx<'c> {
         Ok(())
     }
 
-    fn append_entry(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+    fn append_entry(&mut self, written: &CanonicalEntry) -> Result<(), StoreError> {
         let head = self.head()?;
         let seq = head.seq + 1;
-        let hash = audit::chain_hash(seq, &head.hash, entry);
+        let hash = written.chain_hash(seq, &head.hash);
+        let entry = written.entry();
         self.connection
             .prepare_cached(INSERT_AUDIT)
             .map_err(store_error)?
