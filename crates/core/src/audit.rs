@@ -2,7 +2,9 @@
 //!
 //! Events form a SHA-256 hash chain. [`canonical_details`] writes an event's details as
 //! canonical JSON, and [`chain_hash`] hashes an event's sequence number, its predecessor's
-//! hash and the event itself in a length-prefixed encoding (defined in `docs/audit.md`).
+//! hash and the event itself in a length-prefixed encoding (defined in `docs/audit.md`),
+//! re-encoding details read back from storage; a store writing an event builds a
+//! [`CanonicalEntry`], whose hashes take the canonical details it is about to write as they are.
 //! [`AuditCheckpoint`] is what pruning leaves behind: the last pruned seq and hash, with an
 //! HMAC-SHA256 under the checkpoint key kept in the store. [`ChainVerifier`] checks sealed
 //! events one at a time in seq order, from the checkpoint (or from seq 1 with a zero
