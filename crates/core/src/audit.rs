@@ -260,63 +260,32 @@ fn optional(input: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-/// The row an audit event's `ip` is sealed for (see [`crate::crypt::aad`]): SHA-256 of
-/// `"sessiond/audit-ip-row/v1" 0x00`, then `str(type) str(severity) opt(user_id)
-/// opt(session_id)`, `at` and `str(details in canonical JSON)` encoded as in [`chain_hash`].
-///
-/// Every field but the address itself is bound, all of them known before the row is written
-/// (its seq is not, on PostgreSQL), so a sealed address moved to another event does not open.
-/// `session_id` is the lower-case hyphenated UUID, as both stores read it back.
-pub fn ip_row(
-    kind: &str,
-    severity: &str,
-    user_id: Option<&str>,
-    session_id: Option<&str>,
-    at: Timestamp,
-    details: &str,
-) -> ChainHash {
-    hash_ip_row(
-        kind,
-        severity,
-        user_id,
-        session_id,
-        at,
-        &canonical_details_text(details),
-    )
+impl AuditEntry {
+    /// The row its `ip` is sealed for (see [`crate::crypt::aad`]): SHA-256 of
+    /// `"sessiond/audit-ip-row/v1" 0x00`, then `str(type) str(severity) opt(user_id)
+    /// opt(session_id)`, `at` and `str(details in canonical JSON)` encoded as in
+    /// [`chain_hash`].
+    ///
+    /// Every field but the address itself is bound, all of them known before the row is
+    /// written (its seq is not, on PostgreSQL), so a sealed address moved to another event
+    /// does not open. `session_id` is the lower-case hyphenated UUID, as both stores read it
+    /// back.
+    pub fn ip_row(&self) -> ChainHash {
+        hash_ip_row(self, &canonical_details_text(&self.details))
+    }
 }
 
-/// [`ip_row`] with `details` in canonical JSON.
-fn hash_ip_row(
-    kind: &str,
-    severity: &str,
-    user_id: Option<&str>,
-    session_id: Option<&str>,
-    at: Timestamp,
-    details: &str,
-) -> ChainHash {
+/// [`AuditEntry::ip_row`] with `details`, the entry's details in canonical JSON, given.
+fn hash_ip_row(entry: &AuditEntry, details: &str) -> ChainHash {
     let mut input = Vec::with_capacity(ENCODED_FIELDS + details.len());
     input.extend_from_slice(IP_ROW_DOMAIN);
-    text(&mut input, kind);
-    text(&mut input, severity);
-    optional(&mut input, user_id);
-    optional(&mut input, session_id);
-    input.extend_from_slice(&at.unix_millis().to_be_bytes());
+    text(&mut input, &entry.kind);
+    text(&mut input, &entry.severity);
+    optional(&mut input, entry.user_id.as_deref());
+    optional(&mut input, entry.session_id.as_deref());
+    input.extend_from_slice(&entry.at.unix_millis().to_be_bytes());
     text(&mut input, details);
     sha256(&input)
-}
-
-impl AuditEntry {
-    /// The row its `ip` is sealed for: [`ip_row`] of its other fields.
-    pub fn ip_row(&self) -> ChainHash {
-        ip_row(
-            &self.kind,
-            &self.severity,
-            self.user_id.as_deref(),
-            self.session_id.as_deref(),
-            self.at,
-            &self.details,
-        )
-    }
 }
 
 /// An entry as a store writes it, built from its [`NewAuditEvent`]: its details are
@@ -362,15 +331,7 @@ impl CanonicalEntry {
 
     /// The row its `ip` is sealed for: [`AuditEntry::ip_row`].
     pub fn ip_row(&self) -> ChainHash {
-        let entry = &self.entry;
-        hash_ip_row(
-            &entry.kind,
-            &entry.severity,
-            entry.user_id.as_deref(),
-            entry.session_id.as_deref(),
-            entry.at,
-            self.hashed_details(),
-        )
+        hash_ip_row(&self.entry, self.hashed_details())
     }
 
     /// Sets its `ip`, the address sealed for [`Self::ip_row`].
@@ -695,16 +656,12 @@ mod tests {
             hex(&chain_hash(3, &[7; 32], &entry)),
             "d72359a0fbfc3521bd11519e8a770da957d742eae110a87fa87b552fa853d992"
         );
-        let row = ip_row(
-            &entry.kind,
-            &entry.severity,
-            entry.user_id.as_deref(),
-            None,
-            entry.at,
-            &entry.details,
-        );
+        let without_session = AuditEntry {
+            session_id: None,
+            ..entry
+        };
         assert_eq!(
-            hex(&row),
+            hex(&without_session.ip_row()),
             "8bd6b4d40579a09efe38641f5de2f523923c72b9330471f5235ced7e3915a915"
         );
     }

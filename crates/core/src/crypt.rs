@@ -97,7 +97,7 @@ pub mod columns {
     /// `refresh_tokens.sealed_successor` (SQLite keeps it in `successor_seals.sealed`, under
     /// this same name); its row is the spent token's hash.
     pub const SEALED_SUCCESSOR: &str = "refresh_tokens.sealed_successor";
-    /// `audit_events.ip`; its row is [`crate::audit::ip_row`] of the event's other fields.
+    /// `audit_events.ip`; its row is [`crate::audit::AuditEntry::ip_row`] of the event's other fields.
     pub const AUDIT_IP: &str = "audit_events.ip";
 }
 

@@ -689,7 +689,7 @@ struct AuditColumns<'a> {
     severities: Vec<&'static str>,
     users: Vec<Option<&'a str>>,
     sessions: Vec<Option<Uuid>>,
-    /// Sealed under the data key once a cipher is installed (see [`audit::ip_row`]).
+    /// Sealed under the data key once a cipher is installed (see [`audit::AuditEntry::ip_row`]).
     ips: Vec<Option<String>>,
     ats: Vec<i64>,
     details: Vec<String>,
