@@ -44,31 +44,36 @@ fn sqlite_bytes(app: &TestApp) -> Vec<u8> {
     app.sqlite_bytes()
 }
 
-/// How many POSIX locks this process holds on the file at `path`, as `/proc/locks` lists them;
-/// `None` where there is no `/proc/locks`.
+/// How many POSIX locks this process holds on the file at `path`, as the kernel lists them
+/// under each of the process's descriptors of that file (`/proc/self/fdinfo`); `None` where
+/// there is no `/proc/self/fd`.
+///
+/// Not `/proc/locks`: it lists every lock of the machine, and a read of more than a page of it
+/// is served in pieces, each starting again at a line number, so that a lock released by
+/// another test between two pieces shifts the lines and one of ours can be skipped. Each
+/// descriptor's `fdinfo` is produced whole.
 fn own_locks_on(path: &std::path::Path) -> Option<usize> {
-    use std::os::unix::fs::MetadataExt as _;
-    let inode = std::fs::metadata(path)
-        .expect("stat the file")
-        .ino()
-        .to_string();
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid = std::process::id().to_string();
-    // `1: POSIX  ADVISORY  READ 1234 fe:00:5980545 128 128` (waiters have a `->` more).
-    Some(
-        locks
+    let path = std::fs::canonicalize(path).expect("the database file exists");
+    let descriptors = std::fs::read_dir("/proc/self/fd").ok()?;
+    let mut locks = 0;
+    for descriptor in descriptors.flatten() {
+        // A descriptor closed meanwhile (another test's) has no link or no fdinfo: skipped.
+        if std::fs::read_link(descriptor.path()).ok().as_deref() != Some(path.as_path()) {
+            continue;
+        }
+        let info = std::path::Path::new("/proc/self/fdinfo").join(descriptor.file_name());
+        let Ok(info) = std::fs::read_to_string(info) else {
+            continue;
+        };
+        // `lock:` and a tab, then `1: POSIX  ADVISORY  READ 1234 fe:00:5980545 128 128`; a waiter
+        // has a `->` more.
+        locks += info
             .lines()
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .filter(|fields| {
-                fields.get(1) == Some(&"POSIX")
-                    && fields.get(4) == Some(&pid.as_str())
-                    && fields
-                        .get(5)
-                        .and_then(|file| file.rsplit(':').next())
-                        .is_some_and(|file_inode| file_inode == inode)
-            })
-            .count(),
-    )
+            .filter(|line| line.starts_with("lock:"))
+            .filter(|line| line.contains(" POSIX ") && !line.contains("->"))
+            .count();
+    }
+    Some(locks)
 }
 
 /// The locks this process holds on the file at `path` throughout: the fewest of several
@@ -92,7 +97,7 @@ async fn dumping_the_database_file_keeps_the_running_servers_sqlite_locks() {
     let app = TestApp::spawn().await;
     create_marked_session(&app, "alice").await;
     let Some(before) = steady_locks_on(&app.database_path()) else {
-        eprintln!("no /proc/locks to read the server's locks from: not run");
+        eprintln!("no /proc/self/fd to read the server's locks from: not run");
         return;
     };
     assert!(
