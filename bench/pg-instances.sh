@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # usage: bench/pg-instances.sh INSTANCES refresh|validate
 # A fresh schema, INSTANCES release servers on it, one sessiond-load per server (32 connections
-# split between them); prints each load JSON line and each server's CPU time.
+# split between them); prints each load JSON line, then the CPU per request over the loads' run
+# of each server and, when PostgreSQL runs on this machine, of its processes (every `postgres`
+# process of the machine, sampled every 0.2 s: run nothing else on that PostgreSQL meanwhile).
 # Run from the repository root after `cargo build --release -p sessiond-server -p sessiond-load`;
 # needs PostgreSQL on 127.0.0.1:5432 (trust auth, database test). The servers listen on free
 # ports picked at random; the script stops if one of them does not start, and stops its servers
@@ -41,13 +43,57 @@ for i in $(seq 1 "$n"); do
   pids+=("$server"); ports+=("$port")
   wait_ready "$port" "$out/pg$i.log"
 done
+# postgres_ticks FILE: each local postgres process's CPU ticks, one "pid ticks" line per process,
+# appended to FILE; a process that has exited is left out.
+postgres_ticks() {
+  local pid ticks
+  for pid in $(pgrep -x postgres); do
+    ticks=$(cpu_ticks "$pid" 2>/dev/null) && echo "$pid $ticks"
+  done >>"$1"
+}
 conns=$((32 / n))
 loads=()
+server_before=()
+for p in "${pids[@]}"; do server_before+=("$(cpu_ticks "$p")"); done
+samples=$out/pg-postgres-ticks
+: >"$samples"
+postgres_ticks "$samples"
+# The processes seen before the loads start count from there; one that starts later (a new
+# connection) counts from zero.
+echo started >>"$samples"
 for i in $(seq 1 "$n"); do
   target/release/sessiond-load --url "http://127.0.0.1:${ports[i-1]}" --admin-key $KEY --mode "$mode" \
     --connections $conns --duration 10s 2>/dev/null >"$out/pgload$i.json" &
   loads+=($!)
 done
+while true; do
+  running=0
+  for l in "${loads[@]}"; do kill -0 "$l" 2>/dev/null && running=1; done
+  [[ $running == 1 ]] || break
+  postgres_ticks "$samples"
+  sleep 0.2
+done
 for l in "${loads[@]}"; do wait "$l"; done
-for i in $(seq 1 "$n"); do cat "$out/pgload$i.json"; done
-for p in "${pids[@]}"; do echo "server cpu: $(ps -o cputime= -p "$p")"; done
+postgres_ticks "$samples"
+requests=0
+for i in $(seq 1 "$n"); do
+  cat "$out/pgload$i.json"
+  requests=$((requests + $(grep -o '"requests":[0-9]*' "$out/pgload$i.json" | cut -d: -f2)))
+done
+hz=$(getconf CLK_TCK)
+for i in $(seq 1 "$n"); do
+  ticks=$(($(cpu_ticks "${pids[i-1]}") - ${server_before[i-1]}))
+  requests_i=$(grep -o '"requests":[0-9]*' "$out/pgload$i.json" | cut -d: -f2)
+  awk -v t="$ticks" -v hz="$hz" -v r="$requests_i" -v i="$i" \
+    'BEGIN { printf "server %d cpu: %.2f s, %.0f us per request\n", i, t / hz, t / hz * 1e6 / r }'
+done
+if [[ -n $(pgrep -x postgres) ]]; then
+  awk -v hz="$hz" -v r="$requests" '
+    $1 == "started" { started = 1; next }
+    !($1 in first) { first[$1] = started ? 0 : $2 }
+    { last[$1] = $2 }
+    END { for (pid in last) t += last[pid] - first[pid]
+          printf "postgres cpu: %.2f s, %.0f us per request (%d requests in all)\n", t / hz, t / hz * 1e6 / r, r }' "$samples"
+else
+  echo "postgres cpu: not on this machine"
+fi
