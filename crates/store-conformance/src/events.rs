@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
-use sessiond_core::store::{EventStore, RotationOutcome, SessionStore};
+use sessiond_core::store::{EventStore, Rotation, RotationOutcome, SessionStore};
 
 use crate::Backend;
 use crate::fixtures::{T0, by_admin, create, event_for, ms, rotation_of, session_for};
@@ -138,6 +138,105 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
             .unwrap()
             .is_empty()
     );
+}
+
+/// A rotation writes its `session.refreshed` event, then the events its audit row publishes
+/// (none for a `session.refreshed` row), whether it is written alone or beside rotations whose
+/// rows publish nothing or something else.
+pub async fn a_rotation_writes_the_events_its_audit_row_publishes<B: Backend>() {
+    let Some(db) = B::create("events::a_rotation_writes_the_events_its_audit_row_publishes").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let users = ["plain", "flagged", "reused", "unaudited"];
+    let mut sessions = Vec::new();
+    for (index, user) in (0_u64..).zip(users) {
+        let session = session_for(user, T0.plus(ms(index)));
+        let (token, _) = create(&store, &session, 5).await;
+        sessions.push((session, token));
+    }
+    let at = T0.plus(ms(10));
+    let rotations: Vec<_> = sessions
+        .iter()
+        .zip([
+            Some("session.refreshed"),
+            Some(sessiond_core::event::ANOMALY),
+            Some(sessiond_core::event::REUSE_DETECTED),
+            None,
+        ])
+        .map(|((session, token), audit)| Rotation {
+            audit: audit.map(|kind| event_for(kind, session, at)),
+            ..rotation_of(token.hash(), session.id, at)
+        })
+        .collect();
+    // Alone, then all at once (a store that batches concurrent rotations writes these
+    // together, one statement for rows that publish and rows that do not).
+    assert_eq!(
+        store.rotate_refresh_token(&rotations[1]).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let outcomes = futures_util::future::join_all(
+        [&rotations[0], &rotations[2], &rotations[3]]
+            .map(|rotation| store.rotate_refresh_token(rotation)),
+    )
+    .await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| matches!(outcome, Ok(RotationOutcome::Rotated))),
+        "{outcomes:?}"
+    );
+
+    // Each creation writes `session.created` and, for a device new to its user, `device.new`.
+    let created = 2 * users.len();
+    let events = events_once_final(
+        &store,
+        EventCursor::START,
+        &EventFilter::default(),
+        created + 7,
+    )
+    .await;
+    let mut written: Vec<(String, Vec<&str>)> = sessions
+        .iter()
+        .map(|(session, _)| {
+            let kinds = events
+                .iter()
+                .filter(|event| event.session_id == Some(session.id))
+                .map(|event| event.kind)
+                .collect();
+            (session.user_id.as_str().to_owned(), kinds)
+        })
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            (
+                "flagged".to_owned(),
+                vec!["session.created", "session.refreshed", "security.anomaly"]
+            ),
+            (
+                "plain".to_owned(),
+                vec!["session.created", "session.refreshed"]
+            ),
+            (
+                "reused".to_owned(),
+                vec![
+                    "session.created",
+                    "session.refreshed",
+                    "security.reuse_detected",
+                    "session.revoked"
+                ]
+            ),
+            (
+                "unaudited".to_owned(),
+                vec!["session.created", "session.refreshed"]
+            ),
+        ],
+        "each rotation's events, in order"
+    );
+    assert_eq!(events.len(), created + 7, "no other event: {events:?}");
 }
 
 pub async fn purge_deletes_events_before_the_cutoff_in_batches_and_keeps_later_ones<B: Backend>() {

@@ -120,6 +120,7 @@ macro_rules! conformance_suite {
             }
             events {
                 each_change_writes_its_event_in_order_and_filters_select_them,
+                a_rotation_writes_the_events_its_audit_row_publishes,
                 purge_deletes_events_before_the_cutoff_in_batches_and_keeps_later_ones,
             }
             audit {

@@ -49,8 +49,12 @@ const MAX_BATCH: usize = 64;
 ///
 /// `$1`…`$8` are one element per rotation (its `n` is its 1-based position); `$9`…`$16` are
 /// the audit rows (`$16` naming each row's rotation), `$17`…`$22` the events those audit rows
-/// publish (`$22` likewise). Every sub-statement of a `WITH` chain runs to completion on one
-/// snapshot, so each step is gated on the `RETURNING` rows of the step before it:
+/// publish (`$22` likewise). The branch that writes published events (`$published`) is in the
+/// statement only for a batch that has some: a refresh's `session.refreshed` row publishes
+/// none, and the branch costs every execution its executor start-up, rows or not (an empty
+/// batch took 0.33–0.37 ms without it against 0.39–0.42 ms with it, on a two-core VM). Every
+/// sub-statement of a `WITH` chain runs to completion on one snapshot, so each step is gated
+/// on the `RETURNING` rows of the step before it:
 ///
 /// - `locked` locks, in id order, the unrevoked sessions whose presented token is visibly
 ///   unspent (`FOR UPDATE`, with `$lock`). Alone (no `$lock`), a rotation of its session
@@ -84,7 +88,7 @@ const MAX_BATCH: usize = 64;
 /// statement wrote, and last whether its session was unrevoked and its token unspent in the
 /// statement's snapshot (for a session left unlocked, whether it was skipped).
 macro_rules! rotate_statement {
-    ($lock:literal) => {
+    ($lock:literal, $published:expr) => {
         concat!(
             "
     WITH rotation AS MATERIALIZED (
@@ -134,14 +138,9 @@ macro_rules! rotate_statement {
             SELECT touched.n, 0::BIGINT, 'session.refreshed'::TEXT, touched.user_id,
                    touched.id, r.now, '{}'::TEXT
             FROM touched JOIN rotation r ON r.n = touched.n
-            UNION ALL
-            SELECT published.rotation, published.position, published.type, published.user_id,
-                   published.session_id, published.at, published.data
-            FROM UNNEST((SELECT $17::TEXT[]), (SELECT $18::TEXT[]), (SELECT $19::UUID[]),
-                        (SELECT $20::BIGINT[]), (SELECT $21::TEXT[]), (SELECT $22::BIGINT[]))
-                 WITH ORDINALITY AS published (type, user_id, session_id, at, data, rotation,
-                                               position)
-            WHERE published.rotation IN (SELECT n FROM touched)
+",
+            $published,
+            "
         ) AS event (n, position, type, user_id, session_id, at, data)
         ORDER BY event.n, event.position
         RETURNING id
@@ -187,11 +186,31 @@ enum Locking {
     Wait,
 }
 
+/// The branch of the rotation statement's `refreshed` step that writes the events its audit
+/// rows publish (`$17`…`$22`).
+macro_rules! published_events {
+    () => {
+        "
+            UNION ALL
+            SELECT published.rotation, published.position, published.type, published.user_id,
+                   published.session_id, published.at, published.data
+            FROM UNNEST((SELECT $17::TEXT[]), (SELECT $18::TEXT[]), (SELECT $19::UUID[]),
+                        (SELECT $20::BIGINT[]), (SELECT $21::TEXT[]), (SELECT $22::BIGINT[]))
+                 WITH ORDINALITY AS published (type, user_id, session_id, at, data, rotation,
+                                               position)
+            WHERE published.rotation IN (SELECT n FROM touched)"
+    };
+}
+
 impl Locking {
-    fn statement(self) -> &'static str {
-        match self {
-            Self::Skip => rotate_statement!("SKIP LOCKED"),
-            Self::Wait => rotate_statement!(""),
+    /// The statement for a batch locking this way, with the branch that writes published
+    /// events only when one of its audit rows publishes some (`publishes`).
+    fn statement(self, publishes: bool) -> &'static str {
+        match (self, publishes) {
+            (Self::Skip, true) => rotate_statement!("SKIP LOCKED", published_events!()),
+            (Self::Skip, false) => rotate_statement!("SKIP LOCKED", ""),
+            (Self::Wait, true) => rotate_statement!("", published_events!()),
+            (Self::Wait, false) => rotate_statement!("", ""),
         }
     }
 }
@@ -401,7 +420,8 @@ async fn write(
         .iter()
         .map(|pending| pending.bind_dpop_jkt.as_deref())
         .collect();
-    let query = sqlx::query(locking.statement())
+    let publishes = !published_rotations.is_empty();
+    let query = sqlx::query(locking.statement(publishes))
         .bind(&nows)
         .bind(&idle_expiries)
         .bind(&access_expiries)
@@ -410,13 +430,11 @@ async fn write(
         .bind(&successors)
         .bind(&sealed)
         .bind(&jkts);
-    let query = audit.bind_to(query).bind(&audit_rotations);
-    let rows = published
-        .bind_to(query)
-        .bind(&published_rotations)
-        .fetch_all(pool)
-        .await
-        .map_err(WriteError::Driver)?;
+    let mut query = audit.bind_to(query).bind(&audit_rotations);
+    if publishes {
+        query = published.bind_to(query).bind(&published_rotations);
+    }
+    let rows = query.fetch_all(pool).await.map_err(WriteError::Driver)?;
     if rows.len() != batch.len() {
         return Err(WriteError::Inconsistent(format!(
             "a batch of {} rotations was answered with {} rows",
