@@ -76,15 +76,16 @@ done
 for l in "${loads[@]}"; do wait "$l"; done
 postgres_ticks "$samples"
 requests=0
+requests_of=()
 for i in $(seq 1 "$n"); do
   cat "$out/pgload$i.json"
-  requests=$((requests + $(grep -o '"requests":[0-9]*' "$out/pgload$i.json" | cut -d: -f2)))
+  requests_of+=("$(grep -o '"requests":[0-9]*' "$out/pgload$i.json" | cut -d: -f2)")
+  requests=$((requests + requests_of[i-1]))
 done
 hz=$(getconf CLK_TCK)
 for i in $(seq 1 "$n"); do
   ticks=$(($(cpu_ticks "${pids[i-1]}") - ${server_before[i-1]}))
-  requests_i=$(grep -o '"requests":[0-9]*' "$out/pgload$i.json" | cut -d: -f2)
-  awk -v t="$ticks" -v hz="$hz" -v r="$requests_i" -v i="$i" \
+  awk -v t="$ticks" -v hz="$hz" -v r="${requests_of[i-1]}" -v i="$i" \
     'BEGIN { printf "server %d cpu: %.2f s, %.0f us per request\n", i, t / hz, t / hz * 1e6 / r }'
 done
 if [[ -n $(pgrep -x postgres) ]]; then
