@@ -164,10 +164,10 @@ async fn no_store_answers(response: Response) -> Response {
     no_store(response)
 }
 
-/// Gives every request an id, runs it inside a span carrying that id, and returns the id in
-/// `x-request-id`.
+/// Gives every request an id (from the thread's CSPRNG: no system call per request), runs it
+/// inside a span carrying that id, and returns the id in `x-request-id`.
 async fn request_id(request: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = sessiond_core::random::uuid_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = REQUEST_ID
         .scope(
