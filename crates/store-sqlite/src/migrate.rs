@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events_purged_by_id",
         include_str!("../migrations/0017_events_purged_by_id.sql"),
     ),
+    (
+        18,
+        "token_session_row",
+        include_str!("../migrations/0018_token_session_row.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.

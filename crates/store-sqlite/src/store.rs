@@ -590,7 +590,23 @@ const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
 const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE replay_id IN (
          SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)";
 
+/// The row id of session `$session`, reached from the row of its token `$token` (see migration
+/// 0018), or through the index of sessions by id for a token written before that migration.
+/// SQLite evaluates the index lookup only when the token's row has no row id.
+macro_rules! session_row_of {
+    ($token:literal, $session:literal) => {
+        concat!(
+            "COALESCE((SELECT session_row FROM refresh_tokens WHERE hash = ",
+            $token,
+            "), (SELECT rowid FROM sessions WHERE id = ",
+            $session,
+            "))"
+        )
+    };
+}
+
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
+/// The session's row is reached by its row id (migration 0018) and must still be the token's.
 const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
     session_columns!(),
@@ -598,7 +614,9 @@ const FIND_REFRESH_TOKEN: &str = concat!(
             t.issued_at, t.spent_at, COALESCE(seal.sealed, t.sealed_successor),
             successor.spent_at IS NOT NULL
      FROM refresh_tokens t
-     JOIN sessions s ON s.id = t.session_id
+     JOIN sessions s
+       ON s.rowid = COALESCE(t.session_row, (SELECT rowid FROM sessions WHERE id = t.session_id))
+      AND s.id = t.session_id
      LEFT JOIN successor_seals seal ON seal.id = t.successor_seal
      LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
      WHERE t.hash = ?1"
@@ -607,7 +625,8 @@ const FIND_REFRESH_TOKEN: &str = concat!(
 /// A rotation's compare-and-swap on its session (`?1` now, `?2` the session, `?3` the new idle
 /// expiry, `?4` the access token's, `?5` the presented token, `?6` a DPoP key to bind): the
 /// session moves forward only if it is unrevoked and the presented token unspent; `$set` and
-/// `$condition` are what one variant adds to the shared statement.
+/// `$condition` are what one variant adds to the shared statement. The row is found by its row
+/// id ([`session_row_of!`]).
 macro_rules! rotate_session {
     ($set:literal, $condition:literal) => {
         concat!(
@@ -616,7 +635,9 @@ macro_rules! rotate_session {
                  access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)",
             $set,
             "
-             WHERE id = ?2 AND revoked_at IS NULL",
+             WHERE rowid = ",
+            session_row_of!("?5", "?2"),
+            " AND id = ?2 AND revoked_at IS NULL",
             $condition,
             "
                AND EXISTS (SELECT 1 FROM refresh_tokens
@@ -633,6 +654,23 @@ const ROTATE_SESSION_FORWARD: &str = rotate_session!("", " AND idle_expires_at <
 /// forward to it when it comes sooner.
 const ROTATE_SESSION_BACK: &str =
     rotate_session!(", expiry_check_at = MIN(expiry_check_at, ?3)", "");
+
+/// A rotation's successor token (`?1`) of session `?2` at `?3`, with the session's row id as
+/// the presented token (`?4`) reaches it.
+const INSERT_SUCCESSOR: &str = concat!(
+    "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row) VALUES (?1, ?2, ?3, ",
+    session_row_of!("?4", "?2"),
+    ")"
+);
+
+/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` the presented
+/// token), for the session's user as its row says.
+const INSERT_REFRESHED_EVENT: &str = concat!(
+    "INSERT INTO events (type, user_id, session_id, at, data)
+     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ",
+    session_row_of!("?3", "?2"),
+    " AND id = ?2"
+);
 
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
 /// forward only if it is unrevoked and the presented token is still unspent; then the token is
@@ -686,14 +724,18 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         )?,
         execute(
             connection,
-            "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
-            params![&rotation.successor.0[..], session_id, now],
+            INSERT_SUCCESSOR,
+            params![
+                &rotation.successor.0[..],
+                session_id,
+                now,
+                &rotation.presented.0[..]
+            ],
         )?,
         execute(
             connection,
-            "INSERT INTO events (type, user_id, session_id, at, data)
-             SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE id = ?2",
-            params![now, session_id],
+            INSERT_REFRESHED_EVENT,
+            params![now, session_id, &rotation.presented.0[..]],
         )?,
     ];
     if steps != [1, 1, 1, 1] {
@@ -786,7 +828,8 @@ impl SessionStore for SqliteStore {
                 )?;
                 execute(
                     connection,
-                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
+                     VALUES (?1, ?2, ?3, (SELECT rowid FROM sessions WHERE id = ?2))",
                     params![&first_token.0[..], id, session.created_at.unix_millis()],
                 )?;
                 execute(
@@ -1720,11 +1763,12 @@ const REWRAP_REFUSED: &str = "the master key check or the data keys changed";
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{Connection, params};
+    use rusqlite::{Connection, OptionalExtension, params};
 
     use super::{
-        AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, PURGE_EVENTS,
-        PURGE_SUCCESSOR_PAIRS, ROTATE_SESSION_BACK, ROTATE_SESSION_FORWARD,
+        AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, INSERT_REFRESHED_EVENT,
+        INSERT_SUCCESSOR, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS, ROTATE_SESSION_BACK,
+        ROTATE_SESSION_FORWARD,
     };
     use crate::rows::SESSION_COLUMN_COUNT;
 
@@ -1812,6 +1856,134 @@ mod tests {
         };
         assert_eq!(index_writes(ROTATE_SESSION_FORWARD), 0);
         assert!(index_writes(ROTATE_SESSION_BACK) > 0);
+    }
+
+    /// A refresh reaches its session's row by row id, never through the index of sessions by
+    /// id (migration 0018): the lookup, both compare-and-swaps, the successor and the event.
+    #[test]
+    fn a_refresh_reaches_its_session_by_row_id() {
+        let connection = migrated();
+        let token = [1u8; 32];
+        // The index of sessions by id is read only as the fallback of `session_row_of!`, a
+        // scalar subquery that SQLite runs only for a token without a row id.
+        let by_row_id = |sql: &str, parameters: &[&dyn rusqlite::ToSql]| {
+            let joined = plan(&connection, sql, parameters);
+            let steps: Vec<&str> = joined.split(" | ").collect();
+            assert!(
+                steps.iter().any(|step| {
+                    *step == "SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?)"
+                        || *step == "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)"
+                }),
+                "{sql}: {joined}"
+            );
+            for (at, step) in steps.iter().enumerate() {
+                if step.contains("sqlite_autoindex_sessions") {
+                    assert!(
+                        at > 0 && steps[at - 1].contains("SCALAR SUBQUERY"),
+                        "{sql} reads the index of sessions by id: {joined}"
+                    );
+                }
+            }
+        };
+        by_row_id(FIND_REFRESH_TOKEN, &[&&token[..]]);
+        let swap: [&dyn rusqlite::ToSql; 6] = [&1, &"s1", &9, &9, &&token[..], &None::<String>];
+        by_row_id(ROTATE_SESSION_FORWARD, &swap);
+        by_row_id(ROTATE_SESSION_BACK, &swap);
+        by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &&token[..]]);
+        let successor = plan(
+            &connection,
+            INSERT_SUCCESSOR,
+            [
+                &&[2u8; 32][..] as &dyn rusqlite::ToSql,
+                &"s1",
+                &1,
+                &&token[..],
+            ],
+        );
+        assert!(
+            successor.contains("SEARCH refresh_tokens USING PRIMARY KEY (hash=?)"),
+            "{successor}"
+        );
+    }
+
+    /// A token written before migration 0018 (no row id of its session) is still found and
+    /// rotated, and its successor gets the row id; a row id that names another session's row
+    /// leads the token nowhere.
+    #[test]
+    fn tokens_without_a_session_row_id_are_found_and_wrong_ones_are_not() {
+        let connection = migrated();
+        connection.execute_batch(TWO_SESSIONS).expect("sessions");
+        let s1: i64 = connection
+            .query_row("SELECT rowid FROM sessions WHERE id = 's1'", [], |row| {
+                row.get(0)
+            })
+            .expect("s1");
+        let s2: i64 = connection
+            .query_row("SELECT rowid FROM sessions WHERE id = 's2'", [], |row| {
+                row.get(0)
+            })
+            .expect("s2");
+        connection
+            .execute(
+                "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row) VALUES
+                     (X'01', 's1', 1, NULL), (X'02', 's1', 1, ?1), (X'03', 's1', 1, ?2)",
+                params![s1, s2],
+            )
+            .expect("tokens");
+        let found = |hash: &[u8]| -> Option<String> {
+            connection
+                .query_row(FIND_REFRESH_TOKEN, [hash], |row| row.get::<_, String>(0))
+                .optional()
+                .expect("lookup")
+        };
+        assert_eq!(
+            found(&[1]).as_deref(),
+            Some("s1"),
+            "found through the index"
+        );
+        assert_eq!(found(&[2]).as_deref(), Some("s1"), "found by row id");
+        assert_eq!(
+            found(&[3]),
+            None,
+            "a row id of another session leads nowhere"
+        );
+
+        // The token without a row id rotates, and its successor is reached by row id.
+        let swap = |statement: &str, token: &[u8]| {
+            connection
+                .execute(statement, params![5, "s1", 9, 9, token, None::<String>])
+                .expect("swap")
+        };
+        assert_eq!(swap(ROTATE_SESSION_FORWARD, &[1]), 1);
+        assert_eq!(
+            connection
+                .execute(INSERT_REFRESHED_EVENT, params![5, "s1", &[1u8][..]])
+                .expect("event"),
+            1
+        );
+        connection
+            .execute(INSERT_SUCCESSOR, params![&[4u8][..], "s1", 5, &[1u8][..]])
+            .expect("successor");
+        let row: Option<i64> = connection
+            .query_row(
+                "SELECT session_row FROM refresh_tokens WHERE hash = X'04'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("successor row");
+        assert_eq!(row, Some(s1));
+        assert_eq!(found(&[4]).as_deref(), Some("s1"));
+        // The token whose row id names s2's row moves neither session.
+        assert_eq!(swap(ROTATE_SESSION_FORWARD, &[3]), 0);
+        assert_eq!(swap(ROTATE_SESSION_BACK, &[3]), 0);
+        let s2_active: i64 = connection
+            .query_row(
+                "SELECT last_active_at FROM sessions WHERE id = 's2'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("s2");
+        assert_eq!(s2_active, 1);
     }
 
     /// The purge forgets, among the oldest pairs, those spent before its cutoff; a pair from
@@ -1952,12 +2124,15 @@ mod tests {
         assert_eq!(sealed(&[1]), Some(vec![0x0C, 0x0D]), "in the row");
         assert_eq!(sealed(&[2]), Some(vec![0x0A, 0x0B]), "in successor_seals");
         assert_eq!(sealed(&[3]), None, "unspent");
-        // Every table of the lookup is reached by its key, the pair by its row id.
+        // Every table of the lookup is reached by its key, the session and the pair by their
+        // row ids (the index of sessions by id only for a token without the session's).
         let lookup = plan(&connection, FIND_REFRESH_TOKEN, [&[2u8][..]]);
         assert!(
             lookup.starts_with(
                 "SEARCH t USING PRIMARY KEY (hash=?) | \
-                 SEARCH s USING INDEX sqlite_autoindex_sessions_1 (id=?) | \
+                 SEARCH s USING INTEGER PRIMARY KEY (rowid=?) | \
+                 CORRELATED SCALAR SUBQUERY 2 | \
+                 SEARCH sessions USING COVERING INDEX sqlite_autoindex_sessions_1 (id=?) | \
                  SEARCH seal USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN | \
                  SEARCH successor USING PRIMARY KEY (hash=?) LEFT-JOIN"
             ) && !lookup.contains("SCAN"),

@@ -1,0 +1,11 @@
+-- A refresh reaches its session's row through the session's row id, kept in each token's row,
+-- instead of through the index of sessions by id. That index is keyed by random UUIDs, so once
+-- the file outgrows the page cache nearly every refresh read one of its pages from the file;
+-- the row id leads straight into the table, whose rows are in the order sessions began. The
+-- token's `session_id` is still compared, so a row id that SQLite gives again to a later
+-- session (it reuses the largest once that row is deleted) never leads a token to it.
+--
+-- Tokens written before this migration keep NULL here and are found through the index as
+-- before; their successors get the row id. Nothing is rewritten: the migration is instant
+-- whatever the size of the file.
+ALTER TABLE refresh_tokens ADD COLUMN session_row INTEGER;
