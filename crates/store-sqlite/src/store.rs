@@ -590,21 +590,6 @@ const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
 const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE replay_id IN (
          SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)";
 
-/// The row id of session `$session`, reached from the row of its token `$token` (see migration
-/// 0018), or through the index of sessions by id for a token written before that migration.
-/// SQLite evaluates the index lookup only when the token's row has no row id.
-macro_rules! session_row_of {
-    ($token:literal, $session:literal) => {
-        concat!(
-            "COALESCE((SELECT session_row FROM refresh_tokens WHERE hash = ",
-            $token,
-            "), (SELECT rowid FROM sessions WHERE id = ",
-            $session,
-            "))"
-        )
-    };
-}
-
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
 /// The session's row is reached by its row id (migration 0018) and must still be the token's.
 const FIND_REFRESH_TOKEN: &str = concat!(
@@ -622,11 +607,15 @@ const FIND_REFRESH_TOKEN: &str = concat!(
      WHERE t.hash = ?1"
 );
 
-/// A rotation's compare-and-swap on its session (`?1` now, `?2` the session, `?3` the new idle
-/// expiry, `?4` the access token's, `?5` the presented token, `?6` a DPoP key to bind): the
-/// session moves forward only if it is unrevoked and the presented token unspent; `$set` and
-/// `$condition` are what one variant adds to the shared statement. The row is found by its row
-/// id ([`session_row_of!`]).
+/// The presented token (`?1`) of a rotation, if it is unspent and session `?2`'s: the row id
+/// of its session (NULL for a token written before migration 0018).
+const PRESENTED_TOKEN: &str = "SELECT session_row FROM refresh_tokens
+     WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL";
+
+/// A rotation's update of its session (`?1` now, `?2` the session, `?3` the new idle expiry,
+/// `?4` the access token's, `?5` the session's row id, `?6` a DPoP key to bind), once its
+/// presented token was found unspent ([`PRESENTED_TOKEN`]): the session moves forward only if
+/// it is unrevoked; `$set` and `$condition` are what one variant adds to the shared statement.
 macro_rules! rotate_session {
     ($set:literal, $condition:literal) => {
         concat!(
@@ -635,13 +624,8 @@ macro_rules! rotate_session {
                  access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)",
             $set,
             "
-             WHERE rowid = ",
-            session_row_of!("?5", "?2"),
-            " AND id = ?2 AND revoked_at IS NULL",
-            $condition,
-            "
-               AND EXISTS (SELECT 1 FROM refresh_tokens
-                           WHERE hash = ?5 AND session_id = ?2 AND spent_at IS NULL)"
+             WHERE rowid = ?5 AND id = ?2 AND revoked_at IS NULL",
+            $condition
         )
     };
 }
@@ -655,31 +639,52 @@ const ROTATE_SESSION_FORWARD: &str = rotate_session!("", " AND idle_expires_at <
 const ROTATE_SESSION_BACK: &str =
     rotate_session!(", expiry_check_at = MIN(expiry_check_at, ?3)", "");
 
-/// A rotation's successor token (`?1`) of session `?2` at `?3`, with the session's row id as
-/// the presented token (`?4`) reaches it.
-const INSERT_SUCCESSOR: &str = concat!(
-    "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row) VALUES (?1, ?2, ?3, ",
-    session_row_of!("?4", "?2"),
-    ")"
-);
+/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
+/// the session's user as its row says.
+const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
 
-/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` the presented
-/// token), for the session's user as its row says.
-const INSERT_REFRESHED_EVENT: &str = concat!(
-    "INSERT INTO events (type, user_id, session_id, at, data)
-     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ",
-    session_row_of!("?3", "?2"),
-    " AND id = ?2"
-);
+/// The row id of session `session_id` for a rotation of `presented`, which must be unspent and
+/// the session's: read from the token's row (migration 0018), or through the index of sessions
+/// by id for a token written before. `None` when the token is spent, not the session's, or
+/// unknown, or the session is gone: the rotation has lost.
+fn rotating_session_row(
+    connection: &Connection,
+    presented: &RefreshTokenHash,
+    session_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let found = query_optional(
+        connection,
+        PRESENTED_TOKEN,
+        params![&presented.0[..], session_id],
+        |row| get::<Option<i64>>(row, 0),
+    )?;
+    match found {
+        None => Ok(None),
+        Some(Some(row)) => Ok(Some(row)),
+        Some(None) => query_optional(
+            connection,
+            "SELECT rowid FROM sessions WHERE id = ?1",
+            [session_id],
+            |row| get(row, 0),
+        ),
+    }
+}
 
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
-/// forward only if it is unrevoked and the presented token is still unspent; then the token is
-/// spent, its successor stored and the `session.refreshed` event written, each of which must
-/// change exactly one row. A rotation that loses writes nothing.
+/// forward only if it is unrevoked and the presented token is still unspent (read first, in
+/// the same transaction of the only writer, so nothing changes between the read and the
+/// writes); then the token is spent, its successor stored and the `session.refreshed` event
+/// written, each of which must change exactly one row. A rotation that loses writes nothing.
+/// The session's row is reached by its row id throughout (see migration 0018).
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
     let connection = tx.connection();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
+    let Some(session_row) = rotating_session_row(connection, &rotation.presented, &session_id)?
+    else {
+        return Ok(RotationOutcome::Lost);
+    };
     let moved = |statement: &str| {
         execute(
             connection,
@@ -689,7 +694,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
                 session_id,
                 rotation.idle_expires_at.unix_millis(),
                 rotation.access_expires_at.unix_millis(),
-                &rotation.presented.0[..],
+                session_row,
                 rotation.bind_dpop_jkt.as_deref(),
             ],
         )
@@ -724,18 +729,14 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         )?,
         execute(
             connection,
-            INSERT_SUCCESSOR,
-            params![
-                &rotation.successor.0[..],
-                session_id,
-                now,
-                &rotation.presented.0[..]
-            ],
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![&rotation.successor.0[..], session_id, now, session_row],
         )?,
         execute(
             connection,
             INSERT_REFRESHED_EVENT,
-            params![now, session_id, &rotation.presented.0[..]],
+            params![now, session_id, session_row],
         )?,
     ];
     if steps != [1, 1, 1, 1] {
@@ -1767,8 +1768,8 @@ mod tests {
 
     use super::{
         AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN, INSERT_REFRESHED_EVENT,
-        INSERT_SUCCESSOR, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS, ROTATE_SESSION_BACK,
-        ROTATE_SESSION_FORWARD,
+        PRESENTED_TOKEN, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS, ROTATE_SESSION_BACK,
+        ROTATE_SESSION_FORWARD, rotating_session_row,
     };
     use crate::rows::SESSION_COLUMN_COUNT;
 
@@ -1859,13 +1860,14 @@ mod tests {
     }
 
     /// A refresh reaches its session's row by row id, never through the index of sessions by
-    /// id (migration 0018): the lookup, both compare-and-swaps, the successor and the event.
+    /// id (migration 0018): the lookup, both updates of a rotation and its event; a rotation
+    /// reads its presented token by key.
     #[test]
     fn a_refresh_reaches_its_session_by_row_id() {
         let connection = migrated();
         let token = [1u8; 32];
-        // The index of sessions by id is read only as the fallback of `session_row_of!`, a
-        // scalar subquery that SQLite runs only for a token without a row id.
+        // In the lookup, the index of sessions by id is read only by the fallback for a token
+        // without the session's row id, a scalar subquery SQLite runs only then.
         let by_row_id = |sql: &str, parameters: &[&dyn rusqlite::ToSql]| {
             let joined = plan(&connection, sql, parameters);
             let steps: Vec<&str> = joined.split(" | ").collect();
@@ -1886,96 +1888,77 @@ mod tests {
             }
         };
         by_row_id(FIND_REFRESH_TOKEN, &[&&token[..]]);
-        let swap: [&dyn rusqlite::ToSql; 6] = [&1, &"s1", &9, &9, &&token[..], &None::<String>];
-        by_row_id(ROTATE_SESSION_FORWARD, &swap);
-        by_row_id(ROTATE_SESSION_BACK, &swap);
-        by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &&token[..]]);
-        let successor = plan(
-            &connection,
-            INSERT_SUCCESSOR,
-            [
-                &&[2u8; 32][..] as &dyn rusqlite::ToSql,
-                &"s1",
-                &1,
-                &&token[..],
-            ],
-        );
-        assert!(
-            successor.contains("SEARCH refresh_tokens USING PRIMARY KEY (hash=?)"),
-            "{successor}"
+        let update: [&dyn rusqlite::ToSql; 6] = [&1, &"s1", &9, &9, &7, &None::<String>];
+        by_row_id(ROTATE_SESSION_FORWARD, &update);
+        by_row_id(ROTATE_SESSION_BACK, &update);
+        by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &7]);
+        assert_eq!(
+            plan(&connection, PRESENTED_TOKEN, params![&token[..], "s1"]),
+            "SEARCH refresh_tokens USING PRIMARY KEY (hash=?)"
         );
     }
 
-    /// A token written before migration 0018 (no row id of its session) is still found and
-    /// rotated, and its successor gets the row id; a row id that names another session's row
-    /// leads the token nowhere.
+    /// A token written before migration 0018 (no row id of its session) is still found, and
+    /// rotates through the index; a row id that names another session's row leads the token
+    /// nowhere; a spent token, or one of another session, does not rotate.
     #[test]
     fn tokens_without_a_session_row_id_are_found_and_wrong_ones_are_not() {
         let connection = migrated();
         connection.execute_batch(TWO_SESSIONS).expect("sessions");
-        let s1: i64 = connection
-            .query_row("SELECT rowid FROM sessions WHERE id = 's1'", [], |row| {
-                row.get(0)
-            })
-            .expect("s1");
-        let s2: i64 = connection
-            .query_row("SELECT rowid FROM sessions WHERE id = 's2'", [], |row| {
-                row.get(0)
-            })
-            .expect("s2");
-        connection
-            .execute(
-                "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row) VALUES
-                     (X'01', 's1', 1, NULL), (X'02', 's1', 1, ?1), (X'03', 's1', 1, ?2)",
-                params![s1, s2],
-            )
-            .expect("tokens");
-        let found = |hash: &[u8]| -> Option<String> {
+        let row_of = |id: &str| -> i64 {
             connection
-                .query_row(FIND_REFRESH_TOKEN, [hash], |row| row.get::<_, String>(0))
+                .query_row("SELECT rowid FROM sessions WHERE id = ?1", [id], |row| {
+                    row.get(0)
+                })
+                .expect("session")
+        };
+        let (s1, s2) = (row_of("s1"), row_of("s2"));
+        // Token n: its hash is n repeated; 1 without a row id, 2 with s1's, 3 with s2's (wrong),
+        // 4 spent.
+        for (n, spent_at, row) in [(1u8, None, None), (2, None, Some(s1)), (3, None, Some(s2))]
+            .into_iter()
+            .chain([(4, Some(2), Some(s1))])
+        {
+            connection
+                .execute(
+                    "INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at, session_row)
+                     VALUES (?1, 's1', 1, ?2, ?3)",
+                    params![&[n; 32][..], spent_at, row],
+                )
+                .expect("token");
+        }
+        let found = |n: u8| -> Option<String> {
+            connection
+                .query_row(FIND_REFRESH_TOKEN, [&[n; 32][..]], |row| {
+                    row.get::<_, String>(0)
+                })
                 .optional()
                 .expect("lookup")
         };
-        assert_eq!(
-            found(&[1]).as_deref(),
-            Some("s1"),
-            "found through the index"
-        );
-        assert_eq!(found(&[2]).as_deref(), Some("s1"), "found by row id");
-        assert_eq!(
-            found(&[3]),
-            None,
-            "a row id of another session leads nowhere"
-        );
-
-        // The token without a row id rotates, and its successor is reached by row id.
-        let swap = |statement: &str, token: &[u8]| {
-            connection
-                .execute(statement, params![5, "s1", 9, 9, token, None::<String>])
-                .expect("swap")
-        };
-        assert_eq!(swap(ROTATE_SESSION_FORWARD, &[1]), 1);
-        assert_eq!(
-            connection
-                .execute(INSERT_REFRESHED_EVENT, params![5, "s1", &[1u8][..]])
-                .expect("event"),
-            1
-        );
-        connection
-            .execute(INSERT_SUCCESSOR, params![&[4u8][..], "s1", 5, &[1u8][..]])
-            .expect("successor");
-        let row: Option<i64> = connection
-            .query_row(
-                "SELECT session_row FROM refresh_tokens WHERE hash = X'04'",
-                [],
-                |row| row.get(0),
+        assert_eq!(found(1).as_deref(), Some("s1"), "found through the index");
+        assert_eq!(found(2).as_deref(), Some("s1"), "found by row id");
+        assert_eq!(found(3), None, "a row id of another session leads nowhere");
+        let rotating = |n: u8, session: &str| {
+            rotating_session_row(
+                &connection,
+                &sessiond_core::refresh::RefreshTokenHash([n; 32]),
+                session,
             )
-            .expect("successor row");
-        assert_eq!(row, Some(s1));
-        assert_eq!(found(&[4]).as_deref(), Some("s1"));
-        // The token whose row id names s2's row moves neither session.
-        assert_eq!(swap(ROTATE_SESSION_FORWARD, &[3]), 0);
-        assert_eq!(swap(ROTATE_SESSION_BACK, &[3]), 0);
+            .expect("read")
+        };
+        assert_eq!(rotating(9, "s1"), None, "an unknown token");
+        assert_eq!(rotating(1, "s1"), Some(s1), "through the index");
+        assert_eq!(rotating(2, "s1"), Some(s1), "by row id");
+        assert_eq!(rotating(2, "s2"), None, "another session's token");
+        assert_eq!(rotating(4, "s1"), None, "a spent token");
+        // A row id of another session's row moves neither session: the row's id must match.
+        let moved = connection
+            .execute(
+                ROTATE_SESSION_FORWARD,
+                params![5, "s1", 9, 9, s2, None::<String>],
+            )
+            .expect("update");
+        assert_eq!(moved, 0);
         let s2_active: i64 = connection
             .query_row(
                 "SELECT last_active_at FROM sessions WHERE id = 's2'",
