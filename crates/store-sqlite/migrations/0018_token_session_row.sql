@@ -1,11 +1,12 @@
 -- A refresh reaches its session's row through the session's row id, kept in each token's row,
 -- instead of through the index of sessions by id. That index is keyed by random UUIDs, so once
 -- the file outgrows the page cache nearly every refresh read one of its pages from the file;
--- the row id leads straight into the table, whose rows are in the order sessions began. The
--- token's `session_id` is still compared, so a row id that SQLite gives again to a later
--- session (it reuses the largest once that row is deleted) never leads a token to it.
+-- the row id leads straight into the table, whose rows are in the order sessions began.
 --
--- Tokens written before this migration keep NULL here and are found through the index as
--- before; their successors get the row id. Nothing is rewritten: the migration is instant
--- whatever the size of the file.
+-- The row id is a hint: it is used only while the row it names is still the token's session.
+-- Otherwise the session is found through the index as before: for tokens written before this
+-- migration (NULL here), and after the session table's row ids changed (a `VACUUM` may
+-- renumber them, and a dump loaded again does; SQLite also gives the largest row id again once
+-- its row is deleted). Each rotation stores the row id it found in the successor's row.
+-- Nothing is rewritten: the migration is instant whatever the size of the file.
 ALTER TABLE refresh_tokens ADD COLUMN session_row INTEGER;

@@ -590,8 +590,21 @@ const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
 const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE replay_id IN (
          SELECT replay_id FROM dpop_proofs WHERE expires_at <= ?1 LIMIT ?2)";
 
+/// The row id of the session of the token row `t`: the one the row keeps (migration 0018) when
+/// it is still that session's, else found through the index of sessions by id, which SQLite
+/// reads only then: for a token written before the migration, or once the session's row id has
+/// changed (a `VACUUM` may renumber the rows of a table without an `INTEGER PRIMARY KEY`, and a
+/// dump loaded again does). NULL when the session is gone.
+macro_rules! session_row_of_token {
+    () => {
+        "COALESCE(
+             (SELECT rowid FROM sessions WHERE rowid = t.session_row AND id = t.session_id),
+             (SELECT rowid FROM sessions WHERE id = t.session_id))"
+    };
+}
+
 /// The lookup of a presented refresh token, its session and whether its successor is spent.
-/// The session's row is reached by its row id (migration 0018) and must still be the token's.
+/// The session's row is reached by its row id ([`session_row_of_token!`]).
 const FIND_REFRESH_TOKEN: &str = concat!(
     "SELECT ",
     session_columns!(),
@@ -599,18 +612,21 @@ const FIND_REFRESH_TOKEN: &str = concat!(
             t.issued_at, t.spent_at, COALESCE(seal.sealed, t.sealed_successor),
             successor.spent_at IS NOT NULL
      FROM refresh_tokens t
-     JOIN sessions s
-       ON s.rowid = COALESCE(t.session_row, (SELECT rowid FROM sessions WHERE id = t.session_id))
-      AND s.id = t.session_id
+     JOIN sessions s ON s.rowid = ",
+    session_row_of_token!(),
+    "
      LEFT JOIN successor_seals seal ON seal.id = t.successor_seal
      LEFT JOIN refresh_tokens successor ON successor.hash = t.successor_hash
      WHERE t.hash = ?1"
 );
 
 /// The presented token (`?1`) of a rotation, if it is unspent and session `?2`'s: the row id
-/// of its session (NULL for a token written before migration 0018).
-const PRESENTED_TOKEN: &str = "SELECT session_row FROM refresh_tokens
-     WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL";
+/// of its session ([`session_row_of_token!`]; NULL when the session is gone).
+const PRESENTED_TOKEN: &str = concat!(
+    "SELECT ",
+    session_row_of_token!(),
+    " FROM refresh_tokens t WHERE t.hash = ?1 AND t.session_id = ?2 AND t.spent_at IS NULL"
+);
 
 /// A rotation's update of its session (`?1` now, `?2` the session, `?3` the new idle expiry,
 /// `?4` the access token's, `?5` the session's row id, `?6` a DPoP key to bind), once its
@@ -645,8 +661,7 @@ const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session
      SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
 
 /// The row id of session `session_id` for a rotation of `presented`, which must be unspent and
-/// the session's: read from the token's row (migration 0018), or through the index of sessions
-/// by id for a token written before. `None` when the token is spent, not the session's, or
+/// the session's ([`PRESENTED_TOKEN`]). `None` when the token is spent, not the session's, or
 /// unknown, or the session is gone: the rotation has lost.
 fn rotating_session_row(
     connection: &Connection,
@@ -659,16 +674,7 @@ fn rotating_session_row(
         params![&presented.0[..], session_id],
         |row| get::<Option<i64>>(row, 0),
     )?;
-    match found {
-        None => Ok(None),
-        Some(Some(row)) => Ok(Some(row)),
-        Some(None) => query_optional(
-            connection,
-            "SELECT rowid FROM sessions WHERE id = ?1",
-            [session_id],
-            |row| get(row, 0),
-        ),
-    }
+    Ok(found.flatten())
 }
 
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
@@ -1892,17 +1898,20 @@ mod tests {
         by_row_id(ROTATE_SESSION_FORWARD, &update);
         by_row_id(ROTATE_SESSION_BACK, &update);
         by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &7]);
-        assert_eq!(
-            plan(&connection, PRESENTED_TOKEN, params![&token[..], "s1"]),
-            "SEARCH refresh_tokens USING PRIMARY KEY (hash=?)"
+        by_row_id(PRESENTED_TOKEN, &[&&token[..], &"s1"]);
+        let presented = plan(&connection, PRESENTED_TOKEN, params![&token[..], "s1"]);
+        assert!(
+            presented.starts_with("SEARCH t USING PRIMARY KEY (hash=?)"),
+            "{presented}"
         );
     }
 
-    /// A token written before migration 0018 (no row id of its session) is still found, and
-    /// rotates through the index; a row id that names another session's row leads the token
-    /// nowhere; a spent token, or one of another session, does not rotate.
+    /// A token's row id of its session is a hint: a token written before migration 0018 (none),
+    /// or whose session's row id has changed since (a row renumbered, or another session's row
+    /// now at that id), is found and rotates through the index, and only ever with its own
+    /// session; a spent token, or one of another session, does not rotate.
     #[test]
-    fn tokens_without_a_session_row_id_are_found_and_wrong_ones_are_not() {
+    fn a_tokens_row_id_of_its_session_is_only_a_hint() {
         let connection = migrated();
         connection.execute_batch(TWO_SESSIONS).expect("sessions");
         let row_of = |id: &str| -> i64 {
@@ -1914,10 +1923,10 @@ mod tests {
         };
         let (s1, s2) = (row_of("s1"), row_of("s2"));
         // Token n: its hash is n repeated; 1 without a row id, 2 with s1's, 3 with s2's (wrong),
-        // 4 spent.
+        // 4 spent, 5 with a row id no row has.
         for (n, spent_at, row) in [(1u8, None, None), (2, None, Some(s1)), (3, None, Some(s2))]
             .into_iter()
-            .chain([(4, Some(2), Some(s1))])
+            .chain([(4, Some(2), Some(s1)), (5, None, Some(s1 + s2 + 100))])
         {
             connection
                 .execute(
@@ -1935,9 +1944,13 @@ mod tests {
                 .optional()
                 .expect("lookup")
         };
-        assert_eq!(found(1).as_deref(), Some("s1"), "found through the index");
-        assert_eq!(found(2).as_deref(), Some("s1"), "found by row id");
-        assert_eq!(found(3), None, "a row id of another session leads nowhere");
+        for n in [1, 2, 3, 5] {
+            assert_eq!(
+                found(n).as_deref(),
+                Some("s1"),
+                "token {n} finds its session"
+            );
+        }
         let rotating = |n: u8, session: &str| {
             rotating_session_row(
                 &connection,
@@ -1947,10 +1960,20 @@ mod tests {
             .expect("read")
         };
         assert_eq!(rotating(9, "s1"), None, "an unknown token");
-        assert_eq!(rotating(1, "s1"), Some(s1), "through the index");
-        assert_eq!(rotating(2, "s1"), Some(s1), "by row id");
+        for n in [1, 2, 3, 5] {
+            assert_eq!(rotating(n, "s1"), Some(s1), "token {n} rotates its session");
+        }
         assert_eq!(rotating(2, "s2"), None, "another session's token");
         assert_eq!(rotating(4, "s1"), None, "a spent token");
+        // s1 renumbered (as a VACUUM may do): its tokens follow it through the index.
+        connection
+            .execute(
+                "UPDATE sessions SET rowid = ?1 WHERE id = 's1'",
+                [s1 + s2 + 200],
+            )
+            .expect("renumber");
+        assert_eq!(found(2).as_deref(), Some("s1"));
+        assert_eq!(rotating(2, "s1"), Some(s1 + s2 + 200));
         // A row id of another session's row moves neither session: the row's id must match.
         let moved = connection
             .execute(
@@ -2115,6 +2138,8 @@ mod tests {
                 "SEARCH t USING PRIMARY KEY (hash=?) | \
                  SEARCH s USING INTEGER PRIMARY KEY (rowid=?) | \
                  CORRELATED SCALAR SUBQUERY 2 | \
+                 SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?) | \
+                 CORRELATED SCALAR SUBQUERY 3 | \
                  SEARCH sessions USING COVERING INDEX sqlite_autoindex_sessions_1 (id=?) | \
                  SEARCH seal USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN | \
                  SEARCH successor USING PRIMARY KEY (hash=?) LEFT-JOIN"
