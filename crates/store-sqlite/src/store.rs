@@ -1865,15 +1865,15 @@ mod tests {
         assert!(index_writes(ROTATE_SESSION_BACK) > 0);
     }
 
-    /// A refresh reaches its session's row by row id, never through the index of sessions by
-    /// id (migration 0018): the lookup, both updates of a rotation and its event; a rotation
-    /// reads its presented token by key.
+    /// A refresh reaches its session's row by row id (migration 0018), and through the index of
+    /// sessions by id only as the fallback for a missing or stale row id: the lookup, both
+    /// updates of a rotation and its event; a rotation reads its presented token by key.
     #[test]
     fn a_refresh_reaches_its_session_by_row_id() {
         let connection = migrated();
         let token = [1u8; 32];
-        // In the lookup, the index of sessions by id is read only by the fallback for a token
-        // without the session's row id, a scalar subquery SQLite runs only then.
+        // The index of sessions by id is read only by the fallback for a missing or stale row
+        // id, a scalar subquery SQLite runs only then.
         let by_row_id = |sql: &str, parameters: &[&dyn rusqlite::ToSql]| {
             let joined = plan(&connection, sql, parameters);
             let steps: Vec<&str> = joined.split(" | ").collect();
@@ -2131,7 +2131,7 @@ mod tests {
         assert_eq!(sealed(&[2]), Some(vec![0x0A, 0x0B]), "in successor_seals");
         assert_eq!(sealed(&[3]), None, "unspent");
         // Every table of the lookup is reached by its key, the session and the pair by their
-        // row ids (the index of sessions by id only for a token without the session's).
+        // row ids (the index of sessions by id only for a missing or stale row id).
         let lookup = plan(&connection, FIND_REFRESH_TOKEN, [&[2u8][..]]);
         assert!(
             lookup.starts_with(
