@@ -32,7 +32,9 @@ use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
 use zeroize::Zeroizing;
 
-use crate::engine::{ConnectionSettings, Engine, WriteTx, stored_seq};
+use crate::engine::{
+    ConnectionSettings, Engine, Statements, WriteTx, execute, query_all, query_optional, stored_seq,
+};
 use crate::error::store_error;
 use crate::migrate;
 use crate::rows::{self, SESSION_COLUMN_COUNT, get, session_columns};
@@ -293,50 +295,6 @@ fn active_sessions_of(
         params![user.as_str(), now.unix_millis()],
         |row| rows::session(row, 0, cipher),
     )
-}
-
-/// Every row of `sql`, decoded by `decode`.
-fn query_all<T>(
-    connection: &Connection,
-    sql: &str,
-    parameters: impl rusqlite::Params,
-    mut decode: impl FnMut(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
-    let mut rows = statement.query(parameters).map_err(store_error)?;
-    let mut decoded = Vec::new();
-    while let Some(row) = rows.next().map_err(store_error)? {
-        decoded.push(decode(row)?);
-    }
-    Ok(decoded)
-}
-
-/// The first row of `sql`, decoded by `decode`, if there is one.
-fn query_optional<T>(
-    connection: &Connection,
-    sql: &str,
-    parameters: impl rusqlite::Params,
-    decode: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
-    let mut rows = statement.query(parameters).map_err(store_error)?;
-    match rows.next().map_err(store_error)? {
-        Some(row) => decode(row).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Runs one statement; returns the number of rows it changed.
-fn execute(
-    connection: &Connection,
-    sql: &str,
-    parameters: impl rusqlite::Params,
-) -> Result<usize, StoreError> {
-    connection
-        .prepare_cached(sql)
-        .map_err(store_error)?
-        .execute(parameters)
-        .map_err(store_error)
 }
 
 fn session_by_id(
@@ -664,7 +622,7 @@ const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session
 /// the session's ([`PRESENTED_TOKEN`]). `None` when the token is spent, not the session's, or
 /// unknown, or the session is gone: the rotation has lost.
 fn rotating_session_row(
-    connection: &Connection,
+    connection: &(impl Statements + ?Sized),
     presented: &RefreshTokenHash,
     session_id: &str,
 ) -> Result<Option<i64>, StoreError> {
@@ -684,14 +642,14 @@ fn rotating_session_row(
 /// written, each of which must change exactly one row. A rotation that loses writes nothing.
 /// The session's row is reached by its row id throughout (see migration 0018).
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
-    let connection = tx.connection();
+    let connection = tx.statements();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
     let Some(session_row) = rotating_session_row(connection, &rotation.presented, &session_id)?
     else {
         return Ok(RotationOutcome::Lost);
     };
-    let moved = |statement: &str| {
+    let moved = |statement: &'static str| {
         execute(
             connection,
             statement,
@@ -719,7 +677,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         "INSERT INTO successor_seals (sealed, spent_at) VALUES (?1, ?2)",
         params![&rotation.sealed_successor[..], now],
     )?;
-    let seal = connection.last_insert_rowid();
+    let seal = tx.connection().last_insert_rowid();
     let steps = [
         sealed,
         execute(
@@ -1515,7 +1473,7 @@ impl AuditStore for SqliteStore {
                 // One read transaction, so head and checkpoint are of one moment.
                 let tx = connection.unchecked_transaction().map_err(store_error)?;
                 let (head_seq, head_hash) = query_optional(
-                    &tx,
+                    &*tx,
                     "SELECT seq, hash FROM audit_head WHERE id = 1",
                     [],
                     |row| {
@@ -1525,7 +1483,7 @@ impl AuditStore for SqliteStore {
                 )?
                 .ok_or_else(|| StoreError::Corrupt("the audit head is missing".into()))?;
                 let checkpoint = query_optional(
-                    &tx,
+                    &*tx,
                     "SELECT seq, hash, at, mac FROM audit_checkpoint WHERE id = 1",
                     [],
                     |row| {
