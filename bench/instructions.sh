@@ -6,9 +6,10 @@
 # Each of ROUNDS rounds starts the server under callgrind on a fresh copy of a seeded file
 # (the layout of bench/sidebyside.sh), warms it, then counts over MEASURE of `wrk -t1 -c4`
 # (each request spending one token). Prints, per round, thousands of instructions per
-# refresh: in all, then inclusive of the refresh handler on Tokio's threads (signing
-# included), of the Ed25519 or RSA signature, of the storage thread (lookups, writes and
-# commits), of its rotations alone, and of the checkpointer.
+# refresh: in all, then inclusive of Tokio's worker threads (HTTP, middleware and the
+# handler), of the refresh handler on them (signing included), of the Ed25519 or RSA
+# signature, of the storage thread (lookups, writes and commits), of its rotations alone, and
+# of the checkpointer.
 #
 #   SEED_DIR=/var/tmp/sessiond-seeds bench/instructions.sh
 #
@@ -53,7 +54,7 @@ inclusive() {
 }
 
 echo "thousand instructions per refresh (SIGNING_ALG=$SIGNING_ALG, $SESSIONS sessions, wrk -t1 -c4 -d$MEASURE under callgrind)"
-printf '%-6s %9s %9s %9s %9s %9s %9s %9s\n' round refreshes total handler signing storage rotation checkpt
+printf '%-6s %9s %9s %9s %9s %9s %9s %9s %9s\n' round refreshes total tokio handler signing storage rotation checkpt
 for round in $(seq "$ROUNDS"); do
   run=$work/round-$round
   mkdir -p "$run"
@@ -89,7 +90,8 @@ for round in $(seq "$ROUNDS"); do
   callgrind_annotate --inclusive=yes --threshold=100 "$run/callgrind.out.1" >"$run/inclusive.txt"
   total=$(awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1 }' "$run/inclusive.txt")
   per() { awk -v n="$1" -v r="$requests" 'BEGIN { printf "%9.1f", n / r / 1000 }'; }
-  printf '%-6s %9s %s %s %s %s %s %s\n' "$round" "$requests" "$(per "$total")" \
+  printf '%-6s %9s %s %s %s %s %s %s %s\n' "$round" "$requests" "$(per "$total")" \
+    "$(per "$(inclusive "$run/inclusive.txt" 'tokio::runtime::scheduler::multi_thread::worker::run')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_server::http::sessions::refresh::{{closure}}')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_core::token::keys::Keyring::sign')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_store_sqlite::engine::serve')")" \
