@@ -21,7 +21,10 @@
 //! another connection of the process, so lookups served here read warm pages; because every
 //! transaction of the file, in any process, holds SQLite's write lock from `BEGIN IMMEDIATE`
 //! to `COMMIT`, the order of commits is the order of the audit chain, and the chain's hashes
-//! are computed as the rows are written ([`WriteTx::append_audit`]).
+//! are computed as the rows are written ([`WriteTx::append_audit`]). The statements of the
+//! refresh path (its lookup, a rotation's writes, its audit row and event) run from statements
+//! the storage thread keeps prepared itself ([`Prepared`]), cheaper to find than through
+//! rusqlite's cache.
 //!
 //! Reads that may be long (listings, the audit log, event pages, statistics) run on a small
 //! pool of read-only connections on Tokio's blocking threads, so they never hold up a commit.
@@ -177,7 +180,10 @@ impl Statements for Prepared<'_> {
         let (slot, kept) = {
             let mut statements = self.statements.borrow_mut();
             match statements.iter().position(|(known, _)| *known == key) {
-                Some(slot) => (slot, statements[slot].1.take()),
+                Some(slot) => (
+                    slot,
+                    statements.get_mut(slot).and_then(|(_, kept)| kept.take()),
+                ),
                 None => {
                     statements.push((key, None));
                     (statements.len() - 1, None)
@@ -788,9 +794,10 @@ struct ChainHead {
 
 /// The open write transaction a job runs in.
 pub(crate) struct WriteTx<'c> {
-    connection: &'c (dyn Statements + 'c),
-    /// The same connection, for what is not a statement of constant text.
-    plain: &'c Connection,
+    /// The storage thread's prepared statements ([`Prepared`]).
+    statements: &'c (dyn Statements + 'c),
+    /// The same connection, for everything else.
+    connection: &'c Connection,
     /// Seals the audit rows' addresses.
     cipher: &'c CipherSlot,
     /// Read from `audit_head` at the first audit row of the transaction, written back before
@@ -815,8 +822,8 @@ const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, d
 impl<'c> WriteTx<'c> {
     fn new(connection: &'c Prepared<'_>, cipher: &'c CipherSlot) -> Self {
         Self {
-            connection,
-            plain: connection.connection,
+            statements: connection,
+            connection: connection.connection,
             cipher,
             head: None,
             head_moved: false,
@@ -825,20 +832,20 @@ impl<'c> WriteTx<'c> {
 
     /// The connection, inside the transaction.
     pub(crate) fn connection(&self) -> &'c Connection {
-        self.plain
+        self.connection
     }
 
     /// The connection's statements prepared once, inside the transaction: what the statements
     /// of the refresh path run through.
     pub(crate) fn statements(&self) -> &'c (dyn Statements + 'c) {
-        self.connection
+        self.statements
     }
 
     fn head(&mut self) -> Result<ChainHead, StoreError> {
         if let Some(head) = self.head {
             return Ok(head);
         }
-        let head = read_head(self.connection)?;
+        let head = read_head(self.statements)?;
         self.head = Some(head);
         Ok(head)
     }
@@ -866,7 +873,7 @@ impl<'c> WriteTx<'c> {
         let hash = written.chain_hash(seq, &head.hash);
         let entry = written.entry();
         execute(
-            self.connection,
+            self.statements,
             INSERT_AUDIT,
             params![
                 entry.kind,
@@ -889,7 +896,7 @@ impl<'c> WriteTx<'c> {
     /// Writes one live event.
     pub(crate) fn insert_event(&mut self, event: &NewEvent) -> Result<(), StoreError> {
         execute(
-            self.connection,
+            self.statements,
             INSERT_EVENT,
             params![
                 event.kind,
@@ -907,7 +914,7 @@ impl<'c> WriteTx<'c> {
     pub(crate) fn seal_pending(&mut self, batch: u32) -> Result<u64, StoreError> {
         let pending = {
             let mut statement = self
-                .plain
+                .connection
                 .prepare_cached(
                     "SELECT seq, type, severity, user_id, session_id, ip, at, details
                      FROM audit_events WHERE chain_seq IS NULL ORDER BY seq LIMIT ?1",
@@ -935,7 +942,7 @@ impl<'c> WriteTx<'c> {
             let head = self.head()?;
             let seq = head.seq + 1;
             let hash = audit::chain_hash(seq, &head.hash, entry);
-            self.plain
+            self.connection
                 .prepare_cached(
                     "UPDATE audit_events SET chain_seq = ?1, prev_hash = ?2, hash = ?3
                      WHERE seq = ?4",
@@ -951,7 +958,7 @@ impl<'c> WriteTx<'c> {
 
     fn flush_head(&mut self) -> Result<(), rusqlite::Error> {
         if let (true, Some(head)) = (self.head_moved, self.head) {
-            self.plain
+            self.connection
                 .prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
                 .execute(params![
                     i64::try_from(head.seq).unwrap_or(i64::MAX),
