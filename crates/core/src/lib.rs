@@ -13,6 +13,7 @@ pub mod device;
 pub mod dpop;
 pub mod error;
 pub mod event;
+pub mod fresh_tokens;
 pub mod ids;
 pub mod integrity;
 pub mod permission;

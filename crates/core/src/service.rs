@@ -19,6 +19,7 @@ use crate::audit::{
 use crate::device::{self, DeviceRecord};
 use crate::dpop::{DpopError, VerifiedProof};
 use crate::error::{DpopRefusal, Error, RefreshRejection};
+use crate::fresh_tokens::FreshTokens;
 use crate::ids::{DeviceId, SessionId, TenantId, UserId};
 use crate::integrity::{INTEGRITY_FAILURE, IntegrityReports};
 use crate::permission::{RolePermissions, Scope};
@@ -187,6 +188,8 @@ pub struct SessionService {
     validator: AccessTokenValidator,
     revoked: RevokedSessions,
     sessions: SessionCache,
+    /// The successors this process issued, for their next refresh.
+    fresh: FreshTokens,
     /// Rotations this process has attempted, for sampling their audit events.
     refreshes: AtomicU64,
     /// Which unreadable encrypted values were reported lately.
@@ -229,6 +232,7 @@ impl SessionService {
             validator,
             revoked: RevokedSessions::new(),
             sessions: SessionCache::default(),
+            fresh: FreshTokens::default(),
             refreshes: AtomicU64::new(0),
             integrity: IntegrityReports::default(),
         };
@@ -556,8 +560,31 @@ impl SessionService {
     ) -> Result<Lookup, Error> {
         let FirstLookup {
             anomaly_handled,
-            remember_proof,
+            mut remember_proof,
         } = lookup;
+        // A token this process issued leads to a rotation without a read when its entry says so
+        // (see `fresh_admits`). Lookups after a lost race read storage: the entry is what lost.
+        if remember_proof && let Some((record, session)) = self.fresh.take(&hash) {
+            let now = self.clock.now();
+            if self.fresh_admits(&record, &session, proof, now) {
+                let bind_dpop_jkt = self.check_dpop_binding(&session, proof, true, now).await?;
+                match requested
+                    .map(|requested| self.narrowed_claims(&session, requested))
+                    .transpose()
+                {
+                    Ok(narrowed) => {
+                        return Ok(Lookup::Rotate {
+                            session,
+                            now,
+                            narrowed,
+                            bind_dpop_jkt,
+                        });
+                    }
+                    // Storage decides the refusal; the proof is remembered already.
+                    Err(_) => remember_proof = false,
+                }
+            }
+        }
         let Some((record, session)) = self.store.find_refresh_token(&hash).await? else {
             return Err(Error::RefreshRejected(RefreshRejection::Unknown));
         };
@@ -601,6 +628,34 @@ impl SessionService {
                 })
             }
         }
+    }
+
+    /// Whether a token this process issued may be rotated on its [`FreshTokens`] entry
+    /// (`record` and `session`, as the rotation that issued it stored them) at `now`, without
+    /// reading storage: the lookup would lead to a rotation.
+    ///
+    /// Only a rotation is decided on an entry; its compare-and-swap checks again what another
+    /// writer may have changed since (see [`crate::fresh_tokens`]). Every other outcome is left
+    /// to storage: a refusal by time, a revoked session this process knows of, a proof that does
+    /// not match the binding, and (after the proof is remembered, as a lookup would) a scope
+    /// beyond the session's. A proof used before is refused on an entry as on a read: that
+    /// refusal is the replay cache's.
+    fn fresh_admits(
+        &self,
+        record: &RefreshTokenRecord,
+        session: &Session,
+        proof: Option<&VerifiedProof>,
+        now: Timestamp,
+    ) -> bool {
+        let proof_matches = match (&session.dpop_jkt, proof) {
+            (Some(bound), Some(proof)) => *bound == proof.jkt,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        proof_matches
+            && !self.revoked.contains(&session.id)
+            && decide_refresh(record, session, now, &self.settings.policy)
+                == RefreshDecision::Rotate
     }
 
     /// Checks `proof` against `session`'s DPoP binding at `now`, before anything is decided:
@@ -718,7 +773,9 @@ impl SessionService {
                 session.last_active_at = now;
                 session.idle_expires_at = idle_expires_at;
                 session.access_expires_at = session.access_expires_at.max(access.expires_at);
-                self.sessions.put(session.clone(), now);
+                let shared = Arc::new(session.clone());
+                self.fresh.put(rotation.successor, now, Arc::clone(&shared));
+                self.sessions.put(shared, now);
                 Ok(Some(IssuedSession {
                     pair,
                     session,

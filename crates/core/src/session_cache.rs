@@ -54,7 +54,8 @@ impl SessionCache {
     }
 
     /// Caches `session` as read or written at `now`.
-    pub fn put(&self, session: Session, now: Timestamp) {
+    pub fn put(&self, session: impl Into<Arc<Session>>, now: Timestamp) {
+        let session = session.into();
         let mut generations = self
             .generations
             .write()
@@ -69,9 +70,7 @@ impl SessionCache {
         }
         // An older entry of the same session in the previous generation must not outlive it.
         generations.previous.remove(&session.id);
-        generations
-            .current
-            .insert(session.id, (now, Arc::new(session)));
+        generations.current.insert(session.id, (now, session));
     }
 
     /// Forgets session `id`.

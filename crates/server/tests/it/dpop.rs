@@ -110,6 +110,17 @@ async fn footprint(app: &TestApp, session_id: &str) -> [i64; 5] {
 /// Asserts that `answer` refused an attack on a refresh route as `invalid_dpop_proof` for
 /// `reason`, audited once with the session named.
 async fn assert_refused(app: &TestApp, answer: &Answer, reason: &str, session_id: &str) {
+    assert_refused_again(app, answer, reason, session_id, 1).await;
+}
+
+/// As [`assert_refused`], for the `times`th refusal of the session for `reason`.
+async fn assert_refused_again(
+    app: &TestApp,
+    answer: &Answer,
+    reason: &str,
+    session_id: &str,
+    times: usize,
+) {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
     assert_eq!(answer.error_code(), "invalid_dpop_proof", "{}", answer.body);
     assert_eq!(answer.body["reason"], reason, "{}", answer.body);
@@ -117,19 +128,25 @@ async fn assert_refused(app: &TestApp, answer: &Answer, reason: &str, session_id
         answer.headers["www-authenticate"],
         r#"DPoP error="invalid_dpop_proof""#
     );
-    assert_audited(app, reason, session_id).await;
+    assert_audited_times(app, reason, session_id, times).await;
 }
 
 async fn assert_audited(app: &TestApp, reason: &str, session_id: &str) {
+    assert_audited_times(app, reason, session_id, 1).await;
+}
+
+async fn assert_audited_times(app: &TestApp, reason: &str, session_id: &str, times: usize) {
     let events = app.audit_events("security.dpop_rejected").await;
     let matching: Vec<&Value> = events
         .iter()
         .filter(|event| event["details"]["reason"] == reason)
         .collect();
-    assert_eq!(matching.len(), 1, "{events:?}");
-    assert_eq!(matching[0]["session_id"], session_id, "{events:?}");
-    assert_eq!(matching[0]["user_id"], "alice");
-    assert_eq!(matching[0]["severity"], "warning");
+    assert_eq!(matching.len(), times, "{events:?}");
+    for event in matching {
+        assert_eq!(event["session_id"], session_id, "{events:?}");
+        assert_eq!(event["user_id"], "alice");
+        assert_eq!(event["severity"], "warning");
+    }
 }
 
 /// A session bound to a fresh key, and its key.
@@ -141,22 +158,26 @@ async fn bound_session(app: &TestApp) -> (DpopKey, Value) {
 
 /// Runs `attack` against a bound session's live refresh token and checks what every refused
 /// attack must: the answer, its audit event, nothing spent or written, and the owner's next
-/// refresh (a fresh proof) succeeding.
+/// refresh (a fresh proof) succeeding. Twice: on the token the session was created with, then
+/// on the successor the owner's refresh issued, which the instance holds in memory.
 async fn refused_attack(
     app: &TestApp,
     reason: &str,
-    attack: impl AsyncFnOnce(&DpopKey, &str) -> Answer,
+    attack: impl AsyncFn(&DpopKey, &str) -> Answer,
 ) {
     let (key, created) = bound_session(app).await;
     let session_id = text(&created["session"], "id").to_owned();
-    let refresh_token = text(&created, "refresh_token").to_owned();
-    let before = footprint(app, &session_id).await;
-    let answer = attack(&key, &refresh_token).await;
-    assert_refused(app, &answer, reason, &session_id).await;
-    assert_eq!(footprint(app, &session_id).await, before, "nothing written");
-    let owner = owner_refresh(app, &key, &refresh_token).await;
-    assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
-    assert_eq!(owner.body["token_type"], "DPoP");
+    let mut refresh_token = text(&created, "refresh_token").to_owned();
+    for times in 1..=2 {
+        let before = footprint(app, &session_id).await;
+        let answer = attack(&key, &refresh_token).await;
+        assert_refused_again(app, &answer, reason, &session_id, times).await;
+        assert_eq!(footprint(app, &session_id).await, before, "nothing written");
+        let owner = owner_refresh(app, &key, &refresh_token).await;
+        assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+        assert_eq!(owner.body["token_type"], "DPoP");
+        refresh_token = text(&owner.body, "refresh_token").to_owned();
+    }
 }
 
 async fn a_session_created_with_dpop_jkt_is_bound_and_its_tokens_say_so() {

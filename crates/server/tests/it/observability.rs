@@ -17,6 +17,7 @@ use crate::helpers::{ADMIN_KEY, TestApp, text};
 crate::on_every_store!(
     metrics_parse_as_prometheus_text_and_counters_move_as_operations_happen,
     stats_are_for_admins_and_add_up,
+    a_successor_is_rotated_without_a_storage_read_and_its_replay_reads_storage,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +330,32 @@ async fn scrape(app: &TestApp) -> Exposition {
 /// How much each listed sample grew between two scrapes.
 fn grew(before: &Exposition, after: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
     after.value(name, labels) - before.value(name, labels)
+}
+
+/// The refresh of a successor this instance issued reads nothing from storage before its
+/// rotation; a second presentation of that token (a replay) does, and gets the same pair.
+async fn a_successor_is_rotated_without_a_storage_read_and_its_replay_reads_storage() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session("alice").await;
+    let first = app.refresh(text(&created, "refresh_token")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let lookups = [("operation", "find_refresh_token")];
+    let rotations = [("operation", "rotate_refresh_token")];
+    let count = "sessiond_storage_duration_seconds_count";
+
+    let before = scrape(&app).await;
+    let second = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let after = scrape(&app).await;
+    assert_eq!(grew(&before, &after, count, &lookups), 0.0, "no lookup");
+    assert_eq!(grew(&before, &after, count, &rotations), 1.0);
+
+    let replay = app.refresh(text(&first.body, "refresh_token")).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["refresh_token"], second.body["refresh_token"]);
+    let replayed = scrape(&app).await;
+    assert_eq!(grew(&after, &replayed, count, &lookups), 1.0, "a lookup");
+    assert_eq!(grew(&after, &replayed, count, &rotations), 0.0);
 }
 
 async fn metrics_parse_as_prometheus_text_and_counters_move_as_operations_happen() {

@@ -391,3 +391,84 @@ crate::on_every_store!(
     unknown_and_malformed_refresh_tokens_are_refused_as_unknown,
     refresh_tokens_are_stored_only_as_hashes,
 );
+
+/// An instance answers the next refresh of a successor it issued from memory; what another
+/// instance did to that token or its session meanwhile is found by the rotation's
+/// compare-and-swap, and the refresh then follows storage: a replay inside the grace window
+/// gets the other instance's pair, a replay after that pair was used is reuse, and a session
+/// revoked elsewhere is refused.
+#[tokio::test]
+async fn an_instance_follows_storage_when_another_changed_what_it_issued() {
+    crate::helpers::Backend::Postgres
+        .run(async {
+            let first = TestApp::spawn().await;
+            let second = first.sibling().await;
+            // Replayed inside the grace window after another instance rotated it.
+            let created = first.create_session("alice").await;
+            let issued_here = first.refresh(text(&created, "refresh_token")).await;
+            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
+            let rotated_there = second
+                .refresh(text(&issued_here.body, "refresh_token"))
+                .await;
+            assert_eq!(
+                rotated_there.status,
+                StatusCode::OK,
+                "{}",
+                rotated_there.body
+            );
+            let replay = first
+                .refresh(text(&issued_here.body, "refresh_token"))
+                .await;
+            assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+            assert_eq!(
+                replay.body["refresh_token"], rotated_there.body["refresh_token"],
+                "the other instance's pair, replayed"
+            );
+            assert_eq!(
+                replay.body["access_token"],
+                rotated_there.body["access_token"]
+            );
+
+            // Presented again after the pair the other instance issued for it was used.
+            let issued_here = first
+                .refresh(text(&rotated_there.body, "refresh_token"))
+                .await;
+            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
+            let spent_there = second
+                .refresh(text(&issued_here.body, "refresh_token"))
+                .await;
+            assert_eq!(spent_there.status, StatusCode::OK, "{}", spent_there.body);
+            let used_there = second
+                .refresh(text(&spent_there.body, "refresh_token"))
+                .await;
+            assert_eq!(used_there.status, StatusCode::OK, "{}", used_there.body);
+            let reuse = first
+                .refresh(text(&issued_here.body, "refresh_token"))
+                .await;
+            assert_eq!(reuse.status, StatusCode::UNAUTHORIZED, "{}", reuse.body);
+            assert_eq!(reuse.body["reason"], "reuse_detected");
+            let after = second
+                .refresh(text(&used_there.body, "refresh_token"))
+                .await;
+            assert_eq!(after.body["reason"], "revoked", "{}", after.body);
+
+            // Revoked by the other instance.
+            let created = first.create_session("bob").await;
+            let issued_here = first.refresh(text(&created, "refresh_token")).await;
+            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
+            let id = text(&created["session"], "id");
+            let revoked = second
+                .delete(
+                    &format!("/v1/sessions/{id}"),
+                    Some(crate::helpers::ADMIN_KEY),
+                )
+                .await;
+            assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+            let refused = first
+                .refresh(text(&issued_here.body, "refresh_token"))
+                .await;
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+            assert_eq!(refused.body["reason"], "revoked");
+        })
+        .await;
+}
