@@ -7,9 +7,10 @@
 # (the layout of bench/sidebyside.sh), warms it, then counts over MEASURE of `wrk -t1 -c4`
 # (each request spending one token). Prints, per round, thousands of instructions per
 # refresh: in all, then inclusive of Tokio's worker threads (HTTP, middleware and the
-# handler), of the refresh handler on them (signing included), of the Ed25519 or RSA
-# signature, of the storage thread (lookups, writes and commits), of its rotations alone, and
-# of the checkpointer.
+# handler), of a refresh's work on them from its credential to its answer (`spend`, the
+# function `http::refresh::spend`, signing included; the route's handler around it may be
+# inlined), of the Ed25519 or RSA signature, of the storage thread (lookups, writes and
+# commits), of its rotations alone, and of the checkpointer.
 #
 #   SEED_DIR=/var/tmp/sessiond-seeds bench/instructions.sh
 #
@@ -54,7 +55,7 @@ inclusive() {
 }
 
 echo "thousand instructions per refresh (SIGNING_ALG=$SIGNING_ALG, $SESSIONS sessions, wrk -t1 -c4 -d$MEASURE under callgrind)"
-printf '%-6s %9s %9s %9s %9s %9s %9s %9s %9s\n' round refreshes total tokio handler signing storage rotation checkpt
+printf '%-6s %9s %9s %9s %9s %9s %9s %9s %9s\n' round refreshes total tokio spend signing storage rotation checkpt
 for round in $(seq "$ROUNDS"); do
   run=$work/round-$round
   mkdir -p "$run"
@@ -92,7 +93,7 @@ for round in $(seq "$ROUNDS"); do
   per() { awk -v n="$1" -v r="$requests" 'BEGIN { printf "%9.1f", n / r / 1000 }'; }
   printf '%-6s %9s %s %s %s %s %s %s %s\n' "$round" "$requests" "$(per "$total")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'tokio::runtime::scheduler::multi_thread::worker::run')")" \
-    "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_server::http::sessions::refresh::{{closure}}')")" \
+    "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_server::http::refresh::spend::{{closure}}')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_core::token::keys::Keyring::sign')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_store_sqlite::engine::serve')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_store_sqlite::store::rotate')")" \

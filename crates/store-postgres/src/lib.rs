@@ -99,8 +99,9 @@
 //! and sqlx keeps each statement prepared per connection (only its first use on a connection
 //! pays a round trip to prepare it). sqlx 0.8 pings every connection as it returns to the pool
 //! (off the caller's path, but the connection is busy for that round trip, and both processes
-//! pay for it), so the token lookup, the one statement every refresh sends on its own, runs on
-//! up to eight connections kept out of the pool (`store/lookups.rs`). One cost remains that
+//! pay for it), so the token lookup, the one statement a refresh sends on its own, runs on up
+//! to eight connections kept out of the pool (`store/lookups.rs`). (A refresh of a token the
+//! same instance issued sends no lookup: `sessiond_core::fresh_tokens`.) One cost remains that
 //! sqlx does not let us remove: it sends one request at a time on a connection, without
 //! pipelining.
 //!
