@@ -11,6 +11,11 @@
 # Rate limits are off (a benchmark's few sessions would otherwise hit the per-session refresh
 # limit); refreshes are audited as by default unless SESSIOND_AUDIT_REFRESHES says otherwise.
 # DATABASE_URL overrides the database (for example to go through a proxy that counts round trips).
+# SESSIONS sets the sessions created before the run, split between the loads (sessiond-load's
+# default: 4 per connection). Each session is refreshed over and over through its instance; with
+# enough of them (say 50000 for one instance) no refresh finds its token among the 32,768
+# successors an instance remembers, as in a deployment whose clients refresh minutes apart. The
+# CPU figures then include the sessions' creation.
 set -eu
 . "$(dirname "$0")/lib.sh"
 n=$1; mode=$2
@@ -63,7 +68,8 @@ postgres_ticks "$samples"
 echo started >>"$samples"
 for i in $(seq 1 "$n"); do
   target/release/sessiond-load --url "http://127.0.0.1:${ports[i-1]}" --admin-key $KEY --mode "$mode" \
-    --connections $conns --duration 10s 2>/dev/null >"$out/pgload$i.json" &
+    --connections $conns --duration 10s ${SESSIONS:+--sessions $((SESSIONS / n))} \
+    2>/dev/null >"$out/pgload$i.json" &
   loads+=($!)
 done
 while true; do
