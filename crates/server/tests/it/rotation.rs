@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
+use serde_json::Value;
 use sessiond_core::refresh::RefreshToken;
 
 use crate::helpers::{Backend, TestApp, text, unchained_refresh_token};
@@ -408,59 +409,32 @@ async fn an_instance_follows_storage_when_another_changed_what_it_issued() {
         .run(async {
             let first = TestApp::spawn().await;
             let second = first.sibling().await;
+            let token = |pair: &Value| text(pair, "refresh_token").to_owned();
+
             // Replayed inside the grace window after another instance rotated it.
             let created = first.create_session("alice").await;
-            let issued_here = first.refresh(text(&created, "refresh_token")).await;
-            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
-            let rotated_there = second
-                .refresh(text(&issued_here.body, "refresh_token"))
-                .await;
+            let issued_here = rotate(&first, &token(&created)).await;
+            let rotated_there = rotate(&second, &token(&issued_here)).await;
+            let replay = rotate(&first, &token(&issued_here)).await;
             assert_eq!(
-                rotated_there.status,
-                StatusCode::OK,
-                "{}",
-                rotated_there.body
-            );
-            let replay = first
-                .refresh(text(&issued_here.body, "refresh_token"))
-                .await;
-            assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
-            assert_eq!(
-                replay.body["refresh_token"], rotated_there.body["refresh_token"],
+                replay["refresh_token"], rotated_there["refresh_token"],
                 "the other instance's pair, replayed"
             );
-            assert_eq!(
-                replay.body["access_token"],
-                rotated_there.body["access_token"]
-            );
+            assert_eq!(replay["access_token"], rotated_there["access_token"]);
 
             // Presented again after the pair the other instance issued for it was used.
-            let issued_here = first
-                .refresh(text(&rotated_there.body, "refresh_token"))
-                .await;
-            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
-            let spent_there = second
-                .refresh(text(&issued_here.body, "refresh_token"))
-                .await;
-            assert_eq!(spent_there.status, StatusCode::OK, "{}", spent_there.body);
-            let used_there = second
-                .refresh(text(&spent_there.body, "refresh_token"))
-                .await;
-            assert_eq!(used_there.status, StatusCode::OK, "{}", used_there.body);
-            let reuse = first
-                .refresh(text(&issued_here.body, "refresh_token"))
-                .await;
+            let issued_here = rotate(&first, &token(&rotated_there)).await;
+            let spent_there = rotate(&second, &token(&issued_here)).await;
+            let used_there = rotate(&second, &token(&spent_there)).await;
+            let reuse = first.refresh(&token(&issued_here)).await;
             assert_eq!(reuse.status, StatusCode::UNAUTHORIZED, "{}", reuse.body);
             assert_eq!(reuse.body["reason"], "reuse_detected");
-            let after = second
-                .refresh(text(&used_there.body, "refresh_token"))
-                .await;
+            let after = second.refresh(&token(&used_there)).await;
             assert_eq!(after.body["reason"], "revoked", "{}", after.body);
 
             // Revoked by the other instance.
             let created = first.create_session("bob").await;
-            let issued_here = first.refresh(text(&created, "refresh_token")).await;
-            assert_eq!(issued_here.status, StatusCode::OK, "{}", issued_here.body);
+            let issued_here = rotate(&first, &token(&created)).await;
             let id = text(&created["session"], "id");
             let revoked = second
                 .delete(
@@ -469,11 +443,16 @@ async fn an_instance_follows_storage_when_another_changed_what_it_issued() {
                 )
                 .await;
             assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
-            let refused = first
-                .refresh(text(&issued_here.body, "refresh_token"))
-                .await;
+            let refused = first.refresh(&token(&issued_here)).await;
             assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
             assert_eq!(refused.body["reason"], "revoked");
         })
         .await;
+}
+
+/// Refreshes `refresh_token` on `app`, which must answer a pair; returns it.
+async fn rotate(app: &TestApp, refresh_token: &str) -> Value {
+    let answer = app.refresh(refresh_token).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.body
 }
