@@ -149,6 +149,17 @@ impl PendingRotation<'_> {
     }
 }
 
+/// Why `proof` cannot go with `session`'s DPoP binding, if it cannot: a bound session needs a
+/// proof, of its key. Replays are the replay cache's to find.
+fn binding_refusal(session: &Session, proof: Option<&VerifiedProof>) -> Option<DpopError> {
+    match (&session.dpop_jkt, proof) {
+        (Some(_), None) => Some(DpopError::MissingProof),
+        // Thumbprints are public: an ordinary comparison gives nothing away.
+        (Some(bound), Some(proof)) if *bound != proof.jkt => Some(DpopError::WrongKey),
+        _ => None,
+    }
+}
+
 /// What one lookup of a presented refresh token came to, short of writing a rotation.
 enum Lookup {
     Replayed(IssuedSession),
@@ -647,12 +658,7 @@ impl SessionService {
         proof: Option<&VerifiedProof>,
         now: Timestamp,
     ) -> bool {
-        let proof_matches = match (&session.dpop_jkt, proof) {
-            (Some(bound), Some(proof)) => *bound == proof.jkt,
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        proof_matches
+        binding_refusal(session, proof).is_none()
             && !self.revoked.contains(&session.id)
             && decide_refresh(record, session, now, &self.settings.policy)
                 == RefreshDecision::Rotate
@@ -681,20 +687,12 @@ impl SessionService {
                 user_id: session.user_id.clone(),
             }))
         };
-        let Some(proof) = proof else {
-            return match session.dpop_jkt {
-                Some(_) => Err(refused(DpopError::MissingProof)),
-                None => Ok(None),
-            };
-        };
-        // Thumbprints are public: an ordinary comparison gives nothing away.
-        if session
-            .dpop_jkt
-            .as_ref()
-            .is_some_and(|bound| *bound != proof.jkt)
-        {
-            return Err(refused(DpopError::WrongKey));
+        if let Some(error) = binding_refusal(session, proof) {
+            return Err(refused(error));
         }
+        let Some(proof) = proof else {
+            return Ok(None);
+        };
         if remember
             && !self
                 .store
