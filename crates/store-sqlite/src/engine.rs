@@ -785,11 +785,11 @@ where
     }
 }
 
-/// The head of the audit chain as this transaction has extended it.
+/// The head of the audit chain, as read or as a write transaction has extended it.
 #[derive(Debug, Clone, Copy)]
-struct ChainHead {
-    seq: u64,
-    hash: ChainHash,
+pub(crate) struct ChainHead {
+    pub(crate) seq: u64,
+    pub(crate) hash: ChainHash,
 }
 
 /// The open write transaction a job runs in.
@@ -974,7 +974,8 @@ pub(crate) fn stored_seq(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq is out of range".into()))
 }
 
-fn read_head(connection: &(impl Statements + ?Sized)) -> Result<ChainHead, StoreError> {
+/// The audit chain's head: the last row's `seq` and hash.
+pub(crate) fn read_head(connection: &(impl Statements + ?Sized)) -> Result<ChainHead, StoreError> {
     let (seq, hash): (i64, Vec<u8>) = query_optional(
         connection,
         "SELECT seq, hash FROM audit_head WHERE id = 1",

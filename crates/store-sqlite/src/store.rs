@@ -33,7 +33,8 @@ use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
 use zeroize::Zeroizing;
 
 use crate::engine::{
-    ConnectionSettings, Engine, Statements, WriteTx, execute, query_all, query_optional, stored_seq,
+    ConnectionSettings, Engine, Statements, WriteTx, execute, query_all, query_optional, read_head,
+    stored_seq,
 };
 use crate::error::store_error;
 use crate::migrate;
@@ -1472,16 +1473,7 @@ impl AuditStore for SqliteStore {
             .read(|connection| {
                 // One read transaction, so head and checkpoint are of one moment.
                 let tx = connection.unchecked_transaction().map_err(store_error)?;
-                let (head_seq, head_hash) = query_optional(
-                    &*tx,
-                    "SELECT seq, hash FROM audit_head WHERE id = 1",
-                    [],
-                    |row| {
-                        let hash: Vec<u8> = get(row, 1)?;
-                        Ok((chain_seq(get(row, 0)?)?, chain_hash_of(&hash, "head hash")?))
-                    },
-                )?
-                .ok_or_else(|| StoreError::Corrupt("the audit head is missing".into()))?;
+                let head = read_head(&*tx)?;
                 let checkpoint = query_optional(
                     &*tx,
                     "SELECT seq, hash, at, mac FROM audit_checkpoint WHERE id = 1",
@@ -1499,8 +1491,8 @@ impl AuditStore for SqliteStore {
                 )?;
                 tx.rollback().map_err(store_error)?;
                 Ok(AuditChain {
-                    head_seq,
-                    head_hash,
+                    head_seq: head.seq,
+                    head_hash: head.hash,
                     checkpoint,
                 })
             })
