@@ -816,8 +816,32 @@ const INSERT_AUDIT: &str = "INSERT INTO audit_events
          (type, severity, user_id, session_id, ip, at, details, chain_seq, prev_hash, hash)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
-     VALUES (?1, ?2, ?3, ?4, ?5)";
+/// The newest event id handed out, as SQL: the largest id in the table, or the last id the
+/// table's AUTOINCREMENT gave before migration 0019 if that is larger (the purge may have
+/// deleted the newest events then). The event purge keeps the newest event since, so the
+/// largest id never goes down and no id is handed out twice.
+macro_rules! newest_event_id {
+    () => {
+        "MAX(COALESCE((SELECT MAX(id) FROM events), 0),
+             COALESCE((SELECT id FROM event_id_floor), 0))"
+    };
+}
+pub(crate) use newest_event_id;
+
+/// The id of the next event, as SQL: the one after [`newest_event_id`].
+macro_rules! next_event_id {
+    () => {
+        concat!($crate::engine::newest_event_id!(), " + 1")
+    };
+}
+pub(crate) use next_event_id;
+
+const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (id, type, user_id, session_id, at, data)
+     VALUES (",
+    next_event_id!(),
+    ", ?1, ?2, ?3, ?4, ?5)"
+);
 
 impl<'c> WriteTx<'c> {
     fn new(connection: &'c Prepared<'_>, cipher: &'c CipherSlot) -> Self {
@@ -916,8 +940,8 @@ impl<'c> WriteTx<'c> {
             let mut statement = self
                 .connection
                 .prepare_cached(
-                    "SELECT seq, type, severity, user_id, session_id, ip, at, details
-                     FROM audit_events WHERE chain_seq IS NULL ORDER BY seq LIMIT ?1",
+                    "SELECT chain_seq, type, severity, user_id, session_id, ip, at, details
+                     FROM audit_events WHERE hash IS NULL ORDER BY chain_seq LIMIT ?1",
                 )
                 .map_err(store_error)?;
             let rows = statement
@@ -945,7 +969,7 @@ impl<'c> WriteTx<'c> {
             self.connection
                 .prepare_cached(
                     "UPDATE audit_events SET chain_seq = ?1, prev_hash = ?2, hash = ?3
-                     WHERE seq = ?4",
+                     WHERE chain_seq = ?4",
                 )
                 .map_err(store_error)?
                 .execute(params![stored_seq(seq)?, &head.hash[..], &hash[..], row_id])

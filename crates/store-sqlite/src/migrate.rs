@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_session_row",
         include_str!("../migrations/0018_token_session_row.sql"),
     ),
+    (
+        19,
+        "positions_as_row_ids",
+        include_str!("../migrations/0019_positions_as_row_ids.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -270,5 +275,116 @@ mod tests {
             0,
             "nothing left to apply"
         );
+    }
+
+    /// A file at migration 0018, with the schema as it was applied then.
+    fn at_version_18() -> rusqlite::Connection {
+        let connection = rusqlite::Connection::open_in_memory().expect("open");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+                 ) STRICT",
+            )
+            .expect("schema_migrations");
+        for (version, name, sql) in &MIGRATIONS[..18] {
+            connection.execute_batch(sql).expect("migration");
+            connection
+                .execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    rusqlite::params![version, name],
+                )
+                .expect("record");
+        }
+        connection
+    }
+
+    fn column_i64(connection: &rusqlite::Connection, sql: &str) -> Vec<Option<i64>> {
+        let mut statement = connection.prepare(sql).expect("prepare");
+        statement
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Migration 0019 keeps every chained audit row at its position, moves a row not yet
+    /// chained after them (to be chained by the sealer), and lets no event id be handed out
+    /// again, even when the purge had deleted the newest events before it.
+    #[test]
+    fn positions_become_row_ids_and_no_event_id_comes_back() {
+        let mut connection = at_version_18();
+        connection
+            .execute_batch(
+                "INSERT INTO audit_events (seq, type, severity, at, details, chain_seq, prev_hash, hash)
+                 VALUES (10, 'a', 'info', 1, '{}', 1, zeroblob(32), randomblob(32)),
+                        (11, 'b', 'info', 2, '{}', 2, randomblob(32), randomblob(32)),
+                        (12, 'c', 'info', 3, '{}', NULL, NULL, NULL),
+                        (13, 'd', 'info', 4, '{}', NULL, NULL, NULL);
+                 INSERT INTO events (type, user_id, at, data)
+                 VALUES ('e', 'u', 1, '{}'), ('e', 'u', 2, '{}'), ('e', 'u', 3, '{}');
+                 DELETE FROM events WHERE id = 3;",
+            )
+            .expect("rows");
+        let hashes_before = column_i64(
+            &connection,
+            "SELECT length(hash) FROM audit_events WHERE chain_seq IS NOT NULL ORDER BY chain_seq",
+        );
+        assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 1);
+
+        assert_eq!(
+            column_i64(
+                &connection,
+                "SELECT chain_seq FROM audit_events ORDER BY chain_seq"
+            ),
+            [Some(1), Some(2), Some(3), Some(4)]
+        );
+        let kinds: Vec<String> = connection
+            .prepare("SELECT type FROM audit_events ORDER BY chain_seq")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            kinds,
+            ["a", "b", "c", "d"],
+            "unchained rows follow, in the order written"
+        );
+        assert_eq!(
+            column_i64(
+                &connection,
+                "SELECT length(hash) FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq"
+            ),
+            hashes_before
+        );
+        assert_eq!(
+            column_i64(
+                &connection,
+                "SELECT COUNT(*) FROM sqlite_schema
+                 WHERE name IN ('audit_events_by_chain_seq') OR sql LIKE '%AUTOINCREMENT%'"
+            ),
+            [Some(0)]
+        );
+
+        // Event 3 was the newest handed out: the next is 4, not 3 again.
+        let next = concat!(
+            "INSERT INTO events (id, type, user_id, at, data) VALUES (",
+            crate::engine::next_event_id!(),
+            ", 'e', 'u', 5, '{}')"
+        );
+        connection.execute(next, []).expect("event");
+        assert_eq!(
+            column_i64(&connection, "SELECT id FROM events ORDER BY id"),
+            [Some(1), Some(2), Some(4)]
+        );
+        // Emptied (as the purge of a build before this migration could), the table still
+        // goes on from the newest id.
+        connection.execute("DELETE FROM events", []).expect("empty");
+        connection
+            .execute("UPDATE event_id_floor SET id = 4", [])
+            .expect("floor");
+        connection.execute(next, []).expect("event");
+        assert_eq!(column_i64(&connection, "SELECT id FROM events"), [Some(5)]);
     }
 }

@@ -501,7 +501,7 @@ fn sealed_audit_event(row: &rusqlite::Row<'_>) -> Result<SealedAuditEvent, Store
 const AUDIT_EVENTS: &str = "SELECT chain_seq, type, severity, user_id, session_id, ip, at,
             details, prev_hash, hash
      FROM audit_events
-     WHERE chain_seq > ?1
+     WHERE chain_seq > ?1 AND hash IS NOT NULL
        AND (?2 IS NULL OR user_id = ?2)
        AND (?3 IS NULL OR session_id = ?3)
        AND (?4 IS NULL OR type = ?4)
@@ -540,10 +540,13 @@ const PURGE_SUCCESSOR_PAIRS: &str = "DELETE FROM successor_seals
        AND id < (SELECT MAX(id) FROM successor_seals)";
 
 /// Deletes the events before `?1` among the `?2` oldest, read in the order they were committed
-/// (`SqliteStore::purge_events`; no index by time is kept, migration 0017).
+/// (`SqliteStore::purge_events`; no index by time is kept, migration 0017). The newest event
+/// always stays: the next id is the largest plus one (`engine::next_event_id!`), so an emptied
+/// table would hand out ids again.
 const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
          SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
-         WHERE at < ?1)";
+         WHERE at < ?1)
+       AND id < (SELECT MAX(id) FROM events)";
 
 /// Deletes up to `?2` of the DPoP proof ids whose replay window closed by `?1`.
 const PURGE_DPOP_PROOFS: &str = "DELETE FROM dpop_proofs WHERE replay_id IN (
@@ -616,8 +619,12 @@ const ROTATE_SESSION_BACK: &str =
 
 /// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
 /// the session's user as its row says.
-const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
-     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
+const INSERT_REFRESHED_EVENT: &str = concat!(
+    "INSERT INTO events (id, type, user_id, session_id, at, data)
+     SELECT ",
+    crate::engine::next_event_id!(),
+    ", 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2"
+);
 
 /// The row id of session `session_id` for a rotation of `presented`, which must be unspent and
 /// the session's ([`PRESENTED_TOKEN`]). `None` when the token is spent, not the session's, or
@@ -1354,7 +1361,7 @@ impl EventStore for SqliteStore {
         self.engine
             .read(|connection| {
                 let newest: i64 = connection
-                    .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
+                    .prepare_cached(concat!("SELECT ", crate::engine::newest_event_id!()))
                     .map_err(store_error)?
                     .query_row([], |row| row.get(0))
                     .map_err(store_error)?;
@@ -1428,7 +1435,7 @@ impl AuditStore for SqliteStore {
             .lookup(|connection| {
                 Ok(query_optional(
                     connection,
-                    "SELECT 1 FROM audit_events WHERE chain_seq IS NULL LIMIT 1",
+                    "SELECT 1 FROM audit_events WHERE hash IS NULL LIMIT 1",
                     [],
                     |_| Ok(()),
                 )?
@@ -1513,10 +1520,10 @@ impl AuditStore for SqliteStore {
                 let last = query_optional(
                     connection,
                     "SELECT chain_seq, hash FROM audit_events
-                     WHERE chain_seq IS NOT NULL
+                     WHERE hash IS NOT NULL
                        AND chain_seq < COALESCE(
                            (SELECT MIN(chain_seq) FROM audit_events
-                            WHERE chain_seq IS NOT NULL AND at >= ?1),
+                            WHERE hash IS NOT NULL AND at >= ?1),
                            9223372036854775807)
                      ORDER BY chain_seq DESC LIMIT 1",
                     [before.unix_millis()],
@@ -1531,7 +1538,7 @@ impl AuditStore for SqliteStore {
                 let signed = checkpoint(seq, hash);
                 let deleted = execute(
                     connection,
-                    "DELETE FROM audit_events WHERE chain_seq <= ?1",
+                    "DELETE FROM audit_events WHERE chain_seq <= ?1 AND hash IS NOT NULL",
                     [stored_seq(seq)?],
                 )?;
                 execute(
@@ -1989,7 +1996,7 @@ mod tests {
     }
 
     /// The event purge reads the oldest events in commit order, through no index and no sort,
-    /// and deletes among them only those before its cutoff.
+    /// and deletes among them only those before its cutoff, never the newest.
     #[test]
     fn the_event_purge_reads_the_oldest_events_in_commit_order() {
         let connection = migrated();
@@ -2007,11 +2014,20 @@ mod tests {
         };
         // Of the two oldest, 1 goes and 2 (not yet due) stays; 3, due, waits behind 2.
         assert_eq!(purge(200, 2), 1);
-        assert_eq!(purge(200, 10), 2, "3 and 4 go once the whole table is read");
-        let left: i64 = connection
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(left, 1);
+        assert_eq!(
+            purge(200, 10),
+            1,
+            "3 goes once the whole table is read; 4, the newest, stays"
+        );
+        let left: Vec<i64> = connection
+            .prepare("SELECT id FROM events ORDER BY id")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(left, [2, 4]);
+        assert_eq!(purge(1_000, 10), 1, "2 goes, 4 stays");
         let walk = plan(&connection, PURGE_EVENTS, params![200, 10]);
         assert!(
             !walk.contains("TEMP B-TREE") && !walk.contains("INDEX"),
@@ -2038,7 +2054,7 @@ mod tests {
         );
         assert_eq!(
             audit,
-            "SEARCH audit_events USING INDEX audit_events_by_chain_seq (chain_seq>?)"
+            "SEARCH audit_events USING INTEGER PRIMARY KEY (rowid>?)"
         );
         let events = plan(
             &connection,

@@ -39,7 +39,9 @@ pub trait EventStore: Send + Sync {
     /// [`StoreError`].
     async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError>;
 
-    /// Deletes at most `batch` events that happened before `before`; returns how many.
+    /// Deletes at most `batch` events that happened before `before`; returns how many. A store
+    /// that numbers each event after its newest one may keep that one whatever its time, so
+    /// that no cursor is handed out twice.
     ///
     /// # Errors
     /// [`StoreError`].

@@ -46,7 +46,7 @@ pub async fn seal_all(app: &TestApp) {
     loop {
         app.state.service.seal_audit(1_000).await.expect("seal");
         let unsealed = app
-            .scalar("SELECT COUNT(*) FROM audit_events WHERE chain_seq IS NULL")
+            .scalar("SELECT COUNT(*) FROM audit_events WHERE hash IS NULL")
             .await;
         if unsealed == 0 {
             return;

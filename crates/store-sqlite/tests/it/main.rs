@@ -75,7 +75,7 @@ impl Backend for TestFile {
     async fn audit_rows(&self) -> Vec<AuditRow> {
         let raw = self.raw();
         let mut statement = raw
-            .prepare("SELECT type, severity, ip, at, details FROM audit_events ORDER BY seq")
+            .prepare("SELECT type, severity, ip, at, details FROM audit_events ORDER BY chain_seq")
             .unwrap();
         statement
             .query_map([], |row| {

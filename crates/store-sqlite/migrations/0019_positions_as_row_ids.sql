@@ -1,0 +1,63 @@
+-- An audit row's place in the chain becomes its row id, and events give up AUTOINCREMENT. A
+-- refresh writes an audit row and an event; before this, each of its commits also rewrote the
+-- page of SQLite's AUTOINCREMENT counters (`sqlite_sequence`), and each audit row went into a
+-- second B-tree, the unique index on `chain_seq`: together about a seventh of the pages a
+-- rotation wrote to the WAL, and as much of the storage thread's work.
+--
+-- Audit rows: `chain_seq` is the INTEGER PRIMARY KEY, unique as the index made it, and the
+-- listings, the verification and the pruning read the table itself in its order. The former
+-- row id `seq` goes: only the sealer read it. A row not yet chained (written unchained by an
+-- older build, or by hand) is the one without a hash. Such rows are copied after every
+-- chained row, in the order they were written, and so take the row ids after the chain's
+-- last; the sealer gives each its position in the chain (`WriteTx::seal_pending`).
+--
+-- Events: the row id stays the cursor. Without AUTOINCREMENT an event's id is the one after
+-- the newest handed out (`next_event_id!` in the engine), which must never go down: the purge
+-- now keeps the newest event, and `event_id_floor` keeps the last id AUTOINCREMENT gave, in
+-- case the purge had deleted the newest events (or all of them) before this migration.
+--
+-- Both tables are copied once, inside this migration's transaction.
+CREATE TABLE event_id_floor (
+    id INTEGER NOT NULL
+) STRICT;
+INSERT INTO event_id_floor (id)
+SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
+
+CREATE TABLE events_rebuilt (
+    id         INTEGER PRIMARY KEY,
+    type       TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    session_id TEXT,
+    at         INTEGER NOT NULL,
+    data       TEXT NOT NULL
+) STRICT;
+INSERT INTO events_rebuilt (id, type, user_id, session_id, at, data)
+SELECT id, type, user_id, session_id, at, data FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_rebuilt RENAME TO events;
+
+CREATE TABLE audit_events_rebuilt (
+    chain_seq  INTEGER PRIMARY KEY,
+    type       TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    user_id    TEXT,
+    session_id TEXT,
+    ip         TEXT,
+    at         INTEGER NOT NULL,
+    details    TEXT NOT NULL,
+    prev_hash  BLOB,
+    hash       BLOB
+) STRICT;
+-- Chained rows keep their position; unchained ones (a NULL `chain_seq`) take the next row ids.
+INSERT INTO audit_events_rebuilt
+    (chain_seq, type, severity, user_id, session_id, ip, at, details, prev_hash, hash)
+SELECT CASE WHEN hash IS NULL THEN NULL ELSE chain_seq END,
+       type, severity, user_id, session_id, ip, at, details,
+       CASE WHEN hash IS NULL THEN NULL ELSE prev_hash END, hash
+FROM audit_events
+ORDER BY hash IS NULL, chain_seq, seq;
+DROP TABLE audit_events;
+ALTER TABLE audit_events_rebuilt RENAME TO audit_events;
+
+-- The sealer finds the rows not yet chained in order; a chained row is not in this index.
+CREATE INDEX audit_events_unsealed ON audit_events (chain_seq) WHERE hash IS NULL;
