@@ -11,18 +11,13 @@
 -- chained row, in the order they were written, and so take the row ids after the chain's
 -- last; the sealer gives each its position in the chain (`WriteTx::seal_pending`).
 --
--- Events: the row id stays the cursor. Without AUTOINCREMENT an event's id is the one after
--- the newest handed out (`next_event_id!` in the engine), which must never go down: the purge
--- now keeps the newest event, and `event_id_floor` keeps the last id AUTOINCREMENT gave, in
--- case the purge had deleted the newest events (or all of them) before this migration.
+-- Events: the row id stays the cursor. Without AUTOINCREMENT SQLite numbers a new row after
+-- the largest row id, which must therefore never go down: the purge now keeps the newest event.
+-- If the purge of a build before this one had deleted the newest events (or all of them), a
+-- row without a type holds the last id AUTOINCREMENT gave in their place; readers skip it, and
+-- the purge deletes it once a newer event exists.
 --
 -- Both tables are copied once, inside this migration's transaction.
-CREATE TABLE event_id_floor (
-    id INTEGER NOT NULL
-) STRICT;
-INSERT INTO event_id_floor (id)
-SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
-
 CREATE TABLE events_rebuilt (
     id         INTEGER PRIMARY KEY,
     type       TEXT NOT NULL,
@@ -33,6 +28,9 @@ CREATE TABLE events_rebuilt (
 ) STRICT;
 INSERT INTO events_rebuilt (id, type, user_id, session_id, at, data)
 SELECT id, type, user_id, session_id, at, data FROM events ORDER BY id;
+INSERT INTO events_rebuilt (id, type, user_id, session_id, at, data)
+SELECT seq, '', '', NULL, 0, '{}' FROM sqlite_sequence
+WHERE name = 'events' AND seq > (SELECT COALESCE(MAX(id), 0) FROM events);
 DROP TABLE events;
 ALTER TABLE events_rebuilt RENAME TO events;
 

@@ -816,32 +816,8 @@ const INSERT_AUDIT: &str = "INSERT INTO audit_events
          (type, severity, user_id, session_id, ip, at, details, chain_seq, prev_hash, hash)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// The newest event id handed out, as SQL: the largest id in the table, or the last id the
-/// table's AUTOINCREMENT gave before migration 0019 if that is larger (the purge may have
-/// deleted the newest events then). The event purge keeps the newest event since, so the
-/// largest id never goes down and no id is handed out twice.
-macro_rules! newest_event_id {
-    () => {
-        "MAX(COALESCE((SELECT MAX(id) FROM events), 0),
-             COALESCE((SELECT id FROM event_id_floor), 0))"
-    };
-}
-pub(crate) use newest_event_id;
-
-/// The id of the next event, as SQL: the one after [`newest_event_id`].
-macro_rules! next_event_id {
-    () => {
-        concat!($crate::engine::newest_event_id!(), " + 1")
-    };
-}
-pub(crate) use next_event_id;
-
-const INSERT_EVENT: &str = concat!(
-    "INSERT INTO events (id, type, user_id, session_id, at, data)
-     VALUES (",
-    next_event_id!(),
-    ", ?1, ?2, ?3, ?4, ?5)"
-);
+const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
 
 impl<'c> WriteTx<'c> {
     fn new(connection: &'c Prepared<'_>, cipher: &'c CipherSlot) -> Self {

@@ -367,24 +367,58 @@ mod tests {
             [Some(0)]
         );
 
-        // Event 3 was the newest handed out: the next is 4, not 3 again.
-        let next = concat!(
-            "INSERT INTO events (id, type, user_id, at, data) VALUES (",
-            crate::engine::next_event_id!(),
-            ", 'e', 'u', 5, '{}')"
-        );
-        connection.execute(next, []).expect("event");
+        // Event 3 was the newest handed out, and its place is held: the next is 4, not 3 again.
+        let kinds: Vec<(i64, String)> = connection
+            .prepare("SELECT id, type FROM events ORDER BY id")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
         assert_eq!(
-            column_i64(&connection, "SELECT id FROM events ORDER BY id"),
-            [Some(1), Some(2), Some(4)]
+            kinds,
+            [(1, "e".to_owned()), (2, "e".to_owned()), (3, String::new())]
         );
-        // Emptied (as the purge of a build before this migration could), the table still
-        // goes on from the newest id.
-        connection.execute("DELETE FROM events", []).expect("empty");
         connection
-            .execute("UPDATE event_id_floor SET id = 4", [])
-            .expect("floor");
-        connection.execute(next, []).expect("event");
-        assert_eq!(column_i64(&connection, "SELECT id FROM events"), [Some(5)]);
+            .execute(
+                "INSERT INTO events (type, user_id, at, data) VALUES ('e', 'u', 5, '{}')",
+                [],
+            )
+            .expect("event");
+        assert_eq!(
+            column_i64(&connection, "SELECT MAX(id) FROM events"),
+            [Some(4)]
+        );
+    }
+
+    /// A table the purge of an older build emptied still goes on from the last id it gave, and
+    /// one whose newest events are all there needs no place held.
+    #[test]
+    fn an_emptied_event_table_goes_on_from_its_last_id() {
+        for (deleted, held) in [("DELETE FROM events", Some(2)), ("SELECT 1", None)] {
+            let mut connection = at_version_18();
+            connection
+                .execute_batch(&format!(
+                    "INSERT INTO events (type, user_id, at, data)
+                     VALUES ('e', 'u', 1, '{{}}'), ('e', 'u', 2, '{{}}');
+                     {deleted};"
+                ))
+                .expect("events");
+            crate::migrate::run(&mut connection).expect("migrate");
+            assert_eq!(
+                column_i64(&connection, "SELECT MAX(id) FROM events WHERE type = ''"),
+                [held]
+            );
+            connection
+                .execute(
+                    "INSERT INTO events (type, user_id, at, data) VALUES ('e', 'u', 3, '{}')",
+                    [],
+                )
+                .expect("event");
+            assert_eq!(
+                column_i64(&connection, "SELECT MAX(id) FROM events"),
+                [Some(3)]
+            );
+        }
     }
 }

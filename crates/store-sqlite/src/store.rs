@@ -509,9 +509,10 @@ const AUDIT_EVENTS: &str = "SELECT chain_seq, type, severity, user_id, session_i
      ORDER BY chain_seq
      LIMIT ?6";
 
-/// Events after a cursor, optionally of one user and of some types (`?4`, a JSON array).
+/// Events after a cursor, optionally of one user and of some types (`?4`, a JSON array). A
+/// row without a type only holds an id in place (migration 0019) and is no event.
 const EVENTS_AFTER: &str = "SELECT id, type, user_id, session_id, at, data FROM events
-     WHERE id > ?1
+     WHERE id > ?1 AND type <> ''
        AND (?2 IS NULL OR user_id = ?2)
        AND (?4 IS NULL OR type IN (SELECT value FROM json_each(?4)))
      ORDER BY id
@@ -541,8 +542,8 @@ const PURGE_SUCCESSOR_PAIRS: &str = "DELETE FROM successor_seals
 
 /// Deletes the events before `?1` among the `?2` oldest, read in the order they were committed
 /// (`SqliteStore::purge_events`; no index by time is kept, migration 0017). The newest event
-/// always stays: the next id is the largest plus one (`engine::next_event_id!`), so an emptied
-/// table would hand out ids again.
+/// always stays: SQLite numbers a new row after the largest row id (no AUTOINCREMENT since
+/// migration 0019), so an emptied table would hand out ids again.
 const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
          SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?2)
          WHERE at < ?1)
@@ -619,12 +620,8 @@ const ROTATE_SESSION_BACK: &str =
 
 /// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
 /// the session's user as its row says.
-const INSERT_REFRESHED_EVENT: &str = concat!(
-    "INSERT INTO events (id, type, user_id, session_id, at, data)
-     SELECT ",
-    crate::engine::next_event_id!(),
-    ", 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2"
-);
+const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
 
 /// The row id of session `session_id` for a rotation of `presented`, which must be unspent and
 /// the session's ([`PRESENTED_TOKEN`]). `None` when the token is spent, not the session's, or
@@ -1361,7 +1358,7 @@ impl EventStore for SqliteStore {
         self.engine
             .read(|connection| {
                 let newest: i64 = connection
-                    .prepare_cached(concat!("SELECT ", crate::engine::newest_event_id!()))
+                    .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
                     .map_err(store_error)?
                     .query_row([], |row| row.get(0))
                     .map_err(store_error)?;
@@ -2033,6 +2030,41 @@ mod tests {
             !walk.contains("TEMP B-TREE") && !walk.contains("INDEX"),
             "{walk}"
         );
+    }
+
+    /// A row that holds an event id in place (migration 0019) is no event to a reader, and
+    /// the purge deletes it once a newer event exists.
+    #[test]
+    fn a_row_holding_an_id_is_skipped_and_then_purged() {
+        let connection = migrated();
+        connection
+            .execute_batch(
+                "INSERT INTO events (id, type, user_id, at, data) VALUES (5, '', '', 0, '{}');
+                 INSERT INTO events (type, user_id, at, data)
+                 VALUES ('session.created', 'u', 100, '{}');",
+            )
+            .expect("events");
+        let read: Vec<i64> = connection
+            .prepare(EVENTS_AFTER)
+            .expect("prepare")
+            .query_map(
+                params![0, Option::<String>::None, 10, Option::<String>::None],
+                |row| row.get(0),
+            )
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(read, [6]);
+        assert_eq!(
+            connection
+                .execute(PURGE_EVENTS, params![50, 10])
+                .expect("purge"),
+            1
+        );
+        let left: i64 = connection
+            .query_row("SELECT MIN(id) FROM events", [], |row| row.get(0))
+            .expect("left");
+        assert_eq!(left, 6);
     }
 
     /// The listings read forward from their cursor and filter on the way, whatever the
