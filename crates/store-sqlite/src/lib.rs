@@ -22,6 +22,8 @@ mod migrate;
 mod rows;
 mod store;
 mod syncer;
+#[cfg(test)]
+mod test_support;
 
 pub use backup::{BackupError, backup};
 pub use migrate::MIGRATIONS;

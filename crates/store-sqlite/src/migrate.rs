@@ -186,6 +186,7 @@ mod tests {
     use sessiond_core::token::{SigningAlgorithm, StoredKey};
 
     use super::MIGRATIONS;
+    use crate::test_support::column;
     use crate::{SqliteSettings, SqliteStore};
 
     /// A database file made by a build that knew only migration 0001, with its one signing key
@@ -299,15 +300,6 @@ mod tests {
         connection
     }
 
-    fn column_i64(connection: &rusqlite::Connection, sql: &str) -> Vec<Option<i64>> {
-        let mut statement = connection.prepare(sql).expect("prepare");
-        statement
-            .query_map([], |row| row.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    }
-
     /// Migration 0019 keeps every chained audit row at its position, moves a row not yet
     /// chained after them (to be chained by the sealer), and lets no event id be handed out
     /// again, even when the purge had deleted the newest events before it.
@@ -326,40 +318,37 @@ mod tests {
                  DELETE FROM events WHERE id = 3;",
             )
             .expect("rows");
-        let hashes_before = column_i64(
+        let hashes_before = column::<Option<i64>>(
             &connection,
             "SELECT length(hash) FROM audit_events WHERE chain_seq IS NOT NULL ORDER BY chain_seq",
         );
         assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 1);
 
         assert_eq!(
-            column_i64(
+            column::<Option<i64>>(
                 &connection,
                 "SELECT chain_seq FROM audit_events ORDER BY chain_seq"
             ),
             [Some(1), Some(2), Some(3), Some(4)]
         );
-        let kinds: Vec<String> = connection
-            .prepare("SELECT type FROM audit_events ORDER BY chain_seq")
-            .expect("prepare")
-            .query_map([], |row| row.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let kinds: Vec<String> = column(
+            &connection,
+            "SELECT type FROM audit_events ORDER BY chain_seq",
+        );
         assert_eq!(
             kinds,
             ["a", "b", "c", "d"],
             "unchained rows follow, in the order written"
         );
         assert_eq!(
-            column_i64(
+            column::<Option<i64>>(
                 &connection,
                 "SELECT length(hash) FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq"
             ),
             hashes_before
         );
         assert_eq!(
-            column_i64(
+            column::<Option<i64>>(
                 &connection,
                 "SELECT COUNT(*) FROM sqlite_schema
                  WHERE name IN ('audit_events_by_chain_seq') OR sql LIKE '%AUTOINCREMENT%'"
@@ -368,16 +357,11 @@ mod tests {
         );
 
         // Event 3 was the newest handed out, and its place is held: the next is 4, not 3 again.
-        let kinds: Vec<(i64, String)> = connection
-            .prepare("SELECT id, type FROM events ORDER BY id")
-            .expect("prepare")
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let kinds: Vec<String> = column(&connection, "SELECT type FROM events ORDER BY id");
+        assert_eq!(kinds, ["e", "e", ""]);
         assert_eq!(
-            kinds,
-            [(1, "e".to_owned()), (2, "e".to_owned()), (3, String::new())]
+            column::<i64>(&connection, "SELECT id FROM events ORDER BY id"),
+            [1, 2, 3]
         );
         connection
             .execute(
@@ -386,7 +370,7 @@ mod tests {
             )
             .expect("event");
         assert_eq!(
-            column_i64(&connection, "SELECT MAX(id) FROM events"),
+            column::<Option<i64>>(&connection, "SELECT MAX(id) FROM events"),
             [Some(4)]
         );
     }
@@ -406,7 +390,7 @@ mod tests {
                 .expect("events");
             crate::migrate::run(&mut connection).expect("migrate");
             assert_eq!(
-                column_i64(&connection, "SELECT MAX(id) FROM events WHERE type = ''"),
+                column::<Option<i64>>(&connection, "SELECT MAX(id) FROM events WHERE type = ''"),
                 [held]
             );
             connection
@@ -416,7 +400,7 @@ mod tests {
                 )
                 .expect("event");
             assert_eq!(
-                column_i64(&connection, "SELECT MAX(id) FROM events"),
+                column::<Option<i64>>(&connection, "SELECT MAX(id) FROM events"),
                 [Some(3)]
             );
         }

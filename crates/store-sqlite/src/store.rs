@@ -1732,6 +1732,7 @@ mod tests {
         ROTATE_SESSION_FORWARD, rotating_session_row,
     };
     use crate::rows::SESSION_COLUMN_COUNT;
+    use crate::test_support::column;
 
     /// Two sessions, `s1` of alice and `s2` of bob, as the tests below need them.
     const TWO_SESSIONS: &str = "INSERT INTO sessions (id, user_id, device_id, device_type,
@@ -2016,13 +2017,7 @@ mod tests {
             1,
             "3 goes once the whole table is read; 4, the newest, stays"
         );
-        let left: Vec<i64> = connection
-            .prepare("SELECT id FROM events ORDER BY id")
-            .expect("prepare")
-            .query_map([], |row| row.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("ids");
+        let left: Vec<i64> = column(&connection, "SELECT id FROM events ORDER BY id");
         assert_eq!(left, [2, 4]);
         assert_eq!(purge(1_000, 10), 1, "2 goes, 4 stays");
         let walk = plan(&connection, PURGE_EVENTS, params![200, 10]);
@@ -2175,14 +2170,7 @@ mod tests {
                         (X'22', 's2', 2, 3, X'21', NULL);",
             )
             .expect("rows");
-        let left = |sql: &str| -> Vec<Vec<u8>> {
-            let mut statement = connection.prepare(sql).expect("prepare");
-            statement
-                .query_map([], |row| row.get(0))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows")
-        };
+        let left = |sql: &str| -> Vec<Vec<u8>> { column(&connection, sql) };
         let purge = |session: &str| {
             connection
                 .execute(DELETE_TOKEN_CHAIN, [session])
