@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # usage: bench/pg-instances.sh INSTANCES refresh|validate
 # A fresh schema, INSTANCES release servers on it, one sessiond-load per server (32 connections
-# split between them); prints each load JSON line, then the CPU per request over the loads' run
-# of each server and, when PostgreSQL runs on this machine, of its processes (every `postgres`
-# process of the machine, sampled every 0.2 s: run nothing else on that PostgreSQL meanwhile).
+# split between them); prints each load JSON line, then the CPU per request over the loads'
+# measured window (from the moment every load has begun measuring to the moment the first has
+# ended, as their `window starts` and `window ends` lines on stderr tell) of each server and,
+# when PostgreSQL runs on this machine, of its processes (every `postgres` process of the
+# machine, sampled every 0.05 s: run nothing else on that PostgreSQL meanwhile). The sessions'
+# creation and the warm-up are outside the window.
 # Run from the repository root after `cargo build --release -p sessiond-server -p sessiond-load`;
 # needs PostgreSQL on 127.0.0.1:5432 (trust auth, database test). The servers listen on free
 # ports picked at random; the script stops if one of them does not start, and stops its servers
@@ -14,8 +17,7 @@
 # SESSIONS sets the sessions created before the run, split between the loads (sessiond-load's
 # default: 4 per connection). Each session is refreshed over and over through its instance; with
 # enough of them (say 50000 for one instance) no refresh finds its token among the 32,768
-# successors an instance remembers, as in a deployment whose clients refresh minutes apart. The
-# CPU figures then include the sessions' creation.
+# successors an instance remembers, as in a deployment whose clients refresh minutes apart.
 set -eu
 . "$(dirname "$0")/lib.sh"
 n=$1; mode=$2
@@ -58,29 +60,38 @@ postgres_ticks() {
 }
 conns=$((32 / n))
 loads=()
+for i in $(seq 1 "$n"); do
+  target/release/sessiond-load --url "http://127.0.0.1:${ports[i-1]}" --admin-key $KEY --mode "$mode" \
+    --connections $conns --duration 10s ${SESSIONS:+--sessions $((SESSIONS / n))} \
+    2>"$out/pgload$i.err" >"$out/pgload$i.json" &
+  loads+=($!)
+done
+# marked WHAT: how many loads have written their line "window WHAT".
+marked() { cat "${errs[@]}" 2>/dev/null | grep -c "^  window $1$" || true; }
+errs=()
+for i in $(seq 1 "$n"); do errs+=("$out/pgload$i.err"); done
+running() {
+  local l
+  for l in "${loads[@]}"; do kill -0 "$l" 2>/dev/null && return 0; done
+  return 1
+}
+while running && (($(marked starts) < n)); do sleep 0.05; done
 server_before=()
 for p in "${pids[@]}"; do server_before+=("$(cpu_ticks "$p")"); done
 samples=$out/pg-postgres-ticks
 : >"$samples"
 postgres_ticks "$samples"
-# The processes seen before the loads start count from there; one that starts later (a new
+# The processes seen at the window's start count from there; one that starts later (a new
 # connection) counts from zero.
 echo started >>"$samples"
-for i in $(seq 1 "$n"); do
-  target/release/sessiond-load --url "http://127.0.0.1:${ports[i-1]}" --admin-key $KEY --mode "$mode" \
-    --connections $conns --duration 10s ${SESSIONS:+--sessions $((SESSIONS / n))} \
-    2>/dev/null >"$out/pgload$i.json" &
-  loads+=($!)
-done
-while true; do
-  running=0
-  for l in "${loads[@]}"; do kill -0 "$l" 2>/dev/null && running=1; done
-  [[ $running == 1 ]] || break
+while running && (($(marked ends) == 0)); do
   postgres_ticks "$samples"
-  sleep 0.2
+  sleep 0.05
 done
-for l in "${loads[@]}"; do wait "$l"; done
+server_after=()
+for p in "${pids[@]}"; do server_after+=("$(cpu_ticks "$p")"); done
 postgres_ticks "$samples"
+for l in "${loads[@]}"; do wait "$l"; done
 requests=0
 requests_of=()
 for i in $(seq 1 "$n"); do
@@ -90,7 +101,7 @@ for i in $(seq 1 "$n"); do
 done
 hz=$(getconf CLK_TCK)
 for i in $(seq 1 "$n"); do
-  ticks=$(($(cpu_ticks "${pids[i-1]}") - ${server_before[i-1]}))
+  ticks=$((server_after[i-1] - server_before[i-1]))
   awk -v t="$ticks" -v hz="$hz" -v r="${requests_of[i-1]}" -v i="$i" \
     'BEGIN { printf "server %d cpu: %.2f s, %.0f us per request\n", i, t / hz, t / hz * 1e6 / r }'
 done

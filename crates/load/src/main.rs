@@ -247,13 +247,17 @@ async fn drive(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // CPU is sampled at the window's edges so setup and warmup do not count against it.
+    // The two marker lines tell a script watching stderr where the measured window lies, so
+    // that it can read the servers' CPU over the same window (bench/pg-instances.sh).
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_at_start = cpu_clock.process_cpu_seconds();
+    eprintln!("  window starts");
     let mut total = WorkerStats::default();
     while let Some(joined) = workers.join_next().await {
         total.merge(joined.context("a worker panicked")?);
     }
     let measured = measure_from.elapsed();
+    eprintln!("  window ends");
     let cpu_seconds = cpu_at_start
         .zip(cpu_clock.process_cpu_seconds())
         .map(|(start, end)| (end - start).max(0.0));
