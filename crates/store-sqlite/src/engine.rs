@@ -816,6 +816,12 @@ const INSERT_AUDIT: &str = "INSERT INTO audit_events
          (type, severity, user_id, session_id, ip, at, details, chain_seq, prev_hash, hash)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
+/// The oldest `?1` audit rows not yet chained, in the order they were written: through the
+/// partial index of them (migration 0019), whatever the size of the chain.
+pub(crate) const UNCHAINED_AUDIT: &str =
+    "SELECT chain_seq, type, severity, user_id, session_id, ip, at, details
+     FROM audit_events WHERE hash IS NULL ORDER BY chain_seq LIMIT ?1";
+
 const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
      VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -915,10 +921,7 @@ impl<'c> WriteTx<'c> {
         let pending = {
             let mut statement = self
                 .connection
-                .prepare_cached(
-                    "SELECT chain_seq, type, severity, user_id, session_id, ip, at, details
-                     FROM audit_events WHERE hash IS NULL ORDER BY chain_seq LIMIT ?1",
-                )
+                .prepare_cached(UNCHAINED_AUDIT)
                 .map_err(store_error)?;
             let rows = statement
                 .query_map([i64::from(batch)], |row| {

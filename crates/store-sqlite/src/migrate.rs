@@ -318,18 +318,17 @@ mod tests {
                  DELETE FROM events WHERE id = 3;",
             )
             .expect("rows");
-        let hashes_before = column::<Option<i64>>(
-            &connection,
-            "SELECT length(hash) FROM audit_events WHERE chain_seq IS NOT NULL ORDER BY chain_seq",
-        );
+        let chained = "SELECT chain_seq || ':' || hex(prev_hash) || ':' || hex(hash)
+                       FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq";
+        let chained_before: Vec<String> = column(&connection, chained);
         assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 1);
 
         assert_eq!(
-            column::<Option<i64>>(
+            column::<i64>(
                 &connection,
                 "SELECT chain_seq FROM audit_events ORDER BY chain_seq"
             ),
-            [Some(1), Some(2), Some(3), Some(4)]
+            [1, 2, 3, 4]
         );
         let kinds: Vec<String> = column(
             &connection,
@@ -340,12 +339,11 @@ mod tests {
             ["a", "b", "c", "d"],
             "unchained rows follow, in the order written"
         );
+        assert_eq!(chained_before.len(), 2);
         assert_eq!(
-            column::<Option<i64>>(
-                &connection,
-                "SELECT length(hash) FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq"
-            ),
-            hashes_before
+            column::<String>(&connection, chained),
+            chained_before,
+            "each chained row keeps its position and both hashes"
         );
         assert_eq!(
             column::<Option<i64>>(
