@@ -1193,24 +1193,38 @@ enum Tick {
 }
 
 /// One tick of the checkpointer: PASSIVE checkpoints, which copy what is committed and never
-/// wait for the writer, repeated (at most [`CATCH_UP_PASSES`]) until one leaves the WAL as the
-/// pass before it did: all of it copied, or what is left held back by a reader. Each pass
-/// copies what the writer appended during the one before, so the passes shrink quickly.
+/// wait for the writer. While the WAL is shorter than [`RESTART_FRAMES`], one pass; from
+/// there, passes repeated (at most [`CATCH_UP_PASSES`]) until one leaves the WAL as the pass
+/// before it did: all of it copied, or what is left held back by a reader. Each pass copies
+/// what the writer appended during the one before, so the passes shrink quickly.
 ///
 /// SQLite syncs the database file only in a checkpoint that copies the WAL to its end, and
 /// lets a transaction start the WAL over only once it is copied and synced. One pass per tick
 /// never caught up under steady writes, which left both to the writer's own checkpoint at
 /// [`WRITER_CHECKPOINT_PAGES`]: its sync of every page copied since (tens of megabytes) held up
 /// the next batch by 20 to 50 ms, several times a second under refresh load, and set the p99.
+/// Repeating the passes on every tick, though, synced the database file two or three times a
+/// tick (each pass reaches the WAL's end, since the writer appends only a few frames during
+/// the sync before it), and those syncs were most of the checkpointer's CPU: so a small WAL,
+/// which will start over by itself once writes pause, is copied once a tick, and the passes
+/// repeat only once it is large enough to be worth starting over.
 ///
 /// `last` is the WAL's size and how much of it is copied (frames) as the tick before left
 /// them, and is updated; a tick whose first pass finds them unchanged has copied nothing and
 /// is idle. (A WAL started over and grown back to exactly that state reads as idle too, which
 /// only delays the next tick.)
 fn checkpoint(connection: &Connection, last: &mut (i64, i64)) -> Result<Tick, rusqlite::Error> {
+    tick(|| passive_checkpoint(connection), last)
+}
+
+/// [`checkpoint`], with each pass run by `pass` (which answers as [`passive_checkpoint`]).
+fn tick(
+    mut pass: impl FnMut() -> Result<(i64, i64), rusqlite::Error>,
+    last: &mut (i64, i64),
+) -> Result<Tick, rusqlite::Error> {
     let mut copied_any = false;
     for _ in 0..CATCH_UP_PASSES {
-        let (frames, copied) = passive_checkpoint(connection)?;
+        let (frames, copied) = pass()?;
         if frames < 0 {
             // Another checkpoint (the storage thread's) holds the WAL.
             return Ok(if copied_any { Tick::Copied } else { Tick::Busy });
@@ -1226,6 +1240,9 @@ fn checkpoint(connection: &Connection, last: &mut (i64, i64)) -> Result<Tick, ru
         }
         *last = (frames, copied);
         copied_any = true;
+        if frames < RESTART_FRAMES {
+            return Ok(Tick::Copied);
+        }
     }
     Ok(Tick::Copied)
 }
@@ -1901,6 +1918,42 @@ mod tests {
             restarted < 10,
             "the WAL was not started over: {restarted} frames"
         );
+    }
+
+    /// Each pass that reaches the WAL's end syncs the database file: a tick repeats them only
+    /// for a WAL large enough to start over, however much the writer appended meanwhile.
+    #[test]
+    fn a_tick_repeats_its_passes_only_for_a_wal_worth_starting_over() {
+        // The WAL as each pass finds it, (frames, copied): the writer commits a few frames
+        // during every pass until the third.
+        let run = |start: i64| -> (Tick, usize, (i64, i64)) {
+            let states = [
+                (start, start),
+                (start + 4, start + 4),
+                (start + 6, start + 6),
+            ];
+            let mut passes = 0;
+            let mut last = (0, 0);
+            let tick = super::tick(
+                || {
+                    let state = states[passes.min(states.len() - 1)];
+                    passes += 1;
+                    Ok(state)
+                },
+                &mut last,
+            )
+            .expect("tick");
+            (tick, passes, last)
+        };
+        // A small WAL: one pass, one sync, whatever was committed during it.
+        assert_eq!(run(100), (Tick::Copied, 1, (100, 100)));
+        // A large one: passes until one finds nothing new, so that it can start over.
+        let large = super::RESTART_FRAMES + 100;
+        assert_eq!(run(large), (Tick::CaughtUp, 4, (large + 6, large + 6)));
+        // Nothing new since the last tick: idle after one pass.
+        let mut last = (large, large);
+        let idle = super::tick(|| Ok((large, large)), &mut last).expect("tick");
+        assert_eq!(idle, Tick::Idle);
     }
 
     #[test]
