@@ -83,7 +83,8 @@ const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 /// Most checkpoints in one tick of the checkpointer while it catches up with the writer.
 const CATCH_UP_PASSES: usize = 16;
 /// The WAL size (frames) from which the storage thread starts the WAL over as soon as the
-/// checkpointer has caught up; a smaller WAL starts over by itself once writes pause.
+/// checkpointer has caught up, and from which a tick of the checkpointer repeats its passes
+/// until it has ([`checkpoint`]); a smaller WAL starts over by itself once writes pause.
 const RESTART_FRAMES: i64 = 1_000;
 /// The WAL size (pages) at which the storage thread checkpoints by itself (SQLite's automatic
 /// checkpoint), copying what the checkpointer has not yet and starting the WAL over: the
