@@ -24,10 +24,19 @@
 //! starts over), so the sync here adds durability, not consistency. The WAL file, named after
 //! the path SQLite reports for the database (symbolic links resolved), is synced through a
 //! descriptor of its own: a sync of any descriptor flushes the file. SQLite holds no
-//! lock on the WAL file, so opening and closing it here disturbs none of its locks (closing a
-//! descriptor of the database file would drop them all). When the WAL file is new to the
-//! syncer (first use, or recreated) its directory is synced once, as SQLite does for a WAL it
-//! creates and syncs.
+//! lock on the WAL file, so opening it here disturbs none of its locks (closing a descriptor of
+//! the database file would drop them all). The descriptor is opened at the first sync, and its
+//! directory synced once then, as SQLite does for a WAL it creates and syncs. Before each sync
+//! the file at the WAL's path must still be that one: the write connection keeps writing to the
+//! file it opened for as long as it lives, so a WAL unlinked or replaced under the running store
+//! (by hand, or by another program) would lose its commits at the next start, and the sync fails
+//! instead.
+//!
+//! That check asks for the file's inode number alone. On file systems with fine-grained
+//! timestamps (Linux 6.13 and later: ext4, XFS, Btrfs, tmpfs), a file whose change time was
+//! read since its last write gets a new one at its next write, and `fdatasync` then writes the
+//! inode as well: a third request to the disk, between the data and the flush, on every sync. A
+//! plain `stat` of the path before each sync did that.
 //!
 //! A sync that fails answers everything it covered with [`StoreError::Unavailable`] naming an
 //! I/O error: those commits are visible but their durability is unknown, as a client whose
@@ -287,10 +296,50 @@ fn run(
     }
 }
 
-/// The WAL file, opened when first synced and again whenever the file at its path changes.
+/// The WAL file, opened when first synced (see the module documentation).
 struct Wal {
     path: PathBuf,
-    open: Option<(File, u64)>,
+    open: Option<(File, FileId)>,
+}
+
+/// Which file a path names: its device and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: (u32, u32),
+    inode: u64,
+}
+
+impl FileId {
+    /// The file `descriptor` is open on, or without one the file at `path`.
+    ///
+    /// Asks for the inode number alone: no time is read, so the file's next write keeps the
+    /// timestamp granularity that spares `fdatasync` an inode write (see the module
+    /// documentation). Falls back to a plain `stat` on a kernel without `statx` (before 4.11).
+    fn of(descriptor: Option<&File>, path: &Path) -> std::io::Result<Self> {
+        use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+        let asked = match descriptor {
+            Some(file) => statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::INO),
+            None => statx(CWD, path, AtFlags::empty(), StatxFlags::INO),
+        };
+        match asked {
+            Ok(found) => Ok(Self {
+                device: (found.stx_dev_major, found.stx_dev_minor),
+                inode: found.stx_ino,
+            }),
+            Err(rustix::io::Errno::NOSYS) => {
+                let metadata = match descriptor {
+                    Some(file) => file.metadata()?,
+                    None => std::fs::metadata(path)?,
+                };
+                let device = metadata.dev();
+                Ok(Self {
+                    device: (rustix::fs::major(device), rustix::fs::minor(device)),
+                    inode: metadata.ino(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 impl Wal {
@@ -304,23 +353,33 @@ impl Wal {
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        let inode = std::fs::metadata(&self.path)?.ino();
-        if self.open.as_ref().is_none_or(|(_, open)| *open != inode) {
-            self.open = None;
-            let file = File::open(&self.path)?;
-            // The file's name must survive a power loss as much as its content.
-            let directory = match self.path.parent() {
-                Some(directory) if !directory.as_os_str().is_empty() => directory,
-                _ => Path::new("."),
-            };
-            File::open(directory)?.sync_all()?;
-            let opened = file.metadata()?.ino();
-            self.open = Some((file, opened));
+        let at_path = FileId::of(None, &self.path)?;
+        if let Some((file, opened)) = &self.open {
+            if *opened != at_path {
+                return Err(std::io::Error::other(format!(
+                    "{} is no longer the WAL file the database writes to",
+                    self.path.display()
+                )));
+            }
+            return file.sync_data();
         }
-        match &self.open {
-            Some((file, _)) => file.sync_data(),
-            None => Ok(()),
+        let file = File::open(&self.path)?;
+        let opened = FileId::of(Some(&file), &self.path)?;
+        if opened != at_path {
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was opened",
+                self.path.display()
+            )));
         }
+        // The file's name must survive a power loss as much as its content.
+        let directory = match self.path.parent() {
+            Some(directory) if !directory.as_os_str().is_empty() => directory,
+            _ => Path::new("."),
+        };
+        File::open(directory)?.sync_all()?;
+        file.sync_data()?;
+        self.open = Some((file, opened));
+        Ok(())
     }
 }
 
@@ -493,22 +552,25 @@ mod tests {
     }
 
     #[test]
-    fn the_wal_is_synced_through_its_path_and_reopened_when_replaced() {
+    fn the_wal_is_synced_only_while_its_path_names_the_file_first_synced() {
         let directory = tempfile::tempdir().unwrap();
         let database = directory.path().join("sessiond.db");
+        let wal_path = directory.path().join("sessiond.db-wal");
         let mut wal = Wal::new(&database);
         assert!(wal.sync().is_err(), "no WAL file yet");
-        std::fs::write(directory.path().join("sessiond.db-wal"), b"frames").unwrap();
+        assert!(wal.open.is_none());
+        std::fs::write(&wal_path, b"frames").unwrap();
         wal.sync().unwrap();
-        let first = wal.open.as_ref().map(|(_, inode)| *inode);
-        // Replaced by another file (both exist at once, so the inode differs).
+        wal.sync().unwrap();
+        let first = wal.open.as_ref().map(|(_, opened)| opened.inode);
+        assert_eq!(first, Some(std::fs::metadata(&wal_path).unwrap().ino()));
+        // Replaced by another file (both exist at once, so the inode differs): the database
+        // still writes to the first, which no longer has the name a restart opens.
         std::fs::write(directory.path().join("replacement"), b"other frames").unwrap();
-        std::fs::rename(
-            directory.path().join("replacement"),
-            directory.path().join("sessiond.db-wal"),
-        )
-        .unwrap();
-        wal.sync().unwrap();
-        assert_ne!(wal.open.as_ref().map(|(_, inode)| *inode), first);
+        std::fs::rename(directory.path().join("replacement"), &wal_path).unwrap();
+        assert!(wal.sync().is_err(), "a replaced WAL");
+        // Unlinked.
+        std::fs::remove_file(&wal_path).unwrap();
+        assert!(wal.sync().is_err(), "an unlinked WAL");
     }
 }
