@@ -310,27 +310,38 @@ struct FileId {
 }
 
 impl FileId {
-    /// The file `descriptor` is open on, or without one the file at `path`.
-    ///
-    /// Asks for the inode number alone: no time is read, so the file's next write keeps the
-    /// timestamp granularity that spares `fdatasync` an inode write (see the module
-    /// documentation). Falls back to a plain `stat` on a kernel without `statx` (before 4.11).
-    fn of(descriptor: Option<&File>, path: &Path) -> std::io::Result<Self> {
+    /// The file at `path`.
+    fn of_path(path: &Path) -> std::io::Result<Self> {
         use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
-        let asked = match descriptor {
-            Some(file) => statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::INO),
-            None => statx(CWD, path, AtFlags::empty(), StatxFlags::INO),
-        };
+        Self::asked(statx(CWD, path, AtFlags::empty(), StatxFlags::INO), || {
+            std::fs::metadata(path)
+        })
+    }
+
+    /// The file `file` is open on.
+    fn of_file(file: &File) -> std::io::Result<Self> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        Self::asked(
+            statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::INO),
+            || file.metadata(),
+        )
+    }
+
+    /// The identity `asked` (a `statx` for the inode number alone) found. No time is read, so
+    /// the file's next write keeps the timestamp granularity that spares `fdatasync` an inode
+    /// write (see the module documentation). On a kernel without `statx` (before 4.11),
+    /// `stat` answers instead.
+    fn asked(
+        asked: rustix::io::Result<rustix::fs::Statx>,
+        stat: impl FnOnce() -> std::io::Result<std::fs::Metadata>,
+    ) -> std::io::Result<Self> {
         match asked {
             Ok(found) => Ok(Self {
                 device: (found.stx_dev_major, found.stx_dev_minor),
                 inode: found.stx_ino,
             }),
             Err(rustix::io::Errno::NOSYS) => {
-                let metadata = match descriptor {
-                    Some(file) => file.metadata()?,
-                    None => std::fs::metadata(path)?,
-                };
+                let metadata = stat()?;
                 let device = metadata.dev();
                 Ok(Self {
                     device: (rustix::fs::major(device), rustix::fs::minor(device)),
@@ -353,33 +364,27 @@ impl Wal {
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        let at_path = FileId::of(None, &self.path)?;
-        if let Some((file, opened)) = &self.open {
-            if *opened != at_path {
-                return Err(std::io::Error::other(format!(
-                    "{} is no longer the WAL file the database writes to",
-                    self.path.display()
-                )));
+        let (file, opened) = match &self.open {
+            Some(open) => open,
+            None => {
+                let file = File::open(&self.path)?;
+                let opened = FileId::of_file(&file)?;
+                // The file's name must survive a power loss as much as its content.
+                let directory = match self.path.parent() {
+                    Some(directory) if !directory.as_os_str().is_empty() => directory,
+                    _ => Path::new("."),
+                };
+                File::open(directory)?.sync_all()?;
+                self.open.insert((file, opened))
             }
-            return file.sync_data();
-        }
-        let file = File::open(&self.path)?;
-        let opened = FileId::of(Some(&file), &self.path)?;
-        if opened != at_path {
+        };
+        if FileId::of_path(&self.path)? != *opened {
             return Err(std::io::Error::other(format!(
-                "{} changed while it was opened",
+                "{} is no longer the WAL file the database writes to",
                 self.path.display()
             )));
         }
-        // The file's name must survive a power loss as much as its content.
-        let directory = match self.path.parent() {
-            Some(directory) if !directory.as_os_str().is_empty() => directory,
-            _ => Path::new("."),
-        };
-        File::open(directory)?.sync_all()?;
-        file.sync_data()?;
-        self.open = Some((file, opened));
-        Ok(())
+        file.sync_data()
     }
 }
 
