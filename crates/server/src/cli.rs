@@ -230,7 +230,11 @@ pub fn resolve_config(
 /// # Errors
 /// Whatever stops it, with context, for a one-line message.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format());
+    if matches!(cli.command, Command::Serve) {
+        init_serve_logging(cli.log_format());
+    } else {
+        init_logging(cli.log_format());
+    }
     let config = cli.resolve_config()?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -354,13 +358,31 @@ fn export_query(since: Option<&str>) -> anyhow::Result<AuditQuery> {
 /// Sends log lines to stderr in `format`, filtered by `RUST_LOG` (default `info,sqlx=warn`),
 /// as `sessiond` does, coloured only when stderr is a terminal; a second call is ignored.
 pub fn init_logging(format: LogFormat) {
+    install_logging(format, std::io::stderr);
+}
+
+/// [`init_logging`] for `sessiond serve`, whose lines below `WARN` (the access log's among
+/// them) reach stderr in batches (`log_sink`); [`flush_logs`] writes out what is waiting.
+fn init_serve_logging(format: LogFormat) {
+    install_logging(format, crate::log_sink::BufferedLines::stderr());
+}
+
+/// Writes out the log lines `sessiond serve` still holds; for a process about to exit.
+pub fn flush_logs() {
+    crate::log_sink::flush();
+}
+
+fn install_logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second initialisation (tests running several commands) is harmless; ignore it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -380,6 +402,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         match config.log_format {
             // Loud, and whatever RUST_LOG says.
             LogFormat::Text => {
+                flush_logs();
                 eprintln!("WARNING: sessiond is running with development defaults: {warning}");
             }
             LogFormat::Json => {

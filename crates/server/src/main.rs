@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sessiond_server::cli::{Cli, execute, init_logging};
+use sessiond_server::cli::{Cli, execute, flush_logs, init_logging};
 use sessiond_server::config::LogFormat;
 
 /// mimalloc rather than the C library's allocator: a refresh allocates and frees a few hundred
@@ -27,7 +27,10 @@ fn main() -> ExitCode {
             );
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let outcome = runtime.block_on(execute(cli));
+    // What `serve` logged last, before the reason of a failure.
+    flush_logs();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         // `{:#}` joins the context chain on one line: the one-line reason API.md asks for.
         Err(error) => fail(format, &format!("sessiond: {error:#}")),

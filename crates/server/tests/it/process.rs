@@ -1304,6 +1304,57 @@ async fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     );
 }
 
+/// `serve` holds its `INFO` lines back and writes them in batches (`log_sink`): a warning still
+/// goes out at once and after every line logged before it, and nothing held is lost when the
+/// server exits on SIGTERM.
+#[tokio::test]
+async fn log_lines_held_back_keep_their_order_and_are_written_out_at_exit() {
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut command = configured(dir.path(), port);
+    command.env("RUST_LOG", "info");
+    let mut server = Server::start(command, port);
+    let client = client();
+    let created = create_session(&client, &server.base, "alice").await;
+    let first = text(&created, "refresh_token");
+    let refreshed = send(refresh_request(&client, &server.base, first)).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    // With its successor spent, the first token again is reuse, logged as a warning.
+    let second = text(&refreshed.body, "refresh_token");
+    let spent = send(refresh_request(&client, &server.base, second)).await;
+    assert_eq!(spent.status, StatusCode::OK, "{}", spent.body);
+    let reused = send(refresh_request(&client, &server.base, first)).await;
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED, "{}", reused.body);
+
+    let stderr = stderr_once_it_contains(&server, " WARN ");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let warning = lines
+        .iter()
+        .position(|line| line.contains(" WARN ") && line.contains("revoking the session"))
+        .unwrap_or_else(|| panic!("the reuse warning:\n{stderr}"));
+    let answered_before = lines[..warning]
+        .iter()
+        .filter(|line| line.contains("answered"))
+        .count();
+    assert_eq!(
+        answered_before, 3,
+        "the creation's and both refreshes' lines come before the warning:\n{stderr}"
+    );
+
+    // Held back when the server is told to stop, written out before it exits.
+    let health = send(client.get(format!("{}/healthz", server.base))).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let stderr = stderr_once_it_contains(&server, "/healthz");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("answered") && line.contains("/healthz")),
+        "{stderr}"
+    );
+}
+
 /// Regression: with `SESSIOND_LOG_FORMAT=json` the development warnings of start-up, and the
 /// refusal of a bad configuration, were plain text among the JSON lines.
 #[tokio::test]
