@@ -29,6 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
+bench_log_env
 
 CASES=${CASES:-refresh dpop-refresh current dpop-current}
 DURATION=${DURATION:-10s}
@@ -54,7 +55,7 @@ start_server() {
   mkdir -p "$work/$1"
   SESSIOND_DATABASE_URL="sqlite://$work/$1/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
     SESSIOND_ISSUER=$issuer SESSIOND_RATE_LIMITS=off SESSIOND_DPOP_PROOF_MAX_AGE=10m \
-    SESSIOND_MAX_SESSIONS_PER_USER=1000 RUST_LOG=warn SESSIOND_LISTEN=127.0.0.1:$port \
+    SESSIOND_MAX_SESSIONS_PER_USER=1000 SESSIOND_LISTEN=127.0.0.1:$port \
     target/release/sessiond serve >"$work/$1/server.log" 2>&1 &
   server=$!
   wait_ready "$port" "$work/$1/server.log"

@@ -36,11 +36,20 @@ field() { tr ' ' '\n' <<<"$1" | awk -F= -v key="$2" '$1 == key {print $2}'; }
 # User + system CPU of process $1, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# bench_log_env: the servers log as a user's does by default (RUST_LOG unset: `info`, an
+# access-log line per request), into the run's server log file; SERVER_LOG, when set, is the
+# RUST_LOG filter instead (SERVER_LOG=warn leaves the access log out).
+bench_log_env() {
+  unset RUST_LOG
+  if [[ -n ${SERVER_LOG:-} ]]; then export RUST_LOG=$SERVER_LOG; fi
+}
+
 # bench_server_env NAME: exports the settings the scripts' servers share: an admin key named
-# after NAME, the issuer http://bench, SIGNING_ALG (default EdDSA), warnings only in the log.
+# after NAME, the issuer http://bench, SIGNING_ALG (default EdDSA), the log of bench_log_env.
 bench_server_env() {
   export SESSIOND_ADMIN_KEYS=$1-admin-key-0123456789-abcdefghijklmnop \
-    SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=${SIGNING_ALG:-EdDSA} RUST_LOG=warn
+    SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=${SIGNING_ALG:-EdDSA}
+  bench_log_env
 }
 
 # seeded_dir LAYOUT: the directory of a seeded file: SEED_DIR/LAYOUT when SEED_DIR is set (kept

@@ -23,6 +23,7 @@
 # successors an instance remembers, as in a deployment whose clients refresh minutes apart.
 set -eu
 . "$(dirname "$0")/lib.sh"
+bench_log_env
 n=$1; mode=$2
 KEY=bench-admin-key-0123456789-abcdefghijklmnop
 admin=postgres://postgres@127.0.0.1:5432/test
@@ -47,7 +48,7 @@ for i in $(seq 1 "$n"); do
   port=$(free_port)
   SESSIOND_RATE_LIMITS=off SESSIOND_AUDIT_REFRESHES=${SESSIOND_AUDIT_REFRESHES:-all} \
   SESSIOND_ADMIN_KEYS=$KEY SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_DATABASE_URL="$url" \
-  SESSIOND_ISSUER=http://bench RUST_LOG=warn \
+  SESSIOND_ISSUER=http://bench \
     target/release/sessiond serve >"$out/pg$i.log" 2>&1 &
   server=$!
   pids+=("$server"); ports+=("$port")

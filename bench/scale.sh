@@ -55,7 +55,8 @@ json_field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
 key="scale-bench-admin-key-0123456789-abcdefghijklmnop"
 export SESSIOND_ADMIN_KEYS=$key SESSIOND_ISSUER=http://bench \
-  SESSIOND_SIGNING_ALG=$SIGNING_ALG RUST_LOG=warn
+  SESSIOND_SIGNING_ALG=$SIGNING_ALG
+bench_log_env
 lines=()
 for size in $SIZES; do
   seeded=${SEED_DIR:-$work}/sessions-$size

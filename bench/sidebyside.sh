@@ -6,7 +6,8 @@
 #    read-only), which also prints its own one-line summary.
 # 2. sessiond: a release `sessiond serve` on a fresh SQLite file seeded by sessiond-seed with
 #    SESSIONS sessions (one user each), with the defaults a user gets (every refresh audited,
-#    SESSIOND_SQLITE_SYNCHRONOUS=full, EdDSA, development master key next to the file) except
+#    SESSIOND_SQLITE_SYNCHRONOUS=full, EdDSA, development master key next to the file, the
+#    default log level with its access-log line per request, written to a file) except
 #    SESSIOND_RATE_LIMITS=off; then `wrk -t2 -c32` for WARMUP on warm-up tokens and for
 #    DURATION on the others, with bench/wrk/refresh.lua, which spends each refresh token once.
 #
@@ -34,6 +35,7 @@
 #                same every run), so that each refresh reads and writes pages at random
 #   DURATION (10s), WARMUP (3s), THREADS (2), CONNS (32): the wrk run, as the peer's
 #   SKIP_PEER=1  run sessiond only
+#   SERVER_LOG   a RUST_LOG filter for sessiond instead of its default (warn: no access log)
 #   SEED_DIR     keep the seeded file (sidebyside-ALG-SESSIONS/) here and start later runs from
 #                a copy of it, synced before the server starts; by default each run seeds into
 #                a temporary directory. The copy's rows are the seeded ones: no run spends the

@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
+bench_log_env
 
 ALGS=${ALGS:-EdDSA ES256 RS256 HS256}
 DURATION=${DURATION:-10s}
@@ -38,7 +39,7 @@ for alg in $ALGS; do
   mkdir -p "$work/$alg"
   SESSIOND_DATABASE_URL="sqlite://$work/$alg/sessiond.db" SESSIOND_ADMIN_KEYS=$key \
     SESSIOND_ISSUER=http://bench SESSIOND_SIGNING_ALG=$alg SESSIOND_RATE_LIMITS=off \
-    RUST_LOG=warn SESSIOND_LISTEN=127.0.0.1:$port \
+    SESSIOND_LISTEN=127.0.0.1:$port \
     target/release/sessiond serve >"$work/$alg/server.log" 2>&1 &
   server=$!
   wait_ready "$port" "$work/$alg/server.log"
