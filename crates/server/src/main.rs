@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(execute(cli));
-    // What `serve` logged last, before the reason of a failure.
+    // Tasks still on the runtime end with it (it is dropped at the end of `main` otherwise);
+    // then what `serve` logged last goes out, before the reason of a failure.
+    drop(runtime);
     flush_logs();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
