@@ -15,6 +15,7 @@ use sessiond_core::store::StoreError;
 
 use crate::error::store_error;
 use crate::store::database_path;
+use crate::syncer::directory_of;
 
 /// Why a backup was not made. Nothing is left at the destination (or the file that was there
 /// is untouched), and no temporary file remains.
@@ -49,16 +50,13 @@ pub fn backup(database_url: &str, destination: &Path, replace: bool) -> Result<u
     if !replace && destination.exists() {
         return Err(BackupError::Exists(destination.to_owned()));
     }
-    let directory = match destination.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let directory = directory_of(destination);
     let name = destination
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "sessiond-backup".to_owned());
     let temporary = directory.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = copy(&source, &temporary, destination, &directory, replace);
+    let result = copy(&source, &temporary, destination, directory, replace);
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }

@@ -296,6 +296,15 @@ fn run(
     }
 }
 
+/// The directory that holds the name of the file at `path`: its parent, or the working
+/// directory for a bare name. Syncing it makes a newly created name durable.
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
 /// The WAL file, opened when first synced (see the module documentation).
 struct Wal {
     path: PathBuf,
@@ -370,11 +379,7 @@ impl Wal {
                 let file = File::open(&self.path)?;
                 let opened = FileId::of_file(&file)?;
                 // The file's name must survive a power loss as much as its content.
-                let directory = match self.path.parent() {
-                    Some(directory) if !directory.as_os_str().is_empty() => directory,
-                    _ => Path::new("."),
-                };
-                File::open(directory)?.sync_all()?;
+                File::open(directory_of(&self.path))?.sync_all()?;
                 self.open.insert((file, opened))
             }
         };
