@@ -23,10 +23,10 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How long an `INFO` line may wait in the buffer.
-pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
+const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 
 /// The most the buffer holds before the thread that logs writes it out itself.
-pub(crate) const CAPACITY: usize = 64 * 1024;
+const CAPACITY: usize = 64 * 1024;
 
 /// The buffer of the process's log lines, once [`BufferedLines::stderr`] has made it.
 static INSTALLED: OnceLock<Arc<Shared>> = OnceLock::new();
@@ -40,7 +40,6 @@ pub fn flush() {
 
 /// A `MakeWriter` for the fmt subscriber: `INFO` lines and below go into the buffer, `WARN`
 /// and `ERROR` lines go out at once (see the module documentation).
-#[derive(Clone)]
 pub(crate) struct BufferedLines {
     shared: Arc<Shared>,
 }
