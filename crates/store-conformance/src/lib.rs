@@ -62,7 +62,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// How many refresh tokens session `id` has.
     async fn tokens_of(&self, id: SessionId) -> i64 {
         self.count(
-            "SELECT count(*) FROM refresh_tokens WHERE session_id = $1",
+            // A token's key is 32 bytes; the SQLite store keeps each session's activity row
+            // (28 bytes) in the same table.
+            "SELECT count(*) FROM refresh_tokens WHERE session_id = $1 AND length(hash) = 32",
             Some(id),
         )
         .await

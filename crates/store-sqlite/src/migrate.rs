@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "positions_as_row_ids",
         include_str!("../migrations/0019_positions_as_row_ids.sql"),
     ),
+    (
+        20,
+        "session_activity",
+        include_str!("../migrations/0020_session_activity.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -321,7 +326,7 @@ mod tests {
         let chained = "SELECT chain_seq || ':' || hex(prev_hash) || ':' || hex(hash)
                        FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq";
         let chained_before: Vec<String> = column(&connection, chained);
-        assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 1);
+        assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 2);
 
         assert_eq!(
             column::<i64>(

@@ -280,12 +280,12 @@ fn active_sessions_of(
 ) -> Result<Vec<Session>, StoreError> {
     let sql = match order {
         Recency::OldestFirst => concat!(
-            "SELECT ", session_columns!(), " FROM sessions s
+            "SELECT ", session_columns!(), " FROM live_sessions s
              WHERE s.user_id = ?1 AND s.revoked_at IS NULL AND s.idle_expires_at > ?2 AND s.expires_at > ?2
              ORDER BY s.last_active_at ASC, s.created_at ASC"
         ),
         Recency::NewestFirst => concat!(
-            "SELECT ", session_columns!(), " FROM sessions s
+            "SELECT ", session_columns!(), " FROM live_sessions s
              WHERE s.user_id = ?1 AND s.revoked_at IS NULL AND s.idle_expires_at > ?2 AND s.expires_at > ?2
              ORDER BY s.last_active_at DESC, s.created_at DESC"
         ),
@@ -308,7 +308,7 @@ fn session_by_id(
         concat!(
             "SELECT ",
             session_columns!(),
-            " FROM sessions s WHERE s.id = ?1"
+            " FROM live_sessions s WHERE s.id = ?1"
         ),
         [id.to_string()],
         |row| rows::session(row, 0, cipher),
@@ -533,6 +533,10 @@ const DELETE_TOKEN_CHAIN: &str = "WITH RECURSIVE chain (hash) AS (
      )
      DELETE FROM refresh_tokens WHERE session_id = ?1 AND hash IN (SELECT hash FROM chain)";
 
+/// Deletes the activity row of session `?1` (migration 0020).
+const DELETE_ACTIVITY: &str = "DELETE FROM refresh_tokens
+     WHERE hash = (SELECT activity FROM sessions WHERE id = ?1) AND session_id = ?1";
+
 /// Deletes the sealed pairs spent before `?1` among the `?2` oldest (pairs are appended in the
 /// order they are written, so the scan stops at the first batch; a pair written before
 /// migration 0016 counts as spent when it ran). The newest pair always stays, so that no pair
@@ -579,7 +583,7 @@ const FIND_REFRESH_TOKEN: &str = concat!(
             t.issued_at, t.spent_at, COALESCE(seal.sealed, t.sealed_successor),
             successor.spent_at IS NOT NULL
      FROM refresh_tokens t
-     JOIN sessions s ON s.rowid = ",
+     JOIN live_sessions s ON s.row_id = ",
     session_row_of_token!(),
     "
      LEFT JOIN successor_seals seal ON seal.id = t.successor_seal
@@ -587,61 +591,76 @@ const FIND_REFRESH_TOKEN: &str = concat!(
      WHERE t.hash = ?1"
 );
 
-/// The presented token (`?1`) of a rotation, if it is unspent and session `?2`'s: the row id
-/// of its session ([`session_row_of_token!`]; NULL when the session is gone).
-const PRESENTED_TOKEN: &str = concat!(
-    "SELECT ",
+/// The presented token (`?1`) of a rotation, if it is unspent and session `?2`'s and the
+/// session is unrevoked: from the session's row ([`session_row_of_token!`]), its row id, its
+/// activity key (migration 0020), the announcer's next look and the access expiry the row
+/// itself holds (the activity row's is never earlier).
+const ROTATING_SESSION: &str = concat!(
+    "SELECT s.rowid, s.activity, s.expiry_check_at, s.access_expires_at
+     FROM refresh_tokens t
+     JOIN sessions s ON s.rowid = ",
     session_row_of_token!(),
-    " FROM refresh_tokens t WHERE t.hash = ?1 AND t.session_id = ?2 AND t.spent_at IS NULL"
+    "
+     WHERE t.hash = ?1 AND t.session_id = ?2 AND t.spent_at IS NULL AND s.revoked_at IS NULL"
 );
 
-/// A rotation's update of its session (`?1` now, `?2` the session, `?3` the new idle expiry,
-/// `?4` the access token's, `?5` the session's row id, `?6` a DPoP key to bind), once its
-/// presented token was found unspent ([`PRESENTED_TOKEN`]): the session moves forward only if
-/// it is unrevoked; `$set` and `$condition` are what one variant adds to the shared statement.
-macro_rules! rotate_session {
-    ($set:literal, $condition:literal) => {
-        concat!(
-            "UPDATE sessions
-             SET last_active_at = ?1, idle_expires_at = ?3,
-                 access_expires_at = MAX(access_expires_at, ?4), dpop_jkt = COALESCE(dpop_jkt, ?6)",
-            $set,
-            "
-             WHERE rowid = ?5 AND id = ?2 AND revoked_at IS NULL",
-            $condition
-        )
-    };
+/// A rotation's move of its session forward (`?1` the activity key, `?2` the session, `?3`
+/// now, `?4` the idle expiry, `?5` the access token's, never earlier than the session row's,
+/// `?6` the session's row id): into the session's activity row, next to its newest token
+/// (migration 0020), written by the session's first rotation and updated in place by every
+/// other; the access expiry is the latest `exp` issued.
+const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
+         (hash, session_id, issued_at, idle_expires_at, access_expires_at, session_row)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (hash) DO UPDATE SET issued_at = excluded.issued_at,
+         idle_expires_at = excluded.idle_expires_at,
+         access_expires_at = MAX(access_expires_at, excluded.access_expires_at)";
+
+/// The key of the activity row of `session`, whose tokens are in the chain of `token`: the
+/// chain, the position 0xFFFFFFFF and the session's id, which sorts right after the chain's
+/// newest token (while its positions have not wrapped) and, at 28 bytes, is no token's key (a
+/// token's is 32). Two sessions whose chains share a name still have rows of their own.
+fn activity_key(token: &RefreshTokenHash, session: SessionId) -> [u8; 28] {
+    let mut key = [0xff; 28];
+    key[..8].copy_from_slice(&token.0[..8]);
+    key[12..].copy_from_slice(session.as_uuid().as_bytes());
+    key
 }
 
-/// [`rotate_session!`] when the idle expiry does not move back, as it does only when the idle
-/// timeout was shortened; then [`ROTATE_SESSION_BACK`] applies instead.
-const ROTATE_SESSION_FORWARD: &str = rotate_session!("", " AND idle_expires_at <= ?3");
-
-/// [`rotate_session!`] whichever way the idle expiry moves, bringing the announcer's next look
-/// forward to it when it comes sooner.
-const ROTATE_SESSION_BACK: &str =
-    rotate_session!(", expiry_check_at = MIN(expiry_check_at, ?3)", "");
+/// A session as a rotation finds it ([`ROTATING_SESSION`]).
+struct Rotating {
+    row: i64,
+    activity: Option<Vec<u8>>,
+    expiry_check_at: i64,
+    access_expires_at: i64,
+}
 
 /// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
 /// the session's user as its row says.
 const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
      SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
 
-/// The row id of session `session_id` for a rotation of `presented`, which must be unspent and
-/// the session's ([`PRESENTED_TOKEN`]). `None` when the token is spent, not the session's, or
-/// unknown, or the session is gone: the rotation has lost.
-fn rotating_session_row(
+/// Session `session_id` for a rotation of `presented`, which must be unspent and the
+/// session's ([`ROTATING_SESSION`]). `None` when the token is spent, not the session's, or
+/// unknown, or the session is revoked or gone: the rotation has lost.
+fn rotating_session(
     connection: &(impl Statements + ?Sized),
     presented: &RefreshTokenHash,
     session_id: &str,
-) -> Result<Option<i64>, StoreError> {
-    let found = query_optional(
+) -> Result<Option<Rotating>, StoreError> {
+    query_optional(
         connection,
-        PRESENTED_TOKEN,
+        ROTATING_SESSION,
         params![&presented.0[..], session_id],
-        |row| get::<Option<i64>>(row, 0),
-    )?;
-    Ok(found.flatten())
+        |row| {
+            Ok(Rotating {
+                row: get(row, 0)?,
+                activity: get(row, 1)?,
+                expiry_check_at: get(row, 2)?,
+                access_expires_at: get(row, 3)?,
+            })
+        },
+    )
 }
 
 /// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
@@ -649,35 +668,65 @@ fn rotating_session_row(
 /// the same transaction of the only writer, so nothing changes between the read and the
 /// writes); then the token is spent, its successor stored and the `session.refreshed` event
 /// written, each of which must change exactly one row. A rotation that loses writes nothing.
-/// The session's row is reached by its row id throughout (see migration 0018).
+/// The session's row is reached by its row id throughout (see migration 0018), and is only
+/// read: the session moves forward in its activity row (migration 0020), unless the rotation
+/// shortens its idle expiry or binds it to a DPoP key.
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
     let connection = tx.statements();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
-    let Some(session_row) = rotating_session_row(connection, &rotation.presented, &session_id)?
-    else {
+    let Some(session) = rotating_session(connection, &rotation.presented, &session_id)? else {
         return Ok(RotationOutcome::Lost);
     };
-    let moved = |statement: &'static str| {
+    let session_row = session.row;
+    let activity = match session.activity {
+        Some(key) => key,
+        None => {
+            // A session created before migration 0020: its activity row goes with the chain
+            // of its tokens from now on.
+            let key = activity_key(&rotation.successor, rotation.session_id);
+            execute(
+                connection,
+                "UPDATE sessions SET activity = ?1 WHERE rowid = ?2",
+                params![&key[..], session_row],
+            )?;
+            key.to_vec()
+        }
+    };
+    let idle_expires_at = rotation.idle_expires_at.unix_millis();
+    if idle_expires_at < session.expiry_check_at {
+        // The idle expiry moves back before the announcer's next look (the idle timeout was
+        // shortened), and the look, never later than the idle expiry, comes forward with it
+        // (see migration 0015). Usually the expiry moves forward and the look stays where it
+        // is, leaving `expiry_check_at` and its indexes alone.
         execute(
             connection,
-            statement,
-            params![
-                now,
-                session_id,
-                rotation.idle_expires_at.unix_millis(),
-                rotation.access_expires_at.unix_millis(),
-                session_row,
-                rotation.bind_dpop_jkt.as_deref(),
-            ],
-        )
-    };
-    // Usually the idle expiry moves forward, and the announcer's next look, never later than
-    // it, stays where it is: the statement leaves `expiry_check_at` and its indexes alone (see
-    // migration 0015). Only when the statement finds nothing to move is the rest asked.
-    if moved(ROTATE_SESSION_FORWARD)? == 0 && moved(ROTATE_SESSION_BACK)? == 0 {
-        return Ok(RotationOutcome::Lost);
+            "UPDATE sessions SET expiry_check_at = ?1 WHERE rowid = ?2",
+            params![idle_expires_at, session_row],
+        )?;
     }
+    if let Some(jkt) = rotation.bind_dpop_jkt.as_deref() {
+        // A binding, once made, never changes.
+        execute(
+            connection,
+            "UPDATE sessions SET dpop_jkt = ?1 WHERE rowid = ?2 AND dpop_jkt IS NULL",
+            params![jkt, session_row],
+        )?;
+    }
+    let moved = execute(
+        connection,
+        MOVE_SESSION,
+        params![
+            activity,
+            session_id,
+            now,
+            idle_expires_at,
+            session
+                .access_expires_at
+                .max(rotation.access_expires_at.unix_millis()),
+            session_row,
+        ],
+    )?;
     // The sealed pair is appended to a table of its own (see migration 0014): the token's row
     // keeps its size and only points at it. Its spending time lets the purge forget it once
     // its replay window has closed (migration 0016).
@@ -688,6 +737,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
     )?;
     let seal = tx.connection().last_insert_rowid();
     let steps = [
+        moved,
         sealed,
         execute(
             connection,
@@ -712,7 +762,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
             params![now, session_id, session_row],
         )?,
     ];
-    if steps != [1, 1, 1, 1] {
+    if steps != [1, 1, 1, 1, 1] {
         // A half-applied rotation: fail, so that it is rolled back.
         return Err(StoreError::Corrupt(format!(
             "a rotation changed {steps:?} rows instead of one each"
@@ -772,9 +822,9 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO sessions (id, user_id, tenant_id, device_id, device_name,
                          device_type, browser, os, ip, user_agent, claims, metadata, created_at,
                          last_active_at, idle_expires_at, expires_at, access_expires_at,
-                         revoked_at, revoke_reason, dpop_jkt, expiry_check_at)
+                         revoked_at, revoke_reason, dpop_jkt, expiry_check_at, activity)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, NULL, NULL, ?18, ?15)",
+                         ?16, ?17, NULL, NULL, ?18, ?15, ?19)",
                     params![
                         id,
                         session.user_id.as_str(),
@@ -798,6 +848,7 @@ impl SessionStore for SqliteStore {
                         session.expires_at.unix_millis(),
                         session.access_expires_at.unix_millis(),
                         session.dpop_jkt.as_deref(),
+                        &activity_key(&first_token, session.id)[..],
                     ],
                 )?;
                 execute(
@@ -940,7 +991,7 @@ impl SessionStore for SqliteStore {
             .read(move |connection| {
                 query_all(
                     connection,
-                    "SELECT id, revoked_at, access_expires_at FROM sessions
+                    "SELECT id, revoked_at, access_expires_at FROM live_sessions
                      WHERE revoked_at >= ?1 AND access_expires_at > ?2",
                     params![since.unix_millis(), now.unix_millis()],
                     rows::revoked_ref,
@@ -962,15 +1013,15 @@ impl SessionStore for SqliteStore {
                     connection,
                     // Revoked, or expired (before or after the announcement), each branch
                     // through an index of its own.
-                    "SELECT id FROM sessions
+                    "SELECT id FROM live_sessions
                      WHERE revoked_at < ?1 AND access_expires_at < ?2
                      UNION ALL
-                     SELECT id FROM sessions
+                     SELECT id FROM live_sessions
                      WHERE revoked_at IS NULL AND expiry_announced = 0
                        AND expiry_check_at < ?1 AND idle_expires_at < ?1
                        AND access_expires_at < ?2
                      UNION ALL
-                     SELECT id FROM sessions
+                     SELECT id FROM live_sessions
                      WHERE revoked_at IS NULL AND expiry_announced = 1
                        AND expiry_check_at < ?1 AND idle_expires_at < ?1
                        AND access_expires_at < ?2
@@ -981,8 +1032,10 @@ impl SessionStore for SqliteStore {
                 let mut deleted = 0;
                 for id in &doomed {
                     // The session's tokens first (no index finds them by session: see
-                    // migration 0014), then the session, its chain head with it.
+                    // migration 0014) and its activity row (migration 0020), then the
+                    // session, its chain head with it.
                     execute(connection, DELETE_TOKEN_CHAIN, [id])?;
+                    execute(connection, DELETE_ACTIVITY, [id])?;
                     deleted += execute(connection, "DELETE FROM sessions WHERE id = ?1", [id])?;
                 }
                 Ok(deleted as u64)
@@ -1015,9 +1068,11 @@ impl SessionStore for SqliteStore {
                 // idle expiry; the ones left due have expired.
                 execute(
                     tx.connection(),
-                    "UPDATE sessions SET expiry_check_at = idle_expires_at
-                     WHERE revoked_at IS NULL AND expiry_announced = 0
-                       AND expiry_check_at <= ?1 AND idle_expires_at > ?1",
+                    "UPDATE sessions SET expiry_check_at = live.idle_expires_at
+                     FROM live_sessions live
+                     WHERE live.row_id = sessions.rowid
+                       AND live.revoked_at IS NULL AND live.expiry_announced = 0
+                       AND live.expiry_check_at <= ?1 AND live.idle_expires_at > ?1",
                     [now.unix_millis()],
                 )?;
                 let expired = query_all(
@@ -1025,7 +1080,7 @@ impl SessionStore for SqliteStore {
                     concat!(
                         "SELECT ",
                         session_columns!(),
-                        " FROM sessions s
+                        " FROM live_sessions s
                          WHERE s.revoked_at IS NULL AND s.expiry_announced = 0
                            AND s.expiry_check_at <= ?1 AND s.idle_expires_at <= ?1
                          LIMIT ?2"
@@ -1054,7 +1109,7 @@ impl SessionStore for SqliteStore {
                         "SELECT COUNT(*),
                                 COUNT(DISTINCT user_id || char(0) || device_id),
                                 COALESCE(AVG(last_active_at - created_at), 0.0)
-                         FROM sessions
+                         FROM live_sessions
                          WHERE revoked_at IS NULL AND idle_expires_at > ?1 AND expires_at > ?1",
                     )
                     .map_err(store_error)?
@@ -1084,7 +1139,7 @@ impl DeviceStore for SqliteStore {
                     "SELECT d.user_id, d.device_id, d.name, d.device_type, d.browser, d.os,
                             d.trusted, d.user_agent, d.last_ip, d.first_seen_at,
                             MAX(d.last_seen_at, COALESCE((SELECT MAX(s.last_active_at)
-                                FROM sessions s
+                                FROM live_sessions s
                                 WHERE s.user_id = d.user_id AND s.device_id = d.device_id), 0))
                                 AS seen
                      FROM devices d WHERE d.user_id = ?1
@@ -1147,7 +1202,7 @@ impl DeviceStore for SqliteStore {
                     concat!(
                         "SELECT ",
                         session_columns!(),
-                        " FROM sessions s
+                        " FROM live_sessions s
                          WHERE s.user_id = ?1 AND s.device_id = ?2 AND s.revoked_at IS NULL
                            AND s.idle_expires_at > ?3 AND s.expires_at > ?3"
                     ),
@@ -1725,9 +1780,9 @@ mod tests {
     use rusqlite::{Connection, OptionalExtension, params};
 
     use super::{
-        ANY_UNCHAINED_AUDIT, AUDIT_EVENTS, DELETE_TOKEN_CHAIN, EVENTS_AFTER, FIND_REFRESH_TOKEN,
-        INSERT_REFRESHED_EVENT, PRESENTED_TOKEN, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS,
-        ROTATE_SESSION_BACK, ROTATE_SESSION_FORWARD, rotating_session_row,
+        ANY_UNCHAINED_AUDIT, AUDIT_EVENTS, DELETE_ACTIVITY, DELETE_TOKEN_CHAIN, EVENTS_AFTER,
+        FIND_REFRESH_TOKEN, INSERT_REFRESHED_EVENT, MOVE_SESSION, PURGE_EVENTS,
+        PURGE_SUCCESSOR_PAIRS, ROTATING_SESSION, activity_key, rotating_session,
     };
     use crate::engine::UNCHAINED_AUDIT;
     use crate::rows::SESSION_COLUMN_COUNT;
@@ -1753,8 +1808,9 @@ mod tests {
         steps.join(" | ")
     }
 
-    /// A refresh writes its session's `last_active_at`, `idle_expires_at`, `access_expires_at`
-    /// and `dpop_jkt`: no index may cover them, or every refresh writes one more page of it
+    /// A refresh may write its session's `last_active_at`, `idle_expires_at`,
+    /// `access_expires_at` (in the session's row until its activity row exists, migration 0020)
+    /// and `dpop_jkt`: no index may cover them, or such a refresh writes one more page of it
     /// (see migrations 0007 and 0015). The announcer and the purge use `expiry_check_at`.
     #[test]
     fn no_index_of_sessions_covers_a_column_a_refresh_writes() {
@@ -1789,34 +1845,124 @@ mod tests {
         connection
     }
 
-    /// The opcodes of `sql` as SQLite compiles it.
-    fn opcodes(connection: &Connection, sql: &str) -> Vec<String> {
-        let mut statement = connection
-            .prepare(&format!("EXPLAIN {sql}"))
-            .expect("prepare");
-        let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
-        statement
-            .query_map(rusqlite::params_from_iter(nulls), |row| {
-                row.get::<_, String>(1)
+    /// A rotation moves its session forward in the session's activity row, next to the chain's
+    /// newest token, and leaves the session's own row as it was: `live_sessions` shows the
+    /// row's values until the activity row exists, then the activity row's (migration 0020).
+    #[test]
+    fn a_rotation_moves_its_session_in_the_token_tree() {
+        let connection = migrated();
+        connection.execute_batch(TWO_SESSIONS).expect("sessions");
+        let session = sessiond_core::SessionId::generate();
+        let id = session.to_string();
+        // A token of chain 7…7 at position 5, and its successor at position 6.
+        let token = |position: u8| {
+            let mut hash = [7u8; 32];
+            hash[8..12].copy_from_slice(&[0, 0, 0, position]);
+            sessiond_core::refresh::RefreshTokenHash(hash)
+        };
+        let key = activity_key(&token(5), session);
+        connection
+            .execute(
+                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
+                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at,
+                     activity)
+                 VALUES (?1, 'carol', 'd3', 'desktop', '{}', '{}', 1, 1, 9, 99, 2, ?2)",
+                params![id, &key[..]],
+            )
+            .expect("session");
+        for position in [5, 6] {
+            connection
+                .execute(
+                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, 1)",
+                    params![&token(position).0[..], id],
+                )
+                .expect("token");
+        }
+        let raw = |connection: &Connection| -> (i64, i64, i64) {
+            connection
+                .query_row(
+                    "SELECT last_active_at, idle_expires_at, access_expires_at FROM sessions
+                     WHERE id = ?1",
+                    [&id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .expect("row")
+        };
+        let live = |connection: &Connection| -> (i64, i64, i64) {
+            connection
+                .query_row(
+                    "SELECT last_active_at, idle_expires_at, access_expires_at FROM live_sessions
+                     WHERE id = ?1",
+                    [&id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .expect("live")
+        };
+        assert_eq!(live(&connection), (1, 9, 2));
+        let row = connection
+            .query_row("SELECT rowid FROM sessions WHERE id = ?1", [&id], |row| {
+                row.get::<_, i64>(0)
             })
-            .expect("explain")
+            .expect("rowid");
+        for (now, idle, access) in [(3, 30, 4), (5, 50, 6)] {
+            let moved = connection
+                .execute(MOVE_SESSION, params![&key[..], id, now, idle, access, row])
+                .expect("move");
+            assert_eq!(moved, 1);
+            assert_eq!(live(&connection), (now, idle, access));
+            assert_eq!(
+                raw(&connection),
+                (1, 9, 2),
+                "the session's row is not written"
+            );
+        }
+        // The activity row comes right after the chain's newest token.
+        let keys: Vec<Vec<u8>> = connection
+            .prepare("SELECT hash FROM refresh_tokens WHERE session_id = ?1 ORDER BY hash")
+            .expect("prepare")
+            .query_map([&id], |row| row.get(0))
+            .expect("keys")
             .collect::<Result<_, _>>()
-            .expect("rows")
+            .expect("rows");
+        assert_eq!(
+            keys,
+            [token(5).0.to_vec(), token(6).0.to_vec(), key.to_vec()]
+        );
+        // Another session whose chain has the same name has an activity row of its own.
+        assert_ne!(
+            activity_key(&token(5), sessiond_core::SessionId::generate()),
+            key
+        );
+        // The other sessions, without an activity row, show their own row's values.
+        let others: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM live_sessions
+                 WHERE id IN ('s1', 's2') AND last_active_at = 1 AND idle_expires_at = 9",
+                [],
+                |row| row.get(0),
+            )
+            .expect("others");
+        assert_eq!(others, 2);
     }
 
-    /// A rotation whose idle expiry moves forward writes the session's row and no index of
-    /// sessions; the statement for an idle expiry that moves back writes the announcer's.
+    /// `live_sessions` has every column of `sessions`: a column added to one must be added to
+    /// the other, or reads through the view would not see it.
     #[test]
-    fn a_rotation_moving_forward_writes_no_index_of_sessions() {
+    fn live_sessions_has_every_column_of_sessions() {
         let connection = migrated();
-        let index_writes = |sql| {
-            opcodes(&connection, sql)
-                .into_iter()
-                .filter(|opcode| opcode == "IdxInsert" || opcode == "IdxDelete")
-                .count()
+        let columns = |table: &str| -> Vec<String> {
+            connection
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .expect("prepare")
+                .query_map([], |row| row.get(0))
+                .expect("columns")
+                .collect::<Result<_, _>>()
+                .expect("rows")
         };
-        assert_eq!(index_writes(ROTATE_SESSION_FORWARD), 0);
-        assert!(index_writes(ROTATE_SESSION_BACK) > 0);
+        let view = columns("live_sessions");
+        for column in columns("sessions") {
+            assert!(view.contains(&column), "live_sessions lacks {column}");
+        }
     }
 
     /// A refresh reaches its session's row by row id (migration 0018), and through the index of
@@ -1848,15 +1994,18 @@ mod tests {
             }
         };
         by_row_id(FIND_REFRESH_TOKEN, &[&&token[..]]);
-        let update: [&dyn rusqlite::ToSql; 6] = [&1, &"s1", &9, &9, &7, &None::<String>];
-        by_row_id(ROTATE_SESSION_FORWARD, &update);
-        by_row_id(ROTATE_SESSION_BACK, &update);
         by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &7]);
-        by_row_id(PRESENTED_TOKEN, &[&&token[..], &"s1"]);
-        let presented = plan(&connection, PRESENTED_TOKEN, params![&token[..], "s1"]);
+        by_row_id(ROTATING_SESSION, &[&&token[..], &"s1"]);
+        let presented = plan(&connection, ROTATING_SESSION, params![&token[..], "s1"]);
         assert!(
             presented.starts_with("SEARCH t USING PRIMARY KEY (hash=?)"),
             "{presented}"
+        );
+        // The lookup reads the activity row by its key (migration 0020).
+        let lookup = plan(&connection, FIND_REFRESH_TOKEN, params![&token[..]]);
+        assert!(
+            lookup.contains("SEARCH a USING PRIMARY KEY (hash=?)"),
+            "{lookup}"
         );
     }
 
@@ -1906,12 +2055,13 @@ mod tests {
             );
         }
         let rotating = |n: u8, session: &str| {
-            rotating_session_row(
+            rotating_session(
                 &connection,
                 &sessiond_core::refresh::RefreshTokenHash([n; 32]),
                 session,
             )
             .expect("read")
+            .map(|rotating| rotating.row)
         };
         assert_eq!(rotating(9, "s1"), None, "an unknown token");
         for n in [1, 2, 3, 5] {
@@ -1928,22 +2078,11 @@ mod tests {
             .expect("renumber");
         assert_eq!(found(2).as_deref(), Some("s1"));
         assert_eq!(rotating(2, "s1"), Some(s1 + s2 + 200));
-        // A row id of another session's row moves neither session: the row's id must match.
-        let moved = connection
-            .execute(
-                ROTATE_SESSION_FORWARD,
-                params![5, "s1", 9, 9, s2, None::<String>],
-            )
-            .expect("update");
-        assert_eq!(moved, 0);
-        let s2_active: i64 = connection
-            .query_row(
-                "SELECT last_active_at FROM sessions WHERE id = 's2'",
-                [],
-                |row| row.get(0),
-            )
-            .expect("s2");
-        assert_eq!(s2_active, 1);
+        // A revoked session does not rotate.
+        connection
+            .execute("UPDATE sessions SET revoked_at = 3 WHERE id = 's1'", [])
+            .expect("revoke");
+        assert_eq!(rotating(2, "s1"), None, "a revoked session");
     }
 
     /// The purge forgets, among the oldest pairs, those spent before its cutoff; a pair from
@@ -2136,7 +2275,7 @@ mod tests {
         assert_eq!(sealed(&[2]), Some(vec![0x0A, 0x0B]), "in successor_seals");
         assert_eq!(sealed(&[3]), None, "unspent");
         // Every table of the lookup is reached by its key, the session and the pair by their
-        // row ids (the index of sessions by id only for a missing or stale row id).
+        // row ids, the session's activity row by its key (the index of sessions by id only for a missing or stale row id).
         let lookup = plan(&connection, FIND_REFRESH_TOKEN, [&[2u8][..]]);
         assert!(
             lookup.starts_with(
@@ -2146,6 +2285,7 @@ mod tests {
                  SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?) | \
                  CORRELATED SCALAR SUBQUERY 3 | \
                  SEARCH sessions USING COVERING INDEX sqlite_autoindex_sessions_1 (id=?) | \
+                 SEARCH a USING PRIMARY KEY (hash=?) LEFT-JOIN | \
                  SEARCH seal USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN | \
                  SEARCH successor USING PRIMARY KEY (hash=?) LEFT-JOIN"
             ) && !lookup.contains("SCAN"),
@@ -2179,7 +2319,12 @@ mod tests {
                         (X'04', 's1', 4, 5, NULL, NULL),
                         (X'21', 's2', 1, 2, X'22', 3),
                         -- A damaged row: its successor is bob's first token again.
-                        (X'22', 's2', 2, 3, X'21', NULL);",
+                        (X'22', 's2', 2, 3, X'21', NULL);
+                 -- Each session's activity row (migration 0020).
+                 UPDATE sessions SET activity = X'7331FF' WHERE id = 's1';
+                 UPDATE sessions SET activity = X'7332FF' WHERE id = 's2';
+                 INSERT INTO refresh_tokens (hash, session_id, issued_at)
+                 VALUES (X'7331FF', 's1', 5), (X'7332FF', 's2', 5);",
             )
             .expect("rows");
         let left = |sql: &str| -> Vec<Vec<u8>> { column(&connection, sql) };
@@ -2188,16 +2333,19 @@ mod tests {
                 .execute(DELETE_TOKEN_CHAIN, [session])
                 .expect("delete the chain");
             connection
+                .execute(DELETE_ACTIVITY, [session])
+                .expect("delete the activity row");
+            connection
                 .execute("DELETE FROM sessions WHERE id = ?1", [session])
                 .expect("delete the session");
         };
 
-        // Alice's walk stops at bob's token: his chain is untouched. X'04' is on no chain, so
-        // only a damaged database leaves a token behind.
+        // Alice's walk stops at bob's token: his chain and his activity row are untouched.
+        // X'04' is on no chain, so only a damaged database leaves a token behind.
         purge("s1");
         assert_eq!(
             left("SELECT hash FROM refresh_tokens ORDER BY hash"),
-            vec![vec![0x04], vec![0x21], vec![0x22]]
+            vec![vec![0x04], vec![0x21], vec![0x22], b"s2\xff".to_vec()]
         );
         assert_eq!(left("SELECT sealed FROM successor_seals"), vec![vec![0xCC]]);
         assert_eq!(

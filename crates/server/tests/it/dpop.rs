@@ -95,7 +95,8 @@ async fn footprint(app: &TestApp, session_id: &str) -> [i64; 5] {
         ))
         .await,
         app.scalar(&format!(
-            "SELECT last_active_at FROM sessions WHERE id = '{session_id}'"
+            "SELECT last_active_at FROM {} WHERE id = '{session_id}'",
+            app.backend.live_sessions()
         ))
         .await,
         app.scalar(&format!(

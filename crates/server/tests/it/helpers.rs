@@ -56,6 +56,16 @@ impl Backend {
         BACKEND.scope(self, test).await;
     }
 
+    /// The table to read a session's `last_active_at`, `idle_expires_at` and
+    /// `access_expires_at` from: SQLite keeps them beside the session's tokens once it has
+    /// been refreshed, and its view `live_sessions` shows them in place (migration 0020).
+    pub fn live_sessions(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "live_sessions",
+            Backend::Postgres => "sessions",
+        }
+    }
+
     fn current() -> Self {
         BACKEND
             .try_with(|backend| *backend)

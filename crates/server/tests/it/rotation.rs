@@ -62,6 +62,10 @@ async fn a_replay_inside_the_grace_window_returns_the_same_successor_pair() {
     assert_eq!(current.status, StatusCode::OK, "the replayed pair is live");
 }
 
+/// The refresh tokens stored, on either store: a token's key is 32 bytes, and the SQLite store
+/// also keeps each session's activity row (28 bytes) in that table.
+const TOKEN_ROWS: &str = "SELECT COUNT(*) FROM refresh_tokens WHERE length(hash) = 32";
+
 /// Twice: on the token the session was created with (read from storage), then on the
 /// successor the race issued (which the instance holds in memory; one request takes it, the
 /// others read storage).
@@ -83,7 +87,7 @@ async fn thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor() {
             1,
             "exactly one successor for 32 racing requests"
         );
-        let issued = app.scalar("SELECT COUNT(*) FROM refresh_tokens").await;
+        let issued = app.scalar(TOKEN_ROWS).await;
         assert_eq!(
             issued, stored,
             "the tokens before and one successor: nothing else was stored"
@@ -184,7 +188,7 @@ async fn a_spent_token_retried_after_a_long_outage_gets_its_unused_successor_whi
         .await;
     assert_eq!(current.status, StatusCode::OK, "the session lives on");
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM refresh_tokens").await,
+        app.scalar(TOKEN_ROWS).await,
         3,
         "the replays stored nothing"
     );

@@ -25,7 +25,7 @@ impl DbscStore for SqliteStore {
                     tx.connection(),
                     "INSERT INTO dbsc_bindings (session_id, public_key, credential_hash,
                          credential_expires_at, generation, bound_at)
-                     SELECT id, ?2, ?3, ?4, ?5, ?6 FROM sessions
+                     SELECT id, ?2, ?3, ?4, ?5, ?6 FROM live_sessions
                      WHERE id = ?1 AND revoked_at IS NULL
                        AND idle_expires_at > ?6 AND expires_at > ?6
                      ON CONFLICT (session_id) DO NOTHING",

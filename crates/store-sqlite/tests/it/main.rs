@@ -92,3 +92,75 @@ impl Backend for TestFile {
             .unwrap()
     }
 }
+
+/// The session's moving fields live in its activity row (migration 0020): a session created
+/// before it (no activity key) moves forward, gains one at its next rotation, and reads back
+/// alike; a session purged takes its activity row with it.
+#[tokio::test]
+async fn a_session_from_before_activity_rows_moves_forward_and_is_purged_whole() {
+    use sessiond_core::store::{RotationOutcome, SessionStore};
+    use sessiond_store_conformance::fixtures::{T0, create, ms, rotation_of, session_for};
+
+    let db = TestFile::create("activity").await.unwrap();
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 5).await;
+    // As a session created before migration 0020 is stored.
+    db.execute(&format!(
+        "UPDATE sessions SET activity = NULL WHERE id = '{}'",
+        session.id
+    ))
+    .await;
+    let rows_of = |sql: &'static str| {
+        let raw = db.raw();
+        raw.query_row(sql, [session.id.to_string()], |row| row.get::<_, i64>(0))
+            .unwrap()
+    };
+    let mut presented = token.hash();
+    for n in 1..=3u64 {
+        let rotation = rotation_of(presented, session.id, T0.plus(ms(n * 60_000)));
+        assert_eq!(
+            store.rotate_refresh_token(&rotation).await.unwrap(),
+            RotationOutcome::Rotated
+        );
+        let (_, stored) = store
+            .find_refresh_token(&rotation.successor)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.last_active_at, rotation.now);
+        assert_eq!(stored.idle_expires_at, rotation.idle_expires_at);
+        assert_eq!(stored.access_expires_at, rotation.access_expires_at);
+        assert_eq!(
+            rows_of("SELECT COUNT(*) FROM sessions WHERE id = ?1 AND activity IS NOT NULL"),
+            1
+        );
+        assert_eq!(
+            rows_of(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?1 AND length(hash) = 28"
+            ),
+            1,
+            "one activity row, written by the first rotation"
+        );
+        presented = rotation.successor;
+    }
+    // The session's own row kept what it was created with.
+    assert_eq!(
+        rows_of("SELECT last_active_at FROM sessions WHERE id = ?1"),
+        T0.unix_millis()
+    );
+    let listed = store
+        .active_sessions(&session.user_id, T0.plus(ms(180_000)))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_active_at, T0.plus(ms(180_000)));
+
+    // Long after its idle expiry the purge takes the session, its tokens and its activity row.
+    let late = T0.plus(ms(100 * 3_600_000));
+    assert_eq!(store.purge(late, late, 100).await.unwrap(), 1);
+    assert_eq!(
+        rows_of("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?1"),
+        0
+    );
+}
