@@ -20,8 +20,8 @@
 #   CASES="current dpop-current" DURATION=5s bench/dpop.sh
 #
 # Settings (environment): CASES (default "refresh dpop-refresh current dpop-current"), DURATION
-# (10s), WARMUP (2s), THREADS (2), CONNS (32), SESSIONS (refresh tokens per refresh run, 150000),
-# PROOFS (proofs per dpop-current run, 300000), WARM_SESSIONS and WARM_PROOFS (the same for the
+# (10s), WARMUP (2s), THREADS (2), CONNS (32), SESSIONS (refresh tokens per refresh run, 400000),
+# PROOFS (proofs per dpop-current run, 400000), WARM_SESSIONS and WARM_PROOFS (the same for the
 # warm-up, whose answers are not checked: 40000 and 60000).
 #
 # Needs `cargo build --release -p sessiond-server`, wrk, curl, jq and python3 with the
@@ -36,8 +36,8 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
-SESSIONS=${SESSIONS:-150000}
-PROOFS=${PROOFS:-300000}
+SESSIONS=${SESSIONS:-400000}
+PROOFS=${PROOFS:-400000}
 WARM_SESSIONS=${WARM_SESSIONS:-40000}
 WARM_PROOFS=${WARM_PROOFS:-60000}
 [[ -x target/release/sessiond ]] || { echo "target/release/sessiond missing: cargo build --release -p sessiond-server" >&2; exit 2; }

@@ -25,8 +25,8 @@
 #   PEER_ALG     the peer's SIGN_ALG: SIGNING_ALG when it is RS256 or ES256, else RS256 (the
 #                peer's default, as in its published results)
 #   SYNCHRONOUS  full (default) or normal: sessiond's SESSIOND_SQLITE_SYNCHRONOUS
-#   SESSIONS     sessions seeded (default 250000). Each request spends one token, so the run
-#                needs rate × (WARMUP + DURATION) tokens: 250,000 covers 18,000/s. The run
+#   SESSIONS     sessions seeded (default 500000). Each request spends one token, so the run
+#                needs rate × (WARMUP + DURATION) tokens: 500,000 covers 38,000/s. The run
 #                fails if refresh.lua reports exhausted tokens or a non-200 answer.
 #   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 50000)
 #   ORDER        created (default): the tokens are spent in the order their sessions were
@@ -50,7 +50,7 @@ repo=$(pwd)
 
 SIGNING_ALG=${SIGNING_ALG:-EdDSA}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
-SESSIONS=${SESSIONS:-250000}
+SESSIONS=${SESSIONS:-500000}
 WARM_TOKENS=${WARM_TOKENS:-50000}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}

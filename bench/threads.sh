@@ -19,7 +19,7 @@
 #                sidebyside-ALG-SESSIONS/); chain: ACTIVE sessions spread through SESSIONS
 #                refreshed in a chain, as bench/scale.sh (bench/wrk/refresh-chain.lua, its
 #                layout sessions-SESSIONS/)
-#   SESSIONS     sessions seeded (default 250000)
+#   SESSIONS     sessions seeded (default 500000)
 #   ACTIVE       with MODE=chain, the sessions refreshed (default 10000)
 #   SEED_DIR     keep each seeded file here and start every run from a copy of it
 #   SIGNING_ALG (EdDSA), SYNCHRONOUS (full), DURATION (10s), WARMUP (3s), THREADS (2),
@@ -35,7 +35,7 @@ cd "$(dirname "$0")/.."
 MODE=${MODE:-spend}
 SIGNING_ALG=${SIGNING_ALG:-EdDSA}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
-SESSIONS=${SESSIONS:-250000}
+SESSIONS=${SESSIONS:-500000}
 ACTIVE=${ACTIVE:-10000}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
