@@ -1878,27 +1878,20 @@ mod tests {
                 )
                 .expect("token");
         }
-        let raw = |connection: &Connection| -> (i64, i64, i64) {
+        // The session's times as `table` (its row, or the view) shows them.
+        let times = |table: &str| -> (i64, i64, i64) {
             connection
                 .query_row(
-                    "SELECT last_active_at, idle_expires_at, access_expires_at FROM sessions
-                     WHERE id = ?1",
+                    &format!(
+                        "SELECT last_active_at, idle_expires_at, access_expires_at FROM {table}
+                         WHERE id = ?1"
+                    ),
                     [&id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
-                .expect("row")
+                .expect("times")
         };
-        let live = |connection: &Connection| -> (i64, i64, i64) {
-            connection
-                .query_row(
-                    "SELECT last_active_at, idle_expires_at, access_expires_at FROM live_sessions
-                     WHERE id = ?1",
-                    [&id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .expect("live")
-        };
-        assert_eq!(live(&connection), (1, 9, 2));
+        assert_eq!(times("live_sessions"), (1, 9, 2));
         let row = connection
             .query_row("SELECT rowid FROM sessions WHERE id = ?1", [&id], |row| {
                 row.get::<_, i64>(0)
@@ -1909,9 +1902,9 @@ mod tests {
                 .execute(MOVE_SESSION, params![&key[..], id, now, idle, access, row])
                 .expect("move");
             assert_eq!(moved, 1);
-            assert_eq!(live(&connection), (now, idle, access));
+            assert_eq!(times("live_sessions"), (now, idle, access));
             assert_eq!(
-                raw(&connection),
+                times("sessions"),
                 (1, 9, 2),
                 "the session's row is not written"
             );
