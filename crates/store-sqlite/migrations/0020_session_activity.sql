@@ -18,8 +18,10 @@
 -- expiries in the columns added here, which token rows leave NULL. The session row's own
 -- values hold until the activity row exists.
 --
--- Every read of a session goes through `live_sessions`, which is the session row with the
--- activity row's values in place of its own. A column added to `sessions` must be added to it.
+-- Every read of a session's moving fields goes through `live_sessions`, which is the session
+-- row with the activity row's values in place of its own (a rotation alone reads the row's
+-- access expiry, as a floor: the activity row's is never earlier). A column added to
+-- `sessions` must be added to the view.
 ALTER TABLE sessions ADD COLUMN activity BLOB;
 ALTER TABLE refresh_tokens ADD COLUMN idle_expires_at INTEGER;
 ALTER TABLE refresh_tokens ADD COLUMN access_expires_at INTEGER;
