@@ -745,6 +745,7 @@ impl SessionService {
         let rotation = Rotation {
             presented: hash,
             session_id: session.id,
+            user_id: session.user_id.clone(),
             successor: successor.hash(),
             sealed_successor: token.seal_successor(&pair),
             now,

@@ -118,7 +118,7 @@ async fn a_session_from_before_activity_rows_moves_forward_and_is_purged_whole()
     };
     let mut presented = token.hash();
     for n in 1..=3u64 {
-        let rotation = rotation_of(presented, session.id, T0.plus(ms(n * 60_000)));
+        let rotation = rotation_of(presented, &session, T0.plus(ms(n * 60_000)));
         assert_eq!(
             store.rotate_refresh_token(&rotation).await.unwrap(),
             RotationOutcome::Rotated
