@@ -11,6 +11,10 @@
 -- activity row whose `spent_at` is set no longer moves; a rotation that finds one (or finds no
 -- activity row, or would move the idle expiry back) goes through the session's row as before.
 --
+-- A session created from this migration on has its activity row from its creation, right
+-- after its first token, so that its first rotation moves it there alone as well; a session
+-- created before gets it at its next rotation, as migration 0020 describes.
+--
 -- Sessions revoked before this migration get the mark here: only their activity rows are
 -- written, and only those of revoked sessions that were refreshed since migration 0020.
 UPDATE refresh_tokens SET spent_at = (

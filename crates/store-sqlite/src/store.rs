@@ -685,9 +685,9 @@ fn rotating_session(
 /// The session moves forward in its activity row (migration 0020). Usually the rotation checks
 /// and moves it there alone ([`MOVE_ACTIVE_SESSION`]), on the page of the token tree that its
 /// token and successor share, and never reads the session's row; it goes through the session's
-/// row ([`move_through_session_row`]) for its session's first rotation, a session created
-/// before migration 0020, an idle expiry that moves back, a DPoP binding, and a rotation that
-/// loses.
+/// row ([`move_through_session_row`]) for the first rotation of a session created before
+/// migration 0021 (which has no activity row yet), an idle expiry that moves back, a DPoP
+/// binding, and a rotation that loses.
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
     let connection = tx.statements();
     let session_id = rotation.session_id.to_string();
@@ -914,6 +914,22 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
                      VALUES (?1, ?2, ?3, (SELECT rowid FROM sessions WHERE id = ?2))",
                     params![&first_token.0[..], id, session.created_at.unix_millis()],
+                )?;
+                // The session's activity row, right after its first token (migration 0021):
+                // its first rotation, like every other, moves the session there alone.
+                execute(
+                    connection,
+                    "INSERT INTO refresh_tokens
+                         (hash, session_id, issued_at, idle_expires_at, access_expires_at,
+                          session_row)
+                     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT rowid FROM sessions WHERE id = ?2))",
+                    params![
+                        &activity_key(&first_token, session.id)[..],
+                        id,
+                        session.last_active_at.unix_millis(),
+                        session.idle_expires_at.unix_millis(),
+                        session.access_expires_at.unix_millis(),
+                    ],
                 )?;
                 execute(
                     connection,
