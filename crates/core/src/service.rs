@@ -745,7 +745,6 @@ impl SessionService {
         let rotation = Rotation {
             presented: hash,
             session_id: session.id,
-            user_id: session.user_id.clone(),
             successor: successor.hash(),
             sealed_successor: token.seal_successor(&pair),
             now,

@@ -49,7 +49,7 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
     create(&store, &bob, 5).await;
     assert_eq!(
         store
-            .rotate_refresh_token(&rotation_of(alice_token.hash(), &alice, T0.plus(ms(2))))
+            .rotate_refresh_token(&rotation_of(alice_token.hash(), alice.id, T0.plus(ms(2))))
             .await
             .unwrap(),
         RotationOutcome::Rotated
@@ -64,7 +64,7 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
     // A lost rotation changes nothing, so it announces nothing.
     assert_eq!(
         store
-            .rotate_refresh_token(&rotation_of(alice_token.hash(), &alice, T0.plus(ms(4))))
+            .rotate_refresh_token(&rotation_of(alice_token.hash(), alice.id, T0.plus(ms(4))))
             .await
             .unwrap(),
         RotationOutcome::Lost
@@ -167,7 +167,7 @@ pub async fn a_rotation_writes_the_events_its_audit_row_publishes<B: Backend>() 
         ])
         .map(|((session, token), audit)| Rotation {
             audit: audit.map(|kind| event_for(kind, session, at)),
-            ..rotation_of(token.hash(), session, at)
+            ..rotation_of(token.hash(), session.id, at)
         })
         .collect();
     // Alone, then all at once (a store that batches concurrent rotations writes these

@@ -98,7 +98,7 @@ pub async fn a_ciphertext_moved_from_another_row_reads_as_unreadable_and_the_ses
     assert!(phone.unreadable.is_empty());
 
     // What needs none of the unreadable fields keeps working.
-    let rotation = rotation_of(token.hash(), &victim, T0.plus(ms(3)));
+    let rotation = rotation_of(token.hash(), victim.id, T0.plus(ms(3)));
     assert_eq!(
         store.rotate_refresh_token(&rotation).await.unwrap(),
         RotationOutcome::Rotated

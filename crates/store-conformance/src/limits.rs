@@ -20,7 +20,11 @@ pub async fn the_least_recently_active_sessions_are_evicted_past_the_limit<B: Ba
     create(&store, &middle, 2).await;
     // A refresh makes the oldest session the most recently active one.
     store
-        .rotate_refresh_token(&rotation_of(oldest_token.hash(), &oldest, T0.plus(ms(20))))
+        .rotate_refresh_token(&rotation_of(
+            oldest_token.hash(),
+            oldest.id,
+            T0.plus(ms(20)),
+        ))
         .await
         .unwrap();
     create(&store, &session_for("bob", T0.plus(ms(25))), 2).await;

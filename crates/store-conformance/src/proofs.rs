@@ -40,7 +40,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     );
 
     // A rotation without a binding leaves the session unbound.
-    let first = rotation_of(token.hash(), &unbound, T0.plus(ms(1)));
+    let first = rotation_of(token.hash(), unbound.id, T0.plus(ms(1)));
     assert_eq!(
         store.rotate_refresh_token(&first).await.unwrap(),
         RotationOutcome::Rotated
@@ -53,7 +53,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     // One that binds: the session holds the key from then on...
     let second = Rotation {
         bind_dpop_jkt: Some(KEY_A.into()),
-        ..rotation_of(first.successor, &unbound, T0.plus(ms(2)))
+        ..rotation_of(first.successor, unbound.id, T0.plus(ms(2)))
     };
     assert_eq!(
         store.rotate_refresh_token(&second).await.unwrap(),
@@ -69,7 +69,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     // ...and a later rotation naming another key does not move it.
     let third = Rotation {
         bind_dpop_jkt: Some(KEY_B.into()),
-        ..rotation_of(second.successor, &unbound, T0.plus(ms(3)))
+        ..rotation_of(second.successor, unbound.id, T0.plus(ms(3)))
     };
     assert_eq!(
         store.rotate_refresh_token(&third).await.unwrap(),
@@ -89,7 +89,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     // A rotation that loses binds nothing.
     let other = session_for("bob", T0);
     let (other_token, _) = create(&store, &other, 10).await;
-    let winner = rotation_of(other_token.hash(), &other, T0.plus(ms(4)));
+    let winner = rotation_of(other_token.hash(), other.id, T0.plus(ms(4)));
     assert_eq!(
         store.rotate_refresh_token(&winner).await.unwrap(),
         RotationOutcome::Rotated
@@ -97,7 +97,7 @@ pub async fn a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unboun
     let loser = Rotation {
         bind_dpop_jkt: Some(KEY_B.into()),
         successor: RefreshToken::generate(T0.plus(ms(5))).hash(),
-        ..rotation_of(other_token.hash(), &other, T0.plus(ms(5)))
+        ..rotation_of(other_token.hash(), other.id, T0.plus(ms(5)))
     };
     assert_eq!(
         store.rotate_refresh_token(&loser).await.unwrap(),

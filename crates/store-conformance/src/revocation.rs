@@ -287,7 +287,7 @@ pub async fn mixed_writes_of_one_user_on_two_instances_never_deadlock<B: Backend
                         .map(drop)
                 }
                 1 => store
-                    .rotate_refresh_token(&rotation_of(token.hash(), &session, now))
+                    .rotate_refresh_token(&rotation_of(token.hash(), session.id, now))
                     .await
                     .map(drop),
                 2 => store

@@ -100,7 +100,7 @@ pub async fn a_refreshed_session_expires_at_its_latest_idle_expiry_even_a_shorte
     for _ in 0..5 {
         let session = session_for("bob", T0);
         let (token, _) = create(&store, &session, 100).await;
-        let rotation = rotation_of(token.hash(), &session, T0.plus(minutes(30)));
+        let rotation = rotation_of(token.hash(), session.id, T0.plus(minutes(30)));
         let outcome = store.rotate_refresh_token(&rotation).await.unwrap();
         assert_eq!(outcome, RotationOutcome::Rotated);
         refreshed.push((session, rotation.successor));
@@ -121,7 +121,7 @@ pub async fn a_refreshed_session_expires_at_its_latest_idle_expiry_even_a_shorte
 
     // A refresh under a shorter idle timeout brings the expiry forward, to T0 + 80 min.
     let (shortened, successor) = &refreshed[0];
-    let mut rotation = rotation_of(*successor, shortened, T0.plus(minutes(70)));
+    let mut rotation = rotation_of(*successor, shortened.id, T0.plus(minutes(70)));
     rotation.idle_expires_at = T0.plus(minutes(80));
     let outcome = store.rotate_refresh_token(&rotation).await.unwrap();
     assert_eq!(outcome, RotationOutcome::Rotated);

@@ -92,11 +92,6 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "session_activity",
         include_str!("../migrations/0020_session_activity.sql"),
     ),
-    (
-        21,
-        "activity_revocation",
-        include_str!("../migrations/0021_activity_revocation.sql"),
-    ),
 ];
 
 /// Applies the migrations the database lacks; returns how many were applied.
@@ -290,11 +285,6 @@ mod tests {
 
     /// A file at migration 0018, with the schema as it was applied then.
     fn at_version_18() -> rusqlite::Connection {
-        at_version(18)
-    }
-
-    /// A file at migration `version`, with the schema as it was applied then.
-    fn at_version(version: usize) -> rusqlite::Connection {
         let connection = rusqlite::Connection::open_in_memory().expect("open");
         connection
             .execute_batch(
@@ -303,7 +293,7 @@ mod tests {
                  ) STRICT",
             )
             .expect("schema_migrations");
-        for (version, name, sql) in &MIGRATIONS[..version] {
+        for (version, name, sql) in &MIGRATIONS[..18] {
             connection.execute_batch(sql).expect("migration");
             connection
                 .execute(
@@ -336,10 +326,7 @@ mod tests {
         let chained = "SELECT chain_seq || ':' || hex(prev_hash) || ':' || hex(hash)
                        FROM audit_events WHERE hash IS NOT NULL ORDER BY chain_seq";
         let chained_before: Vec<String> = column(&connection, chained);
-        assert_eq!(
-            crate::migrate::run(&mut connection).expect("migrate"),
-            MIGRATIONS.len() - 18
-        );
+        assert_eq!(crate::migrate::run(&mut connection).expect("migrate"), 2);
 
         assert_eq!(
             column::<i64>(
@@ -420,59 +407,5 @@ mod tests {
                 [Some(3)]
             );
         }
-    }
-
-    /// Migration 0021 marks the activity row of every session revoked before it, and from
-    /// then on a revocation marks it as it happens; an unrevoked session's row, and a revoked
-    /// session without one, are left as they were.
-    #[test]
-    fn a_revoked_sessions_activity_row_is_marked_before_and_after_the_migration() {
-        let mut connection = at_version(20);
-        connection
-            .execute_batch(
-                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
-                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at,
-                     revoked_at, activity)
-                 VALUES ('gone', 'u', 'd', 'desktop', '{}', '{}', 1, 1, 9, 9, 1, 5, x'01'),
-                        ('live', 'u', 'd', 'desktop', '{}', '{}', 1, 1, 9, 9, 1, NULL, x'02'),
-                        ('bare', 'u', 'd', 'desktop', '{}', '{}', 1, 1, 9, 9, 1, 6, NULL);
-                 INSERT INTO refresh_tokens (hash, session_id, issued_at, idle_expires_at,
-                     access_expires_at)
-                 VALUES (x'01', 'gone', 3, 9, 1), (x'02', 'live', 3, 9, 1),
-                        (randomblob(32), 'bare', 1, NULL, NULL);",
-            )
-            .expect("rows");
-        assert_eq!(super::run(&mut connection).expect("migrate"), 1);
-        let marks = |connection: &rusqlite::Connection| -> Vec<(String, Option<i64>)> {
-            connection
-                .prepare("SELECT session_id, spent_at FROM refresh_tokens ORDER BY session_id")
-                .expect("prepare")
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows")
-        };
-        assert_eq!(
-            marks(&connection),
-            [
-                ("bare".to_owned(), None),
-                ("gone".to_owned(), Some(5)),
-                ("live".to_owned(), None)
-            ]
-        );
-        connection
-            .execute(
-                "UPDATE sessions SET revoked_at = 7, revoke_reason = 'admin' WHERE id = 'live'",
-                [],
-            )
-            .expect("revoke");
-        assert_eq!(
-            marks(&connection),
-            [
-                ("bare".to_owned(), None),
-                ("gone".to_owned(), Some(5)),
-                ("live".to_owned(), Some(7))
-            ]
-        );
     }
 }

@@ -635,23 +635,10 @@ struct Rotating {
     access_expires_at: i64,
 }
 
-/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its user).
+/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
+/// the session's user as its row says.
 const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
-     VALUES ('session.refreshed', ?3, ?2, ?1, '{}')";
-
-/// A rotation's move of its session forward in the token tree alone (migration 0021): the
-/// activity row `?1` of session `?2` takes `?3` now, `?4` the idle expiry and `?5` the access
-/// token's expiry (the latest `exp` issued), if the session's presented token `?6` is unspent,
-/// the activity row is unmarked (its session unrevoked) and the idle expiry does not move back
-/// (so the announcer's next look, never later than the old one, stays where it is). Answers
-/// the session's row id as the activity row holds it; no row when any of these does not hold.
-const MOVE_ACTIVE_SESSION: &str = "UPDATE refresh_tokens
-     SET issued_at = ?3, idle_expires_at = ?4, access_expires_at = MAX(access_expires_at, ?5)
-     WHERE hash = ?1 AND session_id = ?2 AND spent_at IS NULL AND idle_expires_at <= ?4
-       AND EXISTS (SELECT 1 FROM refresh_tokens presented
-                   WHERE presented.hash = ?6 AND presented.session_id = ?2
-                     AND presented.spent_at IS NULL)
-     RETURNING session_row";
+     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
 
 /// Session `session_id` for a rotation of `presented`, which must be unspent and the
 /// session's ([`ROTATING_SESSION`]). `None` when the token is spent, not the session's, or
@@ -681,99 +668,15 @@ fn rotating_session(
 /// the same transaction of the only writer, so nothing changes between the read and the
 /// writes); then the token is spent, its successor stored and the `session.refreshed` event
 /// written, each of which must change exactly one row. A rotation that loses writes nothing.
-///
-/// The session moves forward in its activity row (migration 0020). Usually the rotation checks
-/// and moves it there alone ([`MOVE_ACTIVE_SESSION`]), on the page of the token tree that its
-/// token and successor share, and never reads the session's row; it goes through the session's
-/// row ([`move_through_session_row`]) for the first rotation of a session created before
-/// migration 0021 (which has no activity row yet), an idle expiry that moves back, a DPoP
-/// binding, and a rotation that loses.
+/// The session's row is reached by its row id throughout (see migration 0018), and is only
+/// read: the session moves forward in its activity row (migration 0020), unless the rotation
+/// shortens its idle expiry or binds it to a DPoP key.
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
     let connection = tx.statements();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
-    let moved = if rotation.bind_dpop_jkt.is_none() {
-        query_optional(
-            connection,
-            MOVE_ACTIVE_SESSION,
-            params![
-                &activity_key(&rotation.presented, rotation.session_id)[..],
-                session_id,
-                now,
-                rotation.idle_expires_at.unix_millis(),
-                rotation.access_expires_at.unix_millis(),
-                &rotation.presented.0[..],
-            ],
-            |row| get::<i64>(row, 0),
-        )?
-    } else {
-        None
-    };
-    let session_row = match moved {
-        Some(row) => row,
-        None => match move_through_session_row(connection, rotation, &session_id)? {
-            Some(row) => row,
-            None => return Ok(RotationOutcome::Lost),
-        },
-    };
-    // The sealed pair is appended to a table of its own (see migration 0014): the token's row
-    // keeps its size and only points at it. Its spending time lets the purge forget it once
-    // its replay window has closed (migration 0016).
-    let sealed = execute(
-        connection,
-        "INSERT INTO successor_seals (sealed, spent_at) VALUES (?1, ?2)",
-        params![&rotation.sealed_successor[..], now],
-    )?;
-    let seal = tx.connection().last_insert_rowid();
-    let steps = [
-        sealed,
-        execute(
-            connection,
-            "UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?2, successor_seal = ?3
-             WHERE hash = ?4 AND spent_at IS NULL",
-            params![
-                now,
-                &rotation.successor.0[..],
-                seal,
-                &rotation.presented.0[..],
-            ],
-        )?,
-        execute(
-            connection,
-            "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![&rotation.successor.0[..], session_id, now, session_row],
-        )?,
-        execute(
-            connection,
-            INSERT_REFRESHED_EVENT,
-            params![now, session_id, rotation.user_id.as_str()],
-        )?,
-    ];
-    if steps != [1, 1, 1, 1] {
-        // A half-applied rotation: fail, so that it is rolled back.
-        return Err(StoreError::Corrupt(format!(
-            "a rotation changed {steps:?} rows instead of one each"
-        )));
-    }
-    if let Some(audit) = &rotation.audit {
-        tx.append_audit(audit)?;
-    }
-    Ok(RotationOutcome::Rotated)
-}
-
-/// A rotation's move of its session forward through the session's row: checks there that the
-/// presented token is unspent and the session unrevoked ([`ROTATING_SESSION`]), lowers the
-/// announcer's next look if the idle expiry moves back before it, binds the session to a DPoP
-/// key, and writes or creates the activity row ([`MOVE_SESSION`]). Answers the session's row
-/// id, or `None` when the rotation has lost, having written nothing.
-fn move_through_session_row(
-    connection: &(dyn Statements + '_),
-    rotation: &Rotation,
-    session_id: &str,
-) -> Result<Option<i64>, StoreError> {
-    let Some(session) = rotating_session(connection, &rotation.presented, session_id)? else {
-        return Ok(None);
+    let Some(session) = rotating_session(connection, &rotation.presented, &session_id)? else {
+        return Ok(RotationOutcome::Lost);
     };
     let session_row = session.row;
     let activity = match session.activity {
@@ -816,7 +719,7 @@ fn move_through_session_row(
         params![
             activity,
             session_id,
-            rotation.now.unix_millis(),
+            now,
             idle_expires_at,
             session
                 .access_expires_at
@@ -824,12 +727,51 @@ fn move_through_session_row(
             session_row,
         ],
     )?;
-    if moved != 1 {
+    // The sealed pair is appended to a table of its own (see migration 0014): the token's row
+    // keeps its size and only points at it. Its spending time lets the purge forget it once
+    // its replay window has closed (migration 0016).
+    let sealed = execute(
+        connection,
+        "INSERT INTO successor_seals (sealed, spent_at) VALUES (?1, ?2)",
+        params![&rotation.sealed_successor[..], now],
+    )?;
+    let seal = tx.connection().last_insert_rowid();
+    let steps = [
+        moved,
+        sealed,
+        execute(
+            connection,
+            "UPDATE refresh_tokens SET spent_at = ?1, successor_hash = ?2, successor_seal = ?3
+             WHERE hash = ?4 AND spent_at IS NULL",
+            params![
+                now,
+                &rotation.successor.0[..],
+                seal,
+                &rotation.presented.0[..],
+            ],
+        )?,
+        execute(
+            connection,
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![&rotation.successor.0[..], session_id, now, session_row],
+        )?,
+        execute(
+            connection,
+            INSERT_REFRESHED_EVENT,
+            params![now, session_id, session_row],
+        )?,
+    ];
+    if steps != [1, 1, 1, 1, 1] {
+        // A half-applied rotation: fail, so that it is rolled back.
         return Err(StoreError::Corrupt(format!(
-            "a rotation moved {moved} activity rows instead of one"
+            "a rotation changed {steps:?} rows instead of one each"
         )));
     }
-    Ok(Some(session_row))
+    if let Some(audit) = &rotation.audit {
+        tx.append_audit(audit)?;
+    }
+    Ok(RotationOutcome::Rotated)
 }
 
 #[async_trait]
@@ -914,22 +856,6 @@ impl SessionStore for SqliteStore {
                     "INSERT INTO refresh_tokens (hash, session_id, issued_at, session_row)
                      VALUES (?1, ?2, ?3, (SELECT rowid FROM sessions WHERE id = ?2))",
                     params![&first_token.0[..], id, session.created_at.unix_millis()],
-                )?;
-                // The session's activity row, right after its first token (migration 0021):
-                // its first rotation, like every other, moves the session there alone.
-                execute(
-                    connection,
-                    "INSERT INTO refresh_tokens
-                         (hash, session_id, issued_at, idle_expires_at, access_expires_at,
-                          session_row)
-                     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT rowid FROM sessions WHERE id = ?2))",
-                    params![
-                        &activity_key(&first_token, session.id)[..],
-                        id,
-                        session.last_active_at.unix_millis(),
-                        session.idle_expires_at.unix_millis(),
-                        session.access_expires_at.unix_millis(),
-                    ],
                 )?;
                 execute(
                     connection,
@@ -1855,8 +1781,8 @@ mod tests {
 
     use super::{
         ANY_UNCHAINED_AUDIT, AUDIT_EVENTS, DELETE_ACTIVITY, DELETE_TOKEN_CHAIN, EVENTS_AFTER,
-        FIND_REFRESH_TOKEN, MOVE_ACTIVE_SESSION, MOVE_SESSION, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS,
-        ROTATING_SESSION, activity_key, rotating_session,
+        FIND_REFRESH_TOKEN, INSERT_REFRESHED_EVENT, MOVE_SESSION, PURGE_EVENTS,
+        PURGE_SUCCESSOR_PAIRS, ROTATING_SESSION, activity_key, rotating_session,
     };
     use crate::engine::UNCHAINED_AUDIT;
     use crate::rows::SESSION_COLUMN_COUNT;
@@ -2012,100 +1938,6 @@ mod tests {
         assert_eq!(others, 2);
     }
 
-    /// Once its session has an activity row, a rotation moves it there alone
-    /// ([`MOVE_ACTIVE_SESSION`]), and only while the presented token is the session's and
-    /// unspent, the session unrevoked and the idle expiry not moved back; otherwise it moves
-    /// nothing and answers no row, and the rotation goes through the session's row.
-    #[test]
-    fn a_rotation_moves_an_unrevoked_session_in_the_token_tree_alone() {
-        let connection = migrated();
-        connection.execute_batch(TWO_SESSIONS).expect("sessions");
-        let session = sessiond_core::SessionId::generate();
-        let id = session.to_string();
-        let token = |position: u8, last: u8| {
-            let mut hash = [7u8; 32];
-            hash[8..12].copy_from_slice(&[0, 0, 0, position]);
-            hash[31] = last;
-            sessiond_core::refresh::RefreshTokenHash(hash)
-        };
-        let (presented, spent) = (token(6, 0), token(5, 0));
-        let key = activity_key(&presented, session);
-        assert_eq!(key, activity_key(&spent, session), "one key for the chain");
-        connection
-            .execute(
-                "INSERT INTO sessions (id, user_id, device_id, device_type, claims, metadata,
-                     created_at, last_active_at, idle_expires_at, expires_at, access_expires_at,
-                     expiry_check_at, activity)
-                 VALUES (?1, 'carol', 'd3', 'desktop', '{}', '{}', 1, 1, 9, 99, 2, 9, ?2)",
-                params![id, &key[..]],
-            )
-            .expect("session");
-        let row: i64 = connection
-            .query_row("SELECT rowid FROM sessions WHERE id = ?1", [&id], |row| {
-                row.get(0)
-            })
-            .expect("rowid");
-        connection
-            .execute(
-                "INSERT INTO refresh_tokens (hash, session_id, issued_at, spent_at)
-                 VALUES (?1, ?2, 1, 2), (?3, ?2, 2, NULL)",
-                params![&spent.0[..], id, &presented.0[..]],
-            )
-            .expect("tokens");
-        let moved = |presented: &[u8], session: &str, now: i64, idle: i64| -> Option<i64> {
-            connection
-                .query_row(
-                    MOVE_ACTIVE_SESSION,
-                    params![&key[..], session, now, idle, now + 1, presented],
-                    |row| row.get(0),
-                )
-                .optional()
-                .expect("move")
-        };
-        let live = || -> (i64, i64, i64) {
-            connection
-                .query_row(
-                    "SELECT last_active_at, idle_expires_at, access_expires_at
-                     FROM live_sessions WHERE id = ?1",
-                    [&id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .expect("times")
-        };
-        // No activity row yet: the session's first rotation goes through its row.
-        assert_eq!(moved(&presented.0, &id, 3, 30), None);
-        connection
-            .execute(MOVE_SESSION, params![&key[..], id, 3, 30, 4, row])
-            .expect("first move");
-        assert_eq!(moved(&presented.0, &id, 5, 50), Some(row));
-        assert_eq!(live(), (5, 50, 6));
-        // A spent token, another session's, an unknown one: nothing moves.
-        assert_eq!(moved(&spent.0, &id, 7, 70), None);
-        assert_eq!(moved(&presented.0, "s1", 7, 70), None);
-        assert_eq!(moved(&token(6, 1).0, &id, 7, 70), None);
-        // The idle expiry moving back (a shortened idle timeout) needs the session's row.
-        assert_eq!(moved(&presented.0, &id, 7, 49), None);
-        assert_eq!(live(), (5, 50, 6));
-        // The same idle expiry again moves it; the access expiry never goes back.
-        connection
-            .execute(
-                "UPDATE refresh_tokens SET access_expires_at = 99 WHERE hash = ?1",
-                [&key[..]],
-            )
-            .expect("later access token");
-        assert_eq!(moved(&presented.0, &id, 8, 50), Some(row));
-        assert_eq!(live(), (8, 50, 99));
-        // Revoked: the revocation marks the activity row, which moves no more.
-        connection
-            .execute(
-                "UPDATE sessions SET revoked_at = 9, revoke_reason = 'admin' WHERE id = ?1",
-                [&id],
-            )
-            .expect("revoke");
-        assert_eq!(moved(&presented.0, &id, 10, 100), None);
-        assert_eq!(live(), (8, 50, 99));
-    }
-
     /// `live_sessions` has every column of `sessions`: a column added to one must be added to
     /// the other, or reads through the view would not see it.
     #[test]
@@ -2127,10 +1959,8 @@ mod tests {
     }
 
     /// A refresh reaches its session's row by row id (migration 0018), and through the index of
-    /// sessions by id only as the fallback for a missing or stale row id: the lookup and the
-    /// rotation through the session's row; a rotation reads its presented token by key. A
-    /// rotation that moves its session in the token tree alone reads no table but that one,
-    /// each row by its key (migration 0021).
+    /// sessions by id only as the fallback for a missing or stale row id: the lookup, both
+    /// updates of a rotation and its event; a rotation reads its presented token by key.
     #[test]
     fn a_refresh_reaches_its_session_by_row_id() {
         let connection = migrated();
@@ -2157,27 +1987,12 @@ mod tests {
             }
         };
         by_row_id(FIND_REFRESH_TOKEN, &[&&token[..]]);
+        by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &7]);
         by_row_id(ROTATING_SESSION, &[&&token[..], &"s1"]);
         let presented = plan(&connection, ROTATING_SESSION, params![&token[..], "s1"]);
         assert!(
             presented.starts_with("SEARCH t USING PRIMARY KEY (hash=?)"),
             "{presented}"
-        );
-        let alone = plan(
-            &connection,
-            MOVE_ACTIVE_SESSION,
-            params![&token[..], "s1", 1, 2, 3, &token[..]],
-        );
-        for step in alone.split(" | ") {
-            assert!(
-                step.contains("SUBQUERY") || step.ends_with("USING PRIMARY KEY (hash=?)"),
-                "{alone}"
-            );
-        }
-        assert_eq!(
-            alone.matches("USING PRIMARY KEY (hash=?)").count(),
-            2,
-            "{alone}"
         );
         // The lookup reads the activity row by its key (migration 0020).
         let lookup = plan(&connection, FIND_REFRESH_TOKEN, params![&token[..]]);

@@ -17,8 +17,6 @@ pub struct Rotation {
     pub presented: RefreshTokenHash,
     /// Its session.
     pub session_id: SessionId,
-    /// The session's user, whom the rotation's `session.refreshed` event names.
-    pub user_id: UserId,
     /// The successor token.
     pub successor: RefreshTokenHash,
     /// The successor pair, sealed under the presented token (see [`crate::refresh`]).

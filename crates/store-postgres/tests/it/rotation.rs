@@ -49,7 +49,7 @@ async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_an
     let now = T0.plus(ms(10));
     let audited = Rotation {
         audit: Some(event_for(event::SESSION_REFRESHED, &session, now)),
-        ..rotation_of(token.hash(), &session, now)
+        ..rotation_of(token.hash(), session.id, now)
     };
     assert_eq!(
         store.rotate_refresh_token(&audited).await.unwrap(),
@@ -77,7 +77,7 @@ async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_an
             &session,
             now.plus(ms(1)),
         )),
-        ..rotation_of(token.hash(), &session, now.plus(ms(1)))
+        ..rotation_of(token.hash(), session.id, now.plus(ms(1)))
     };
     assert_eq!(
         store.rotate_refresh_token(&replayed).await.unwrap(),
@@ -94,7 +94,7 @@ async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_an
     assert_eq!(stored.last_active_at, now, "the session did not move");
 
     // Not audited: the event, and no audit row.
-    let unaudited = rotation_of(audited.successor, &session, now.plus(ms(2)));
+    let unaudited = rotation_of(audited.successor, session.id, now.plus(ms(2)));
     assert_eq!(
         store.rotate_refresh_token(&unaudited).await.unwrap(),
         RotationOutcome::Rotated
@@ -106,7 +106,7 @@ async fn a_rotation_writes_its_event_and_any_audit_row_in_its_own_transaction_an
     // `session.refreshed` is) follows `session.refreshed` in the events, in one transaction.
     let with_published = Rotation {
         audit: Some(event_for(event::ANOMALY, &session, now.plus(ms(3)))),
-        ..rotation_of(unaudited.successor, &session, now.plus(ms(3)))
+        ..rotation_of(unaudited.successor, session.id, now.plus(ms(3)))
     };
     assert_eq!(
         store.rotate_refresh_token(&with_published).await.unwrap(),
@@ -222,7 +222,7 @@ async fn rotations_that_arrive_together_share_a_statement_and_each_gets_its_own_
             };
             Rotation {
                 audit: Some(event_for(event::SESSION_REFRESHED, session, now)),
-                ..rotation_of(presented, session, now)
+                ..rotation_of(presented, session.id, now)
             }
         })
         .collect();
@@ -295,7 +295,7 @@ async fn a_rotation_postgres_refuses_fails_alone_and_its_neighbours_rotate() {
     let created = sessions_of_distinct_users(&store, 8).await;
     let mut rotations: Vec<Rotation> = created
         .iter()
-        .map(|(session, token)| rotation_of(token.hash(), session, now))
+        .map(|(session, token)| rotation_of(token.hash(), session.id, now))
         .collect();
     // The successor of rotation 3 collides with the token session 5 presents.
     rotations[3].successor = created[5].1.hash();
@@ -344,7 +344,7 @@ async fn batches_of_one_users_rotations_and_revoking_all_of_them_do_not_deadlock
         for _ in 0..12 {
             let session = session_for("alice", T0.plus(ms(100 * round)));
             let (token, _) = create(&store, &session, 100).await;
-            rotations.push(rotation_of(token.hash(), &session, now));
+            rotations.push(rotation_of(token.hash(), session.id, now));
         }
         let revoking = {
             let (store, user, audit) = (store.clone(), user.clone(), audit.clone());
@@ -390,7 +390,7 @@ async fn a_session_locked_elsewhere_does_not_hold_up_its_batch() {
     let rotations: Vec<Rotation> = sessions_of_distinct_users(&store, 8)
         .await
         .iter()
-        .map(|(session, token)| rotation_of(token.hash(), session, now))
+        .map(|(session, token)| rotation_of(token.hash(), session.id, now))
         .collect();
     let contended = rotations[4].session_id;
     let mut elsewhere = db.raw.begin().await.expect("begin");

@@ -105,14 +105,9 @@ async fn a_session_from_before_activity_rows_moves_forward_and_is_purged_whole()
     let store = db.store().await;
     let session = session_for("alice", T0);
     let (token, _) = create(&store, &session, 5).await;
-    // As a session created before migration 0020 is stored: no activity key, no activity row.
+    // As a session created before migration 0020 is stored.
     db.execute(&format!(
         "UPDATE sessions SET activity = NULL WHERE id = '{}'",
-        session.id
-    ))
-    .await;
-    db.execute(&format!(
-        "DELETE FROM refresh_tokens WHERE session_id = '{}' AND length(hash) = 28",
         session.id
     ))
     .await;
@@ -123,7 +118,7 @@ async fn a_session_from_before_activity_rows_moves_forward_and_is_purged_whole()
     };
     let mut presented = token.hash();
     for n in 1..=3u64 {
-        let rotation = rotation_of(presented, &session, T0.plus(ms(n * 60_000)));
+        let rotation = rotation_of(presented, session.id, T0.plus(ms(n * 60_000)));
         assert_eq!(
             store.rotate_refresh_token(&rotation).await.unwrap(),
             RotationOutcome::Rotated
@@ -168,42 +163,4 @@ async fn a_session_from_before_activity_rows_moves_forward_and_is_purged_whole()
         rows_of("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?1"),
         0
     );
-}
-
-/// A session gets its activity row when it is created (migration 0021), with the times it was
-/// created with, under the key its row names, right after its first token.
-#[tokio::test]
-async fn a_created_session_has_its_activity_row_from_the_start() {
-    use sessiond_store_conformance::fixtures::{T0, create, session_for};
-
-    let db = TestFile::create("activity at creation").await.unwrap();
-    let store = db.store().await;
-    let session = session_for("alice", T0);
-    let (token, _) = create(&store, &session, 5).await;
-    let raw = db.raw();
-    let (key, issued, idle, access): (Vec<u8>, i64, i64, i64) = raw
-        .query_row(
-            "SELECT a.hash, a.issued_at, a.idle_expires_at, a.access_expires_at
-             FROM sessions s JOIN refresh_tokens a ON a.hash = s.activity AND a.session_id = s.id
-             WHERE s.id = ?1 AND a.session_row = s.rowid",
-            [session.id.to_string()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (issued, idle, access),
-        (
-            session.last_active_at.unix_millis(),
-            session.idle_expires_at.unix_millis(),
-            session.access_expires_at.unix_millis()
-        )
-    );
-    let keys: Vec<Vec<u8>> = raw
-        .prepare("SELECT hash FROM refresh_tokens WHERE session_id = ?1 ORDER BY hash")
-        .unwrap()
-        .query_map([session.id.to_string()], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(keys, [token.hash().0.to_vec(), key]);
 }
