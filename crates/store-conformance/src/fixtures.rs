@@ -93,12 +93,28 @@ pub async fn create<S: SessionStore + ?Sized>(
     (token, evicted)
 }
 
-/// A rotation of `presented` at `now` to a fresh successor.
+/// The key of a successor of the token whose key is `presented`, as
+/// [`RefreshToken::successor`] makes it: the same chain at the next position, then 20 bytes
+/// of a fresh token's SHA-256.
+pub fn successor_key(presented: &RefreshTokenHash, now: Timestamp) -> RefreshTokenHash {
+    let mut key = RefreshToken::generate(now).hash();
+    key.0[..8].copy_from_slice(&presented.0[..8]);
+    let position = u32::from_be_bytes([
+        presented.0[8],
+        presented.0[9],
+        presented.0[10],
+        presented.0[11],
+    ]);
+    key.0[8..12].copy_from_slice(&position.wrapping_add(1).to_be_bytes());
+    key
+}
+
+/// A rotation of `presented` at `now` to a fresh successor in its chain.
 pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timestamp) -> Rotation {
     Rotation {
         presented,
         session_id: session,
-        successor: RefreshToken::generate(now).hash(),
+        successor: successor_key(&presented, now),
         sealed_successor: vec![7; 64],
         now,
         idle_expires_at: now.plus(Duration::from_secs(3600)),

@@ -90,6 +90,7 @@ macro_rules! conformance_suite {
             rotation {
                 a_created_session_is_found_by_its_token_and_each_token_rotates_once,
                 a_rotation_of_a_revoked_session_writes_nothing,
+                a_rotation_of_a_session_revoked_after_a_refresh_writes_nothing,
                 a_rotation_naming_another_session_than_the_tokens_is_lost,
                 two_rotations_of_one_token_at_once_on_one_store_yield_one_successor,
                 pairs_spent_before_the_cutoff_are_forgotten_and_their_tokens_stay,

@@ -146,6 +146,55 @@ pub async fn a_rotation_of_a_revoked_session_writes_nothing<B: Backend>() {
     assert_eq!(db.tokens_of(session.id).await, 1, "no successor was stored");
 }
 
+pub async fn a_rotation_of_a_session_revoked_after_a_refresh_writes_nothing<B: Backend>() {
+    let Some(db) = B::create("rotation::a_rotation_of_a_session_revoked_after_a_refresh").await
+    else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 5).await;
+    // Refreshed once, so that the session has moved forward since it was created, then
+    // revoked: its next rotation must see the revocation wherever the session's moving
+    // fields are kept.
+    let first = rotation_of(token.hash(), session.id, T0.plus(ms(1)));
+    assert_eq!(
+        store.rotate_refresh_token(&first).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    store
+        .revoke_session(
+            session.id,
+            by_admin(T0.plus(ms(2))),
+            &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
+                event_for("session.revoked", revoked, T0)
+            }),
+        )
+        .await
+        .unwrap();
+
+    let second = rotation_of(first.successor, session.id, T0.plus(ms(10)));
+    assert_eq!(
+        store.rotate_refresh_token(&second).await.unwrap(),
+        RotationOutcome::Lost
+    );
+    let (record, stored) = store
+        .find_refresh_token(&first.successor)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.spent_at, None, "the presented token is not spent");
+    assert_eq!(stored.revoked_at, Some(T0.plus(ms(2))));
+    assert_eq!(
+        stored.last_active_at,
+        T0.plus(ms(1)),
+        "the session did not move"
+    );
+    assert_eq!(stored.idle_expires_at, first.idle_expires_at);
+    assert_eq!(db.tokens_of(session.id).await, 2, "no successor was stored");
+    assert_eq!(refreshed_events_of(&db, session.id).await, 1);
+}
+
 pub async fn pairs_spent_before_the_cutoff_are_forgotten_and_their_tokens_stay<B: Backend>() {
     let Some(db) = B::create("rotation::pairs_spent_before_the_cutoff_are_forgotten").await else {
         return;
@@ -301,7 +350,19 @@ pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_succes
     // A race can go right by luck; several rounds make a wrong answer all but certain to show.
     for round in 0..5 {
         let session = session_for("alice", T0);
-        let (token, _) = create(&instances[0], &session, 10).await;
+        let (created, _) = create(&instances[0], &session, 10).await;
+        // In odd rounds the session has been refreshed once before the race (its moving
+        // fields have moved since its creation), in even rounds not.
+        let (presented, before) = if round % 2 == 1 {
+            let earlier = rotation_of(created.hash(), session.id, T0);
+            assert_eq!(
+                instances[0].rotate_refresh_token(&earlier).await.unwrap(),
+                RotationOutcome::Rotated
+            );
+            (earlier.successor, 1)
+        } else {
+            (created.hash(), 0)
+        };
 
         let contenders = 32;
         let barrier = Arc::new(Barrier::new(contenders));
@@ -312,7 +373,7 @@ pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_succes
             let now = T0.plus(ms(1 + contender as u64));
             let rotation = Rotation {
                 audit: Some(event_for("session.refreshed", &session, now)),
-                ..rotation_of(token.hash(), session.id, now)
+                ..rotation_of(presented, session.id, now)
             };
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
@@ -335,7 +396,7 @@ pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_succes
         );
         assert_eq!(
             db.tokens_of(session.id).await,
-            2,
+            2 + before,
             "the presented token and the winner's successor, nothing else (round {round})"
         );
         assert_eq!(
@@ -343,12 +404,12 @@ pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_succes
                 refreshed_events_of(&db, session.id).await,
                 refreshed_audit_rows_of(&db, session.id).await
             ),
-            (1, 1),
+            (1 + before, 1),
             "only the winner wrote its event and audit row (round {round})"
         );
         let winner = &winners[0];
         let (record, stored) = instances[1]
-            .find_refresh_token(&token.hash())
+            .find_refresh_token(&presented)
             .await
             .unwrap()
             .unwrap();
