@@ -28,7 +28,8 @@
 #   SESSIONS     sessions seeded (default 500000). Each request spends one token, so the run
 #                needs rate × (WARMUP + DURATION) tokens: 500,000 covers 38,000/s. The run
 #                fails if refresh.lua reports exhausted tokens or a non-200 answer.
-#   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 50000)
+#   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 100000: 33,000/s
+#                for 3 s; a warm-up that runs out says so, and its last requests are refused)
 #   ORDER        created (default): the tokens are spent in the order their sessions were
 #                created, as when sessions that began together come back together (their
 #                access tokens expire together); shuffled: in a random order (a fixed one, the
@@ -51,7 +52,7 @@ repo=$(pwd)
 SIGNING_ALG=${SIGNING_ALG:-EdDSA}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
 SESSIONS=${SESSIONS:-500000}
-WARM_TOKENS=${WARM_TOKENS:-50000}
+WARM_TOKENS=${WARM_TOKENS:-100000}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 THREADS=${THREADS:-2}
@@ -129,6 +130,9 @@ run_wrk() { # tokens-file duration -> wrk output
 }
 warm=$(run_wrk "$work/warm.txt" "$WARMUP" | grep ^RESULT)
 echo "warm-up: $warm" >&2
+if [[ $(field "$warm" exhausted) != 0 ]]; then
+  echo "the warm-up ran out of tokens: raise WARM_TOKENS (now $WARM_TOKENS)" >&2
+fi
 ticks_before=$(cpu_ticks "$server")
 wrk_cpu=$( { TIMEFORMAT='%U %S'; time run_wrk "$work/tokens.txt" "$DURATION" >"$work/wrk.txt" 2>&1; } 2>&1 )
 ticks_after=$(cpu_ticks "$server")
