@@ -152,7 +152,7 @@ async fn rotation_after_revocation_writes_nothing<B: Backend>(test: &str, refres
             session.id,
             by_admin(T0.plus(ms(2))),
             &sessiond_core::store::audit_for(move |revoked: &sessiond_core::Session| {
-                event_for("session.revoked", revoked, T0)
+                event_for("session.revoked", revoked, T0.plus(ms(2)))
             }),
         )
         .await
