@@ -2268,7 +2268,8 @@ mod tests {
         assert_eq!(sealed(&[2]), Some(vec![0x0A, 0x0B]), "in successor_seals");
         assert_eq!(sealed(&[3]), None, "unspent");
         // Every table of the lookup is reached by its key, the session and the pair by their
-        // row ids, the session's activity row by its key (the index of sessions by id only for a missing or stale row id).
+        // row ids, the session's activity row by its key (the index of sessions by id only for
+        // a missing or stale row id).
         let lookup = plan(&connection, FIND_REFRESH_TOKEN, [&[2u8][..]]);
         assert!(
             lookup.starts_with(
