@@ -84,6 +84,10 @@ pub struct RefreshToken {
     text: String,
     /// Its chain and position; `None` for a token minted before chains.
     locator: Option<[u8; LOCATOR_BYTES]>,
+    /// Its key ([`RefreshToken::hash`]), computed once: a refresh needs it for the lookup and
+    /// again to seal the successor. Stored in the clear anyway, so not wiped.
+    #[zeroize(skip)]
+    hash: RefreshTokenHash,
 }
 
 impl std::fmt::Debug for RefreshToken {
@@ -124,9 +128,15 @@ impl RefreshToken {
         let mut text = String::with_capacity(TOKEN_LEN);
         text.push_str(PREFIX);
         LENIENT.encode_string(bytes.as_ref(), &mut text);
+        Self::new(text, Some(locator))
+    }
+
+    fn new(text: String, locator: Option<[u8; LOCATOR_BYTES]>) -> Self {
+        let hash = key_of(&text, locator);
         Self {
             text,
-            locator: Some(locator),
+            locator,
+            hash,
         }
     }
 
@@ -160,10 +170,7 @@ impl RefreshToken {
             }
             _ => return Err(unknown()),
         };
-        Ok(Self {
-            text: presented.to_owned(),
-            locator,
-        })
+        Ok(Self::new(presented.to_owned(), locator))
     }
 
     /// The token text, to hand to its client.
@@ -174,14 +181,7 @@ impl RefreshToken {
     /// The key under which the token is stored and looked up: its chain and position, then the
     /// first 20 bytes of its SHA-256 (a token minted before chains: its SHA-256).
     pub fn hash(&self) -> RefreshTokenHash {
-        let digest = sha256(self.text.as_bytes());
-        let Some(locator) = self.locator else {
-            return RefreshTokenHash(digest);
-        };
-        let mut key = [0u8; 32];
-        key[..LOCATOR_BYTES].copy_from_slice(&locator);
-        key[LOCATOR_BYTES..].copy_from_slice(&digest[..32 - LOCATOR_BYTES]);
-        RefreshTokenHash(key)
+        self.hash
     }
 
     fn sealing_key(&self) -> Zeroizing<[u8; 32]> {
@@ -235,6 +235,18 @@ impl RefreshToken {
         };
         pair.ok_or_else(|| Error::Corrupt("sealed successor is not a token pair".into()))
     }
+}
+
+/// [`RefreshToken::hash`] of the token `text` with `locator`.
+fn key_of(text: &str, locator: Option<[u8; LOCATOR_BYTES]>) -> RefreshTokenHash {
+    let digest = sha256(text.as_bytes());
+    let Some(locator) = locator else {
+        return RefreshTokenHash(digest);
+    };
+    let mut key = [0u8; 32];
+    key[..LOCATOR_BYTES].copy_from_slice(&locator);
+    key[LOCATOR_BYTES..].copy_from_slice(&digest[..32 - LOCATOR_BYTES]);
+    RefreshTokenHash(key)
 }
 
 /// `pair` packed for sealing: [`PACKED_PAIR`], the access token's and the refresh token's
