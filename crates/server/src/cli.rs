@@ -379,13 +379,19 @@ where
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer);
     // A second initialisation (tests running several commands) is harmless; ignore it.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text if ansi => builder.try_init(),
+        // The same lines for less work (`log_format`).
+        LogFormat::Text => builder
+            .fmt_fields(crate::log_format::PlainFields)
+            .event_format(crate::log_format::PlainLine::default())
+            .try_init(),
         // Every line carries the spans it was written in, the request span (and its
         // `request_id`) included, however deeply nested the event is.
         LogFormat::Json => builder

@@ -15,6 +15,7 @@ pub(crate) mod events;
 pub(crate) mod history;
 mod http;
 pub(crate) mod instrumented_store;
+mod log_format;
 pub(crate) mod log_sink;
 pub(crate) mod master_key;
 pub mod metrics;
