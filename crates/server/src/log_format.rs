@@ -169,9 +169,9 @@ struct FieldVisitor<'writer> {
 }
 
 impl FieldVisitor<'_> {
-    /// Writes `field`'s name and `=` as the stock visitor does, then `value`, between double
-    /// quotes when `quoted`.
-    fn write_plain(&mut self, field: &Field, value: &str, quoted: bool) {
+    /// Writes `field` as the stock visitor does: nothing for a `log.` field, else a space after
+    /// the fields before it, the name and `=` (but for the message), then what `value` writes.
+    fn write_field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
@@ -185,29 +185,6 @@ impl FieldVisitor<'_> {
                     .write_str(name.strip_prefix(RAW_PREFIX).unwrap_or(name))?;
                 self.writer.write_char('=')?;
             }
-            if quoted {
-                self.writer.write_char('"')?;
-                self.writer.write_str(value)?;
-                self.writer.write_char('"')
-            } else {
-                self.writer.write_str(value)
-            }
-        });
-    }
-
-    /// Writes `field`'s name and `=` as the stock visitor does, then what `value` writes.
-    fn write_named(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        let name = field.name();
-        if name.starts_with(LOG_PREFIX) {
-            return;
-        }
-        self.result = self.pad().and_then(|()| {
-            self.writer
-                .write_str(name.strip_prefix(RAW_PREFIX).unwrap_or(name))?;
-            self.writer.write_char('=')?;
             value(&mut self.writer)
         });
     }
@@ -243,24 +220,39 @@ fn plain_text(value: &str) -> bool {
 
 impl Visit for FieldVisitor<'_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.write_plain(field, itoa::Buffer::new().format(value), false);
+        self.write_field(field, |writer| {
+            writer.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.write_plain(field, itoa::Buffer::new().format(value), false);
+        self.write_field(field, |writer| {
+            writer.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.write_plain(field, if value { "true" } else { "false" }, false);
+        self.write_field(field, |writer| {
+            writer.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if plain_text(value) {
-            // The stock visitor writes a message as it is and any other string as `Debug`.
-            self.write_plain(field, value, field.name() != MESSAGE);
-        } else {
+        if !plain_text(value) {
             self.stock(field, |visitor| visitor.record_str(field, value));
+            return;
         }
+        // The stock visitor writes a message as it is and any other string as `Debug`.
+        let quoted = field.name() != MESSAGE;
+        self.write_field(field, |writer| {
+            if quoted {
+                writer.write_char('"')?;
+                writer.write_str(value)?;
+                writer.write_char('"')
+            } else {
+                writer.write_str(value)
+            }
+        });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -272,7 +264,7 @@ impl Visit for FieldVisitor<'_> {
             // The stock visitor escapes control characters in the message.
             self.stock(field, |visitor| visitor.record_debug(field, value));
         } else {
-            self.write_named(field, |writer| write!(writer, "{value:?}"));
+            self.write_field(field, |writer| write!(writer, "{value:?}"));
         }
     }
 }
