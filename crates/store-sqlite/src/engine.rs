@@ -1014,7 +1014,9 @@ fn start_syncer(connection: &Connection, health: &Arc<WriteHealth>) -> Result<Sy
     })
 }
 
-/// The storage thread's loop: until every handle is gone or it is told to close.
+/// The storage thread's loop: until every handle is gone or it is told to close. Kept out of
+/// line, so that a profile (and `bench/instructions.sh`) can name the storage thread's work.
+#[inline(never)]
 fn serve(
     connection: Connection,
     mut receiver: mpsc::Receiver<Job>,
