@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -106,31 +106,15 @@ thread_local! {
 /// writes it (`2026-12-06T17:29:07.123456Z `). A clock before 1970 or past year 9999 is left to
 /// that timer.
 fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
-    let now = SystemTime::now();
-    let since_epoch = match now.duration_since(UNIX_EPOCH) {
-        Ok(since) if since.as_secs() < YEAR_10000 => since,
-        _ => {
-            tracing_subscriber::fmt::time::SystemTime.format_time(writer)?;
-            return writer.write_char(' ');
-        }
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .filter(|since| since.as_secs() < YEAR_10000);
+    let prefix = since_epoch.and_then(|since| second_prefix(since.as_secs()));
+    let (Some(since_epoch), Some(prefix)) = (since_epoch, prefix) else {
+        tracing_subscriber::fmt::time::SystemTime.format_time(writer)?;
+        return writer.write_char(' ');
     };
-    let second = since_epoch.as_secs();
-    let prefix = SECOND.with_borrow_mut(|(cached, prefix)| {
-        if *cached != second {
-            let mut formatted = String::with_capacity(27);
-            // Ends in `.000000Z`: the second's part is the first 20 bytes.
-            let _ = write!(
-                formatted,
-                "{}",
-                humantime::format_rfc3339_micros(
-                    UNIX_EPOCH + std::time::Duration::from_secs(second)
-                )
-            );
-            prefix.copy_from_slice(&formatted.as_bytes()[..20]);
-            *cached = second;
-        }
-        *prefix
-    });
     let mut micros = [b'0'; 6];
     let mut rest = since_epoch.subsec_micros();
     for digit in micros.iter_mut().rev() {
@@ -142,6 +126,26 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
     writer.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
     writer.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)?;
     writer.write_str("Z ")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of `second` (since 1970), from this thread's cache when it is the
+/// second last asked for; `None` if the date does not have that shape.
+fn second_prefix(second: u64) -> Option<[u8; 20]> {
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != second {
+            let mut formatted = String::with_capacity(27);
+            write!(
+                formatted,
+                "{}",
+                humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_secs(second))
+            )
+            .ok()?;
+            // `….000000Z`: the second's part is the first 20 bytes.
+            *prefix = formatted.as_bytes().get(..20)?.try_into().ok()?;
+            *cached = second;
+        }
+        Some(*prefix)
+    })
 }
 
 /// The fields of an event or a span as the stock `DefaultFields` writes them.
@@ -438,6 +442,17 @@ mod tests {
             text.push(' ');
         }
         text
+    }
+
+    #[test]
+    fn a_second_s_prefix_is_its_date_and_time_of_day_cached_or_not() {
+        let text = |second| second_prefix(second).map(|prefix| prefix.to_vec());
+        for _ in 0..2 {
+            assert_eq!(text(0).unwrap(), b"1970-01-01T00:00:00.");
+            assert_eq!(text(0).unwrap(), b"1970-01-01T00:00:00.");
+            assert_eq!(text(1_765_065_600).unwrap(), b"2025-12-07T00:00:00.");
+            assert_eq!(text(YEAR_10000 - 1).unwrap(), b"9999-12-31T23:59:59.");
+        }
     }
 
     #[test]
