@@ -47,11 +47,12 @@ bench_server_env instructions
 seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 
-# inclusive FILE SYMBOL: the instructions of SYMBOL and everything it called.
+# inclusive FILE SYMBOL: the instructions of SYMBOL and everything it called; 0, with a word on
+# stderr, when the profile has no such function (a build that inlined it).
 inclusive() {
   awk -v symbol="$2" '{ name = $0; sub(/^[ 0-9,]+\([ 0-9.%]+\) +\?\?\?:/, "", name); sub(/ \[.*$/, "", name) }
     name == symbol { gsub(/,/, "", $1); print $1; found = 1; exit }
-    END { if (!found) print 0 }' "$1"
+    END { if (!found) { print 0; print "no " symbol " in the profile: counted as 0 (inlined?)" > "/dev/stderr" } }' "$1"
 }
 
 echo "thousand instructions per refresh (SIGNING_ALG=$SIGNING_ALG, $SESSIONS sessions, wrk -t1 -c4 -d$MEASURE under callgrind)"
