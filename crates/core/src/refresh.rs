@@ -111,14 +111,10 @@ impl RefreshToken {
     /// fresh random bytes. A token minted before chains is replaced by the first of a new one,
     /// which starts at `now`.
     pub fn successor(&self, now: Timestamp) -> Self {
-        let Some(mut locator) = self.locator else {
-            return Self::generate(now);
-        };
-        let mut position = [0u8; LOCATOR_BYTES - CHAIN_BYTES];
-        position.copy_from_slice(&locator[CHAIN_BYTES..]);
-        let next = u32::from_be_bytes(position).wrapping_add(1);
-        locator[CHAIN_BYTES..].copy_from_slice(&next.to_be_bytes());
-        Self::mint(locator)
+        match self.locator {
+            Some(locator) => Self::mint(next_in_chain(locator)),
+            None => Self::generate(now),
+        }
     }
 
     fn mint(locator: [u8; LOCATOR_BYTES]) -> Self {
@@ -237,6 +233,16 @@ impl RefreshToken {
     }
 }
 
+/// The locator of the token after the one at `locator`: the same chain at the next position,
+/// wrapping.
+fn next_in_chain(mut locator: [u8; LOCATOR_BYTES]) -> [u8; LOCATOR_BYTES] {
+    let mut position = [0u8; LOCATOR_BYTES - CHAIN_BYTES];
+    position.copy_from_slice(&locator[CHAIN_BYTES..]);
+    let next = u32::from_be_bytes(position).wrapping_add(1);
+    locator[CHAIN_BYTES..].copy_from_slice(&next.to_be_bytes());
+    locator
+}
+
 /// [`RefreshToken::hash`] of the token `text` with `locator`.
 fn key_of(text: &str, locator: Option<[u8; LOCATOR_BYTES]>) -> RefreshTokenHash {
     let digest = sha256(text.as_bytes());
@@ -334,6 +340,22 @@ fn take<'a>(rest: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
 /// The key of a refresh token (see [`RefreshToken::hash`]): all that storage ever sees of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RefreshTokenHash(pub [u8; 32]);
+
+impl RefreshTokenHash {
+    /// The key a successor of the chained token stored under this key would have if its
+    /// SHA-256 began as `other`'s key ends: this key's chain at the next position (as
+    /// [`RefreshToken::successor`] makes it), then the rest of `other`. For code that holds
+    /// keys without their tokens, such as a store's tests; meaningless for the key of a token
+    /// minted before chains, which has no chain.
+    #[must_use]
+    pub fn successor_with(&self, other: &Self) -> Self {
+        let mut locator = [0u8; LOCATOR_BYTES];
+        locator.copy_from_slice(&self.0[..LOCATOR_BYTES]);
+        let mut key = other.0;
+        key[..LOCATOR_BYTES].copy_from_slice(&next_in_chain(locator));
+        Self(key)
+    }
+}
 
 impl std::fmt::Debug for RefreshTokenHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -659,6 +681,24 @@ mod tests {
 
     fn decoded(token: &RefreshToken) -> Vec<u8> {
         LENIENT.decode(&token.expose()[PREFIX.len()..]).unwrap()
+    }
+
+    #[test]
+    fn a_key_gives_its_successors_key_as_the_successor_token_does() {
+        let mut token = RefreshToken::generate(at());
+        for _ in 0..20 {
+            let next = token.successor(at());
+            assert_eq!(token.hash().successor_with(&next.hash()), next.hash());
+            token = next;
+        }
+        // The position wraps; the chain stays; the rest is the other key's.
+        let mut last = RefreshToken::generate(at()).hash();
+        last.0[CHAIN_BYTES..LOCATOR_BYTES].copy_from_slice(&u32::MAX.to_be_bytes());
+        let other = RefreshTokenHash([0xab; 32]);
+        let wrapped = last.successor_with(&other);
+        assert_eq!(wrapped.0[..CHAIN_BYTES], last.0[..CHAIN_BYTES]);
+        assert_eq!(wrapped.0[CHAIN_BYTES..LOCATOR_BYTES], [0, 0, 0, 0]);
+        assert_eq!(wrapped.0[LOCATOR_BYTES..], other.0[LOCATOR_BYTES..]);
     }
 
     #[test]

@@ -97,16 +97,7 @@ pub async fn create<S: SessionStore + ?Sized>(
 /// [`RefreshToken::successor`] makes it: the same chain at the next position, then 20 bytes
 /// of a fresh token's SHA-256.
 pub fn successor_key(presented: &RefreshTokenHash, now: Timestamp) -> RefreshTokenHash {
-    let mut key = RefreshToken::generate(now).hash();
-    key.0[..8].copy_from_slice(&presented.0[..8]);
-    let position = u32::from_be_bytes([
-        presented.0[8],
-        presented.0[9],
-        presented.0[10],
-        presented.0[11],
-    ]);
-    key.0[8..12].copy_from_slice(&position.wrapping_add(1).to_be_bytes());
-    key
+    presented.successor_with(&RefreshToken::generate(now).hash())
 }
 
 /// A rotation of `presented` at `now` to a fresh successor in its chain.
