@@ -342,9 +342,9 @@ fn take<'a>(rest: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
 pub struct RefreshTokenHash(pub [u8; 32]);
 
 impl RefreshTokenHash {
-    /// The key a successor of the chained token stored under this key would have if its
-    /// SHA-256 began as `other`'s key ends: this key's chain at the next position (as
-    /// [`RefreshToken::successor`] makes it), then the rest of `other`. For code that holds
+    /// A key for a successor of the chained token stored under this key: this key's chain at
+    /// the next position, as [`RefreshToken::successor`] makes it, then the digest bytes of
+    /// `other` (a key's last 20 bytes, the first of its token's SHA-256). For code that holds
     /// keys without their tokens, such as a store's tests; meaningless for the key of a token
     /// minted before chains, which has no chain.
     #[must_use]
