@@ -342,6 +342,16 @@ fn take<'a>(rest: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
 pub struct RefreshTokenHash(pub [u8; 32]);
 
 impl RefreshTokenHash {
+    /// The name of the chain of the token stored under this key: its first bytes, which every
+    /// successor keeps ([`RefreshToken::successor`]). Meaningless for the key of a token minted
+    /// before chains, which has no chain.
+    #[must_use]
+    pub fn chain(&self) -> [u8; CHAIN_BYTES] {
+        let mut chain = [0u8; CHAIN_BYTES];
+        chain.copy_from_slice(&self.0[..CHAIN_BYTES]);
+        chain
+    }
+
     /// A key for a successor of the chained token stored under this key: this key's chain at
     /// the next position, as [`RefreshToken::successor`] makes it, then the digest bytes of
     /// `other` (a key's last 20 bytes, the first of its token's SHA-256). For code that holds
@@ -689,6 +699,8 @@ mod tests {
         for _ in 0..20 {
             let next = token.successor(at());
             assert_eq!(token.hash().successor_with(&next.hash()), next.hash());
+            assert_eq!(next.hash().chain(), token.hash().chain());
+            assert_eq!(next.hash().chain(), decoded(&next)[..CHAIN_BYTES]);
             token = next;
         }
         // The position wraps; the chain stays; the rest is the other key's.

@@ -621,9 +621,11 @@ const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
 /// newest token (while its positions have not wrapped) and, at 28 bytes, is no token's key (a
 /// token's is 32). Two sessions whose chains share a name still have rows of their own.
 fn activity_key(token: &RefreshTokenHash, session: SessionId) -> [u8; 28] {
+    let chain = token.chain();
+    let id = session.as_uuid().as_bytes();
     let mut key = [0xff; 28];
-    key[..8].copy_from_slice(&token.0[..8]);
-    key[12..].copy_from_slice(session.as_uuid().as_bytes());
+    key[..chain.len()].copy_from_slice(&chain);
+    key[chain.len() + 4..].copy_from_slice(id);
     key
 }
 
