@@ -380,6 +380,9 @@ where
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
+    // Without colours, the text line is `log_format::PlainLine`, which writes what the stock
+    // format writes with its defaults: an option of the line set on this builder (thread names,
+    // say) would change the coloured line and not that one, so it goes into `PlainLine` too.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
