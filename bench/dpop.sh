@@ -109,9 +109,9 @@ for case in $CASES; do
   ticks_after=$(cpu_ticks "$server")
   kill "$server"; wait "$server" 2>/dev/null || true; server=
 
-  if grep -q "Non-2xx" "$dir/wrk.txt" || grep -Eq "non200=[1-9]|exhausted=[1-9]" "$dir/wrk.txt"; then
+  if grep -q "Non-2xx" "$dir/wrk.txt" || grep -Eq "failed=[1-9]|exhausted=[1-9]" "$dir/wrk.txt"; then
     cat "$dir/wrk.txt" >&2
-    echo "$case: non-200 answers, or too few tokens or proofs minted (raise SESSIONS or PROOFS)" >&2
+    echo "$case: failed requests, or too few tokens or proofs minted (raise SESSIONS or PROOFS)" >&2
     exit 1
   fi
   requests=$(awk '/requests in/ {print $1}' "$dir/wrk.txt")

@@ -48,7 +48,7 @@ result=$(TOKENS_FILE=$work/tokens.txt WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$
   -d"$DURATION" -s bench/wrk/refresh-chain.lua "http://127.0.0.1:$port" | grep ^RESULT)
 kill "$server"; wait "$server" 2>/dev/null || true; server=
 requests=$(field "$result" requests)
-if [[ $(field "$result" non200) != 0 || $requests == 0 ]]; then
+if [[ $(field "$result" failed) != 0 || $requests == 0 ]]; then
   echo "invalid run: $result" >&2
   exit 1
 fi

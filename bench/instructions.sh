@@ -84,8 +84,8 @@ for round in $(seq "$ROUNDS"); do
   kill "$server"; wait "$server" 2>/dev/null || true; server=
   result=$(grep ^RESULT "$run/wrk.txt")
   requests=$(field "$result" requests)
-  if [[ $(field "$result" exhausted) != 0 || $(field "$result" non200) != 0 ]]; then
-    echo "invalid run: exhausted or non-200 answers" >&2
+  if [[ $(field "$result" exhausted) != 0 || $(field "$result" failed) != 0 ]]; then
+    echo "invalid run: exhausted tokens or failed requests" >&2
     exit 1
   fi
   # The dump taken while measuring is the file with part 1.

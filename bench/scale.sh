@@ -91,7 +91,7 @@ for size in $SIZES; do
     'BEGIN {printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0)}')
   db_bytes=$(json_field "$seed" db_bytes)
   line="sessions=$size refresh/s=$(field "$result" rps) p50_ms=$(field "$result" p50_ms) \
-p99_ms=$(field "$result" p99_ms) non200=$(field "$result" non200) \
+p99_ms=$(field "$result" p99_ms) failed=$(field "$result" failed) \
 exhausted=$(field "$result" exhausted) cpu_us_per_refresh=$cpu_us rss_mib_start=$rss_start \
 rss_mib=$rss db_mib=$(awk -v b="$db_bytes" 'BEGIN {printf "%.1f", b / 1048576}') \
 bytes_per_session=$(json_field "$seed" bytes_per_session) \

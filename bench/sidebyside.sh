@@ -27,7 +27,7 @@
 #   SYNCHRONOUS  full (default) or normal: sessiond's SESSIOND_SQLITE_SYNCHRONOUS
 #   SESSIONS     sessions seeded (default 500000). Each request spends one token, so the run
 #                needs rate × (WARMUP + DURATION) tokens: 500,000 covers 38,000/s. The run
-#                fails if refresh.lua reports exhausted tokens or a non-200 answer.
+#                fails if refresh.lua reports exhausted tokens or a failed request.
 #   WARM_TOKENS  of those, the tokens set aside for the warm-up (default 100000: 33,000/s
 #                for 3 s; a warm-up that runs out says so, and its last requests are refused)
 #   ORDER        created (default): the tokens are spent in the order their sessions were
@@ -149,7 +149,7 @@ order=
 [[ $ORDER == shuffled ]] && order=", shuffled"
 echo "sessiond refresh ($SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions$order, \
 -t$THREADS -c$CONNS -d$DURATION): $(field "$result" rps) req/s p50 $(field "$result" p50_ms) ms \
-p99 $(field "$result" p99_ms) ms non2xx $(field "$result" non200) \
+p99 $(field "$result" p99_ms) ms non2xx $(field "$result" failed) \
 exhausted $(field "$result" exhausted) | server cpu/refresh ${cpu_us} us wrk cpu ${wrk_cpu_s} s \
 | rss ${rss} MiB"
 if [[ -n $peer_line ]]; then
@@ -160,7 +160,7 @@ if [[ -n $peer_line ]]; then
      BEGIN { printf "ratio sessiond/peer: refresh/s %s, p99 %s, cpu/refresh %s, rss %s\n",
              r(a, b), r(c, d), r(e, f), r(g, h) }'
 fi
-if [[ $(field "$result" exhausted) != 0 || $(field "$result" non200) != 0 ]]; then
-  echo "invalid run: exhausted or non-200 answers; seed more (SESSIONS=$((SESSIONS * 2)))" >&2
+if [[ $(field "$result" exhausted) != 0 || $(field "$result" failed) != 0 ]]; then
+  echo "invalid run: exhausted tokens or failed requests; seed more (SESSIONS=$((SESSIONS * 2)))" >&2
   exit 1
 fi

@@ -105,7 +105,7 @@ kill "$server"; wait "$server" 2>/dev/null || true; server=
 
 echo "sessiond refresh ($MODE, $SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions, \
 -t$THREADS -c$CONNS -d$DURATION): $rps req/s p99 $(field "$result" p99_ms) ms \
-non2xx $(field "$result" non200)"
+non2xx $(field "$result" failed)"
 join "$work/before" "$work/after" | awk -v n="$requests" -v hz="$hz" '
   { ticks[$2] += $5 - $3; total += $5 - $3 }
   END {
@@ -123,7 +123,7 @@ if [[ -n $counting ]]; then
     END { for (key in count) printf "%s per refresh %.2f\n", key, count[key] / (5 * rate) }' \
     "$work/perf.csv" | sort
 fi
-if [[ $(field "$result" exhausted) != 0 || $(field "$result" non200) != 0 ]]; then
-  echo "invalid run: exhausted or non-200 answers" >&2
+if [[ $(field "$result" exhausted) != 0 || $(field "$result" failed) != 0 ]]; then
+  echo "invalid run: exhausted tokens or failed requests" >&2
   exit 1
 fi

@@ -71,7 +71,7 @@ function done(summary, latency, requests)
     failures_total = failures_total + thread:get("failures")
   end
   io.write(string.format(
-    "RESULT rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d non200=%d exhausted=%d sent=%d\n",
+    "RESULT rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d failed=%d exhausted=%d sent=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
     latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
     failures_total, exhausted_total, sent_total))
