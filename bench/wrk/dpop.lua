@@ -3,6 +3,8 @@
 -- token and the proof; MODE=current: GET /v1/sessions/current with `Authorization: DPoP` and
 -- the proof. Every wrk thread takes a disjoint slice (every Nth line, N = WRK_THREADS); a
 -- request after a thread's slice is exhausted is counted and sent without a proof (refused).
+-- As refresh.lua, it reads no answer in Lua: a failed request is an answer of status 400 or
+-- more, or a socket error, as wrk counts them.
 --   LINES_FILE=dpop.txt MODE=refresh WRK_THREADS=2 wrk -t2 -c32 -d10s -s dpop.lua URL
 
 local threads = {}
@@ -29,7 +31,6 @@ function init(args)
   file:close()
   next_line = 1
   exhausted = 0
-  failures = 0
 end
 
 function request()
@@ -50,19 +51,14 @@ function request()
     '{"refresh_token":"' .. credential .. '"}')
 end
 
-function response(status, headers, body)
-  if status ~= 200 then
-    failures = failures + 1
-  end
-end
-
 function done(summary, latency, requests)
-  local used, exhausted_total, failures_total = 0, 0, 0
+  local used, exhausted_total = 0, 0
   for _, thread in ipairs(threads) do
     used = used + (thread:get("next_line") - 1)
     exhausted_total = exhausted_total + thread:get("exhausted")
-    failures_total = failures_total + thread:get("failures")
   end
+  local e = summary.errors
+  local failures_total = e.status + e.connect + e.read + e.write + e.timeout
   io.write(string.format(
     "RESULT rps=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d failed=%d exhausted=%d lines_used=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
