@@ -4,8 +4,8 @@
 --
 -- The script has no `response` function, as the peer's (shared/peers/oidc-provider/common.lua)
 -- has none: with one, wrk copies every answer's headers and body into Lua, which cost it about
--- a quarter more CPU per request on the two cores the server shares. A failed request is one
--- wrk counts itself: an answer of status 400 or more (a refresh answers 200 or an error), or a
+-- 30 % more CPU per request on the two cores the server shares. A failed request is one wrk
+-- counts itself: an answer of status 400 or more (a refresh answers 200 or an error), or a
 -- socket error.
 --   TOKENS_FILE=tokens.txt wrk -t2 -c32 -d10s -s refresh.lua http://127.0.0.1:8080
 
