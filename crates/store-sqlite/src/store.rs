@@ -621,11 +621,12 @@ const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
 /// newest token (while its positions have not wrapped) and, at 28 bytes, is no token's key (a
 /// token's is 32). Two sessions whose chains share a name still have rows of their own.
 fn activity_key(token: &RefreshTokenHash, session: SessionId) -> [u8; 28] {
-    let chain = token.chain();
-    let id = session.as_uuid().as_bytes();
+    // The types pin the layout: a chain or an id of another length does not compile.
+    let chain: [u8; 8] = token.chain();
+    let id: &[u8; 16] = session.as_uuid().as_bytes();
     let mut key = [0xff; 28];
-    key[..chain.len()].copy_from_slice(&chain);
-    key[chain.len() + 4..].copy_from_slice(id);
+    key[..8].copy_from_slice(&chain);
+    key[12..].copy_from_slice(id);
     key
 }
 
