@@ -3,19 +3,21 @@
 //!
 //! Every write of the process, and the lookups on the refresh path, are jobs sent to one
 //! storage thread. Each time it wakes it takes everything queued (up to [`MAX_BATCH`] jobs),
-//! answers the lookups first (they see only committed data, in one read transaction), then
-//! runs the writes in one `BEGIN IMMEDIATE … COMMIT` transaction, so a wake-up costs one WAL
-//! append and at most one sync however many rotations, creations and revocations it carries. With `synchronous =
-//! full` the sync is not this thread's: a sync thread syncs the WAL behind each commit and only
-//! then sends the answers, while this thread runs the next batch ([`crate::syncer`]). A write
-//! that fails is rolled back alone and answered with its error, while the others commit: the
-//! batch first runs without savepoints (a savepoint copies every page a write touches into its
-//! sub-journal, about a twentieth of a refresh's CPU), and only when one of its writes fails is
-//! it rolled back and run again from the start with each write in a savepoint of its own, so
-//! writes are closures that may run twice and touch nothing but the transaction. Nobody is
-//! answered before the commit is durable, nor shown a commit that is not yet (lookups and reads
-//! wait too; see [`Engine::lookup_revealing`] for the one that need not), and when the commit
-//! fails every write of the batch is answered with that failure and nothing of it is kept.
+//! answers the lookups first (they see only committed data, in one read transaction), then runs
+//! the writes in one `BEGIN IMMEDIATE … COMMIT` transaction, which the writes queued while it
+//! runs join before the commit (lookups queued meanwhile wait for the next wake-up; see
+//! [`apply`]), so a wake-up costs one WAL append and at most one sync however many rotations,
+//! creations and revocations it carries. With `synchronous = full` the sync is not this
+//! thread's: a sync thread syncs the WAL behind each commit and only then sends the answers,
+//! while this thread runs the next batch ([`crate::syncer`]). A write that fails is rolled back
+//! alone and answered with its error, while the others commit: the batch first runs without
+//! savepoints (a savepoint copies every page a write touches into its sub-journal, about a
+//! twentieth of a refresh's CPU), and only when one of its writes fails is it rolled back and
+//! run again from the start with each write in a savepoint of its own, so writes are closures
+//! that may run twice and touch nothing but the transaction. Nobody is answered before the
+//! commit is durable, nor shown a commit that is not yet (lookups and reads wait too; see
+//! [`Engine::lookup_revealing`] for the one that need not), and when the commit fails every
+//! write of the batch is answered with that failure and nothing of it is kept.
 //!
 //! Because this thread is the process's only writer, its page cache is never invalidated by
 //! another connection of the process, so lookups served here read warm pages; because every
@@ -1030,11 +1032,17 @@ fn serve(
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
+    // Jobs taken while a batch's writes ran that could not join them: the next wake-up's.
+    let mut held: Vec<Job> = Vec::new();
     while closing.is_none() {
-        let Some(first) = receiver.blocking_recv() else {
-            break;
-        };
-        jobs.push(first);
+        if held.is_empty() {
+            let Some(first) = receiver.blocking_recv() else {
+                break;
+            };
+            jobs.push(first);
+        } else {
+            jobs.append(&mut held);
+        }
         while jobs.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -1063,7 +1071,26 @@ fn serve(
                 }
                 continue;
             }
-            apply(&prepared, &mut writes, health, durability.as_ref(), cipher);
+            // The writes queued while the batch's ran join its transaction; lookups (and a
+            // close) queued meanwhile wait for the next wake-up, after the commit, so that no
+            // lookup sees a write that is not committed.
+            let mut queued_write = || {
+                loop {
+                    match receiver.try_recv() {
+                        Ok(Job::Write(write)) => return Some(write),
+                        Ok(other) => held.push(other),
+                        Err(_) => return None,
+                    }
+                }
+            };
+            apply(
+                &prepared,
+                &mut writes,
+                health,
+                durability.as_ref(),
+                cipher,
+                &mut queued_write,
+            );
             if checkpointer.take_caught_up() {
                 restart_wal(&connection);
             }
@@ -1278,15 +1305,21 @@ fn restart_wal(connection: &Connection) {
 /// for want of space, permission or a working device. Audit addresses are sealed with
 /// `cipher`.
 ///
-/// The writes first run one after another with nothing between them. If one fails, the
-/// transaction is rolled back and the batch runs again from the start, each write in a
-/// savepoint of its own, so that the failed one is rolled back alone.
+/// The writes first run one after another with nothing between them, and once they have run,
+/// each write that `queued_write` still finds (up to [`MAX_BATCH`] in all) joins them before
+/// the commit: under load, the rotations whose lookups the same wake-up answered arrive while
+/// the batch runs, and each commit then carries more of them, which share its pages (the audit
+/// chain's head, the pages rows are appended to), its WAL append and its sync. If one
+/// fails, the transaction is rolled back and the batch, with the writes that joined it, runs
+/// again from the start, each write in a savepoint of its own, so that the failed one is rolled
+/// back alone.
 fn apply(
     connection: &Prepared<'_>,
     writes: &mut Vec<Box<dyn WriteJob>>,
     health: &WriteHealth,
     durability: Option<&Durability>,
     cipher: &CipherSlot,
+    queued_write: &mut dyn FnMut() -> Option<Box<dyn WriteJob>>,
 ) {
     if let Err(error) = begin(connection) {
         fail_to_begin(connection, writes, health, &error);
@@ -1295,7 +1328,21 @@ fn apply(
     let mut tx = WriteTx::new(connection, cipher);
     let mut changed_any = false;
     let mut all_kept = true;
-    for job in writes.iter_mut() {
+    let mut next = 0;
+    loop {
+        if next == writes.len() {
+            let joining = if writes.len() < MAX_BATCH {
+                queued_write()
+            } else {
+                None
+            };
+            match joining {
+                Some(write) => writes.push(write),
+                None => break,
+            }
+        }
+        let job = &mut writes[next];
+        next += 1;
         let changes_before = connection.total_changes();
         if !job.run(&mut tx) {
             all_kept = false;
@@ -1612,18 +1659,18 @@ mod tests {
     async fn lookups_taken_together_share_one_read_transaction_and_close_it() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let engine = Arc::new(engine(&dir).await);
-        // A write that holds the storage thread while the others queue up behind it.
+        insert_row(&engine, 1).await.expect("first row");
+        // A lookup that holds the storage thread while the others queue up behind it (a write
+        // would take the writes queued meanwhile into its own transaction).
         let (started, holding) = std_mpsc::channel();
         let slow = {
             let engine = Arc::clone(&engine);
             tokio::spawn(async move {
                 engine
-                    .write(move |tx| {
+                    .lookup(move |_| {
                         let _ = started.send(());
                         std::thread::sleep(Duration::from_millis(200));
-                        tx.connection()
-                            .execute("INSERT OR IGNORE INTO rows (n) VALUES (1)", [])
-                            .map_err(store_error)
+                        Ok(())
                     })
                     .await
             })
@@ -1646,7 +1693,7 @@ mod tests {
             let engine = Arc::clone(&engine);
             tokio::spawn(async move { insert_row(&engine, 2).await })
         };
-        slow.await.expect("task").expect("slow write");
+        slow.await.expect("task").expect("slow lookup");
         for lookup in lookups {
             let (in_transaction, rows) = lookup.await.expect("task").expect("lookup");
             assert!(
@@ -1668,6 +1715,85 @@ mod tests {
                 .await
                 .expect("lookup"),
             2
+        );
+        let Ok(engine) = Arc::try_unwrap(engine) else {
+            panic!("the tasks hold no engine any more");
+        };
+        engine.close().await;
+    }
+
+    /// The writes queued while a batch's writes run join its transaction, in the order they
+    /// came; a lookup queued meanwhile waits for that commit and sees them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_during_a_batch_join_its_commit_and_lookups_wait_for_it() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let engine = Arc::new(engine(&dir).await);
+        let durability = engine.durability.clone().expect("full sync has a syncer");
+        let commits_before = durability.commits();
+        let (started, holding) = std_mpsc::channel();
+        let slow = {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move {
+                engine
+                    .write(move |tx| {
+                        let _ = started.send(());
+                        std::thread::sleep(Duration::from_millis(200));
+                        tx.connection()
+                            .execute("INSERT OR IGNORE INTO rows (n) VALUES (1)", [])
+                            .map_err(store_error)
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || holding.recv())
+            .await
+            .expect("join")
+            .expect("the slow write started");
+        let lookup = {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move { engine.lookup(|connection| row_numbers(connection)).await })
+        };
+        while QUEUE_DEPTH - engine.jobs.capacity() < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut queued = Vec::new();
+        for n in 2..=4_i64 {
+            let engine_for_write = Arc::clone(&engine);
+            queued.push(tokio::spawn(async move {
+                engine_for_write
+                    .write(move |tx| {
+                        // Each sees the rows of the writes before it in the transaction.
+                        let before = count_rows(tx.connection())?;
+                        tx.connection()
+                            .execute("INSERT INTO rows (n) VALUES (?1)", [n])
+                            .map_err(store_error)?;
+                        Ok(before)
+                    })
+                    .await
+            }));
+            // Queued one after another, so that their order is known.
+            while QUEUE_DEPTH - engine.jobs.capacity() < n as usize {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        slow.await.expect("task").expect("slow write");
+        for (index, write) in queued.into_iter().enumerate() {
+            let before = write.await.expect("task").expect("queued write");
+            assert_eq!(
+                before,
+                index as i64 + 1,
+                "the writes ran in the order they came"
+            );
+        }
+        assert_eq!(
+            durability.commits() - commits_before,
+            1,
+            "the queued writes committed with the slow one"
+        );
+        assert_eq!(
+            lookup.await.expect("task").expect("lookup"),
+            vec![1, 2, 3, 4],
+            "the lookup queued before them ran after their commit"
         );
         let Ok(engine) = Arc::try_unwrap(engine) else {
             panic!("the tasks hold no engine any more");
@@ -1821,7 +1947,10 @@ mod tests {
         while QUEUE_DEPTH - engine.jobs.capacity() < 5 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // The queued writes join the blocker's transaction, and the blocker runs again with
+        // them in savepoints: it must not wait a second time.
         release.send(()).expect("release the blocker");
+        drop(release);
         blocker.await.expect("join").expect("the blocker committed");
 
         for (index, write) in writes.into_iter().enumerate() {

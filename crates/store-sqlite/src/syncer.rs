@@ -225,6 +225,12 @@ impl Durability {
         self.0.lock().lost()
     }
 
+    /// The commits made so far.
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> u64 {
+        self.0.lock().committed
+    }
+
     /// Whether every commit made so far is durable.
     #[cfg(test)]
     pub(crate) fn settled(&self) -> bool {
