@@ -1073,15 +1073,17 @@ fn serve(
             }
             // The writes queued while the batch's ran join its transaction; lookups (and a
             // close) queued meanwhile wait for the next wake-up, after the commit, so that no
-            // lookup sees a write that is not committed.
+            // lookup sees a write that is not committed. That wake-up takes at most
+            // `MAX_BATCH` jobs too: once as many are held, the rest stay queued.
             let mut queued_write = || {
-                loop {
+                while held.len() < MAX_BATCH {
                     match receiver.try_recv() {
                         Ok(Job::Write(write)) => return Some(write),
                         Ok(other) => held.push(other),
                         Err(_) => return None,
                     }
                 }
+                None
             };
             apply(
                 &prepared,
