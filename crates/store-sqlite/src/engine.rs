@@ -63,7 +63,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::error::{shared_failure, store_error, write_block, write_block_of};
 use crate::syncer::{Deferred, Durability, Syncer};
 
-/// Most jobs taken in one wake-up; bounds the latency a batch adds to its first request.
+/// Most jobs taken when the storage thread wakes, most writes in one transaction (with those
+/// that join it, see [`apply`]), and most jobs held for the next wake-up while a transaction
+/// runs; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 256;
 /// Jobs waiting for the storage thread before new requests wait to enqueue (backpressure).
 const QUEUE_DEPTH: usize = 8192;
