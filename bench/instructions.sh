@@ -4,7 +4,7 @@
 # executes whatever else the machine is doing. For changes smaller than the VMs' noise.
 #
 # Each of ROUNDS rounds starts the server under callgrind on a fresh copy of a seeded file
-# (the layout of bench/sidebyside.sh), warms it, then counts over MEASURE of `wrk -t1 -c4`
+# (the layout of bench/sidebyside.sh), warms it, then counts over MEASURE of `wrk -t1 -cCONNS`
 # (each request spending one token). Prints, per round, thousands of instructions per
 # refresh: in all, then inclusive of Tokio's worker threads (HTTP, middleware and the
 # handler), of a refresh's work on them from its credential to its answer (`spend`, the
@@ -21,7 +21,8 @@
 #
 # Settings (environment): ROUNDS (3), SESSIONS (250000), SEED_DIR (as bench/sidebyside.sh),
 # SIGNING_ALG (EdDSA), SYNCHRONOUS (full), WARMUP (10s), MEASURE (20s), BIN (target/release,
-# the directory of the server's binary).
+# the directory of the server's binary), CONNS (4: wrk's connections; more queue more writes
+# behind a running batch, so that a change to batching shows).
 #
 # Needs `cargo build --release -p sessiond-server -p sessiond-load`, wrk and valgrind.
 set -euo pipefail
@@ -36,6 +37,7 @@ SEED_DIR=${SEED_DIR:-}
 WARMUP=${WARMUP:-10s}
 MEASURE=${MEASURE:-20s}
 BIN=${BIN:-target/release}
+CONNS=${CONNS:-4}
 require_release_build
 require_wrk
 for tool in valgrind callgrind_control callgrind_annotate; do
@@ -55,7 +57,7 @@ inclusive() {
     END { if (!found) { print 0; print "no " symbol " in the profile: counted as 0 (inlined?)" > "/dev/stderr" } }' "$1"
 }
 
-echo "thousand instructions per refresh (SIGNING_ALG=$SIGNING_ALG, $SESSIONS sessions, wrk -t1 -c4 -d$MEASURE under callgrind)"
+echo "thousand instructions per refresh (SIGNING_ALG=$SIGNING_ALG, $SESSIONS sessions, wrk -t1 -c$CONNS -d$MEASURE under callgrind)"
 printf '%-6s %9s %9s %9s %9s %9s %9s %9s %9s\n' round refreshes total tokio spend signing storage rotation checkpt
 for round in $(seq "$ROUNDS"); do
   run=$work/round-$round
@@ -75,7 +77,7 @@ for round in $(seq "$ROUNDS"); do
     kill -0 "$server" 2>/dev/null || { cat "$run/server.log" >&2; echo "sessiond died" >&2; exit 1; }
     sleep 0.2
   done
-  run_wrk() { TOKENS_FILE=$1 WRK_THREADS=1 wrk -t1 -c4 -d"$2" -s bench/wrk/refresh.lua "http://127.0.0.1:$port"; }
+  run_wrk() { TOKENS_FILE=$1 WRK_THREADS=1 wrk -t1 -c"$CONNS" -d"$2" -s bench/wrk/refresh.lua "http://127.0.0.1:$port"; }
   run_wrk "$run/warm.txt" "$WARMUP" >/dev/null
   callgrind_control -i on "$server" >/dev/null 2>&1
   run_wrk "$run/tokens.txt" "$MEASURE" >"$run/wrk.txt"
