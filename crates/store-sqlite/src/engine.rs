@@ -1646,6 +1646,13 @@ mod tests {
             .map_err(store_error)
     }
 
+    /// Waits until `jobs` jobs wait in the storage thread's queue.
+    async fn until_queued(engine: &Engine, jobs: usize) {
+        while QUEUE_DEPTH - engine.jobs.capacity() < jobs {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The numbers in the table of rows, in order.
     fn row_numbers(connection: &rusqlite::Connection) -> Result<Vec<i64>, StoreError> {
         let mut statement = connection
@@ -1679,7 +1686,7 @@ mod tests {
                     .await
             })
         };
-        holding.recv().expect("the slow write started");
+        holding.recv().expect("the slow lookup started");
         let lookups: Vec<_> = (0..8)
             .map(|_| {
                 let engine = Arc::clone(&engine);
@@ -1757,9 +1764,7 @@ mod tests {
             let engine = Arc::clone(&engine);
             tokio::spawn(async move { engine.lookup(|connection| row_numbers(connection)).await })
         };
-        while QUEUE_DEPTH - engine.jobs.capacity() < 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until_queued(&engine, 1).await;
         let mut queued = Vec::new();
         for n in 2..=4_i64 {
             let engine_for_write = Arc::clone(&engine);
@@ -1776,9 +1781,7 @@ mod tests {
                     .await
             }));
             // Queued one after another, so that their order is known.
-            while QUEUE_DEPTH - engine.jobs.capacity() < n as usize {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            until_queued(&engine, n as usize).await;
         }
         slow.await.expect("task").expect("slow write");
         for (index, write) in queued.into_iter().enumerate() {
@@ -1948,9 +1951,7 @@ mod tests {
                 })
             })
             .collect();
-        while QUEUE_DEPTH - engine.jobs.capacity() < 5 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until_queued(&engine, 5).await;
         // The queued writes join the blocker's transaction, and the blocker runs again with
         // them in savepoints: it must not wait a second time.
         release.send(()).expect("release the blocker");
