@@ -72,9 +72,8 @@ pub const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a minute of the stats history is closed.
 pub const HISTORY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Audit events sealed per transaction: small, because a sealing transaction holds the one
-/// SQLite writer that every refresh waits for (1,000 put the refresh p99 near 75 ms with every
-/// refresh audited; 200, near 40 ms; see BENCHMARKS.md).
+/// Audit events sealed per transaction: small, so that a sealing transaction, which runs beside
+/// the writes of refreshes (on SQLite, on the one writer they all wait for), stays short.
 pub const AUDIT_SEAL_BATCH: u32 = 200;
 
 /// Running background tasks.
