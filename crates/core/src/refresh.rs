@@ -1,27 +1,25 @@
 //! Refresh tokens: minting, hashing, sealing the successor pair, and the rotation rule.
 //!
-//! A refresh token is `sdr_` followed by 44 bytes in base64url: 8 bytes naming its *chain*, a
-//! 4-byte *position* in it (big-endian), then 32 bytes (256 bits) from the CSPRNG. The first
-//! token of a session starts a chain at a random position, under a name made of the time it
-//! starts (milliseconds since the epoch, 6 bytes, big-endian) and 2 random bytes; each
-//! successor repeats the chain of the token it replaces at the next position (wrapping), with
-//! 32 fresh random bytes. Chain and position are no secret: they carry none of the token's
-//! randomness, and tell the token's holder no more than when its session began.
+//! A refresh token is `sdr_` followed by 44 bytes in base64url: a 12-byte *locator*, then 32
+//! bytes (256 bits) from the CSPRNG. The locator is the time the token was issued
+//! (milliseconds since the epoch, 6 bytes, big-endian) followed by 6 random bytes. Every token
+//! is minted so, the first of a session and each successor alike. The locator is no secret: it
+//! carries none of the token's randomness, and tells the token's holder no more than when the
+//! token was issued, which the holder knows.
 //!
-//! Storage sees only the token's [`RefreshTokenHash`]: its chain and position (12 bytes)
-//! followed by the first 20 bytes of the SHA-256 of the whole token. A copy of the database
-//! thus yields no usable token, and the key of a successor sorts right after that of the token
-//! it replaces: a rotation updates its spent token and inserts its successor in the same page
-//! of the token index, where keys in no order would put them on two pages chosen at random
-//! (each one more page to read, log and checkpoint per refresh). Chains named by their start
-//! sort in the order their sessions began, which is also the order of the sessions' own rows:
-//! sessions that began together, and so come back to refresh together (their access tokens
-//! expire together), share pages of the token index as they share pages of the session table,
-//! where random names would scatter their tokens over the whole index.
+//! Storage sees only the token's [`RefreshTokenHash`]: its locator (12 bytes) followed by the
+//! first 20 bytes of the SHA-256 of the whole token. A copy of the database thus yields no
+//! usable token, and keys sort in the order their tokens were issued: a rotation inserts its
+//! successor at the right edge of the token index, on the page every other rotation of the
+//! moment writes too, and tokens issued together, which come back to be spent together (their
+//! access tokens expire together), share pages when they are spent. Keys in no order would put
+//! each successor and each spent token on a page of its own chosen at random: one more page to
+//! read, log and checkpoint per refresh, and ever more of them as the store grows.
 //!
-//! Tokens minted before chains were `sdr_` and 32 random bytes (43 characters), stored under
-//! their bare SHA-256; they are still accepted and looked up so, and each one's successor
-//! starts a chain.
+//! Tokens minted by earlier releases are still accepted and looked up under the keys they were
+//! stored with: those whose locator named a *chain* of a session's tokens and a position in it
+//! (the same shape as today's), and those of `sdr_` and 32 random bytes (43 characters),
+//! stored under their bare SHA-256. The successor of either is minted as any other.
 //!
 //! For the reuse grace window, and for as long as the successor is unused (see
 //! [`decide_refresh`]), the successor pair must be handed out again, yet it must not be
@@ -49,26 +47,26 @@ use crate::session::Session;
 use crate::time::Timestamp;
 
 const PREFIX: &str = "sdr_";
-/// The bytes a successor repeats from the token it replaces: the chain.
-const CHAIN_BYTES: usize = 8;
-/// The bytes of a chain's name that give the time it started, in milliseconds (until the year
-/// 10889); the rest of the name is random.
-const CHAIN_TIME_BYTES: usize = 6;
-/// The chain and the position in it, at the start of both the token and its key.
-const LOCATOR_BYTES: usize = CHAIN_BYTES + 4;
+/// The bytes of a locator that give the time its token was issued, in milliseconds (until the
+/// year 10889); the rest of the locator is random.
+const TIME_BYTES: usize = 6;
+/// The bytes of a key that [`RefreshTokenHash::stamp`] gives.
+const STAMP_BYTES: usize = 8;
+/// The locator, at the start of both the token and its key.
+const LOCATOR_BYTES: usize = 12;
 /// The base64url characters that encode the locator (12 bytes, no bits to spare).
 const LOCATOR_CHARS: usize = LOCATOR_BYTES / 3 * 4;
 const RANDOM_BYTES: usize = 32;
 const TOKEN_BYTES: usize = LOCATOR_BYTES + RANDOM_BYTES;
 /// Length of a well-formed token: the prefix and 59 base64url characters.
 const TOKEN_LEN: usize = PREFIX.len() + 59;
-/// Length of a token minted before chains: the prefix and 43 base64url characters.
-const UNCHAINED_TOKEN_LEN: usize = PREFIX.len() + 43;
+/// Length of a token minted before locators: the prefix and 43 base64url characters.
+const BARE_TOKEN_LEN: usize = PREFIX.len() + 43;
 const NONCE_LEN: usize = 12;
 /// The first byte of a packed pair ([`pack_pair`]); a pair sealed as JSON begins with `{`.
 const PACKED_PAIR: u8 = 2;
 
-/// base64url without padding that, as before chains, accepts any character in the last place:
+/// base64url without padding that, as before locators, accepts any character in the last place:
 /// a token that does not decode canonically was not issued, and its lookup finds nothing.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
@@ -82,8 +80,6 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RefreshToken {
     text: String,
-    /// Its chain and position; `None` for a token minted before chains.
-    locator: Option<[u8; LOCATOR_BYTES]>,
     /// Its key ([`RefreshToken::hash`]), computed once: a refresh needs it for the lookup and
     /// again to seal the successor. Stored in the clear anyway, so not wiped.
     #[zeroize(skip)]
@@ -97,30 +93,15 @@ impl std::fmt::Debug for RefreshToken {
 }
 
 impl RefreshToken {
-    /// Mints the first token of a chain that starts at `now`, its random bytes from the thread's
-    /// CSPRNG (see [`crate::random`]).
+    /// Mints a token issued at `now`, its random bytes from the thread's CSPRNG (see
+    /// [`crate::random`]).
     pub fn generate(now: Timestamp) -> Self {
-        let mut locator = [0u8; LOCATOR_BYTES];
-        let millis = u64::try_from(now.unix_millis()).unwrap_or(0).to_be_bytes();
-        locator[..CHAIN_TIME_BYTES].copy_from_slice(&millis[millis.len() - CHAIN_TIME_BYTES..]);
-        crate::random::fill(&mut locator[CHAIN_TIME_BYTES..]);
-        Self::mint(locator)
-    }
-
-    /// Mints the token that replaces this one: the same chain at the next position, with 32
-    /// fresh random bytes. A token minted before chains is replaced by the first of a new one,
-    /// which starts at `now`.
-    pub fn successor(&self, now: Timestamp) -> Self {
-        match self.locator {
-            Some(locator) => Self::mint(next_in_chain(locator)),
-            None => Self::generate(now),
-        }
-    }
-
-    fn mint(locator: [u8; LOCATOR_BYTES]) -> Self {
         let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
-        bytes[..LOCATOR_BYTES].copy_from_slice(&locator);
-        crate::random::fill(&mut bytes[LOCATOR_BYTES..]);
+        let millis = u64::try_from(now.unix_millis()).unwrap_or(0).to_be_bytes();
+        bytes[..TIME_BYTES].copy_from_slice(&millis[millis.len() - TIME_BYTES..]);
+        crate::random::fill(&mut bytes[TIME_BYTES..]);
+        let mut locator = [0u8; LOCATOR_BYTES];
+        locator.copy_from_slice(&bytes[..LOCATOR_BYTES]);
         let mut text = String::with_capacity(TOKEN_LEN);
         text.push_str(PREFIX);
         LENIENT.encode_string(bytes.as_ref(), &mut text);
@@ -129,15 +110,11 @@ impl RefreshToken {
 
     fn new(text: String, locator: Option<[u8; LOCATOR_BYTES]>) -> Self {
         let hash = key_of(&text, locator);
-        Self {
-            text,
-            locator,
-            hash,
-        }
+        Self { text, hash }
     }
 
     /// Accepts a token as presented by a client, if it has the shape of one of ours (or of one
-    /// minted before chains).
+    /// minted before locators).
     ///
     /// A token of any other shape cannot have been issued, so it is refused as unknown without
     /// a lookup.
@@ -154,7 +131,7 @@ impl RefreshToken {
             return Err(unknown());
         }
         let locator = match presented.len() {
-            UNCHAINED_TOKEN_LEN => None,
+            BARE_TOKEN_LEN => None,
             TOKEN_LEN => {
                 // The locator's 12 bytes are the first 16 characters exactly: the random part
                 // is never decoded.
@@ -174,8 +151,8 @@ impl RefreshToken {
         &self.text
     }
 
-    /// The key under which the token is stored and looked up: its chain and position, then the
-    /// first 20 bytes of its SHA-256 (a token minted before chains: its SHA-256).
+    /// The key under which the token is stored and looked up: its locator, then the first 20
+    /// bytes of its SHA-256 (a token minted before locators: its SHA-256).
     pub fn hash(&self) -> RefreshTokenHash {
         self.hash
     }
@@ -231,16 +208,6 @@ impl RefreshToken {
         };
         pair.ok_or_else(|| Error::Corrupt("sealed successor is not a token pair".into()))
     }
-}
-
-/// The locator of the token after the one at `locator`: the same chain at the next position,
-/// wrapping.
-fn next_in_chain(mut locator: [u8; LOCATOR_BYTES]) -> [u8; LOCATOR_BYTES] {
-    let mut position = [0u8; LOCATOR_BYTES - CHAIN_BYTES];
-    position.copy_from_slice(&locator[CHAIN_BYTES..]);
-    let next = u32::from_be_bytes(position).wrapping_add(1);
-    locator[CHAIN_BYTES..].copy_from_slice(&next.to_be_bytes());
-    locator
 }
 
 /// [`RefreshToken::hash`] of the token `text` with `locator`.
@@ -342,28 +309,14 @@ fn take<'a>(rest: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
 pub struct RefreshTokenHash(pub [u8; 32]);
 
 impl RefreshTokenHash {
-    /// The name of the chain of the token stored under this key: its first bytes, which every
-    /// successor keeps ([`RefreshToken::successor`]). Meaningless for the key of a token minted
-    /// before chains, which has no chain.
+    /// The first 8 bytes of this key: for a token minted with a locator, the time it was
+    /// issued and 2 random bytes, which sort keys in the order their tokens were issued (see
+    /// the module's documentation). Meaningless for the key of a token minted before locators.
     #[must_use]
-    pub fn chain(&self) -> [u8; CHAIN_BYTES] {
-        let mut chain = [0u8; CHAIN_BYTES];
-        chain.copy_from_slice(&self.0[..CHAIN_BYTES]);
-        chain
-    }
-
-    /// A key for a successor of the chained token stored under this key: this key's chain at
-    /// the next position, as [`RefreshToken::successor`] makes it, then the digest bytes of
-    /// `other` (a key's last 20 bytes, the first of its token's SHA-256). For code that holds
-    /// keys without their tokens, such as a store's tests; meaningless for the key of a token
-    /// minted before chains, which has no chain.
-    #[must_use]
-    pub fn successor_with(&self, other: &Self) -> Self {
-        let mut locator = [0u8; LOCATOR_BYTES];
-        locator.copy_from_slice(&self.0[..LOCATOR_BYTES]);
-        let mut key = other.0;
-        key[..LOCATOR_BYTES].copy_from_slice(&next_in_chain(locator));
-        Self(key)
+    pub fn stamp(&self) -> [u8; STAMP_BYTES] {
+        let mut stamp = [0u8; STAMP_BYTES];
+        stamp.copy_from_slice(&self.0[..STAMP_BYTES]);
+        stamp
     }
 }
 
@@ -445,7 +398,7 @@ pub fn decide_refresh(
     };
     // A spent token whose successor was never used says nothing of theft: its holder is the
     // client whose answer was lost, or a thief who then shares the successor with it, and
-    // whichever of the two uses the chain second is caught (its token is spent and its
+    // whichever of the two refreshes second is caught (its token is spent and its
     // successor used). So the successor is replayed while unused, within a bound; once it has
     // been used, the spent token is reuse at once.
     let replayable = !policy.reuse_grace.is_zero()
@@ -694,99 +647,43 @@ mod tests {
     }
 
     #[test]
-    fn a_key_gives_its_successors_key_as_the_successor_token_does() {
-        let mut token = RefreshToken::generate(at());
-        for _ in 0..20 {
-            let next = token.successor(at());
-            assert_eq!(token.hash().successor_with(&next.hash()), next.hash());
-            assert_eq!(next.hash().chain(), token.hash().chain());
-            assert_eq!(next.hash().chain(), decoded(&next)[..CHAIN_BYTES]);
-            token = next;
-        }
-        // The position wraps; the chain stays; the rest is the other key's.
-        let mut last = RefreshToken::generate(at()).hash();
-        last.0[CHAIN_BYTES..LOCATOR_BYTES].copy_from_slice(&u32::MAX.to_be_bytes());
-        let other = RefreshTokenHash([0xab; 32]);
-        let wrapped = last.successor_with(&other);
-        assert_eq!(wrapped.0[..CHAIN_BYTES], last.0[..CHAIN_BYTES]);
-        assert_eq!(wrapped.0[CHAIN_BYTES..LOCATOR_BYTES], [0, 0, 0, 0]);
-        assert_eq!(wrapped.0[LOCATOR_BYTES..], other.0[LOCATOR_BYTES..]);
-    }
-
-    #[test]
-    fn a_successor_keeps_the_chain_takes_the_next_position_and_fresh_random_bytes() {
-        let first = RefreshToken::generate(at());
-        let mut keys = vec![first.hash()];
-        let mut token = first.clone();
-        let mut randoms = std::collections::HashSet::new();
-        let position = |bytes: &[u8]| {
-            u32::from_be_bytes(bytes[CHAIN_BYTES..LOCATOR_BYTES].try_into().unwrap())
-        };
-        for _ in 0..50 {
-            let next = token.successor(at());
-            let (before, after) = (decoded(&token), decoded(&next));
-            assert_eq!(next.expose().len(), TOKEN_LEN);
-            assert_eq!(after.len(), TOKEN_BYTES);
-            assert_eq!(after[..CHAIN_BYTES], before[..CHAIN_BYTES]);
-            assert_eq!(position(&after), position(&before).wrapping_add(1));
-            assert!(randoms.insert(after[LOCATOR_BYTES..].to_vec()));
-            let parsed = RefreshToken::parse(next.expose()).unwrap();
-            assert_eq!(parsed.hash(), next.hash());
-            assert_eq!(
-                parsed.successor(at()).hash().0[..LOCATOR_BYTES],
-                {
-                    let mut locator = after[..LOCATOR_BYTES].to_vec();
-                    locator[CHAIN_BYTES..]
-                        .copy_from_slice(&position(&after).wrapping_add(1).to_be_bytes());
-                    locator
-                }[..]
-            );
-            keys.push(next.hash());
-            token = next;
-        }
-        // Unless the position wraps (once in 2^32 rotations), each key sorts right after the
-        // one before, so a chain's keys stay together in the token index.
-        let wraps = keys
-            .windows(2)
-            .filter(|pair| pair[1].0[..LOCATOR_BYTES] < pair[0].0[..LOCATOR_BYTES])
-            .count();
-        assert!(wraps <= 1);
-        if wraps == 0 {
-            assert!(keys.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        }
-    }
-
-    #[test]
-    fn a_chain_is_named_by_its_start_so_chains_sort_in_the_order_they_began() {
+    fn a_token_is_its_issue_time_then_random_bytes_and_tokens_sort_as_they_were_issued() {
         let start = at();
         let later = start.plus(Duration::from_millis(1));
-        let name = |token: &RefreshToken| decoded(token)[..CHAIN_BYTES].to_vec();
         let first = RefreshToken::generate(start);
+        let bytes = decoded(&first);
+        assert_eq!(first.expose().len(), TOKEN_LEN);
+        assert_eq!(bytes.len(), TOKEN_BYTES);
         assert_eq!(
-            name(&first)[..CHAIN_TIME_BYTES],
-            start.unix_millis().to_be_bytes()[2..]
+            bytes[..TIME_BYTES],
+            start.unix_millis().to_be_bytes()[8 - TIME_BYTES..]
         );
-        // The successor keeps the name whenever it is minted.
-        assert_eq!(name(&first.successor(later)), name(&first));
+        assert_eq!(first.hash().stamp(), bytes[..STAMP_BYTES]);
+        // A token issued later sorts after, whatever its random bytes.
         for _ in 0..20 {
             let (earlier, next) = (RefreshToken::generate(start), RefreshToken::generate(later));
             assert!(earlier.hash().0 < next.hash().0);
         }
-        // Within one millisecond the rest of the name and the position are random.
-        let names: std::collections::HashSet<_> = (0..20)
-            .map(|_| RefreshToken::generate(start).hash().0[..LOCATOR_BYTES].to_vec())
+        // Within one millisecond the rest of the locator and the secret part are random.
+        let tokens: Vec<_> = (0..50)
+            .map(|_| decoded(&RefreshToken::generate(start)))
             .collect();
-        assert_eq!(names.len(), 20);
-        // A token minted before chains starts its successor's chain at the time of the rotation.
-        let unchained = RefreshToken::parse(&format!("sdr_{}", LENIENT.encode([9u8; 32]))).unwrap();
-        assert_eq!(
-            name(&unchained.successor(later))[..CHAIN_TIME_BYTES],
-            later.unix_millis().to_be_bytes()[2..]
+        let locators: std::collections::HashSet<_> = tokens
+            .iter()
+            .map(|t| t[TIME_BYTES..LOCATOR_BYTES].to_vec())
+            .collect();
+        let randoms: std::collections::HashSet<_> =
+            tokens.iter().map(|t| t[LOCATOR_BYTES..].to_vec()).collect();
+        assert_eq!((locators.len(), randoms.len()), (50, 50));
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t[..TIME_BYTES] == bytes[..TIME_BYTES])
         );
     }
 
     #[test]
-    fn a_key_is_the_chain_and_position_then_the_tokens_sha256() {
+    fn a_key_is_the_locator_then_the_tokens_sha256() {
         let token = RefreshToken::generate(at());
         let digest = sha256(token.expose().as_bytes());
         let bytes = decoded(&token);
@@ -794,6 +691,10 @@ mod tests {
         assert_eq!(
             token.hash().0[LOCATOR_BYTES..],
             digest[..32 - LOCATOR_BYTES]
+        );
+        assert_eq!(
+            RefreshToken::parse(token.expose()).unwrap().hash(),
+            token.hash()
         );
         // No byte of the random part is in the key.
         assert!(
@@ -806,14 +707,26 @@ mod tests {
     }
 
     #[test]
-    fn a_token_minted_before_chains_is_looked_up_by_its_sha256_and_starts_a_chain() {
-        let unchained = format!("sdr_{}", LENIENT.encode([7u8; 32]));
-        assert_eq!(unchained.len(), UNCHAINED_TOKEN_LEN);
-        let token = RefreshToken::parse(&unchained).unwrap();
-        assert_eq!(token.hash().0, sha256(unchained.as_bytes()));
-        let successor = token.successor(at());
-        assert_eq!(successor.expose().len(), TOKEN_LEN);
-        assert_ne!(decoded(&successor)[..CHAIN_BYTES], [7u8; CHAIN_BYTES]);
+    fn a_token_whose_locator_named_a_chain_is_looked_up_under_the_key_it_was_stored_with() {
+        // Earlier releases minted a session's tokens along a chain: 8 bytes naming it, then a
+        // position. The shape is today's, so the key is made the same way.
+        let mut bytes = [5u8; TOKEN_BYTES];
+        bytes[8..LOCATOR_BYTES].copy_from_slice(&41u32.to_be_bytes());
+        let text = format!("sdr_{}", LENIENT.encode(bytes));
+        let token = RefreshToken::parse(&text).unwrap();
+        assert_eq!(token.hash().0[..LOCATOR_BYTES], bytes[..LOCATOR_BYTES]);
+        assert_eq!(
+            token.hash().0[LOCATOR_BYTES..],
+            sha256(text.as_bytes())[..32 - LOCATOR_BYTES]
+        );
+    }
+
+    #[test]
+    fn a_token_minted_before_locators_is_looked_up_by_its_sha256() {
+        let bare = format!("sdr_{}", LENIENT.encode([7u8; 32]));
+        assert_eq!(bare.len(), BARE_TOKEN_LEN);
+        let token = RefreshToken::parse(&bare).unwrap();
+        assert_eq!(token.hash().0, sha256(bare.as_bytes()));
         let sealed = token.seal_successor(&pair());
         assert!(token.open_successor(&sealed).is_ok());
     }

@@ -740,7 +740,7 @@ impl SessionService {
             })?,
             None => self.issue_access_token(&session, now, access_expires_at)?,
         };
-        let successor = token.successor(now);
+        let successor = RefreshToken::generate(now);
         let pair = IssuedPair {
             access_token: access.token,
             access_expires_at_ms: access.expires_at.unix_millis(),

@@ -93,19 +93,12 @@ pub async fn create<S: SessionStore + ?Sized>(
     (token, evicted)
 }
 
-/// The key of a successor of the token whose key is `presented`, as
-/// [`RefreshToken::successor`] makes it: the same chain at the next position, then 20 bytes
-/// of a fresh token's SHA-256.
-pub fn successor_key(presented: &RefreshTokenHash, now: Timestamp) -> RefreshTokenHash {
-    presented.successor_with(&RefreshToken::generate(now).hash())
-}
-
-/// A rotation of `presented` at `now` to a fresh successor in its chain.
+/// A rotation of `presented` at `now` to a fresh successor issued at `now`.
 pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timestamp) -> Rotation {
     Rotation {
         presented,
         session_id: session,
-        successor: successor_key(&presented, now),
+        successor: RefreshToken::generate(now).hash(),
         sealed_successor: vec![7; 64],
         now,
         idle_expires_at: now.plus(Duration::from_secs(3600)),

@@ -606,9 +606,9 @@ const ROTATING_SESSION: &str = concat!(
 
 /// A rotation's move of its session forward (`?1` the activity key, `?2` the session, `?3`
 /// now, `?4` the idle expiry, `?5` the access token's, never earlier than the session row's,
-/// `?6` the session's row id): into the session's activity row, next to its newest token
-/// (migration 0020), written by the session's first rotation and updated in place by every
-/// other; the access expiry is the latest `exp` issued.
+/// `?6` the session's row id): into the session's activity row ([`activity_key`], migration
+/// 0020), written by the session's first rotation and updated in place by every other; the
+/// access expiry is the latest `exp` issued.
 const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
          (hash, session_id, issued_at, idle_expires_at, access_expires_at, session_row)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -616,16 +616,18 @@ const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
          idle_expires_at = excluded.idle_expires_at,
          access_expires_at = MAX(access_expires_at, excluded.access_expires_at)";
 
-/// The key of the activity row of `session`, whose tokens are in the chain of `token`: the
-/// chain, the position 0xFFFFFFFF and the session's id, which sorts right after the chain's
-/// newest token (while its positions have not wrapped) and, at 28 bytes, is no token's key (a
-/// token's is 32). Two sessions whose chains share a name still have rows of their own.
+/// The key of the activity row of `session`, whose first token's key is `token`: that key's
+/// stamp (the time the session began and 2 random bytes), the bytes 0xFFFFFFFF and the
+/// session's id. It sorts right after the tokens issued with that stamp, so sessions that
+/// began together, and come back together, have their activity rows on shared pages as they
+/// have their own rows; at 28 bytes it is no token's key (a token's is 32). Two sessions whose
+/// first tokens share a stamp still have rows of their own.
 fn activity_key(token: &RefreshTokenHash, session: SessionId) -> [u8; 28] {
-    // The types pin the layout: a chain or an id of another length does not compile.
-    let chain: [u8; 8] = token.chain();
+    // The types pin the layout: a stamp or an id of another length does not compile.
+    let stamp: [u8; 8] = token.stamp();
     let id: &[u8; 16] = session.as_uuid().as_bytes();
     let mut key = [0xff; 28];
-    key[..8].copy_from_slice(&chain);
+    key[..8].copy_from_slice(&stamp);
     key[12..].copy_from_slice(id);
     key
 }
@@ -685,8 +687,8 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
     let activity = match session.activity {
         Some(key) => key,
         None => {
-            // A session created before migration 0020: its activity row goes with the chain
-            // of its tokens from now on.
+            // A session created before migration 0020: its activity row is keyed by this
+            // rotation's successor.
             let key = activity_key(&rotation.successor, rotation.session_id);
             execute(
                 connection,
@@ -1848,8 +1850,8 @@ mod tests {
         connection
     }
 
-    /// A rotation moves its session forward in the session's activity row, next to the chain's
-    /// newest token, and leaves the session's own row as it was: `live_sessions` shows the
+    /// A rotation moves its session forward in the session's activity row, next to the tokens
+    /// issued when the session began, and leaves the session's own row as it was: `live_sessions` shows the
     /// row's values until the activity row exists, then the activity row's (migration 0020).
     #[test]
     fn a_rotation_moves_its_session_in_the_token_tree() {
@@ -1857,7 +1859,7 @@ mod tests {
         connection.execute_batch(TWO_SESSIONS).expect("sessions");
         let session = sessiond_core::SessionId::generate();
         let id = session.to_string();
-        // A token of chain 7…7 at position 5, and its successor at position 6.
+        // Two tokens of stamp 7…7, as issued when the session began.
         let token = |position: u8| {
             let mut hash = [7u8; 32];
             hash[8..12].copy_from_slice(&[0, 0, 0, position]);
@@ -1912,7 +1914,7 @@ mod tests {
                 "the session's row is not written"
             );
         }
-        // The activity row comes right after the chain's newest token.
+        // The activity row comes right after the tokens of its stamp.
         let keys: Vec<Vec<u8>> = connection
             .prepare("SELECT hash FROM refresh_tokens WHERE session_id = ?1 ORDER BY hash")
             .expect("prepare")
@@ -1924,7 +1926,7 @@ mod tests {
             keys,
             [token(5).0.to_vec(), token(6).0.to_vec(), key.to_vec()]
         );
-        // Another session whose chain has the same name has an activity row of its own.
+        // Another session whose first token has the same stamp has an activity row of its own.
         assert_ne!(
             activity_key(&token(5), sessiond_core::SessionId::generate()),
             key

@@ -15,7 +15,7 @@ use sessiond_server::AppState;
 use sessiond_server::config::{Config, RawConfig};
 use sessiond_server::database::{OpenMode, open_store};
 
-use crate::helpers::{ADMIN_KEY, Backend, TestApp, text, unchained_refresh_token};
+use crate::helpers::{ADMIN_KEY, Backend, TestApp, bare_refresh_token, text};
 use crate::on_every_store;
 
 const METADATA_MARKER: &str = "metadata-marker-7f3a9c";
@@ -704,7 +704,7 @@ async fn a_database_written_before_encryption_keeps_working_and_seals_new_values
     let now = app.clock_now();
     let key = StoredKey::generate(SigningAlgorithm::EdDsa, now);
     // Of the shape tokens had then: `sdr_` and 32 random bytes, stored under its SHA-256.
-    let token = unchained_refresh_token();
+    let token = bare_refresh_token();
     let session_id = uuid::Uuid::new_v4();
     let (secret, hash) = (
         app.bytes_literal(&key.secret),

@@ -411,9 +411,9 @@ impl TestApp {
     }
 }
 
-/// A refresh token of the shape minted before chains: `sdr_` and 32 random bytes, stored under
-/// its SHA-256.
-pub fn unchained_refresh_token() -> RefreshToken {
+/// A refresh token of the shape minted before locators: `sdr_` and 32 random bytes, stored
+/// under its SHA-256.
+pub fn bare_refresh_token() -> RefreshToken {
     use base64::Engine as _;
     let random = [
         uuid::Uuid::new_v4().into_bytes(),

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sessiond_core::refresh::RefreshToken;
 
-use crate::helpers::{Backend, TestApp, text, unchained_refresh_token};
+use crate::helpers::{Backend, TestApp, bare_refresh_token, text};
 
 fn token_bytes(token: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD
@@ -294,7 +294,7 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
             !bytes.windows(secret.len()).any(|window| window == secret),
             "a plaintext refresh token is in the database files"
         );
-        // Its key holds its chain and position (12 bytes, no secret), never its random part.
+        // Its key holds its locator (12 bytes, no secret), never its random part.
         let random = &token_bytes(token)[12..];
         assert!(
             !bytes.windows(random.len()).any(|window| window == random),
@@ -303,22 +303,29 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     }
 }
 
-async fn a_successor_continues_its_tokens_chain_and_is_stored_next_to_it() {
+async fn a_successor_is_keyed_by_the_time_it_was_issued_so_keys_sort_in_that_order() {
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
     let mut token = text(&created, "refresh_token").to_owned();
     for _ in 0..3 {
+        app.advance(Duration::from_millis(5));
+        let now = app.clock_now().unix_millis().to_be_bytes();
         let refreshed = app.refresh(&token).await;
         assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
         let successor = text(&refreshed.body, "refresh_token").to_owned();
         let (before, after) = (token_bytes(&token), token_bytes(&successor));
-        assert_eq!(after[..8], before[..8], "the same chain");
-        let position =
-            |bytes: &[u8]| u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        assert_eq!(position(&after), position(&before).wrapping_add(1));
-        assert_ne!(after[12..], before[12..], "fresh random bytes");
-        let key = RefreshToken::parse(&successor).expect("a token").hash();
+        assert_eq!(
+            after[..6],
+            now[2..],
+            "the time it was issued, in milliseconds"
+        );
+        assert_ne!(after[6..], before[6..], "fresh random bytes");
+        let (key, spent) = (
+            RefreshToken::parse(&successor).expect("a token").hash(),
+            RefreshToken::parse(&token).expect("a token").hash(),
+        );
         assert_eq!(key.0[..12], after[..12]);
+        assert!(key.0 > spent.0, "issued later, so sorted after");
         assert_eq!(
             app.scalar(&format!(
                 "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
@@ -326,41 +333,41 @@ async fn a_successor_continues_its_tokens_chain_and_is_stored_next_to_it() {
             ))
             .await,
             1,
-            "the successor is stored under its chained key"
+            "the successor is stored under its key"
         );
         token = successor;
     }
 }
 
-async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succeeded() {
-    // A token as releases before chains minted it (`sdr_` and 32 random bytes), stored under
-    // its SHA-256: the created session's token row is moved to such a token.
+async fn a_token_minted_before_locators_refreshes_replays_and_is_reuse_once_succeeded() {
+    // A token as releases before locators minted it (`sdr_` and 32 random bytes), stored
+    // under its SHA-256: the created session's token row is moved to such a token.
     let app = TestApp::spawn().await;
     let created = app.create_session("alice").await;
     let current = RefreshToken::parse(text(&created, "refresh_token")).expect("a token");
-    let unchained = unchained_refresh_token();
-    let (chained, bare) = (
+    let bare_token = bare_refresh_token();
+    let (keyed, bare) = (
         app.bytes_literal(&current.hash().0),
-        app.bytes_literal(&unchained.hash().0),
+        app.bytes_literal(&bare_token.hash().0),
     );
     assert_eq!(
         app.execute(&format!(
-            "UPDATE refresh_tokens SET hash = {bare} WHERE hash = {chained}"
+            "UPDATE refresh_tokens SET hash = {bare} WHERE hash = {keyed}"
         ))
         .await,
         1
     );
     if app.backend == Backend::Sqlite {
         app.execute(&format!(
-            "UPDATE refresh_token_chains SET first_token = {bare} WHERE first_token = {chained}"
+            "UPDATE refresh_token_chains SET first_token = {bare} WHERE first_token = {keyed}"
         ))
         .await;
     }
 
-    let refreshed = app.refresh(unchained.expose()).await;
+    let refreshed = app.refresh(bare_token.expose()).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
     let successor = text(&refreshed.body, "refresh_token").to_owned();
-    assert_eq!(successor.len(), 63, "its successor starts a chain");
+    assert_eq!(successor.len(), 63, "its successor has a locator");
     assert_eq!(
         app.scalar(&format!(
             "SELECT COUNT(*) FROM refresh_tokens WHERE hash = {}",
@@ -370,7 +377,7 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
         1
     );
     app.advance(Duration::from_secs(1));
-    let replay = app.refresh(unchained.expose()).await;
+    let replay = app.refresh(bare_token.expose()).await;
     assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
     assert_eq!(
         replay.body["refresh_token"],
@@ -379,7 +386,7 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
 
     let next = app.refresh(&successor).await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.body);
-    let reuse = app.refresh(unchained.expose()).await;
+    let reuse = app.refresh(bare_token.expose()).await;
     assert_eq!(reuse.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reuse.body["reason"], "reuse_detected");
     let revoked = app.refresh(text(&next.body, "refresh_token")).await;
@@ -387,8 +394,8 @@ async fn a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succee
 }
 
 crate::on_every_store!(
-    a_successor_continues_its_tokens_chain_and_is_stored_next_to_it,
-    a_token_minted_before_chains_refreshes_replays_and_is_reuse_once_succeeded,
+    a_successor_is_keyed_by_the_time_it_was_issued_so_keys_sort_in_that_order,
+    a_token_minted_before_locators_refreshes_replays_and_is_reuse_once_succeeded,
     a_refresh_spends_the_token_and_issues_a_new_pair,
     a_replay_inside_the_grace_window_returns_the_same_successor_pair,
     thirty_two_concurrent_refreshes_of_one_token_all_get_one_successor,
