@@ -616,12 +616,13 @@ const MOVE_SESSION: &str = "INSERT INTO refresh_tokens
          idle_expires_at = excluded.idle_expires_at,
          access_expires_at = MAX(access_expires_at, excluded.access_expires_at)";
 
-/// The key of the activity row of `session`, whose first token's key is `token`: that key's
-/// stamp (the time the session began and 2 random bytes), the bytes 0xFFFFFFFF and the
-/// session's id. It sorts right after the tokens issued with that stamp, so sessions that
-/// began together, and come back together, have their activity rows on shared pages as they
-/// have their own rows; at 28 bytes it is no token's key (a token's is 32). Two sessions whose
-/// first tokens share a stamp still have rows of their own.
+/// The key of the activity row of `session`, from `token`, the key of the session's first
+/// token (for a session created before migration 0020, of the successor its first rotation
+/// since issued): that key's stamp (the time the token was issued and 2 random bytes), the
+/// bytes 0xFFFFFFFF and the session's id. It sorts right after the tokens issued with that
+/// stamp, so sessions that began together, and come back together, have their activity rows on
+/// shared pages as they have their own rows; at 28 bytes it is no token's key (a token's is
+/// 32). Two sessions whose tokens share a stamp still have rows of their own.
 fn activity_key(token: &RefreshTokenHash, session: SessionId) -> [u8; 28] {
     // The types pin the layout: a stamp or an id of another length does not compile.
     let stamp: [u8; 8] = token.stamp();
