@@ -593,10 +593,10 @@ const FIND_REFRESH_TOKEN: &str = concat!(
 
 /// The presented token (`?1`) of a rotation, if it is unspent and session `?2`'s and the
 /// session is unrevoked: from the session's row ([`session_row_of_token!`]), its row id, its
-/// activity key (migration 0020), the announcer's next look and the access expiry the row
-/// itself holds (the activity row's is never earlier).
+/// activity key (migration 0020), the announcer's next look, the access expiry the row itself
+/// holds (the activity row's is never earlier) and its user, for the rotation's event.
 const ROTATING_SESSION: &str = concat!(
-    "SELECT s.rowid, s.activity, s.expiry_check_at, s.access_expires_at
+    "SELECT s.rowid, s.activity, s.expiry_check_at, s.access_expires_at, s.user_id
      FROM refresh_tokens t
      JOIN sessions s ON s.rowid = ",
     session_row_of_token!(),
@@ -639,12 +639,14 @@ struct Rotating {
     activity: Option<Vec<u8>>,
     expiry_check_at: i64,
     access_expires_at: i64,
+    user_id: String,
 }
 
-/// A rotation's `session.refreshed` event (`?1` now, `?2` the session, `?3` its row id), for
-/// the session's user as its row says.
+/// A rotation's `session.refreshed` event (`?1` the session's user as [`ROTATING_SESSION`]
+/// read it, `?2` the session, `?3` now). One row of values: SQLite opens a statement journal
+/// for an `INSERT … SELECT` inside a transaction, copying every page the insert touches.
 const INSERT_REFRESHED_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
-     SELECT 'session.refreshed', user_id, id, ?1, '{}' FROM sessions WHERE rowid = ?3 AND id = ?2";
+     VALUES ('session.refreshed', ?1, ?2, ?3, '{}')";
 
 /// Session `session_id` for a rotation of `presented`, which must be unspent and the
 /// session's ([`ROTATING_SESSION`]). `None` when the token is spent, not the session's, or
@@ -664,6 +666,7 @@ fn rotating_session(
                 activity: get(row, 1)?,
                 expiry_check_at: get(row, 2)?,
                 access_expires_at: get(row, 3)?,
+                user_id: get(row, 4)?,
             })
         },
     )
@@ -765,7 +768,7 @@ fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, 
         execute(
             connection,
             INSERT_REFRESHED_EVENT,
-            params![now, session_id, session_row],
+            params![session.user_id, session_id, now],
         )?,
     ];
     if steps != [1, 1, 1, 1, 1] {
@@ -1787,8 +1790,8 @@ mod tests {
 
     use super::{
         ANY_UNCHAINED_AUDIT, AUDIT_EVENTS, DELETE_ACTIVITY, DELETE_TOKEN_CHAIN, EVENTS_AFTER,
-        FIND_REFRESH_TOKEN, INSERT_REFRESHED_EVENT, MOVE_SESSION, PURGE_EVENTS,
-        PURGE_SUCCESSOR_PAIRS, ROTATING_SESSION, activity_key, rotating_session,
+        FIND_REFRESH_TOKEN, MOVE_SESSION, PURGE_EVENTS, PURGE_SUCCESSOR_PAIRS, ROTATING_SESSION,
+        activity_key, rotating_session,
     };
     use crate::engine::UNCHAINED_AUDIT;
     use crate::rows::SESSION_COLUMN_COUNT;
@@ -1965,8 +1968,9 @@ mod tests {
     }
 
     /// A refresh reaches its session's row by row id (migration 0018), and through the index of
-    /// sessions by id only as the fallback for a missing or stale row id: the lookup, both
-    /// updates of a rotation and its event; a rotation reads its presented token by key.
+    /// sessions by id only as the fallback for a missing or stale row id: the lookup and a
+    /// rotation's read of its session (whose user its event takes); a rotation reads its
+    /// presented token by key.
     #[test]
     fn a_refresh_reaches_its_session_by_row_id() {
         let connection = migrated();
@@ -1993,7 +1997,6 @@ mod tests {
             }
         };
         by_row_id(FIND_REFRESH_TOKEN, &[&&token[..]]);
-        by_row_id(INSERT_REFRESHED_EVENT, &[&1, &"s1", &7]);
         by_row_id(ROTATING_SESSION, &[&&token[..], &"s1"]);
         let presented = plan(&connection, ROTATING_SESSION, params![&token[..], "s1"]);
         assert!(
