@@ -108,6 +108,25 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
         .map(|event| event.kind)
         .collect();
     assert_eq!(bobs, ["session.created", "session.revoked"]);
+    let of_alice = EventFilter {
+        user_id: Some(alice.user_id.clone()),
+        kinds: Some(SESSION_KINDS.to_vec()),
+    };
+    let alices: Vec<_> = store
+        .events_after(EventCursor::START, &of_alice, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.kind, event.user_id))
+        .collect();
+    assert_eq!(
+        alices,
+        [
+            ("session.created", alice.user_id.clone()),
+            ("session.refreshed", alice.user_id.clone()),
+        ],
+        "a rotation's event is its session's user's"
+    );
 
     let resumed = store
         .events_after(events[1].cursor, &sessions_only, 100)
