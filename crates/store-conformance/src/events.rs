@@ -263,12 +263,15 @@ pub async fn purge_deletes_events_before_the_cutoff_in_batches_and_keeps_later_o
         return;
     };
     let store = db.store().await;
-    // Five users' sessions a minute apart, each announced by its events.
+    // Five users' sessions a minute apart, each announced by its two events
+    // (`session.created`, `device.new`).
     for minute in 0..5 {
         let session = session_for(&format!("user-{minute}"), T0.plus(ms(60_000 * minute)));
         create(&store, &session, 5).await;
     }
-    let all = events_once_final(&store, EventCursor::START, &EventFilter::default(), 5).await;
+    // All ten, so that none becomes final only after the purge and shows among the kept.
+    let all = events_once_final(&store, EventCursor::START, &EventFilter::default(), 10).await;
+    assert_eq!(all.len(), 10, "{all:?}");
     let cutoff = T0.plus(ms(150_000));
     let (old, young): (Vec<_>, Vec<_>) = all.iter().partition(|event| event.at < cutoff);
     assert!(
