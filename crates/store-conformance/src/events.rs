@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use sessiond_core::UserId;
 use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::store::{EventStore, Rotation, RotationOutcome, SessionStore};
 
@@ -32,6 +33,21 @@ async fn events_once_final(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The type and user of each of `user`'s session events, as a filter by user selects them.
+async fn session_events_of(store: &impl EventStore, user: &UserId) -> Vec<(&'static str, UserId)> {
+    let of_user = EventFilter {
+        user_id: Some(user.clone()),
+        kinds: Some(SESSION_KINDS.to_vec()),
+    };
+    store
+        .events_after(EventCursor::START, &of_user, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| (event.kind, event.user_id))
+        .collect()
 }
 
 pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Backend>() {
@@ -96,31 +112,15 @@ pub async fn each_change_writes_its_event_in_order_and_filters_select_them<B: Ba
         "cursors grow"
     );
 
-    let of_bob = EventFilter {
-        user_id: Some(bob.user_id.clone()),
-        kinds: Some(SESSION_KINDS.to_vec()),
-    };
-    let bobs: Vec<_> = store
-        .events_after(EventCursor::START, &of_bob, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|event| event.kind)
-        .collect();
-    assert_eq!(bobs, ["session.created", "session.revoked"]);
-    let of_alice = EventFilter {
-        user_id: Some(alice.user_id.clone()),
-        kinds: Some(SESSION_KINDS.to_vec()),
-    };
-    let alices: Vec<_> = store
-        .events_after(EventCursor::START, &of_alice, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|event| (event.kind, event.user_id))
-        .collect();
     assert_eq!(
-        alices,
+        session_events_of(&store, &bob.user_id).await,
+        [
+            ("session.created", bob.user_id.clone()),
+            ("session.revoked", bob.user_id.clone()),
+        ]
+    );
+    assert_eq!(
+        session_events_of(&store, &alice.user_id).await,
         [
             ("session.created", alice.user_id.clone()),
             ("session.refreshed", alice.user_id.clone()),
