@@ -827,10 +827,7 @@ pub(crate) const UNCHAINED_AUDIT: &str =
     "SELECT chain_seq, type, severity, user_id, session_id, ip, at, details
      FROM audit_events WHERE hash IS NULL ORDER BY chain_seq LIMIT ?1";
 
-/// One live event (`?1` its type, `?2` its user, `?3` its session, `?4` its time, `?5` its
-/// data): a row of values, so SQLite opens no statement journal for it (it does for an
-/// `INSERT … SELECT` inside a transaction, copying every page the insert touches).
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
+const INSERT_EVENT: &str = "INSERT INTO events (type, user_id, session_id, at, data)
      VALUES (?1, ?2, ?3, ?4, ?5)";
 
 impl<'c> WriteTx<'c> {
