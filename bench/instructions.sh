@@ -77,7 +77,12 @@ for round in $(seq "$ROUNDS"); do
     kill -0 "$server" 2>/dev/null || { cat "$run/server.log" >&2; echo "sessiond died" >&2; exit 1; }
     sleep 0.2
   done
-  run_wrk() { TOKENS_FILE=$1 WRK_THREADS=1 wrk -t1 -c"$CONNS" -d"$2" -s bench/wrk/refresh.lua "http://127.0.0.1:$port"; }
+  # Under callgrind a request can take seconds once many queue: wrk's default 2 s timeout
+  # would count it as failed and invalidate the round.
+  run_wrk() {
+    TOKENS_FILE=$1 WRK_THREADS=1 wrk -t1 -c"$CONNS" -d"$2" --timeout 60s -s bench/wrk/refresh.lua \
+      "http://127.0.0.1:$port"
+  }
   run_wrk "$run/warm.txt" "$WARMUP" >/dev/null
   callgrind_control -i on "$server" >/dev/null 2>&1
   run_wrk "$run/tokens.txt" "$MEASURE" >"$run/wrk.txt"
