@@ -155,6 +155,15 @@ impl Subscribers {
     }
 }
 
+/// What [`EventHub::listeners`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listeners {
+    /// Subscriptions open.
+    pub(crate) open: usize,
+    /// Subscriptions made since the hub began, open or not.
+    pub(crate) made: u64,
+}
+
 /// The subscribers of one process, and the signals around them.
 #[derive(Debug)]
 pub struct EventHub {
@@ -280,8 +289,7 @@ impl EventHub {
     }
 
     /// Offers `events` (in cursor order) to the subscribers that want them; drops those whose
-    /// queue is full. With no subscriber, nothing is rendered: a process without streams still
-    /// has its tailer publish every event, once a poll.
+    /// queue is full. With no subscriber, nothing is rendered.
     pub fn publish(&self, events: Vec<StoredEvent>) {
         if events.is_empty() || self.lock().count() == 0 {
             return;
@@ -310,9 +318,26 @@ impl EventHub {
         self.lock().count()
     }
 
-    /// Tells the tailer that this process has just written events.
+    /// The open subscriptions and how many were ever made, read together: while the second
+    /// stays the same, no stream has subscribed since, nor begun to read its backlog (a
+    /// stream subscribes before it reads one).
+    pub(crate) fn listeners(&self) -> Listeners {
+        let subscribers = self.lock();
+        Listeners {
+            open: subscribers.count(),
+            made: subscribers.next_id,
+        }
+    }
+
+    /// Tells the tailer that this process has just written events, while a stream is open:
+    /// with none, the tailer only keeps its cursor current once a poll, and waking it for each
+    /// write would cost the refresh path a task wake-up for nothing. A stream that subscribes
+    /// after a write went unannounced reads that write's events in its backlog (or, opened
+    /// without a cursor, starts after them).
     pub fn poke(&self) {
-        self.written.notify_one();
+        if self.lock().count() > 0 {
+            self.written.notify_one();
+        }
     }
 
     /// Waits for [`EventHub::poke`].
@@ -374,8 +399,10 @@ impl Drop for Subscription {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use futures_util::FutureExt as _;
     use sessiond_core::Timestamp;
+
+    use super::*;
 
     fn event(sequence: i64, user: &str, kind: &'static str) -> StoredEvent {
         StoredEvent {
@@ -440,6 +467,32 @@ mod tests {
         drop(first);
         let _again = hub.admit(Some(&alice)).expect("alice's place came back");
         assert_eq!(hub.admit(None).unwrap_err(), StreamRefusal::Total(3));
+    }
+
+    #[test]
+    fn listeners_count_open_subscriptions_and_every_subscription_made() {
+        let hub = Arc::new(EventHub::default());
+        let before = hub.listeners();
+        assert_eq!(before.open, 0);
+        let stream = hub.subscribe(interest(Some("alice")));
+        assert_eq!(hub.listeners().open, 1);
+        drop(stream);
+        let after = hub.listeners();
+        assert_eq!(after.open, 0, "closed again");
+        assert_ne!(after.made, before.made, "but made in between");
+    }
+
+    #[test]
+    fn a_poke_wakes_the_tailer_only_while_a_stream_is_open() {
+        let hub = Arc::new(EventHub::default());
+        hub.poke();
+        assert!(
+            hub.poked().now_or_never().is_none(),
+            "nobody listens: no wake-up is left for the tailer"
+        );
+        let _stream = hub.subscribe(interest(None));
+        hub.poke();
+        assert!(hub.poked().now_or_never().is_some(), "a stream is open");
     }
 
     #[tokio::test]

@@ -15,8 +15,10 @@
 //! 3. Each process's tailer reads `events_after(its cursor)`, which returns only events whose
 //!    position is final, and publishes them to the hub in cursor order. While streams are open
 //!    it waits 5 ms after a wake-up so that writes arriving together share one
-//!    read; with none open it keeps its cursor current once a poll, in pages, so the refresh
-//!    path never pays a read for events nobody is waiting for.
+//!    read. With none open, once a poll, it moves its cursor to the newest final event without
+//!    reading the events it passes (unless a stream subscribed meanwhile), so that no process
+//!    pays for events nobody is waiting for: not the refresh path of its own writes, nor each
+//!    instance for the events of all the others.
 //! 4. The hub serialises each event once and offers it to the streams of that user and to
 //!    admin streams; a full queue (1,024 events) drops the stream, which is told it `lagged`.
 //! 5. A stream that connects with a cursor subscribes first, then replays from the store; the
@@ -27,7 +29,9 @@
 //! Why nothing is lost inside the retention window (`SESSIOND_EVENT_RETENTION`, 24 h): every
 //! event a stream has not yet sent either is final at the time of its replay query (and the
 //! replay returns it) or becomes final later (and the tailer publishes it after the stream
-//! subscribed). A client that reconnects with its last cursor repeats the argument.
+//! subscribed). A tailer that moves its cursor without reading passes only events that were
+//! final before the stream subscribed, hence before its replay query (`tailer::catch_up`). A
+//! client that reconnects with its last cursor repeats the argument.
 
 pub mod hub;
 pub(crate) mod stream;
