@@ -9,7 +9,7 @@
 //! ([`StreamLimits`]): a stream is opened only with a [`StreamPermit`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Map, Value};
@@ -168,6 +168,10 @@ pub(crate) struct Listeners {
 #[derive(Debug)]
 pub struct EventHub {
     subscribers: Mutex<Subscribers>,
+    /// The subscriptions open, as `subscribers` counted them at its last change: read by
+    /// [`EventHub::poke`] on the write path, which must not wait for a publication holding the
+    /// lock.
+    open: AtomicUsize,
     /// Poked after this process writes events, so the tailer reads them at once.
     written: Notify,
     /// Set when the server shuts down: every stream ends.
@@ -187,6 +191,7 @@ impl EventHub {
     pub fn new(limits: StreamLimits) -> Self {
         Self {
             subscribers: Mutex::default(),
+            open: AtomicUsize::new(0),
             written: Notify::new(),
             closing: watch::Sender::new(false),
             limits,
@@ -262,6 +267,7 @@ impl EventHub {
                 .push(subscriber),
             None => subscribers.everyone.push(subscriber),
         }
+        self.open.store(subscribers.count(), Ordering::SeqCst);
         Subscription {
             hub: Arc::clone(self),
             id,
@@ -286,6 +292,7 @@ impl EventHub {
                 .everyone
                 .retain(|subscriber| subscriber.id != id),
         }
+        self.open.store(subscribers.count(), Ordering::SeqCst);
     }
 
     /// Offers `events` (in cursor order) to the subscribers that want them; drops those whose
@@ -311,6 +318,7 @@ impl EventHub {
                 }
             }
         }
+        self.open.store(subscribers.count(), Ordering::SeqCst);
     }
 
     /// Open subscriptions, for the metrics gauge.
@@ -335,7 +343,7 @@ impl EventHub {
     /// after a write went unannounced reads that write's events in its backlog (or, opened
     /// without a cursor, starts after them).
     pub fn poke(&self) {
-        if self.lock().count() > 0 {
+        if self.open.load(Ordering::SeqCst) > 0 {
             self.written.notify_one();
         }
     }
@@ -490,9 +498,15 @@ mod tests {
             hub.poked().now_or_never().is_none(),
             "nobody listens: no wake-up is left for the tailer"
         );
-        let _stream = hub.subscribe(interest(None));
+        let stream = hub.subscribe(interest(None));
         hub.poke();
         assert!(hub.poked().now_or_never().is_some(), "a stream is open");
+        drop(stream);
+        hub.poke();
+        assert!(
+            hub.poked().now_or_never().is_none(),
+            "the stream is closed again"
+        );
     }
 
     #[tokio::test]
@@ -520,6 +534,11 @@ mod tests {
         }
         assert!(slow.lagged());
         assert_eq!(hub.open_streams(), 1, "only the fast one is left");
+        assert_eq!(
+            hub.open.load(Ordering::SeqCst),
+            1,
+            "and pokes count it alone"
+        );
         // What was queued before the drop is still delivered, then the stream ends.
         let mut delivered = 0;
         while slow.recv().await.is_some() {
