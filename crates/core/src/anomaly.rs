@@ -174,6 +174,16 @@ pub fn network_of(ip: IpAddr) -> String {
     }
 }
 
+/// Whether `a` and `b` belong to one network ([`network_of`] gives both the same text),
+/// compared without writing either out.
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    match (a.to_canonical(), b.to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..2] == b.octets()[..2],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..3] == b.segments()[..3],
+        _ => false,
+    }
+}
+
 /// How `origin` differs from what `session` recorded at creation, in the signals `checks`
 /// names; `None` when it does not (or when nothing comparable is known).
 pub fn detect(session: &Session, origin: &RequestOrigin, checks: &[Signal]) -> Option<Anomaly> {
@@ -197,24 +207,29 @@ pub fn detect(session: &Session, origin: &RequestOrigin, checks: &[Signal]) -> O
                     continue;
                 };
                 let Some(current) = origin.ip else { continue };
+                if same_network(recorded, current) {
+                    continue;
+                }
                 (Some(network_of(recorded)), Some(network_of(current)))
             }
             Signal::Browser => match &session.device.browser {
-                Some(recorded) => (Some(recorded.clone()), browser.clone()),
-                None => continue,
+                Some(recorded) if Some(recorded) != browser.as_ref() => {
+                    (Some(recorded.clone()), browser.clone())
+                }
+                _ => continue,
             },
             Signal::Os => match &session.device.os {
-                Some(recorded) => (Some(recorded.clone()), os.clone()),
-                None => continue,
+                Some(recorded) if Some(recorded) != os.as_ref() => {
+                    (Some(recorded.clone()), os.clone())
+                }
+                _ => continue,
             },
         };
-        if before != after {
-            changes.push(Change {
-                signal,
-                before,
-                after,
-            });
-        }
+        changes.push(Change {
+            signal,
+            before,
+            after,
+        });
     }
     (!changes.is_empty()).then_some(Anomaly { changes })
 }
@@ -306,6 +321,31 @@ mod tests {
             detect(&v4, &origin("::ffff:198.51.100.9", None), &Signal::ALL),
             None
         );
+    }
+
+    /// The comparison that spares writing networks out agrees with their text, for addresses
+    /// of either family, mapped ones included, close enough to share networks.
+    #[test]
+    fn addresses_share_a_network_exactly_when_their_networks_read_alike() {
+        use proptest::prelude::*;
+        let address = || {
+            prop_oneof![
+                (0u8..3, 0u8..3, any::<u16>()).prop_map(|(a, b, rest)| {
+                    let [c, d] = rest.to_be_bytes();
+                    IpAddr::from([a, b, c, d])
+                }),
+                (0u8..3, 0u8..3, any::<u16>()).prop_map(|(a, b, rest)| {
+                    let [c, d] = rest.to_be_bytes();
+                    IpAddr::from(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped())
+                }),
+                (0u16..3, 0u16..3, 0u16..3, any::<u16>())
+                    .prop_map(|(a, b, c, d)| IpAddr::from([a, b, c, d, 0, 0, 0, 1])),
+            ]
+        };
+        crate::proptesting::check((address(), address()), |(a, b)| {
+            prop_assert_eq!(same_network(a, b), network_of(a) == network_of(b));
+            Ok(())
+        });
     }
 
     #[test]

@@ -229,7 +229,8 @@ fn key_of(text: &str, locator: Option<[u8; LOCATOR_BYTES]>) -> RefreshTokenHash 
 /// packs unpacks exactly: [`URL_SAFE_NO_PAD`] decodes only the one encoding of each byte string,
 /// which is what [`unpack_pair`] writes back (a property test holds it to that).
 fn pack_pair(pair: &IssuedPair) -> Option<Zeroizing<Vec<u8>>> {
-    let mut packed = Zeroizing::new(Vec::with_capacity(pair.access_token.len() + 96));
+    let room = packed_room(pair);
+    let mut packed = Zeroizing::new(Vec::with_capacity(room));
     packed.push(PACKED_PAIR);
     packed.extend_from_slice(&pair.access_expires_at_ms.to_be_bytes());
     packed.extend_from_slice(&pair.refresh_expires_at_ms.to_be_bytes());
@@ -241,20 +242,35 @@ fn pack_pair(pair: &IssuedPair) -> Option<Zeroizing<Vec<u8>>> {
 /// Appends `token`: one byte telling whether it began with `sdr_` (then left out), the number
 /// of its `.`-separated segments, and each segment's bytes (base64url decoded) after their
 /// length (2 bytes, big-endian).
+///
+/// Each segment is decoded at the end of `packed`, sized by [`pack_pair`] to hold it: a growth
+/// would leave a copy of the token's bytes behind, which [`Zeroizing`] does not reach.
 fn pack_token(token: &str, packed: &mut Vec<u8>) -> Option<()> {
     let (prefixed, body) = match token.strip_prefix(PREFIX) {
         Some(body) => (1, body),
         None => (0, token),
     };
     packed.push(prefixed);
-    let count = body.split('.').count();
-    packed.push(u8::try_from(count).ok()?);
+    let count_at = packed.len();
+    packed.push(0);
+    let mut count = 0usize;
     for segment in body.split('.') {
-        let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(segment).ok()?);
-        packed.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_be_bytes());
-        packed.extend_from_slice(&bytes);
+        let length_at = packed.len();
+        packed.extend_from_slice(&[0, 0]);
+        URL_SAFE_NO_PAD.decode_vec(segment, packed).ok()?;
+        let length = u16::try_from(packed.len() - length_at - 2).ok()?;
+        packed[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
+        count += 1;
     }
+    packed[count_at] = u8::try_from(count).ok()?;
     Some(())
+}
+
+/// The capacity [`pack_pair`] gives its buffer: room for what `pack_token` decodes and for the
+/// decoder's estimate of each segment (three bytes for every four characters, rounded up), for
+/// tokens of a few segments, as a refresh token (one) and a JWT (three) are.
+fn packed_room(pair: &IssuedPair) -> usize {
+    17 + pair.refresh_token.len() + pair.access_token.len() + 64
 }
 
 /// The inverse of [`pack_pair`]; `None` unless `packed` is exactly one packed pair.
@@ -531,6 +547,8 @@ mod tests {
         let packed = pack_pair(&pair).expect("packs");
         assert_eq!(packed[0], PACKED_PAIR);
         assert_eq!(sealed.len(), NONCE_LEN + packed.len() + 16);
+        // Decoded where it stays: no growth left a copy of the tokens' bytes behind.
+        assert_eq!(packed.capacity(), packed_room(&pair));
     }
 
     #[test]

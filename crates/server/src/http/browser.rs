@@ -28,7 +28,7 @@ use sessiond_core::Timestamp;
 use sessiond_core::service::IssuedSession;
 
 use super::ApiError;
-use super::convert::token_pair;
+use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, token_pair};
 use super::cookies::{REFRESH_PATH, cookie, set_cookie};
 use super::extract::OptionalJsonBody;
 use super::limits::ClientIp;
@@ -68,10 +68,10 @@ pub(crate) async fn refresh(
         .headers()
         .get(CSRF_HEADER)
         .is_some_and(|value| value.as_bytes() == b"1");
-    let headers = request.headers().clone();
-    let proof = super::refresh::RefreshProof::of(&headers, REFRESH_PATH);
+    let dpop = super::refresh::ProofHeader::of(request.headers());
     let OptionalJsonBody(body) =
         OptionalJsonBody::<CookieModeRefreshRequest>::from_request(request, &state).await?;
+    let proof = dpop.proof(REFRESH_PATH);
 
     if let Some(presented) = body.refresh_token {
         let issued = super::refresh::spend_with_credential(
@@ -85,7 +85,7 @@ pub(crate) async fn refresh(
         )
         .await?;
         let now = state.service.now();
-        let mut response = axum::Json(token_pair(&issued, true)).into_response();
+        let mut response = json_answer(&token_pair(&issued, true), TOKEN_PAIR_ANSWER_BYTES);
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
         offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
         return Ok(response);
@@ -117,7 +117,7 @@ pub(crate) async fn refresh(
             if let Some(fields) = body.as_object_mut() {
                 fields.remove("refresh_token");
             }
-            let mut response = axum::Json(body).into_response();
+            let mut response = json_answer(&body, TOKEN_PAIR_ANSWER_BYTES);
             set_cookie(&mut response, &refresh_cookie_for(&issued, now));
             offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
             Ok(response)

@@ -1,6 +1,11 @@
 //! From domain values to wire bodies.
 
+use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use sessiond_core::crypt::columns::{
     DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, SESSION_DEVICE_NAME, SESSION_IP,
@@ -12,10 +17,44 @@ use sessiond_core::service::IssuedSession;
 use sessiond_core::{Session, SessionId, Timestamp};
 use sessiond_wire::{DeviceView, RegisteredDeviceView, SessionView, TokenPairResponse};
 
-/// RFC 3339 in UTC with milliseconds.
+/// Room for a token pair's answer: its access token (about 300 bytes with EdDSA, 450 with
+/// RS256), its refresh token and the session view come to about 1.2 KB.
+pub(crate) const TOKEN_PAIR_ANSWER_BYTES: usize = 2048;
+
+/// `value` as a `200` JSON answer, written into one buffer of `capacity` bytes to begin with.
+/// axum's `Json` starts from 128 bytes and writes each fragment through `BytesMut`'s writer,
+/// growing as it goes; a refresh's answer is written on every refresh.
+pub(crate) fn json_answer<T: Serialize>(value: &T, capacity: usize) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // A wire type with a map of non-string keys, which none has.
+        Err(error) => super::ApiError::from(sessiond_core::Error::Corrupt(format!(
+            "an answer did not serialize: {error}"
+        )))
+        .into_response(),
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, written into a string of its length
+/// (`2026-12-07T16:50:00.123Z`), not grown to it.
 pub(crate) fn rfc3339(instant: Timestamp) -> String {
     let millis = u64::try_from(instant.unix_millis()).unwrap_or(0);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+    let mut text = String::with_capacity(24);
+    // Writing into a `String` does not fail.
+    let _ = write!(
+        text,
+        "{}",
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis))
+    );
+    text
 }
 
 /// The wire view of `session`; `current` is `Some` only when the caller is a user.
@@ -125,7 +164,22 @@ pub(crate) fn device_view(record: &DeviceRecord, current: Option<bool>) -> Regis
 mod tests {
     use sessiond_core::Timestamp;
 
-    use super::expires_in;
+    use super::{expires_in, rfc3339};
+
+    /// Every instant the wire shows is written in full, with its milliseconds, in the string
+    /// sized for it.
+    #[test]
+    fn instants_are_rfc3339_with_milliseconds_in_utc() {
+        for (millis, text) in [
+            (1_764_910_000_123, "2025-12-05T04:46:40.123Z"),
+            (1_764_910_000_000, "2025-12-05T04:46:40.000Z"),
+            (0, "1970-01-01T00:00:00.000Z"),
+        ] {
+            let written = rfc3339(Timestamp::from_unix_millis(millis));
+            assert_eq!(written, text);
+            assert_eq!(written.capacity(), text.len());
+        }
+    }
 
     /// A pair issued a millisecond before a second ends, with a 900 s access token: its answer
     /// says 900 whenever it is written, a replay 10.5 s later says what is left, and an expired

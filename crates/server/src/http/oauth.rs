@@ -37,6 +37,7 @@ use sessiond_wire::{
 };
 
 use super::ApiError;
+use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer};
 use super::dpop::{ProofRefusal, ProofRoute};
 use super::error::{ErrorCode, rate_limit_headers};
 use super::limits::failed_credential;
@@ -506,8 +507,8 @@ pub(crate) async fn token(
         proof,
     )
     .await?;
-    Ok(no_store(
-        Json(OAuthTokenResponse {
+    Ok(no_store(json_answer(
+        &OAuthTokenResponse {
             access_token: issued.pair.access_token.clone(),
             token_type: super::convert::token_type(&issued.session).into(),
             expires_in: super::convert::expires_in(issued.pair.access_expires_at_ms, issued.at),
@@ -519,9 +520,9 @@ pub(crate) async fn token(
                     _ => None,
                 },
             ),
-        })
-        .into_response(),
-    ))
+        },
+        TOKEN_PAIR_ANSWER_BYTES,
+    )))
 }
 
 /// `POST /oauth/introspect` (an admin key, or an introspection client): `{"active": false}`

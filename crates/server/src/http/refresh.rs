@@ -78,6 +78,30 @@ impl<'a> RefreshProof<'a> {
     }
 }
 
+/// The `DPoP` header of a refresh request, kept apart from the request, whose body's
+/// extraction takes the request and its headers with it.
+#[derive(Debug)]
+pub(crate) struct ProofHeader(Result<Option<String>, sessiond_core::dpop::DpopError>);
+
+impl ProofHeader {
+    /// The `DPoP` header among `headers`.
+    pub(crate) fn of(headers: &axum::http::HeaderMap) -> Self {
+        Self(dpop::proof_header(headers).map(|value| value.map(str::to_owned)))
+    }
+
+    /// The proof of a request to `path` with this header.
+    pub(crate) fn proof(&self, path: &'static str) -> RefreshProof<'_> {
+        RefreshProof {
+            header: self
+                .0
+                .as_ref()
+                .map(Option::as_deref)
+                .map_err(|error| *error),
+            path,
+        }
+    }
+}
+
 /// The session of `presented`, when it is live, for the audit event of a proof refused before
 /// the token was looked up: it names the session under attack. A missing nonce is no attack
 /// and costs no lookup; a failed lookup leaves the session unnamed.

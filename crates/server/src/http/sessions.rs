@@ -16,7 +16,7 @@ use sessiond_wire::{
 
 use super::ApiError;
 use super::browser;
-use super::convert::{session_view, token_pair};
+use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, session_view, token_pair};
 use super::cookies::{self, REFRESH_PATH};
 use super::dbsc;
 use super::extract::{
@@ -95,12 +95,16 @@ pub(crate) async fn refresh(
         return browser::refresh(state, client, request).await;
     }
     let origin = limits::request_origin(client, request.headers());
-    let headers = request.headers().clone();
+    // The one header the body's extraction would take with it.
+    let dpop = refresh::ProofHeader::of(request.headers());
     let JsonBody(request) = JsonBody::<RefreshRequest>::from_request(request, &state).await?;
-    let proof = refresh::RefreshProof::of(&headers, REFRESH_PATH);
+    let proof = dpop.proof(REFRESH_PATH);
     let issued =
         refresh::spend(&state, client, &origin, &request.refresh_token, None, proof).await?;
-    Ok(Json(token_pair(&issued, true)).into_response())
+    Ok(json_answer(
+        &token_pair(&issued, true),
+        TOKEN_PAIR_ANSWER_BYTES,
+    ))
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.
