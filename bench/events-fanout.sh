@@ -11,15 +11,18 @@ streams=${1:-1000}
 rate=${2:-200}
 seconds=${3:-10}
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 dir=$(mktemp -d)
-port=$((20000 + RANDOM % 20000))
+# A port nothing listens on, below the range the kernel hands out to outgoing connections: a
+# server that cannot bind its port exits.
+port=$(free_port)
 key="fanout-admin-key-0123456789-abcdefghijklmnop"
 SESSIOND_LISTEN=127.0.0.1:$port SESSIOND_DATABASE_URL="sqlite://$dir/sessiond.db" \
   SESSIOND_ADMIN_KEYS=$key SESSIOND_ISSUER=http://bench RUST_LOG=warn \
   SESSIOND_RATE_LIMITS=off target/release/sessiond serve >"$dir/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q listening "$dir/server.log" && break; sleep 0.1; done
+wait_ready "$port" "$dir/server.log"
 ulimit -n 65536 2>/dev/null || true
 ticks() { awk '{print $14 + $15}' /proc/$server/stat; }
 before=$(ticks)
