@@ -158,29 +158,40 @@ impl Anomaly {
     }
 }
 
-/// The network `ip` belongs to, as text: `a.b.0.0/16` or `x:y:z::/48`. IPv4 addresses mapped
-/// into IPv6 (`::ffff:a.b.c.d`) count as IPv4.
-pub fn network_of(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, _, _] = v4.octets();
-            format!("{a}.{b}.0.0/{IPV4_NETWORK_PREFIX}")
-        }
-        IpAddr::V6(v6) => {
-            let [a, b, c, ..] = v6.segments();
-            let network = std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0);
-            format!("{network}/{IPV6_NETWORK_PREFIX}")
+/// The network an address belongs to: the first two octets of an IPv4 address (a /16), the
+/// first three segments of an IPv6 one (a /48). IPv4 addresses mapped into IPv6
+/// (`::ffff:a.b.c.d`) count as IPv4. Two addresses share a network when these are equal, which
+/// [`detect`] compares before writing anything out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    V4([u8; 2]),
+    V6([u16; 3]),
+}
+
+impl Network {
+    fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let [a, b, _, _] = v4.octets();
+                Self::V4([a, b])
+            }
+            IpAddr::V6(v6) => {
+                let [a, b, c, ..] = v6.segments();
+                Self::V6([a, b, c])
+            }
         }
     }
 }
 
-/// Whether `a` and `b` belong to one network ([`network_of`] gives both the same text),
-/// compared without writing either out.
-fn same_network(a: IpAddr, b: IpAddr) -> bool {
-    match (a.to_canonical(), b.to_canonical()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..2] == b.octets()[..2],
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..3] == b.segments()[..3],
-        _ => false,
+/// The network `ip` belongs to, as text: `a.b.0.0/16` or `x:y:z::/48`. IPv4 addresses mapped
+/// into IPv6 (`::ffff:a.b.c.d`) count as IPv4.
+pub fn network_of(ip: IpAddr) -> String {
+    match Network::of(ip) {
+        Network::V4([a, b]) => format!("{a}.{b}.0.0/{IPV4_NETWORK_PREFIX}"),
+        Network::V6([a, b, c]) => {
+            let network = std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0);
+            format!("{network}/{IPV6_NETWORK_PREFIX}")
+        }
     }
 }
 
@@ -207,7 +218,7 @@ pub fn detect(session: &Session, origin: &RequestOrigin, checks: &[Signal]) -> O
                     continue;
                 };
                 let Some(current) = origin.ip else { continue };
-                if same_network(recorded, current) {
+                if Network::of(recorded) == Network::of(current) {
                     continue;
                 }
                 (Some(network_of(recorded)), Some(network_of(current)))
@@ -323,8 +334,8 @@ mod tests {
         );
     }
 
-    /// The comparison that spares writing networks out agrees with their text, for addresses
-    /// of either family, mapped ones included, close enough to share networks.
+    /// Networks compared as values agree with their text, for addresses of either family,
+    /// mapped ones included, close enough to share networks.
     #[test]
     fn addresses_share_a_network_exactly_when_their_networks_read_alike() {
         use proptest::prelude::*;
@@ -343,7 +354,10 @@ mod tests {
             ]
         };
         crate::proptesting::check((address(), address()), |(a, b)| {
-            prop_assert_eq!(same_network(a, b), network_of(a) == network_of(b));
+            prop_assert_eq!(
+                Network::of(a) == Network::of(b),
+                network_of(a) == network_of(b)
+            );
             Ok(())
         });
     }
