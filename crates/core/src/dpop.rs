@@ -34,6 +34,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::primitives::{HmacSha256, Sha256, sha256};
+use crate::store::ProofReplay;
 use crate::time::Timestamp;
 use crate::token::SigningAlgorithm;
 use crate::token::keys::{
@@ -359,6 +360,17 @@ pub struct VerifiedProof {
     pub replay_id: [u8; 32],
     /// When the proof stops being acceptable by age, so when the replay cache may forget it.
     pub replay_until: Timestamp,
+}
+
+impl VerifiedProof {
+    /// The proof's entry in a replay cache.
+    #[must_use]
+    pub fn replay(&self) -> ProofReplay {
+        ProofReplay {
+            id: self.replay_id,
+            until: self.replay_until,
+        }
+    }
 }
 
 /// Verifies a DPoP proof for the request `check` describes, at `now`; see the module

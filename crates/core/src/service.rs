@@ -36,7 +36,7 @@ use crate::revocation::RevokedSessions;
 use crate::session::{RevokeReason, Session};
 use crate::session_cache::SessionCache;
 use crate::signing_keys::{KeyLoading, KeySettings, SigningKeys};
-use crate::store::{Revocation, Rotation, RotationOutcome, Store, audit_for};
+use crate::store::{ProofReplay, Revocation, Rotation, RotationOutcome, Store, audit_for};
 use crate::time::{Clock, Timestamp};
 use crate::token::{
     AccessTokenIssuer, AccessTokenValidator, IssuedAccessToken, MAX_CLAIMS_DEPTH, RESERVED_CLAIMS,
@@ -128,7 +128,8 @@ pub enum RefreshStep<'a> {
 }
 
 /// A rotation of a live refresh token, decided but not written: admitted by giving it to
-/// [`SessionService::rotate`], refused by dropping it (the presented token then stays live).
+/// [`SessionService::rotate`], refused by giving it to [`SessionService::decline`] (the
+/// presented token then stays live, and its DPoP proof is spent).
 #[derive(Debug)]
 #[must_use]
 pub struct PendingRotation<'a> {
@@ -145,6 +146,9 @@ pub struct PendingRotation<'a> {
     narrowed: Option<Map<String, Value>>,
     /// The key the rotation binds the session to (an unbound session refreshed with a proof).
     bind_dpop_jkt: Option<String>,
+    /// The proof's entry in the replay cache, not yet recorded: the rotation records it in its
+    /// transaction, or [`SessionService::decline`] alone.
+    proof_replay: Option<ProofReplay>,
 }
 
 impl PendingRotation<'_> {
@@ -165,6 +169,29 @@ fn binding_refusal(session: &Session, proof: Option<&VerifiedProof>) -> Option<D
     }
 }
 
+/// Checks `proof` against `session`'s DPoP binding (a bound session needs a proof of its key)
+/// and answers the key an unbound session is to be bound to, if a proof came with its token.
+/// Whether the proof was used before is the replay cache's to say.
+///
+/// # Errors
+/// [`Error::DpopRefused`].
+fn dpop_binding(session: &Session, proof: Option<&VerifiedProof>) -> Result<Option<String>, Error> {
+    if let Some(error) = binding_refusal(session, proof) {
+        return Err(dpop_refused(session, error));
+    }
+    Ok(proof.and_then(|proof| session.dpop_jkt.is_none().then(|| proof.jkt.clone())))
+}
+
+/// The refusal of a refresh of `session` for its DPoP proof, logged.
+fn dpop_refused(session: &Session, error: DpopError) -> Error {
+    tracing::warn!(session_id = %session.id, reason = error.reason(), "DPoP proof refused");
+    Error::DpopRefused(Box::new(DpopRefusal {
+        error,
+        session_id: session.id,
+        user_id: session.user_id.clone(),
+    }))
+}
+
 /// What one lookup of a presented refresh token came to, short of writing a rotation.
 enum Lookup {
     Replayed(IssuedSession),
@@ -173,12 +200,23 @@ enum Lookup {
         now: Timestamp,
         narrowed: Option<Map<String, Value>>,
         bind_dpop_jkt: Option<String>,
+        /// The proof to record with the rotation, when this lookup did not record it.
+        proof_replay: Option<ProofReplay>,
     },
 }
 
+/// What a rotation does with the DPoP proof that came with its token.
+#[derive(Debug)]
+struct ProofUse {
+    /// The key an unbound session becomes bound to.
+    bind_jkt: Option<String>,
+    /// The proof's entry in the replay cache, to record with the rotation.
+    replay: Option<ProofReplay>,
+}
+
 /// What a lookup of a refresh token does besides deciding: the first lookup of a refresh
-/// looks for anomalies on replays and remembers the DPoP proof; lookups after a lost race do
-/// neither again.
+/// looks for anomalies on replays and records the DPoP proof (or hands it to the rotation);
+/// lookups after a lost race do neither again.
 #[derive(Debug, Clone, Copy)]
 struct FirstLookup {
     anomaly_handled: bool,
@@ -415,7 +453,7 @@ impl SessionService {
     /// - An unspent token answers [`RefreshStep::Rotation`]. Nothing has been written and the
     ///   presented token stays live: the caller decides whether to admit the rotation (a rate
     ///   limit on [`PendingRotation::session`]) and then calls [`SessionService::rotate`], or
-    ///   drops it to refuse the refresh.
+    ///   [`SessionService::decline`] to refuse the refresh.
     /// - A spent token beyond both bounds revokes its session as reuse, and is refused.
     ///
     /// `origin` is where the request comes from: a refresh unlike the session's creation is
@@ -435,11 +473,14 @@ impl SessionService {
     /// `proof` is the DPoP proof (RFC 9449) that came with the token, already verified for the
     /// request (see [`crate::dpop::verify_proof`]). A session bound to a key is refreshed only
     /// with a proof of that key that was never used before; an unbound session refreshed with
-    /// a proof is bound to its key by the rotation (a replay binds nothing). Both are checked
-    /// right after the lookup, before anything else is decided or written, so a refused proof
-    /// leaves the token live and the session untouched whatever state the token is in: a thief
-    /// without the key cannot even set off reuse detection. The proof's id is remembered in the
-    /// store's replay cache at that moment.
+    /// a proof is bound to its key by the rotation (a replay binds nothing). The binding is
+    /// checked right after the lookup, and a replay before the decision has any effect, so a
+    /// refused proof leaves the token live and the session untouched whatever state the token
+    /// is in: a thief without the key, or with a proof used before, cannot even set off reuse
+    /// detection. The proof's id goes into the store's replay cache with the rotation, in its
+    /// transaction, when the token would rotate (by [`SessionService::decline`] when the caller
+    /// refuses the rotation, or before an anomaly is acted on), and at once otherwise: on
+    /// SQLite, one commit and one sync then answer a bound refresh, as an unbound one.
     ///
     /// # Errors
     /// [`Error::RefreshRejected`] with the reason; [`Error::DpopRefused`] when the session is
@@ -471,6 +512,7 @@ impl SessionService {
                     now,
                     narrowed,
                     bind_dpop_jkt,
+                    proof_replay,
                 } => RefreshStep::Rotation(PendingRotation {
                     token,
                     hash,
@@ -481,9 +523,22 @@ impl SessionService {
                     now,
                     narrowed,
                     bind_dpop_jkt,
+                    proof_replay,
                 }),
             },
         )
+    }
+
+    /// The second step of spending a refresh token when the caller refuses `pending` (its
+    /// admission said no): nothing is rotated and the presented token stays live, but the DPoP
+    /// proof that came with it is recorded in the replay cache, as every proof seen once is.
+    ///
+    /// # Errors
+    /// [`Error::DpopRefused`] when that proof was accepted before: the refusal to answer, as
+    /// for a replayed proof at any step; [`Error::Store`] when the proof cannot be recorded.
+    pub async fn decline(&self, pending: PendingRotation<'_>) -> Result<(), Error> {
+        self.remember_proof(&pending.session, pending.proof_replay, pending.now)
+            .await
     }
 
     /// The second step of spending a refresh token, once the caller admitted `pending`: checks
@@ -510,7 +565,14 @@ impl SessionService {
             mut now,
             mut narrowed,
             mut bind_dpop_jkt,
+            mut proof_replay,
         } = pending;
+        if proof_replay.is_some() && self.anomaly_acts(&session, origin) {
+            // A replayed proof sets off nothing: it is recorded, or refused, before the
+            // anomaly is reported.
+            self.remember_proof(&session, proof_replay.take(), now)
+                .await?;
+        }
         // Once per refresh: a rotation that lost its race has reported its anomaly already.
         self.handle_anomaly(&session, origin, now).await?;
         // `begin_refresh` made the first of the attempts' lookups.
@@ -523,7 +585,10 @@ impl SessionService {
                     session,
                     now,
                     narrowed.as_ref(),
-                    bind_dpop_jkt.take(),
+                    ProofUse {
+                        bind_jkt: bind_dpop_jkt.take(),
+                        replay: proof_replay.take(),
+                    },
                 )
                 .await?
             {
@@ -536,7 +601,8 @@ impl SessionService {
             }
             attempts += 1;
             // Another request won the race; read again and follow its outcome. The proof was
-            // remembered by the first lookup, and the winner may have bound the session since.
+            // recorded by the first lookup or the lost rotation, and the winner may have bound
+            // the session since.
             let again = FirstLookup {
                 anomaly_handled: true,
                 remember_proof: false,
@@ -551,6 +617,7 @@ impl SessionService {
                     now: read_at,
                     narrowed: claims,
                     bind_dpop_jkt: bind,
+                    proof_replay: _,
                 } => {
                     session = reread;
                     now = read_at;
@@ -576,28 +643,26 @@ impl SessionService {
     ) -> Result<Lookup, Error> {
         let FirstLookup {
             anomaly_handled,
-            mut remember_proof,
+            remember_proof,
         } = lookup;
         // A token this process issued leads to a rotation without a read when its entry says so
         // (see `fresh_admits`). Lookups after a lost race read storage: the entry is what lost.
         if remember_proof && let Some((record, session)) = self.fresh.take(&hash) {
             let now = self.clock.now();
             if self.fresh_admits(&record, &session, proof, now) {
-                let bind_dpop_jkt = self.check_dpop_binding(&session, proof, true, now).await?;
-                match requested
+                let bind_dpop_jkt = dpop_binding(&session, proof)?;
+                // A scope beyond the session's is storage's to refuse, below.
+                if let Ok(narrowed) = requested
                     .map(|requested| self.narrowed_claims(&session, requested))
                     .transpose()
                 {
-                    Ok(narrowed) => {
-                        return Ok(Lookup::Rotate {
-                            session,
-                            now,
-                            narrowed,
-                            bind_dpop_jkt,
-                        });
-                    }
-                    // Storage decides the refusal; the proof is remembered already.
-                    Err(_) => remember_proof = false,
+                    return Ok(Lookup::Rotate {
+                        session,
+                        now,
+                        narrowed,
+                        bind_dpop_jkt,
+                        proof_replay: proof.map(VerifiedProof::replay),
+                    });
                 }
             }
         }
@@ -606,10 +671,22 @@ impl SessionService {
         };
         self.report_unreadable(std::slice::from_ref(&session)).await;
         let now = self.clock.now();
-        let bind_dpop_jkt = self
-            .check_dpop_binding(&session, proof, remember_proof, now)
-            .await?;
-        match decide_refresh(&record, &session, now, &self.settings.policy) {
+        let bind_dpop_jkt = dpop_binding(&session, proof)?;
+        let decision = decide_refresh(&record, &session, now, &self.settings.policy);
+        let narrowed = match decision {
+            RefreshDecision::Rotate => requested
+                .map(|requested| self.narrowed_claims(&session, requested))
+                .transpose(),
+            _ => Ok(None),
+        };
+        // The proof goes into the replay cache with the rotation, in its transaction, when
+        // this lookup leads to one; otherwise now, before the decision has any effect.
+        let mut proof_replay = proof.filter(|_| remember_proof).map(VerifiedProof::replay);
+        if decision != RefreshDecision::Rotate || narrowed.is_err() {
+            self.remember_proof(&session, proof_replay.take(), now)
+                .await?;
+        }
+        match decision {
             RefreshDecision::Refuse(reason) => Err(Error::RefreshRejected(reason)),
             RefreshDecision::ReplaySuccessor => {
                 if let Some(requested) = requested {
@@ -632,17 +709,13 @@ impl SessionService {
                 self.revoke_for_reuse(&session, now).await?;
                 Err(Error::RefreshRejected(RefreshRejection::ReuseDetected))
             }
-            RefreshDecision::Rotate => {
-                let narrowed = requested
-                    .map(|requested| self.narrowed_claims(&session, requested))
-                    .transpose()?;
-                Ok(Lookup::Rotate {
-                    session,
-                    now,
-                    narrowed,
-                    bind_dpop_jkt,
-                })
-            }
+            RefreshDecision::Rotate => Ok(Lookup::Rotate {
+                session,
+                now,
+                narrowed: narrowed?,
+                bind_dpop_jkt,
+                proof_replay,
+            }),
         }
     }
 
@@ -669,49 +742,47 @@ impl SessionService {
                 == RefreshDecision::Rotate
     }
 
-    /// Checks `proof` against `session`'s DPoP binding at `now`, before anything is decided:
-    /// a bound session needs a proof of its key, and a proof is accepted once (its id goes into
-    /// the store's replay cache when `remember` is set, on the first lookup of a refresh).
-    /// Answers the key an unbound session is to be bound to, if a proof came with its token.
+    /// Records `proof_replay` in the store's replay cache at `now`, if there is one, so that
+    /// its proof is accepted once.
     ///
     /// # Errors
-    /// [`Error::DpopRefused`]; [`Error::Store`] when the replay cache cannot be written (the
-    /// proof is then refused, as unavailable storage).
-    async fn check_dpop_binding(
+    /// [`Error::DpopRefused`] when the proof was accepted before; [`Error::Store`] when the
+    /// replay cache cannot be written (the proof is then refused, as unavailable storage).
+    async fn remember_proof(
         &self,
         session: &Session,
-        proof: Option<&VerifiedProof>,
-        remember: bool,
+        proof_replay: Option<ProofReplay>,
         now: Timestamp,
-    ) -> Result<Option<String>, Error> {
-        let refused = |error: DpopError| {
-            tracing::warn!(session_id = %session.id, reason = error.reason(), "DPoP proof refused");
-            Error::DpopRefused(Box::new(DpopRefusal {
-                error,
-                session_id: session.id,
-                user_id: session.user_id.clone(),
-            }))
+    ) -> Result<(), Error> {
+        let Some(replay) = proof_replay else {
+            return Ok(());
         };
-        if let Some(error) = binding_refusal(session, proof) {
-            return Err(refused(error));
-        }
-        let Some(proof) = proof else {
-            return Ok(None);
-        };
-        if remember
-            && !self
-                .store
-                .remember_dpop_proof(&proof.replay_id, proof.replay_until, now)
-                .await?
+        if self
+            .store
+            .remember_dpop_proof(&replay.id, replay.until, now)
+            .await?
         {
-            return Err(refused(DpopError::Replayed));
+            Ok(())
+        } else {
+            Err(dpop_refused(session, DpopError::Replayed))
         }
-        Ok(session.dpop_jkt.is_none().then(|| proof.jkt.clone()))
+    }
+
+    /// Whether the anomaly policy acts on a refresh of `session` from `origin`: reports it, or
+    /// revokes the session.
+    fn anomaly_acts(&self, session: &Session, origin: &RequestOrigin) -> bool {
+        let settings = &self.settings.anomaly;
+        settings.policy != AnomalyPolicy::Allow
+            && anomaly::detect(session, origin, &settings.checks).is_some()
     }
 
     /// Issues `session`'s successor pair at `now` and writes the rotation of `token`, binding
-    /// the session to `bind_dpop_jkt` if given; `None` when another request rotated it first
-    /// (nothing was written).
+    /// the session to `dpop`'s key and recording its proof if given; `None` when another
+    /// request rotated it first (nothing was written but the proof's record).
+    ///
+    /// # Errors
+    /// [`Error::DpopRefused`] when the proof was accepted before (nothing was written);
+    /// signing and [`Error::Store`] errors.
     async fn write_rotation(
         &self,
         token: &RefreshToken,
@@ -719,8 +790,12 @@ impl SessionService {
         mut session: Session,
         now: Timestamp,
         narrowed: Option<&Map<String, Value>>,
-        bind_dpop_jkt: Option<String>,
+        dpop: ProofUse,
     ) -> Result<Option<IssuedSession>, Error> {
+        let ProofUse {
+            bind_jkt: bind_dpop_jkt,
+            replay: proof_replay,
+        } = dpop;
         if bind_dpop_jkt.is_some() {
             // So that the successor's access token carries `cnf.jkt` already.
             session.dpop_jkt.clone_from(&bind_dpop_jkt);
@@ -770,6 +845,7 @@ impl SessionService {
                         json!({ "access_expires_at": access.expires_at.unix_seconds() }),
                     )
                 }),
+            proof: proof_replay,
         };
         match self.store.rotate_refresh_token(&rotation).await? {
             RotationOutcome::Rotated => {
@@ -787,6 +863,7 @@ impl SessionService {
                 }))
             }
             RotationOutcome::Lost => Ok(None),
+            RotationOutcome::ProofReplayed => Err(dpop_refused(&session, DpopError::Replayed)),
         }
     }
 

@@ -105,6 +105,7 @@ pub fn rotation_of(presented: RefreshTokenHash, session: SessionId, now: Timesta
         access_expires_at: now.plus(Duration::from_secs(300)),
         bind_dpop_jkt: None,
         audit: None,
+        proof: None,
     }
 }
 

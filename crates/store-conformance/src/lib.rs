@@ -138,6 +138,8 @@ macro_rules! conformance_suite {
                 a_binding_is_stored_with_its_session_and_a_rotation_binds_an_unbound_one_once,
                 a_proof_id_is_new_once_until_its_record_expires,
                 sixteen_concurrent_uses_of_one_proof_on_two_instances_let_one_through,
+                a_rotation_records_its_proof_first_and_a_replayed_one_changes_nothing,
+                eight_rotations_with_one_proof_on_two_instances_let_one_through,
                 purge_deletes_expired_proof_ids_in_batches_and_keeps_live_ones,
             }
         }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use sessiond_core::refresh::RefreshToken;
-use sessiond_core::store::{ProofStore, Rotation, RotationOutcome, SessionStore};
+use sessiond_core::store::{ProofReplay, ProofStore, Rotation, RotationOutcome, SessionStore};
 use tokio::sync::Barrier;
 
 use crate::Backend;
-use crate::fixtures::{T0, create, ms, rotation_of, session_for};
+use crate::fixtures::{T0, create, event_for, ms, rotation_of, session_for};
 
 /// Two thumbprints, as `dpop_jkt` holds them.
 const KEY_A: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
@@ -202,6 +202,154 @@ pub async fn sixteen_concurrent_uses_of_one_proof_on_two_instances_let_one_throu
         assert_eq!(new, 1, "exactly one use is new (round {round})");
     }
     assert_eq!(stored_proofs(&db).await, 5);
+}
+
+/// A rotation carrying a proof `index`, kept until 60 s after `T0`.
+fn with_proof(rotation: Rotation, index: u8) -> Rotation {
+    Rotation {
+        proof: Some(ProofReplay {
+            id: replay_id(index),
+            until: T0.plus(ms(60_000)),
+        }),
+        ..rotation
+    }
+}
+
+pub async fn a_rotation_records_its_proof_first_and_a_replayed_one_changes_nothing<B: Backend>() {
+    let Some(db) = B::create("proofs::a_rotation_records_its_proof_first").await else {
+        return;
+    };
+    let store = db.store().await;
+    let session = session_for("alice", T0);
+    let (token, _) = create(&store, &session, 10).await;
+
+    // A rotation with a new proof rotates, and the proof is recorded with it.
+    let first = with_proof(rotation_of(token.hash(), session.id, T0.plus(ms(1))), 1);
+    assert_eq!(
+        store.rotate_refresh_token(&first).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert!(
+        !store
+            .remember_dpop_proof(&replay_id(1), T0.plus(ms(60_000)), T0.plus(ms(2)))
+            .await
+            .unwrap(),
+        "the rotation recorded its proof"
+    );
+
+    // The same proof again, with a binding and an audit event: nothing changes.
+    let events_before = db.count("SELECT count(*) FROM audit_events", None).await;
+    let replayed = Rotation {
+        bind_dpop_jkt: Some(KEY_A.into()),
+        audit: Some(event_for("session.refreshed", &session, T0.plus(ms(3)))),
+        ..with_proof(rotation_of(first.successor, session.id, T0.plus(ms(3))), 1)
+    };
+    assert_eq!(
+        store.rotate_refresh_token(&replayed).await.unwrap(),
+        RotationOutcome::ProofReplayed
+    );
+    assert_eq!(db.tokens_of(session.id).await, 2, "no successor was stored");
+    let (successor, read) = store
+        .find_refresh_token(&first.successor)
+        .await
+        .unwrap()
+        .expect("the successor is still stored");
+    assert_eq!(successor.spent_at, None, "the presented token stays live");
+    assert_eq!(read.dpop_jkt, None, "the session is not bound");
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_events", None).await,
+        events_before,
+        "no audit row was written"
+    );
+
+    // A proof recorded alone before is a replay to a rotation as well.
+    assert!(
+        store
+            .remember_dpop_proof(&replay_id(2), T0.plus(ms(60_000)), T0.plus(ms(4)))
+            .await
+            .unwrap()
+    );
+    let after_remembered = with_proof(rotation_of(first.successor, session.id, T0.plus(ms(5))), 2);
+    assert_eq!(
+        store.rotate_refresh_token(&after_remembered).await.unwrap(),
+        RotationOutcome::ProofReplayed
+    );
+
+    // A rotation that loses its race still records its proof.
+    let winner = rotation_of(first.successor, session.id, T0.plus(ms(6)));
+    assert_eq!(
+        store.rotate_refresh_token(&winner).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    let loser = with_proof(rotation_of(first.successor, session.id, T0.plus(ms(7))), 3);
+    assert_eq!(
+        store.rotate_refresh_token(&loser).await.unwrap(),
+        RotationOutcome::Lost
+    );
+    assert!(
+        !store
+            .remember_dpop_proof(&replay_id(3), T0.plus(ms(60_000)), T0.plus(ms(8)))
+            .await
+            .unwrap(),
+        "the lost rotation recorded its proof"
+    );
+
+    // Once its record has expired, the id is new to a rotation again.
+    let later = T0.plus(ms(60_000));
+    let renewed = with_proof(rotation_of(winner.successor, session.id, later), 1);
+    assert_eq!(
+        store.rotate_refresh_token(&renewed).await.unwrap(),
+        RotationOutcome::Rotated
+    );
+    assert_eq!(stored_proofs(&db).await, 3, "one row per id");
+}
+
+pub async fn eight_rotations_with_one_proof_on_two_instances_let_one_through<B: Backend>() {
+    let Some(db) = B::create("proofs::eight_rotations_with_one_proof").await else {
+        return;
+    };
+    let instances = [db.store().await, db.store().await];
+    // A race can go right by luck; several rounds make a wrong answer all but certain to show.
+    for round in 0..4_u8 {
+        let contenders = 8;
+        let barrier = Arc::new(Barrier::new(contenders));
+        let mut tasks = Vec::new();
+        for contender in 0..contenders {
+            let store = instances[contender % 2].clone();
+            // Each contender spends a token of a session of its own, with the same proof.
+            let session = session_for(&format!("user-{round}-{contender}"), T0);
+            let (token, _) = create(&store, &session, 10).await;
+            let rotation = with_proof(rotation_of(token.hash(), session.id, T0), round);
+            let barrier = Arc::clone(&barrier);
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let outcome = store.rotate_refresh_token(&rotation).await;
+                (session.id, outcome)
+            }));
+        }
+        let mut rotated = Vec::new();
+        for task in tasks {
+            let (session, outcome) = task.await.unwrap();
+            match outcome.expect("no contender fails") {
+                RotationOutcome::Rotated => rotated.push(session),
+                RotationOutcome::ProofReplayed => {
+                    assert_eq!(
+                        db.tokens_of(session).await,
+                        1,
+                        "nothing rotated (round {round})"
+                    );
+                }
+                RotationOutcome::Lost => panic!("no token is contended (round {round})"),
+            }
+        }
+        assert_eq!(
+            rotated.len(),
+            1,
+            "exactly one rotation is let through (round {round})"
+        );
+        assert_eq!(db.tokens_of(rotated[0]).await, 2);
+    }
+    assert_eq!(stored_proofs(&db).await, 4);
 }
 
 pub async fn purge_deletes_expired_proof_ids_in_batches_and_keeps_live_ones<B: Backend>() {

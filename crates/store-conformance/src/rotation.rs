@@ -368,6 +368,7 @@ pub async fn thirty_two_concurrent_rotations_from_two_instances_yield_one_succes
             match outcome.expect("no contender fails") {
                 RotationOutcome::Rotated => winners.push(rotation),
                 RotationOutcome::Lost => {}
+                RotationOutcome::ProofReplayed => panic!("no rotation carries a proof"),
             }
         }
         assert_eq!(

@@ -1168,6 +1168,15 @@ impl SessionStore for PostgresStore {
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError> {
+        // The proof is recorded in a statement of its own before the rotation joins a batch, so
+        // it stays recorded whatever the rotation comes to, as the contract asks.
+        if let Some(replay) = &rotation.proof
+            && !self
+                .remember_dpop_proof(&replay.id, replay.until, rotation.now)
+                .await?
+        {
+            return Ok(RotationOutcome::ProofReplayed);
+        }
         self.bounded(self.rotations.rotate(&self.cipher, rotation))
             .await
     }

@@ -24,9 +24,9 @@ use sessiond_core::event::{EventCursor, EventFilter, StoredEvent};
 use sessiond_core::refresh::{RefreshTokenHash, RefreshTokenRecord};
 use sessiond_core::session::Session;
 use sessiond_core::store::{
-    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, ProofStore,
-    RetireOutcome, RetiredKey, Revocation, RevokedSessionRef, Rotation, RotationOutcome,
-    SessionStore, Store, StoreError, StoreStats,
+    AuditFn, AuditFor, AuditStore, DeviceStore, EncryptionStore, EventStore, KeyStore, ProofReplay,
+    ProofStore, RetireOutcome, RetiredKey, Revocation, RevokedSessionRef, Rotation,
+    RotationOutcome, SessionStore, Store, StoreError, StoreStats,
 };
 use sessiond_core::token::{SigningAlgorithm, StoredKey};
 use sessiond_core::{DeviceId, SessionId, Timestamp, UserId};
@@ -683,7 +683,34 @@ fn rotating_session(
 /// The session's row is reached by its row id throughout (see migration 0018), and is only
 /// read: the session moves forward in its activity row (migration 0020), unless the rotation
 /// shortens its idle expiry or binds it to a DPoP key.
+/// Records `replay` in the replay cache unless it is recorded already with an expiry after
+/// `now`; answers whether it was recorded. The write lock is held from `BEGIN IMMEDIATE`, so no
+/// other process can record the id between the conflict check and the insert.
+fn record_proof(
+    connection: &Connection,
+    replay: &ProofReplay,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let recorded = execute(
+        connection,
+        "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES (?1, ?2)
+         ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
+         WHERE dpop_proofs.expires_at <= ?3",
+        params![
+            &replay.id[..],
+            replay.until.unix_millis(),
+            now.unix_millis()
+        ],
+    )?;
+    Ok(recorded == 1)
+}
+
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
+    if let Some(replay) = &rotation.proof
+        && !record_proof(tx.connection(), replay, rotation.now)?
+    {
+        return Ok(RotationOutcome::ProofReplayed);
+    }
     let connection = tx.statements();
     let session_id = rotation.session_id.to_string();
     let now = rotation.now.unix_millis();
@@ -1459,20 +1486,12 @@ impl ProofStore for SqliteStore {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let replay_id = *replay_id;
+        let replay = ProofReplay {
+            id: *replay_id,
+            until,
+        };
         self.engine
-            .write(move |tx| {
-                // The write lock is held from `BEGIN IMMEDIATE`, so no other process can record
-                // the id between the conflict check and the insert.
-                let recorded = execute(
-                    tx.connection(),
-                    "INSERT INTO dpop_proofs (replay_id, expires_at) VALUES (?1, ?2)
-                     ON CONFLICT (replay_id) DO UPDATE SET expires_at = excluded.expires_at
-                     WHERE dpop_proofs.expires_at <= ?3",
-                    params![&replay_id[..], until.unix_millis(), now.unix_millis()],
-                )?;
-                Ok(recorded == 1)
-            })
+            .write(move |tx| record_proof(tx.connection(), &replay, now))
             .await
     }
 

@@ -38,7 +38,7 @@ pub use encryption::EncryptionStore;
 pub use error::{BackendError, CannotWrite, StoreError, WriteBlock};
 pub use events::EventStore;
 pub use keys::{KeyStore, RetireOutcome, RetiredKey};
-pub use proofs::ProofStore;
+pub use proofs::{ProofReplay, ProofStore};
 pub use sessions::{
     Revocation, RevokedSessionRef, Rotation, RotationOutcome, SessionStore, StoreStats,
 };

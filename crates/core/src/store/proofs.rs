@@ -6,6 +6,16 @@ use async_trait::async_trait;
 use super::StoreError;
 use crate::time::Timestamp;
 
+/// A DPoP proof's entry in the replay cache, to be recorded with a rotation in its transaction
+/// (see [`super::Rotation::proof`]), as [`ProofStore::remember_dpop_proof`] records one alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofReplay {
+    /// The proof's id: an opaque 32-byte digest, never a secret.
+    pub id: [u8; 32],
+    /// Until when it is kept: past that, the proof is refused as stale anyway.
+    pub until: Timestamp,
+}
+
 /// Proof ids a server has accepted, so that a proof is accepted once.
 ///
 /// What an implementer guarantees: ids are opaque 32-byte values (a digest the caller made, never

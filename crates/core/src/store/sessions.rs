@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{AuditFor, StoreError};
+use super::{AuditFor, ProofReplay, StoreError};
 use crate::audit::NewAuditEvent;
 use crate::ids::{SessionId, UserId};
 use crate::refresh::{RefreshTokenHash, RefreshTokenRecord};
@@ -32,6 +32,12 @@ pub struct Rotation {
     pub bind_dpop_jkt: Option<String>,
     /// An audit event to append with the rotation, in its transaction, if it happens.
     pub audit: Option<NewAuditEvent>,
+    /// The DPoP proof that came with the presented token, to record in the replay cache in the
+    /// rotation's transaction before anything else, as [`super::ProofStore::remember_dpop_proof`]
+    /// would: when its id is recorded already and unexpired at `now`, the rotation answers
+    /// [`RotationOutcome::ProofReplayed`] and changes nothing; otherwise it is recorded
+    /// whatever the rotation comes to, a lost race included.
+    pub proof: Option<ProofReplay>,
 }
 
 /// What became of a [`Rotation`].
@@ -39,8 +45,11 @@ pub struct Rotation {
 pub enum RotationOutcome {
     /// The token was spent and its successor stored.
     Rotated,
-    /// Another request spent the token, or the session was revoked, first; nothing changed.
+    /// Another request spent the token, or the session was revoked, first; nothing changed but
+    /// the record of [`Rotation::proof`].
     Lost,
+    /// [`Rotation::proof`] was accepted before: the request is a replay, and nothing changed.
+    ProofReplayed,
 }
 
 /// A revocation about to be applied.

@@ -6,8 +6,8 @@
 //!
 //! The service spends a token in two steps: `begin_refresh` looks it up and decides, and a
 //! rotation it returns is written only when `rotate` is called. Between the two, [`admission`]
-//! asks the session's rate limit, so a refused refresh writes nothing and leaves the presented
-//! token live.
+//! asks the session's rate limit, so a refused refresh writes nothing (but its DPoP proof's id,
+//! by `decline`) and leaves the presented token live.
 //!
 //! A `DPoP` proof (RFC 9449) that comes with the token is verified before the lookup, for a
 //! `POST` to the entrance's path; the service then checks it against the session's binding and
@@ -57,6 +57,14 @@ fn admission(state: &AppState, session: &Session, now: Timestamp) -> Admission {
         Ok(()) => Admission::Admitted,
         Err(refusal) => Admission::Refused(refusal),
     }
+}
+
+/// Why a rotation the service decided on is not written.
+enum Declined {
+    /// The session is bound to a browser key and the request lacks its cookie in force.
+    Dbsc(ApiError),
+    /// The session's refresh allowance is spent.
+    Limit(Refusal),
 }
 
 /// The DPoP proof of a refresh request and the path it was sent to.
@@ -195,17 +203,36 @@ pub(crate) async fn spend_with_credential(
             Ok(issued)
         }
         Ok(RefreshStep::Rotation(pending)) => {
-            super::dbsc::admit(state, client, pending.session(), dbsc_credential).await?;
-            match admission(state, pending.session(), now) {
-                Admission::Admitted => state.service.rotate(pending).await,
-                Admission::Refused(refusal) => {
+            let declined =
+                match super::dbsc::admit(state, client, pending.session(), dbsc_credential).await {
+                    Err(refused) => Some(Declined::Dbsc(refused)),
+                    Ok(()) => match admission(state, pending.session(), now) {
+                        Admission::Admitted => None,
+                        Admission::Refused(refusal) => Some(Declined::Limit(refusal)),
+                    },
+                };
+            match declined {
+                None => state.service.rotate(pending).await,
+                Some(declined) => {
                     let subject = Subject {
                         ip: client.0,
                         user_id: Some(pending.session().user_id.clone()),
                         session_id: Some(pending.session().id),
                         admin_key: None,
                     };
-                    return Err(limits::refused(state, refusal, subject).await);
+                    // A refused refresh spends its proof all the same: one used before is
+                    // answered as a replay, below.
+                    match state.service.decline(pending).await {
+                        Ok(()) => {
+                            return Err(match declined {
+                                Declined::Dbsc(refused) => refused,
+                                Declined::Limit(refusal) => {
+                                    limits::refused(state, refusal, subject).await
+                                }
+                            });
+                        }
+                        Err(error) => Err(error),
+                    }
                 }
             }
         }

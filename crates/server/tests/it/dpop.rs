@@ -398,6 +398,129 @@ async fn attack_a_replayed_proof_is_refused() {
     assert_eq!(next.status, StatusCode::OK, "{}", next.body);
 }
 
+/// The `_count` of the storage-latency histogram of `operation`: the calls made of it.
+fn storage_calls(app: &TestApp, operation: &str) -> u64 {
+    let prefix = format!("sessiond_storage_duration_seconds_count{{operation=\"{operation}\"}} ");
+    let metrics = app.state.metrics.render(0, 0);
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}in the metrics"));
+    line[prefix.len()..].parse().expect("a count")
+}
+
+async fn a_bound_refresh_records_its_proof_with_the_rotation_in_one_write() {
+    let app = TestApp::spawn().await;
+    let (key, created) = bound_session(&app).await;
+    let remembered = storage_calls(&app, "remember_dpop_proof");
+    let rotated = storage_calls(&app, "rotate_refresh_token");
+    let proofs = app.scalar("SELECT COUNT(*) FROM dpop_proofs").await;
+    // The token the session was created with is read from storage; its successor is the one
+    // this instance holds in memory.
+    let mut refresh_token = text(&created, "refresh_token").to_owned();
+    for _ in 0..2 {
+        let answer = owner_refresh(&app, &key, &refresh_token).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        refresh_token = text(&answer.body, "refresh_token").to_owned();
+    }
+    assert_eq!(storage_calls(&app, "rotate_refresh_token"), rotated + 2);
+    assert_eq!(
+        storage_calls(&app, "remember_dpop_proof"),
+        remembered,
+        "no write of its own for the proof"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM dpop_proofs").await,
+        proofs + 2,
+        "each rotation recorded its proof"
+    );
+}
+
+async fn a_proof_whose_refresh_the_rate_limit_refuses_is_spent_all_the_same() {
+    let app = TestApp::spawn_with(|raw| {
+        raw.rate_limit_refresh_per_session = Some("1/20s".into());
+    })
+    .await;
+    let (key, created) = bound_session(&app).await;
+    let session_id = text(&created["session"], "id").to_owned();
+    let owner = owner_refresh(&app, &key, text(&created, "refresh_token")).await;
+    assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    let live = text(&owner.body, "refresh_token").to_owned();
+    let proof = key.proof("POST", &url(REFRESH), app.clock_now());
+    let limited = refresh(&app, &live, Some(proof.clone())).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+
+    // The allowance is back and the proof is still young, but it was seen: the same request
+    // sent again is refused as a replay and spends nothing.
+    app.advance(Duration::from_secs(20));
+    let before = footprint(&app, &session_id).await;
+    let replayed = refresh(&app, &live, Some(proof)).await;
+    assert_refused(&app, &replayed, "replayed", &session_id).await;
+    assert_eq!(
+        footprint(&app, &session_id).await,
+        before,
+        "nothing written"
+    );
+    let next = owner_refresh(&app, &key, &live).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+}
+
+async fn attack_a_replayed_proof_sets_off_no_anomaly_revocation() {
+    let app = TestApp::spawn_with(|raw| raw.anomaly_policy = Some("revoke".into())).await;
+    let key = DpopKey::es256();
+    // Created from the address the tests' requests come from, with their browser: the owner's
+    // refreshes are nothing unusual.
+    let created = app
+        .create_session_with(json!({
+            "user_id": "alice",
+            "device": {"name": "Laptop", "user_agent": FIREFOX, "ip": "127.0.0.1"},
+            "dpop_jkt": key.thumbprint(),
+        }))
+        .await;
+    let session_id = text(&created["session"], "id").to_owned();
+    let send = async |refresh_token: &str, proof: String, user_agent: &str| {
+        app.raw(
+            app.client
+                .post(format!("{}{REFRESH}", app.base))
+                .header("user-agent", user_agent)
+                .header("DPoP", proof)
+                .json(&json!({ "refresh_token": refresh_token })),
+        )
+        .await
+    };
+    let proof = key.proof("POST", &url(REFRESH), app.clock_now());
+    let owner = send(text(&created, "refresh_token"), proof.clone(), FIREFOX).await;
+    assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    let live = text(&owner.body, "refresh_token").to_owned();
+
+    // The request replayed from another browser would be an anomaly that revokes the session,
+    // were its proof not refused first.
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                  (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+    let before = footprint(&app, &session_id).await;
+    let replayed = send(&live, proof, chrome).await;
+    assert_refused(&app, &replayed, "replayed", &session_id).await;
+    assert_eq!(
+        footprint(&app, &session_id).await,
+        before,
+        "nothing written"
+    );
+    assert_eq!(app.audit_count("security.anomaly", None).await, 0);
+    assert_eq!(app.audit_count("session.revoked", None).await, 0);
+    let next = send(
+        &live,
+        key.proof("POST", &url(REFRESH), app.clock_now()),
+        FIREFOX,
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+}
+
 async fn attack_a_proof_replayed_on_another_instance_is_refused() {
     let app = TestApp::spawn().await;
     // A second server on the same database, as another instance of a deployment.
@@ -758,6 +881,9 @@ crate::on_every_store!(
     attack_a_stolen_refresh_token_used_without_the_key_is_refused,
     attack_a_stolen_spent_refresh_token_without_the_key_does_not_revoke_the_session,
     attack_a_replayed_proof_is_refused,
+    a_bound_refresh_records_its_proof_with_the_rotation_in_one_write,
+    a_proof_whose_refresh_the_rate_limit_refuses_is_spent_all_the_same,
+    attack_a_replayed_proof_sets_off_no_anomaly_revocation,
     attack_a_proof_replayed_on_another_instance_is_refused,
     attack_a_proof_for_another_url_is_refused,
     attack_a_proof_for_another_method_is_refused,

@@ -368,6 +368,7 @@ async fn batches_of_one_users_rotations_and_revoking_all_of_them_do_not_deadlock
             match outcome {
                 RotationOutcome::Rotated => assert_eq!(session.last_active_at, now),
                 RotationOutcome::Lost => assert!(session.revoked_at.is_some()),
+                RotationOutcome::ProofReplayed => panic!("no rotation carries a proof"),
             }
         }
         revoking
