@@ -789,13 +789,35 @@ async fn a_session_bound_by_dpop_and_dbsc_refreshes_only_with_both() {
     // the session does not take the proof's key and the token is not spent.
     let before = refresh_footprint(&app, &session_id).await;
     assert_eq!(before[2], 0, "not bound to a DPoP key yet");
-    let no_cookie =
-        refresh_with_proof(&app, &browser.refresh_cookie, None, Some(proof(&app))).await;
+    let first_proof = proof(&app);
+    let no_cookie = refresh_with_proof(
+        &app,
+        &browser.refresh_cookie,
+        None,
+        Some(first_proof.clone()),
+    )
+    .await;
     assert_refused(
         &no_cookie,
         StatusCode::UNAUTHORIZED,
         "dbsc_required",
         "missing_credential",
+    );
+    assert_eq!(refresh_footprint(&app, &session_id).await, before);
+    // The refused refresh spent its proof all the same: sent again with the bound cookie, it
+    // is a replay, and still nothing is spent or bound.
+    let replayed = refresh_with_proof(
+        &app,
+        &browser.refresh_cookie,
+        Some(&bound),
+        Some(first_proof),
+    )
+    .await;
+    assert_refused(
+        &replayed,
+        StatusCode::BAD_REQUEST,
+        "invalid_dpop_proof",
+        "replayed",
     );
     assert_eq!(refresh_footprint(&app, &session_id).await, before);
 
