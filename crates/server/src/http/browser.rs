@@ -21,11 +21,11 @@ use axum::http::header::{self, HeaderMap};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use sessiond_core::Error;
 use sessiond_core::Timestamp;
 use sessiond_core::service::IssuedSession;
+use sessiond_wire::{SessionView, TokenPairResponse};
 
 use super::ApiError;
 use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, token_pair};
@@ -113,11 +113,8 @@ pub(crate) async fn refresh(
     match spent {
         Ok(issued) => {
             let now = state.service.now();
-            let mut body = serde_json::to_value(token_pair(&issued, true)).unwrap_or(Value::Null);
-            if let Some(fields) = body.as_object_mut() {
-                fields.remove("refresh_token");
-            }
-            let mut response = json_answer(&body, TOKEN_PAIR_ANSWER_BYTES);
+            let pair = token_pair(&issued, true);
+            let mut response = json_answer(&CookieModePair::of(&pair), TOKEN_PAIR_ANSWER_BYTES);
             set_cookie(&mut response, &refresh_cookie_for(&issued, now));
             offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
             Ok(response)
@@ -128,6 +125,41 @@ pub(crate) async fn refresh(
             Ok(response)
         }
         Err(other) => Err(other),
+    }
+}
+
+/// The answer of a refresh by cookie: the token pair without its refresh token, which only the
+/// cookie carries, out of script's reach.
+#[derive(Serialize)]
+struct CookieModePair<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: i64,
+    access_token_expires_at: &'a str,
+    refresh_token_expires_at: &'a str,
+    session: &'a SessionView,
+}
+
+impl<'a> CookieModePair<'a> {
+    fn of(pair: &'a TokenPairResponse) -> Self {
+        // Every field named, so that one added to the pair cannot go missing here unseen.
+        let TokenPairResponse {
+            access_token,
+            token_type,
+            expires_in,
+            access_token_expires_at,
+            refresh_token: _,
+            refresh_token_expires_at,
+            session,
+        } = pair;
+        Self {
+            access_token,
+            token_type,
+            expires_in: *expires_in,
+            access_token_expires_at,
+            refresh_token_expires_at,
+            session,
+        }
     }
 }
 
