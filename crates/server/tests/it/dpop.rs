@@ -386,15 +386,23 @@ async fn attack_a_replayed_proof_is_refused() {
     assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
     // Whoever saw that request and steals the new refresh token replays the proof with it.
     let live = text(&owner.body, "refresh_token").to_owned();
-    let before = footprint(&app, &session_id).await;
-    let replayed = refresh(&app, &live, Some(proof)).await;
-    assert_refused(&app, &replayed, "replayed", &session_id).await;
-    assert_eq!(
-        footprint(&app, &session_id).await,
-        before,
-        "nothing written"
-    );
-    let next = owner_refresh(&app, &key, &live).await;
+    replay_is_refused(&app, &key, &live, proof, &session_id).await;
+}
+
+/// Sends `proof` again with the live token `live` of the session bound to `key`: refused as a
+/// replay, nothing written, and the owner's next refresh (with a fresh proof) succeeds.
+async fn replay_is_refused(
+    app: &TestApp,
+    key: &DpopKey,
+    live: &str,
+    proof: String,
+    session_id: &str,
+) {
+    let before = footprint(app, session_id).await;
+    let replayed = refresh(app, live, Some(proof)).await;
+    assert_refused(app, &replayed, "replayed", session_id).await;
+    assert_eq!(footprint(app, session_id).await, before, "nothing written");
+    let next = owner_refresh(app, key, live).await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.body);
 }
 
@@ -458,16 +466,7 @@ async fn a_proof_whose_refresh_the_rate_limit_refuses_is_spent_all_the_same() {
     // The allowance is back and the proof is still young, but it was seen: the same request
     // sent again is refused as a replay and spends nothing.
     app.advance(Duration::from_secs(20));
-    let before = footprint(&app, &session_id).await;
-    let replayed = refresh(&app, &live, Some(proof)).await;
-    assert_refused(&app, &replayed, "replayed", &session_id).await;
-    assert_eq!(
-        footprint(&app, &session_id).await,
-        before,
-        "nothing written"
-    );
-    let next = owner_refresh(&app, &key, &live).await;
-    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    replay_is_refused(&app, &key, &live, proof, &session_id).await;
 }
 
 async fn attack_a_replayed_proof_sets_off_no_anomaly_revocation() {
