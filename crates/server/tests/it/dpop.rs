@@ -469,6 +469,33 @@ async fn a_proof_whose_refresh_the_rate_limit_refuses_is_spent_all_the_same() {
     replay_is_refused(&app, &key, &live, proof, &session_id).await;
 }
 
+async fn attack_a_spent_token_with_a_replayed_proof_does_not_revoke_the_session() {
+    let app = TestApp::spawn().await;
+    let (key, created) = bound_session(&app).await;
+    let session_id = text(&created["session"], "id").to_owned();
+    let first = text(&created, "refresh_token").to_owned();
+    let proof = key.proof("POST", &url(REFRESH), app.clock_now());
+    let owner = refresh(&app, &first, Some(proof.clone())).await;
+    assert_eq!(owner.status, StatusCode::OK, "{}", owner.body);
+    let second = owner_refresh(&app, &key, text(&owner.body, "refresh_token")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+
+    // Past the grace window, with its successor spent, the first token would be taken for
+    // reuse; with the proof that spent it, it is a replay, and the session lives on.
+    app.advance(Duration::from_secs(11));
+    let before = footprint(&app, &session_id).await;
+    let replayed = refresh(&app, &first, Some(proof)).await;
+    assert_refused(&app, &replayed, "replayed", &session_id).await;
+    assert_eq!(
+        footprint(&app, &session_id).await,
+        before,
+        "nothing written"
+    );
+    assert_eq!(app.audit_count("security.reuse_detected", None).await, 0);
+    let next = owner_refresh(&app, &key, text(&second.body, "refresh_token")).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+}
+
 async fn attack_a_replayed_proof_sets_off_no_anomaly_revocation() {
     let app = TestApp::spawn_with(|raw| raw.anomaly_policy = Some("revoke".into())).await;
     let key = DpopKey::es256();
@@ -882,6 +909,7 @@ crate::on_every_store!(
     attack_a_replayed_proof_is_refused,
     a_bound_refresh_records_its_proof_with_the_rotation_in_one_write,
     a_proof_whose_refresh_the_rate_limit_refuses_is_spent_all_the_same,
+    attack_a_spent_token_with_a_replayed_proof_does_not_revoke_the_session,
     attack_a_replayed_proof_sets_off_no_anomaly_revocation,
     attack_a_proof_replayed_on_another_instance_is_refused,
     attack_a_proof_for_another_url_is_refused,
