@@ -8,9 +8,10 @@
 # (each request spending one token). Prints, per round, thousands of instructions per
 # refresh: in all, then inclusive of Tokio's worker threads (HTTP, middleware and the
 # handler), of a refresh's work on them from its credential to its answer (`spend`, the
-# function `http::refresh::spend`, signing included; the route's handler around it may be
-# inlined), of the Ed25519 or RSA signature, of the storage thread (lookups, writes and
-# commits), of its rotations alone, and of the checkpointer.
+# function `http::refresh::spend`, or `spend_with_credential` on the cookie route, which calls
+# it directly; signing included; the route's handler around it may be inlined), of the
+# Ed25519 or RSA signature, of the storage thread (lookups, writes and commits), of its
+# rotations alone, and of the checkpointer.
 #
 #   SEED_DIR=/var/tmp/sessiond-seeds bench/instructions.sh
 #
@@ -22,7 +23,8 @@
 # Settings (environment): ROUNDS (3), SESSIONS (250000), SEED_DIR (as bench/sidebyside.sh),
 # SIGNING_ALG (EdDSA), SYNCHRONOUS (full), WARMUP (10s), MEASURE (20s), BIN (target/release,
 # the directory of the server's binary), CONNS (4: wrk's connections; more queue more writes
-# behind a running batch, so that a change to batching shows).
+# behind a running batch, so that a change to batching shows), ENTRANCE (json, or cookie: as
+# bench/sidebyside.sh, the server in cookie mode).
 #
 # Needs `cargo build --release -p sessiond-server -p sessiond-load`, wrk and valgrind.
 set -euo pipefail
@@ -38,6 +40,12 @@ WARMUP=${WARMUP:-10s}
 MEASURE=${MEASURE:-20s}
 BIN=${BIN:-target/release}
 CONNS=${CONNS:-4}
+ENTRANCE=${ENTRANCE:-json}
+if [[ $ENTRANCE != json && $ENTRANCE != cookie ]]; then
+  echo "ENTRANCE must be json or cookie, not $ENTRANCE" >&2
+  exit 2
+fi
+export ENTRANCE
 require_release_build
 require_wrk
 for tool in valgrind callgrind_control callgrind_annotate; do
@@ -46,6 +54,12 @@ done
 
 bench_workdir
 bench_server_env instructions
+# The refresh's work from its credential to its answer (see the header).
+spend_symbol='sessiond_server::http::refresh::spend::{{closure}}'
+if [[ $ENTRANCE == cookie ]]; then
+  export SESSIOND_COOKIE_MODE=on
+  spend_symbol='sessiond_server::http::refresh::spend_with_credential::{{closure}}'
+fi
 seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 
@@ -101,7 +115,7 @@ for round in $(seq "$ROUNDS"); do
   per() { awk -v n="$1" -v r="$requests" 'BEGIN { printf "%9.1f", n / r / 1000 }'; }
   printf '%-6s %9s %s %s %s %s %s %s %s\n' "$round" "$requests" "$(per "$total")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'tokio::runtime::scheduler::multi_thread::worker::run')")" \
-    "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_server::http::refresh::spend::{{closure}}')")" \
+    "$(per "$(inclusive "$run/inclusive.txt" "$spend_symbol")")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_core::token::keys::Keyring::sign')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_store_sqlite::engine::serve')")" \
     "$(per "$(inclusive "$run/inclusive.txt" 'sessiond_store_sqlite::store::rotate')")" \

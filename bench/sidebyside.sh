@@ -18,6 +18,7 @@
 #   bench/sidebyside.sh
 #   SIGNING_ALG=ES256 SYNCHRONOUS=normal bench/sidebyside.sh
 #   SKIP_PEER=1 DURATION=2s bench/sidebyside.sh          # sessiond only (a smoke run)
+#   SKIP_PEER=1 ENTRANCE=cookie bench/sidebyside.sh       # a browser's refresh by cookie
 #   SEED_DIR=/var/tmp/sessiond-seeds bench/sidebyside.sh  # seed once, reuse after
 #
 # Settings (environment):
@@ -35,6 +36,10 @@
 #                access tokens expire together); shuffled: in a random order (a fixed one, the
 #                same every run), so that each refresh reads and writes pages at random
 #   DURATION (10s), WARMUP (3s), THREADS (2), CONNS (32): the wrk run, as the peer's
+#   ENTRANCE     json (default): the token in a JSON body; cookie: in the refresh cookie with
+#                the CSRF header, as a browser sends it, the server in cookie mode
+#                (SESSIOND_COOKIE_MODE=on; its answer sets the next cookie and leaves the
+#                token out of the body)
 #   SKIP_PEER=1  run sessiond only
 #   SERVER_LOG   a RUST_LOG filter for sessiond instead of its default (warn: no access log)
 #   SEED_DIR     keep the seeded file (sidebyside-ALG-SESSIONS/) here and start later runs from
@@ -60,6 +65,7 @@ CONNS=${CONNS:-32}
 SKIP_PEER=${SKIP_PEER:-0}
 SEED_DIR=${SEED_DIR:-}
 ORDER=${ORDER:-created}
+ENTRANCE=${ENTRANCE:-json}
 case $SIGNING_ALG in
   RS256 | ES256) PEER_ALG=${PEER_ALG:-$SIGNING_ALG} ;;
   *) PEER_ALG=${PEER_ALG:-RS256} ;;
@@ -68,6 +74,11 @@ if [[ $ORDER != created && $ORDER != shuffled ]]; then
   echo "ORDER must be created or shuffled, not $ORDER" >&2
   exit 2
 fi
+if [[ $ENTRANCE != json && $ENTRANCE != cookie ]]; then
+  echo "ENTRANCE must be json or cookie, not $ENTRANCE" >&2
+  exit 2
+fi
+export ENTRANCE
 if ((WARM_TOKENS >= SESSIONS)); then
   echo "WARM_TOKENS ($WARM_TOKENS) must be below SESSIONS ($SESSIONS)" >&2
   exit 2
@@ -105,6 +116,7 @@ fi
 
 # --- sessiond -------------------------------------------------------------------------------
 bench_server_env sidebyside
+[[ $ENTRANCE == cookie ]] && export SESSIOND_COOKIE_MODE=on
 seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 echo "seed: $(cat "$seeded/seed.json")" >&2
@@ -147,6 +159,7 @@ kill "$server"; wait "$server" 2>/dev/null || true; server=
 [[ -n $peer_line ]] && echo "$peer_line"
 order=
 [[ $ORDER == shuffled ]] && order=", shuffled"
+[[ $ENTRANCE == cookie ]] && order="$order, by cookie"
 echo "sessiond refresh ($SIGNING_ALG, synchronous=$SYNCHRONOUS, $SESSIONS sessions$order, \
 -t$THREADS -c$CONNS -d$DURATION): $(field "$result" rps) req/s p50 $(field "$result" p50_ms) ms \
 p99 $(field "$result" p99_ms) ms non2xx $(field "$result" failed) \

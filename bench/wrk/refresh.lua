@@ -7,6 +7,9 @@
 -- 30 % more CPU per request on the two cores the server shares. A failed request is one wrk
 -- counts itself: an answer of status 400 or more (a refresh answers 200 or an error), or a
 -- socket error.
+--
+-- With ENTRANCE=cookie each token goes in the refresh cookie with the CSRF header and no body,
+-- as a browser refreshes against a server with SESSIOND_COOKIE_MODE=on.
 --   TOKENS_FILE=tokens.txt wrk -t2 -c32 -d10s -s refresh.lua http://127.0.0.1:8080
 
 local threads = {}
@@ -32,6 +35,7 @@ function init(args)
   file:close()
   next_token = 1
   exhausted = 0
+  by_cookie = os.getenv("ENTRANCE") == "cookie"
 end
 
 function request()
@@ -40,6 +44,11 @@ function request()
   if token == nil then
     exhausted = exhausted + 1
     token = "exhausted"
+  end
+  if by_cookie then
+    -- A browser's refresh in cookie mode: the token in its cookie, the CSRF header, no body.
+    return wrk.format("POST", "/v1/sessions/refresh",
+      { ["Cookie"] = "__Secure-sessiond-refresh=" .. token, ["X-Sessiond-CSRF"] = "1" })
   end
   return wrk.format("POST", "/v1/sessions/refresh",
     { ["Content-Type"] = "application/json" },
