@@ -675,14 +675,6 @@ fn rotating_session(
     )
 }
 
-/// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
-/// forward only if it is unrevoked and the presented token is still unspent (read first, in
-/// the same transaction of the only writer, so nothing changes between the read and the
-/// writes); then the token is spent, its successor stored and the `session.refreshed` event
-/// written, each of which must change exactly one row. A rotation that loses writes nothing.
-/// The session's row is reached by its row id throughout (see migration 0018), and is only
-/// read: the session moves forward in its activity row (migration 0020), unless the rotation
-/// shortens its idle expiry or binds it to a DPoP key.
 /// Records `replay` in the replay cache unless it is recorded already with an expiry after
 /// `now`; answers whether it was recorded. The write lock is held from `BEGIN IMMEDIATE`, so no
 /// other process can record the id between the conflict check and the insert.
@@ -705,6 +697,16 @@ fn record_proof(
     Ok(recorded == 1)
 }
 
+/// One rotation inside the batch's transaction, as a compare-and-swap: the session moves
+/// forward only if it is unrevoked and the presented token is still unspent (read first, in
+/// the same transaction of the only writer, so nothing changes between the read and the
+/// writes); then the token is spent, its successor stored and the `session.refreshed` event
+/// written, each of which must change exactly one row. A rotation that loses writes nothing but
+/// its DPoP proof's record, which comes first: a proof recorded already makes it answer
+/// [`RotationOutcome::ProofReplayed`] before anything is read or written.
+/// The session's row is reached by its row id throughout (see migration 0018), and is only
+/// read: the session moves forward in its activity row (migration 0020), unless the rotation
+/// shortens its idle expiry or binds it to a DPoP key.
 fn rotate(tx: &mut WriteTx<'_>, rotation: &Rotation) -> Result<RotationOutcome, StoreError> {
     if let Some(replay) = &rotation.proof
         && !record_proof(tx.connection(), replay, rotation.now)?
