@@ -144,11 +144,10 @@ pub struct PendingRotation<'a> {
     now: Timestamp,
     /// The access token's claims when a scope was asked for.
     narrowed: Option<Map<String, Value>>,
-    /// The key the rotation binds the session to (an unbound session refreshed with a proof).
-    bind_dpop_jkt: Option<String>,
-    /// The proof's entry in the replay cache, not yet recorded: the rotation records it in its
-    /// transaction, or [`SessionService::decline`] alone.
-    proof_replay: Option<ProofReplay>,
+    /// The key the rotation binds the session to, and the proof's entry in the replay cache
+    /// when not yet recorded: the rotation records it in its transaction, or
+    /// [`SessionService::decline`] alone.
+    dpop: ProofUse,
 }
 
 impl PendingRotation<'_> {
@@ -199,18 +198,17 @@ enum Lookup {
         session: Session,
         now: Timestamp,
         narrowed: Option<Map<String, Value>>,
-        bind_dpop_jkt: Option<String>,
-        /// The proof to record with the rotation, when this lookup did not record it.
-        proof_replay: Option<ProofReplay>,
+        dpop: ProofUse,
     },
 }
 
 /// What a rotation does with the DPoP proof that came with its token.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ProofUse {
     /// The key an unbound session becomes bound to.
     bind_jkt: Option<String>,
-    /// The proof's entry in the replay cache, to record with the rotation.
+    /// The proof's entry in the replay cache, to record with the rotation: none when it is
+    /// recorded already (or no proof came).
     replay: Option<ProofReplay>,
 }
 
@@ -511,8 +509,7 @@ impl SessionService {
                     session,
                     now,
                     narrowed,
-                    bind_dpop_jkt,
-                    proof_replay,
+                    dpop,
                 } => RefreshStep::Rotation(PendingRotation {
                     token,
                     hash,
@@ -522,8 +519,7 @@ impl SessionService {
                     session,
                     now,
                     narrowed,
-                    bind_dpop_jkt,
-                    proof_replay,
+                    dpop,
                 }),
             },
         )
@@ -537,7 +533,7 @@ impl SessionService {
     /// [`Error::DpopRefused`] when that proof was accepted before: the refusal to answer, as
     /// for a replayed proof at any step; [`Error::Store`] when the proof cannot be recorded.
     pub async fn decline(&self, pending: PendingRotation<'_>) -> Result<(), Error> {
-        self.remember_proof(&pending.session, pending.proof_replay, pending.now)
+        self.remember_proof(&pending.session, pending.dpop.replay, pending.now)
             .await
     }
 
@@ -564,13 +560,12 @@ impl SessionService {
             mut session,
             mut now,
             mut narrowed,
-            mut bind_dpop_jkt,
-            mut proof_replay,
+            mut dpop,
         } = pending;
-        if proof_replay.is_some() && self.anomaly_acts(&session, origin) {
+        if dpop.replay.is_some() && self.anomaly_acts(&session, origin) {
             // A replayed proof sets off nothing: it is recorded, or refused, before the
             // anomaly is reported.
-            self.remember_proof(&session, proof_replay.take(), now)
+            self.remember_proof(&session, dpop.replay.take(), now)
                 .await?;
         }
         // Once per refresh: a rotation that lost its race has reported its anomaly already.
@@ -585,10 +580,7 @@ impl SessionService {
                     session,
                     now,
                     narrowed.as_ref(),
-                    ProofUse {
-                        bind_jkt: bind_dpop_jkt.take(),
-                        replay: proof_replay.take(),
-                    },
+                    std::mem::take(&mut dpop),
                 )
                 .await?
             {
@@ -616,20 +608,19 @@ impl SessionService {
                     session: reread,
                     now: read_at,
                     narrowed: claims,
-                    bind_dpop_jkt: bind,
-                    proof_replay: _,
+                    dpop: reread_dpop,
                 } => {
                     session = reread;
                     now = read_at;
                     narrowed = claims;
-                    bind_dpop_jkt = bind;
+                    dpop = reread_dpop;
                 }
             }
         }
     }
 
     /// One lookup of `token` and the rotation rule's decision on it, carried out unless it is
-    /// a rotation: the DPoP binding is checked first (see [`Self::check_dpop_binding`]), then a
+    /// a rotation: the DPoP binding is checked first (see [`dpop_binding`]), then a
     /// replay is opened (its anomaly looked for unless `lookup.anomaly_handled`), reuse revokes
     /// the session, and refusals are errors.
     async fn look_up_refresh(
@@ -650,7 +641,10 @@ impl SessionService {
         if remember_proof && let Some((record, session)) = self.fresh.take(&hash) {
             let now = self.clock.now();
             if self.fresh_admits(&record, &session, proof, now) {
-                let bind_dpop_jkt = dpop_binding(&session, proof)?;
+                let dpop = ProofUse {
+                    bind_jkt: dpop_binding(&session, proof)?,
+                    replay: proof.map(VerifiedProof::replay),
+                };
                 // A scope beyond the session's is storage's to refuse, below.
                 if let Ok(narrowed) = requested
                     .map(|requested| self.narrowed_claims(&session, requested))
@@ -660,8 +654,7 @@ impl SessionService {
                         session,
                         now,
                         narrowed,
-                        bind_dpop_jkt,
-                        proof_replay: proof.map(VerifiedProof::replay),
+                        dpop,
                     });
                 }
             }
@@ -671,7 +664,10 @@ impl SessionService {
         };
         self.report_unreadable(std::slice::from_ref(&session)).await;
         let now = self.clock.now();
-        let bind_dpop_jkt = dpop_binding(&session, proof)?;
+        let mut dpop = ProofUse {
+            bind_jkt: dpop_binding(&session, proof)?,
+            replay: proof.filter(|_| remember_proof).map(VerifiedProof::replay),
+        };
         let decision = decide_refresh(&record, &session, now, &self.settings.policy);
         let narrowed = match decision {
             RefreshDecision::Rotate => requested
@@ -681,9 +677,8 @@ impl SessionService {
         };
         // The proof goes into the replay cache with the rotation, in its transaction, when
         // this lookup leads to one; otherwise now, before the decision has any effect.
-        let mut proof_replay = proof.filter(|_| remember_proof).map(VerifiedProof::replay);
         if decision != RefreshDecision::Rotate || narrowed.is_err() {
-            self.remember_proof(&session, proof_replay.take(), now)
+            self.remember_proof(&session, dpop.replay.take(), now)
                 .await?;
         }
         match decision {
@@ -713,8 +708,7 @@ impl SessionService {
                 session,
                 now,
                 narrowed: narrowed?,
-                bind_dpop_jkt,
-                proof_replay,
+                dpop,
             }),
         }
     }
