@@ -398,12 +398,22 @@ async fn replay_is_refused(
     proof: String,
     session_id: &str,
 ) {
-    let before = footprint(app, session_id).await;
-    let replayed = refresh(app, live, Some(proof)).await;
-    assert_refused(app, &replayed, "replayed", session_id).await;
-    assert_eq!(footprint(app, session_id).await, before, "nothing written");
+    assert_replay_refused(app, session_id, refresh(app, live, Some(proof))).await;
     let next = owner_refresh(app, key, live).await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+}
+
+/// Sends `replay` (a request not sent yet) and checks that it is refused as `replayed`,
+/// audited, and writes nothing.
+async fn assert_replay_refused(
+    app: &TestApp,
+    session_id: &str,
+    replay: impl Future<Output = Answer>,
+) {
+    let before = footprint(app, session_id).await;
+    let replayed = replay.await;
+    assert_refused(app, &replayed, "replayed", session_id).await;
+    assert_eq!(footprint(app, session_id).await, before, "nothing written");
 }
 
 /// The `_count` of the storage-latency histogram of `operation`: the calls made of it.
@@ -483,14 +493,7 @@ async fn attack_a_spent_token_with_a_replayed_proof_does_not_revoke_the_session(
     // Past the grace window, with its successor spent, the first token would be taken for
     // reuse; with the proof that spent it, it is a replay, and the session lives on.
     app.advance(Duration::from_secs(11));
-    let before = footprint(&app, &session_id).await;
-    let replayed = refresh(&app, &first, Some(proof)).await;
-    assert_refused(&app, &replayed, "replayed", &session_id).await;
-    assert_eq!(
-        footprint(&app, &session_id).await,
-        before,
-        "nothing written"
-    );
+    assert_replay_refused(&app, &session_id, refresh(&app, &first, Some(proof))).await;
     assert_eq!(app.audit_count("security.reuse_detected", None).await, 0);
     let next = owner_refresh(&app, &key, text(&second.body, "refresh_token")).await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.body);
@@ -528,14 +531,7 @@ async fn attack_a_replayed_proof_sets_off_no_anomaly_revocation() {
     // were its proof not refused first.
     let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
                   (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
-    let before = footprint(&app, &session_id).await;
-    let replayed = send(&live, proof, chrome).await;
-    assert_refused(&app, &replayed, "replayed", &session_id).await;
-    assert_eq!(
-        footprint(&app, &session_id).await,
-        before,
-        "nothing written"
-    );
+    assert_replay_refused(&app, &session_id, send(&live, proof, chrome)).await;
     assert_eq!(app.audit_count("security.anomaly", None).await, 0);
     assert_eq!(app.audit_count("session.revoked", None).await, 0);
     let next = send(
