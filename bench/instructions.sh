@@ -40,12 +40,7 @@ WARMUP=${WARMUP:-10s}
 MEASURE=${MEASURE:-20s}
 BIN=${BIN:-target/release}
 CONNS=${CONNS:-4}
-ENTRANCE=${ENTRANCE:-json}
-if [[ $ENTRANCE != json && $ENTRANCE != cookie ]]; then
-  echo "ENTRANCE must be json or cookie, not $ENTRANCE" >&2
-  exit 2
-fi
-export ENTRANCE
+bench_entrance
 require_release_build
 require_wrk
 for tool in valgrind callgrind_control callgrind_annotate; do
@@ -57,7 +52,6 @@ bench_server_env instructions
 # The refresh's work from its credential to its answer (see the header).
 spend_symbol='sessiond_server::http::refresh::spend::{{closure}}'
 if [[ $ENTRANCE == cookie ]]; then
-  export SESSIOND_COOKIE_MODE=on
   spend_symbol='sessiond_server::http::refresh::spend_with_credential::{{closure}}'
 fi
 seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")

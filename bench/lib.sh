@@ -52,6 +52,18 @@ bench_server_env() {
   bench_log_env
 }
 
+# bench_entrance: checks ENTRANCE (json by default, or cookie) and exports it for
+# bench/wrk/refresh.lua; with cookie, the servers run in cookie mode (SESSIOND_COOKIE_MODE=on).
+bench_entrance() {
+  ENTRANCE=${ENTRANCE:-json}
+  if [[ $ENTRANCE != json && $ENTRANCE != cookie ]]; then
+    echo "ENTRANCE must be json or cookie, not $ENTRANCE" >&2
+    exit 2
+  fi
+  export ENTRANCE
+  if [[ $ENTRANCE == cookie ]]; then export SESSIOND_COOKIE_MODE=on; fi
+}
+
 # seeded_dir LAYOUT: the directory of a seeded file: SEED_DIR/LAYOUT when SEED_DIR is set (kept
 # for later runs), else the run's own $work/seeded.
 seeded_dir() {

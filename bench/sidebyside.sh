@@ -65,7 +65,6 @@ CONNS=${CONNS:-32}
 SKIP_PEER=${SKIP_PEER:-0}
 SEED_DIR=${SEED_DIR:-}
 ORDER=${ORDER:-created}
-ENTRANCE=${ENTRANCE:-json}
 case $SIGNING_ALG in
   RS256 | ES256) PEER_ALG=${PEER_ALG:-$SIGNING_ALG} ;;
   *) PEER_ALG=${PEER_ALG:-RS256} ;;
@@ -74,11 +73,7 @@ if [[ $ORDER != created && $ORDER != shuffled ]]; then
   echo "ORDER must be created or shuffled, not $ORDER" >&2
   exit 2
 fi
-if [[ $ENTRANCE != json && $ENTRANCE != cookie ]]; then
-  echo "ENTRANCE must be json or cookie, not $ENTRANCE" >&2
-  exit 2
-fi
-export ENTRANCE
+bench_entrance
 if ((WARM_TOKENS >= SESSIONS)); then
   echo "WARM_TOKENS ($WARM_TOKENS) must be below SESSIONS ($SESSIONS)" >&2
   exit 2
@@ -116,7 +111,6 @@ fi
 
 # --- sessiond -------------------------------------------------------------------------------
 bench_server_env sidebyside
-[[ $ENTRANCE == cookie ]] && export SESSIOND_COOKIE_MODE=on
 seeded=$(seeded_dir "sidebyside-$SIGNING_ALG-$SESSIONS")
 seed_once "$seeded" "$SESSIONS" all.txt
 echo "seed: $(cat "$seeded/seed.json")" >&2
