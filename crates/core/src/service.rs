@@ -562,14 +562,14 @@ impl SessionService {
             mut narrowed,
             mut dpop,
         } = pending;
-        if dpop.replay.is_some() && self.anomaly_acts(&session, origin) {
+        // Once per refresh: a rotation that lost its race has reported its anomaly already.
+        if let Some(anomaly) = self.acting_anomaly(&session, origin) {
             // A replayed proof sets off nothing: it is recorded, or refused, before the
             // anomaly is reported.
             self.remember_proof(&session, dpop.replay.take(), now)
                 .await?;
+            self.handle_anomaly(&session, &anomaly, origin, now).await?;
         }
-        // Once per refresh: a rotation that lost its race has reported its anomaly already.
-        self.handle_anomaly(&session, origin, now).await?;
         // `begin_refresh` made the first of the attempts' lookups.
         let mut attempts = 1;
         loop {
@@ -687,8 +687,8 @@ impl SessionService {
                 if let Some(requested) = requested {
                     self.narrowed_claims(&session, requested)?;
                 }
-                if !anomaly_handled {
-                    self.handle_anomaly(&session, origin, now).await?;
+                if !anomaly_handled && let Some(anomaly) = self.acting_anomaly(&session, origin) {
+                    self.handle_anomaly(&session, &anomaly, origin, now).await?;
                 }
                 let pair = self
                     .open_replayed_successor(token, &record, &session, now)
@@ -762,12 +762,14 @@ impl SessionService {
         }
     }
 
-    /// Whether the anomaly policy acts on a refresh of `session` from `origin`: reports it, or
-    /// revokes the session.
-    fn anomaly_acts(&self, session: &Session, origin: &RequestOrigin) -> bool {
+    /// How a refresh of `session` from `origin` differs from the session, when the anomaly
+    /// policy acts on it (reports it, or revokes the session); `None` under `allow`.
+    fn acting_anomaly(&self, session: &Session, origin: &RequestOrigin) -> Option<Anomaly> {
         let settings = &self.settings.anomaly;
-        settings.policy != AnomalyPolicy::Allow
-            && anomaly::detect(session, origin, &settings.checks).is_some()
+        if settings.policy == AnomalyPolicy::Allow {
+            return None;
+        }
+        anomaly::detect(session, origin, &settings.checks)
     }
 
     /// Issues `session`'s successor pair at `now` and writes the rotation of `token`, binding
@@ -1017,23 +1019,17 @@ impl SessionService {
         })
     }
 
-    /// Compares `origin` with `session` and acts as the anomaly policy says: nothing, or a
-    /// `security.anomaly` audit event (and its live event), or that event and the session's
-    /// revocation, answered as a refused refresh.
+    /// Acts on `anomaly` (see [`Self::acting_anomaly`]) of a refresh of `session` from `origin`
+    /// as the anomaly policy says: a `security.anomaly` audit event (and its live event), or
+    /// that event and the session's revocation, answered as a refused refresh.
     async fn handle_anomaly(
         &self,
         session: &Session,
+        anomaly: &Anomaly,
         origin: &RequestOrigin,
         now: Timestamp,
     ) -> Result<(), Error> {
-        let settings = &self.settings.anomaly;
-        if settings.policy == AnomalyPolicy::Allow {
-            return Ok(());
-        }
-        let Some(anomaly) = anomaly::detect(session, origin, &settings.checks) else {
-            return Ok(());
-        };
-        let revoke = settings.policy == AnomalyPolicy::Revoke;
+        let revoke = self.settings.anomaly.policy == AnomalyPolicy::Revoke;
         tracing::warn!(
             session_id = %session.id,
             changed = ?anomaly.changes.iter().map(|change| change.signal.as_str()).collect::<Vec<_>>(),
@@ -1043,7 +1039,7 @@ impl SessionService {
         // Written before the refresh is answered: a refresh that could not be reported is
         // not granted either, and a retry reports it again.
         self.store
-            .append_audit(&[anomaly_event(session, &anomaly, origin, now, revoke)])
+            .append_audit(&[anomaly_event(session, anomaly, origin, now, revoke)])
             .await?;
         if revoke {
             let revoked = self
