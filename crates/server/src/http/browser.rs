@@ -16,10 +16,9 @@
 //! is not listed gets no CORS header at all and its `OPTIONS` request reaches the router like
 //! any other.
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::{self, HeaderMap};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sessiond_core::Error;
@@ -200,10 +199,15 @@ pub(crate) fn cleared_refresh_cookie() -> String {
 /// CORS for the configured origins only: a request whose `Origin` is listed gets
 /// `Access-Control-Allow-Origin` (that origin) with `Access-Control-Allow-Credentials: true`,
 /// and its preflight is answered here; any other origin gets no CORS header at all, so the
-/// browser keeps its same-origin rule.
-pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// browser keeps its same-origin rule. `next` answers the request otherwise (see
+/// `http::edge`).
+pub(crate) async fn cors<F: Future<Output = Response>>(
+    state: &AppState,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     if state.cors_origins.is_empty() {
-        return next.run(request).await;
+        return next(request).await;
     }
     let origin = request
         .headers()
@@ -239,7 +243,7 @@ pub(crate) async fn cors(State(state): State<AppState>, request: Request, next: 
             );
             response
         }
-        _ => next.run(request).await,
+        _ => next(request).await,
     };
     let headers = response.headers_mut();
     // Answers differ by origin, so caches must key on it whether or not this one is listed.

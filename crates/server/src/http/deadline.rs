@@ -11,23 +11,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use hyper::body::{Frame, SizeHint};
 
 use super::ApiError;
 use crate::state::AppState;
 
-/// Puts the body of `request` under the deadline and answers 408 if it passed.
-pub(crate) async fn request_body(
-    State(state): State<AppState>,
+/// Puts the body of `request` under the deadline, has `next` answer it, and answers 408 instead
+/// if the deadline passed (see `http::edge`).
+pub(crate) async fn request_body<F: Future<Output = Response>>(
+    state: &AppState,
     request: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     if request.body().is_end_stream() {
-        return next.run(request).await;
+        return next(request).await;
     }
     let timeout = state.connections.body_timeout;
     let expired = Arc::new(AtomicBool::new(false));
@@ -38,7 +38,7 @@ pub(crate) async fn request_body(
             expired: Arc::clone(&expired),
         })
     });
-    let response = next.run(request).await;
+    let response = next(request).await;
     if !expired.load(Ordering::Acquire) {
         return response;
     }

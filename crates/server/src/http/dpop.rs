@@ -11,10 +11,9 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::{Map, Value};
 use sessiond_core::audit::{NewAuditEvent, Severity};
@@ -274,14 +273,14 @@ pub(crate) fn verify_refresh_proof(
 
 /// When nonces are required, gives every answer to a request that carried a `DPoP` header a
 /// fresh `DPoP-Nonce` (RFC 9449 §8.2): the one a refusal asks for, or the next one a client
-/// should use.
-pub(crate) async fn nonce_answers(
-    State(state): State<AppState>,
+/// should use. `next` answers the request (see `http::edge`).
+pub(crate) async fn nonce_answers<F: Future<Output = Response>>(
+    state: &AppState,
     request: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     let with_proof = request.headers().contains_key(DPOP_HEADER);
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     if with_proof
         && let Some(nonce) = state.dpop.nonce(state.service.now())
         && let Ok(value) = HeaderValue::from_str(&nonce)

@@ -23,7 +23,7 @@ mod strict_json;
 mod ui;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler as _;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
@@ -118,21 +118,8 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
     // passes, so that a stack added one `layer` at a time allocated about fifty boxes per
     // request. Wrapped in one piece, each route has one box.
     let edge = ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(state.clone(), browser::cors))
-        .layer(middleware::from_fn(request_id))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            dpop::nonce_answers,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            observability::observe,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            deadline::request_body,
-        ))
         .layer(DefaultBodyLimit::max(body_limit));
     routes
         .fallback(error::not_found)
@@ -147,12 +134,36 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(observability::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            observability::observe,
-        ))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics_edge))
         .with_state(state)
+}
+
+/// What every request of the API passes before its route, outermost first: CORS
+/// (`browser::cors`), its id and log span ([`request_id`]), DPoP nonces on the answers to
+/// proofs (`dpop::nonce_answers`), its metrics and access-log line (`observability::observe`)
+/// and its body's deadline (`deadline::request_body`); then, below, a panic's answer and the
+/// body limit. One middleware calling the next as a function, rather than one `from_fn` layer
+/// each: such a layer clones and boxes the whole service beneath it, and boxes its future, on
+/// every request.
+async fn edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    browser::cors(&state, request, |request| {
+        request_id(request, |request| {
+            dpop::nonce_answers(&state, request, |request| {
+                observability::observe(&state, request, |request| {
+                    deadline::request_body(&state, request, |request| next.run(request))
+                })
+            })
+        })
+    })
+    .await
+}
+
+/// [`edge`] of the metrics listener: the request's id, its metrics and access-log line.
+async fn metrics_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    request_id(request, |request| {
+        observability::observe(&state, request, |request| next.run(request))
+    })
+    .await
 }
 
 /// Marks an answer uncacheable, as RFC 6749 §5.1 requires of anything carrying tokens: every
@@ -171,15 +182,18 @@ async fn no_store_answers(response: Response) -> Response {
     no_store(response)
 }
 
-/// Gives every request an id (from the thread's CSPRNG: no system call per request), runs it
-/// inside a span carrying that id, and returns the id in `x-request-id`.
-async fn request_id(request: Request, next: Next) -> Response {
+/// Gives every request an id (from the thread's CSPRNG: no system call per request), has
+/// `next` answer it inside a span carrying that id, and returns the id in `x-request-id`.
+async fn request_id<F: Future<Output = Response>>(
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let id = sessiond_core::random::uuid_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = REQUEST_ID
         .scope(
             id.clone(),
-            tracing::Instrument::instrument(next.run(request), span),
+            tracing::Instrument::instrument(next(request), span),
         )
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {

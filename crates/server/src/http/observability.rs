@@ -6,7 +6,6 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use sessiond_wire::Stats;
@@ -26,11 +25,11 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Records the latency and status of every request under its route template (never the raw
 /// path, so the number of series stays bounded), counts error answers by code, and writes one
 /// access-log line. Runs inside the request-id span, so the line carries the id. Neither the
-/// headers nor the body are logged.
-pub(crate) async fn observe(
-    State(state): State<AppState>,
+/// headers nor the body are logged. `next` answers the request (see `http::edge`).
+pub(crate) async fn observe<F: Future<Output = Response>>(
+    state: &AppState,
     request: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     let started = Instant::now();
     let route = request
@@ -38,7 +37,7 @@ pub(crate) async fn observe(
         .get::<MatchedPath>()
         .map_or(usize::MAX, |path| route_index(path.as_str()));
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let response = next(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let error = response.extensions().get::<ErrorCode>().map(|code| code.0);
