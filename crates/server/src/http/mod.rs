@@ -117,14 +117,14 @@ pub fn api_router(state: AppState, with_metrics: bool) -> Router {
     // wraps, and axum clones a route's service, boxes included, at every boxed level a request
     // passes, so that a stack added one `layer` at a time allocated about fifty boxes per
     // request. Wrapped in one piece, each route has one box.
-    let edge = ServiceBuilder::new()
+    let stack = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(DefaultBodyLimit::max(body_limit));
     routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(edge)
+        .layer(stack)
         .with_state(state)
 }
 
