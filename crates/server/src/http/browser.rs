@@ -27,7 +27,7 @@ use sessiond_core::service::IssuedSession;
 use sessiond_wire::{SessionView, TokenPairResponse};
 
 use super::ApiError;
-use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, token_pair};
+use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, token_pair, token_pair_answer};
 use super::cookies::{REFRESH_PATH, cookie, set_cookie};
 use super::extract::OptionalJsonBody;
 use super::limits::ClientIp;
@@ -84,7 +84,7 @@ pub(crate) async fn refresh(
         )
         .await?;
         let now = state.service.now();
-        let mut response = json_answer(&token_pair(&issued, true), TOKEN_PAIR_ANSWER_BYTES);
+        let mut response = token_pair_answer(&issued, true);
         set_cookie(&mut response, &refresh_cookie_for(&issued, now));
         offer_registration_unless_bound(&state, &mut response, &issued, credential.as_deref());
         return Ok(response);

@@ -16,7 +16,7 @@ use sessiond_wire::{
 
 use super::ApiError;
 use super::browser;
-use super::convert::{TOKEN_PAIR_ANSWER_BYTES, json_answer, session_view, token_pair};
+use super::convert::{session_view, token_pair_answer};
 use super::cookies::{self, REFRESH_PATH};
 use super::dbsc;
 use super::extract::{
@@ -75,7 +75,8 @@ pub(crate) async fn create(
         })
         .await?;
     let now = state.service.now();
-    let mut response = (StatusCode::CREATED, Json(token_pair(&issued, false))).into_response();
+    let mut response = token_pair_answer(&issued, false);
+    *response.status_mut() = StatusCode::CREATED;
     if state.cookie_mode {
         // A backend serving the same site may pass this on to the browser as it is.
         cookies::set_cookie(&mut response, &browser::refresh_cookie_for(&issued, now));
@@ -101,10 +102,7 @@ pub(crate) async fn refresh(
     let proof = dpop.proof(REFRESH_PATH);
     let issued =
         refresh::spend(&state, client, &origin, &request.refresh_token, None, proof).await?;
-    Ok(json_answer(
-        &token_pair(&issued, true),
-        TOKEN_PAIR_ANSWER_BYTES,
-    ))
+    Ok(token_pair_answer(&issued, true))
 }
 
 /// `GET /v1/sessions`: the caller's active sessions, the current one marked.
