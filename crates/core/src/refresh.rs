@@ -27,7 +27,7 @@
 //! token, which the store never sees: only a caller holding the spent token can open its
 //! successor, and a database dump alone cannot.
 //!
-//! What is sealed is the pair packed ([`pack_pair`]): its two times, then each token as the
+//! What is sealed is the pair packed (`pack_pair`): its two times, then each token as the
 //! bytes its base64url segments stand for (the refresh token's after its `sdr_`, the access
 //! token's three), about 30 % fewer than the pair's JSON, which a pair sealed before packing
 //! is and still opens as. The pair lives in the database for its replay window, one per

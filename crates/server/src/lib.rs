@@ -34,7 +34,7 @@ pub use state::{AppState, SharedState};
 
 /// Serves the API on `listener` until `shutdown` completes, running the background tasks
 /// alongside; in-flight requests finish before it returns. Connections are capped and timed
-/// out as `state.connections` says (see [`connections`]).
+/// out as `state.connections` says (see the `connections` module).
 ///
 /// # Errors
 /// None at present: an error accepting a connection is logged and the loop goes on (the type

@@ -102,7 +102,7 @@ const REVOKE_REASONS: [RevokeReason; 6] = [
     RevokeReason::Anomaly,
 ];
 
-/// The `Store` methods timed by [`crate::instrumented_store::InstrumentedStore`], in the order
+/// The store methods timed by `crate::instrumented_store::InstrumentedStore`, in the order
 /// of their label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -318,7 +318,7 @@ impl Metrics {
         self.rate_limited[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records one answered HTTP request: `route` is an index into [`ROUTES`] (see
+    /// Records one answered HTTP request: `route` is an index into `ROUTES` (see
     /// [`route_index`]), `error_code` the contract's `error` if the answer was an error.
     pub fn record_request(
         &self,
@@ -651,7 +651,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The index in [`ROUTES`] of a matched path template; unknown templates count as unmatched.
+/// The index in `ROUTES` of a matched path template; unknown templates count as unmatched.
 pub fn route_index(template: &str) -> usize {
     ROUTES
         .iter()

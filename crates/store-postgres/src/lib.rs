@@ -71,7 +71,7 @@
 //! Revocations also reach the other instances as they commit: each revoking transaction
 //! queues a `pg_notify`, and [`PostgresStore::revocation_listener`] (the store's
 //! `revocation_feed`) listens for them, reporting a resync after every (re)connection; see
-//! [`feed`](crate::feed) for the payload and the per-schema filtering.
+//! the `feed` module for the payload and the per-schema filtering.
 //!
 //! Advisory locks are per database, so their keys include the current schema: deployments that
 //! keep their tables in different schemas of one database never wait for each other.

@@ -6,7 +6,7 @@ use super::StoreError;
 use crate::time::Timestamp;
 use crate::token::{SigningAlgorithm, StoredKey};
 
-/// What [`Store::retire_signing_key`] did.
+/// What [`KeyStore::retire_signing_key`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireOutcome {
     /// The key was retired: its secret wiped, its row kept with `retired_at`.

@@ -72,7 +72,7 @@ pub struct RevokedSessionRef {
     pub access_expires_at: Timestamp,
 }
 
-/// Counts over the sessions active at one instant, as [`Store::stats`] answers them.
+/// Counts over the sessions active at one instant, as [`SessionStore::stats`] answers them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreStats {
     /// Sessions unrevoked and unexpired.

@@ -265,7 +265,7 @@ pub enum KeyringError {
         /// The key's id.
         kid: String,
     },
-    /// An HS256 secret is shorter than [`HMAC_MIN_SECRET_BYTES`].
+    /// An HS256 secret is shorter than the 32 bytes HS256 needs (`HMAC_MIN_SECRET_BYTES`).
     #[error("signing key {kid}: its HS256 secret is {len} bytes, under the 32 bytes required")]
     ShortHmacSecret {
         /// The key's id.

@@ -179,7 +179,7 @@ fn is_forgery(error: &Error) -> bool {
 }
 
 /// Answers an access token that did not validate: a forged one as a failed authentication
-/// (see [`failed_credential`](super::limits::failed_credential)), an expired or revoked one as it is.
+/// (see [`failed_credential`]), an expired or revoked one as it is.
 async fn refused_token(
     state: &AppState,
     ip: Option<IpAddr>,
