@@ -164,25 +164,20 @@ pub(crate) fn token_pair_answer(issued: &IssuedSession, as_user: bool) -> Respon
 /// Writes [`token_pair`]'s JSON, its fields in the wire type's order (`current` only for a
 /// user, `unreadable` only when not empty, as that type skips them).
 fn write_token_pair(out: &mut JsonOut, issued: &IssuedSession, as_user: bool) {
-    let IssuedPair {
-        access_token,
-        access_expires_at_ms,
-        refresh_token,
-        refresh_expires_at_ms,
-    } = &issued.pair;
+    let pair = &issued.pair;
     let session = &issued.session;
     out.raw("{\"access_token\":");
-    out.string(access_token);
+    out.string(&pair.access_token);
     out.raw(",\"token_type\":");
     out.string(token_type(session));
     out.raw(",\"expires_in\":");
-    out.integer(expires_in(*access_expires_at_ms, issued.at));
+    out.integer(expires_in(pair.access_expires_at_ms, issued.at));
     out.raw(",\"access_token_expires_at\":");
-    out.time(Timestamp::from_unix_millis(*access_expires_at_ms));
+    out.time(Timestamp::from_unix_millis(pair.access_expires_at_ms));
     out.raw(",\"refresh_token\":");
-    out.string(refresh_token);
+    out.string(&pair.refresh_token);
     out.raw(",\"refresh_token_expires_at\":");
-    out.time(Timestamp::from_unix_millis(*refresh_expires_at_ms));
+    out.time(Timestamp::from_unix_millis(pair.refresh_expires_at_ms));
     out.raw(",\"session\":{\"id\":");
     let mut id = Uuid::encode_buffer();
     out.string(session.id.as_uuid().hyphenated().encode_lower(&mut id));
@@ -316,13 +311,21 @@ mod tests {
     use sessiond_core::refresh::IssuedPair;
     use sessiond_core::service::IssuedSession;
     use sessiond_core::session::{Device, DeviceType};
-    use sessiond_core::{DeviceId, Session, SessionId, TenantId, Timestamp, UserId};
+    use sessiond_core::{DeviceId, TenantId, Timestamp, UserId};
+    use sessiond_store_conformance::fixtures::session_for;
 
     use super::{JsonOut, expires_in, rfc3339, token_pair, write_token_pair};
 
     /// A session with every optional field empty, issued a pair at `at`.
     fn issued_at(at: i64) -> IssuedSession {
         let at = Timestamp::from_unix_millis(at);
+        let mut session = session_for("alice", at);
+        session.device.name = None;
+        session.device.device_type = DeviceType::Unknown;
+        session.device.browser = None;
+        session.device.os = None;
+        session.ip = None;
+        session.user_agent = None;
         IssuedSession {
             pair: IssuedPair {
                 access_token: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl".into(),
@@ -330,32 +333,7 @@ mod tests {
                 refresh_token: "sdr1_AbCdEf-_0123456789".into(),
                 refresh_expires_at_ms: at.unix_millis() + 86_400_000,
             },
-            session: Session {
-                id: SessionId::generate(),
-                user_id: UserId::from_trusted("alice".into()),
-                tenant_id: None,
-                device: Device {
-                    id: DeviceId::from_trusted("laptop".into()),
-                    name: None,
-                    device_type: DeviceType::Unknown,
-                    browser: None,
-                    os: None,
-                    trusted: false,
-                },
-                ip: None,
-                user_agent: None,
-                claims: serde_json::Map::new(),
-                metadata: serde_json::Map::new(),
-                created_at: at,
-                last_active_at: at,
-                idle_expires_at: Timestamp::from_unix_millis(at.unix_millis() + 3_600_000),
-                expires_at: Timestamp::from_unix_millis(at.unix_millis() + 86_400_000),
-                access_expires_at: Timestamp::from_unix_millis(at.unix_millis() + 900_000),
-                revoked_at: None,
-                revoke_reason: None,
-                dpop_jkt: None,
-                unreadable: Vec::new(),
-            },
+            session,
             replayed: false,
             at,
         }
