@@ -153,8 +153,8 @@ pub(crate) fn token_pair(issued: &IssuedSession, as_user: bool) -> TokenPairResp
 /// [`token_pair`] as a `200` JSON answer: the bytes `serde_json` writes for its
 /// [`TokenPairResponse`], written here field by field into one buffer instead. The answer of
 /// every refresh: building the wire value first (a dozen strings copied or formatted, each
-/// allocated) and serializing it (its keys escaped like any string) took about as many
-/// instructions as the rest of the refresh's HTTP answer.
+/// allocated) and serializing it (its keys escaped like any string) took about three times the
+/// instructions (`BENCHMARKS.md`, "Where a refresh's CPU goes").
 pub(crate) fn token_pair_answer(issued: &IssuedSession, as_user: bool) -> Response {
     let mut out = JsonOut(Vec::with_capacity(TOKEN_PAIR_ANSWER_BYTES));
     write_token_pair(&mut out, issued, as_user);
@@ -196,11 +196,9 @@ fn write_token_pair(out: &mut JsonOut, issued: &IssuedSession, as_user: bool) {
     out.optional(device.browser.as_deref());
     out.raw(",\"os\":");
     out.optional(device.os.as_deref());
-    out.raw(if device.trusted {
-        ",\"trusted\":true},\"ip\":"
-    } else {
-        ",\"trusted\":false},\"ip\":"
-    });
+    out.raw(",\"trusted\":");
+    out.raw(if device.trusted { "true" } else { "false" });
+    out.raw("},\"ip\":");
     out.optional(session.ip.as_deref());
     out.raw(",\"user_agent\":");
     out.optional(session.user_agent.as_deref());
@@ -271,6 +269,7 @@ impl JsonOut {
         }
     }
 
+    /// `value` as a JSON number.
     fn integer(&mut self, value: i64) {
         // Writing into a `Vec` does not fail.
         let _ = write!(self.0, "{value}");
