@@ -717,11 +717,13 @@ impl<'a> AuditColumns<'a> {
                 .sessions
                 .push(event.session_id.map(|id| *id.as_uuid()));
             let entry = CanonicalEntry::of(event);
-            columns.ips.push(cipher.seal_optional_text(
-                AUDIT_IP,
-                &entry.ip_row(),
-                event.ip.as_deref(),
-            ));
+            // The row an address is sealed for is hashed only when there is one.
+            columns.ips.push(
+                event
+                    .ip
+                    .as_deref()
+                    .map(|ip| cipher.seal_text(AUDIT_IP, &entry.ip_row(), ip)),
+            );
             columns.ats.push(event.at.unix_millis());
             columns.details.push(entry.into_entry().details);
         }

@@ -865,12 +865,11 @@ impl<'c> WriteTx<'c> {
     /// head's hash and the row as stored. Also writes the live events it publishes.
     pub(crate) fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut entry = CanonicalEntry::of(event);
-        // Sealed before it is chained: the chain covers the address as stored.
-        entry.set_ip(self.cipher.seal_optional_text(
-            AUDIT_IP,
-            &entry.ip_row(),
-            event.ip.as_deref(),
-        ));
+        // Sealed before it is chained: the chain covers the address as stored. The row it is
+        // sealed for is hashed only when there is one (a refresh's event has none).
+        if let Some(ip) = event.ip.as_deref() {
+            entry.set_ip(Some(self.cipher.seal_text(AUDIT_IP, &entry.ip_row(), ip)));
+        }
         self.append_entry(&entry)?;
         for published in event::events_of_audit(event) {
             self.insert_event(&published)?;
