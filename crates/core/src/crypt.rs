@@ -23,6 +23,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
 
+use crate::audit::CanonicalEntry;
 use crate::primitives::{Aes256Gcm, hmac_sha256};
 
 use crate::store::{Store, StoreError};
@@ -414,6 +415,13 @@ impl CipherSlot {
         text: Option<&str>,
     ) -> Option<String> {
         text.map(|text| self.seal_text(column, row, text))
+    }
+
+    /// An audit event's address as it is stored: `ip` sealed for `entry`'s row
+    /// ([`CanonicalEntry::ip_row`], in column [`columns::AUDIT_IP`]). The row is hashed only
+    /// when there is an address to seal (a refresh's event has none).
+    pub fn seal_audit_ip(&self, entry: &CanonicalEntry, ip: Option<&str>) -> Option<String> {
+        ip.map(|ip| self.seal_text(columns::AUDIT_IP, &entry.ip_row(), ip))
     }
 
     /// The text of a stored value of `column` in row `row`.

@@ -717,13 +717,9 @@ impl<'a> AuditColumns<'a> {
                 .sessions
                 .push(event.session_id.map(|id| *id.as_uuid()));
             let entry = CanonicalEntry::of(event);
-            // The row an address is sealed for is hashed only when there is one.
-            columns.ips.push(
-                event
-                    .ip
-                    .as_deref()
-                    .map(|ip| cipher.seal_text(AUDIT_IP, &entry.ip_row(), ip)),
-            );
+            columns
+                .ips
+                .push(cipher.seal_audit_ip(&entry, event.ip.as_deref()));
             columns.ats.push(event.at.unix_millis());
             columns.details.push(entry.into_entry().details);
         }

@@ -55,7 +55,6 @@ use rusqlite::{Connection, OpenFlags, params};
 use sessiond_core::Timestamp;
 use sessiond_core::audit::{self, AuditEntry, CanonicalEntry, ChainHash, NewAuditEvent};
 use sessiond_core::crypt::CipherSlot;
-use sessiond_core::crypt::columns::AUDIT_IP;
 use sessiond_core::event::{self, NewEvent};
 use sessiond_core::store::{CannotWrite, StoreError, WriteBlock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -865,11 +864,8 @@ impl<'c> WriteTx<'c> {
     /// head's hash and the row as stored. Also writes the live events it publishes.
     pub(crate) fn append_audit(&mut self, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut entry = CanonicalEntry::of(event);
-        // Sealed before it is chained: the chain covers the address as stored. The row it is
-        // sealed for is hashed only when there is one (a refresh's event has none).
-        if let Some(ip) = event.ip.as_deref() {
-            entry.set_ip(Some(self.cipher.seal_text(AUDIT_IP, &entry.ip_row(), ip)));
-        }
+        // Sealed before it is chained: the chain covers the address as stored.
+        entry.set_ip(self.cipher.seal_audit_ip(&entry, event.ip.as_deref()));
         self.append_entry(&entry)?;
         for published in event::events_of_audit(event) {
             self.insert_event(&published)?;
