@@ -23,7 +23,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
 
-use crate::audit::CanonicalEntry;
+use crate::audit::{AuditEntry, CanonicalEntry};
 use crate::primitives::{Aes256Gcm, hmac_sha256};
 
 use crate::store::{Store, StoreError};
@@ -454,6 +454,19 @@ impl CipherSlot {
     ) -> Result<Option<String>, CryptError> {
         stored
             .map(|stored| self.open_text(column, row, stored))
+            .transpose()
+    }
+
+    /// An audit event's address as stored in `entry` ([`Self::seal_audit_ip`]), opened. Its row
+    /// is hashed only when there is an address to open.
+    ///
+    /// # Errors
+    /// As [`CipherSlot::open_text`].
+    pub fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, CryptError> {
+        entry
+            .ip
+            .as_ref()
+            .map(|stored| self.open_text(columns::AUDIT_IP, &entry.ip_row(), stored.clone()))
             .transpose()
     }
 

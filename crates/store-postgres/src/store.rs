@@ -10,7 +10,7 @@ use sessiond_core::audit::{
     CheckpointFor, CheckpointKey, NewAuditEvent, SealedAuditEvent,
 };
 use sessiond_core::crypt::columns::{
-    AUDIT_IP, DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
+    DEVICE_LAST_IP, DEVICE_NAME, DEVICE_USER_AGENT, KEY_SECRET, SEALED_SUCCESSOR,
     SESSION_DEVICE_NAME, SESSION_IP, SESSION_METADATA, SESSION_USER_AGENT,
 };
 use sessiond_core::crypt::{Cipher, CipherSlot, WrappedDataKey, device_row};
@@ -1860,9 +1860,7 @@ impl AuditStore for PostgresStore {
     }
 
     fn open_audit_ip(&self, entry: &AuditEntry) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .cipher
-            .open_optional_text(AUDIT_IP, &entry.ip_row(), entry.ip.clone())?)
+        Ok(self.cipher.open_audit_ip(entry)?)
     }
 
     async fn audit_checkpoint_key(&self, candidate: &[u8]) -> Result<CheckpointKey, StoreError> {
